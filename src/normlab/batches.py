@@ -1,0 +1,68 @@
+"""The dataset as one tensor on the device, batches from a seeded randperm, batch augmentation.
+
+No DataLoader: MNIST fits in memory many times over, and per-sample Python work would cost more
+than the network itself. Everything here runs on whole batches on the training device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class DeviceSplit:
+    """One split, resident on the device. ``images`` are float in [0, 1], ``(N, 1, H, W)``."""
+
+    images: torch.Tensor  # (N, 1, H, W) float32
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+
+def to_device_split(images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> DeviceSplit:
+    """uint8 images ``(N, H, W)`` -> a :class:`DeviceSplit` on ``device``, scaled once to [0, 1]."""
+    x = images.to(device).unsqueeze(1).float().div_(255.0)  # (N, 1, H, W)
+    return DeviceSplit(x.contiguous(), labels.to(device=device, dtype=torch.long))
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """Start/stop offsets of the batches of an epoch of ``n`` samples.
+
+    A final batch of a single sample is merged into the one before it, so BatchNorm never
+    normalizes a batch of one (its variance would be zero and its output meaningless).
+    """
+    bounds = [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        start, _ = bounds.pop(-2)
+        bounds[-1] = (start, n)
+    return bounds
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, rotate: float, translate: float) -> torch.Tensor:
+    """Random rotation (uniform in +-``rotate`` degrees) and shift (+-``translate`` pixels) per image.
+
+    One ``affine_grid`` + ``grid_sample`` for the whole batch ``(B, C, H, W)``. Pixels shifted in
+    from outside are 0, the background of un-normalized MNIST.
+    """
+    if rotate == 0 and translate == 0:
+        return x
+    b, _, h, w = x.shape
+    u = torch.rand(b, 3, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1  # (B, 3)
+    angle = u[:, 0] * math.radians(rotate)
+    cos, sin = angle.cos(), angle.sin()
+    # affine_grid works in [-1, 1] coordinates: a shift of p pixels is 2p/W (or 2p/H).
+    tx, ty = u[:, 1] * (2 * translate / w), u[:, 2] * (2 * translate / h)
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def split_stats(split: DeviceSplit) -> tuple[float, float]:
+    """Mean and standard deviation of all pixels (used to normalize every split the same way)."""
+    x = split.images
+    return float(x.mean()), float(x.std())

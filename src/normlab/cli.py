@@ -1,0 +1,176 @@
+"""Command-line interface: ``normlab study``, ``normlab train``.
+
+Bad input prints one line, ``normlab: error: <problem>; <fix>``, and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from normlab import __version__
+from normlab.config import DATASET_NAMES, DEFAULT_L1, DEFAULT_L2, Config
+from normlab.errors import NormlabError
+from normlab.model import NORMS
+
+_D = Config()  # the defaults shown in --help come from the config itself
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message (argparse's default prints the usage block too)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return v
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return v
+
+
+def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=_positive_int, default=_D.epochs, help="epochs per run")
+    p.add_argument("--batch-size", type=_positive_int, default=_D.batch_size,
+                   help="training batch size (>= 2 for BatchNorm)")
+    p.add_argument("--lr", type=_positive_float, default=_D.lr,
+                   help="peak learning rate of the one-cycle schedule (SGD, Nesterov momentum)")
+    p.add_argument("--momentum", type=_nonneg_float, default=_D.momentum, help="peak SGD momentum")
+    p.add_argument("--warmup", type=float, default=_D.warmup,
+                   help="fraction of the steps spent raising the learning rate to its peak")
+    p.add_argument("--l1", type=_nonneg_float, default=DEFAULT_L1, dest="l1_default", metavar="LAMBDA",
+                   help="L1 lambda used by a variant written '+l1' without a value")
+    p.add_argument("--l2", type=_nonneg_float, default=DEFAULT_L2, dest="l2_default", metavar="DECAY",
+                   help="weight decay used by a variant written '+l2' without a value")
+    p.add_argument("--groups", type=_positive_int, default=_D.groups,
+                   help="GroupNorm groups for 'gn' (must divide every layer's channels: 8 and 16)")
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="turn off the random rotation and shift of training batches "
+                        "(augmentation is on by default)")
+    p.add_argument("--rotate", type=_nonneg_float, default=_D.rotate,
+                   help="max random rotation of training images, degrees")
+    p.add_argument("--translate", type=_nonneg_float, default=_D.translate,
+                   help="max random shift of training images, pixels")
+    p.add_argument("--dataset", default=_D.dataset, choices=DATASET_NAMES, metavar="NAME",
+                   help=f"dataset: {', '.join(DATASET_NAMES)}")
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding the dataset's four IDX files (.gz or not); when not given: "
+                        "$NORMLAB_DATA, then ~/.cache/normlab/<dataset>, then download")
+    p.add_argument("--train-subset", type=_positive_int, default=None, metavar="N",
+                   help="train on the first N training images only (quick runs); all when not given")
+    p.add_argument("--eval-batch-size", type=_positive_int, default=_D.eval_batch_size,
+                   help="batch size for test evaluation")
+    p.add_argument("--device", default=_D.device,
+                   help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    p.add_argument("--out", default=None,
+                   help="run folder to create; default runs/<dataset>-<timestamp>")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="normlab",
+        description="Compare BatchNorm, GroupNorm and LayerNorm (and L1/L2 penalties) in a small CNN.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"normlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    variant_help = (
+        "comma-separated variants: a norm ({norms}) with optional '+l1', '+l1=LAMBDA', '+l2', "
+        "'+l2=DECAY', e.g. 'gn,ln,bn+l1' or 'bn+l1=5e-5'"
+    ).format(norms=", ".join(NORMS))
+
+    p = sub.add_parser("study", help="train several variants x seeds and save a run folder",
+                       formatter_class=_Formatter,
+                       description="Train every variant for every seed, evaluating on the test set "
+                                   "after each epoch, and save config, metrics, summary, "
+                                   "predictions and checkpoints in a run folder.")
+    p.add_argument("--variants", default=",".join(_D.variants), help=variant_help)
+    p.add_argument("--seeds", type=_positive_int, default=_D.seeds,
+                   help="number of seeds per variant: N runs seeds 0..N-1")
+    _add_training_flags(p)
+
+    p = sub.add_parser("train", help="train one variant and save a run folder",
+                       formatter_class=_Formatter,
+                       description="Train a single variant (one seed) and save a run folder.")
+    p.add_argument("--variant", default="bn", help=variant_help.replace("comma-separated variants",
+                                                                        "one variant"))
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed")
+    _add_training_flags(p)
+    return parser
+
+
+_TRAINING_KEYS = ("epochs", "batch_size", "lr", "momentum", "warmup", "l1_default", "l2_default",
+                  "groups", "augment", "rotate", "translate", "dataset", "data_dir",
+                  "train_subset", "eval_batch_size", "device")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    kw = {k: getattr(args, k) for k in _TRAINING_KEYS}
+    if args.command == "study":
+        return Config(variants=tuple(args.variants.split(",")), seeds=args.seeds, **kw)
+    if "," in args.variant:
+        raise NormlabError("--variant takes one variant; use 'normlab study --variants' for several")
+    return Config(variants=(args.variant,), seeds=1, **kw)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        from normlab.study import run_study  # imported late: --help stays fast
+
+        run_study(cfg, out=args.out, progress=not args.quiet)
+    except NormlabError as e:
+        print(f"normlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("normlab: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""The one config dataclass saved with every result, and the variant-spec parser.
+
+A *variant* is a norm plus optional penalties, written as a spec string::
+
+    gn            GroupNorm, no penalty
+    bn+l1         BatchNorm + L1 with the default lambda (Config.l1_default)
+    bn+l1=5e-5    BatchNorm + L1, lambda 5e-5
+    gn+l2=1e-4    GroupNorm + L2 through SGD weight decay 1e-4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from normlab.errors import ConfigError
+from normlab.model import NORMS
+
+DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist")
+DEFAULT_L1 = 2e-5
+DEFAULT_L2 = 5e-4
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str          # canonical spec, e.g. "bn+l1=2e-05"; used in file names and tables
+    norm: str
+    l1: float = 0.0    # lambda of lambda * sum(|w|) over conv and linear weights
+    l2: float = 0.0    # SGD weight decay
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_TERM = re.compile(r"^(l1|l2)(?:=(.+))?$")
+
+
+def _spec_number(text: str, what: str, spec: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(
+            f"variant {spec!r}: {what} value {text!r} is not a number; write e.g. {what}=1e-4"
+        ) from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"variant {spec!r}: {what} must be a finite number >= 0, got {text}")
+    return value
+
+
+def parse_variant(spec: str, l1_default: float = DEFAULT_L1, l2_default: float = DEFAULT_L2) -> Variant:
+    """Parse a variant spec such as ``bn+l1=5e-5``. Raises ConfigError with the fix on bad input."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError("empty variant; write a norm name such as 'gn' or 'bn+l1'")
+    text = spec.strip().lower()
+    norm, *terms = text.split("+")
+    if norm not in NORMS:
+        raise ConfigError(
+            f"variant {spec!r}: unknown norm {norm!r}; valid norms: {', '.join(NORMS)} "
+            "(penalties are added as +l1, +l1=LAMBDA, +l2, +l2=LAMBDA)"
+        )
+    penalties: dict[str, float] = {}
+    for term in terms:
+        m = _TERM.match(term)
+        if not m:
+            raise ConfigError(
+                f"variant {spec!r}: unknown term {term!r}; use +l1, +l1=LAMBDA, +l2 or +l2=LAMBDA"
+            )
+        kind, value = m.group(1), m.group(2)
+        if kind in penalties:
+            raise ConfigError(f"variant {spec!r}: {kind} given twice")
+        default = l1_default if kind == "l1" else l2_default
+        penalties[kind] = default if value is None else _spec_number(value, kind, spec)
+    l1, l2 = penalties.get("l1", 0.0), penalties.get("l2", 0.0)
+    name = norm
+    if "l1" in penalties:
+        name += f"+l1={l1:g}"
+    if "l2" in penalties:
+        name += f"+l2={l2:g}"
+    return Variant(name=name, norm=norm, l1=l1, l2=l2)
+
+
+def parse_variants(specs: str | list[str] | tuple[str, ...], l1_default: float = DEFAULT_L1,
+                   l2_default: float = DEFAULT_L2) -> tuple[Variant, ...]:
+    """Parse a comma-separated list (or a list) of specs; duplicates are an error."""
+    items = [s for s in specs.split(",")] if isinstance(specs, str) else list(specs)
+    variants = tuple(parse_variant(s, l1_default, l2_default) for s in items)
+    names = [v.name for v in variants]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"variant {dupes[0]!r} is listed twice; list each variant once")
+    if not variants:
+        raise ConfigError("no variants given; e.g. --variants gn,ln,bn+l1")
+    return variants
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that decides a study's results. Saved, fully resolved, as config.json."""
+
+    variants: tuple[str, ...] = ("gn", "ln", "bn+l1")
+    seeds: int = 1                    # number of seeds per variant
+    first_seed: int = 0               # runs seeds first_seed .. first_seed+seeds-1
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 0.1                   # peak learning rate of the one-cycle schedule
+    momentum: float = 0.9             # peak momentum (one-cycle cycles it down to 0.85 at peak lr)
+    warmup: float = 0.25              # fraction of steps spent raising the learning rate
+    l1_default: float = DEFAULT_L1    # lambda for a bare "+l1" in a variant spec
+    l2_default: float = DEFAULT_L2    # weight decay for a bare "+l2"
+    groups: int = 4                   # GroupNorm groups ("gn")
+    augment: bool = True              # random rotation + translation of training batches
+    rotate: float = 10.0              # max rotation, degrees
+    translate: float = 2.0            # max shift, pixels
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    train_subset: int | None = None   # use the first N training images
+    eval_batch_size: int = 1000
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        # Normalize lists given as a comma string.
+        if isinstance(self.variants, str):
+            object.__setattr__(self, "variants", tuple(self.variants.split(",")))
+        else:
+            object.__setattr__(self, "variants", tuple(self.variants))
+        self.validate()
+
+    # -- validation -------------------------------------------------------------------------
+    def validate(self) -> None:
+        def positive_int(name: str, flag: str) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{flag} must be a whole number >= 1, got {v!r}")
+
+        positive_int("seeds", "--seeds")
+        positive_int("epochs", "--epochs")
+        positive_int("batch_size", "--batch-size")
+        positive_int("eval_batch_size", "--eval-batch-size")
+        positive_int("groups", "--groups")
+        if isinstance(self.first_seed, bool) or not isinstance(self.first_seed, int) \
+                or self.first_seed < 0:
+            raise ConfigError(f"--seed must be a whole number >= 0, got {self.first_seed!r}")
+        for name, flag in (("lr", "--lr"),):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ConfigError(f"{flag} must be a number > 0, got {v!r}")
+        for name, flag in (("l1_default", "--l1"), ("l2_default", "--l2"),
+                           ("rotate", "--rotate"), ("translate", "--translate"),
+                           ("momentum", "--momentum")):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ConfigError(f"{flag} must be a number >= 0, got {v!r}")
+        if not 0 < self.warmup < 1:
+            raise ConfigError(f"--warmup must be between 0 and 1 (exclusive), got {self.warmup!r}")
+        if self.dataset not in DATASET_NAMES:
+            raise ConfigError(
+                f"unknown dataset {self.dataset!r}; valid datasets: {', '.join(DATASET_NAMES)}"
+            )
+        if self.train_subset is not None:
+            positive_int("train_subset", "--train-subset")
+        variants = self.parsed_variants()
+        if any(v.norm == "bn" for v in variants):
+            if self.batch_size < 2:
+                raise ConfigError(
+                    "--batch-size 1 cannot train BatchNorm (a batch of one has no variance); "
+                    "use --batch-size 2 or more, or a batch-independent norm such as gn or ln"
+                )
+            if self.train_subset is not None and self.train_subset < 2:
+                raise ConfigError("--train-subset must be >= 2 to train BatchNorm")
+        # Building one model per norm checks the group count against every layer's width.
+        from normlab.model import ModelConfig, Net
+        for norm in {v.norm for v in variants}:
+            Net(ModelConfig(norm=norm, groups=self.groups))
+
+    def parsed_variants(self) -> tuple[Variant, ...]:
+        return parse_variants(list(self.variants), self.l1_default, self.l2_default)
+
+    # -- (de)serialization ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["variants"] = list(self.variants)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
+        d = dict(d)
+        if "variants" in d and isinstance(d["variants"], list):
+            d["variants"] = tuple(d["variants"])
+        return cls(**d)
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+
+__all__ = ["Config", "Variant", "parse_variant", "parse_variants", "DATASET_NAMES"]

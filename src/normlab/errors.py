@@ -1,0 +1,21 @@
+"""Error types that normlab raises for bad input.
+
+Every error a user can cause is a :class:`NormlabError`; the CLI prints its message on one line
+and exits with code 2. Messages name the problem and the fix.
+"""
+
+
+class NormlabError(Exception):
+    """Base class of every error caused by bad input (settings, files, folders)."""
+
+
+class ConfigError(NormlabError, ValueError):
+    """A setting is invalid: an unknown name, a bad number, an impossible combination."""
+
+
+class DataError(NormlabError):
+    """A dataset file is missing, corrupt, malformed or fails its checksum."""
+
+
+class RunFolderError(NormlabError):
+    """A run folder is missing files, holds damaged files, or comes from another version."""

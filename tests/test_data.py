@@ -1,0 +1,607 @@
+"""Tests of normlab.data: IDX reading, validation, lookup, verification and download.
+
+Everything except the real-MNIST test runs on tiny made-up files in tmp_path; the network is
+never touched (an autouse fixture makes ``data._urlopen`` fail unless a test installs a fake).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import struct
+import tracemalloc
+import urllib.error
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from normlab import data
+from normlab.data import DatasetSpec, FileSpec
+from normlab.errors import ConfigError, DataError
+
+# Read before the autouse fixture clears it, for the real-data test.
+_REAL_ENV = os.environ.get(data.CACHE_ENV)
+_REPO = Path(__file__).resolve().parents[1]
+
+MIRRORS = ("https://mirror-one.invalid/data/", "https://mirror-two.invalid/data/")
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+
+
+def idx_bytes(
+    array: np.ndarray, dtype_code: int = 0x08, dims: tuple[int, ...] | None = None
+) -> bytes:
+    """IDX bytes of ``array`` (as uint8); ``dims`` overrides the sizes written in the header."""
+    dims = array.shape if dims is None else dims
+    header = bytes([0, 0, dtype_code, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def write(path: Path, payload: bytes, gz: bool = False) -> Path:
+    """Write ``payload`` to ``path``, gzip-compressed (deterministically) if ``gz``."""
+    path.write_bytes(gzip.compress(payload, mtime=0) if gz else payload)
+    return path
+
+
+def md5(b: bytes) -> str:
+    return hashlib.md5(b).hexdigest()
+
+
+def make_dataset(
+    n_train: int = 6, n_test: int = 4, seed: int = 0, raw_md5: bool = True, name: str = "mnist"
+) -> tuple[DatasetSpec, dict[str, bytes]]:
+    """A made-up dataset: its spec (with correct MD5s) and its files' raw IDX bytes by filename."""
+    rng = np.random.default_rng(seed)
+    raw = {
+        "train-images-idx3-ubyte.gz": idx_bytes(rng.integers(0, 256, (n_train, 28, 28))),
+        "train-labels-idx1-ubyte.gz": idx_bytes(rng.integers(0, 10, (n_train,))),
+        "t10k-images-idx3-ubyte.gz": idx_bytes(rng.integers(0, 256, (n_test, 28, 28))),
+        "t10k-labels-idx1-ubyte.gz": idx_bytes(rng.integers(0, 10, (n_test,))),
+    }
+    specs = [
+        FileSpec(fn, md5(gzip.compress(b, mtime=0)), md5(b) if raw_md5 else None)
+        for fn, b in raw.items()
+    ]
+    spec = DatasetSpec(name, MIRRORS, *specs, classes=tuple(str(d) for d in range(10)))
+    return spec, raw
+
+
+def install(folder: Path, raw: dict[str, bytes], gz: bool = True) -> Path:
+    """Write a dataset's files into ``folder`` as official .gz files or uncompressed ones."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for filename, payload in raw.items():
+        write(folder / (filename if gz else filename.removesuffix(".gz")), payload, gz)
+    return folder
+
+
+class FakeWeb:
+    """Stands in for ``data._urlopen``: serves ``files`` (by basename); URLs under ``down`` fail."""
+
+    def __init__(self, files: dict[str, bytes], down: tuple[str, ...] = ()) -> None:
+        self.files, self.down, self.calls = files, down, []
+
+    def __call__(self, url: str, timeout: float) -> io.BytesIO:
+        self.calls.append(url)
+        if url.startswith(self.down):
+            raise urllib.error.URLError("connection refused")
+        return io.BytesIO(self.files[url.rsplit("/", 1)[1]])
+
+
+def gz_files(raw: dict[str, bytes]) -> dict[str, bytes]:
+    return {fn: gzip.compress(b, mtime=0) for fn, b in raw.items()}
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Private cache folder, no $NORMLAB_DATA, and no network access; returns the cache folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv(data.CACHE_ENV, raising=False)
+
+    def no_network(url: str, timeout: float):
+        raise urllib.error.URLError("network disabled in tests")
+
+    monkeypatch.setattr(data, "_urlopen", no_network)
+    return tmp_path / "xdg" / "normlab" / "mnist"
+
+
+@pytest.fixture
+def fake_mnist(monkeypatch: pytest.MonkeyPatch) -> tuple[DatasetSpec, dict[str, bytes]]:
+    """Replace the registered "mnist" spec by a made-up one, so the public API can be tested."""
+    spec, raw = make_dataset()
+    monkeypatch.setitem(data.DATASETS, "mnist", spec)
+    return spec, raw
+
+
+# ----------------------------------------------------------------------------------------------
+# read_idx
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gzip"])
+def test_read_idx_roundtrip(tmp_path: Path, gz: bool) -> None:
+    """A valid IDX file, raw or gzip, reads back as exactly the uint8 array that was written."""
+    array = np.random.default_rng(1).integers(0, 256, (5, 28, 28)).astype(np.uint8)
+    path = write(tmp_path / "images", idx_bytes(array), gz)
+    out = data.read_idx(path)
+    assert out.dtype == torch.uint8 and out.shape == (5, 28, 28)
+    assert np.array_equal(out.numpy(), array)
+    labels = np.arange(10, dtype=np.uint8)
+    assert data.read_idx(write(tmp_path / "labels", idx_bytes(labels), gz)).tolist() == list(
+        range(10)
+    )
+
+
+def test_read_idx_detects_gzip_by_magic_not_suffix(tmp_path: Path) -> None:
+    """Compression is recognised by content: gzip data without .gz and raw data named .gz both read."""
+    array = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert (
+        data.read_idx(write(tmp_path / "plain-name", idx_bytes(array), gz=True)).tolist()
+        == array.tolist()
+    )
+    assert (
+        data.read_idx(write(tmp_path / "raw.gz", idx_bytes(array), gz=False)).tolist()
+        == array.tolist()
+    )
+
+
+def test_read_idx_missing_file(tmp_path: Path) -> None:
+    """A missing file is a DataError naming it, not a bare FileNotFoundError."""
+    with pytest.raises(DataError, match="nope"):
+        data.read_idx(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gzip"])
+def test_read_idx_wrong_magic(tmp_path: Path, gz: bool) -> None:
+    """A file not starting with two zero bytes is rejected as not IDX, naming the file and fix."""
+    path = write(tmp_path / "bad", b"\x12\x34\x08\x01" + struct.pack(">I", 3) + b"abc", gz)
+    with pytest.raises(DataError, match="not an IDX file") as e:
+        data.read_idx(path)
+    assert str(path) in str(e.value) and "--data-dir" in str(e.value)
+
+
+def test_read_idx_unsupported_dtype(tmp_path: Path) -> None:
+    """Only type code 0x08 (unsigned byte) is accepted; the error names the code found."""
+    path = write(tmp_path / "floats", idx_bytes(np.zeros(4), dtype_code=0x0D))
+    with pytest.raises(DataError, match="0x0d"):
+        data.read_idx(path)
+
+
+@pytest.mark.parametrize("ndim", [0, 5, 255])
+def test_read_idx_bad_ndim(tmp_path: Path, ndim: int) -> None:
+    """A header declaring 0 or more than 4 dimensions is rejected."""
+    path = write(tmp_path / "x", bytes([0, 0, 8, ndim]) + b"\x00" * 64)
+    with pytest.raises(DataError, match=f"declares {ndim} dimensions"):
+        data.read_idx(path)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gzip"])
+def test_read_idx_truncated_payload(tmp_path: Path, gz: bool) -> None:
+    """Fewer data bytes than the header's sizes multiply to is reported as truncated."""
+    full = idx_bytes(np.zeros((3, 28, 28)))
+    path = write(tmp_path / "short", full[:-100], gz)
+    with pytest.raises(DataError, match="truncated") as e:
+        data.read_idx(path)
+    assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\x00\x00", b"\x00\x00\x08\x03" + struct.pack(">I", 5)],
+    ids=["empty", "2-bytes", "1-of-3-dims"],
+)
+def test_read_idx_header_too_short(tmp_path: Path, content: bytes) -> None:
+    """A file that ends inside the header (before the magic or before all declared sizes) is rejected."""
+    path = write(tmp_path / "stub", content)
+    with pytest.raises(DataError, match="too short|truncated"):
+        data.read_idx(path)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gzip"])
+def test_read_idx_trailing_bytes(tmp_path: Path, gz: bool) -> None:
+    """Data beyond what the header declares is an error, not silently ignored."""
+    path = write(tmp_path / "long", idx_bytes(np.zeros((2, 3))) + b"\x07", gz)
+    with pytest.raises(DataError, match="longer than its header says"):
+        data.read_idx(path)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gzip"])
+def test_read_idx_huge_header_tiny_file_does_not_allocate(tmp_path: Path, gz: bool) -> None:
+    """A header claiming 4 GB in a 100-byte file is rejected while peak Python allocation stays small.
+
+    A reader that allocated (or read) by the header's size first would show a ~4 GB peak here.
+    """
+    dims = (1000, 2000, 2000)  # 4e9 bytes claimed
+    path = write(
+        tmp_path / "liar", bytes([0, 0, 8, 3]) + struct.pack(">3I", *dims) + b"\x01" * 84, gz
+    )
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="truncated"):
+            data.read_idx(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, f"peak allocation {peak} bytes"
+
+
+def test_read_idx_gzip_bomb_is_not_fully_decompressed(tmp_path: Path) -> None:
+    """A small header followed by 64 MB of compressed zeros is rejected without decompressing it all."""
+    payload = bytes([0, 0, 8, 1]) + struct.pack(">I", 10) + bytes(64 * 2**20)
+    path = write(tmp_path / "bomb.gz", payload, gz=True)
+    del payload
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="longer than its header says"):
+            data.read_idx(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, f"peak allocation {peak} bytes"
+
+
+@pytest.mark.parametrize("damage", ["cut", "flip", "garbage"])
+def test_read_idx_corrupt_gzip(tmp_path: Path, damage: str) -> None:
+    """A gzip stream cut short, with a flipped byte, or invalid after the magic is a DataError."""
+    good = gzip.compress(
+        idx_bytes(np.random.default_rng(2).integers(0, 256, (20, 28, 28))), mtime=0
+    )
+    if damage == "cut":
+        bad = good[: len(good) // 2]
+    elif damage == "flip":
+        mid = len(good) // 2
+        bad = good[:mid] + bytes([good[mid] ^ 0xFF]) + good[mid + 1 :]
+    else:
+        bad = b"\x1f\x8b" + b"not really gzip" * 10
+    path = write(tmp_path / "broken.gz", bad)
+    with pytest.raises(DataError) as e:
+        data.read_idx(path)
+    assert str(path) in str(e.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# load_split checks
+
+
+def test_load_split_roundtrip(tmp_path: Path, fake_mnist) -> None:
+    """load_split returns uint8 (N, 28, 28) images and int64 (N,) labels equal to the files' data."""
+    spec, raw = fake_mnist
+    folder = install(tmp_path / "d", raw)
+    images, labels = data.load_split("mnist", train=True, data_dir=folder, download=False)
+    assert images.dtype == torch.uint8 and images.shape == (6, 28, 28)
+    assert labels.dtype == torch.int64 and labels.shape == (6,)
+    assert labels.tolist() == list(raw["train-labels-idx1-ubyte.gz"][8:])
+    images, labels = data.load_split("mnist", train=False, data_dir=folder, download=False)
+    assert images.shape == (4, 28, 28) and labels.shape == (4,)
+
+
+def _with_labels(
+    monkeypatch: pytest.MonkeyPatch, labels: np.ndarray
+) -> tuple[DatasetSpec, dict[str, bytes]]:
+    """Fake mnist whose training labels are ``labels`` (MD5s kept consistent)."""
+    _, raw = make_dataset()
+    raw["train-labels-idx1-ubyte.gz"] = idx_bytes(labels)
+    files = [FileSpec(fn, md5(gzip.compress(b, mtime=0)), md5(b)) for fn, b in raw.items()]
+    spec = DatasetSpec("mnist", MIRRORS, *files, classes=tuple(str(d) for d in range(10)))
+    monkeypatch.setitem(data.DATASETS, "mnist", spec)
+    return spec, raw
+
+
+def test_load_split_count_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """6 images with 5 labels is an error naming both files."""
+    _, raw = _with_labels(monkeypatch, np.arange(5))
+    folder = install(tmp_path / "d", raw)
+    with pytest.raises(DataError, match="6 images but .* 5 labels") as e:
+        data.load_split("mnist", True, data_dir=folder, download=False)
+    assert "train-images" in str(e.value) and "train-labels" in str(e.value)
+
+
+def test_load_split_label_out_of_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A label of 10 or more is an error naming the first bad value, its index and the file."""
+    _, raw = _with_labels(monkeypatch, np.array([1, 2, 3, 12, 200, 4]))
+    folder = install(tmp_path / "d", raw)
+    with pytest.raises(DataError, match=r"label 12 at index 3 .*0\.\.9") as e:
+        data.load_split("mnist", True, data_dir=folder, download=False)
+    assert "train-labels" in str(e.value)
+
+
+def test_load_split_labels_not_1d(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A labels file holding a 2-D array is rejected."""
+    _, raw = _with_labels(monkeypatch, np.zeros((6, 2)))
+    folder = install(tmp_path / "d", raw)
+    with pytest.raises(DataError, match=r"shape \(N,\)"):
+        data.load_split("mnist", True, data_dir=folder, download=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Specs
+
+
+def test_specs() -> None:
+    """The three datasets are registered with four distinct files and ten classes each."""
+    assert set(data.DATASETS) == {"mnist", "fashion-mnist", "kmnist"}
+    for name, spec in data.DATASETS.items():
+        assert data.get_spec(name) is spec and spec.name == name
+        assert len(spec.classes) == 10 and spec.mirrors
+        assert len({f.filename for f in spec.files}) == 4
+        assert all(len(f.gz_md5) == 32 for f in spec.files)
+    assert all(f.raw_md5 for f in data.DATASETS["mnist"].files)
+    assert data.DATASETS["kmnist"].classes[0] == "o"
+    assert data.DATASETS["fashion-mnist"].classes[0] == "T-shirt/top"
+
+
+def test_get_spec_unknown() -> None:
+    """An unknown name is a ConfigError listing the valid names."""
+    with pytest.raises(
+        ConfigError, match="unknown dataset 'x'; valid: fashion-mnist, kmnist, mnist"
+    ):
+        data.get_spec("x")
+
+
+def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The cache is $XDG_CACHE_HOME/normlab/<name>, or ~/.cache/normlab/<name> without it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert data.default_cache_dir("kmnist") == tmp_path / "normlab" / "kmnist"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert data.default_cache_dir("mnist") == Path.home() / ".cache" / "normlab" / "mnist"
+
+
+# ----------------------------------------------------------------------------------------------
+# Verification
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gzip"])
+def test_checksum_mismatch_by_raw_md5(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gz: bool
+) -> None:
+    """A file whose content MD5 differs from the spec's is an error.
+
+    The message names the file, the expected and the found MD5, and the fix.
+    """
+    spec, raw = make_dataset()
+    wrong = "0" * 32
+    bad = FileSpec(spec.test_labels.filename, spec.test_labels.gz_md5, wrong)
+    monkeypatch.setitem(
+        data.DATASETS, "mnist", DatasetSpec("mnist", MIRRORS, *spec.files[:3], bad, spec.classes)
+    )
+    folder = install(tmp_path / "d", raw, gz=gz)
+    with pytest.raises(DataError) as e:
+        data.locate("mnist", folder, download=False)
+    msg = str(e.value)
+    assert "t10k-labels-idx1-ubyte" in msg and wrong in msg
+    assert md5(raw["t10k-labels-idx1-ubyte.gz"]) in msg and "--data-dir" in msg
+
+
+def test_recompressed_copy_passes_by_raw_md5(tmp_path: Path, fake_mnist) -> None:
+    """Local .gz files compressed differently from the official ones still pass (content MD5 used)."""
+    _, raw = fake_mnist
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for fn, b in raw.items():
+        (folder / fn).write_bytes(gzip.compress(b, compresslevel=1, mtime=12345))
+    assert data.locate("mnist", folder, download=False) == folder
+
+
+def test_checksum_by_gz_md5_when_no_raw_md5(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a raw MD5, .gz files are checked by the official .gz MD5; uncompressed ones are not."""
+    spec, raw = make_dataset(raw_md5=False)
+    monkeypatch.setitem(data.DATASETS, "mnist", spec)
+    folder = install(tmp_path / "gz", raw)
+    assert data.locate("mnist", folder, download=False) == folder
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(
+        gzip.compress(raw["train-images-idx3-ubyte.gz"], mtime=7)
+    )
+    with pytest.raises(DataError, match=spec.train_images.gz_md5):
+        data.locate("mnist", folder, download=False)
+    raw["train-images-idx3-ubyte.gz"] = idx_bytes(
+        np.zeros((6, 28, 28))
+    )  # different content: not checkable
+    plain = install(tmp_path / "plain", raw, gz=False)
+    assert data.locate("mnist", plain, download=False) == plain
+
+
+def test_verification_is_memoised(
+    tmp_path: Path, fake_mnist, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file verified once is not hashed again while its size and mtime are unchanged."""
+    _, raw = fake_mnist
+    folder = install(tmp_path / "d", raw)
+    data.locate("mnist", folder, download=False)
+
+    def fail(path: Path) -> str:
+        raise AssertionError(f"hashed {path} again")
+
+    monkeypatch.setattr(data, "_content_md5", fail)
+    data.locate("mnist", folder, download=False)
+    os.utime(folder / "train-images-idx3-ubyte.gz", ns=(1, 1))  # changed mtime: must hash again
+    with pytest.raises(AssertionError, match="hashed"):
+        data.locate("mnist", folder, download=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lookup
+
+
+def test_lookup_order(
+    tmp_path: Path, fake_mnist, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data_dir argument beats $NORMLAB_DATA, which beats the cache folder."""
+    _, raw = fake_mnist
+    arg, env = install(tmp_path / "arg", raw), install(tmp_path / "env", raw, gz=False)
+    cache = install(isolated, raw)
+    monkeypatch.setenv(data.CACHE_ENV, str(env))
+    assert data.locate("mnist", arg, download=False) == arg
+    assert data.locate("mnist", download=False) == env
+    monkeypatch.delenv(data.CACHE_ENV)
+    assert data.locate("mnist", download=False) == cache
+
+
+def test_lookup_accepts_dataset_subfolder(tmp_path: Path, fake_mnist) -> None:
+    """Pointing at a parent folder works when the files are in <dir>/mnist/."""
+    _, raw = fake_mnist
+    sub = install(tmp_path / "datasets" / "mnist", raw, gz=False)
+    assert data.locate("mnist", tmp_path / "datasets", download=False) == sub
+    images, _ = data.load_split("mnist", False, tmp_path / "datasets", download=False)
+    assert images.shape == (4, 28, 28)
+
+
+def test_explicit_dir_without_data_falls_back_to_cache_with_warning(
+    tmp_path: Path, fake_mnist, isolated: Path
+) -> None:
+    """A data_dir lacking files falls back to the cache, but says so with a warning naming the dir."""
+    _, raw = fake_mnist
+    cache = install(isolated, raw)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.warns(UserWarning, match="empty"):
+        assert data.locate("mnist", empty, download=False) == cache
+
+
+def test_partial_folder_is_not_a_match(tmp_path: Path, fake_mnist) -> None:
+    """A folder with only three of the four files does not count; the error names the missing one."""
+    _, raw = fake_mnist
+    folder = install(tmp_path / "d", raw)
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match="missing t10k-labels-idx1-ubyte.gz"):
+        data.locate("mnist", folder, download=False)
+
+
+def test_missing_data_without_download_lists_places(
+    tmp_path: Path, fake_mnist, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With download=False and no data anywhere, one error lists every place looked and how to fix it."""
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "envdir"))
+    with pytest.raises(DataError) as e:
+        data.locate("mnist", tmp_path / "argdir", download=False)
+    msg = str(e.value)
+    for place in ("argdir", "envdir", str(isolated)):
+        assert place in msg
+    assert (
+        "--data-dir DIR" in msg and "NORMLAB_DATA=DIR" in msg and "train-images-idx3-ubyte" in msg
+    )
+
+
+def test_failed_download_lists_mirrors_and_places(
+    tmp_path: Path, fake_mnist, isolated: Path
+) -> None:
+    """When every mirror fails, one error lists each mirror and why, the places looked, and the fix."""
+    with pytest.raises(DataError) as e, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data.locate("mnist", tmp_path / "argdir")
+    msg = str(e.value)
+    assert all(m + "train-images-idx3-ubyte.gz" in msg for m in MIRRORS)
+    assert "network disabled" in msg and "argdir" in msg and str(isolated) in msg
+    assert "--data-dir DIR" in msg and "NORMLAB_DATA=DIR" in msg
+
+
+# ----------------------------------------------------------------------------------------------
+# Download
+
+
+def test_download(fake_mnist, isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Missing data is downloaded from the first mirror into the cache, verified, and then loads."""
+    _, raw = fake_mnist
+    web = FakeWeb(gz_files(raw))
+    monkeypatch.setattr(data, "_urlopen", web)
+    assert data.locate("mnist") == isolated
+    assert sorted(p.name for p in isolated.iterdir()) == sorted(raw)  # no temp files left
+    assert web.calls == [MIRRORS[0] + fn for fn in raw]
+    images, labels = data.load_split("mnist", True)
+    assert images.shape == (6, 28, 28) and labels.shape == (6,)
+    assert len(web.calls) == 4  # nothing downloaded twice
+
+
+def test_download_only_missing_files(
+    fake_mnist, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache holding some of the files gets only the missing ones downloaded."""
+    _, raw = fake_mnist
+    install(isolated, raw)
+    (isolated / "t10k-images-idx3-ubyte.gz").unlink()
+    web = FakeWeb(gz_files(raw))
+    monkeypatch.setattr(data, "_urlopen", web)
+    assert data.locate("mnist") == isolated
+    assert web.calls == [MIRRORS[0] + "t10k-images-idx3-ubyte.gz"]
+
+
+def test_download_wrong_md5_leaves_nothing(
+    fake_mnist, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download whose MD5 is wrong from every mirror is an error, and no file or temp file remains."""
+    _, raw = fake_mnist
+    served = gz_files(raw)
+    served["train-images-idx3-ubyte.gz"] = b"\x1f\x8b tampered"
+    monkeypatch.setattr(data, "_urlopen", FakeWeb(served))
+    with pytest.raises(DataError, match="MD5 of the download is") as e:
+        data.locate("mnist")
+    assert all(m in str(e.value) for m in MIRRORS)
+    assert list(isolated.iterdir()) == []
+
+
+def test_download_interrupted_leaves_no_temp_file(
+    fake_mnist, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection dropping mid-transfer leaves no partial or temporary file behind."""
+
+    class Dropping(io.BytesIO):
+        def read(self, n: int = -1) -> bytes:
+            raise ConnectionResetError("reset by peer")
+
+    monkeypatch.setattr(data, "_urlopen", lambda url, timeout: Dropping(b""))
+    with pytest.raises(DataError, match="reset by peer"):
+        data.locate("mnist")
+    assert list(isolated.iterdir()) == []
+
+
+def test_download_uses_second_mirror(
+    fake_mnist, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the first mirror fails, each file comes from the second."""
+    _, raw = fake_mnist
+    web = FakeWeb(gz_files(raw), down=(MIRRORS[0],))
+    monkeypatch.setattr(data, "_urlopen", web)
+    assert data.locate("mnist") == isolated
+    assert web.calls[:2] == [
+        MIRRORS[0] + "train-images-idx3-ubyte.gz",
+        MIRRORS[1] + "train-images-idx3-ubyte.gz",
+    ]
+    assert sorted(p.name for p in isolated.iterdir()) == sorted(raw)
+
+
+# ----------------------------------------------------------------------------------------------
+# Real data
+
+
+def _real_mnist_dir() -> Path | None:
+    spec = data.DATASETS["mnist"]
+    for candidate in (_REAL_ENV, _REPO.parent / "shared" / "data" / "mnist"):
+        if not candidate:
+            continue
+        for folder in (Path(candidate), Path(candidate) / "mnist"):
+            if not data._match_files(folder, spec)[1]:
+                return folder
+    return None
+
+
+def test_real_mnist() -> None:
+    """Real MNIST passes MD5 verification and loads with the right shapes, dtypes and labels.
+
+    Train (60000, 28, 28), test (10000, 28, 28), uint8 images; int64 labels covering 0..9.
+    """
+    folder = _real_mnist_dir()
+    if folder is None:
+        pytest.skip(f"real MNIST not found (set {data.CACHE_ENV} or provide ../shared/data/mnist)")
+    assert data.locate("mnist", folder, download=False) == folder
+    for train, n in ((True, 60000), (False, 10000)):
+        images, labels = data.load_split("mnist", train, folder, download=False)
+        assert images.shape == (n, 28, 28) and images.dtype == torch.uint8
+        assert labels.shape == (n,) and labels.dtype == torch.int64
+        assert int(labels.min()) == 0 and int(labels.max()) == 9
+        assert len(labels.unique()) == 10
