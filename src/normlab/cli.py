@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import Sequence
 
 from normlab import __version__
@@ -25,7 +26,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    """Shows '(default: X)' after each flag's help unless the help already states its default;
+    a switch shows '(default: off)'."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default:" in text or action.default is argparse.SUPPRESS:
+            return text
+        if action.nargs == 0:  # a switch: off unless given
+            return f"{text} (default: off)"
+        return super()._get_help_string(action)
 
 
 def _positive_int(text: str) -> int:
@@ -84,8 +94,8 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--groups", type=_positive_int, default=_D.groups,
                    help="GroupNorm groups for 'gn' (must divide every layer's channels: 8 and 16)")
     p.add_argument("--no-augment", dest="augment", action="store_false",
-                   help="turn off the random rotation and shift of training batches "
-                        "(augmentation is on by default)")
+                   help="turn off the random rotation and shift of training batches; "
+                        "augmentation is on unless this flag is given")
     p.add_argument("--rotate", type=_nonneg_float, default=_D.rotate,
                    help="max random rotation of training images, degrees")
     p.add_argument("--translate", type=_nonneg_float, default=_D.translate,
@@ -93,16 +103,16 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=_D.dataset, choices=DATASET_NAMES, metavar="NAME",
                    help=f"dataset: {', '.join(DATASET_NAMES)}")
     p.add_argument("--data-dir", default=None,
-                   help="folder holding the dataset's four IDX files (.gz or not); when not given: "
-                        "$NORMLAB_DATA, then ~/.cache/normlab/<dataset>, then download")
+                   help="folder holding the dataset's four IDX files (.gz or not); "
+                        "default: $NORMLAB_DATA, then ~/.cache/normlab/<dataset>, then download")
     p.add_argument("--train-subset", type=_positive_int, default=None, metavar="N",
-                   help="train on the first N training images only (quick runs); all when not given")
+                   help="train on the first N training images only (quick runs); default: all")
     p.add_argument("--eval-batch-size", type=_positive_int, default=_D.eval_batch_size,
                    help="batch size for test evaluation")
     p.add_argument("--device", default=_D.device,
                    help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--out", default=None,
-                   help="run folder to create; default runs/<dataset>-<timestamp>")
+                   help="run folder to create; default: runs/<dataset>-<timestamp>")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -152,12 +162,18 @@ def config_from_args(args: argparse.Namespace) -> Config:
         return Config(variants=tuple(args.variants.split(",")), seeds=args.seeds, **kw)
     if "," in args.variant:
         raise NormlabError("--variant takes one variant; use 'normlab study --variants' for several")
-    return Config(variants=(args.variant,), seeds=1, **kw)
+    return Config(variants=(args.variant,), seeds=1, first_seed=args.seed, **kw)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # Warnings (e.g. "data not found where pointed to; downloading") as one line, no source line.
+    print(f"normlab: warning: {message}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.showwarning = _one_line_warning
     try:
         cfg = config_from_args(args)
         from normlab.study import run_study  # imported late: --help stays fast

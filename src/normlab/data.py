@@ -421,12 +421,14 @@ def _locate(spec: DatasetSpec, data_dir: str | Path | None, download: bool) -> P
             f"{spec.name} data not found and downloading is off; looked in: {'; '.join(looked)}; "
             f"{_how_to_point(spec)}"
         )
+    _download_missing(spec, cache, looked)
     if pointed:
+        # Said after the download, so that a failed one ends in a single error that already
+        # lists every place looked at.
         warnings.warn(
             f"{spec.name} not found where pointed to ({'; '.join(t for _, t in pointed)}); "
-            f"downloading to {cache}"
+            f"downloaded it to {cache}"
         )
-    _download_missing(spec, cache, looked)
     found, _ = _match_files(cache, spec)
     for f in spec.files:
         _verify(found[f.filename], f, spec.name)

@@ -67,24 +67,29 @@ def make_norm(name: str, channels: int, groups: int = 4, layer: str = "norm") ->
 class ModelConfig:
     norm: str = "bn"
     groups: int = 4  # GroupNorm groups; must divide every width below
-    # Output channels of the six 3x3 convolutions; a 1x1 "transition" conv after the pool
-    # narrows the features back to `transition` channels.
+    # Output channels of the 3x3 convolutions; a 1x1 "transition" conv after the pool
+    # narrows the features to `transition` channels (0: no transition conv).
     widths: tuple[int, ...] = (8, 16, 16, 16, 16)
     transition: int = 8
+    # conv -> ReLU -> norm. With the norm before the ReLU, LayerNorm (one mean for all channels)
+    # can push a whole channel below zero, and the ReLU then kills it for every image.
+    act_first: bool = True
     num_classes: int = 10
     in_channels: int = 1
 
 
 class ConvNormAct(nn.Sequential):
-    """conv -> norm -> ReLU. The conv has no bias: every norm except ``none`` removes it anyway."""
+    """conv -> ReLU -> norm (``act_first``) or conv -> norm -> ReLU."""
 
     def __init__(self, cin: int, cout: int, k: int, cfg: ModelConfig, name: str, padding: int = 0):
-        bias = cfg.norm == "none"
-        super().__init__(
-            nn.Conv2d(cin, cout, k, padding=padding, bias=bias),
-            make_norm(cfg.norm, cout, cfg.groups, layer=name),
-            nn.ReLU(inplace=True),
-        )
+        norm = make_norm(cfg.norm, cout, cfg.groups, layer=name)
+        if cfg.act_first:
+            layers = [nn.Conv2d(cin, cout, k, padding=padding, bias=True), nn.ReLU(inplace=True), norm]
+        else:
+            # A norm right after the conv subtracts the mean, which makes a conv bias redundant.
+            layers = [nn.Conv2d(cin, cout, k, padding=padding, bias=cfg.norm == "none"), norm,
+                      nn.ReLU(inplace=True)]
+        super().__init__(*layers)
 
 
 class Net(nn.Module):
@@ -112,8 +117,11 @@ class Net(nn.Module):
             ConvNormAct(w[0], w[1], 3, cfg, "conv2"),             # (B, w1, 24, 24)
         )
         self.pool = nn.MaxPool2d(2)                               # (B, w1, 12, 12)
-        self.trans = ConvNormAct(w[1], cfg.transition, 1, cfg, "trans")  # (B, t, 12, 12)
-        layers, cin = [], cfg.transition
+        if cfg.transition:
+            self.trans = ConvNormAct(w[1], cfg.transition, 1, cfg, "trans")  # (B, t, 12, 12)
+        else:
+            self.trans = nn.Identity()
+        layers, cin = [], cfg.transition or w[1]
         for i, cout in enumerate(w[2:], start=3):
             layers.append(ConvNormAct(cin, cout, 3, cfg, f"conv{i}"))     # spatial -2 each
             cin = cout

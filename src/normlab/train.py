@@ -26,6 +26,10 @@ from normlab.config import Config, Variant
 from normlab.errors import ConfigError
 from normlab.model import ModelConfig, Net, count_params, l1_penalty, penalized_weights
 
+# A cross-entropy above this has diverged even if it is still finite: a chance guess over 10
+# classes scores ln(10) = 2.3, and only logits thousands apart can score 1e4.
+DIVERGED_LOSS = 1e4
+
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
 
 
@@ -108,13 +112,22 @@ def make_optimizer(model: Net, variant: Variant, cfg: Config, total_steps: int):
     ]
     nesterov = cfg.momentum > 0
     opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov)
+    pct_start = cfg.warmup
+    if math.isclose(pct_start * total_steps, 1.0):
+        # OneCycleLR divides by (warmup steps - 1): a warmup of exactly one step (tiny runs)
+        # would divide by zero. Half a step more changes nothing else.
+        pct_start = 1.5 / total_steps
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=cfg.warmup,
+        opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=pct_start,
         anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0,
         cycle_momentum=cfg.momentum > 0, base_momentum=min(0.85, cfg.momentum),
         max_momentum=cfg.momentum,
     )
     return opt, sched
+
+
+def _healthy(loss: float) -> bool:
+    return math.isfinite(loss) and loss < DIVERGED_LOSS
 
 
 EpochCallback = Callable[[dict], None]
@@ -127,7 +140,8 @@ def train_run(cfg: Config, variant: Variant, seed: int, train: DeviceSplit, test
 
     ``mean``/``std`` normalize the pixels (computed once from the training split). ``on_epoch``
     receives each epoch's metrics as a dict with :data:`METRIC_FIELDS`.
-    A loss that becomes NaN or infinite ends the run with status ``diverged``.
+    A loss that becomes NaN, infinite or larger than :data:`DIVERGED_LOSS` ends the run with
+    status ``diverged``.
     """
     device = train.images.device
     model = build_model(cfg, variant, seed).to(device)
@@ -169,16 +183,16 @@ def train_run(cfg: Config, variant: Variant, seed: int, train: DeviceSplit, test
                     running = loss.item()
                     bar.update(step + 1 - bar.n + (epoch - 1) * len(bounds))
                     bar.set_postfix(epoch=epoch, loss=f"{running:.4f}", refresh=False)
-                    if not math.isfinite(running) or not math.isfinite(total.item()):
+                    if not _healthy(running) or not _healthy(total.item()):
                         result.status = "diverged"
-                        result.message = f"loss became {running} at epoch {epoch}, step {step + 1}"
+                        result.message = f"loss reached {running:.4g} at epoch {epoch}, step {step + 1}"
                         return result
             train_loss = loss_sum.item() / n
             train_acc = 100.0 * correct.item() / n
             test_loss, test_acc, preds = evaluate(model, test, mean, std, cfg.eval_batch_size)
-            if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
+            if not (_healthy(train_loss) and _healthy(test_loss)):
                 result.status = "diverged"
-                result.message = f"loss became non-finite at epoch {epoch}"
+                result.message = f"loss reached {train_loss:.4g} (train) / {test_loss:.4g} (test) at epoch {epoch}"
                 return result
             row = {
                 "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,

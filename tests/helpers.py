@@ -1,0 +1,86 @@
+"""Shared test helpers: synthetic MNIST-format IDX files and a matching DatasetSpec.
+
+Import with ``from helpers import ...`` (pytest puts ``tests/`` on ``sys.path``, as the folder has
+no ``__init__.py``). Nothing here touches the network or the real data.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from normlab.data import DatasetSpec, FileSpec
+
+REPO = Path(__file__).resolve().parents[1]
+
+MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+MIRRORS = ("https://mirror-one.invalid/data/", "https://mirror-two.invalid/data/")
+
+
+def idx_bytes(array: np.ndarray, dtype_code: int = 0x08, dims: tuple[int, ...] | None = None) -> bytes:
+    """IDX bytes of ``array`` (as uint8); ``dims`` overrides the sizes written in the header."""
+    dims = array.shape if dims is None else dims
+    header = bytes([0, 0, dtype_code, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def md5(b: bytes) -> str:
+    return hashlib.md5(b).hexdigest()
+
+
+def synthetic_mnist(n_train: int = 300, n_test: int = 100, seed: int = 0,
+                    name: str = "mnist") -> tuple[DatasetSpec, dict[str, bytes], dict[str, np.ndarray]]:
+    """A made-up MNIST-format dataset.
+
+    Returns ``(spec, raw, arrays)``: the DatasetSpec whose FileSpecs carry the MD5s of these files
+    (``gz_md5`` of the deterministic gzip, ``raw_md5`` of the uncompressed IDX bytes), the raw IDX
+    bytes by official filename, and the arrays themselves (``train_x``, ``train_y``, ``test_x``,
+    ``test_y``). Labels cycle through 0..9 in a shuffled order so every class occurs.
+    """
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train_x": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train_y": rng.permutation(np.arange(n_train) % 10).astype(np.uint8),
+        "test_x": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "test_y": rng.permutation(np.arange(n_test) % 10).astype(np.uint8),
+    }
+    raw = {
+        fn: idx_bytes(arrays[key])
+        for fn, key in zip(MNIST_FILES, ("train_x", "train_y", "test_x", "test_y"))
+    }
+    files = [FileSpec(fn, md5(gzip.compress(b, mtime=0)), md5(b)) for fn, b in raw.items()]
+    spec = DatasetSpec(name, MIRRORS, *files, classes=tuple(str(d) for d in range(10)))
+    return spec, raw, arrays
+
+
+def install(folder: Path, raw: dict[str, bytes], gz: bool = True) -> Path:
+    """Write a dataset's files into ``folder`` as official .gz files (or uncompressed ones)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for filename, payload in raw.items():
+        target = folder / (filename if gz else filename.removesuffix(".gz"))
+        target.write_bytes(gzip.compress(payload, mtime=0) if gz else payload)
+    return folder
+
+
+def real_mnist_dir() -> Path | None:
+    """The folder of real MNIST ($NORMLAB_DATA or ../shared/data/mnist), or None if absent."""
+    from normlab import data
+
+    spec = data.DATASETS["mnist"]
+    for candidate in (os.environ.get(data.CACHE_ENV), REPO.parent / "shared" / "data" / "mnist"):
+        if not candidate:
+            continue
+        for folder in (Path(candidate), Path(candidate) / "mnist"):
+            if folder.is_dir() and not data._match_files(folder, spec)[1]:
+                return folder
+    return None

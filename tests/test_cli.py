@@ -1,0 +1,415 @@
+"""End-to-end tests of the command line on tiny synthetic MNIST-format data.
+
+Studies run in-process through ``normlab.cli.main`` with ``normlab.data.DATASETS['mnist']``
+replaced by a spec whose MD5s match the synthetic files. Bad input is also checked through a real
+subprocess (``python -m normlab``) for the exit code and the one-line message. The network is
+never used: in-process ``data._urlopen`` fails, and subprocesses that reach the download step get
+an unreachable local proxy.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import install, synthetic_mnist
+from normlab import data
+from normlab.cli import build_parser, main
+from normlab.config import DEFAULT_L1, Config
+from normlab.model import ModelConfig, Net, count_params
+
+N_TRAIN, N_TEST = 300, 100
+METRICS_COLUMNS = ["variant", "seed", "epoch", "train_loss", "train_acc", "test_loss", "test_acc",
+                   "lr", "seconds"]
+
+
+def _no_network(url: str, timeout: float):
+    raise urllib.error.URLError("network disabled in tests")
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """(data folder, spec, arrays): synthetic MNIST files written as official .gz files."""
+    spec, raw, arrays = synthetic_mnist(N_TRAIN, N_TEST, seed=0)
+    folder = install(tmp_path_factory.mktemp("data") / "mnist", raw)
+    return folder, spec, arrays
+
+
+@pytest.fixture(scope="module")
+def patched(synthetic, tmp_path_factory):
+    """The synthetic spec registered as 'mnist', a private cache, no $NORMLAB_DATA, no network."""
+    folder, spec, _ = synthetic
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(data.DATASETS, "mnist", spec)
+        mp.setattr(data, "_urlopen", _no_network)
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg")))
+        mp.delenv(data.CACHE_ENV, raising=False)
+        yield
+
+
+@pytest.fixture(scope="module")
+def study_run(synthetic, patched, tmp_path_factory):
+    """One study (gn and bn+l1, 2 seeds, 2 epochs) run through main(); returns (exit code, out)."""
+    folder, _, _ = synthetic
+    out = tmp_path_factory.mktemp("runs") / "study"
+    code = main(["study", "--data-dir", str(folder), "--epochs", "2", "--seeds", "2",
+                 "--variants", "gn,bn+l1", "--out", str(out), "--quiet"])
+    return code, out
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+
+# ----------------------------------------------------------------------------------------------
+# The study run folder
+
+
+VARIANTS = {"gn": ("gn", 0.0), f"bn+l1={DEFAULT_L1:g}": ("bn", DEFAULT_L1)}  # name -> (norm, l1)
+SEEDS = (0, 1)
+EPOCHS = 2
+
+
+def test_study_exits_zero_and_writes_every_file(study_run) -> None:
+    """The study exits 0 and its run folder holds config, env, metrics, summary, and one
+    predictions CSV and one checkpoint per variant and seed, and nothing else."""
+    code, out = study_run
+    assert code == 0
+    names = [f"{v}-s{s}" for v in VARIANTS for s in SEEDS]
+    expected = {"config.json", "env.json", "metrics.csv", "summary.json"}
+    expected |= {f"predictions/{n}.csv" for n in names} | {f"checkpoints/{n}.pt" for n in names}
+    found = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert found == expected
+
+
+def test_config_json(study_run, synthetic) -> None:
+    """config.json has every Config field with the values given, rebuilds the same Config, and
+    has a 'resolved' block with the parsed variants, seeds and data sizes."""
+    code, out = study_run
+    folder, _, _ = synthetic
+    d = json.loads((out / "config.json").read_text())
+    fields = {f.name for f in dataclasses.fields(Config)}
+    assert fields <= set(d) and set(d) - fields == {"resolved"}
+    cfg = Config.from_dict({k: v for k, v in d.items() if k != "resolved"})
+    assert cfg == Config(variants=("gn", "bn+l1"), seeds=2, epochs=2, data_dir=str(folder))
+    r = d["resolved"]
+    assert r["seed_list"] == list(SEEDS)
+    assert [v["name"] for v in r["variants"]] == list(VARIANTS)
+    assert r["train_images"] == N_TRAIN and r["test_images"] == N_TEST
+    assert isinstance(r["pixel_mean"], float) and r["pixel_std"] > 0
+
+
+def test_env_json(study_run) -> None:
+    """env.json parses and records the torch version and the device."""
+    _, out = study_run
+    env = json.loads((out / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and env["device"]
+
+
+def test_metrics_csv(study_run) -> None:
+    """metrics.csv has exactly the documented columns and one row per variant x seed x epoch,
+    with finite numbers and accuracies in [0, 100]."""
+    _, out = study_run
+    header, rows = _read_csv(out / "metrics.csv")
+    assert header == METRICS_COLUMNS
+    assert len(rows) == len(VARIANTS) * len(SEEDS) * EPOCHS
+    keys = sorted((r["variant"], int(r["seed"]), int(r["epoch"])) for r in rows)
+    assert keys == sorted((v, s, e) for v in VARIANTS for s in SEEDS for e in range(1, EPOCHS + 1))
+    for r in rows:
+        for col in METRICS_COLUMNS[3:]:
+            assert float(r[col]) == float(r[col])  # parses, not NaN
+        assert 0 <= float(r["train_acc"]) <= 100 and 0 <= float(r["test_acc"]) <= 100
+        assert float(r["seconds"]) > 0
+
+
+def test_summary_json_matches_metrics(study_run) -> None:
+    """summary.json holds, per variant, its name, norm, l1, parameter count and status, and
+    final/best test accuracy and final test loss as {mean, std, values}: values are the last-epoch
+    (or best-epoch) rows of metrics.csv in seed order, mean their mean and std their sample std."""
+    _, out = study_run
+    summary = json.loads((out / "summary.json").read_text())
+    _, rows = _read_csv(out / "metrics.csv")
+    assert set(summary["variants"]) == set(VARIANTS)
+    for name, (norm, l1) in VARIANTS.items():
+        s = summary["variants"][name]
+        assert s["name"] == name and s["norm"] == norm and s["l1"] == l1
+        assert s["params"] == count_params(Net(ModelConfig(norm=norm)))
+        assert s["status"] == "ok"
+        mine = [r for r in rows if r["variant"] == name]
+        last = [next(r for r in mine if int(r["seed"]) == seed and int(r["epoch"]) == EPOCHS)
+                for seed in SEEDS]
+        expected = {
+            "final_test_acc": [float(r["test_acc"]) for r in last],
+            "final_test_loss": [float(r["test_loss"]) for r in last],
+            "best_test_acc": [max(float(r["test_acc"]) for r in mine if int(r["seed"]) == seed)
+                              for seed in SEEDS],
+        }
+        for key, values in expected.items():
+            stat = s[key]
+            assert stat["values"] == values, key
+            assert stat["mean"] == statistics.fmean(values), key
+            assert stat["std"] == statistics.stdev(values), key
+
+
+@pytest.mark.parametrize("name", [f"{v}-s{s}" for v in VARIANTS for s in SEEDS])
+def test_predictions_csv(study_run, synthetic, name: str) -> None:
+    """predictions/<variant>-s<seed>.csv has index,label,pred,confidence, one row per test image
+    with the true labels, and its accuracy equals the final test_acc in metrics.csv."""
+    _, out = study_run
+    _, _, arrays = synthetic
+    header, rows = _read_csv(out / "predictions" / f"{name}.csv")
+    assert header == ["index", "label", "pred", "confidence"]
+    assert [int(r["index"]) for r in rows] == list(range(N_TEST))
+    assert [int(r["label"]) for r in rows] == arrays["test_y"].tolist()
+    assert all(0 <= int(r["pred"]) <= 9 for r in rows)
+    assert all(0.1 - 1e-6 <= float(r["confidence"]) <= 1.0 for r in rows)
+    correct = sum(int(r["label"]) == int(r["pred"]) for r in rows)
+    variant, seed = name.rsplit("-s", 1)
+    _, metrics = _read_csv(out / "metrics.csv")
+    final = next(r for r in metrics
+                 if r["variant"] == variant and int(r["seed"]) == int(seed)
+                 and int(r["epoch"]) == EPOCHS)
+    assert 100.0 * correct / N_TEST == float(final["test_acc"])
+
+
+@pytest.mark.parametrize("name", [f"{v}-s{s}" for v in VARIANTS for s in SEEDS])
+def test_checkpoint_loads_and_reproduces_predictions(study_run, synthetic, name: str) -> None:
+    """checkpoints/<variant>-s<seed>.pt loads with weights_only=True into a fresh Net of that norm
+    (strictly), and that model reproduces the saved predictions and confidences."""
+    _, out = study_run
+    _, _, arrays = synthetic
+    ckpt = torch.load(out / "checkpoints" / f"{name}.pt", map_location="cpu", weights_only=True)
+    variant, seed = name.rsplit("-s", 1)
+    assert ckpt["variant"]["name"] == variant and ckpt["seed"] == int(seed)
+    model = Net(ModelConfig(norm=VARIANTS[variant][0]))
+    model.load_state_dict(ckpt["model"], strict=True)
+    model.eval()
+
+    resolved = json.loads((out / "config.json").read_text())["resolved"]
+    x = torch.from_numpy(arrays["test_x"]).unsqueeze(1).float().div_(255.0)
+    x = (x - resolved["pixel_mean"]) / resolved["pixel_std"]
+    with torch.no_grad():
+        conf, pred = model(x).softmax(dim=1).max(dim=1)
+    _, rows = _read_csv(out / "predictions" / f"{name}.csv")
+    assert pred.tolist() == [int(r["pred"]) for r in rows]
+    saved = torch.tensor([float(r["confidence"]) for r in rows])
+    torch.testing.assert_close(conf, saved, rtol=0, atol=2e-6)
+
+
+def test_train_command_uses_its_seed(synthetic, patched, tmp_path: Path) -> None:
+    """`normlab train --variant ln --seed 3` writes a run folder for seed 3: metrics rows, the
+    predictions file and the checkpoint are all for seed 3, and config.json records it."""
+    folder, _, _ = synthetic
+    out = tmp_path / "train"
+    code = main(["train", "--variant", "ln", "--seed", "3", "--epochs", "1", "--data-dir",
+                 str(folder), "--out", str(out), "--quiet"])
+    assert code == 0
+    _, rows = _read_csv(out / "metrics.csv")
+    assert [(r["variant"], int(r["seed"])) for r in rows] == [("ln", 3)]
+    assert (out / "predictions" / "ln-s3.csv").is_file()
+    assert (out / "checkpoints" / "ln-s3.pt").is_file()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["resolved"]["seed_list"] == [3]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["variants"]["ln"]["seeds"] == [3]
+
+
+def test_quick_study_with_four_steps(synthetic, patched, tmp_path: Path) -> None:
+    """A quick study of 4 optimizer steps (--train-subset 256 --batch-size 64 --epochs 1, default
+    warmup 0.25) runs and exits 0."""
+    folder, _, _ = synthetic
+    out = tmp_path / "quick"
+    code = main(["study", "--variants", "gn", "--train-subset", "256", "--batch-size", "64",
+                 "--epochs", "1", "--data-dir", str(folder), "--out", str(out), "--quiet"])
+    assert code == 0
+    _, rows = _read_csv(out / "metrics.csv")
+    assert len(rows) == 1
+
+
+def test_diverged_study_still_completes(synthetic, patched, tmp_path: Path) -> None:
+    """A study whose only run diverges (lr 1e6, no augmentation) exits 0 and records status
+    'diverged' with empty statistics, writing no predictions or checkpoint for it."""
+    folder, _, _ = synthetic
+    out = tmp_path / "div"
+    code = main(["study", "--variants", "bn", "--lr", "1e6", "--no-augment", "--epochs", "2",
+                 "--data-dir", str(folder), "--out", str(out), "--quiet"])
+    assert code == 0
+    s = json.loads((out / "summary.json").read_text())["variants"]["bn"]
+    assert s["status"] == "diverged" and s["diverged_seeds"] == [0]
+    assert s["final_test_acc"]["values"] == [] and s["final_test_acc"]["mean"] is None
+    assert not (out / "predictions").exists() and not (out / "checkpoints").exists()
+    header, _ = _read_csv(out / "metrics.csv")
+    assert header == METRICS_COLUMNS
+
+
+# ----------------------------------------------------------------------------------------------
+# Missing data
+
+
+def test_missing_data_in_process(patched, tmp_path: Path, capsys) -> None:
+    """With --data-dir at an empty folder and every download failing, main exits 2 and prints one
+    line on stderr (no separate warning) that mentions --data-dir."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    def refuse(url: str, timeout: float):
+        raise OSError("no network")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(data, "_urlopen", refuse)
+        code = main(["study", "--data-dir", str(empty), "--epochs", "1", "--out",
+                     str(tmp_path / "out"), "--quiet"])
+    assert code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1, err
+    assert err[0].startswith("normlab: error:") and "--data-dir" in err[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input through a subprocess
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    """Environment for a subprocess: empty $NORMLAB_DATA, private HOME and cache, and an
+    unreachable proxy so that a download attempt fails at once instead of using the network."""
+    (tmp / "nodata").mkdir(exist_ok=True)
+    (tmp / "home").mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update({
+        data.CACHE_ENV: str(tmp / "nodata"), "HOME": str(tmp / "home"),
+        "XDG_CACHE_HOME": str(tmp / "home" / ".cache"), "OMP_NUM_THREADS": "1",
+        "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "",
+    })
+    return env
+
+
+BAD_INPUT = {
+    # id: (arguments, fragment the one error line must contain)
+    "unknown-term": (["study", "--variants", "gn,bn+dropout"], "unknown term 'dropout'"),
+    "unknown-norm": (["study", "--variants", "gn,xn"], "unknown norm 'xn'"),
+    "unknown-norm-train": (["train", "--variant", "batchnorm"], "unknown norm 'batchnorm'"),
+    "two-variants-train": (["train", "--variant", "gn,ln"], "--variant takes one variant"),
+    "epochs-0": (["study", "--epochs", "0"], "--epochs"),
+    "batch-size-1-bn": (["study", "--variants", "bn", "--batch-size", "1"], "--batch-size 1"),
+    "lr-negative": (["study", "--lr", "-1"], "--lr"),
+    "seeds-0": (["study", "--seeds", "0"], "--seeds"),
+    "l1-negative": (["study", "--l1", "-1"], "--l1"),
+    "groups-3-gn": (["study", "--variants", "gn", "--groups", "3"], "conv1"),
+    "unknown-dataset": (["study", "--dataset", "cifar10"], "cifar10"),
+    "unknown-flag": (["study", "--bogus"], "--bogus"),
+    "no-command": ([], "COMMAND"),
+    "non-empty-out": (["study", "--out", "{nonempty}"], "not empty"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_input_results(tmp_path_factory):
+    """Run every BAD_INPUT case as `python -m normlab ...`, all at once; id -> CompletedProcess."""
+    tmp = tmp_path_factory.mktemp("cli")
+    nonempty = tmp / "nonempty"
+    nonempty.mkdir()
+    (nonempty / "keep.txt").write_text("earlier results\n")
+    env = _env(tmp)
+    procs = {}
+    for case, (args, _) in BAD_INPUT.items():
+        argv = [a.format(nonempty=nonempty) for a in args]
+        procs[case] = subprocess.Popen([sys.executable, "-m", "normlab", *argv], cwd=tmp, env=env,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = {}
+    try:
+        for case, p in procs.items():
+            out, err = p.communicate(timeout=120)
+            results[case] = (p.returncode, out, err)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+    assert (nonempty / "keep.txt").read_text() == "earlier results\n"
+    return results
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_exits_2_with_one_line(bad_input_results, case: str) -> None:
+    """Bad input exits with code 2 and prints exactly one non-empty line on stderr, starting with
+    'normlab' and naming the problem; no traceback."""
+    code, _, err = bad_input_results[case]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("normlab") and "error" in lines[0]
+    assert BAD_INPUT[case][1] in lines[0], lines[0]
+
+
+def test_missing_data_subprocess_one_line(tmp_path: Path) -> None:
+    """From a real shell: no data anywhere and no reachable network exits 2 with exactly one
+    non-empty stderr line, which mentions --data-dir (the contract of the CLI's docstring)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    p = subprocess.run(
+        [sys.executable, "-m", "normlab", "study", "--data-dir", str(empty), "--epochs", "1",
+         "--out", str(tmp_path / "out"), "--quiet"],
+        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=120,
+    )
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert p.returncode == 2, p.stderr
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("normlab: error:") and "--data-dir" in lines[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# --help
+
+
+def _help_entries(text: str) -> dict[str, str]:
+    """Map each option line of an argparse help text (first flag) to its whole entry text."""
+    entries: dict[str, str] = {}
+    current = None
+    in_options = False
+    for line in text.splitlines():
+        if re.match(r"^(options|optional arguments):", line):
+            in_options = True
+            continue
+        if not in_options:
+            continue
+        m = re.match(r"^  (-[-\w]+)", line)
+        if m:
+            current = m.group(1)
+            entries[current] = line
+        elif line.startswith("    ") and current is not None:
+            entries[current] += " " + line.strip()
+        elif line.strip() == "":
+            current = None
+    return {k: " ".join(v.split()) for k, v in entries.items()}
+
+
+@pytest.mark.parametrize("command", ["study", "train"])
+def test_help_mentions_default_for_every_flag(command: str, capsys) -> None:
+    """`normlab <command> --help` exits 0 and lists every flag of the command, each mentioning
+    'default' (and, where the default is a value, that value)."""
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    entries = _help_entries(capsys.readouterr().out)
+    sub = next(a for a in build_parser()._actions if hasattr(a, "choices") and a.choices)
+    actions = [a for a in sub.choices[command]._actions if a.option_strings != ["-h", "--help"]]
+    assert set(entries) - {"-h"} == {a.option_strings[0] for a in actions}
+    for a in actions:
+        entry = entries[a.option_strings[0]]
+        assert "default" in entry.lower(), entry
+        if a.default is not None and not isinstance(a.default, bool):
+            assert str(a.default) in entry, entry

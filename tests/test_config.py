@@ -1,0 +1,305 @@
+"""Tests of normlab.config: variant specs and the Config dataclass (validation, round trip)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from normlab.config import (
+    DATASET_NAMES,
+    DEFAULT_L1,
+    DEFAULT_L2,
+    Config,
+    Variant,
+    parse_variant,
+    parse_variants,
+)
+from normlab.errors import ConfigError
+from normlab.model import NORMS
+
+# ----------------------------------------------------------------------------------------------
+# parse_variant
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("gn", Variant("gn", "gn", 0.0, 0.0)),
+        ("ln", Variant("ln", "ln", 0.0, 0.0)),
+        ("bn", Variant("bn", "bn", 0.0, 0.0)),
+        ("bn+l1", Variant("bn+l1=2e-05", "bn", DEFAULT_L1, 0.0)),
+        ("bn+l1=5e-5", Variant("bn+l1=5e-05", "bn", 5e-5, 0.0)),
+        ("gn+l2", Variant("gn+l2=0.0005", "gn", 0.0, DEFAULT_L2)),
+        ("gn+l2=1e-4", Variant("gn+l2=0.0001", "gn", 0.0, 1e-4)),
+        ("bn+l1=1e-5+l2=1e-4", Variant("bn+l1=1e-05+l2=0.0001", "bn", 1e-5, 1e-4)),
+        # order of terms does not matter: the canonical name lists l1 first
+        ("bn+l2=1e-4+l1=1e-5", Variant("bn+l1=1e-05+l2=0.0001", "bn", 1e-5, 1e-4)),
+        ("ln+l1=0.00002", Variant("ln+l1=2e-05", "ln", 2e-5, 0.0)),
+    ],
+)
+def test_parse_variant(spec: str, expected: Variant) -> None:
+    """A spec parses to its norm and penalties, with a canonical name (lambdas written with %g)."""
+    assert parse_variant(spec) == expected
+
+
+def test_defaults_are_as_documented() -> None:
+    """A bare +l1 uses lambda 2e-5 and a bare +l2 weight decay 5e-4 (the Config defaults)."""
+    assert DEFAULT_L1 == 2e-5 and DEFAULT_L2 == 5e-4
+    assert Config().l1_default == DEFAULT_L1 and Config().l2_default == DEFAULT_L2
+
+
+def test_parse_variant_uses_given_defaults() -> None:
+    """A bare +l1 / +l2 takes the l1_default / l2_default passed in, and they show in the name."""
+    v = parse_variant("gn+l1+l2", l1_default=3e-6, l2_default=7e-3)
+    assert v == Variant("gn+l1=3e-06+l2=0.007", "gn", 3e-6, 7e-3)
+
+
+@pytest.mark.parametrize(
+    ("spec", "name"),
+    [
+        ("  GN ", "gn"),
+        ("LN", "ln"),
+        ("\tBn+L1=5E-5\n", "bn+l1=5e-05"),
+        ("Gn+L2", "gn+l2=0.0005"),
+    ],
+)
+def test_parse_variant_case_and_whitespace(spec: str, name: str) -> None:
+    """Specs are case-insensitive and surrounding whitespace is ignored."""
+    assert parse_variant(spec).name == name
+
+
+@pytest.mark.parametrize(
+    "spec", ["gn", "bn+l1", "bn+l1=5e-5", "gn+l2=1e-4", "bn+l1=1e-5+l2=1e-4", "in+l2=3", "none"]
+)
+def test_canonical_name_round_trips(spec: str) -> None:
+    """Parsing a variant's canonical name gives the same variant back."""
+    v = parse_variant(spec)
+    assert parse_variant(v.name) == v
+
+
+@pytest.mark.parametrize("norm", list(NORMS))
+def test_every_norm_is_a_variant(norm: str) -> None:
+    """Every norm of the model is accepted as a variant on its own."""
+    assert parse_variant(norm) == Variant(norm, norm)
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ("xn", "unknown norm 'xn'"),
+        ("batchnorm+l1", "unknown norm 'batchnorm'"),
+        ("bn+l3", "unknown term 'l3'"),
+        ("bn+dropout", "unknown term 'dropout'"),
+        ("bn+", "unknown term ''"),
+        ("bn+l1=abc", "'abc' is not a number"),
+        ("bn+l2=1e-4x", "is not a number"),
+        ("bn+l1=-1e-5", "finite number >= 0"),
+        ("gn+l2=-0.1", "finite number >= 0"),
+        ("bn+l1=nan", "finite number >= 0"),
+        ("bn+l1=inf", "finite number >= 0"),
+        ("bn+l1+l1", "l1 given twice"),
+        ("gn+l2=1e-4+l2=1e-3", "l2 given twice"),
+        ("", "empty variant"),
+        ("   ", "empty variant"),
+    ],
+)
+def test_parse_variant_errors(spec: str, fragment: str) -> None:
+    """Bad specs raise ConfigError (a ValueError) whose message names the problem."""
+    with pytest.raises(ConfigError) as e:
+        parse_variant(spec)
+    assert isinstance(e.value, ValueError)
+    assert fragment in str(e.value), str(e.value)
+
+
+def test_unknown_norm_message_lists_norms() -> None:
+    """The unknown-norm message lists every valid norm."""
+    with pytest.raises(ConfigError) as e:
+        parse_variant("xn")
+    assert all(n in str(e.value) for n in NORMS)
+
+
+# ----------------------------------------------------------------------------------------------
+# parse_variants
+
+
+def test_parse_variants_string_and_list() -> None:
+    """A comma string and the equivalent list parse to the same variants, in order."""
+    from_str = parse_variants("gn, ln ,bn+l1")
+    from_list = parse_variants(["gn", "ln", "bn+l1"])
+    assert from_str == from_list
+    assert [v.name for v in from_str] == ["gn", "ln", "bn+l1=2e-05"]
+
+
+@pytest.mark.parametrize(
+    ("specs", "dupe"),
+    [
+        ("gn,gn", "gn"),
+        ("gn,GN ", "gn"),
+        ("bn+l1,bn+l1=2e-5", "bn+l1=2e-05"),  # the same variant written two ways
+        ("bn+l1=1e-5+l2=1e-4,ln,bn+l2=1e-4+l1=1e-5", "bn+l1=1e-05+l2=0.0001"),
+    ],
+)
+def test_parse_variants_duplicates(specs: str, dupe: str) -> None:
+    """A variant listed twice (after canonicalization) is a ConfigError naming it."""
+    with pytest.raises(ConfigError, match="listed twice") as e:
+        parse_variants(specs)
+    assert repr(dupe) in str(e.value)
+
+
+@pytest.mark.parametrize("specs", ["", "gn,", [], ()])
+def test_parse_variants_empty(specs) -> None:
+    """An empty list, or an empty item in a comma string, is a ConfigError."""
+    with pytest.raises(ConfigError):
+        parse_variants(specs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Config validation
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"epochs": 0}, "--epochs"),
+        ({"epochs": -3}, "--epochs"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"seeds": 0}, "--seeds"),
+        ({"lr": 0.0}, "--lr"),
+        ({"lr": -0.1}, "--lr"),
+        ({"lr": float("nan")}, "--lr"),
+        ({"lr": float("inf")}, "--lr"),
+        ({"l1_default": -1e-5}, "--l1"),
+        ({"l2_default": -1e-4}, "--l2"),
+        ({"l1_default": float("nan")}, "--l1"),
+        ({"epochs": 2.5}, "--epochs"),
+        ({"epochs": True}, "--epochs"),
+        ({"first_seed": -1}, "--seed"),
+        ({"warmup": 0.0}, "--warmup"),
+        ({"warmup": 1.0}, "--warmup"),
+        ({"dataset": "cifar10"}, "unknown dataset 'cifar10'"),
+        ({"train_subset": 0}, "--train-subset"),
+        ({"variants": ("gn", "xn")}, "unknown norm 'xn'"),
+        ({"variants": ("gn", "gn")}, "listed twice"),
+        ({"variants": ()}, "no variants"),
+    ],
+)
+def test_config_rejects(changes: dict, fragment: str) -> None:
+    """Invalid settings raise ConfigError when the Config is made, naming the setting."""
+    with pytest.raises(ConfigError) as e:
+        Config(**changes)
+    assert fragment in str(e.value), str(e.value)
+
+
+def test_config_unknown_dataset_lists_valid_ones() -> None:
+    """The unknown-dataset message lists every valid dataset."""
+    with pytest.raises(ConfigError) as e:
+        Config(dataset="cifar10")
+    assert all(name in str(e.value) for name in DATASET_NAMES)
+
+
+@pytest.mark.parametrize("variants", [("bn",), ("gn", "bn+l1"), ("ln", "bn+l2=1e-4")])
+def test_batch_size_one_rejected_with_bn(variants) -> None:
+    """--batch-size 1 with any bn variant is a ConfigError that names the fix."""
+    with pytest.raises(ConfigError, match="--batch-size 1") as e:
+        Config(variants=variants, batch_size=1)
+    assert "gn" in str(e.value) and "2" in str(e.value)
+
+
+@pytest.mark.parametrize("variants", [("gn",), ("ln", "gn+l1"), ("in", "none")])
+def test_batch_size_one_allowed_without_bn(variants) -> None:
+    """Batch size 1 is fine for batch-independent norms."""
+    assert Config(variants=variants, batch_size=1).batch_size == 1
+
+
+def test_train_subset_one_rejected_with_bn() -> None:
+    """A training subset of one image cannot train bn; it is fine for gn."""
+    with pytest.raises(ConfigError, match="--train-subset"):
+        Config(variants=("bn",), train_subset=1)
+    assert Config(variants=("gn",), train_subset=1).train_subset == 1
+
+
+@pytest.mark.parametrize("groups", [3, 5, 16])
+def test_groups_must_divide_channels(groups: int) -> None:
+    """A gn group count that does not divide every layer's channels is a ConfigError naming the
+    first layer it fails on (conv1, 8 channels) and the valid group counts."""
+    with pytest.raises(ConfigError) as e:
+        Config(variants=("gn",), groups=groups)
+    msg = str(e.value)
+    assert msg.startswith("conv1:") and f"{groups} groups" in msg
+    assert "[1, 2, 4, 8]" in msg
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4, 8])
+def test_groups_dividing_channels_accepted(groups: int) -> None:
+    """Group counts dividing 8 and 16 are accepted for gn."""
+    assert Config(variants=("gn",), groups=groups).groups == groups
+
+
+def test_config_variants_from_comma_string() -> None:
+    """A comma string for variants is stored as a tuple of the raw specs."""
+    cfg = Config(variants="gn,bn+l1")
+    assert cfg.variants == ("gn", "bn+l1")
+    assert [v.name for v in cfg.parsed_variants()] == ["gn", "bn+l1=2e-05"]
+
+
+def test_parsed_variants_use_config_defaults() -> None:
+    """A bare +l1/+l2 in a Config takes the Config's l1_default / l2_default."""
+    cfg = Config(variants=("bn+l1", "gn+l2"), l1_default=1e-3, l2_default=2e-3)
+    assert [(v.l1, v.l2) for v in cfg.parsed_variants()] == [(1e-3, 0.0), (0.0, 2e-3)]
+
+
+def test_seed_list() -> None:
+    """seed_list runs first_seed .. first_seed + seeds - 1."""
+    assert Config(seeds=3, first_seed=5).seed_list() == [5, 6, 7]
+    assert Config().seed_list() == [0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Round trip
+
+
+def test_config_round_trip() -> None:
+    """to_dict -> (JSON) -> from_dict gives an equal Config, for non-default values of every field."""
+    cfg = Config(
+        variants=("gn", "bn+l1=5e-5", "ln+l2"), seeds=3, first_seed=2, epochs=7, batch_size=32,
+        lr=0.05, momentum=0.8, warmup=0.3, l1_default=1e-5, l2_default=1e-3, groups=2,
+        augment=False, rotate=5.0, translate=1.0, dataset="kmnist", data_dir="/some/where",
+        train_subset=1000, eval_batch_size=500, device="cpu",
+    )
+    d = cfg.to_dict()
+    assert set(d) == {f.name for f in dataclasses.fields(Config)}
+    assert d["variants"] == ["gn", "bn+l1=5e-5", "ln+l2"]
+    assert Config.from_dict(d) == cfg
+    assert Config.from_dict(json.loads(json.dumps(d))) == cfg
+    # every field differs from the default, so the round trip really carried each one
+    default = Config().to_dict()
+    assert all(d[k] != default[k] for k in d), [k for k in d if d[k] == default[k]]
+
+
+def test_from_dict_partial_uses_defaults() -> None:
+    """Keys missing from the dict take their defaults."""
+    assert Config.from_dict({"epochs": 3}) == Config(epochs=3)
+
+
+def test_from_dict_unknown_key() -> None:
+    """An unknown key is a ConfigError naming it and listing the valid keys."""
+    with pytest.raises(ConfigError) as e:
+        Config.from_dict({"epochs": 3, "epoch": 3})
+    msg = str(e.value)
+    assert "'epoch'" in msg and "batch_size" in msg
+
+
+def test_from_dict_validates() -> None:
+    """from_dict validates like the constructor."""
+    with pytest.raises(ConfigError, match="--epochs"):
+        Config.from_dict({"epochs": 0})
+
+
+def test_replace_validates() -> None:
+    """replace() gives a new validated Config and leaves the original unchanged."""
+    cfg = Config()
+    assert cfg.replace(epochs=3).epochs == 3 and cfg.epochs == 20
+    with pytest.raises(ConfigError):
+        cfg.replace(batch_size=0)

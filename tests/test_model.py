@@ -1,0 +1,288 @@
+"""Tests of normlab.model: the Net, its normalization layers, parameter counts and the L1 penalty."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from normlab.errors import ConfigError
+from normlab.model import (
+    NORMS,
+    ModelConfig,
+    Net,
+    count_params,
+    l1_penalty,
+    make_norm,
+    penalized_weights,
+)
+
+EPS = 1e-5  # PyTorch's default eps for BatchNorm2d / GroupNorm
+
+
+def _gen(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def _randomize_affine(m: nn.Module, g: torch.Generator) -> None:
+    """Set a norm layer's gamma and beta to random values (far from the 1/0 init)."""
+    with torch.no_grad():
+        m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 2 + 0.5)
+        m.bias.copy_(torch.randn(m.bias.shape, generator=g))
+
+
+def _affine(y: torch.Tensor, m: nn.Module) -> torch.Tensor:
+    """Apply a per-channel gamma/beta to ``y`` (N, C, H, W)."""
+    return y * m.weight.view(1, -1, 1, 1) + m.bias.view(1, -1, 1, 1)
+
+
+def _expected_params(cfg: ModelConfig) -> int:
+    """Parameter count derived by hand from the architecture described in Net's docstring.
+
+    Convolutions (by default five 3x3 and one 1x1 transition), each with a norm of 2*C parameters
+    (none: no norm). Conv biases (C parameters) exist when the ReLU comes before the norm
+    (act_first) or when there is no norm; a norm right after the conv makes its bias redundant.
+    Then a linear head.
+    """
+    w = cfg.widths
+    convs = [(cfg.in_channels, w[0], 3), (w[0], w[1], 3)]
+    if cfg.transition:
+        convs.append((w[1], cfg.transition, 1))
+    cin = cfg.transition or w[1]
+    for cout in w[2:]:
+        convs.append((cin, cout, 3))
+        cin = cout
+    kernels = sum(ci * co * k * k for ci, co, k in convs)
+    per_channel = (0 if cfg.norm == "none" else 2) + (1 if cfg.act_first or cfg.norm == "none" else 0)
+    norm_or_bias = per_channel * sum(co for _, co, _ in convs)
+    head = w[-1] * cfg.num_classes + cfg.num_classes
+    return kernels + norm_or_bias + head
+
+
+# ----------------------------------------------------------------------------------------------
+# Net
+
+
+@pytest.mark.parametrize("norm", list(NORMS))
+def test_output_shape_and_param_count(norm: str) -> None:
+    """Every norm gives (B, 10) finite logits in train and eval mode, with the hand-derived
+    parameter count, which is at most 8000."""
+    torch.manual_seed(0)
+    model = Net(norm=norm)
+    x = torch.rand(5, 1, 28, 28, generator=_gen(1))
+    for mode in (model.train, model.eval):
+        mode()
+        with torch.no_grad():
+            out = model(x)
+        assert out.shape == (5, 10)
+        assert torch.isfinite(out).all()
+    n = count_params(model)
+    assert n == _expected_params(model.cfg)
+    assert n == sum(p.numel() for p in model.parameters())  # all parameters are trainable
+    assert n <= 8000
+
+
+def test_param_count_equal_for_bn_gn_ln() -> None:
+    """bn, gn and ln models have the same number of parameters (each norm adds 2*C per layer)."""
+    counts = {norm: count_params(Net(norm=norm)) for norm in ("bn", "gn", "ln")}
+    assert len(set(counts.values())) == 1, counts
+
+
+@pytest.mark.parametrize("norm", ["gn", "ln", "in"])
+def test_batch_independent_norms(norm: str) -> None:
+    """With gn, ln and in (train mode) an image's logits do not depend on the rest of the batch;
+    with bn they do."""
+    torch.manual_seed(0)
+    model = Net(norm=norm).train()
+    x = torch.rand(4, 1, 28, 28, generator=_gen(2))
+    with torch.no_grad():
+        together = model(x)
+        alone = torch.cat([model(x[i:i + 1]) for i in range(4)])
+    torch.testing.assert_close(together, alone)
+
+    bn = Net(norm="bn").train()
+    with torch.no_grad():
+        assert not torch.allclose(bn(x)[:1], bn(x[:1]))
+
+
+def test_net_rejects_config_and_overrides() -> None:
+    """Passing both a ModelConfig and keyword overrides is a TypeError."""
+    with pytest.raises(TypeError):
+        Net(ModelConfig(), norm="gn")
+
+
+def test_net_unknown_norm() -> None:
+    """An unknown norm in ModelConfig is a ConfigError listing the valid names."""
+    with pytest.raises(ConfigError) as e:
+        Net(norm="xn")
+    assert all(name in str(e.value) for name in NORMS)
+
+
+# ----------------------------------------------------------------------------------------------
+# make_norm
+
+
+def test_make_norm_unknown_name() -> None:
+    """An unknown norm name is a ValueError (ConfigError) naming it and listing every valid name."""
+    with pytest.raises(ValueError) as e:
+        make_norm("batchnorm", 8)
+    assert isinstance(e.value, ConfigError)
+    msg = str(e.value)
+    assert "'batchnorm'" in msg
+    for name in NORMS:
+        assert name in msg
+
+
+@pytest.mark.parametrize(
+    ("groups", "widths", "transition", "layer"),
+    [
+        (3, (8, 16, 16, 16, 16), 8, "conv1"),     # 3 divides none of the widths
+        (16, (8, 16, 16, 16, 16), 8, "conv1"),    # divides 16 but not conv1's 8
+        (16, (16, 16, 16, 16, 16), 8, "trans"),   # conv1/conv2 fine, the 1x1 transition has 8
+        (4, (8, 16, 16, 16, 6), 8, "conv5"),      # only the last conv has 6 channels
+    ],
+)
+def test_group_count_must_divide_channels(groups, widths, transition, layer) -> None:
+    """A gn group count that does not divide a layer's channels is rejected when Net is built,
+    with a ConfigError naming the first such layer and the group count."""
+    cfg = ModelConfig(norm="gn", groups=groups, widths=widths, transition=transition)
+    with pytest.raises(ConfigError) as e:
+        Net(cfg)
+    msg = str(e.value)
+    assert msg.startswith(f"{layer}:"), msg
+    assert str(groups) in msg and "--groups" in msg
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4, 8])
+def test_group_counts_dividing_all_widths_are_accepted(groups: int) -> None:
+    """Every group count dividing both 8 and 16 builds a working gn model."""
+    model = Net(norm="gn", groups=groups)
+    norms = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
+    assert len(norms) == 6 and all(m.num_groups == groups for m in norms)
+
+
+def test_make_norm_bn_matches_hand_computation() -> None:
+    """bn in train mode: per channel, mean and biased variance over (N, H, W), then gamma/beta."""
+    g = _gen(3)
+    x = torch.randn(6, 8, 5, 7, generator=g, dtype=torch.float64) * 3 + 1
+    m = make_norm("bn", 8).double().train()
+    assert isinstance(m, nn.BatchNorm2d)
+    _randomize_affine(m, g)
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True)
+    expected = _affine((x - mean) / torch.sqrt(var + EPS), m)
+    torch.testing.assert_close(m(x), expected)
+
+
+@pytest.mark.parametrize("groups", [4, 2])
+def test_make_norm_gn_matches_hand_computation(groups: int) -> None:
+    """gn: per sample and per group of C/G consecutive channels, mean and biased variance over
+    (C/G, H, W), then a per-channel gamma/beta."""
+    g = _gen(4 + groups)
+    n, c, h, w = 3, 8, 5, 6
+    x = torch.randn(n, c, h, w, generator=g, dtype=torch.float64) * 2 - 1
+    # Give the groups very different scales so mixing groups up would show.
+    x = x * torch.arange(1, c + 1, dtype=torch.float64).view(1, c, 1, 1)
+    m = make_norm("gn", c, groups=groups).double()
+    _randomize_affine(m, g)
+    y = torch.empty_like(x)
+    size = c // groups
+    for i in range(n):
+        for k in range(groups):
+            block = x[i, k * size:(k + 1) * size]
+            mean = block.mean()
+            var = ((block - mean) ** 2).mean()
+            y[i, k * size:(k + 1) * size] = (block - mean) / torch.sqrt(var + EPS)
+    torch.testing.assert_close(m(x), _affine(y, m))
+
+
+def test_make_norm_ln_matches_hand_computation() -> None:
+    """ln: per sample, mean and biased variance over all of (C, H, W), then a per-channel
+    gamma/beta."""
+    g = _gen(9)
+    x = torch.randn(4, 8, 5, 5, generator=g, dtype=torch.float64) * 4 + 2
+    m = make_norm("ln", 8).double()
+    _randomize_affine(m, g)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=(1, 2, 3), keepdim=True)
+    expected = _affine((x - mean) / torch.sqrt(var + EPS), m)
+    torch.testing.assert_close(m(x), expected)
+
+
+def test_make_norm_in_matches_hand_computation() -> None:
+    """in: per sample and channel, mean and biased variance over (H, W), then gamma/beta."""
+    g = _gen(10)
+    x = torch.randn(3, 8, 6, 4, generator=g, dtype=torch.float64) * 2 + 3
+    m = make_norm("in", 8).double()
+    _randomize_affine(m, g)
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=(2, 3), keepdim=True)
+    torch.testing.assert_close(m(x), _affine((x - mean) / torch.sqrt(var + EPS), m))
+
+
+def test_make_norm_none_is_identity() -> None:
+    """none returns its input unchanged and has no parameters."""
+    m = make_norm("none", 8)
+    x = torch.randn(2, 8, 3, 3, generator=_gen(11))
+    torch.testing.assert_close(m(x), x)
+    assert count_params(m) == 0
+
+
+def test_ln_has_two_params_per_channel_not_per_element() -> None:
+    """The docstring's claim: ln has 2*C parameters per layer, whereas nn.LayerNorm([C, H, W])
+    would have 2*C*H*W; and every ln layer in Net has 2*C parameters."""
+    c, h, w = 16, 12, 12
+    assert count_params(make_norm("ln", c)) == 2 * c
+    assert count_params(nn.LayerNorm([c, h, w])) == 2 * c * h * w
+    model = Net(norm="ln")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    norms = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
+    assert len(norms) == len(convs) == 6
+    for conv, norm in zip(convs, norms):
+        assert count_params(norm) == 2 * conv.out_channels
+
+
+# ----------------------------------------------------------------------------------------------
+# L1 penalty
+
+
+@pytest.mark.parametrize("norm", ["bn", "none"])
+def test_l1_penalty_sums_conv_and_linear_weights_only(norm: str) -> None:
+    """l1_penalty = sum |w| over the conv kernels and the classifier matrix only: biases (conv and
+    linear) and norm gamma/beta are excluded, even when they are large."""
+    torch.manual_seed(0)
+    model = Net(norm=norm)
+    g = _gen(12)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:  # biases, gamma, beta: make them dominate if wrongly included
+                p.copy_(1000 + torch.rand(p.shape, generator=g))
+    # Selected by shape and name, independently of the code's module-type test.
+    manual = sum(
+        p.detach().abs().sum()
+        for name, p in model.named_parameters()
+        if p.dim() == 4 or name == "head.weight"
+    )
+    n_kernels = sum(1 for _, p in model.named_parameters() if p.dim() == 4)
+    assert n_kernels == 6
+    torch.testing.assert_close(l1_penalty(model).detach(), manual)
+
+    penalized = {id(p) for p in penalized_weights(model)}
+    names = {name for name, p in model.named_parameters() if id(p) in penalized}
+    assert names == {name for name, p in model.named_parameters()
+                     if p.dim() == 4 or name == "head.weight"}
+
+
+def test_l1_penalty_gradient_is_sign() -> None:
+    """The gradient of l1_penalty is sign(w) on penalized weights and zero elsewhere."""
+    torch.manual_seed(1)
+    model = Net(norm="gn")
+    l1_penalty(model).backward()
+    penalized = {id(p) for p in penalized_weights(model)}
+    for p in model.parameters():
+        if id(p) in penalized:
+            torch.testing.assert_close(p.grad, torch.sign(p.detach()))
+        else:
+            assert p.grad is None or torch.count_nonzero(p.grad) == 0
