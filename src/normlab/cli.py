@@ -38,44 +38,29 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+def _number(kind: type, minimum: float, inclusive: bool):
+    """An argparse type: ``kind`` (int or float) that is finite and >= (or >) ``minimum``."""
+    what = "a whole number" if kind is int else "a number"
+    bound = f"{'>=' if inclusive else '>'} {minimum:g}"
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        ok = v >= minimum if inclusive else v > minimum
+        if not ok or v in (float("inf"), float("-inf")) or v != v:
+            raise argparse.ArgumentTypeError(f"must be {what} {bound}, got {text}")
+        return v
+
+    parse.__name__ = f"{what} {bound}"  # argparse names the type in some messages
+    return parse
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
-    return v
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return v
+_positive_int = _number(int, 1, inclusive=True)
+_nonneg_int = _number(int, 0, inclusive=True)
+_positive_float = _number(float, 0, inclusive=False)
+_nonneg_float = _number(float, 0, inclusive=True)
 
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,6 @@ Run folder layout::
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -215,8 +214,3 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
     log(format_table(summary["variants"]))
     log(f"results in {out}")
     return out
-
-
-def load_summary(run_dir: str | Path) -> dict:
-    with open(Path(run_dir) / "summary.json") as f:
-        return json.load(f)

@@ -1,7 +1,7 @@
 """The training engine: one run = one variant, one seed, ``epochs`` epochs, test after each.
 
 Defaults (see :class:`normlab.config.Config`): SGD with Nesterov momentum, batch 128, a one-cycle
-schedule peaking at lr 0.1 after 25% of the steps and annealing to lr/1000 (cosine), random rotation
+schedule peaking at lr 0.05 after 25% of the steps and annealing to lr/1000 (cosine), random rotation
 (+-10 degrees) and shift (+-2 pixels) of every training batch. Regularization per variant:
 
 * L1: ``lambda * sum(|w|)`` over the conv kernels and the classifier matrix (not biases, not the
