@@ -1,4 +1,4 @@
-"""Command-line interface: ``normlab study``, ``normlab train``.
+"""Command-line interface: ``normlab study``, ``train``, ``report`` and ``explain``.
 
 Bad input prints one line, ``normlab: error: <problem>; <fix>``, and exits with code 2.
 """
@@ -133,12 +133,46 @@ def build_parser() -> argparse.ArgumentParser:
                                                                         "one variant"))
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed")
     _add_training_flags(p)
+
+    p = sub.add_parser("report", help="redraw the figures and report.md of a run folder",
+                       formatter_class=_Formatter,
+                       description="Regenerate every figure and report.md of a run folder from its "
+                                   "saved files, without training.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder written by 'normlab study'")
+    p.add_argument("--mistakes", choices=("confident", "first"), default="confident",
+                   help="which 10 misclassified test images to show: the most confident mistakes "
+                        "or the first ones by test index")
+
+    p = sub.add_parser("explain", help="compute BN, GN and LN by hand and compare with PyTorch",
+                       formatter_class=_Formatter,
+                       description="Compute BatchNorm, GroupNorm and LayerNorm by hand on a small "
+                                   "example tensor, print the statistics and the largest difference "
+                                   "from PyTorch's layers (exit code 1 if any exceeds 1e-5), and the "
+                                   "parameters each norm adds to normlab's model.")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the example tensor")
+    p.add_argument("--figure", default=None, metavar="PATH",
+                   help="also draw which elements share one mean and variance, as a PNG; "
+                        "default: no figure")
     return parser
 
 
 _TRAINING_KEYS = ("epochs", "batch_size", "lr", "momentum", "warmup", "l1_default", "l2_default",
                   "groups", "augment", "rotate", "translate", "dataset", "data_dir",
                   "train_subset", "eval_batch_size", "device")
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from normlab import explain
+
+    text, diff = explain.explain_text(seed=args.seed)
+    print(text, end="")
+    if args.figure:
+        try:
+            print(f"figure: {explain.draw_norm_axes(args.figure)}")
+        except OSError as e:
+            raise NormlabError(f"cannot write --figure {args.figure!r} ({e.strerror or e}); "
+                               "choose a writable path") from None
+    return 1 if diff > explain.TOLERANCE else 0
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -160,6 +194,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.showwarning = _one_line_warning
     try:
+        if args.command == "explain":
+            return _explain(args)
+        if args.command == "report":
+            from normlab.report import write_report
+
+            print(f"report: {write_report(args.run_dir, mode=args.mistakes)}")
+            return 0
         cfg = config_from_args(args)
         from normlab.study import run_study  # imported late: --help stays fast
 

@@ -169,8 +169,9 @@ def prepare_out(out: str | Path | None, cfg: Config) -> Path:
 
 
 def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
-              log: Callable[[str], None] = print) -> Path:
-    """Train every variant x seed of ``cfg`` and write the run folder. Returns its path."""
+              log: Callable[[str], None] = print, report: bool = True) -> Path:
+    """Train every variant x seed of ``cfg`` and write the run folder (and, with ``report``, its
+    figures and report.md). Returns its path."""
     device = select_device(cfg.device)
     out = prepare_out(out, cfg)            # fail on a bad folder before loading anything
     log(f"normlab {__version__}: device {device}, {torch.get_num_threads()} threads, out {out}")
@@ -212,5 +213,9 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
     }
     write_json(out / "summary.json", summary)
     log(format_table(summary["variants"]))
+    if report:
+        from normlab.report import write_report  # the same code as `normlab report RUN_DIR`
+
+        write_report(out)
     log(f"results in {out}")
     return out

@@ -1,0 +1,401 @@
+"""``normlab explain``: BatchNorm, GroupNorm and LayerNorm worked out by hand on a tiny tensor.
+
+Three normalizations differ only in *which elements share one mean and one variance*:
+
+* ``bn``  BatchNorm:          one mean per channel, over (N, H, W)        -> statistics of shape (C,)
+* ``gn``  GroupNorm (G):      one mean per image and group, over (C/G, H, W) -> shape (N, G)
+* ``ln``  LayerNorm (conv):   one mean per image, over (C, H, W)          -> shape (N,)
+
+:func:`norm_stats` computes each one explicitly (reshape, then mean and *biased* variance over
+named axes, as the layers do in training mode); :func:`explain_text` prints the computation on a
+seeded example and checks it against PyTorch's own layers; :func:`draw_norm_axes` draws which
+elements share a statistic. Nothing here trains a model.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from normlab.model import ModelConfig, Net, count_params
+
+EPS = 1e-5  # PyTorch's default eps for nn.BatchNorm2d and nn.GroupNorm
+TOLERANCE = 1e-5  # the largest difference from PyTorch's layers that counts as "the same"
+EXAMPLE_SHAPE = (2, 4, 2, 2)  # (N, C, H, W) of the printed example
+EXAMPLE_GROUPS = 2  # GroupNorm groups in the example (the model itself uses ModelConfig.groups)
+INPUT_SIZE = 28  # MNIST images are 28x28
+
+
+# --------------------------------------------------------------------------- hand computation
+
+
+def norm_stats(
+    x: torch.Tensor, norm: str, groups: int = 2, eps: float = EPS
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean, variance and normalized output of ``x`` (N, C, H, W) for ``norm``, computed by hand.
+
+    The variance is the biased one (divide by the number of elements, not n - 1), as
+    ``nn.BatchNorm2d`` (training mode) and ``nn.GroupNorm`` use to normalize. The output is
+    ``(x - mean) / sqrt(var + eps)``, i.e. the layer with its default affine gamma=1, beta=0.
+
+    Shapes of the statistics:
+
+    * ``"bn"``: mean and var of shape ``(C,)``, each over axes (N, H, W);
+    * ``"gn"``: shape ``(N, G)``, each over (C/G, H, W) of one image's group of channels;
+    * ``"ln"``: shape ``(N,)``, each over (C, H, W) of one image (GroupNorm with G=1).
+
+    ``groups`` is used by ``"gn"`` only and must divide C.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"expected x of shape (N, C, H, W), got shape {tuple(x.shape)}")
+    n, c, h, w = x.shape
+    if norm == "bn":
+        dims = (0, 2, 3)  # N, H, W: everything but the channel
+        mean = x.mean(dim=dims)                                   # (C,)
+        var = ((x - mean.view(1, c, 1, 1)) ** 2).mean(dim=dims)   # (C,) biased
+        y = (x - mean.view(1, c, 1, 1)) / torch.sqrt(var.view(1, c, 1, 1) + eps)
+        return mean, var, y
+    if norm == "gn":
+        g = groups
+        if g < 1 or c % g != 0:
+            raise ValueError(f"GroupNorm: {g} groups do not divide {c} channels")
+        xg = x.reshape(n, g, c // g, h, w)                        # (N, G, C/G, H, W)
+        dims = (2, 3, 4)  # C/G, H, W: within one image and one group
+        mean = xg.mean(dim=dims)                                  # (N, G)
+        var = ((xg - mean.view(n, g, 1, 1, 1)) ** 2).mean(dim=dims)  # (N, G) biased
+        yg = (xg - mean.view(n, g, 1, 1, 1)) / torch.sqrt(var.view(n, g, 1, 1, 1) + eps)
+        return mean, var, yg.reshape(n, c, h, w)
+    if norm == "ln":
+        dims = (1, 2, 3)  # C, H, W: everything in one image
+        mean = x.mean(dim=dims)                                   # (N,)
+        var = ((x - mean.view(n, 1, 1, 1)) ** 2).mean(dim=dims)   # (N,) biased
+        y = (x - mean.view(n, 1, 1, 1)) / torch.sqrt(var.view(n, 1, 1, 1) + eps)
+        return mean, var, y
+    raise ValueError(f"unknown norm {norm!r}; norm_stats knows 'bn', 'gn', 'ln'")
+
+
+def torch_layer(norm: str, channels: int, groups: int = 2, eps: float = EPS) -> nn.Module:
+    """PyTorch's own layer for ``norm`` (training mode, default affine gamma=1, beta=0)."""
+    if norm == "bn":
+        layer: nn.Module = nn.BatchNorm2d(channels, eps=eps)
+    elif norm == "gn":
+        layer = nn.GroupNorm(groups, channels, eps=eps)
+    elif norm == "ln":
+        layer = nn.GroupNorm(1, channels, eps=eps)  # LayerNorm over (C, H, W), per-channel affine
+    else:
+        raise ValueError(f"unknown norm {norm!r}; torch_layer knows 'bn', 'gn', 'ln'")
+    return layer.train()
+
+
+def example_tensor(seed: int = 0, shape: tuple[int, int, int, int] = EXAMPLE_SHAPE) -> torch.Tensor:
+    """A small (N, C, H, W) float32 tensor from a seeded generator, rounded to 1 decimal."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.round(torch.randn(shape, generator=gen), decimals=1)
+
+
+# --------------------------------------------------------------------------- parameter counts
+
+
+def _norm_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]
+
+
+def norm_layer_shapes(size: int = INPUT_SIZE, cfg: ModelConfig | None = None
+                      ) -> list[tuple[str, tuple[int, int, int]]]:
+    """(module name, (C, H, W)) of each norm layer's input in normlab's Net for a size x size image.
+
+    Found with forward hooks on one dummy image, so the shapes are the model's actual ones.
+    """
+    cfg = cfg or ModelConfig(norm="ln")
+    if cfg.norm not in ("bn", "gn", "ln", "in"):
+        raise ValueError(f"norm_layer_shapes needs a model with norm layers, got norm={cfg.norm!r}")
+    model = Net(cfg).eval()
+    shapes: list[tuple[str, tuple[int, int, int]]] = []
+    handles = [
+        m.register_forward_hook(
+            lambda mod, inputs, out, name=name: shapes.append((name, tuple(inputs[0].shape[1:])))
+        )
+        for name, m in _norm_modules(model)
+    ]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, cfg.in_channels, size, size))
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def param_summary(norm: str, cfg: ModelConfig | None = None) -> tuple[int, int, int]:
+    """(total parameters, parameters of the norm layers, channels normalized) of Net(norm)."""
+    base = cfg or ModelConfig()
+    model = Net(ModelConfig(**{**base.__dict__, "norm": norm}))
+    norms = _norm_modules(model)
+    norm_params = sum(count_params(m) for _, m in norms)
+    channels = sum(m.num_features if isinstance(m, nn.BatchNorm2d) else m.num_channels
+                   for _, m in norms)
+    return count_params(model), norm_params, channels
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _num(v: float, digits: int) -> str:
+    s = f"{v:.{digits}f}"
+    return "0." + "0" * digits if s == "-0." + "0" * digits else s  # no "-0.00"
+
+
+def _vector(t: torch.Tensor, digits: int) -> str:
+    return "[" + ", ".join(_num(v, digits) for v in t.tolist()) + "]"
+
+
+def _matrix(t: torch.Tensor, digits: int, row: str, indent: str) -> list[str]:
+    return [f"{indent}{row}{i}: {_vector(r, digits)}" for i, r in enumerate(t)]
+
+
+def _nchw_block(t: torch.Tensor, digits: int, indent: str = "    ") -> list[str]:
+    """(N, C, H, W) as text: one block of H lines per image, channels side by side."""
+    n, c, h, w = t.shape
+    cells = [[[" ".join(f"{_num(v, digits):>{digits + 4}}" for v in t[i, j, r].tolist())
+               for r in range(h)] for j in range(c)] for i in range(n)]
+    width = max(len(s) for img in cells for ch in img for s in ch) + 2  # "[...]"
+    head = (indent + "     " + "  ".join(f"{f'c={j}':^{width}}" for j in range(c))).rstrip()
+    lines = [head]
+    for i in range(n):
+        for r in range(h):
+            label = f"n={i}" if r == 0 else ""
+            lines.append(indent + f"{label:<5}" + "  ".join(f"[{cells[i][j][r]}]" for j in range(c)))
+    return lines
+
+
+def _diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b|; infinite when a shape differs or anything is NaN (so the check cannot pass)."""
+    if a.shape != b.shape:
+        return float("inf")
+    d = (a - b).abs()
+    return float("inf") if torch.isnan(d).any() else float(d.max())
+
+
+def explain_text(seed: int = 0) -> tuple[str, float]:
+    """The full explanation that ``normlab explain`` prints, and the largest absolute difference
+    between the hand computation (:func:`norm_stats`) and PyTorch's layers over all three norms.
+
+    The caller decides what a difference above :data:`TOLERANCE` means (the CLI exits with 1).
+    """
+    x = example_tensor(seed)
+    n, c, h, w = x.shape
+    g = EXAMPLE_GROUPS
+    out: list[str] = []
+    add = out.append
+
+    add("How BatchNorm, GroupNorm and LayerNorm normalize: worked by hand, checked against PyTorch")
+    add("")
+    add(f"Example input x, shape (N, C, H, W) = {tuple(x.shape)}: {n} images, {c} channels, "
+        f"{h}x{w} pixels (seed {seed}, rounded to 1 decimal)")
+    out += _nchw_block(x, 1)
+    add("")
+    add("Each norm computes y = (x - mean) / sqrt(var + eps) with eps = 1e-05 and the biased variance")
+    add("(mean of squared deviations, divided by the count, not count - 1); they differ only in")
+    add("which elements share one mean and one variance. The affine gamma=1, beta=0 (PyTorch's init).")
+
+    specs = {
+        "bn": (f"BatchNorm  (nn.BatchNorm2d({c}), training mode)",
+               "averages over axes (N, H, W) = dims (0, 2, 3): one mean per channel,",
+               f"  each over N*H*W = {n * h * w} elements, shared by all images in the batch",
+               "(C,)"),
+        "gn": (f"GroupNorm  (nn.GroupNorm({g}, {c}), G = {g} groups of C/G = {c // g} channels)",
+               f"reshape to (N, G, C/G, H, W) = {(n, g, c // g, h, w)}, average over (C/G, H, W) = "
+               "dims (2, 3, 4):",
+               f"  one mean per image and group, each over C/G*H*W = {c // g * h * w} elements",
+               "(N, G)"),
+        "ln": (f"LayerNorm  (nn.GroupNorm(1, {c}): LayerNorm over (C, H, W) with per-channel affine)",
+               "averages over axes (C, H, W) = dims (1, 2, 3): one mean per image,",
+               f"  each over C*H*W = {c * h * w} elements, independent of the other images",
+               "(N,)"),
+    }
+    worst = 0.0
+    for key, (title, axes1, axes2, shape_name) in specs.items():
+        mean, var, y = norm_stats(x, key, groups=g)
+        with torch.no_grad():
+            ref = torch_layer(key, c, groups=g)(x)
+        diff = _diff(y, ref)
+        worst = max(worst, diff)
+        add("")
+        add(f"== {title}")
+        add(f"  {axes1}")
+        add(f"  {axes2}")
+        for label, stat in (("mean", mean), ("var ", var)):
+            shape = f"shape {tuple(stat.shape)} = {shape_name}"
+            if stat.dim() == 1:
+                add(f"  {label} {shape}: {_vector(stat, 3)}")
+            else:
+                add(f"  {label} {shape}, one row per image (columns: groups):")
+                out.extend(_matrix(stat, 3, "n=", "    "))
+        add("  normalized y:")
+        out.extend(_nchw_block(y, 2))
+        verdict = "OK" if diff <= TOLERANCE else f"MISMATCH (above {TOLERANCE:g})"
+        add(f"  max |y - PyTorch| = {diff:.2e}  {verdict}")
+
+    # ---- what each norm costs in normlab's own model
+    cfg = ModelConfig()
+    add("")
+    add(f"== Parameters in normlab's model (Net, default config: widths {cfg.widths}, "
+        f"transition {cfg.transition}, GroupNorm groups {cfg.groups})")
+    for key in ("bn", "gn", "ln"):
+        total, norm_params, channels = param_summary(key, cfg)
+        per = norm_params / channels if channels else 0
+        add(f"  {key}: {total:,} parameters, of which norm layers {norm_params:,} "
+            f"({per:g} per channel over {channels} channels)")
+    add("  All three add the same gamma and beta per channel; only the shared statistics differ.")
+
+    shapes = norm_layer_shapes(INPUT_SIZE, ModelConfig(norm="ln"))
+    add("")
+    add("== Why not per-element nn.LayerNorm([C, H, W])? It learns a gamma and a beta for every")
+    add(f"   element, 2*C*H*W per layer, and fixes the input size. For a {INPUT_SIZE}x{INPUT_SIZE} input, "
+        "the norm layers see:")
+    ln_total = 0
+    gn1_total = 0
+    for name, (cc, hh, ww) in shapes:
+        per_elem = 2 * cc * hh * ww
+        ln_total += per_elem
+        gn1_total += 2 * cc
+        add(f"    {name:<10} (C, H, W) = ({cc:>2}, {hh:>2}, {ww:>2}): "
+            f"LayerNorm([C,H,W]) adds {per_elem:>6,}   GroupNorm(1, C) adds {2 * cc:>3}")
+    add(f"  total: nn.LayerNorm([C, H, W]) would add {ln_total:,} parameters; "
+        f"GroupNorm(1, C) adds {gn1_total:,}")
+    add(f"  ({ln_total / gn1_total:.0f}x as many, for a model of "
+        f"{param_summary('ln', cfg)[0]:,} parameters in all).")
+
+    add("")
+    status = "all match" if worst <= TOLERANCE else "DIFFERENCE ABOVE TOLERANCE"
+    add(f"Largest difference from PyTorch over bn, gn, ln: {worst:.2e} "
+        f"(tolerance {TOLERANCE:g}): {status}")
+    return "\n".join(out) + "\n", worst
+
+
+# --------------------------------------------------------------------------- figure
+
+# Okabe-Ito colour-blind-safe palette (Okabe & Ito 2008), yellow and black left out for contrast.
+OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#0072B2", "#D55E00")
+
+FIG_TITLES = {
+    "bn": "BatchNorm: one mean per channel (over N, H, W)",
+    "gn": "GroupNorm (G=2): one mean per image and group",
+    "ln": "LayerNorm: one mean per image (over C, H, W)",
+}
+
+
+def _stat_groups(norm: str, n: int, c: int, groups: int) -> tuple[list[list[int]], list[str]]:
+    """For each (image, channel) the index of the statistic it uses, and the statistics' labels."""
+    if norm == "bn":
+        return [[j for j in range(c)] for _ in range(n)], [f"channel c={j}" for j in range(c)]
+    if norm == "gn":
+        per = c // groups
+        return ([[i * groups + j // per for j in range(c)] for i in range(n)],
+                [f"n={i}, group {k}" for i in range(n) for k in range(groups)])
+    if norm == "ln":
+        return [[i] * c for i in range(n)], [f"image n={i}" for i in range(n)]
+    raise ValueError(f"unknown norm {norm!r}")
+
+
+def draw_norm_axes(path, n: int = 2, c: int = 4, hw: int = 6, groups: int = 2) -> Path:
+    """Draw, for bn, gn and ln, which elements of an (N, C, H*W) block share one mean and variance.
+
+    Three panels side by side; in each, the N images are drawn as stacked slabs of C rows by H*W
+    columns, and cells that share a statistic have one colour (Okabe-Ito palette). The PNG is
+    written atomically (temporary file in the same folder, then ``os.replace``). Returns the path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch, Polygon, Rectangle
+
+    path = Path(path)
+    titles = {**FIG_TITLES, "gn": f"GroupNorm (G={groups}): one mean per image and group"}
+    depth_dx, depth_dy = 0.35, 0.35  # offset that gives each slab a little thickness
+
+    # 8.5 inches wide: at ~800 px a 9 pt font is still ~12 px tall.
+    fig, axes = plt.subplots(1, 3, figsize=(8.5, 4.6))
+    fig.subplots_adjust(left=0.01, right=0.995, top=0.885, bottom=0.27, wspace=0.06)
+    for ax, norm in zip(axes, ("bn", "gn", "ln")):
+        which, labels = _stat_groups(norm, n, c, groups)
+        gap = 1.0  # vertical space between the image slabs
+        for i in range(n):
+            y0 = (n - 1 - i) * (c + gap)  # image 0 on top
+            # The slab's top and right faces (a simple oblique projection) to suggest a 3-D block.
+            top = Polygon([(0, y0 + c), (hw, y0 + c), (hw + depth_dx, y0 + c + depth_dy),
+                           (depth_dx, y0 + c + depth_dy)], closed=True,
+                          facecolor="#d9d9d9", edgecolor="#555555", lw=0.8)
+            side = Polygon([(hw, y0), (hw + depth_dx, y0 + depth_dy),
+                            (hw + depth_dx, y0 + c + depth_dy), (hw, y0 + c)], closed=True,
+                           facecolor="#bdbdbd", edgecolor="#555555", lw=0.8)
+            ax.add_patch(top)
+            ax.add_patch(side)
+            for j in range(c):
+                colour = OKABE_ITO[which[i][j] % len(OKABE_ITO)]
+                yc = y0 + (c - 1 - j)  # channel 0 at the top of the slab
+                for k in range(hw):
+                    ax.add_patch(Rectangle((k, yc), 1, 1, facecolor=colour, edgecolor="white",
+                                           lw=1.2))
+                ax.text(-0.2, yc + 0.5, f"c{j}", ha="right", va="center", fontsize=9)
+            ax.add_patch(Rectangle((0, y0), hw, c, fill=False, edgecolor="#333333", lw=1.2))
+            # Image label with a bracket on the left.
+            ax.plot([-1.15, -1.3, -1.3, -1.15], [y0 + 0.05, y0 + 0.05, y0 + c - 0.05, y0 + c - 0.05],
+                    color="#333333", lw=1.0, clip_on=False)
+            ax.text(-1.5, y0 + c / 2, f"image n={i}", ha="right", va="center", rotation=90,
+                    fontsize=9.5)
+        height = n * c + (n - 1) * gap
+        ax.set_xlim(-2.4, hw + depth_dx + 0.1)
+        ax.set_ylim(-0.2, height + depth_dy + 0.2)
+        ax.set_aspect("equal")
+        ax.set_xticks([k + 0.5 for k in range(hw)], [str(k) for k in range(hw)], fontsize=8)
+        ax.set_yticks([])
+        ax.tick_params(axis="x", length=0, pad=2)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        ax.set_xlabel("H*W (positions, flattened)", fontsize=9.5, labelpad=2)
+        head, _, rest = titles[norm].partition(": ")
+        ax.set_title(f"{head}:\n{rest}", fontsize=10, pad=4)
+        handles = [Patch(facecolor=OKABE_ITO[s % len(OKABE_ITO)], edgecolor="none", label=lab)
+                   for s, lab in enumerate(labels)]
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2,
+                  fontsize=8.5, frameon=False, handlelength=1.0, handletextpad=0.4,
+                  columnspacing=0.8, borderaxespad=0.0)
+    fig.text(0.5, 0.015, f"Each cell is one element x[n, c, h*w] of an (N={n}, C={c}, H*W={hw}) block: "
+                  "N images (slabs), C channels (rows), H*W positions (columns).\n"
+                  "Cells of one colour share one mean and one variance.", ha="center", va="bottom",
+             fontsize=9, linespacing=1.4)
+
+    try:
+        _save_atomically(fig, path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _save_atomically(fig, path: Path) -> None:
+    """Save ``fig`` as PNG to a temporary file in ``path``'s folder, then ``os.replace`` it, so a
+    reader never sees a half-written figure. The file gets the usual permissions (0666 - umask)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=200)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

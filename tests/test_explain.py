@@ -1,0 +1,252 @@
+"""Tests of normlab.explain: the hand-computed norms, the printed explanation and the figure.
+
+Nothing here trains a model; the only networks built are normlab's Net for parameter counts and
+one forward pass on a dummy image.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+
+import pytest
+import torch
+import torch.nn as nn
+
+from normlab import explain
+from normlab.explain import draw_norm_axes, example_tensor, explain_text, norm_stats
+from normlab.model import ModelConfig, Net, count_params
+
+EPS = 1e-5
+
+
+def _gen(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def _layer(norm: str, c: int, groups: int) -> nn.Module:
+    """PyTorch's reference layer, built here rather than taken from normlab.explain."""
+    layer = {"bn": lambda: nn.BatchNorm2d(c, eps=EPS),
+             "gn": lambda: nn.GroupNorm(groups, c, eps=EPS),
+             "ln": lambda: nn.GroupNorm(1, c, eps=EPS)}[norm]()
+    return layer.train()
+
+
+# (N, C, H, W), GroupNorm groups
+SHAPES = [((2, 4, 2, 2), 2), ((3, 6, 5, 7), 3), ((8, 16, 4, 4), 4), ((1, 8, 3, 3), 2),
+          ((5, 2, 1, 9), 1)]
+
+
+@pytest.mark.parametrize("norm", ["bn", "gn", "ln"])
+@pytest.mark.parametrize("shape,groups", SHAPES)
+def test_norm_stats_equals_pytorch_layers(norm, shape, groups):
+    """The hand computation's normalized output equals nn.BatchNorm2d (training mode),
+    nn.GroupNorm(G, C) and nn.GroupNorm(1, C) at default affine, for several shapes and values
+    far from zero mean / unit variance."""
+    x = torch.randn(shape, generator=_gen(sum(shape) * 31 + groups)) * 3.0 + 1.5
+    _, _, y = norm_stats(x, norm, groups=groups)
+    with torch.no_grad():
+        ref = _layer(norm, shape[1], groups)(x)
+    assert y.shape == x.shape
+    torch.testing.assert_close(y, ref)
+
+
+def test_batchnorm_batch_mean_matches_running_mean_update():
+    """BatchNorm's hand mean is the batch mean the layer uses: with momentum 0.1 from a zero
+    running mean, the layer's running mean after one training step is 0.1 * that mean."""
+    x = torch.randn((4, 3, 5, 5), generator=_gen(7)) + 2.0
+    mean, _, _ = norm_stats(x, "bn")
+    layer = _layer("bn", 3, 1)
+    with torch.no_grad():
+        layer(x)
+    torch.testing.assert_close(layer.running_mean, 0.1 * mean)
+
+
+def test_statistics_have_the_documented_shapes():
+    """Mean and variance have shape (C,) for bn, (N, G) for gn and (N,) for ln."""
+    n, c, h, w, g = 3, 6, 4, 5, 3
+    x = torch.randn((n, c, h, w), generator=_gen(1))
+    expected = {"bn": (c,), "gn": (n, g), "ln": (n,)}
+    for norm, shape in expected.items():
+        mean, var, y = norm_stats(x, norm, groups=g)
+        assert tuple(mean.shape) == shape, norm
+        assert tuple(var.shape) == shape, norm
+        assert y.shape == x.shape
+
+
+def test_statistics_are_over_the_right_axes_with_biased_variance():
+    """On a hand-checkable tensor, each statistic is the mean and the biased variance (divide by
+    the count) over the documented axes: bn over (N, H, W), gn over (C/G, H, W), ln over (C, H, W)."""
+    # x[n, c, 0, :] = [v, v + 2] with v = 10*n + c: every channel of every image has spread 1.
+    x = torch.zeros(2, 4, 1, 2)
+    for n in range(2):
+        for c in range(4):
+            x[n, c, 0] = torch.tensor([10.0 * n + c, 10.0 * n + c + 2])
+    mean, var, _ = norm_stats(x, "bn")
+    torch.testing.assert_close(mean, torch.tensor([6.0, 7.0, 8.0, 9.0]))
+    torch.testing.assert_close(var, torch.tensor([26.0, 26.0, 26.0, 26.0]))  # c=0: 0, 2, 10, 12 around 6
+    mean, var, _ = norm_stats(x, "gn", groups=2)
+    torch.testing.assert_close(mean, torch.tensor([[1.5, 3.5], [11.5, 13.5]]))
+    torch.testing.assert_close(var, torch.full((2, 2), 1.25))  # values 0,2,1,3 around 1.5
+    mean, var, _ = norm_stats(x, "ln")
+    torch.testing.assert_close(mean, torch.tensor([2.5, 12.5]))
+    torch.testing.assert_close(var, torch.full((2,), 2.25))  # 0,2,1,3,2,4,3,5: 18 / 8, not 18 / 7
+
+
+def test_norm_stats_rejects_bad_input():
+    """An unknown norm, a group count that does not divide C, or a non-4-D tensor is a ValueError."""
+    x = torch.zeros(2, 4, 2, 2)
+    with pytest.raises(ValueError, match="unknown norm"):
+        norm_stats(x, "in")
+    with pytest.raises(ValueError, match="groups"):
+        norm_stats(x, "gn", groups=3)
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        norm_stats(torch.zeros(2, 4), "bn")
+
+
+def test_example_tensor_is_seeded_and_rounded():
+    """The printed example is (2, 4, 2, 2), the same for one seed, different for another, and
+    every value has at most one decimal."""
+    a, b, c = example_tensor(0), example_tensor(0), example_tensor(1)
+    assert tuple(a.shape) == (2, 4, 2, 2)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    torch.testing.assert_close(a * 10, torch.round(a * 10), rtol=0, atol=1e-4)
+
+
+def _independent_layernorm_chw_total(size: int = 28) -> int:
+    """2*C*H*W summed over the norm layers of the default Net, from the architecture's arithmetic
+    (3x3 valid convs shrink by 2, the 2x2 max pool halves, the 1x1 transition keeps the size)."""
+    cfg = ModelConfig()
+    w, shapes = cfg.widths, []
+    s = size - 2
+    shapes.append((w[0], s))                     # conv1
+    s -= 2
+    shapes.append((w[1], s))                     # conv2
+    s //= 2                                      # max pool
+    shapes.append((cfg.transition, s))           # 1x1 transition conv
+    for cout in w[2:]:
+        s -= 2
+        shapes.append((cout, s))                 # conv3, conv4, ...
+    # Count by building the real per-element layers.
+    return sum(count_params(nn.LayerNorm([c, s, s])) for c, s in shapes)
+
+
+def test_norm_layer_shapes_follow_the_architecture():
+    """The hooked (C, H, W) of each norm layer match the architecture's size arithmetic."""
+    shapes = explain.norm_layer_shapes(28)
+    assert [s for _, s in shapes] == [(8, 26, 26), (16, 24, 24), (8, 12, 12), (16, 10, 10),
+                                     (16, 8, 8), (16, 6, 6)]
+    assert sum(2 * c * h * w for _, (c, h, w) in shapes) == _independent_layernorm_chw_total()
+
+
+def test_explain_text_matches_pytorch_and_explains_each_norm():
+    """explain_text's max difference is below 1e-5, and its text names each norm, the axes each
+    averages over, the statistics' shapes, and each norm's parameter counts in the model."""
+    text, diff = explain_text(0)
+    assert 0 <= diff < 1e-5
+    for needle in ("BatchNorm", "GroupNorm", "LayerNorm", "nn.BatchNorm2d(4)", "nn.GroupNorm(2, 4)",
+                   "nn.GroupNorm(1, 4)", "(N, H, W)", "(C/G, H, W)", "(C, H, W)",
+                   "shape (4,) = (C,)", "shape (2, 2) = (N, G)", "shape (2,) = (N,)",
+                   "biased variance", "all match"):
+        assert needle in text, needle
+    assert "MISMATCH" not in text
+    for norm in ("bn", "gn", "ln"):
+        model = Net(norm=norm)
+        total = count_params(model)
+        norm_params = sum(count_params(m) for m in model.modules()
+                          if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)))
+        assert f"{norm}: {total:,} parameters, of which norm layers {norm_params:,}" in text
+
+
+def test_explain_text_reports_the_layernorm_chw_parameter_total():
+    """The text states what per-element nn.LayerNorm([C, H, W]) would add to normlab's model for a
+    28x28 input, and that number equals a count made independently here."""
+    text, _ = explain_text(0)
+    total = _independent_layernorm_chw_total()
+    assert total > 10_000  # tens of thousands, against 160 for GroupNorm(1, C)
+    assert f"nn.LayerNorm([C, H, W]) would add {total:,} parameters" in text
+
+
+def test_explain_text_is_deterministic_for_a_seed():
+    """The same seed gives the same text; another seed gives another example."""
+    assert explain_text(3)[0] == explain_text(3)[0]
+    assert explain_text(3)[0] != explain_text(4)[0]
+
+
+def test_a_wrong_hand_computation_is_caught(monkeypatch):
+    """If norm_stats used the unbiased variance (n - 1), explain_text's returned max difference
+    exceeds 1e-5 and the text says MISMATCH, so the CLI's exit-code check can fail."""
+
+    def unbiased(x, norm, groups=2, eps=EPS):
+        n, c, h, w = x.shape
+        if norm == "bn":
+            xs, dims, shape = x, (0, 2, 3), x.shape
+        elif norm == "gn":
+            xs, dims, shape = x.reshape(n, groups, c // groups, h, w), (2, 3, 4), x.shape
+        else:
+            xs, dims, shape = x, (1, 2, 3), x.shape
+        mean = xs.mean(dim=dims, keepdim=True)
+        var = xs.var(dim=dims, keepdim=True, unbiased=True)
+        y = ((xs - mean) / torch.sqrt(var + eps)).reshape(shape)
+        return mean.squeeze(), var.squeeze(), y
+
+    monkeypatch.setattr(explain, "norm_stats", unbiased)
+    text, diff = explain_text(0)
+    assert diff > 1e-5
+    assert "MISMATCH" in text and "DIFFERENCE ABOVE TOLERANCE" in text
+
+
+def test_a_nan_hand_computation_is_caught(monkeypatch):
+    """A hand computation that yields NaN (e.g. dividing by a zero variance) counts as an infinite
+    difference, never as a match."""
+    real = explain.norm_stats
+
+    def with_nan(x, norm, groups=2, eps=EPS):
+        mean, var, y = real(x, norm, groups=groups, eps=eps)
+        return mean, var, y * float("nan")
+
+    monkeypatch.setattr(explain, "norm_stats", with_nan)
+    text, diff = explain_text(0)
+    assert diff == float("inf")
+    assert "MISMATCH" in text
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_draw_norm_axes_writes_a_png(tmp_path):
+    """draw_norm_axes writes a PNG (magic bytes) of sensible pixel and byte size, creates missing
+    folders, replaces an existing file, leaves no temporary file behind and gets ordinary file
+    permissions."""
+    path = tmp_path / "sub" / "norms.png"
+    out = draw_norm_axes(path)
+    assert out == path and path.exists()
+    data = path.read_bytes()
+    width, height = _png_size(data)
+    assert 800 <= width <= 4000 and 300 <= height <= 3000
+    assert width > height  # three panels side by side
+    assert 10_000 < len(data) < 5_000_000
+    draw_norm_axes(path)  # overwrite in place
+    assert sorted(p.name for p in path.parent.iterdir()) == ["norms.png"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # not mkstemp's private 0600
+
+
+def test_draw_norm_axes_leaves_no_file_when_saving_fails(tmp_path, monkeypatch):
+    """If rendering fails half-way, neither the target nor a temporary file is left behind."""
+    import matplotlib.figure
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        draw_norm_axes(tmp_path / "norms.png")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,175 @@
+"""plots.py: which mistakes are shown, and that every figure is drawn as a readable PNG."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from normlab import data, plots
+from normlab.errors import ConfigError, RunFolderError
+from normlab.plots import cell_label, mistakes_title, select_mistakes
+from test_report import N_TEST, make_run, synthetic_data  # noqa: F401 (fixture)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == PNG_MAGIC, f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+def _row(i: int, label: int, pred: int, conf: float) -> dict:
+    return {"index": i, "label": label, "pred": pred, "confidence": conf}
+
+
+# ----------------------------------------------------------------------------------------------
+# Selection
+
+
+ROWS = [
+    _row(0, 1, 1, 0.99),   # right, very confident: never shown
+    _row(1, 2, 3, 0.40),
+    _row(2, 3, 5, 0.90),
+    _row(3, 4, 4, 0.95),
+    _row(4, 5, 6, 0.90),   # ties with index 2 on confidence
+    _row(5, 6, 0, 0.70),
+    _row(6, 7, 1, 0.95),
+]
+
+
+def test_select_most_confident_mistakes() -> None:
+    assert [r["index"] for r in select_mistakes(ROWS, k=3)] == [6, 2, 4]
+    assert [r["index"] for r in select_mistakes(ROWS, k=10)] == [6, 2, 4, 5, 1]
+
+
+def test_select_first_mistakes() -> None:
+    assert [r["index"] for r in select_mistakes(ROWS, k=3, mode="first")] == [1, 2, 4]
+
+
+def test_select_matches_brute_force_and_is_order_independent() -> None:
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (500,), generator=gen).tolist()
+    preds = torch.randint(0, 10, (500,), generator=gen).tolist()
+    confs = (torch.randint(0, 20, (500,), generator=gen) / 20).tolist()  # many ties
+    rows = [_row(i, y, p, c) for i, (y, p, c) in enumerate(zip(labels, preds, confs))]
+    wrong = [r for r in rows if r["pred"] != r["label"]]
+    top = sorted(wrong, key=lambda r: (-r["confidence"], r["index"]))[:10]
+    shuffled = [rows[i] for i in torch.randperm(500, generator=gen).tolist()]
+    assert select_mistakes(shuffled, 10) == top
+    assert select_mistakes(shuffled, 10, "first") == wrong[:10]
+    assert min(r["confidence"] for r in top) >= max(
+        r["confidence"] for r in wrong if r not in top)
+
+
+def test_select_fewer_and_bad_mode() -> None:
+    assert select_mistakes([_row(0, 1, 1, 0.9)], 10) == []
+    with pytest.raises(ConfigError, match="unknown mode 'worst'"):
+        select_mistakes(ROWS, 10, "worst")
+
+
+def test_titles_and_cell_labels() -> None:
+    t = mistakes_title("gn", 0, 98.765, 3, "confident", "MNIST")
+    assert t.startswith("gn (seed 0, test accuracy 98.77%)\n") and "only 3 mistakes" in t
+    assert "only 1 mistake on" in mistakes_title("gn", 0, 99.99, 1, "first", "MNIST")
+    assert "its 10 most confident mistakes, of 1,234" in mistakes_title(
+        "gn", 1, 87.66, 1234, "confident", "MNIST")
+    assert "its first 10 mistakes by test index" in mistakes_title("gn", 1, 87.66, 50, "first",
+                                                                   "MNIST")
+    digits = [str(d) for d in range(10)]
+    assert cell_label(_row(17, 4, 9, 0.973), digits) == "true 4 → pred 9\n97.3% · #17"
+    assert cell_label(_row(3, 4, 9, 0.99999), digits).endswith(">99.9% · #3")
+    names = list(data.DATASETS["fashion-mnist"].classes)
+    assert cell_label(_row(5, 9, 7, 0.5), names) == "true Ankle boot\npred Sneaker\n50.0% · #5"
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures
+
+
+@pytest.fixture(scope="module")
+def multi_seed_run(synthetic_data, tmp_path_factory):  # noqa: F811
+    folder, labels = synthetic_data
+    run = make_run(tmp_path_factory.mktemp("multi") / "run", variants=("gn", "ln", "bn"),
+                   seeds=3, epochs=6, labels=labels, data_dir=folder)
+    return run, plots.make_figures(run)
+
+
+def test_make_figures_multi_seed(multi_seed_run) -> None:
+    run, paths = multi_seed_run
+    assert [p.name for p in paths] == ["test_accuracy.png", "test_loss.png", "train_vs_test.png",
+                                       "misclassified_gn.png", "misclassified_ln.png",
+                                       "misclassified_bn.png"]
+    for p in paths:
+        assert p.parent == run / "figures"
+        w, h = png_size(p)
+        assert 800 <= w <= 1400 and 400 <= h <= 1000, (p.name, w, h)
+    assert sorted(x.name for x in (run / "figures").iterdir()) == sorted(p.name for p in paths)
+
+
+def test_misclassified_is_deterministic(multi_seed_run) -> None:
+    run, paths = multi_seed_run
+    grid = run / "figures" / "misclassified_gn.png"
+    before = grid.read_bytes()
+    assert plots.plot_misclassified(run, "gn") == grid
+    assert grid.read_bytes() == before
+
+
+def test_misclassified_uses_given_images(multi_seed_run, monkeypatch) -> None:
+    """With ``images`` given, the test split is not loaded again."""
+    run, _ = multi_seed_run
+
+    def boom(*a, **k):
+        raise AssertionError("load_split called")
+
+    monkeypatch.setattr(data, "load_split", boom)
+    images = torch.zeros(N_TEST, 28, 28, dtype=torch.uint8)
+    path = plots.plot_misclassified(run, "ln", seed=1, mode="first", images=images)
+    assert png_size(path)[0] >= 800
+
+
+def test_misclassified_checks_the_data(multi_seed_run, tmp_path) -> None:
+    """Predictions whose labels differ from the test split found: a clear error."""
+    run, _ = multi_seed_run
+    pred = run / "predictions" / "bn-s0.csv"
+    text = pred.read_text()
+    lines = text.splitlines()
+    idx, label, p, conf = lines[1].split(",")
+    lines[1] = ",".join([idx, str((int(label) + 3) % 10), p, conf])
+    pred.write_text("\n".join(lines) + "\n")
+    try:
+        with pytest.raises(RunFolderError, match="not the one this run used"):
+            plots.plot_misclassified(run, "bn")
+    finally:
+        pred.write_text(text)
+    with pytest.raises(ConfigError, match="variant 'xx' is not in this run"):
+        plots.plot_misclassified(run, "xx")
+
+
+def test_one_seed_few_mistakes_and_diverged(synthetic_data, tmp_path) -> None:  # noqa: F811
+    """One seed per variant (curves without bands), a variant with 3 mistakes, a variant that
+    diverged in its only seed (no curve, no grid)."""
+    folder, labels = synthetic_data
+    run = make_run(tmp_path / "run", variants=("gn", "ln", "bn"), seeds=1, epochs=1,
+                   labels=labels, data_dir=folder, wrong={"gn": 3}, diverged={"bn": [0]})
+    paths = plots.make_figures(run, mode="first")
+    assert [p.name for p in paths] == ["test_accuracy.png", "test_loss.png", "train_vs_test.png",
+                                       "misclassified_gn.png", "misclassified_ln.png"]
+    for p in paths:
+        assert png_size(p)[0] >= 800
+    with pytest.raises(RunFolderError, match="diverged in every seed"):
+        plots.plot_misclassified(run, "bn", seed=None)
+    with pytest.raises(RunFolderError, match="'bn' seed 0 diverged, so it has no predictions"):
+        plots.plot_misclassified(run, "bn", seed=0)
+    with pytest.raises(ConfigError, match="has no seed 7"):
+        plots.plot_misclassified(run, "gn", seed=7)
+
+
+def test_colours_are_stable_and_colour_blind_safe() -> None:
+    c = plots.variant_colors(["gn", "ln", "bn"])
+    assert c == {"gn": plots.OKABE_ITO[0], "ln": plots.OKABE_ITO[1], "bn": plots.OKABE_ITO[2]}
+    assert {x.upper() for x in plots.OKABE_ITO} == {
+        "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"}

@@ -1,0 +1,160 @@
+"""stats.py against published t quantiles, closed forms, numerical integration and hand-worked
+Welch examples."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from normlab.stats import betainc, mean_ci, t_cdf, t_ppf, t_sf, t_sf2, welch
+
+# Two-sided 95% critical values t_{0.975, df} from standard tables.
+T975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445, 5: 2.570582, 10: 2.228139,
+        30: 2.042272, 100: 1.983972}
+
+
+@pytest.mark.parametrize("df, expected", sorted(T975.items()))
+def test_t_ppf_table(df: int, expected: float) -> None:
+    assert t_ppf(0.975, df) == pytest.approx(expected, abs=1e-6)
+    assert t_ppf(0.025, df) == pytest.approx(-expected, abs=1e-6)
+
+
+def test_t_ppf_other_levels_and_large_df() -> None:
+    assert t_ppf(0.995, 4) == pytest.approx(4.604095, abs=1e-6)
+    assert t_ppf(0.95, 10) == pytest.approx(1.812461, abs=1e-6)
+    assert t_ppf(0.975, 1e7) == pytest.approx(1.959964, abs=1e-5)
+    assert t_ppf(0.5, 3) == 0.0
+    for bad in (0.0, 1.0, -0.1, 1.5):
+        with pytest.raises(ValueError):
+            t_ppf(bad, 3)
+    with pytest.raises(ValueError):
+        t_ppf(0.9, 0)
+
+
+def test_t_cdf_closed_forms() -> None:
+    for t in (-30.0, -2.0, -0.3, 0.0, 0.7, 2.0, 12.0):
+        # df = 1 is the Cauchy distribution; df = 2 has F(t) = 1/2 + t / (2 sqrt(2 + t^2)).
+        assert t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, abs=1e-13)
+        assert t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), abs=1e-13)
+        assert t_cdf(t, 7.5) + t_cdf(-t, 7.5) == pytest.approx(1.0, abs=1e-14)
+        assert t_sf(t, 3) == pytest.approx(1 - t_cdf(t, 3), abs=1e-14)
+    assert t_cdf(math.inf, 3) == 1.0 and t_cdf(-math.inf, 3) == 0.0
+
+
+def _t_pdf(x: float, df: float) -> float:
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    return c * (1 + x * x / df) ** (-(df + 1) / 2)
+
+
+@pytest.mark.parametrize("df", [0.7, 3.0, 6.97, 25.5])
+def test_t_cdf_matches_numerical_integration(df: float) -> None:
+    """P(0 <= T <= x) by Simpson's rule on the density, independent of the beta function."""
+    for x in (0.5, 1.7, 3.2):
+        n = 2000
+        h = x / n
+        s = _t_pdf(0, df) + _t_pdf(x, df) + sum(
+            (4 if i % 2 else 2) * _t_pdf(i * h, df) for i in range(1, n))
+        assert t_cdf(x, df) - 0.5 == pytest.approx(s * h / 3, abs=1e-10)
+
+
+def test_t_ppf_inverts_t_cdf() -> None:
+    for df in (0.5, 1, 2.5, 4, 9.3, 60):
+        for p in (1e-6, 0.01, 0.2, 0.6, 0.975, 0.999999):
+            assert t_cdf(t_ppf(p, df), df) == pytest.approx(p, rel=1e-9, abs=1e-14)
+
+
+def test_tiny_p_values_keep_their_precision() -> None:
+    # P(|T| >= 40) with df = 3, by the closed form of the df = 3 CDF.
+    t, df = 40.0, 3
+    x = t / math.sqrt(df)
+    closed = 1 - 2 * (math.atan(x) + x / (1 + x * x)) / math.pi
+    assert t_sf2(t, df) == pytest.approx(closed, rel=1e-6)
+
+
+def test_betainc_closed_forms() -> None:
+    for x in (0.0, 0.1, 0.5, 0.93, 1.0):
+        assert betainc(1, 1, x) == pytest.approx(x, abs=1e-14)
+        assert betainc(2.5, 1, x) == pytest.approx(x ** 2.5, abs=1e-14)
+        assert betainc(1, 3.5, x) == pytest.approx(1 - (1 - x) ** 3.5, abs=1e-14)
+    with pytest.raises(ValueError):
+        betainc(0, 1, 0.5)
+    with pytest.raises(ValueError):
+        betainc(1, 1, 1.5)
+
+
+def test_mean_ci() -> None:
+    mean, lo, hi = mean_ci([1, 2, 3, 4, 5])
+    half = 2.776445 * math.sqrt(2.5) / math.sqrt(5)  # t_{0.975,4} * s / sqrt(n)
+    assert mean == 3.0 and lo == pytest.approx(3 - half, abs=1e-6)
+    assert hi == pytest.approx(3 + half, abs=1e-6)
+    ci = mean_ci([2.0, 4.0], level=0.9)  # t_{0.95,1} = 6.313752
+    assert ci.available and ci.half_width == pytest.approx(6.313752 * math.sqrt(2) / math.sqrt(2),
+                                                           abs=1e-6)
+
+
+def test_mean_ci_one_value_has_no_interval() -> None:
+    ci = mean_ci([98.5])
+    assert tuple(ci) == (98.5, 98.5, 98.5) and not ci.available and ci.n == 1
+    with pytest.raises(ValueError):
+        mean_ci([])
+    ci = mean_ci([99.0, 99.0, 99.0])  # zero variance: a zero-width interval
+    assert tuple(ci) == (99.0, 99.0, 99.0) and ci.available
+
+
+def test_welch_hand_example() -> None:
+    """a = 1..5 (mean 3, var 2.5), b = 2, 4, .., 12 (mean 7, var 14).
+    se^2 = 2.5/5 + 14/6 = 17/6; t = -4 / sqrt(17/6) = -2.376354;
+    df = (17/6)^2 / ((1/2)^2/4 + (7/3)^2/5) = 6.972256."""
+    w = welch([1, 2, 3, 4, 5], [2, 4, 6, 8, 10, 12])
+    se = math.sqrt(17 / 6)
+    assert w["diff"] == -4.0 and w["se"] == pytest.approx(se)
+    assert w["t"] == pytest.approx(-2.376354, abs=1e-6)
+    assert w["df"] == pytest.approx((17 / 6) ** 2 / (0.25 / 4 + (49 / 9) / 5), rel=1e-12)
+    assert w["df"] == pytest.approx(6.972256, abs=1e-6)
+    half = t_ppf(0.975, w["df"]) * se
+    assert (w["ci_lo"], w["ci_hi"]) == pytest.approx((-4 - half, -4 + half))
+    assert w["p"] == pytest.approx(2 * t_cdf(w["t"], w["df"]), rel=1e-10)
+    assert 0.04 < w["p"] < 0.05 and w["ci_hi"] < 0  # just significant, and the CI agrees
+
+
+def test_welch_equal_variances_gives_pooled_df() -> None:
+    """a = 1, 2, 3 and b = 4, 5, 6: se = sqrt(2/3), df = 4 exactly, t = -3.674235;
+    CI = -3 ± t_{0.975,4} * se = -3 ± 2.266958."""
+    w = welch([1, 2, 3], [4, 5, 6])
+    assert w["df"] == pytest.approx(4.0, rel=1e-12)
+    assert w["t"] == pytest.approx(-3.674235, abs=1e-6)
+    assert w["ci_lo"] == pytest.approx(-5.266958, abs=1e-6)
+    assert w["ci_hi"] == pytest.approx(-0.733042, abs=1e-6)
+    # df = 4 has a closed-form CDF: F(t) = 1/2 + (3/4) u (1 - u^2/3), u = t / sqrt(4 + t^2).
+    u = 3.674235 / math.sqrt(4 + 3.674235 ** 2)
+    assert w["p"] == pytest.approx(2 * (0.5 - 0.75 * u * (1 - u * u / 3)), rel=1e-5)
+
+
+def test_welch_small_and_degenerate_samples() -> None:
+    w = welch([99.0], [98.0, 98.5])
+    assert w["diff"] == pytest.approx(0.75)
+    assert all(w[k] is None for k in ("ci_lo", "ci_hi", "t", "df", "p"))
+    w = welch([1.0, 1.0, 1.0], [2.0, 2.0])
+    assert w["diff"] == -1.0 and w["p"] == 0.0 and w["t"] == -math.inf
+    assert (w["ci_lo"], w["ci_hi"]) == (-1.0, -1.0)
+    w = welch([1.0, 1.0], [1.0, 1.0, 1.0])
+    assert w["diff"] == 0.0 and w["p"] == 1.0 and w["t"] == 0.0
+    w = welch([5.0, 5.0, 5.0], [1.0, 2.0, 3.0, 4.0])  # one group constant: df = 4 - 1
+    assert w["df"] == pytest.approx(3.0) and w["p"] < 0.05
+    with pytest.raises(ValueError):
+        welch([], [1.0, 2.0])
+
+
+def test_welch_ci_excludes_zero_exactly_when_p_below_005() -> None:
+    rng = random.Random(0)
+    for _ in range(300):
+        sd_a = rng.uniform(0.1, 2)
+        a = [rng.gauss(0.0, sd_a) for _ in range(rng.randint(2, 8))]
+        mu, sd = rng.uniform(-1.5, 1.5), rng.uniform(0.1, 2)
+        b = [rng.gauss(mu, sd) for _ in range(rng.randint(2, 8))]
+        w = welch(a, b)
+        if abs(w["p"] - 0.05) < 1e-9:
+            continue
+        assert (w["ci_lo"] > 0 or w["ci_hi"] < 0) == (w["p"] < 0.05)
