@@ -14,14 +14,14 @@ elements share a statistic. Nothing here trains a model.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from normlab.model import ModelConfig, Net, count_params
+from normlab.store import atomic_write_bytes
 
 EPS = 1e-5  # PyTorch's default eps for nn.BatchNorm2d and nn.GroupNorm
 TOLERANCE = 1e-5  # the largest difference from PyTorch's layers that counts as "the same"
@@ -380,22 +380,7 @@ def draw_norm_axes(path, n: int = 2, c: int = 4, hw: int = 6, groups: int = 2) -
 
 
 def _save_atomically(fig, path: Path) -> None:
-    """Save ``fig`` as PNG to a temporary file in ``path``'s folder, then ``os.replace`` it, so a
-    reader never sees a half-written figure. The file gets the usual permissions (0666 - umask)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=200)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Save ``fig`` as PNG through a temporary file and a rename (see normlab.store)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=200)
+    atomic_write_bytes(path, buf.getvalue())

@@ -208,8 +208,8 @@ def _check_summary(path: Path, summary: dict) -> None:
         raise RunFolderError(f"{path}: 'wall_seconds' is not a number; {_REBUILD}")
 
 
-def _read_metrics(path: Path) -> list[dict]:
-    fix = _REBUILD
+def _read_csv(path: Path, fix: str) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
+    """(header, [(line number, cells)]) of a CSV file, or RunFolderError naming the file."""
     try:
         with open(path, encoding="utf-8", newline="") as f:
             reader = csv.reader(f)
@@ -221,6 +221,12 @@ def _read_metrics(path: Path) -> list[dict]:
         raise RunFolderError(f"{path} is damaged, not a CSV file ({e}); {fix}") from None
     except OSError as e:
         raise RunFolderError(f"{path} cannot be read ({e.strerror or e}); {fix}") from None
+    return header, lines
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    fix = _REBUILD
+    header, lines = _read_csv(path, fix)
     if not header:
         raise RunFolderError(f"{path} is empty (no header line); {fix}")
     missing = [c for c in METRIC_COLUMNS if c not in header]
@@ -312,15 +318,7 @@ def read_predictions(path: str | Path) -> list[dict]:
     """Rows of a predictions CSV (``index``, ``label``, ``pred`` ints; ``confidence`` float)."""
     path = Path(path)
     fix = _REBUILD
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            lines = [(reader.line_num, row) for row in reader]
-    except FileNotFoundError:
-        raise RunFolderError(f"{path} is missing; {fix}") from None
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise RunFolderError(f"{path} is damaged, not a CSV file ({e}); {fix}") from None
+    header, lines = _read_csv(path, fix)
     if not header or any(c not in header for c in PREDICTION_COLUMNS):
         raise RunFolderError(
             f"{path} has the wrong columns: found {','.join(header or [])}; expected "
