@@ -413,3 +413,69 @@ def test_help_mentions_default_for_every_flag(command: str, capsys) -> None:
         assert "default" in entry.lower(), entry
         if a.default is not None and not isinstance(a.default, bool):
             assert str(a.default) in entry, entry
+
+
+# ----------------------------------------------------------------------------------------------
+# report and explain
+
+
+def test_study_writes_figures_and_report(study_run) -> None:
+    """`normlab study` ends by drawing every figure and writing report.md, which names each
+    variant and links each figure."""
+    _, out = study_run
+    figures = out / "figures"
+    names = ["test_loss.png", "test_accuracy.png", "train_vs_test.png"] + [
+        f"misclassified_{v}.png" for v in VARIANTS]
+    for name in names:
+        assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    report = (out / "report.md").read_text()
+    for v in VARIANTS:
+        assert f"`{v}`" in report
+    for name in names:
+        assert f"figures/{name}" in report
+
+
+def test_report_command_regenerates(study_run, capsys) -> None:
+    """`normlab report RUN_DIR` rebuilds report.md and the figures from the saved files alone."""
+    _, out = study_run
+    (out / "report.md").unlink()
+    (out / "figures" / "test_loss.png").unlink()
+    assert main(["report", str(out), "--mistakes", "first"]) == 0
+    assert (out / "report.md").is_file() and (out / "figures" / "test_loss.png").is_file()
+    assert "first 10 mistakes" in (out / "report.md").read_text()
+
+
+def test_report_command_bad_folder(tmp_path: Path, capsys) -> None:
+    """`normlab report` on a folder without a run exits 2 with one line naming the missing file."""
+    assert main(["report", str(tmp_path)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("normlab: error:") and ".json" in err[0]
+
+
+def test_explain_command_exit_codes(tmp_path: Path, capsys, monkeypatch) -> None:
+    """`normlab explain` exits 0 when the hand computation matches PyTorch, writes --figure, and
+    exits 1 when it does not (a hand computation with the unbiased variance)."""
+    from normlab import explain
+
+    fig = tmp_path / "axes.png"
+    assert main(["explain", "--figure", str(fig)]) == 0
+    assert fig.read_bytes()[:4] == b"\x89PNG"
+    assert "all match" in capsys.readouterr().out
+
+    right = explain.norm_stats
+
+    def unbiased(x, norm, groups=2, eps=1e-5):
+        mean, var, _ = right(x, norm, groups, eps)
+        dims = {"bn": (0, 2, 3), "gn": None, "ln": (1, 2, 3)}[norm]
+        if dims is None:
+            n, c, h, w = x.shape
+            g = x.reshape(n, groups, c // groups, h, w)
+            m, v = g.mean((2, 3, 4), keepdim=True), g.var((2, 3, 4), keepdim=True, unbiased=True)
+            y = ((g - m) / (v + eps).sqrt()).reshape(x.shape)
+        else:
+            m, v = x.mean(dims, keepdim=True), x.var(dims, keepdim=True, unbiased=True)
+            y = (x - m) / (v + eps).sqrt()
+        return mean, var, y
+
+    monkeypatch.setattr(explain, "norm_stats", unbiased)
+    assert main(["explain"]) == 1
