@@ -26,7 +26,7 @@ def _section(heading: str) -> str:
 
 def _allowed_numbers(run_dir: Path) -> set[str]:
     """The numbers of a run folder as they may be printed: summary values at 2 (accuracy) and
-    4 (loss) decimals, and every number written in its report.md."""
+    4 (loss) decimals, and every number written in its report.md (and weights.csv, if any)."""
     summary = load_summary(run_dir)
     allowed = set()
     for s in summary["variants"].values():
@@ -36,7 +36,9 @@ def _allowed_numbers(run_dir: Path) -> set[str]:
             allowed |= {f"{v:.2f}" for v in st["values"]}
         st = s["final_test_loss"]
         allowed |= {f"{st['mean']:.4f}", f"{st['std']:.4f}"}
-    allowed |= set(re.findall(r"\d+\.\d+", (run_dir / "report.md").read_text(encoding="utf-8")))
+    for extra in ("report.md", "weights.csv"):  # weights.csv: scripts/l1_weights.py
+        if (run_dir / extra).is_file():
+            allowed |= set(re.findall(r"\d+\.\d+", (run_dir / extra).read_text(encoding="utf-8")))
     return allowed
 
 

@@ -352,6 +352,9 @@ def test_findings_gap_sentences() -> None:
     text = " ".join(findings(s, gaps={"gn": 0.3, "bn": -0.1}, augment=False))
     assert "`gn` has the largest gap (+0.30), so by this measure it overfits the most" in text
     assert "augmented" not in text
+    text = " ".join(findings(s, gaps={"gn": 0.11, "bn": 0.10}, augment=False))
+    assert "The largest gap, `gn`'s +0.11, is within 0.1 points of `bn`'s +0.10" in text
+    assert "overfits the most" not in text
 
 
 # ----------------------------------------------------------------------------------------------

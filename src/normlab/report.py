@@ -406,6 +406,11 @@ def _seeds_text(seeds: list[int]) -> str:
     return f"{word} {', '.join(str(s) for s in seeds)}"
 
 
+# Train-test gaps closer than this (percentage points) are not called different: one test
+# image is 0.01 points, and seeds move the gap by several times that.
+GAP_MARGIN = 0.1
+
+
 def findings(summary: dict, gaps: dict[str, float | None] | None = None,
              augment: bool | None = None) -> list[str]:
     """The Findings sentences, made only from the numbers of ``summary`` (and the train-test
@@ -479,8 +484,14 @@ def findings(summary: dict, gaps: dict[str, float | None] | None = None,
             text = (f"Train − test accuracy gap at the final epoch"
                     f"{' (mean over seeds)' if several else ''}: {listed} percentage points.")
             worst = max(known, key=lambda n: known[n])
+            others = sorted((g for n, g in known.items() if n != worst), reverse=True)
             if known[worst] > 0:
-                if len(known) > 1:
+                if others and known[worst] - others[0] < GAP_MARGIN:
+                    runner_up = next(n for n, g in known.items() if n != worst and g == others[0])
+                    text += (f" The largest gap, `{worst}`'s {_pp(known[worst])}, is within "
+                             f"{GAP_MARGIN:g} points of `{runner_up}`'s {_pp(others[0])}: by this "
+                             "measure no variant overfits clearly more than another.")
+                elif others:
                     text += (f" `{worst}` has the largest gap ({_pp(known[worst])}), so by this "
                              "measure it overfits the most of these variants.")
                 else:
