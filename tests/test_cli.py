@@ -85,13 +85,16 @@ EPOCHS = 2
 
 
 def test_study_exits_zero_and_writes_every_file(study_run) -> None:
-    """The study exits 0 and its run folder holds config, env, metrics, summary, and one
-    predictions CSV and one checkpoint per variant and seed, and nothing else."""
+    """The study exits 0 and its run folder holds config, env, metrics, summary, report, one
+    predictions CSV and one checkpoint per variant and seed, the three curve figures and one
+    misclassified grid per variant, and nothing else (no temporary files)."""
     code, out = study_run
     assert code == 0
     names = [f"{v}-s{s}" for v in VARIANTS for s in SEEDS]
-    expected = {"config.json", "env.json", "metrics.csv", "summary.json"}
+    expected = {"config.json", "env.json", "metrics.csv", "summary.json", "report.md"}
     expected |= {f"predictions/{n}.csv" for n in names} | {f"checkpoints/{n}.pt" for n in names}
+    expected |= {f"figures/{f}.png" for f in ("test_loss", "test_accuracy", "train_vs_test")}
+    expected |= {f"figures/misclassified_{v}.png" for v in VARIANTS}
     found = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert found == expected
 
