@@ -14,14 +14,9 @@ from normlab.errors import RunFolderError
 def load_summary(run_dir: str | Path) -> dict:
     """summary.json of ``run_dir``, with a clear error when it is missing or damaged."""
     path = Path(run_dir) / "summary.json"
-    try:
-        with open(path, encoding="utf-8") as f:
-            summary = json.load(f)
-    except FileNotFoundError:
-        raise RunFolderError(f"{path} is missing; is {run_dir} a finished normlab run folder?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunFolderError(f"{path} is damaged ({e}); re-run the study to rebuild it") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("variants"), dict):
+    summary = _read_json_object(
+        path, f"is {run_dir} a finished normlab run folder? If so, re-run the study to rebuild it")
+    if not isinstance(summary.get("variants"), dict):
         raise RunFolderError(f"{path} has no 'variants' table; re-run the study to rebuild it")
     return summary
 
