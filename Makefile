@@ -1,9 +1,12 @@
 # Set-up from nothing, then the two jobs: `make study` and `make test`.
-# torch is pinned: an unpinned install pulls gigabytes of CUDA packages on Linux.
+# torch is pinned to a known release. On Linux, PyPI's torch wheels bring CUDA libraries (GBs);
+# on a machine without a GPU, `make TORCH_INDEX=https://download.pytorch.org/whl/cpu ...` takes
+# the CPU-only build instead.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
+TORCH_INDEX ?=
 STUDY_ARGS ?=
 
 .PHONY: setup study test clean
@@ -12,7 +15,7 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q "$(TORCH_PIN)"
+	$(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_PIN)"
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 

@@ -25,6 +25,8 @@ def weight_stats(run_dir: Path) -> list[tuple]:
     rows = []
     for name, s in run.summary["variants"].items():
         for seed in s["seeds"]:
+            if seed in s["diverged_seeds"]:  # a diverged run leaves no checkpoint
+                continue
             state = torch.load(run_dir / "checkpoints" / f"{name}-s{seed}.pt", weights_only=True)
             model = Net(ModelConfig(norm=s["norm"], groups=groups))
             model.load_state_dict(state["model"])

@@ -482,3 +482,48 @@ def test_explain_command_exit_codes(tmp_path: Path, capsys, monkeypatch) -> None
 
     monkeypatch.setattr(explain, "norm_stats", unbiased)
     assert main(["explain"]) == 1
+
+
+def _copy_run(study_run, tmp_path: Path) -> Path:
+    import shutil
+
+    _, out = study_run
+    return Path(shutil.copytree(out, tmp_path / "copy"))
+
+
+def test_report_unwritable_folder_is_one_line(study_run, tmp_path: Path, capsys) -> None:
+    """`normlab report` into a run folder where report.md cannot be written (here: a folder is in
+    its place) exits 2 with one line, instead of a traceback."""
+    run = _copy_run(study_run, tmp_path)
+    (run / "report.md").unlink()
+    (run / "report.md").mkdir()
+    assert main(["report", str(run)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("normlab: error:") and "writable" in err[0]
+
+
+@pytest.mark.parametrize("key,value", [("lr", "fast"), ("rotate", None), ("epochs", 0)])
+def test_report_damaged_config_is_one_line(study_run, tmp_path: Path, capsys, key, value) -> None:
+    """A config.json whose values normlab would not accept is a one-line error naming
+    config.json (exit 2), not a traceback from deep in the report."""
+    run = _copy_run(study_run, tmp_path)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg[key] = value
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert main(["report", str(run)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "config.json" in err[0]
+
+
+def test_report_data_dir_flag(study_run, synthetic, tmp_path: Path) -> None:
+    """`normlab report --data-dir DIR` takes the test images from DIR: with the run's own data
+    folder recorded as a missing path, the grids are still drawn."""
+    folder, _, _ = synthetic
+    run = _copy_run(study_run, tmp_path)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["data_dir"] = str(tmp_path / "moved-away")
+    (run / "config.json").write_text(json.dumps(cfg))
+    for f in (run / "figures").glob("misclassified_*.png"):
+        f.unlink()
+    assert main(["report", str(run), "--data-dir", str(folder)]) == 0
+    assert len(list((run / "figures").glob("misclassified_*.png"))) == len(VARIANTS)

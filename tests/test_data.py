@@ -478,6 +478,7 @@ def test_missing_data_without_download_lists_places(
 ) -> None:
     """With download=False and no data anywhere, one error lists every place looked and how to fix it."""
     monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "envdir"))
+    (tmp_path / "argdir").mkdir()
     with pytest.raises(DataError) as e:
         data.locate("mnist", tmp_path / "argdir", download=False)
     msg = str(e.value)
@@ -492,6 +493,7 @@ def test_failed_download_lists_mirrors_and_places(
     tmp_path: Path, fake_mnist, isolated: Path
 ) -> None:
     """When every mirror fails, one error lists each mirror and why, the places looked, and the fix."""
+    (tmp_path / "argdir").mkdir()
     with pytest.raises(DataError) as e, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         data.locate("mnist", tmp_path / "argdir")
@@ -605,3 +607,29 @@ def test_real_mnist() -> None:
         assert labels.shape == (n,) and labels.dtype == torch.int64
         assert int(labels.min()) == 0 and int(labels.max()) == 9
         assert len(labels.unique()) == 10
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_data_dir_that_is_not_a_folder_is_an_error(tmp_path: Path, fake_mnist, isolated: Path,
+                                                   kind: str) -> None:
+    """An explicit data_dir that does not exist or is a file is a DataError naming it, even when
+    another copy (here in the cache) would be found: a typo must not silently use other data."""
+    target = tmp_path / "typo"
+    if kind == "file":
+        target.write_bytes(b"x")
+    with pytest.raises(DataError) as e:
+        data.locate("mnist", target, download=False)
+    assert "typo" in str(e.value)
+    assert ("is a file" if kind == "file" else "does not exist") in str(e.value)
+
+
+def test_unreadable_file_is_a_data_error(tmp_path: Path, fake_mnist, isolated: Path) -> None:
+    """A data file that cannot be read for verification (here: a gzip stream cut short) is a
+    DataError naming the file, not a raw OSError or EOFError."""
+    _, raw = fake_mnist
+    folder = install(tmp_path / "d", raw)
+    victim = folder / "train-images-idx3-ubyte.gz"
+    victim.write_bytes(victim.read_bytes()[:40])
+    with pytest.raises(DataError) as e:
+        data.locate("mnist", folder, download=False)
+    assert victim.name in str(e.value)

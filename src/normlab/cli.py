@@ -22,7 +22,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error message (argparse's default prints the usage block too)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+        self.exit(2, f"normlab: error: {message}; see '{self.prog} --help'\n")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mistakes", choices=("confident", "first"), default="confident",
                    help="which 10 misclassified test images to show: the most confident mistakes "
                         "or the first ones by test index")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the dataset's IDX files, for the test images of the grids; "
+                        "default: the run's own data_dir, then $NORMLAB_DATA, then the cache")
 
     p = sub.add_parser("explain", help="compute BN, GN and LN by hand and compare with PyTorch",
                        formatter_class=_Formatter,
@@ -199,10 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             from normlab.report import write_report
 
-            print(f"report: {write_report(args.run_dir, mode=args.mistakes)}")
+            print(f"report: {write_report(args.run_dir, mode=args.mistakes, data_dir=args.data_dir)}")
             return 0
         cfg = config_from_args(args)
-        from normlab.study import run_study  # imported late: --help stays fast
+        from normlab.study import run_study
 
         run_study(cfg, out=args.out, progress=not args.quiet)
     except NormlabError as e:

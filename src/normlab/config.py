@@ -50,6 +50,15 @@ def _spec_number(text: str, what: str, spec: str) -> float:
     return value
 
 
+def _number_name(value: float) -> str:
+    """``value`` as written in a canonical variant name: ``%g`` where that is exact, else the
+    shortest exact form; never with ``e+`` (a ``+`` would split the name when re-parsed)."""
+    text = f"{value:g}"
+    if float(text) != value:
+        text = repr(value)
+    return text.replace("e+", "e")
+
+
 def parse_variant(spec: str, l1_default: float = DEFAULT_L1, l2_default: float = DEFAULT_L2) -> Variant:
     """Parse a variant spec such as ``bn+l1=5e-5``. Raises ConfigError with the fix on bad input."""
     if not isinstance(spec, str) or not spec.strip():
@@ -76,9 +85,9 @@ def parse_variant(spec: str, l1_default: float = DEFAULT_L1, l2_default: float =
     l1, l2 = penalties.get("l1", 0.0), penalties.get("l2", 0.0)
     name = norm
     if "l1" in penalties:
-        name += f"+l1={l1:g}"
+        name += f"+l1={_number_name(l1)}"
     if "l2" in penalties:
-        name += f"+l2={l2:g}"
+        name += f"+l2={_number_name(l2)}"
     return Variant(name=name, norm=norm, l1=l1, l2=l2)
 
 

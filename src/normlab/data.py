@@ -246,7 +246,12 @@ def _parse_idx(stream: BinaryIO, path: Path, what: str) -> torch.Tensor:
             f"but {what} has more after them; {_FIX}"
         )
     if claimed == 0:  # torch.frombuffer refuses empty buffers
-        return torch.empty(dims, dtype=torch.uint8)
+        try:
+            return torch.empty(dims, dtype=torch.uint8)
+        except RuntimeError as e:  # e.g. (0, 2**32-1, 2**32-1, 2**32-1): strides overflow int64
+            raise DataError(
+                f"{path}: IDX header declares shape {dims}, too large to represent ({e}); {_FIX}"
+            ) from None
     # frombuffer shares memory with the bytearray (no copy); the tensor keeps it alive.
     return torch.frombuffer(payload, dtype=torch.uint8).reshape(dims)
 
@@ -316,6 +321,14 @@ def _verify(path: Path, fspec: FileSpec, dataset: str) -> None:
     The uncompressed MD5 is used where known, so recompressed copies pass; otherwise the .gz MD5
     (for gzip files only: an uncompressed file with no known MD5 cannot be checked, and is not).
     """
+    try:
+        _check_md5(path, fspec, dataset)
+    except (OSError, EOFError, zlib.error) as e:  # unreadable, or a gzip stream that is cut short
+        raise DataError(f"{path}: cannot be read to verify it ({getattr(e, 'strerror', None) or e}); "
+                        f"{_FIX}") from None
+
+
+def _check_md5(path: Path, fspec: FileSpec, dataset: str) -> None:
     gz = _is_gzip(path)
     if fspec.raw_md5 is not None:
         expected, kind, compute = fspec.raw_md5, "uncompressed content", _content_md5
@@ -373,7 +386,13 @@ def _locate(spec: DatasetSpec, data_dir: str | Path | None, download: bool) -> P
     """:func:`locate` for any spec (tests pass made-up ones)."""
     roots: list[tuple[Path, str]] = []
     if data_dir is not None:
-        roots.append((Path(data_dir).expanduser(), "--data-dir"))
+        given = Path(data_dir).expanduser()
+        if not given.is_dir():
+            # A typo, not a request to look elsewhere: say so rather than use another copy.
+            what = "is a file" if given.exists() else "does not exist"
+            raise DataError(f"--data-dir {str(data_dir)!r} {what}; give the folder that holds "
+                            f"{_needed_files(spec)}")
+        roots.append((given, "--data-dir"))
     env = os.environ.get(CACHE_ENV)
     if env:
         roots.append((Path(env).expanduser(), f"${CACHE_ENV}"))

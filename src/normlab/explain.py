@@ -310,10 +310,10 @@ def draw_norm_axes(path, n: int = 2, c: int = 4, hw: int = 6, groups: int = 2) -
     columns, and cells that share a statistic have one colour (Okabe-Ito palette). The PNG is
     written atomically (temporary file in the same folder, then ``os.replace``). Returns the path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure on the Agg canvas, not pyplot: drawing must not switch the backend of a
+    # notebook that imports normlab.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from matplotlib.patches import Patch, Polygon, Rectangle
 
     path = Path(path)
@@ -321,7 +321,9 @@ def draw_norm_axes(path, n: int = 2, c: int = 4, hw: int = 6, groups: int = 2) -
     depth_dx, depth_dy = 0.35, 0.35  # offset that gives each slab a little thickness
 
     # 8.5 inches wide: at ~800 px a 9 pt font is still ~12 px tall.
-    fig, axes = plt.subplots(1, 3, figsize=(8.5, 4.6))
+    fig = Figure(figsize=(8.5, 4.6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
     fig.subplots_adjust(left=0.01, right=0.995, top=0.885, bottom=0.27, wspace=0.06)
     for ax, norm in zip(axes, ("bn", "gn", "ln")):
         which, labels = _stat_groups(norm, n, c, groups)
@@ -372,10 +374,7 @@ def draw_norm_axes(path, n: int = 2, c: int = 4, hw: int = 6, groups: int = 2) -
                   "Cells of one colour share one mean and one variance.", ha="center", va="bottom",
              fontsize=9, linespacing=1.4)
 
-    try:
-        _save_atomically(fig, path)
-    finally:
-        plt.close(fig)
+    _save_atomically(fig, path)
     return path
 
 

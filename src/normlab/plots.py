@@ -408,10 +408,12 @@ def _first_ok_seed(run: RunData, variant: str) -> int | None:
     return ok[0] if ok else None
 
 
-def _load_test_split(run: RunData):
+def _load_test_split(run: RunData, data_dir: str | Path | None = None):
+    """The test split of the run's dataset: from ``data_dir`` if given, else the run's own."""
     from normlab import data
 
-    return data.load_split(run.dataset, train=False, data_dir=run.config.get("data_dir"))
+    return data.load_split(run.dataset, train=False,
+                           data_dir=data_dir if data_dir is not None else run.config.get("data_dir"))
 
 
 def _misclassified_figure(run: RunData, variant: str, seed: int, mode: str, images, labels,
@@ -483,7 +485,8 @@ def _misclassified_figure(run: RunData, variant: str, seed: int, mode: str, imag
 
 
 def plot_misclassified(run_dir: str | Path, variant: str, seed: int | None = 0,
-                       mode: str = "confident", images=None, run: RunData | None = None) -> Path:
+                       mode: str = "confident", images=None, run: RunData | None = None,
+                       data_dir: str | Path | None = None) -> Path:
     """Draw ``figures/misclassified_<variant>.png``: 10 misclassified test images of one seed.
 
     ``mode="confident"`` shows the most confident mistakes, ``"first"`` the first by test index
@@ -513,7 +516,7 @@ def plot_misclassified(run_dir: str | Path, variant: str, seed: int | None = 0,
                              f"choose a seed that finished ({ok})")
     labels = None
     if images is None:
-        images, labels = _load_test_split(run)
+        images, labels = _load_test_split(run, data_dir)
     path = Path(run_dir) / "figures" / f"misclassified_{variant}.png"
     return _misclassified_figure(run, variant, seed, mode, images, labels, path)
 
@@ -531,13 +534,14 @@ def make_figures(run_dir: str | Path, mode: str = "confident",
 
 
 def make_misclassified(run_dir: str | Path, mode: str = "confident",
-                       run: RunData | None = None) -> list[Path]:
-    """One mistakes grid per variant that has a finished seed; the test split is loaded once."""
+                       run: RunData | None = None, data_dir: str | Path | None = None) -> list[Path]:
+    """One mistakes grid per variant that has a finished seed; the test split is loaded once
+    (from ``data_dir`` if given, else from where the run found its data)."""
     run = run if run is not None else load_run(run_dir)
     todo = [(v, s) for v in run.variants if (s := _first_ok_seed(run, v)) is not None]
     if not todo:
         return []
-    images, labels = _load_test_split(run)
+    images, labels = _load_test_split(run, data_dir)
     path = Path(run_dir) / "figures"
     return [_misclassified_figure(run, v, s, mode, images, labels, path / f"misclassified_{v}.png")
             for v, s in todo]

@@ -127,7 +127,9 @@ def _read_json_object(path: Path, fix: str) -> dict:
             obj = json.load(f)
     except FileNotFoundError:
         raise RunFolderError(f"{path} is missing; {fix}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:
+        # ValueError: JSONDecodeError, UnicodeDecodeError, and integers over Python's digit limit
+        # (int_max_str_digits); RecursionError: arrays/objects nested too deeply.
         raise RunFolderError(f"{path} is damaged, not valid JSON ({e}); {fix}") from None
     except OSError as e:
         raise RunFolderError(f"{path} cannot be read ({e.strerror or e}); {fix}") from None
@@ -647,33 +649,49 @@ def build_report(run: RunData, figures: list[Path], notes: list[str] = ()) -> st
     return "\n".join(out).rstrip() + "\n"
 
 
-def write_report(run_dir: str | Path, mode: str = "confident") -> Path:
+def write_report(run_dir: str | Path, mode: str = "confident",
+                 data_dir: str | Path | None = None) -> Path:
     """Regenerate every figure of ``run_dir`` and write ``report.md`` there (atomically).
 
-    If the test images cannot be found, the mistakes grids are left out and report.md says why.
+    The test images for the grids come from ``data_dir`` if given, else from where the run found
+    its data. If they cannot be found, the grids are left out and report.md says why.
     """
     from normlab import plots
-    from normlab.errors import DataError
+    from normlab.config import Config
+    from normlab.errors import ConfigError, DataError
     from normlab.store import atomic_write_text
 
     if mode not in plots.MODES:
-        from normlab.errors import ConfigError
         raise ConfigError(f"unknown mode {mode!r}; valid: {', '.join(plots.MODES)}")
     run_dir = Path(run_dir)
     run = load_run(run_dir)
-    figures = plots.plot_curves(run_dir, run=run)
-    notes = []
+    fix = f"restore it from a copy of the run folder, or {_REBUILD}"
+    try:  # the saved config must still be one normlab accepts
+        Config.from_dict({k: v for k, v in run.config.items() if k != "resolved"})
+    except (ConfigError, TypeError) as e:
+        raise RunFolderError(f"{run_dir / 'config.json'} holds an invalid config ({e}); {fix}") from None
     try:
-        figures += plots.make_misclassified(run_dir, mode, run=run)
-    except DataError as e:
-        notes.append(f"The grids of misclassified images were not made: the test images could "
-                     f"not be loaded ({e}).")
-    if any(f.name.startswith("misclassified_") for f in figures):
-        what = ("the 10 most confident mistakes" if mode == "confident"
-                else "the first 10 mistakes by test index")
-        notes.insert(0, f"For each variant, {what} of its first finished seed, with the true and "
-                        "predicted class, the model's confidence (softmax probability of the "
-                        "predicted class) and the test-set index.")
-    path = run_dir / "report.md"
-    atomic_write_text(path, build_report(run, figures, notes))
+        figures = plots.plot_curves(run_dir, run=run)
+        notes = []
+        try:
+            figures += plots.make_misclassified(run_dir, mode, run=run, data_dir=data_dir)
+        except DataError as e:
+            notes.append(f"The grids of misclassified images were not made: the test images "
+                         f"could not be loaded ({e}).")
+        if any(f.name.startswith("misclassified_") for f in figures):
+            what = ("the 10 most confident mistakes" if mode == "confident"
+                    else "the first 10 mistakes by test index")
+            notes.insert(0, f"For each variant, {what} of its first finished seed, with the true "
+                            "and predicted class, the model's confidence (softmax probability of "
+                            "the predicted class) and the test-set index.")
+        path = run_dir / "report.md"
+        atomic_write_text(path, build_report(run, figures, notes))
+    except OSError as e:
+        raise RunFolderError(f"cannot write into {run_dir} ({e.strerror or e}: "
+                             f"{getattr(e, 'filename', '') or ''}); make the run folder writable, "
+                             "or copy it somewhere writable and report on the copy") from None
+    except (TypeError, ValueError, KeyError) as e:
+        # load_run checks the fields it needs; anything else damaged shows up here.
+        raise RunFolderError(f"{run_dir} holds a damaged value ({type(e).__name__}: {e}); "
+                             f"{fix}") from None
     return path

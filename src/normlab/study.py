@@ -161,11 +161,23 @@ def prepare_out(out: str | Path | None, cfg: Config) -> Path:
     out = Path(out) if out is not None else default_out(cfg)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} is a file; give a folder path")
-    if out.is_dir() and any(out.iterdir()):
+    try:
+        occupied = out.is_dir() and any(out.iterdir())
+    except OSError as e:
+        raise ConfigError(f"--out {str(out)!r} cannot be read ({e.strerror or e}); "
+                          "choose another folder") from None
+    if occupied:
         raise ConfigError(
             f"output folder {str(out)!r} is not empty; choose a new --out so earlier results are kept"
         )
     return ensure_writable(out)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()  # only succeeds on an empty folder
+    except OSError:
+        pass
 
 
 def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
@@ -175,7 +187,11 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
     device = select_device(cfg.device)
     out = prepare_out(out, cfg)            # fail on a bad folder before loading anything
     log(f"normlab {__version__}: device {device}, {torch.get_num_threads()} threads, out {out}")
-    data = load_study_data(cfg, device)    # fail on missing or corrupt data before training
+    try:
+        data = load_study_data(cfg, device)  # fail on missing or corrupt data before training
+    except BaseException:
+        _remove_if_empty(out)              # leave no empty run folder behind
+        raise
     variants = cfg.parsed_variants()
     write_json(out / "config.json", resolved_config(cfg, device, data))
     write_json(out / "env.json", environment(device))

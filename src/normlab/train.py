@@ -47,6 +47,10 @@ def select_device(name: str = "auto") -> torch.device:
         raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
+    if device.type == "cuda" and device.index is not None \
+            and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA "
+                          f"devices; use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("--device mps asked for, but MPS is not available; use --device cpu")
     if device.type not in ("cpu", "cuda", "mps"):
