@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from normlab.layout import run_name
 from normlab.model import ModelConfig, Net, penalized_weights
 from normlab.report import load_run
 from normlab.store import write_csv
@@ -27,7 +28,8 @@ def weight_stats(run_dir: Path) -> list[tuple]:
         for seed in s["seeds"]:
             if seed in s["diverged_seeds"]:  # a diverged run leaves no checkpoint
                 continue
-            state = torch.load(run_dir / "checkpoints" / f"{name}-s{seed}.pt", weights_only=True)
+            state = torch.load(run_dir / "checkpoints" / f"{run_name(name, seed)}.pt",
+                               weights_only=True)
             model = Net(ModelConfig(norm=s["norm"], groups=groups))
             model.load_state_dict(state["model"])
             w = torch.cat([p.detach().flatten() for p in penalized_weights(model)]).abs()

@@ -22,7 +22,9 @@ from normlab.errors import RunFolderError
 from normlab.report import (findings, load_run, load_summary, read_predictions,
                             results_table_markdown, variant_results, write_report)
 from normlab.store import write_csv, write_json
-from normlab.study import METRICS_HEADER, PREDICTION_HEADER, summarize
+from normlab.layout import METRIC_COLUMNS as METRICS_HEADER
+from normlab.layout import PREDICTION_COLUMNS as PREDICTION_HEADER
+from normlab.study import summarize
 from normlab.train import RunResult
 
 N_TEST = 60

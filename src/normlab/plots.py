@@ -26,6 +26,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from normlab.errors import ConfigError, RunFolderError
+from normlab.layout import run_name
 from normlab.report import RunData, load_run, read_predictions
 from normlab.stats import mean_ci
 from normlab.store import atomic_write_bytes
@@ -418,7 +419,7 @@ def _load_test_split(run: RunData, data_dir: str | Path | None = None):
 
 def _misclassified_figure(run: RunData, variant: str, seed: int, mode: str, images, labels,
                           path: Path) -> Path:
-    pred_path = run.run_dir / "predictions" / f"{variant}-s{seed}.csv"
+    pred_path = run.run_dir / "predictions" / f"{run_name(variant, seed)}.csv"
     rows = read_predictions(pred_path)
     n_images = len(images)
     for r in rows:

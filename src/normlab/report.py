@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from normlab.errors import RunFolderError
+from normlab.layout import METRIC_COLUMNS, PREDICTION_COLUMNS
 
 
 def load_summary(run_dir: str | Path) -> dict:
@@ -48,8 +49,6 @@ def results_table_markdown(summary: dict) -> str:
 # ----------------------------------------------------------------------------------------------
 # A whole run folder, checked file by file
 
-METRIC_COLUMNS = ("variant", "seed", "epoch", "train_loss", "train_acc", "test_loss", "test_acc",
-                  "lr", "seconds")
 _INT_COLUMNS = ("seed", "epoch")
 _FLOAT_COLUMNS = METRIC_COLUMNS[3:]
 _STAT_KEYS = ("final_test_acc", "best_test_acc", "final_test_loss")
@@ -308,7 +307,6 @@ def load_run(run_dir: str | Path) -> RunData:
     return RunData(run_dir, config, summary, metrics, env)
 
 
-PREDICTION_COLUMNS = ("index", "label", "pred", "confidence")
 
 
 def read_predictions(path: str | Path) -> list[dict]:

@@ -27,11 +27,10 @@ from normlab import __version__
 from normlab.batches import DeviceSplit, split_stats, to_device_split
 from normlab.config import Config, Variant
 from normlab.errors import ConfigError
+from normlab.layout import METRIC_COLUMNS, PREDICTION_COLUMNS, run_name
 from normlab.store import ensure_writable, save_checkpoint, write_csv, write_json
 from normlab.train import METRIC_FIELDS, RunResult, select_device, train_run
 
-METRICS_HEADER = ("variant", "seed") + METRIC_FIELDS
-PREDICTION_HEADER = ("index", "label", "pred", "confidence")
 
 
 @dataclass
@@ -60,10 +59,6 @@ def load_study_data(cfg: Config, device: torch.device) -> StudyData:
     test = to_device_split(test_x, test_y, device)
     mean, std = split_stats(train)
     return StudyData(train, test, mean, std, data.get_spec(cfg.dataset).classes)
-
-
-def run_filename(variant: str, seed: int) -> str:
-    return f"{variant}-s{seed}"
 
 
 def default_out(cfg: Config) -> Path:
@@ -154,7 +149,7 @@ def format_table(summary: dict) -> str:
 def write_predictions(path: Path, preds) -> None:
     rows = zip(range(len(preds.label)), preds.label.tolist(), preds.pred.tolist(),
                [round(c, 6) for c in preds.confidence.tolist()])
-    write_csv(path, PREDICTION_HEADER, rows)
+    write_csv(path, PREDICTION_COLUMNS, rows)
 
 
 def prepare_out(out: str | Path | None, cfg: Config) -> Path:
@@ -203,12 +198,12 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
         for seed in cfg.seed_list():
             def on_epoch(row: dict, _v=variant.name, _s=seed) -> None:
                 metrics_rows.append((_v, _s) + tuple(row[k] for k in METRIC_FIELDS))
-                write_csv(out / "metrics.csv", METRICS_HEADER, metrics_rows)
+                write_csv(out / "metrics.csv", METRIC_COLUMNS, metrics_rows)
 
             result = train_run(cfg, variant, seed, data.train, data.test, data.mean, data.std,
                                progress=progress, on_epoch=on_epoch)
             results.append(result)
-            name = run_filename(variant.name, seed)
+            name = run_name(variant.name, seed)
             if result.status != "ok":
                 log(f"{variant.name} seed {seed}: {result.status} ({result.message}); continuing")
                 continue
@@ -218,7 +213,7 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
                 "normlab_version": __version__,
             })
     if not metrics_rows:
-        write_csv(out / "metrics.csv", METRICS_HEADER, [])
+        write_csv(out / "metrics.csv", METRIC_COLUMNS, [])
     summary = {
         "normlab_version": __version__,
         "dataset": cfg.dataset,

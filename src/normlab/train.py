@@ -24,13 +24,14 @@ import torch.nn.functional as F
 from normlab.batches import DeviceSplit, augment, batch_bounds
 from normlab.config import Config, Variant
 from normlab.errors import ConfigError
+from normlab.layout import METRIC_COLUMNS
 from normlab.model import ModelConfig, Net, count_params, l1_penalty, penalized_weights
 
 # A cross-entropy above this has diverged even if it is still finite: a chance guess over 10
 # classes scores ln(10) = 2.3, and only logits thousands apart can score 1e4.
 DIVERGED_LOSS = 1e4
 
-METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
+METRIC_FIELDS = METRIC_COLUMNS[2:]  # a run's per-epoch metrics: the columns after variant, seed
 
 
 def select_device(name: str = "auto") -> torch.device:
