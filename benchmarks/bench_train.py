@@ -1,0 +1,343 @@
+"""Training-throughput benchmark: a typical notebook MNIST loop vs normlab's engine, side by side.
+
+(a) ``reference``: the way student notebooks usually train MNIST. A per-sample ``Dataset`` whose
+    ``__getitem__`` turns the uint8 image into a PIL image, rotates it by a random angle in +-7
+    degrees (like torchvision's ``RandomRotation(7)``), converts it to a float tensor in [0, 1] and
+    normalizes it with (0.1307, 0.3081); a ``DataLoader(batch_size=128, shuffle=True,
+    num_workers=2)``; a ~10.7k-parameter "EVA style" conv-ReLU-BN-Dropout CNN; SGD(lr=0.01,
+    momentum=0.9); NLL loss. Timed as windows of K batches after W warm-up batches (wall clock,
+    data loading included).
+(b) ``normlab-<norm>``: ``normlab.train.train_run`` with the defaults of ``Config()`` on the first
+    N training images for E epochs, with a 500-image test split; timed by the per-epoch
+    ``seconds`` its ``on_epoch`` callback reports, for the epochs after the first. Those seconds
+    include evaluating the 500 test images.
+
+Every number is the MEDIAN over the timed windows. Nothing here asserts a time.
+
+    NORMLAB_DATA=/path/to/mnist python benchmarks/bench_train.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+from normlab import data as nl_data
+from normlab.batches import DeviceSplit
+from normlab.config import Config
+from normlab.errors import ConfigError, DataError
+from normlab.model import count_params
+from normlab.study import load_study_data
+from normlab.train import build_model, select_device, train_run
+
+EPOCH_IMAGES = 60_000
+TEST_IMAGES = 500
+MEAN, STD = 0.1307, 0.3081
+BATCH = 128
+
+
+# ----------------------------------------------------------------------------------------------
+# The reference: a typical notebook pipeline
+
+
+class NotebookMNIST(torch.utils.data.Dataset):
+    """Per-sample dataset: uint8 -> PIL -> random rotation (+-7 deg) -> float tensor -> normalize."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, degrees: float = 7.0):
+        self.images = images.numpy()  # (N, 28, 28) uint8
+        self.labels = labels.long()
+        self.degrees = degrees
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        img = Image.fromarray(self.images[i])  # 2-D uint8 -> mode "L"
+        # torchvision's RandomRotation: uniform angle, nearest-neighbour, fill 0.
+        img = img.rotate(random.uniform(-self.degrees, self.degrees))
+        x = torch.from_numpy(np.array(img, dtype=np.float32)).div_(255.0).unsqueeze(0)  # (1, 28, 28)
+        x = (x - MEAN) / STD
+        return x, self.labels[i]
+
+
+def _block(cin: int, cout: int, dropout: float = 0.1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, bias=False), nn.ReLU(), nn.BatchNorm2d(cout),
+                         nn.Dropout(dropout))
+
+
+class EvaNet(nn.Module):
+    """The classic "EVA" MNIST model: conv(3x3, no bias)-ReLU-BN-Dropout blocks, a max-pool and
+    1x1 transition, global average pooling and a 1x1 classifier, ending in log_softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = _block(1, 8)                                   # 26
+        self.conv2 = _block(8, 16)                                  # 24
+        self.conv3 = _block(16, 20)                                 # 22
+        self.pool = nn.MaxPool2d(2, 2)                              # 11
+        self.trans = nn.Conv2d(20, 10, 1, bias=False)               # 11
+        self.conv4 = _block(10, 16)                                 # 9
+        self.conv5 = _block(16, 16)                                 # 7
+        self.conv6 = _block(16, 16)                                 # 5
+        self.gap = nn.AdaptiveAvgPool2d(1)                          # 1
+        self.head = nn.Conv2d(16, 10, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv3(self.conv2(self.conv1(x)))
+        x = self.trans(self.pool(x))
+        x = self.conv6(self.conv5(self.conv4(x)))
+        x = self.head(self.gap(x))
+        return F.log_softmax(x.view(-1, 10), dim=-1)
+
+
+def forward_flops(model: nn.Module) -> int:
+    """FLOPs of one forward pass of a 1x1x28x28 input: 2 x the MACs of every conv and linear."""
+    macs = 0
+
+    def hook(m, inp, out):
+        nonlocal macs
+        if isinstance(m, nn.Conv2d):
+            kh, kw = m.kernel_size
+            macs += out.numel() * (m.in_channels // m.groups) * kh * kw
+        elif isinstance(m, nn.Linear):
+            macs += out.numel() * m.in_features
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 1, 28, 28))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return 2 * macs
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def bench_reference(images: torch.Tensor, labels: torch.Tensor, warmup: int, windows: int,
+                    window_batches: int, workers: int, seed: int) -> tuple[dict, list[float]]:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    model = EvaNet()
+    loader = torch.utils.data.DataLoader(NotebookMNIST(images, labels), batch_size=BATCH,
+                                         shuffle=True, num_workers=workers)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+
+    def batches():
+        while True:  # restart the loader (a new epoch) if the windows need more than one
+            yield from loader
+
+    it = batches()
+
+    def step() -> int:
+        x, y = next(it)
+        opt.zero_grad()
+        loss = F.nll_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        return len(y)
+
+    for _ in range(warmup):
+        step()
+    times, counts = [], []
+    for _ in range(windows):
+        t0 = time.perf_counter()
+        n = sum(step() for _ in range(window_batches))
+        times.append(time.perf_counter() - t0)
+        counts.append(n)
+    it.close()
+    rates = [n / t for n, t in zip(counts, times)]
+    info = {"params": count_params(model), "flops_per_image_fwd": forward_flops(model),
+            "images_per_s": statistics.median(rates),
+            "warmup_batches": warmup, "window_batches": window_batches, "batch_size": BATCH,
+            "num_workers": workers}
+    return info, times
+
+
+def bench_normlab(norm: str, study, base: Config, seed: int) -> tuple[dict, list[float]]:
+    cfg = base.replace(variants=(norm,))
+    variant = cfg.parsed_variants()[0]
+    seconds: list[float] = []
+    result = train_run(cfg, variant, seed, study.train, study.test, study.mean, study.std,
+                       progress=False, on_epoch=lambda row: seconds.append(row["seconds"]))
+    timed = seconds[1:] if len(seconds) > 1 else seconds
+    n = len(study.train)
+    model = build_model(cfg, variant, seed)
+    info = {"params": result.params, "flops_per_image_fwd": forward_flops(model),
+            "images_per_s": statistics.median(n / s for s in timed),
+            "train_images": n, "test_images": len(study.test), "epochs": cfg.epochs,
+            "first_epoch_seconds": seconds[0] if seconds else None,
+            "status": result.status,
+            "final_test_acc": result.epochs[-1]["test_acc"] if result.epochs else None,
+            "note": f"epoch seconds include evaluating {len(study.test)} test images"}
+    return info, timed
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def record(name: str, info: dict, windows: list[float], ref_epoch_s: float | None) -> dict:
+    ips = info.pop("images_per_s")
+    epoch_s = EPOCH_IMAGES / ips
+    fwd = info.pop("flops_per_image_fwd")
+    rec = {
+        "name": name,
+        "images_per_s": round(ips, 1),
+        "epoch_seconds": round(epoch_s, 2),
+        "ratio_vs_reference": (1.0 if name == "reference" else
+                               round(ref_epoch_s / epoch_s, 3) if ref_epoch_s else None),
+        "flops_per_image_fwd": fwd,
+        "flops_per_image_train": 3 * fwd,
+        "gflops_achieved": round(3 * fwd * ips / 1e9, 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "windows": [round(w, 4) for w in windows],
+        "threads": torch.get_num_threads(),
+    }
+    rec.update(info)
+    return rec
+
+
+def table(records: list[dict]) -> str:
+    head = ("name", "params", "images/s", "s/epoch(60k)", "ratio", "MFLOP/img fwd",
+            "GFLOP/s", "peak RSS MB", "windows")
+    rows = [head]
+    for r in records:
+        rows.append((r["name"], str(r["params"]), f"{r['images_per_s']:.0f}",
+                     f"{r['epoch_seconds']:.1f}", "-" if r["ratio_vs_reference"] is None else f"{r['ratio_vs_reference']:.2f}x",
+                     f"{r['flops_per_image_fwd'] / 1e6:.2f}", f"{r['gflops_achieved']:.2f}",
+                     f"{r['peak_rss_mb']:.0f}", str(len(r["windows"]))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes (under a minute on 2 cores)")
+    p.add_argument("--data-dir", default=None,
+                   help="MNIST folder (default: $NORMLAB_DATA, then normlab's usual lookup)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(N)")
+    p.add_argument("--norms", default="bn,gn,ln", help="normlab norms to time (default bn,gn,ln)")
+    p.add_argument("--out", default=None, help="also write the JSON lines to this file (atomically)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ref-warmup", type=int, default=None, help="reference warm-up batches")
+    p.add_argument("--ref-windows", type=int, default=None, help="reference timed windows")
+    p.add_argument("--ref-window-batches", type=int, default=None, help="batches per window")
+    p.add_argument("--ref-workers", type=int, default=2, help="reference DataLoader workers")
+    p.add_argument("--epochs", type=int, default=None, help="normlab epochs (first is warm-up)")
+    p.add_argument("--subset", type=int, default=None, help="normlab training images")
+    p.add_argument("--no-reference", action="store_true", help="skip the reference loop")
+    args = p.parse_args(argv)
+
+    # --quick: reference 3 windows x 10 batches after 5; normlab 3 epochs on 3,000 images.
+    # default: reference 5 windows x 30 batches after 5; normlab 4 epochs on 10,000 images.
+    q = args.quick
+    warmup = args.ref_warmup if args.ref_warmup is not None else 5
+    windows = args.ref_windows or (3 if q else 5)
+    window_batches = args.ref_window_batches or (10 if q else 30)
+    epochs = args.epochs or (3 if q else 4)
+    subset = args.subset or (3000 if q else 10000)
+    norms = [n.strip() for n in args.norms.split(",") if n.strip()]
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
+    if epochs < 2:
+        print("note: with --epochs 1 the only (first) epoch is timed, warm-up included",
+              file=sys.stderr)
+
+    env = {"torch": torch.__version__, "python": platform.python_version(),
+           "machine": platform.machine(), "cpu_count": os.cpu_count(),
+           "threads": torch.get_num_threads(), "mode": "quick" if q else "default"}
+    print(f"# env: {json.dumps(env)}", file=sys.stderr)
+
+    try:
+        device = select_device("auto")
+        base = Config(epochs=epochs, train_subset=subset, data_dir=args.data_dir,
+                      variants=tuple(norms) or ("bn",))
+        records: list[dict] = []
+        ref_epoch_s = None
+        if not args.no_reference:
+            images, labels = nl_data.load_split("mnist", train=True, data_dir=args.data_dir)
+            print(f"# reference: {warmup} warm-up batches, {windows} windows of "
+                  f"{window_batches} batches", file=sys.stderr)
+            info, times = bench_reference(images, labels, warmup, windows, window_batches,
+                                          args.ref_workers, args.seed)
+            info["device"] = "cpu"
+            rec = record("reference", info, times, None)
+            ref_epoch_s = rec["epoch_seconds"]
+            records.append(rec)
+            print(json.dumps(rec), flush=True)
+            del images, labels
+        if norms:
+            study = load_study_data(base, device)
+            study.test = DeviceSplit(study.test.images[:TEST_IMAGES],
+                                     study.test.labels[:TEST_IMAGES])
+            for norm in norms:
+                print(f"# normlab {norm}: {epochs} epochs on {subset} images (+{TEST_IMAGES} test)",
+                      file=sys.stderr)
+                info, times = bench_normlab(norm, study, base, args.seed)
+                info["device"] = str(device)
+                rec = record(f"normlab-{norm}", info, times, ref_epoch_s)
+                records.append(rec)
+                print(json.dumps(rec), flush=True)
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    if args.out:
+        write_atomic(Path(args.out), "".join(json.dumps(r) + "\n" for r in records))
+    print()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"device {device}; medians over timed windows; s/epoch = 60,000 / images/s")
+    print(table(records))
+    print("notes: ratio = reference s/epoch / this s/epoch (higher = faster than the reference); "
+          f"normlab epoch times include evaluating {TEST_IMAGES} test images; "
+          "training FLOPs = 3 x forward; peak RSS is this process's peak so far "
+          "(DataLoader workers not included).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
