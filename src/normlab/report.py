@@ -22,9 +22,10 @@ def load_summary(run_dir: str | Path) -> dict:
     return summary
 
 
-def _pm(stat: dict, digits: int) -> str:
+def format_pm(stat: dict, digits: int, missing: str = "–") -> str:
+    """A ``{mean, std, n}`` statistic as "mean ± std" (just the mean for one seed)."""
     if stat.get("mean") is None:
-        return "–"
+        return missing
     if stat.get("n", 1) > 1:
         return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
     return f"{stat['mean']:.{digits}f}"
@@ -40,8 +41,8 @@ def results_table_markdown(summary: dict) -> str:
     for s in summary["variants"].values():
         lines.append(
             f"| `{s['name']}` | {s['norm']} | {s['l1']:g} | {s['params']:,} "
-            f"| {s['final_test_acc']['n']} | {_pm(s['final_test_acc'], 2)} "
-            f"| {_pm(s['best_test_acc'], 2)} | {_pm(s['final_test_loss'], 4)} |"
+            f"| {s['final_test_acc']['n']} | {format_pm(s['final_test_acc'], 2)} "
+            f"| {format_pm(s['best_test_acc'], 2)} | {format_pm(s['final_test_loss'], 4)} |"
         )
     return "\n".join(lines)
 
@@ -50,7 +51,6 @@ def results_table_markdown(summary: dict) -> str:
 # A whole run folder, checked file by file
 
 _INT_COLUMNS = ("seed", "epoch")
-_FLOAT_COLUMNS = METRIC_COLUMNS[3:]
 _STAT_KEYS = ("final_test_acc", "best_test_acc", "final_test_loss")
 _STATUSES = ("ok", "partly-diverged", "diverged")
 _REBUILD = "re-run the study to rebuild the run folder"
@@ -220,18 +220,20 @@ def _read_csv(path: Path, fix: str) -> tuple[list[str] | None, list[tuple[int, l
     return header, lines
 
 
-def _read_metrics(path: Path) -> list[dict]:
-    fix = _REBUILD
+def _read_typed_csv(path: Path, columns: dict[str, tuple[type, str]], fix: str) -> list[dict]:
+    """Rows of a run-folder CSV as dicts, each cell of ``columns`` converted by its type
+    (``{column: (type, "what it must be")}``); RunFolderError naming the file, line and column
+    on an empty file, wrong or repeated columns, a short row or a cell that does not convert."""
     header, lines = _read_csv(path, fix)
     if not header:
         raise RunFolderError(f"{path} is empty (no header line); {fix}")
-    missing = [c for c in METRIC_COLUMNS if c not in header]
+    missing = [c for c in columns if c not in header]
     if missing or len(set(header)) != len(header):
         raise RunFolderError(
             f"{path} has the wrong columns: found {','.join(header)}; expected "
-            f"{','.join(METRIC_COLUMNS)}; {fix}"
+            f"{','.join(columns)}; {fix}"
         )
-    pos = {c: header.index(c) for c in METRIC_COLUMNS}
+    pos = {c: header.index(c) for c in columns}
     rows = []
     for line, cells in lines:
         if not cells:  # a blank line
@@ -241,18 +243,28 @@ def _read_metrics(path: Path) -> list[dict]:
                 f"{path}, line {line}: {len(cells)} cells, expected {len(header)}; the file is "
                 f"truncated or damaged; {fix}"
             )
-        row: dict = {"variant": cells[pos["variant"]]}
-        for col in _INT_COLUMNS + _FLOAT_COLUMNS:
-            text = cells[pos[col]].strip()
+        row: dict = {}
+        for col, (kind, what) in columns.items():
+            text = cells[pos[col]] if kind is str else cells[pos[col]].strip()
             try:
-                row[col] = int(text) if col in _INT_COLUMNS else float(text)
+                row[col] = kind(text)
             except ValueError:
-                kind = "a whole number" if col in _INT_COLUMNS else "a number"
                 raise RunFolderError(
-                    f"{path}, line {line}, column {col!r}: {text!r} is not {kind}; {fix}"
+                    f"{path}, line {line}, column {col!r}: {text!r} is not {what}; {fix}"
                 ) from None
         rows.append(row)
     return rows
+
+
+_METRIC_TYPES = {c: (str, "text") if c == "variant" else
+                 (int, "a whole number") if c in _INT_COLUMNS else (float, "a number")
+                 for c in METRIC_COLUMNS}
+_PREDICTION_TYPES = {c: (float, "a number") if c == "confidence" else (int, "a number")
+                     for c in PREDICTION_COLUMNS}
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    return _read_typed_csv(path, _METRIC_TYPES, _REBUILD)
 
 
 def _check_consistency(run_dir: Path, summary: dict, metrics: list[dict]) -> None:
@@ -307,38 +319,9 @@ def load_run(run_dir: str | Path) -> RunData:
     return RunData(run_dir, config, summary, metrics, env)
 
 
-
-
 def read_predictions(path: str | Path) -> list[dict]:
     """Rows of a predictions CSV (``index``, ``label``, ``pred`` ints; ``confidence`` float)."""
-    path = Path(path)
-    fix = _REBUILD
-    header, lines = _read_csv(path, fix)
-    if not header or any(c not in header for c in PREDICTION_COLUMNS):
-        raise RunFolderError(
-            f"{path} has the wrong columns: found {','.join(header or [])}; expected "
-            f"{','.join(PREDICTION_COLUMNS)}; {fix}"
-        )
-    pos = {c: header.index(c) for c in PREDICTION_COLUMNS}
-    rows = []
-    for line, cells in lines:
-        if not cells:
-            continue
-        if len(cells) != len(header):
-            raise RunFolderError(
-                f"{path}, line {line}: {len(cells)} cells, expected {len(header)}; {fix}"
-            )
-        row = {}
-        for col in PREDICTION_COLUMNS:
-            text = cells[pos[col]].strip()
-            try:
-                row[col] = float(text) if col == "confidence" else int(text)
-            except ValueError:
-                raise RunFolderError(
-                    f"{path}, line {line}, column {col!r}: {text!r} is not a number; {fix}"
-                ) from None
-        rows.append(row)
-    return rows
+    return _read_typed_csv(Path(path), _PREDICTION_TYPES, _REBUILD)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -596,8 +579,8 @@ def results_table(results: list[VariantResult]) -> str:
         gap = _pp(r.final_gap) if r.final_gap is not None else "–"
         epoch = str(r.best_epoch) if r.best_epoch is not None else "–"
         lines.append(
-            f"| `{r.name}` | {params} | {len(r.ok_seeds)} | {_pm(r.final_acc, 2)} "
-            f"| {_pm(r.best_acc, 2)} | {_pm(r.final_loss, 4)} | {epoch} | {gap} "
+            f"| `{r.name}` | {params} | {len(r.ok_seeds)} | {format_pm(r.final_acc, 2)} "
+            f"| {format_pm(r.best_acc, 2)} | {format_pm(r.final_loss, 4)} | {epoch} | {gap} "
             f"| {_status_text(r)} |"
         )
     return "\n".join(lines)

@@ -28,6 +28,7 @@ from normlab.batches import DeviceSplit, split_stats, to_device_split
 from normlab.config import Config, Variant
 from normlab.errors import ConfigError
 from normlab.layout import METRIC_COLUMNS, PREDICTION_COLUMNS, run_name
+from normlab.report import format_pm
 from normlab.store import ensure_writable, save_checkpoint, write_csv, write_json
 from normlab.train import METRIC_FIELDS, RunResult, select_device, train_run
 
@@ -132,14 +133,10 @@ def format_table(summary: dict) -> str:
     """The final results table as aligned text."""
     rows = [("variant", "params", "status", "final test acc %", "best test acc %", "final test loss")]
     for s in summary.values():
-        def pm(stat: dict, digits: int) -> str:
-            if stat["mean"] is None:
-                return "-"
-            if stat["n"] > 1:
-                return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
-            return f"{stat['mean']:.{digits}f}"
-        rows.append((s["name"], str(s["params"]), s["status"], pm(s["final_test_acc"], 2),
-                     pm(s["best_test_acc"], 2), pm(s["final_test_loss"], 4)))
+        rows.append((s["name"], str(s["params"]), s["status"],
+                     format_pm(s["final_test_acc"], 2, missing="-"),
+                     format_pm(s["best_test_acc"], 2, missing="-"),
+                     format_pm(s["final_test_loss"], 4, missing="-")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
