@@ -31,7 +31,7 @@ from normlab.model import ModelConfig, Net, count_params
 
 N_TRAIN, N_TEST = 300, 100
 METRICS_COLUMNS = ["variant", "seed", "epoch", "train_loss", "train_acc", "test_loss", "test_acc",
-                   "lr", "seconds"]
+                   "lr"]
 
 
 def _no_network(url: str, timeout: float):
@@ -91,8 +91,11 @@ def test_study_exits_zero_and_writes_every_file(study_run) -> None:
     code, out = study_run
     assert code == 0
     names = [f"{v}-s{s}" for v in VARIANTS for s in SEEDS]
-    expected = {"config.json", "env.json", "metrics.csv", "summary.json", "report.md"}
+    expected = {"config.json", "env.json", "metrics.csv", "summary.json", "report.md",
+                "timing.csv", "timing.json"}
     expected |= {f"predictions/{n}.csv" for n in names} | {f"checkpoints/{n}.pt" for n in names}
+    # one training state per group of runs (on a CPU a group is one run)
+    expected |= {f"checkpoints/group-{k}.pt" for k in range(len(names))}
     expected |= {f"figures/{f}.png" for f in ("test_loss", "test_accuracy", "train_vs_test")}
     expected |= {f"figures/misclassified_{v}.png" for v in VARIANTS}
     found = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
@@ -136,7 +139,11 @@ def test_metrics_csv(study_run) -> None:
         for col in METRICS_COLUMNS[3:]:
             assert float(r[col]) == float(r[col])  # parses, not NaN
         assert 0 <= float(r["train_acc"]) <= 100 and 0 <= float(r["test_acc"]) <= 100
-        assert float(r["seconds"]) > 0
+    header, timing = _read_csv(out / "timing.csv")
+    assert header == ["variant", "seed", "epoch", "seconds"]
+    assert [(r["variant"], r["seed"], r["epoch"]) for r in timing] == \
+        [(r["variant"], r["seed"], r["epoch"]) for r in rows]
+    assert all(float(r["seconds"]) > 0 for r in timing)
 
 
 def test_summary_json_matches_metrics(study_run) -> None:
@@ -245,7 +252,7 @@ def test_quick_study_with_four_steps(synthetic, patched, tmp_path: Path) -> None
 
 def test_diverged_study_still_completes(synthetic, patched, tmp_path: Path) -> None:
     """A study whose only run diverges (lr 1e6, no augmentation) exits 0 and records status
-    'diverged' with empty statistics, writing no predictions or checkpoint for it."""
+    'diverged' with empty statistics, writing no predictions or final weights for it."""
     folder, _, _ = synthetic
     out = tmp_path / "div"
     code = main(["study", "--variants", "bn", "--lr", "1e6", "--no-augment", "--epochs", "2",
@@ -254,7 +261,7 @@ def test_diverged_study_still_completes(synthetic, patched, tmp_path: Path) -> N
     s = json.loads((out / "summary.json").read_text())["variants"]["bn"]
     assert s["status"] == "diverged" and s["diverged_seeds"] == [0]
     assert s["final_test_acc"]["values"] == [] and s["final_test_acc"]["mean"] is None
-    assert not (out / "predictions").exists() and not (out / "checkpoints").exists()
+    assert not (out / "predictions").exists() and not (out / "checkpoints" / "bn-s0.pt").exists()
     header, _ = _read_csv(out / "metrics.csv")
     assert header == METRICS_COLUMNS
 

@@ -118,16 +118,13 @@ def test_example_tensor_is_seeded_and_rounded():
 
 def _independent_layernorm_chw_total(size: int = 28) -> int:
     """2*C*H*W summed over the norm layers of the default Net, from the architecture's arithmetic
-    (3x3 valid convs shrink by 2, the 2x2 max pool halves, the 1x1 transition keeps the size)."""
+    (3x3 valid convs shrink by 2; the 2x2 max pool after conv1's ReLU halves, before its norm)."""
     cfg = ModelConfig()
+    assert cfg.full_res == 1 and cfg.transition == 0   # the architecture this arithmetic follows
     w, shapes = cfg.widths, []
-    s = size - 2
-    shapes.append((w[0], s))                     # conv1
-    s -= 2
-    shapes.append((w[1], s))                     # conv2
-    s //= 2                                      # max pool
-    shapes.append((cfg.transition, s))           # 1x1 transition conv
-    for cout in w[2:]:
+    s = (size - 2) // 2
+    shapes.append((w[0], s))                     # conv1, pooled
+    for cout in w[1:]:
         s -= 2
         shapes.append((cout, s))                 # conv3, conv4, ...
     # Count by building the real per-element layers.
@@ -137,8 +134,8 @@ def _independent_layernorm_chw_total(size: int = 28) -> int:
 def test_norm_layer_shapes_follow_the_architecture():
     """The hooked (C, H, W) of each norm layer match the architecture's size arithmetic."""
     shapes = explain.norm_layer_shapes(28)
-    assert [s for _, s in shapes] == [(8, 26, 26), (16, 24, 24), (8, 12, 12), (16, 10, 10),
-                                     (16, 8, 8), (16, 6, 6)]
+    assert [s for _, s in shapes] == [(8, 13, 13), (16, 11, 11), (16, 9, 9), (16, 7, 7),
+                                     (16, 5, 5)]
     assert sum(2 * c * h * w for _, (c, h, w) in shapes) == _independent_layernorm_chw_total()
 
 
@@ -166,7 +163,7 @@ def test_explain_text_reports_the_layernorm_chw_parameter_total():
     28x28 input, and that number equals a count made independently here."""
     text, _ = explain_text(0)
     total = _independent_layernorm_chw_total()
-    assert total > 10_000  # tens of thousands, against 160 for GroupNorm(1, C)
+    assert total > 10_000  # tens of thousands, against 144 for GroupNorm(1, C)
     assert f"nn.LayerNorm([C, H, W]) would add {total:,} parameters" in text
 
 

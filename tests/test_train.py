@@ -362,3 +362,55 @@ def test_one_epoch_on_10k_images_learns(mnist_folder, norm: str) -> None:
     assert r.status == "ok", r.message
     acc = r.epochs[-1]["test_acc"]
     assert acc >= 95.0, f"{norm}: test accuracy {acc:.2f}% after one epoch ({seconds:.1f} s)"
+
+
+# ----------------------------------------------------------------------------------------------
+# Concurrent training: a group of runs as one network
+
+
+def test_group_training_matches_runs_one_after_another() -> None:
+    """Training mixed variants and seeds concurrently (train_group: one MultiNet, per-member
+    data order, augmentation, penalties) gives each run the metrics, predictions and weights it
+    gets when trained alone with train_run, within floating-point tolerance."""
+    from normlab.train import train_group
+
+    train, test, mean, std = _synthetic_splits(n_train=256, n_test=64)
+    cfg = Config(epochs=2, batch_size=64, lr=0.02, variants=("gn", "bn+l1=1e-3", "ln+l2=1e-3"),
+                 device="cpu")
+    runs = [(v, s) for v in cfg.parsed_variants() for s in (0, 1)]
+    together = train_group(cfg, runs, train, test, mean, std, progress=False)
+    for (variant, seed), got in zip(runs, together):
+        alone = train_run(cfg, variant, seed, train, test, mean, std, progress=False)
+        assert got.status == alone.status == "ok"
+        assert (got.variant, got.seed) == (variant, seed)
+        for a, b in zip(got.epochs, alone.epochs):
+            for key in ("train_loss", "train_acc", "test_loss", "lr"):
+                assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), (variant.name, seed, key)
+        assert torch.equal(got.predictions.pred, alone.predictions.pred)
+        for key, v in alone.state_dict.items():
+            torch.testing.assert_close(got.state_dict[key], v, rtol=1e-3, atol=1e-4)
+
+
+def test_group_members_are_independent_of_their_neighbours() -> None:
+    """A run's result does not depend on which other runs share its group: the same run next to
+    different neighbours trains to the same weights (up to rounding), and a neighbour that
+    diverges (lr 1e6 makes every member diverge, so here: a neighbour fed NaN weights) does not
+    leak into it."""
+    from normlab.train import GroupTrainer
+
+    train, test, mean, std = _synthetic_splits(n_train=128, n_test=32)
+    cfg = Config(epochs=1, batch_size=32, variants=("gn", "bn", "ln"), device="cpu")
+    gn, bn, ln = cfg.parsed_variants()
+    a = GroupTrainer(cfg, [(gn, 0), (bn, 0)], train, test, mean, std)
+    b = GroupTrainer(cfg, [(ln, 3), (gn, 0)], train, test, mean, std)
+    with torch.no_grad():   # poison the ln member: NaN weights
+        for key, (multi_key, index) in b.multi._where[0].items():
+            if key.endswith("conv.weight"):
+                dict(b.multi.named_parameters())[multi_key][index].fill_(float("nan"))
+    a.train_epoch()
+    b.train_epoch()
+    assert b.results[0].status == "diverged" and b.results[1].status == "ok"
+    sa, sb = a.multi.member_state_dict(0), b.multi.member_state_dict(1)
+    for key in sa:
+        assert torch.isfinite(sb[key].float()).all(), key
+        torch.testing.assert_close(sa[key], sb[key], rtol=1e-4, atol=1e-6)

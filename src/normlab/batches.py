@@ -43,16 +43,24 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, rotate: float, translate: float) -> torch.Tensor:
+def random_transforms(b: int, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """The random numbers :func:`augment` draws for ``b`` images: uniform in [-1, 1], ``(B, 3)``."""
+    return torch.rand(b, 3, generator=generator, device=like.device, dtype=like.dtype) * 2 - 1
+
+
+def augment(x: torch.Tensor, generator: torch.Generator | None, rotate: float, translate: float,
+            u: torch.Tensor | None = None) -> torch.Tensor:
     """Random rotation (uniform in +-``rotate`` degrees) and shift (+-``translate`` pixels) per image.
 
     One ``affine_grid`` + ``grid_sample`` for the whole batch ``(B, C, H, W)``. Pixels shifted in
-    from outside are 0, the background of un-normalized MNIST.
+    from outside are 0, the background of un-normalized MNIST. ``u`` (from
+    :func:`random_transforms`) replaces the draws from ``generator``.
     """
     if rotate == 0 and translate == 0:
         return x
     b, _, h, w = x.shape
-    u = torch.rand(b, 3, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1  # (B, 3)
+    if u is None:
+        u = random_transforms(b, generator, x)  # (B, 3)
     angle = u[:, 0] * math.radians(rotate)
     cos, sin = angle.cos(), angle.sin()
     # affine_grid works in [-1, 1] coordinates: a shift of p pixels is 2p/W (or 2p/H).

@@ -96,8 +96,18 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="batch size for test evaluation")
     p.add_argument("--device", default=_D.device,
                    help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    p.add_argument("--group-size", type=_nonneg_int, default=_D.group_size, metavar="N",
+                   help="train up to N runs at once as one network; 0: auto (all runs on a GPU, "
+                        "1 on a CPU)")
+    p.add_argument("--workers", type=_nonneg_int, default=_D.workers, metavar="N",
+                   help="threads that train groups of runs side by side, one epoch at a time; "
+                        "0: auto (CPU: one per core, GPU: 1)")
     p.add_argument("--out", default=None,
                    help="run folder to create; default: runs/<dataset>-<timestamp>")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the interrupted study in RUN_DIR with its saved config: finished "
+                        "runs are kept, unfinished ones go on from their last finished epoch; "
+                        "default: start a new study")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -161,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _TRAINING_KEYS = ("epochs", "batch_size", "lr", "momentum", "warmup", "l1_default", "l2_default",
                   "groups", "augment", "rotate", "translate", "dataset", "data_dir",
-                  "train_subset", "eval_batch_size", "device")
+                  "train_subset", "eval_batch_size", "device", "group_size", "workers")
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -176,6 +186,48 @@ def _explain(args: argparse.Namespace) -> int:
             raise NormlabError(f"cannot write --figure {args.figure!r} ({e.strerror or e}); "
                                "choose a writable path") from None
     return 1 if diff > explain.TOLERANCE else 0
+
+
+def _given(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The config keys whose flags appear in ``argv``."""
+    command = parser._subparsers._group_actions[0].choices[argv[0]]  # type: ignore[union-attr]
+    flags = {}
+    for action in command._actions:
+        for opt in action.option_strings:
+            flags[opt] = action.dest
+    given = set()
+    for token in argv[1:]:
+        name = token.split("=", 1)[0]
+        if name in flags:
+            given.add(flags[name])
+    given.discard("resume")
+    given.discard("quiet")
+    given.discard("out")
+    rename = {"variant": "variants", "seed": "first_seed"}
+    return {rename.get(g, g) for g in given}
+
+
+def _resume_config(parser: argparse.ArgumentParser, argv: Sequence[str],
+                   args: argparse.Namespace) -> Config:
+    """The saved config of ``--resume RUN_DIR``; flags given on the command line must agree."""
+    from pathlib import Path
+
+    from normlab.study import load_saved_config
+
+    saved = load_saved_config(Path(args.resume))
+    try:
+        cfg = Config.from_dict(saved)
+    except (TypeError, ValueError) as e:
+        raise NormlabError(f"{args.resume}/config.json is not a valid config ({e}); start a new "
+                           "study with --out") from None
+    given = _given(parser, argv)
+    wanted = config_from_args(args).to_dict()
+    diff = [f"{k}: saved {saved.get(k)!r}, now {wanted[k]!r}" for k in sorted(given)
+            if k in wanted and saved.get(k) != wanted[k]]
+    if diff:
+        raise NormlabError(f"cannot resume {args.resume!r} with a different config "
+                           f"({'; '.join(diff)}); drop those flags, or start a new study with --out")
+    return cfg
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -194,6 +246,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     warnings.showwarning = _one_line_warning
     try:
@@ -204,16 +257,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(f"report: {write_report(args.run_dir, mode=args.mistakes, data_dir=args.data_dir)}")
             return 0
-        cfg = config_from_args(args)
         from normlab.study import run_study
 
-        run_study(cfg, out=args.out, progress=not args.quiet)
+        if args.resume is not None:
+            if args.out is not None and args.out != args.resume:
+                raise NormlabError("give either --resume RUN_DIR or --out, not both")
+            cfg = _resume_config(parser, argv, args)
+            run_study(cfg, out=args.resume, progress=not args.quiet, resume=True)
+        else:
+            run_study(config_from_args(args), out=args.out, progress=not args.quiet)
     except NormlabError as e:
         print(f"normlab: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("normlab: interrupted", file=sys.stderr)
-        return 130
+        return 130  # run_study has said how to resume
     return 0
 
 

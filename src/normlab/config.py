@@ -128,6 +128,10 @@ class Config:
     train_subset: int | None = None   # use the first N training images
     eval_batch_size: int = 1000
     device: str = "auto"
+    # How runs share the machine (see normlab.study). Both change results only by floating-point
+    # rounding; the resolved values are saved in config.json.
+    group_size: int = 0               # runs trained as one network; 0: auto (GPU: all, CPU: 1)
+    workers: int = 0                  # threads training groups side by side; 0: auto (CPU: cores, GPU: 1)
 
     def __post_init__(self) -> None:
         # Normalize lists given as a comma string.
@@ -170,6 +174,10 @@ class Config:
             )
         if self.train_subset is not None:
             positive_int("train_subset", "--train-subset")
+        for name, flag in (("group_size", "--group-size"), ("workers", "--workers")):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"{flag} must be a whole number >= 0 (0: auto), got {v!r}")
         variants = self.parsed_variants()
         if any(v.norm == "bn" for v in variants):
             if self.batch_size < 2:

@@ -73,6 +73,7 @@ class RunData:
     summary: dict
     metrics: list[dict]
     env: dict
+    timing: dict | None = None   # timing.json (wall time, workers), when present
 
     @property
     def variants(self) -> list[str]:
@@ -310,13 +311,16 @@ def load_run(run_dir: str | Path) -> RunData:
     if not (run_dir / "summary.json").exists():
         raise RunFolderError(
             f"{run_dir / 'summary.json'} is missing; a study writes it when it finishes, so the "
-            f"study is still running or was interrupted: wait for it, or {_REBUILD}"
+            f"study is still running or was interrupted: wait for it, continue it with "
+            f"'normlab study --resume {run_dir}', or {_REBUILD}"
         )
     summary = load_summary(run_dir)
     _check_summary(run_dir / "summary.json", summary)
     metrics = _read_metrics(run_dir / "metrics.csv")
     _check_consistency(run_dir, summary, metrics)
-    return RunData(run_dir, config, summary, metrics, env)
+    timing = (_read_json_object(run_dir / "timing.json", _REBUILD)
+              if (run_dir / "timing.json").exists() else None)
+    return RunData(run_dir, config, summary, metrics, env, timing)
 
 
 def read_predictions(path: str | Path) -> list[dict]:
@@ -549,13 +553,14 @@ def _what_ran(run: RunData) -> list[str]:
     if env.get("torch"):
         extra.append(f"torch {env['torch']}")
     lines.append(f"**Device:** {device}" + (f" ({'; '.join(extra)})" if extra else "") + ".")
-    wall = summary.get("wall_seconds")
-    if wall is not None:
-        lines.append(f"**Total wall time:** {_duration(wall)} (all runs).")
-    else:
-        total = sum(r["seconds"] for r in run.metrics)
-        lines.append(f"**Total wall time:** {_duration(total)} (sum of the epochs' times in "
-                     "metrics.csv).")
+    timing = run.timing or {}
+    wall = timing.get("wall_seconds")
+    if _is_number(wall):
+        how = ""
+        if _is_number(timing.get("workers")) and _is_number(timing.get("threads_per_worker")):
+            how = (f", {timing['workers']} worker(s) x {timing['threads_per_worker']} "
+                   "torch thread(s)")
+        lines.append(f"**Total wall time:** {_duration(wall)} (all runs{how}).")
     return [f"- {line}" for line in lines]
 
 

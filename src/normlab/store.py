@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from normlab.errors import ConfigError
+from normlab.errors import ConfigError, RunFolderError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -82,6 +82,30 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> Any:
+    """Load a checkpoint with ``torch.load(weights_only=True)``: tensors and plain data only.
+
+    A file that holds other pickled objects is refused (unpickling them could run arbitrary code),
+    as is a damaged one; both raise :class:`RunFolderError` naming the file.
+    """
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunFolderError(
+            f"{path} was refused: it holds objects other than tensors and plain data, which "
+            f"could run code when loaded ({first[:160]}); delete it and let normlab write it anew"
+        ) from None
+    except FileNotFoundError:
+        raise RunFolderError(f"{path} is missing; delete the run folder's checkpoints/ to "
+                             "retrain, or start a new study") from None
+    except (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError) as e:
+        raise RunFolderError(f"{path} is damaged ({type(e).__name__}: {str(e)[:160]}); "
+                             "delete it and let normlab write it anew") from None
 
 
 def ensure_writable(folder: str | Path) -> Path:

@@ -4,10 +4,21 @@ Run folder layout::
 
     config.json                      the fully resolved Config (+ parsed variants, device, seeds)
     env.json                         versions, device, threads
-    metrics.csv                      variant,seed,epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds
+    metrics.csv                      variant,seed,epoch,train_loss,train_acc,test_loss,test_acc,lr
+    timing.csv                       variant,seed,epoch,seconds
+    timing.json                      wall time of the study, workers and threads
     summary.json                     per variant: params, status, final/best test accuracy, final loss
     predictions/<variant>-s<seed>.csv   index,label,pred,confidence of the final model
-    checkpoints/<variant>-s<seed>.pt    state dicts (torch.load(..., weights_only=True))
+    checkpoints/<variant>-s<seed>.pt    final weights (torch.load(..., weights_only=True))
+    checkpoints/group-<k>.pt            training state after the last finished epoch (for --resume)
+
+How the runs share the machine: runs are cut into *groups* of ``group_size`` runs, each trained
+as one network (:class:`normlab.train.GroupTrainer`), and ``workers`` threads train groups side by
+side, one epoch at a time, always picking the group that is furthest behind. On a CPU each worker
+uses ``cores // workers`` torch threads: tiny convolutions scale poorly across threads, so two
+one-thread workers do almost twice the work of one two-thread worker. On a GPU all runs form one
+group. None of this changes a run's numbers beyond floating-point rounding, and the same config on
+the same machine gives the same numbers whichever worker trains which epoch.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +38,14 @@ import torch
 from normlab import __version__
 from normlab.batches import DeviceSplit, split_stats, to_device_split
 from normlab.config import Config, Variant
-from normlab.errors import ConfigError
-from normlab.layout import METRIC_COLUMNS, PREDICTION_COLUMNS, run_name
+from normlab.errors import ConfigError, RunFolderError
+from normlab.layout import METRIC_COLUMNS, PREDICTION_COLUMNS, TIMING_COLUMNS, run_name
 from normlab.report import format_pm
-from normlab.store import ensure_writable, save_checkpoint, write_csv, write_json
-from normlab.train import METRIC_FIELDS, RunResult, select_device, train_run
+from normlab.store import (ensure_writable, load_checkpoint, save_checkpoint, write_csv,
+                           write_json)
+from normlab.train import GroupTrainer, RunResult, select_device
 
+STATE_VERSION = 1   # format of checkpoints/group-<k>.pt
 
 
 @dataclass
@@ -172,52 +186,127 @@ def _remove_if_empty(folder: Path) -> None:
         pass
 
 
+def plan_groups(cfg: Config, device: torch.device) -> list[list[tuple[Variant, int]]]:
+    """The study's runs (variant-major, then seed) cut into groups trained as one network."""
+    runs = [(v, seed) for v in cfg.parsed_variants() for seed in cfg.seed_list()]
+    size = cfg.group_size or (len(runs) if device.type != "cpu" else 1)
+    return [runs[i:i + size] for i in range(0, len(runs), size)]
+
+
+def plan_workers(cfg: Config, device: torch.device, groups: int) -> tuple[int, int]:
+    """(worker threads, torch threads per worker)."""
+    cores = max(1, torch.get_num_threads())
+    if device.type != "cpu":
+        return max(1, min(cfg.workers or 1, groups)), cores
+    workers = max(1, min(cfg.workers or cores, groups))
+    return workers, max(1, cores // workers)
+
+
+def _config_diff(saved: dict, wanted: dict) -> list[str]:
+    keys = [k for k in wanted if k != "resolved"]
+    return [f"{k}: saved {saved.get(k)!r}, now {wanted[k]!r}" for k in keys
+            if saved.get(k) != wanted[k]]
+
+
+def load_saved_config(run_dir: Path) -> dict:
+    """config.json of an existing run folder (without its 'resolved' part)."""
+    import json
+
+    path = run_dir / "config.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--resume {str(run_dir)!r}: no config.json there; give the folder a "
+                          "study wrote, or start a new study with --out") from None
+    except (OSError, ValueError) as e:
+        raise RunFolderError(f"{path} cannot be read ({e}); start a new study with --out") from None
+    if not isinstance(saved, dict):
+        raise RunFolderError(f"{path} is not a JSON object; start a new study with --out")
+    version = (saved.get("resolved") or {}).get("normlab_version")
+    if version != __version__:
+        raise RunFolderError(f"{run_dir} was written by normlab {version}, this is {__version__}; "
+                             "resume it with that version or start a new study with --out")
+    saved.pop("resolved", None)
+    return saved
+
+
+def _load_state(path: Path, cfg: Config, runs: list[tuple[Variant, int]]) -> dict | None:
+    if not path.exists():
+        return None
+    ckpt = load_checkpoint(path)
+    state = ckpt.get("state") if isinstance(ckpt, dict) else None
+    names = [(v.name, s) for v, s in runs]
+    if not isinstance(state, dict) or ckpt.get("version") != STATE_VERSION or \
+            [(m["variant"]["name"], m["seed"]) for m in state.get("members", [])] != names:
+        raise RunFolderError(f"{path} does not hold the training state of runs {names}; "
+                             "delete it to retrain those runs from the start")
+    return state
+
+
 def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
-              log: Callable[[str], None] = print, report: bool = True) -> Path:
+              log: Callable[[str], None] = print, report: bool = True,
+              resume: bool = False) -> Path:
     """Train every variant x seed of ``cfg`` and write the run folder (and, with ``report``, its
-    figures and report.md). Returns its path."""
+    figures and report.md). Returns its path.
+
+    With ``resume``, ``out`` is an existing run folder made with the same config: finished runs
+    are kept, unfinished ones continue from their last finished epoch, and the final files are
+    the same as those of an uninterrupted study.
+    """
     device = select_device(cfg.device)
-    out = prepare_out(out, cfg)            # fail on a bad folder before loading anything
-    log(f"normlab {__version__}: device {device}, {torch.get_num_threads()} threads, out {out}")
+    if resume:
+        if out is None:
+            raise ConfigError("--resume needs the run folder to continue")
+        out = Path(out)
+        diff = _config_diff(load_saved_config(out), cfg.to_dict())
+        if diff:
+            raise ConfigError(f"cannot resume {str(out)!r} with a different config ({'; '.join(diff)}); "
+                              "drop the differing flags, or start a new study with --out")
+        ensure_writable(out)
+    else:
+        out = prepare_out(out, cfg)        # fail on a bad folder before loading anything
     try:
         data = load_study_data(cfg, device)  # fail on missing or corrupt data before training
     except BaseException:
-        _remove_if_empty(out)              # leave no empty run folder behind
+        if not resume:
+            _remove_if_empty(out)          # leave no empty run folder behind
         raise
-    variants = cfg.parsed_variants()
-    write_json(out / "config.json", resolved_config(cfg, device, data))
-    write_json(out / "env.json", environment(device))
-
-    metrics_rows: list[tuple] = []
-    results: list[RunResult] = []
+    groups = plan_groups(cfg, device)
+    workers, threads = plan_workers(cfg, device, len(groups))
+    log(f"normlab {__version__}: device {device}, {len(groups)} group(s) of runs, {workers} "
+        f"worker(s) x {threads} thread(s), out {out}")
+    resolved = resolved_config(cfg, device, data)
+    resolved["resolved"].update(group_size=len(groups[0]), workers=workers,
+                                threads_per_worker=threads)
+    if not resume:
+        write_json(out / "config.json", resolved)
+        write_json(out / "env.json", environment(device))
+    states = [_load_state(out / "checkpoints" / f"group-{k}.pt", cfg, g) if resume else None
+              for k, g in enumerate(groups)]
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
     t_start = time.perf_counter()
-    for variant in variants:
-        for seed in cfg.seed_list():
-            def on_epoch(row: dict, _v=variant.name, _s=seed) -> None:
-                metrics_rows.append((_v, _s) + tuple(row[k] for k in METRIC_FIELDS))
-                write_csv(out / "metrics.csv", METRIC_COLUMNS, metrics_rows)
-
-            result = train_run(cfg, variant, seed, data.train, data.test, data.mean, data.std,
-                               progress=progress, on_epoch=on_epoch)
-            results.append(result)
-            name = run_name(variant.name, seed)
-            if result.status != "ok":
-                log(f"{variant.name} seed {seed}: {result.status} ({result.message}); continuing")
-                continue
-            write_predictions(out / "predictions" / f"{name}.csv", result.predictions)
-            save_checkpoint(out / "checkpoints" / f"{name}.pt", {
-                "model": result.state_dict, "variant": variant.as_dict(), "seed": seed,
-                "normlab_version": __version__,
-            })
-    if not metrics_rows:
-        write_csv(out / "metrics.csv", METRIC_COLUMNS, [])
+    try:
+        trainers = [GroupTrainer(cfg, g, data.train, data.test, data.mean, data.std, resume=st)
+                    for g, st in zip(groups, states)]
+        _train_all(trainers, out, workers, progress, log)
+    except KeyboardInterrupt:
+        log(f"interrupted: every run is saved up to its last finished epoch; continue with "
+            f"'normlab study --resume {out}'")
+        raise
+    finally:
+        torch.set_num_threads(old_threads)
+    results = [r for t in trainers for r in t.results]
+    wall = time.perf_counter() - t_start + _previous_wall(out) if resume else \
+        time.perf_counter() - t_start
+    write_json(out / "timing.json", {"wall_seconds": wall, "workers": workers,
+                                     "threads_per_worker": threads, "resumed": resume})
     summary = {
         "normlab_version": __version__,
         "dataset": cfg.dataset,
         "epochs": cfg.epochs,
         "seeds": cfg.seeds,
-        "wall_seconds": time.perf_counter() - t_start,
-        "variants": summarize(variants, results),
+        "variants": summarize(cfg.parsed_variants(), results),
     }
     write_json(out / "summary.json", summary)
     log(format_table(summary["variants"]))
@@ -227,3 +316,127 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
         write_report(out)
     log(f"results in {out}")
     return out
+
+
+def _previous_wall(out: Path) -> float:
+    import json
+
+    try:
+        return float(json.loads((out / "timing.json").read_text())["wall_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+class _Stop(Exception):
+    """Raised inside a worker to abandon its epoch (Ctrl-C in the main thread)."""
+
+
+def _train_all(trainers: list[GroupTrainer], out: Path, workers: int, progress: bool,
+               log: Callable[[str], None]) -> None:
+    """Train every group to the end with ``workers`` threads, one epoch at a time, writing the
+    run folder's files after each epoch."""
+    from tqdm.auto import tqdm  # imported here: the engine works without a terminal too
+
+    lock = threading.Lock()
+    stop = threading.Event()
+    busy: set[int] = set()
+    errors: list[BaseException] = []
+    per_epoch = len(trainers[0].bounds)
+    total = sum(t.total_steps for t in trainers)
+    done_steps = {k: t.epoch * per_epoch for k, t in enumerate(trainers)}
+    bar = tqdm(total=total, initial=sum(done_steps.values()), unit="batch", disable=not progress,
+               desc=f"{sum(len(t.runs) for t in trainers)} runs", dynamic_ncols=True)
+
+    with lock:
+        for k, t in enumerate(trainers):
+            if t.done:
+                _finish(t, out)
+        _write_tables(trainers, out)
+
+    def next_group() -> int | None:
+        waiting = [k for k, t in enumerate(trainers) if not t.done and k not in busy]
+        if not waiting:
+            return None
+        k = min(waiting, key=lambda k: (trainers[k].epoch, k))   # the one furthest behind
+        busy.add(k)
+        return k
+
+    def work() -> None:
+        try:
+            while not stop.is_set():
+                with lock:
+                    k = next_group()
+                if k is None:
+                    return
+                t = trainers[k]
+                base = t.epoch * per_epoch
+
+                def on_step(steps: int, loss: float, k=k, base=base) -> None:
+                    if stop.is_set():
+                        raise _Stop
+                    with lock:
+                        bar.update(base + steps - done_steps[k])
+                        done_steps[k] = base + steps
+                        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+                try:
+                    t.train_epoch(on_step)
+                except _Stop:
+                    return
+                state = t.state()
+                with lock:
+                    save_checkpoint(out / "checkpoints" / f"group-{k}.pt",
+                                    {"version": STATE_VERSION, "normlab_version": __version__,
+                                     "state": state})
+                    if t.done:
+                        _finish(t, out)
+                    _write_tables(trainers, out)
+                    busy.discard(k)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            errors.append(e)
+            stop.set()
+
+    threads = [threading.Thread(target=work, name=f"normlab-worker-{i}", daemon=True)
+               for i in range(workers)]
+    try:
+        for th in threads:
+            th.start()
+        for th in threads:
+            while th.is_alive():
+                th.join(timeout=0.2)   # a timed join lets Ctrl-C reach the main thread
+    except KeyboardInterrupt:
+        stop.set()
+        for th in threads:
+            th.join()
+        raise
+    finally:
+        bar.close()
+    if errors:
+        raise errors[0]
+
+
+def _finish(t: GroupTrainer, out: Path) -> None:
+    """The final files of a finished group's runs: predictions and weights."""
+    t.final_outputs()
+    for r in t.results:
+        if r.status != "ok":
+            continue
+        name = run_name(r.variant.name, r.seed)
+        write_predictions(out / "predictions" / f"{name}.csv", r.predictions)
+        save_checkpoint(out / "checkpoints" / f"{name}.pt", {
+            "model": r.state_dict, "variant": r.variant.as_dict(), "seed": r.seed,
+            "normlab_version": __version__,
+        })
+
+
+def _write_tables(trainers: list[GroupTrainer], out: Path) -> None:
+    """metrics.csv and timing.csv from every run's epochs so far, in a fixed order (variant, seed,
+    epoch), so the bytes do not depend on which worker finished first."""
+    metrics, timing = [], []
+    for t in trainers:
+        for r in t.results:
+            for row in r.epochs:
+                metrics.append((r.variant.name, r.seed) + tuple(row[k] for k in METRIC_COLUMNS[2:]))
+                timing.append((r.variant.name, r.seed, row["epoch"], row["seconds"]))
+    write_csv(out / "metrics.csv", METRIC_COLUMNS, metrics)
+    write_csv(out / "timing.csv", TIMING_COLUMNS, timing)

@@ -1,4 +1,10 @@
-"""The training engine: one run = one variant, one seed, ``epochs`` epochs, test after each.
+"""The training engine: a run = one variant, one seed, ``epochs`` epochs, test after each.
+
+Runs that share a schedule (every run of a study) can train *concurrently* as one
+:class:`~normlab.model.MultiNet`: member m has its own weights, its own data order and
+augmentation (its own seeded generator) and its own penalties, and computes what it would compute
+alone up to floating-point rounding. :func:`train_group` trains such a group; :func:`train_run` is
+the group of one.
 
 Defaults (see :class:`normlab.config.Config`): SGD with Nesterov momentum, batch 128, a one-cycle
 schedule peaking at lr 0.05 after 25% of the steps and annealing to lr/1000 (cosine), random rotation
@@ -14,6 +20,7 @@ schedule peaking at lr 0.05 after 25% of the steps and annealing to lr/1000 (cos
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -21,17 +28,18 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from normlab.batches import DeviceSplit, augment, batch_bounds
+from normlab.batches import DeviceSplit, augment, batch_bounds, random_transforms
 from normlab.config import Config, Variant
 from normlab.errors import ConfigError
 from normlab.layout import METRIC_COLUMNS
-from normlab.model import ModelConfig, Net, count_params, l1_penalty, penalized_weights
+from normlab.model import ModelConfig, MultiNet, Net, count_params
 
 # A cross-entropy above this has diverged even if it is still finite: a chance guess over 10
 # classes scores ln(10) = 2.3, and only logits thousands apart can score 1e4.
 DIVERGED_LOSS = 1e4
 
-METRIC_FIELDS = METRIC_COLUMNS[2:]  # a run's per-epoch metrics: the columns after variant, seed
+METRIC_FIELDS = METRIC_COLUMNS[2:] + ("seconds",)  # a run's per-epoch row: metrics.csv's
+# columns after variant and seed, and the epoch's seconds (timing.csv)
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -87,129 +95,361 @@ class RunResult:
     message: str = ""
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, split: DeviceSplit, mean: float, std: float,
-             batch_size: int) -> tuple[float, float, Predictions]:
-    """Mean cross-entropy, accuracy in percent and per-image predictions on ``split``."""
-    model.eval()
-    loss_sum = torch.zeros((), device=split.images.device)
-    preds, confs = [], []
-    for start in range(0, len(split), batch_size):
-        x = (split.images[start:start + batch_size] - mean) / std       # (B, 1, H, W)
-        y = split.labels[start:start + batch_size]
-        logits = model(x)                                                  # (B, classes)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        conf, pred = logits.softmax(dim=1).max(dim=1)
-        preds.append(pred)
-        confs.append(conf)
-    pred = torch.cat(preds)
-    acc = 100.0 * (pred == split.labels).sum().item() / len(split)
-    loss = loss_sum.item() / len(split)
-    return loss, acc, Predictions(split.labels.cpu(), pred.cpu(), torch.cat(confs).float().cpu())
+def one_cycle(step: int, total: int, cfg: Config) -> tuple[float, float]:
+    """Learning rate and momentum at ``step`` (0-based) of ``total``: the one-cycle schedule.
 
-
-def make_optimizer(model: Net, variant: Variant, cfg: Config, total_steps: int):
-    """SGD (Nesterov) with weight decay on the penalized weights only, and a one-cycle schedule."""
-    decay = {id(p) for p in penalized_weights(model)}
-    groups = [
-        {"params": [p for p in model.parameters() if id(p) in decay], "weight_decay": variant.l2},
-        {"params": [p for p in model.parameters() if id(p) not in decay], "weight_decay": 0.0},
-    ]
-    nesterov = cfg.momentum > 0
-    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov)
-    pct_start = cfg.warmup
-    if math.isclose(pct_start * total_steps, 1.0):
-        # OneCycleLR divides by (warmup steps - 1): a warmup of exactly one step (tiny runs)
-        # would divide by zero. Half a step more changes nothing else.
-        pct_start = 1.5 / total_steps
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=pct_start,
-        anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0,
-        cycle_momentum=cfg.momentum > 0, base_momentum=min(0.85, cfg.momentum),
-        max_momentum=cfg.momentum,
-    )
-    return opt, sched
+    The lr rises from lr/10 to lr over the first ``warmup`` fraction of the steps and anneals to
+    lr/1000 (cosine); momentum moves the opposite way between ``momentum`` and 0.85. A pure
+    function of the step, so a resumed run needs to store nothing but the step.
+    """
+    warm = max(1.0, cfg.warmup * total)
+    lo_m, hi_m = min(0.85, cfg.momentum), cfg.momentum
+    start, peak, end = cfg.lr / 10.0, cfg.lr, cfg.lr / 1000.0
+    if step < warm:
+        t = step / warm
+        a, b, ma, mb = start, peak, hi_m, lo_m
+    else:
+        t = min(1.0, (step - warm) / max(1.0, total - 1 - warm))
+        a, b, ma, mb = peak, end, lo_m, hi_m
+    cos = (1 + math.cos(math.pi * t)) / 2  # 1 -> 0
+    return b + (a - b) * cos, mb + (ma - mb) * cos
 
 
 def _healthy(loss: float) -> bool:
     return math.isfinite(loss) and loss < DIVERGED_LOSS
 
 
+class _Penalties:
+    """Per-member L1 and L2 on the penalized weights (conv kernels, classifier matrix), applied to
+    the gradients: d/dw (l1*|w| + l2/2*w^2) = l1*sign(w) + l2*w. Biases and the norms' gamma/beta
+    are left out: shrinking gamma towards 0 would switch channels off, not sparsify filters."""
+
+    def __init__(self, multi: MultiNet, variants: list[Variant], device: torch.device):
+        self.items: list[tuple[torch.nn.Parameter, torch.Tensor | None, torch.Tensor | None]] = []
+        l1 = [v.l1 for v in variants]
+        l2 = [v.l2 for v in variants]
+        for p in multi.penalized_parameters():
+            rows = p.shape[0] // multi.members      # rows of the stacked tensor per member
+            shape = (-1,) + (1,) * (p.dim() - 1)
+
+            def column(values: list[float]) -> torch.Tensor | None:
+                if not any(values):
+                    return None
+                t = torch.tensor(values, dtype=p.dtype, device=device).repeat_interleave(rows)
+                return t.view(shape)
+
+            self.items.append((p, column(l1), column(l2)))
+        self.l1 = torch.tensor(l1, device=device)
+        self.active = any(a is not None or b is not None for _, a, b in self.items)
+
+    @torch.no_grad()
+    def add_to_grads(self) -> None:
+        for p, l1, l2 in self.items:
+            if p.grad is None:
+                continue
+            if l1 is not None:
+                p.grad.add_(p.sign() * l1)
+            if l2 is not None:
+                p.grad.add_(p * l2)
+
+    @torch.no_grad()
+    def l1_values(self, multi: MultiNet) -> torch.Tensor:
+        """Per member: l1 * sum(|w|) over its penalized weights, shape (M,)."""
+        sums = sum(p.detach().abs().reshape(multi.members, -1).sum(dim=1)
+                   for p in multi.penalized_parameters())
+        return self.l1 * sums
+
+
+@torch.no_grad()
+def evaluate_group(multi: MultiNet, split: DeviceSplit, mean: float, std: float,
+                   batch_size: int) -> list[tuple[float, float, Predictions]]:
+    """Per member: mean cross-entropy, accuracy in percent and predictions on ``split``."""
+    multi.eval()
+    m = multi.members
+    loss_sum = torch.zeros(m, device=split.images.device)
+    preds, confs = [], []
+    for start in range(0, len(split), batch_size):
+        x = (split.images[start:start + batch_size] - mean) / std       # (B, 1, H, W)
+        x = x.expand(-1, m, -1, -1).contiguous(memory_format=torch.channels_last)  # (B, M, H, W)
+        y = split.labels[start:start + batch_size]                       # (B,)
+        logits = multi(x)                                                # (B, M, classes)
+        loss_sum += F.cross_entropy(logits.transpose(1, 2), y[:, None].expand(-1, m),
+                                    reduction="none").sum(dim=0)
+        conf, pred = logits.softmax(dim=2).max(dim=2)                    # (B, M)
+        preds.append(pred)
+        confs.append(conf)
+    pred, conf = torch.cat(preds), torch.cat(confs).float()              # (N, M)
+    correct = (pred == split.labels[:, None]).sum(dim=0).tolist()
+    losses = (loss_sum / len(split)).tolist()
+    labels = split.labels.cpu()
+    return [(losses[i], 100.0 * correct[i] / len(split),
+             Predictions(labels, pred[:, i].cpu(), conf[:, i].cpu())) for i in range(m)]
+
+
+@torch.no_grad()
+def evaluate(model: Net, split: DeviceSplit, mean: float, std: float,
+             batch_size: int) -> tuple[float, float, Predictions]:
+    """Mean cross-entropy, accuracy in percent and per-image predictions of one Net."""
+    device = split.images.device
+    multi = MultiNet([model]).to(device, memory_format=torch.channels_last)
+    return evaluate_group(multi, split, mean, std, batch_size)[0]
+
+
 EpochCallback = Callable[[dict], None]
+GroupEpochCallback = Callable[[int, dict], None]
+StateCallback = Callable[[dict], None]
+
+
+def group_label(runs: list[tuple[Variant, int]]) -> str:
+    if len(runs) <= 2:
+        return " + ".join(f"{v.name} s{s}" for v, s in runs)
+    return f"{len(runs)} runs"
+
+
+class GroupTrainer:
+    """Runs that share a schedule, trained concurrently as one network, one epoch per call.
+
+    Member i is the run ``runs[i] = (variant, seed)``: its own weights (from its seed), data order
+    and augmentation (a generator seeded with its seed) and penalties; nothing is shared between
+    members, so each computes what it would alone, up to floating-point rounding. Between epochs
+    the whole training state is :meth:`state`, and ``resume`` continues from such a state.
+    A member whose loss becomes NaN, infinite or larger than :data:`DIVERGED_LOSS` ends with
+    status ``diverged``; the others go on.
+    """
+
+    def __init__(self, cfg: Config, runs: list[tuple[Variant, int]], train: DeviceSplit,
+                 test: DeviceSplit, mean: float, std: float, resume: dict | None = None):
+        self.cfg, self.runs = cfg, list(runs)
+        self.train_split, self.test_split, self.mean, self.std = train, test, mean, std
+        self.device = device = train.images.device
+        nets = [build_model(cfg, v, s) for v, s in runs]
+        self.results = [RunResult(variant=v, seed=s, params=count_params(n))
+                        for (v, s), n in zip(runs, nets)]
+        self.bounds = batch_bounds(len(train), cfg.batch_size)
+        self.total_steps = cfg.epochs * len(self.bounds)
+        self.gens = []
+        for _, seed in runs:
+            g = torch.Generator(device=device)
+            g.manual_seed(seed)
+            self.gens.append(g)
+        self.epoch = 0                         # epochs finished
+        if resume is not None:
+            self.epoch = _restore(resume, self.runs, nets, self.gens, self.results)
+        self.multi = MultiNet(nets).to(device, memory_format=torch.channels_last)
+        self.opt = torch.optim.SGD(self.multi.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                   nesterov=cfg.momentum > 0)
+        if resume is not None:
+            _restore_momentum(resume, self.multi, self.opt, device)
+        self.penalties = _Penalties(self.multi, [v for v, _ in runs], device)
+        self.alive = [r.status == "ok" for r in self.results]
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.cfg.epochs or not any(self.alive)
+
+    def label(self) -> str:
+        return group_label(self.runs)
+
+    def state(self) -> dict:
+        return group_state(self.epoch, self.runs, self.multi, self.opt, self.gens, self.results)
+
+    def final_outputs(self) -> None:
+        """Predictions and final weights of the members that finished (after a resume these
+        are not in memory yet)."""
+        missing = [i for i, r in enumerate(self.results)
+                   if r.status == "ok" and (r.predictions is None or r.state_dict is None)]
+        if not missing:
+            return
+        evals = evaluate_group(self.multi, self.test_split, self.mean, self.std,
+                               self.cfg.eval_batch_size)
+        for i in missing:
+            self.results[i].predictions = evals[i][2]
+            self.results[i].state_dict = self.multi.member_state_dict(i)
+
+    def train_epoch(self, on_step: Callable[[int, float], None] | None = None) -> list[tuple[int, dict]]:
+        """Train and evaluate one epoch; returns ``(member, metrics row)`` for the members still
+        training. ``on_step(steps_done, mean_loss)`` is called at every sync point."""
+        cfg, multi, opt, m = self.cfg, self.multi, self.opt, len(self.runs)
+        train, results, alive = self.train_split, self.results, self.alive
+        epoch = self.epoch + 1
+        n, (h, w) = len(train), train.images.shape[-2:]
+        device = self.device
+        t0 = time.perf_counter()
+        multi.train()
+        perms = [torch.randperm(n, generator=g, device=device) for g in self.gens]
+        loss_sum = torch.zeros(m, device=device)
+        correct = torch.zeros(m, device=device, dtype=torch.long)
+        lr = cfg.lr
+        for step, (start, stop) in enumerate(self.bounds):
+            b = stop - start
+            idx = torch.cat([p[start:stop] for p in perms])                 # (M*B,)
+            x, y = train.images[idx], train.labels[idx].view(m, b).T        # (M*B, 1, H, W), (B, M)
+            if cfg.augment:
+                x = augment_members(x, self.gens, cfg.rotate, cfg.translate)
+            # member-major (M*B, 1, H, W) -> member m's images in channel m: (B, M, H, W)
+            x = ((x.view(m, b, h, w) - self.mean) / self.std).permute(1, 0, 2, 3)
+            x = x.contiguous(memory_format=torch.channels_last)
+            lr, momentum = one_cycle((epoch - 1) * len(self.bounds) + step, self.total_steps, cfg)
+            for group in opt.param_groups:
+                group["lr"], group["momentum"] = lr, momentum
+            logits = multi(x)                                               # (B, M, classes)
+            losses = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(dim=0)  # (M,)
+            opt.zero_grad(set_to_none=True)
+            losses.sum().backward()  # members share no weights: each gets its own gradient
+            if self.penalties.active:
+                self.penalties.add_to_grads()
+            opt.step()
+            loss_sum += losses.detach() * b
+            correct += (logits.detach().argmax(dim=2) == y).sum(dim=0)
+            if step % 50 == 49 or step == len(self.bounds) - 1:
+                # A sync point every 50 steps: cheap, and stops a diverged run early.
+                running = losses.tolist()
+                totals = (losses.detach() + self.penalties.l1_values(multi)).tolist()
+                for i in range(m):
+                    if alive[i] and not (_healthy(running[i]) and _healthy(totals[i])):
+                        alive[i] = False
+                        results[i].status = "diverged"
+                        results[i].message = (f"loss reached {running[i]:.4g} at epoch {epoch}, "
+                                              f"step {step + 1}")
+                if on_step is not None:
+                    on_step(step + 1, statistics.fmean(running))
+                if not any(alive):
+                    self.epoch = epoch
+                    return []
+        train_loss = (loss_sum / n).tolist()
+        train_acc = (100.0 * correct.double() / n).tolist()
+        evals = evaluate_group(multi, self.test_split, self.mean, self.std, cfg.eval_batch_size)
+        seconds = time.perf_counter() - t0
+        rows = []
+        for i, (test_loss, test_acc, preds) in enumerate(evals):
+            if not alive[i]:
+                continue
+            if not (_healthy(train_loss[i]) and _healthy(test_loss)):
+                alive[i] = False
+                results[i].status = "diverged"
+                results[i].message = (f"loss reached {train_loss[i]:.4g} (train) / "
+                                      f"{test_loss:.4g} (test) at epoch {epoch}")
+                continue
+            row = {"epoch": epoch, "train_loss": train_loss[i], "train_acc": train_acc[i],
+                   "test_loss": test_loss, "test_acc": test_acc, "lr": lr, "seconds": seconds}
+            results[i].epochs.append(row)
+            if epoch == cfg.epochs:
+                results[i].predictions = preds
+                results[i].state_dict = multi.member_state_dict(i)
+            rows.append((i, row))
+        self.epoch = epoch
+        return rows
+
+
+def train_group(cfg: Config, runs: list[tuple[Variant, int]], train: DeviceSplit,
+                test: DeviceSplit, mean: float, std: float, progress: bool = True,
+                on_epoch: GroupEpochCallback | None = None,
+                on_state: StateCallback | None = None,
+                resume: dict | None = None) -> list[RunResult]:
+    """Train the ``(variant, seed)`` runs concurrently (see :class:`GroupTrainer`) to the end.
+
+    ``on_epoch(i, row)`` receives run i's metrics after each epoch (a dict with
+    :data:`METRIC_FIELDS`); ``on_state(state)`` the group's training state after each epoch.
+    """
+    trainer = GroupTrainer(cfg, runs, train, test, mean, std, resume=resume)
+    per_epoch = len(trainer.bounds)
+
+    from tqdm.auto import tqdm  # imported here: the engine works without a terminal too
+
+    bar = tqdm(total=trainer.total_steps, initial=trainer.epoch * per_epoch, desc=trainer.label(),
+               unit="batch", disable=not progress, leave=True, dynamic_ncols=True)
+    try:
+        while not trainer.done:
+            base = trainer.epoch * per_epoch
+
+            def on_step(done: int, loss: float) -> None:
+                bar.update(base + done - bar.n)
+                bar.set_postfix(epoch=trainer.epoch + 1, loss=f"{loss:.4f}", refresh=False)
+
+            for i, row in trainer.train_epoch(on_step):
+                if on_epoch is not None:
+                    on_epoch(i, row)
+            if on_state is not None:
+                on_state(trainer.state())
+        return trainer.results
+    finally:
+        bar.close()
 
 
 def train_run(cfg: Config, variant: Variant, seed: int, train: DeviceSplit, test: DeviceSplit,
               mean: float, std: float, progress: bool = True,
               on_epoch: EpochCallback | None = None) -> RunResult:
-    """Train ``variant`` with ``seed`` for ``cfg.epochs`` epochs, evaluating on ``test`` each epoch.
+    """Train one run: :func:`train_group` with a group of one."""
+    cb = None if on_epoch is None else (lambda i, row: on_epoch(row))
+    return train_group(cfg, [(variant, seed)], train, test, mean, std, progress=progress,
+                       on_epoch=cb)[0]
 
-    ``mean``/``std`` normalize the pixels (computed once from the training split). ``on_epoch``
-    receives each epoch's metrics as a dict with :data:`METRIC_FIELDS`.
-    A loss that becomes NaN, infinite or larger than :data:`DIVERGED_LOSS` ends the run with
-    status ``diverged``.
-    """
-    device = train.images.device
-    model = build_model(cfg, variant, seed).to(device)
-    result = RunResult(variant=variant, seed=seed, params=count_params(model))
-    n = len(train)
-    bounds = batch_bounds(n, cfg.batch_size)
-    opt, sched = make_optimizer(model, variant, cfg, total_steps=cfg.epochs * len(bounds))
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
 
-    from tqdm.auto import tqdm  # imported here: the engine works without a terminal too
+def augment_members(x: torch.Tensor, gens: list[torch.Generator], rotate: float,
+                    translate: float) -> torch.Tensor:
+    """:func:`augment` of M member-major blocks of ``x`` ``(M*B, 1, H, W)``, block m drawing its
+    random transforms from ``gens[m]`` (exactly the draws it makes when trained alone)."""
+    if len(gens) == 1:
+        return augment(x, gens[0], rotate, translate)
+    b = x.shape[0] // len(gens)
+    u = torch.cat([random_transforms(b, g, x) for g in gens])
+    return augment(x, None, rotate, translate, u=u)
 
-    bar = tqdm(total=cfg.epochs * len(bounds), desc=f"{variant.name} s{seed}", unit="batch",
-               disable=not progress, leave=True, dynamic_ncols=True)
-    try:
-        for epoch in range(1, cfg.epochs + 1):
-            t0 = time.perf_counter()
-            model.train()
-            perm = torch.randperm(n, generator=gen, device=device)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            for step, (start, stop) in enumerate(bounds):
-                idx = perm[start:stop]
-                x, y = train.images[idx], train.labels[idx]                 # (B, 1, H, W), (B,)
-                if cfg.augment:
-                    x = augment(x, gen, cfg.rotate, cfg.translate)
-                x = (x - mean) / std
-                logits = model(x)                                           # (B, classes)
-                loss = F.cross_entropy(logits, y)
-                total = loss + variant.l1 * l1_penalty(model) if variant.l1 > 0 else loss
-                opt.zero_grad(set_to_none=True)
-                total.backward()
-                opt.step()
-                sched.step()
-                loss_sum += loss.detach() * (stop - start)
-                correct += (logits.detach().argmax(dim=1) == y).sum()
-                if step % 50 == 49 or step == len(bounds) - 1:
-                    # A sync point every 50 steps: cheap, and stops a diverged run early.
-                    running = loss.item()
-                    bar.update(step + 1 - bar.n + (epoch - 1) * len(bounds))
-                    bar.set_postfix(epoch=epoch, loss=f"{running:.4f}", refresh=False)
-                    if not _healthy(running) or not _healthy(total.item()):
-                        result.status = "diverged"
-                        result.message = f"loss reached {running:.4g} at epoch {epoch}, step {step + 1}"
-                        return result
-            train_loss = loss_sum.item() / n
-            train_acc = 100.0 * correct.item() / n
-            test_loss, test_acc, preds = evaluate(model, test, mean, std, cfg.eval_batch_size)
-            if not (_healthy(train_loss) and _healthy(test_loss)):
-                result.status = "diverged"
-                result.message = f"loss reached {train_loss:.4g} (train) / {test_loss:.4g} (test) at epoch {epoch}"
-                return result
-            row = {
-                "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-                "test_loss": test_loss, "test_acc": test_acc,
-                "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
-            }
-            result.epochs.append(row)
-            bar.set_postfix(epoch=epoch, loss=f"{train_loss:.4f}", test_acc=f"{test_acc:.2f}%")
-            if on_epoch is not None:
-                on_epoch(row)
-        result.predictions = preds
-        result.state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        return result
-    finally:
-        bar.close()
+
+# -- Training state: what a checkpoint holds --------------------------------------------------
+
+STATE_FORMAT = 1
+
+
+def group_state(epoch: int, runs: list[tuple[Variant, int]], multi: MultiNet,
+                opt: torch.optim.Optimizer, gens: list[torch.Generator],
+                results: list[RunResult]) -> dict:
+    """Everything needed to continue the group after ``epoch``: per member its weights,
+    momentum buffers, generator state (data order and augmentation) and metrics so far. Plain
+    tensors, numbers and strings only, so ``torch.load(weights_only=True)`` reads it."""
+    params = dict(multi.named_parameters())
+    members = []
+    for i, ((variant, seed), r) in enumerate(zip(runs, results)):
+        momentum = {}
+        for net_key, (multi_key, index) in multi._where[i].items():
+            p = params.get(multi_key)
+            if p is None:
+                continue
+            buf = opt.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                momentum[net_key] = (buf if index is None else buf[index]).detach().cpu().clone()
+        members.append({
+            "variant": variant.as_dict(), "seed": seed, "status": r.status, "message": r.message,
+            "model": multi.member_state_dict(i), "momentum": momentum,
+            "generator": gens[i].get_state().clone(), "epochs": [dict(e) for e in r.epochs],
+        })
+    return {"format": STATE_FORMAT, "epoch": epoch, "members": members}
+
+
+def _restore(state: dict, runs: list[tuple[Variant, int]], nets: list[Net],
+             gens: list[torch.Generator], results: list[RunResult]) -> int:
+    members = state["members"]
+    if [(m["variant"]["name"], m["seed"]) for m in members] != [(v.name, s) for v, s in runs]:
+        raise ValueError("the saved state belongs to other runs")
+    for net, g, r, saved in zip(nets, gens, results, members):
+        net.load_state_dict(saved["model"])
+        g.set_state(saved["generator"])
+        r.epochs = [dict(e) for e in saved["epochs"]]
+        r.status, r.message = saved["status"], saved["message"]
+    return int(state["epoch"])
+
+
+def _restore_momentum(state: dict, multi: MultiNet, opt: torch.optim.Optimizer,
+                      device: torch.device) -> None:
+    params = dict(multi.named_parameters())
+    bufs: dict[str, torch.Tensor] = {}
+    for i, saved in enumerate(state["members"]):
+        for net_key, buf in saved["momentum"].items():
+            multi_key, index = multi._where[i][net_key]
+            full = bufs.setdefault(multi_key, torch.zeros_like(params[multi_key]))
+            if index is None:
+                full.copy_(buf)
+            else:
+                full[index] = buf.to(device)
+    for key, full in bufs.items():
+        opt.state[params[key]]["momentum_buffer"] = full
