@@ -95,10 +95,16 @@ def load_checkpoint(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        import zipfile
+
+        if not zipfile.is_zipfile(path) or "weights only load failed" not in str(e).lower():
+            # not a torch.save archive at all: damaged rather than hostile
+            raise RunFolderError(f"{path} is damaged (not a checkpoint: {str(e)[:120]}); "
+                                 "delete it and let normlab write it anew") from None
         raise RunFolderError(
             f"{path} was refused: it holds objects other than tensors and plain data, which "
-            f"could run code when loaded ({first[:160]}); delete it and let normlab write it anew"
+            "could run code when loaded (torch.load with weights_only=True rejects them); "
+            "delete it and let normlab write it anew"
         ) from None
     except FileNotFoundError:
         raise RunFolderError(f"{path} is missing; delete the run folder's checkpoints/ to "
@@ -106,6 +112,16 @@ def load_checkpoint(path: str | Path) -> Any:
     except (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError) as e:
         raise RunFolderError(f"{path} is damaged ({type(e).__name__}: {str(e)[:160]}); "
                              "delete it and let normlab write it anew") from None
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files of atomic writes that a killed process left in ``folder``."""
+    removed = []
+    for path in Path(folder).rglob(".*.tmp"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def ensure_writable(folder: str | Path) -> Path:

@@ -41,8 +41,8 @@ from normlab.config import Config, Variant
 from normlab.errors import ConfigError, RunFolderError
 from normlab.layout import METRIC_COLUMNS, PREDICTION_COLUMNS, TIMING_COLUMNS, run_name
 from normlab.report import format_pm
-from normlab.store import (ensure_writable, load_checkpoint, save_checkpoint, write_csv,
-                           write_json)
+from normlab.store import (ensure_writable, load_checkpoint, remove_stale_temporaries,
+                           save_checkpoint, write_csv, write_json)
 from normlab.train import GroupTrainer, RunResult, select_device
 
 STATE_VERSION = 1   # format of checkpoints/group-<k>.pt
@@ -263,6 +263,7 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
             raise ConfigError(f"cannot resume {str(out)!r} with a different config ({'; '.join(diff)}); "
                               "drop the differing flags, or start a new study with --out")
         ensure_writable(out)
+        remove_stale_temporaries(out)      # half-written files of a killed process
     else:
         out = prepare_out(out, cfg)        # fail on a bad folder before loading anything
     try:
@@ -401,13 +402,14 @@ def _train_all(trainers: list[GroupTrainer], out: Path, workers: int, progress: 
     try:
         for th in threads:
             th.start()
-        for th in threads:
-            while th.is_alive():
-                th.join(timeout=0.2)   # a timed join lets Ctrl-C reach the main thread
+        # Poll with sleep: Ctrl-C raised inside Thread.join() can leave the interpreter unable
+        # to shut down cleanly (it aborts at exit), while one raised in sleep() is harmless.
+        while any(th.is_alive() for th in threads):
+            time.sleep(0.1)
     except KeyboardInterrupt:
         stop.set()
-        for th in threads:
-            th.join()
+        while any(th.is_alive() for th in threads):
+            time.sleep(0.05)
         raise
     finally:
         bar.close()
