@@ -97,7 +97,7 @@ def make_run(folder: Path, *, variants=("gn", "bn+l1=2e-05"), seeds: int = 2, ep
     summary = {"normlab_version": "0.1.0", "dataset": dataset, "epochs": epochs, "seeds": seeds,
                "variants": summarize(tuple(parsed), results)}
     if wall:
-        write_json(folder / "timing.json", {"wall_seconds": 123.4, "workers": 2,
+        write_json(folder / "timing.json", {"train_seconds": 123.4, "wall_seconds": 125.0, "workers": 2,
                                             "threads_per_worker": 1, "resumed": False})
     write_json(folder / "summary.json", summary)
     return folder

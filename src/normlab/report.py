@@ -554,7 +554,7 @@ def _what_ran(run: RunData) -> list[str]:
         extra.append(f"torch {env['torch']}")
     lines.append(f"**Device:** {device}" + (f" ({'; '.join(extra)})" if extra else "") + ".")
     timing = run.timing or {}
-    wall = timing.get("wall_seconds")
+    wall = timing.get("train_seconds")
     if _is_number(wall):
         how = ""
         if _is_number(timing.get("workers")) and _is_number(timing.get("threads_per_worker")):

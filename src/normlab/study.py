@@ -253,6 +253,7 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
     are kept, unfinished ones continue from their last finished epoch, and the final files are
     the same as those of an uninterrupted study.
     """
+    t_start = time.perf_counter()
     device = select_device(cfg.device)
     if resume:
         if out is None:
@@ -286,7 +287,6 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
               for k, g in enumerate(groups)]
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    t_start = time.perf_counter()
     try:
         trainers = [GroupTrainer(cfg, g, data.train, data.test, data.mean, data.std, resume=st)
                     for g, st in zip(groups, states)]
@@ -298,10 +298,6 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
     finally:
         torch.set_num_threads(old_threads)
     results = [r for t in trainers for r in t.results]
-    wall = time.perf_counter() - t_start + _previous_wall(out) if resume else \
-        time.perf_counter() - t_start
-    write_json(out / "timing.json", {"wall_seconds": wall, "workers": workers,
-                                     "threads_per_worker": threads, "resumed": resume})
     summary = {
         "normlab_version": __version__,
         "dataset": cfg.dataset,
@@ -311,21 +307,46 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
     }
     write_json(out / "summary.json", summary)
     log(format_table(summary["variants"]))
+    # Seconds from the call on (data loading and checks included); a resumed study adds the time
+    # of its earlier sessions. train_seconds ends here, wall_seconds when the report is written.
+    before = _previous_timing(out) if resume else {}
+    timing = {"train_seconds": time.perf_counter() - t_start + before.get("train_seconds", 0.0),
+              "wall_seconds": None, "workers": workers, "threads_per_worker": threads,
+              "resumed": resume, "peak_rss_mb": _peak_rss_mb()}
+    write_json(out / "timing.json", timing)
     if report:
         from normlab.report import write_report  # the same code as `normlab report RUN_DIR`
 
         write_report(out)
-    log(f"results in {out}")
+    timing["wall_seconds"] = time.perf_counter() - t_start + before.get("wall_seconds", 0.0)
+    timing["peak_rss_mb"] = _peak_rss_mb()
+    write_json(out / "timing.json", timing)
+    log(f"results in {out} ({timing['wall_seconds']:.0f} s)")
     return out
 
 
-def _previous_wall(out: Path) -> float:
+def _peak_rss_mb() -> float | None:
+    """Peak resident memory of this process so far, in MB (None where unknown)."""
+    try:
+        import resource
+    except ImportError:   # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+def _previous_timing(out: Path) -> dict[str, float]:
+    """train_seconds and wall_seconds of the earlier sessions of a resumed study."""
     import json
 
     try:
-        return float(json.loads((out / "timing.json").read_text())["wall_seconds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0.0
+        saved = json.loads((out / "timing.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(saved, dict):
+        return {}
+    return {k: float(saved[k]) for k in ("train_seconds", "wall_seconds")
+            if isinstance(saved.get(k), (int, float))}
 
 
 class _Stop(Exception):
