@@ -7,10 +7,15 @@
     num_workers=2)``; a ~10.7k-parameter "EVA style" conv-ReLU-BN-Dropout CNN; SGD(lr=0.01,
     momentum=0.9); NLL loss. Timed as windows of K batches after W warm-up batches (wall clock,
     data loading included).
-(b) ``normlab-<norm>``: ``normlab.train.train_run`` with the defaults of ``Config()`` on the first
-    N training images for E epochs, with a 500-image test split; timed by the per-epoch
-    ``seconds`` its ``on_epoch`` callback reports, for the epochs after the first. Those seconds
-    include evaluating the 500 test images.
+(b) ``normlab-<norm>``: one run alone, ``normlab.train.train_run`` with the defaults of
+    ``Config()`` (all torch threads) on the first N training images for E epochs, with a
+    500-image test split; timed by the per-epoch ``seconds`` its ``on_epoch`` callback reports,
+    for the epochs after the first. Those seconds include evaluating the 500 test images.
+(c) ``normlab-study``: the default study (gn, ln, bn+l1) the way ``normlab study`` trains it:
+    runs grouped and spread over worker threads (on a CPU: one worker per core, one torch thread
+    each, epochs scheduled to the run furthest behind), on all 60,000 training images and the full
+    10,000-image test split, for S epochs. Its images/s is (runs x epochs x 60,000) / wall time, so
+    its seconds per epoch are per model: the wall time divided by runs x epochs, warm-up included.
 
 Every number is the MEDIAN over the timed windows. Nothing here asserts a time.
 
@@ -43,8 +48,8 @@ from normlab.batches import DeviceSplit
 from normlab.config import Config
 from normlab.errors import ConfigError, DataError
 from normlab.model import count_params
-from normlab.study import load_study_data
-from normlab.train import build_model, select_device, train_run
+from normlab.study import load_study_data, plan_groups, plan_workers
+from normlab.train import GroupTrainer, build_model, select_device, train_run
 
 EPOCH_IMAGES = 60_000
 TEST_IMAGES = 500
@@ -198,6 +203,41 @@ def bench_normlab(norm: str, study, base: Config, seed: int) -> tuple[dict, list
     return info, timed
 
 
+def bench_study(base: Config, device: torch.device, epochs: int) -> tuple[dict, list[float]]:
+    """The default study's runs trained by normlab's study scheduler, timed as a whole."""
+    from normlab.study import _train_all
+
+    cfg = Config(epochs=epochs, data_dir=base.data_dir)   # default variants, all images
+    study = load_study_data(cfg, device)
+    groups = plan_groups(cfg, device)
+    workers, threads = plan_workers(cfg, device, len(groups))
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        trainers = [GroupTrainer(cfg, g, study.train, study.test, study.mean, study.std)
+                    for g in groups]
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            _train_all(trainers, Path(tmp), workers, progress=False, log=lambda _: None)
+            wall = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(old)
+    runs = sum(len(g) for g in groups)
+    n = len(study.train)
+    epoch_seconds = [row["seconds"] for t in trainers for r in t.results for row in r.epochs]
+    model = build_model(cfg, cfg.parsed_variants()[0], 0)
+    info = {"params": count_params(model), "flops_per_image_fwd": forward_flops(model),
+            "images_per_s": runs * epochs * n / wall, "train_images": n,
+            "test_images": len(study.test), "epochs": epochs, "runs": runs,
+            "variants": list(cfg.variants), "group_size": len(groups[0]), "workers": workers,
+            "threads_per_worker": threads, "wall_seconds": round(wall, 2),
+            "final_test_acc": {r.variant.name: r.epochs[-1]["test_acc"]
+                               for t in trainers for r in t.results if r.epochs},
+            "note": ("images/s = runs x epochs x train images / wall time (first epoch included); "
+                     "each epoch includes evaluating the full test split")}
+    return info, [round(s, 3) for s in epoch_seconds]
+
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -216,7 +256,7 @@ def record(name: str, info: dict, windows: list[float], ref_epoch_s: float | Non
         "gflops_achieved": round(3 * fwd * ips / 1e9, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "windows": [round(w, 4) for w in windows],
-        "threads": torch.get_num_threads(),
+        "threads": info.pop("threads_per_worker", torch.get_num_threads()),
     }
     rec.update(info)
     return rec
@@ -268,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="normlab epochs (first is warm-up)")
     p.add_argument("--subset", type=int, default=None, help="normlab training images")
     p.add_argument("--no-reference", action="store_true", help="skip the reference loop")
+    p.add_argument("--study-epochs", type=int, default=None,
+                   help="epochs of the default-study measurement on all 60,000 images "
+                        "(default: 2, --quick: 1; 0 skips it)")
     args = p.parse_args(argv)
 
     # --quick: reference 3 windows x 10 batches after 5; normlab 3 epochs on 3,000 images.
@@ -277,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     windows = args.ref_windows or (3 if q else 5)
     window_batches = args.ref_window_batches or (10 if q else 30)
     epochs = args.epochs or (3 if q else 4)
+    study_epochs = args.study_epochs if args.study_epochs is not None else (1 if q else 2)
     subset = args.subset or (3000 if q else 10000)
     norms = [n.strip() for n in args.norms.split(",") if n.strip()]
     if args.threads is not None:
@@ -322,6 +366,15 @@ def main(argv: list[str] | None = None) -> int:
                 rec = record(f"normlab-{norm}", info, times, ref_epoch_s)
                 records.append(rec)
                 print(json.dumps(rec), flush=True)
+            del study
+        if study_epochs > 0:
+            print(f"# normlab study: default variants, {study_epochs} epoch(s) on all training "
+                  "images", file=sys.stderr)
+            info, times = bench_study(base, device, study_epochs)
+            info["device"] = str(device)
+            rec = record("normlab-study", info, times, ref_epoch_s)
+            records.append(rec)
+            print(json.dumps(rec), flush=True)
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -334,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(records))
     print("notes: ratio = reference s/epoch / this s/epoch (higher = faster than the reference); "
           f"normlab epoch times include evaluating {TEST_IMAGES} test images; "
+          "normlab-study: the default three-model study as 'normlab study' trains it, s/epoch "
+          "per model = wall / (runs x epochs); "
           "training FLOPs = 3 x forward; peak RSS is this process's peak so far "
           "(DataLoader workers not included).")
     return 0

@@ -324,6 +324,11 @@ BAD_INPUT = {
     "unknown-flag": (["study", "--bogus"], "--bogus"),
     "no-command": ([], "COMMAND"),
     "non-empty-out": (["study", "--out", "{nonempty}"], "not empty"),
+    "workers-negative": (["study", "--workers", "-1"], "--workers"),
+    "group-size-word": (["study", "--group-size", "all"], "--group-size"),
+    "precision-unknown": (["study", "--precision", "fp16"], "--precision"),
+    "resume-missing": (["study", "--resume", "{nonempty}/nothing-here"], "no config.json"),
+    "resume-and-out": (["study", "--resume", "{nonempty}", "--out", "x"], "not both"),
 }
 
 

@@ -102,6 +102,11 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_nonneg_int, default=_D.workers, metavar="N",
                    help="threads that train groups of runs side by side, one epoch at a time; "
                         "0: auto (CPU: one per core, GPU: 1)")
+    p.add_argument("--precision", default=_D.precision, choices=("auto", "fp32", "bf16"),
+                   help="arithmetic of the forward pass: fp32, or bf16 autocast (float32 weights "
+                        "and optimizer); auto: bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training network (slower start, faster steps on a GPU)")
     p.add_argument("--out", default=None,
                    help="run folder to create; default: runs/<dataset>-<timestamp>")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
@@ -171,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 _TRAINING_KEYS = ("epochs", "batch_size", "lr", "momentum", "warmup", "l1_default", "l2_default",
                   "groups", "augment", "rotate", "translate", "dataset", "data_dir",
-                  "train_subset", "eval_batch_size", "device", "group_size", "workers")
+                  "train_subset", "eval_batch_size", "device", "group_size", "workers",
+                  "precision", "compile")
 
 
 def _explain(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from normlab.errors import ConfigError
 from normlab.model import NORMS
 
 DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist")
+PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_L1 = 2e-5
 DEFAULT_L2 = 5e-4
 
@@ -132,6 +133,9 @@ class Config:
     # rounding; the resolved values are saved in config.json.
     group_size: int = 0               # runs trained as one network; 0: auto (GPU: all, CPU: 1)
     workers: int = 0                  # threads training groups side by side; 0: auto (CPU: cores, GPU: 1)
+    # Speed options that change numbers beyond rounding (documented in README "Speed").
+    precision: str = "auto"           # fp32 or bf16 (autocast); auto: bf16 on CUDA, fp32 elsewhere
+    compile: bool = False             # torch.compile the training network
 
     def __post_init__(self) -> None:
         # Normalize lists given as a comma string.
@@ -174,6 +178,8 @@ class Config:
             )
         if self.train_subset is not None:
             positive_int("train_subset", "--train-subset")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown --precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
         for name, flag in (("group_size", "--group-size"), ("workers", "--workers")):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:

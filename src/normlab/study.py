@@ -278,7 +278,10 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
     log(f"normlab {__version__}: device {device}, {len(groups)} group(s) of runs, {workers} "
         f"worker(s) x {threads} thread(s), out {out}")
     resolved = resolved_config(cfg, device, data)
-    resolved["resolved"].update(group_size=len(groups[0]), workers=workers,
+    from normlab.train import resolve_precision
+
+    resolved["resolved"].update(precision=resolve_precision(cfg.precision, device),
+                                group_size=len(groups[0]), workers=workers,
                                 threads_per_worker=threads)
     if not resume:
         write_json(out / "config.json", resolved)

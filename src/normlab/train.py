@@ -19,6 +19,7 @@ schedule peaking at lr 0.05 after 25% of the steps and annealing to lr/1000 (cos
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -93,6 +94,14 @@ class RunResult:
     predictions: Predictions | None = None
     state_dict: dict | None = None
     message: str = ""
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` is bf16 on CUDA (tensor cores; the model's float32 master weights keep SGD exact)
+    and fp32 elsewhere (CPUs without bf16 units run it slower, not faster)."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
 
 
 def one_cycle(step: int, total: int, cfg: Config) -> tuple[float, float]:
@@ -172,7 +181,7 @@ def evaluate_group(multi: MultiNet, split: DeviceSplit, mean: float, std: float,
         x = (split.images[start:start + batch_size] - mean) / std       # (B, 1, H, W)
         x = x.expand(-1, m, -1, -1).contiguous(memory_format=torch.channels_last)  # (B, M, H, W)
         y = split.labels[start:start + batch_size]                       # (B,)
-        logits = multi(x)                                                # (B, M, classes)
+        logits = multi(x).float()                                        # (B, M, classes)
         loss_sum += F.cross_entropy(logits.transpose(1, 2), y[:, None].expand(-1, m),
                                     reduction="none").sum(dim=0)
         conf, pred = logits.softmax(dim=2).max(dim=2)                    # (B, M)
@@ -242,6 +251,16 @@ class GroupTrainer:
             _restore_momentum(resume, self.multi, self.opt, device)
         self.penalties = _Penalties(self.multi, [v for v, _ in runs], device)
         self.alive = [r.status == "ok" for r in self.results]
+        self.precision = resolve_precision(cfg.precision, device)
+        # The training forward may be compiled; evaluation uses the plain module (same weights),
+        # so switching between train and eval mode causes no recompilation.
+        self.forward = torch.compile(self.multi) if cfg.compile else self.multi
+
+    def autocast(self):
+        """bf16 autocast when asked for (weights, optimizer and loss stay float32)."""
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     @property
     def done(self) -> bool:
@@ -260,8 +279,9 @@ class GroupTrainer:
                    if r.status == "ok" and (r.predictions is None or r.state_dict is None)]
         if not missing:
             return
-        evals = evaluate_group(self.multi, self.test_split, self.mean, self.std,
-                               self.cfg.eval_batch_size)
+        with self.autocast():
+            evals = evaluate_group(self.multi, self.test_split, self.mean, self.std,
+                                   self.cfg.eval_batch_size)
         for i in missing:
             self.results[i].predictions = evals[i][2]
             self.results[i].state_dict = self.multi.member_state_dict(i)
@@ -292,7 +312,8 @@ class GroupTrainer:
             lr, momentum = one_cycle((epoch - 1) * len(self.bounds) + step, self.total_steps, cfg)
             for group in opt.param_groups:
                 group["lr"], group["momentum"] = lr, momentum
-            logits = multi(x)                                               # (B, M, classes)
+            with self.autocast():
+                logits = self.forward(x).float()                            # (B, M, classes)
             losses = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(dim=0)  # (M,)
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()  # members share no weights: each gets its own gradient
@@ -318,7 +339,9 @@ class GroupTrainer:
                     return []
         train_loss = (loss_sum / n).tolist()
         train_acc = (100.0 * correct.double() / n).tolist()
-        evals = evaluate_group(multi, self.test_split, self.mean, self.std, cfg.eval_batch_size)
+        with self.autocast():
+            evals = evaluate_group(multi, self.test_split, self.mean, self.std,
+                                   cfg.eval_batch_size)
         seconds = time.perf_counter() - t0
         rows = []
         for i, (test_loss, test_acc, preds) in enumerate(evals):
