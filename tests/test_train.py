@@ -446,3 +446,24 @@ def test_compiled_training_matches_eager() -> None:
                          progress=False)
     for key in ("train_loss", "test_loss", "test_acc"):
         assert compiled.epochs[-1][key] == pytest.approx(eager.epochs[-1][key], rel=1e-4), key
+
+
+def test_augment_grid_equals_affine_grid() -> None:
+    """augment's sampling grid (one matmul) is F.affine_grid's (align_corners=False): the
+    augmented batch equals grid_sample over affine_grid with the same random transforms, for
+    square and non-square images."""
+    import torch.nn.functional as F
+
+    from normlab.batches import random_transforms
+
+    for h, w in ((28, 28), (20, 32)):
+        x = torch.rand(6, 1, h, w, generator=_gen(0))
+        u = random_transforms(6, _gen(1), x)
+        got = augment(x, None, 10.0, 2.0, u=u)
+        angle = u[:, 0] * math.radians(10.0)
+        cos, sin = angle.cos(), angle.sin()
+        tx, ty = u[:, 1] * (4.0 / w), u[:, 2] * (4.0 / h)
+        theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+        grid = F.affine_grid(theta, [6, 1, h, w], align_corners=False)
+        want = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)

@@ -66,8 +66,19 @@ def augment(x: torch.Tensor, generator: torch.Generator | None, rotate: float, t
     # affine_grid works in [-1, 1] coordinates: a shift of p pixels is 2p/W (or 2p/H).
     tx, ty = u[:, 1] * (2 * translate / w), u[:, 2] * (2 * translate / h)
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)  # (B, 2, 3)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # What F.affine_grid computes, as one (2B, 3) x (3, H*W) matmul: affine_grid does B tiny
+    # batched matmuls and costs ~20x more on a CPU, a tenth of a training step.
+    grid = (theta.reshape(b * 2, 3) @ _base_grid(h, w, x.device, x.dtype))  # (2B, H*W)
+    grid = grid.view(b, 2, h, w).permute(0, 2, 3, 1)                       # (B, H, W, 2)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _base_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Pixel centres in [-1, 1] (align_corners=False) as rows (x, y, 1): ``(3, H*W)``."""
+    xs = (torch.arange(w, device=device, dtype=dtype) * 2 + 1) / w - 1
+    ys = (torch.arange(h, device=device, dtype=dtype) * 2 + 1) / h - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx.reshape(-1), gy.reshape(-1), torch.ones_like(gx).reshape(-1)])
 
 
 def split_stats(split: DeviceSplit) -> tuple[float, float]:

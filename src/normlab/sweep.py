@@ -1,0 +1,344 @@
+"""Sweeps: settings of the config over lists of values, every variant x value x seed.
+
+    normlab sweep --variants bn,gn,ln --param batch_size=2,8,32,128 --seeds 3 --epochs 5
+
+Two ``--param`` flags make a grid. Each *point* (one combination of values) is a study of its own,
+in ``points/<name>/`` with the files of any study run folder; the sweep folder adds::
+
+    sweep.json                      the base config, the swept settings and their values
+    sweep.csv                       one row per run: swept values, variant, seed, status, final and
+                                    best test accuracy, final test loss, error message
+    figures/sweep_<param>.png       final test accuracy against each swept setting
+    report.md                       the table of every point and generated findings
+
+A sweep is resumable and idempotent: the same command again skips finished runs, continues
+unfinished ones from their last finished epoch and retries failed ones.
+
+Backends: ``local`` trains the points one after another, each with the study's concurrent
+training; ``ray`` makes every run a Ray task (see :mod:`normlab.sweep_ray`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from normlab import __version__
+from normlab.config import DATASET_NAMES, PRECISIONS, Config
+from normlab.errors import ConfigError, NormlabError, RunFolderError
+from normlab.layout import run_name
+from normlab.store import ensure_writable, write_csv, write_json
+
+# Settings that can be swept, with the Config field each one sets.
+ALIASES = {"l1": "l1_default", "l2": "l2_default"}
+SWEEPABLE = ("batch_size", "lr", "momentum", "warmup", "l1", "l2", "groups", "augment", "rotate",
+             "translate", "dataset", "train_subset", "epochs", "precision")
+SWEEP_COLUMNS = ("variant", "seed", "status", "final_test_acc", "best_test_acc",
+                 "final_test_loss", "message")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str                    # as written by the user (e.g. "l1", "batch_size")
+    values: tuple[Any, ...]
+
+    @property
+    def field(self) -> str:
+        return ALIASES.get(self.name, self.name)
+
+
+def _field_type(field: str) -> type:
+    f = {f.name: f for f in dataclasses.fields(Config)}[field]
+    text = str(f.type)
+    for kind, word in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str")):
+        if text.startswith(word) or text == kind.__name__:
+            return kind
+    raise AssertionError(f"unhandled config type {text} of {field}")
+
+
+def _parse_value(name: str, text: str) -> Any:
+    field = ALIASES.get(name, name)
+    kind = _field_type(field)
+    text = text.strip()
+    if kind is bool:
+        lowered = text.lower()
+        if lowered in ("1", "true", "on", "yes"):
+            return True
+        if lowered in ("0", "false", "off", "no"):
+            return False
+        raise ConfigError(f"--param {name}: {text!r} is not true or false; write e.g. {name}=true,false")
+    if kind is str:
+        choices = DATASET_NAMES if field == "dataset" else PRECISIONS
+        if text not in choices:
+            raise ConfigError(f"--param {name}: unknown value {text!r}; valid: {', '.join(choices)}")
+        return text
+    try:
+        value = kind(text) if kind is float else int(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"--param {name}: {text!r} is not {what}; write e.g. "
+                          f"{name}={'1,2,4' if kind is int else '1e-4,1e-3'}") from None
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"--param {name}: {text!r} is not a finite number")
+    return value
+
+
+def parse_param(text: str) -> Param:
+    """``name=v1,v2,...`` (``-`` or ``_`` in the name) -> Param. ConfigError on bad input."""
+    name, sep, values = text.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep or not name:
+        raise ConfigError(f"--param {text!r}: write NAME=V1,V2,..., e.g. batch_size=32,128")
+    if name not in SWEEPABLE:
+        raise ConfigError(f"--param {name!r} cannot be swept; sweepable settings: "
+                          f"{', '.join(SWEEPABLE)}")
+    items = [v for v in values.split(",") if v.strip()]
+    if not items:
+        raise ConfigError(f"--param {name}: no values given; write e.g. {name}=V1,V2")
+    parsed = tuple(_parse_value(name, v) for v in items)
+    if len(set(parsed)) != len(parsed):
+        raise ConfigError(f"--param {name}: a value is listed twice; list each value once")
+    return Param(name, parsed)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    params: tuple[Param, ...]
+    scale_lr: bool = False       # lr = base lr * batch_size / base batch_size (linear rule)
+
+    def __post_init__(self) -> None:
+        names = [p.name for p in self.params]
+        if not names:
+            raise ConfigError("a sweep needs at least one --param NAME=V1,V2,...")
+        if len(set(names)) != len(names):
+            raise ConfigError("a setting is given to --param twice; give each setting once")
+        if self.scale_lr and "batch_size" not in names:
+            raise ConfigError("--scale-lr scales the learning rate with a swept batch_size; add "
+                              "--param batch_size=... or drop --scale-lr")
+        if self.scale_lr and "lr" in names:
+            raise ConfigError("--scale-lr sets lr from the batch size; do not sweep lr as well")
+
+    def to_dict(self) -> dict:
+        return {"params": [{"name": p.name, "values": list(p.values)} for p in self.params],
+                "scale_lr": self.scale_lr}
+
+    def points(self, base: Config) -> list[tuple[dict[str, Any], Config]]:
+        """Every combination of values, as (values by param name, the point's Config)."""
+        out = []
+        for combo in itertools.product(*(p.values for p in self.params)):
+            values = {p.name: v for p, v in zip(self.params, combo)}
+            changes = {ALIASES.get(k, k): v for k, v in values.items()}
+            if self.scale_lr:
+                changes["lr"] = base.lr * values["batch_size"] / base.batch_size
+            try:
+                cfg = base.replace(**changes)
+            except ConfigError as e:
+                raise ConfigError(f"sweep point {point_name(values)}: {e}") from None
+            out.append((values, cfg))
+        return out
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def point_name(values: dict[str, Any]) -> str:
+    """Folder name of a point, e.g. ``batch_size=32`` or ``batch_size=32,l1=1e-05``."""
+    return ",".join(f"{k}={_value_text(v)}" for k, v in values.items())
+
+
+# ----------------------------------------------------------------------------------------------
+# The sweep folder
+
+
+def _sweep_record(base: Config, spec: SweepSpec) -> dict:
+    return {"normlab_version": __version__, "base_config": base.to_dict(), **spec.to_dict()}
+
+
+def prepare_sweep_out(out: Path, base: Config, spec: SweepSpec) -> bool:
+    """Create the sweep folder, or check that an existing one holds this very sweep.
+    Returns True when it continues an existing sweep."""
+    record = _sweep_record(base, spec)
+    saved_path = out / "sweep.json"
+    if saved_path.exists():
+        try:
+            saved = json.loads(saved_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise RunFolderError(f"{saved_path} cannot be read ({e}); choose a new --out") from None
+        if not isinstance(saved, dict):
+            raise RunFolderError(f"{saved_path} is not a JSON object; choose a new --out")
+        if saved.get("normlab_version") != __version__:
+            raise RunFolderError(f"{out} was written by normlab {saved.get('normlab_version')}, "
+                                 f"this is {__version__}; choose a new --out")
+        diff = []
+        for key in ("params", "scale_lr"):
+            if saved.get(key) != record[key]:
+                diff.append(f"{key}: saved {saved.get(key)!r}, now {record[key]!r}")
+        old = saved.get("base_config") or {}
+        diff += [f"{k}: saved {old.get(k)!r}, now {v!r}" for k, v in record["base_config"].items()
+                 if old.get(k) != v]
+        if diff:
+            raise ConfigError(f"{str(out)!r} holds a different sweep ({'; '.join(diff)}); run the "
+                              "same command to continue it, or choose a new --out")
+        ensure_writable(out)
+        return True
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"output folder {str(out)!r} is not empty and holds no sweep; choose a "
+                          "new --out so earlier results are kept")
+    ensure_writable(out)
+    write_json(saved_path, record)
+    return False
+
+
+@dataclass
+class PointOutcome:
+    values: dict[str, Any]
+    cfg: Config
+    folder: Path
+    error: str = ""             # why the point failed (no summary.json), else ""
+
+
+def run_sweep(base: Config, spec: SweepSpec, out: str | Path, backend: str = "local",
+              ray_address: str | None = None, retries: int = 2, progress: bool = True,
+              log: Callable[[str], None] = print) -> Path:
+    """Run (or continue) the sweep into ``out`` and write sweep.csv, figures and report.md."""
+    from normlab.study import load_study_data, run_study
+    from normlab.train import select_device
+
+    out = Path(out)
+    points = spec.points(base)                     # bad values fail here, before any training
+    device = select_device(base.device)
+    # Check data and folder before the first run: every dataset the sweep touches.
+    for dataset in sorted({cfg.dataset for _, cfg in points}):
+        load_study_data(base.replace(dataset=dataset, train_subset=None), device)
+    resumed = prepare_sweep_out(out, base, spec)
+    runs = sum(len(cfg.parsed_variants()) * cfg.seeds for _, cfg in points)
+    log(f"normlab sweep: {len(points)} point(s), {runs} run(s), backend {backend}"
+        f"{' (continuing)' if resumed else ''}, out {out}")
+    outcomes = [PointOutcome(values, cfg, out / "points" / point_name(values))
+                for values, cfg in points]
+    if backend == "local":
+        for k, o in enumerate(outcomes, start=1):
+            if _finished(o):
+                log(f"[{k}/{len(outcomes)}] {point_name(o.values)}: done before, skipped")
+                continue
+            log(f"[{k}/{len(outcomes)}] {point_name(o.values)}")
+            try:
+                run_study(o.cfg, out=o.folder, progress=progress, log=lambda _: None,
+                          resume=(o.folder / "config.json").exists())
+            except KeyboardInterrupt:
+                log(f"interrupted: finished runs are kept; run the same command to continue")
+                raise
+            except NormlabError as e:
+                o.error = str(e)
+                log(f"{point_name(o.values)}: failed ({e}); continuing")
+            except Exception as e:  # noqa: BLE001 - one failed point must not end the sweep
+                o.error = f"{type(e).__name__}: {e}"
+                log(f"{point_name(o.values)}: failed ({o.error}); continuing")
+                traceback.print_exc()
+    elif backend == "ray":
+        from normlab.sweep_ray import run_points_on_ray
+
+        run_points_on_ray(outcomes, ray_address=ray_address, retries=retries, log=log)
+    else:
+        raise ConfigError(f"unknown --backend {backend!r}; use local or ray")
+    rows = sweep_rows(spec, outcomes)
+    write_sweep_files(out, spec, rows)
+    failed = sum(1 for r in rows if r["status"] == "failed")
+    log(f"sweep results in {out}" + (f" ({failed} run(s) failed; run the same command to retry "
+                                     "them)" if failed else ""))
+    return out
+
+
+def _finished(o: PointOutcome) -> bool:
+    return (o.folder / "summary.json").exists() and (o.folder / "config.json").exists()
+
+
+def sweep_rows(spec: SweepSpec, outcomes: list[PointOutcome]) -> list[dict]:
+    """One row per run (values, variant, seed, status, accuracies, loss, message)."""
+    from normlab.report import load_run
+
+    rows = []
+    for o in outcomes:
+        variants = o.cfg.parsed_variants()
+        per_run: dict[tuple[str, int], dict] = {}
+        status: dict[tuple[str, int], str] = {}
+        error = o.error
+        if _finished(o) and not error:
+            try:
+                run = load_run(o.folder)
+            except RunFolderError as e:
+                error = str(e)
+            else:
+                for name, s in run.summary["variants"].items():
+                    for seed in s["seeds"]:
+                        status[(name, seed)] = "diverged" if seed in s["diverged_seeds"] else "ok"
+                for m in run.metrics:
+                    key = (m["variant"], m["seed"])
+                    r = per_run.setdefault(key, {"best": -1.0})
+                    r["final_acc"], r["final_loss"] = m["test_acc"], m["test_loss"]
+                    r["best"] = max(r["best"], m["test_acc"])
+        elif not error:
+            error = "not finished"
+        for v in variants:
+            for seed in o.cfg.seed_list():
+                st = status.get((v.name, seed), "failed")
+                r = per_run.get((v.name, seed)) if st == "ok" else None
+                rows.append({**{p.name: o.values[p.name] for p in spec.params},
+                             "variant": v.name, "norm": v.norm, "seed": seed, "status": st,
+                             "final_test_acc": r["final_acc"] if r else None,
+                             "best_test_acc": r["best"] if r else None,
+                             "final_test_loss": r["final_loss"] if r else None,
+                             "message": error if st == "failed" else ""})
+    return rows
+
+
+def write_sweep_files(out: Path, spec: SweepSpec, rows: list[dict]) -> None:
+    from normlab.plots import sweep_figure
+    from normlab.report import write_sweep_report
+
+    header = tuple(p.name for p in spec.params) + SWEEP_COLUMNS
+    write_csv(out / "sweep.csv", header,
+              [tuple("" if r[c] is None else r[c] for c in header) for r in rows])
+    for p in spec.params:
+        sweep_figure(rows, p.name, [q.name for q in spec.params if q.name != p.name],
+                     out / "figures" / f"sweep_{p.name}.png")
+    write_sweep_report(out, spec, rows)
+
+
+def read_sweep_csv(path: str | Path) -> list[dict]:
+    """Rows of sweep.csv with numbers parsed (empty cells are None)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for r in rows:
+        parsed: dict[str, Any] = {}
+        for k, v in r.items():
+            if v == "":
+                parsed[k] = None
+                continue
+            try:
+                parsed[k] = int(v)
+            except ValueError:
+                try:
+                    parsed[k] = float(v)
+                except ValueError:
+                    parsed[k] = v
+        out.append(parsed)
+    return out
+
+
+__all__ = ["Param", "SweepSpec", "parse_param", "point_name", "run_sweep", "sweep_rows",
+           "read_sweep_csv", "run_name"]
