@@ -149,6 +149,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed")
     _add_training_flags(p)
 
+    p = sub.add_parser("sweep", help="train variants x seeds for every value of one or two settings",
+                       formatter_class=_Formatter,
+                       description="Sweep settings of the config: every variant x value (x value of a "
+                                   "second --param) x seed, each point a study folder under "
+                                   "OUT/points/, with sweep.csv, figures/sweep_<param>.png and "
+                                   "report.md. Running the same command again continues the sweep.")
+    p.add_argument("--param", action="append", required=False, default=None, metavar="NAME=V1,V2",
+                   help="a setting and its values, e.g. batch_size=2,8,32,128 or l1=0,1e-5,1e-4; "
+                        "give it twice for a grid. Sweepable: batch_size, lr, momentum, warmup, l1, "
+                        "l2, groups, augment, rotate, translate, dataset, train_subset, epochs, "
+                        "precision (required, except with --resume)")
+    p.add_argument("--variants", default=",".join(_D.variants), help=variant_help)
+    p.add_argument("--seeds", type=_positive_int, default=_D.seeds,
+                   help="number of seeds per variant and point")
+    p.add_argument("--scale-lr", action="store_true",
+                   help="with a swept batch_size: lr = --lr x batch_size / --batch-size "
+                        "(linear scaling rule), recorded in each point's config")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: points one after another on this machine; ray: every run a Ray "
+                        "task (pip install 'normlab[ray]')")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster to connect to (e.g. 127.0.0.1:6379); default: start a local "
+                        "one for the sweep")
+    p.add_argument("--ray-cpus", type=_number(float, 0, inclusive=False), default=1.0,
+                   metavar="N", help="CPUs each Ray task declares")
+    p.add_argument("--ray-gpus", type=_nonneg_float, default=0.0, metavar="N",
+                   help="GPUs (a fraction is fine, e.g. 0.25) each Ray task declares")
+    p.add_argument("--retries", type=_nonneg_int, default=2,
+                   help="times a failed Ray task is retried before its run is recorded as failed")
+    _add_training_flags(p)
+
     p = sub.add_parser("report", help="redraw the figures and report.md of a run folder",
                        formatter_class=_Formatter,
                        description="Regenerate every figure and report.md of a run folder from its "
@@ -245,6 +276,48 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(variants=(args.variant,), seeds=1, first_seed=args.seed, **kw)
 
 
+def _sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from normlab.sweep import Param, SweepSpec, parse_param, run_sweep
+
+    if args.resume is not None:
+        if args.out is not None and args.out != args.resume:
+            raise NormlabError("give either --resume SWEEP_DIR or --out, not both")
+        path = Path(args.resume) / "sweep.json"
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            base = Config.from_dict(saved["base_config"])
+            spec = SweepSpec(tuple(Param(p["name"], tuple(p["values"])) for p in saved["params"]),
+                             scale_lr=bool(saved.get("scale_lr")))
+        except FileNotFoundError:
+            raise NormlabError(f"--resume {args.resume!r}: no sweep.json there; give the folder a "
+                               "sweep wrote") from None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise NormlabError(f"{path} cannot be read ({e}); start a new sweep with --out") from None
+        given = _given(parser, argv) - {"backend", "ray_address", "ray_cpus", "ray_gpus",
+                                         "retries"}
+        if given:
+            raise NormlabError(f"--resume uses the saved sweep; drop {', '.join(sorted(given))}, "
+                               "or start a new sweep with --out")
+        out = args.resume
+    else:
+        if not args.param:
+            raise NormlabError("give at least one --param NAME=V1,V2,..., e.g. "
+                               "--param batch_size=32,128")
+        spec = SweepSpec(tuple(parse_param(t) for t in args.param), scale_lr=args.scale_lr)
+        kw = {k: getattr(args, k) for k in _TRAINING_KEYS}
+        base = Config(variants=tuple(args.variants.split(",")), seeds=args.seeds, **kw)
+        import time
+
+        out = args.out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_sweep(base, spec, out, backend=args.backend, ray_address=args.ray_address,
+              retries=args.retries, progress=not args.quiet,
+              ray_resources={"num_cpus": args.ray_cpus, "num_gpus": args.ray_gpus})
+    return 0
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     # Warnings (e.g. "data not found where pointed to; downloading") as one line, no source line.
     print(f"normlab: warning: {message}", file=sys.stderr)
@@ -263,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(f"report: {write_report(args.run_dir, mode=args.mistakes, data_dir=args.data_dir)}")
             return 0
+        if args.command == "sweep":
+            return _sweep(parser, argv, args)
         from normlab.study import run_study
 
         if args.resume is not None:

@@ -548,5 +548,78 @@ def make_misclassified(run_dir: str | Path, mode: str = "confident",
             for v, s in todo]
 
 
-__all__ = ["OKABE_ITO", "make_figures", "make_misclassified", "plot_curves", "plot_misclassified",
+# ----------------------------------------------------------------------------------------------
+# Sweeps
+
+
+def _is_log_scale(values: Sequence[float]) -> bool:
+    """Log x when the positive values span two decades or more (batch sizes, lambdas)."""
+    pos = [v for v in values if v > 0]
+    return len(pos) >= 3 and max(pos) / min(pos) >= 100
+
+
+def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: str | Path) -> Path:
+    """Final test accuracy against the swept ``param``: one line per variant (and per value of the
+    ``others`` swept settings), mean over seeds with 95% t-confidence bars. Failed and diverged
+    runs are left out (and counted in the title's note). Log x where the values span decades; a
+    value 0 on a log axis is drawn at the left edge and labelled 0."""
+    path = Path(path)
+    series: dict[str, dict[object, list[float]]] = {}
+    order: list[str] = []
+    missing = 0
+    for r in rows:
+        label = r["variant"] + "".join(f", {o}={r[o]:g}" if isinstance(r[o], float)
+                                       else f", {o}={r[o]}" for o in others)
+        if label not in series:
+            series[label] = {}
+            order.append(label)
+        values = series[label].setdefault(r[param], [])
+        if r["status"] == "ok" and r["final_test_acc"] is not None:
+            values.append(float(r["final_test_acc"]))
+        else:
+            missing += 1
+    xs_all = sorted({r[param] for r in rows}, key=lambda v: (isinstance(v, str), v))
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs_all)
+    log = numeric and _is_log_scale([float(v) for v in xs_all])
+    zero_at = None
+    if log and any(v == 0 for v in xs_all):
+        zero_at = min(v for v in xs_all if v > 0) / 4  # where a lambda of 0 is drawn
+    position = {v: (float(v) if v != 0 or zero_at is None else zero_at) if numeric else i
+                for i, v in enumerate(xs_all)}
+    colors = {label: OKABE_ITO[i % len(OKABE_ITO)] for i, label in enumerate(order)}
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=FIGSIZE, dpi=DPI)
+        ax = fig.add_subplot()
+        seeds = 0
+        for label in order:
+            pts = [(position[x], mean_ci(v)) for x, v in series[label].items() if v]
+            pts.sort(key=lambda p: p[0])
+            if not pts:
+                continue
+            seeds = max(seeds, max(ci.n for _, ci in pts))
+            xs = [x for x, _ in pts]
+            means = [ci.mean for _, ci in pts]
+            err = [[ci.mean - ci.lo for _, ci in pts], [ci.hi - ci.mean for _, ci in pts]]
+            ax.errorbar(xs, means, yerr=err, marker="o", ms=5, lw=1.8, capsize=4,
+                        color=colors[label], label=label)
+        if log:
+            ax.set_xscale("log")
+        if numeric:
+            ax.set_xticks([position[v] for v in xs_all])
+            ax.set_xticklabels(["0" if v == 0 else f"{v:g}" for v in xs_all])
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        else:
+            ax.set_xticks(list(range(len(xs_all))))
+            ax.set_xticklabels([str(v) for v in xs_all])
+        ax.set_xlabel(param + (" (log scale)" if log else ""))
+        ax.set_ylabel("final test accuracy (%)")
+        bars = "mean and 95% confidence interval over seeds" if seeds > 1 else "one seed each"
+        note = f"; {missing} run(s) failed or diverged, not shown" if missing else ""
+        ax.set_title(f"Final test accuracy against {param}\n({bars}{note})")
+        ax.legend(loc="best", frameon=False)
+        fig.tight_layout()
+        return _save(fig, path)
+
+
+__all__ = ["OKABE_ITO", "sweep_figure", "make_figures", "make_misclassified", "plot_curves", "plot_misclassified",
            "select_mistakes", "variant_colors"]

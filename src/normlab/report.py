@@ -681,3 +681,125 @@ def write_report(run_dir: str | Path, mode: str = "confident",
         raise RunFolderError(f"{run_dir} holds a damaged value ({type(e).__name__}: {e}); "
                              f"{fix}") from None
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Sweeps
+
+
+def _fmt_value(v: object) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def sweep_findings(rows: list[dict], params: list[str]) -> list[str]:
+    """Per variant (and combination of the other swept settings) and per swept setting: the
+    value with the highest and the lowest mean final test accuracy, and whether the difference
+    is larger than seed-to-seed noise (Welch's t-test)."""
+    from normlab.stats import welch
+
+    out = []
+    for p in params:
+        others = [q for q in params if q != p]
+        groups: dict[tuple, dict[object, list[float]]] = {}
+        for r in rows:
+            key = (r["variant"],) + tuple(r[o] for o in others)
+            vals = groups.setdefault(key, {}).setdefault(r[p], [])
+            if r["status"] == "ok" and r["final_test_acc"] is not None:
+                vals.append(float(r["final_test_acc"]))
+        for key, by_value in groups.items():
+            done = {v: xs for v, xs in by_value.items() if xs}
+            if len(done) < 2:
+                continue
+            means = {v: statistics.fmean(xs) for v, xs in done.items()}
+            best = max(means, key=lambda v: means[v])
+            worst = min(means, key=lambda v: means[v])
+            where = f"`{key[0]}`" + "".join(f" ({o}={_fmt_value(x)})" for o, x in zip(others, key[1:]))
+            text = (f"{where}: final test accuracy is highest at {p}={_fmt_value(best)} "
+                    f"({means[best]:.2f}%) and lowest at {p}={_fmt_value(worst)} "
+                    f"({means[worst]:.2f}%)")
+            w = welch(done[best], done[worst])
+            if w["p"] is None:
+                text += f"; {means[best] - means[worst]:+.2f} points, one seed each: no test possible."
+            else:
+                verdict = ("larger than seed-to-seed noise" if w["ci_lo"] > 0 else
+                           "not significant at the 5% level")
+                text += (f"; {w['diff']:+.2f} points (95% CI {w['ci_lo']:+.2f} to "
+                         f"{w['ci_hi']:+.2f}, Welch's p = {_p_text(w['p'])}): {verdict}.")
+            collapsed = [v for v, m in means.items() if m < 50.0]
+            if collapsed:
+                text += (" It collapses (mean below 50%) at " +
+                         ", ".join(f"{p}={_fmt_value(v)}" for v in collapsed) + ".")
+            out.append(text)
+    failed = [r for r in rows if r["status"] == "failed"]
+    diverged = [r for r in rows if r["status"] == "diverged"]
+    if diverged:
+        out.append(f"{len(diverged)} run(s) diverged and are left out of the means: " +
+                   ", ".join(f"`{r['variant']}` seed {r['seed']} at " +
+                             ", ".join(f"{q}={_fmt_value(r[q])}" for q in params)
+                             for r in diverged[:8]) + (" ..." if len(diverged) > 8 else "") + ".")
+    if failed:
+        out.append(f"{len(failed)} run(s) failed (see `message` in sweep.csv); run the same "
+                   "command again to retry them.")
+    return out
+
+
+def sweep_table(rows: list[dict], params: list[str]) -> str:
+    head = "| " + " | ".join(params) + " | variant | runs ok | final test accuracy (%) | best test accuracy (%) |"
+    lines = [head, "|" + "---|" * (len(params) + 4)]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[p] for p in params) + (r["variant"],), []).append(r)
+    for key, rs in groups.items():
+        ok = [r for r in rs if r["status"] == "ok" and r["final_test_acc"] is not None]
+        fin = _stats_of([r["final_test_acc"] for r in ok])
+        best = _stats_of([r["best_test_acc"] for r in ok])
+        cells = [_fmt_value(v) for v in key[:-1]] + [f"`{key[-1]}`", f"{len(ok)}/{len(rs)}",
+                                                      format_pm(fin, 2), format_pm(best, 2)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _stats_of(values: list[float]) -> dict:
+    if not values:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
+
+
+def write_sweep_report(out: str | Path, spec, rows: list[dict]) -> Path:
+    """report.md of a sweep folder: what ran, the table of every point, findings, figures."""
+    from normlab.store import atomic_write_text
+
+    out = Path(out)
+    params = [p.name for p in spec.params]
+    try:
+        record = json.loads((out / "sweep.json").read_text(encoding="utf-8"))
+        base = record.get("base_config", {})
+    except (OSError, ValueError):
+        base = {}
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [f"# Sweep of {', '.join(params)}", "", "## What ran", ""]
+    lines.append(f"- **Swept:** " + "; ".join(
+        f"{p.name} = {', '.join(_fmt_value(v) for v in p.values)}" for p in spec.params) +
+        (" (every combination)" if len(params) > 1 else "") + ".")
+    if spec.scale_lr:
+        lines.append(f"- **Learning rate** scaled with the batch size (linear rule): "
+                     f"lr = {base.get('lr')} x batch_size / {base.get('batch_size')}.")
+    lines.append(f"- **Variants:** {', '.join(f'`{v}`' for v in dict.fromkeys(r['variant'] for r in rows))}; "
+                 f"**seeds:** {', '.join(map(str, seeds))}; **epochs:** {base.get('epochs')}; "
+                 f"**dataset:** {base.get('dataset')}"
+                 + (f" (first {base['train_subset']} training images)" if base.get("train_subset") else "")
+                 + ".")
+    lines.append(f"- **Runs:** {len(rows)}, of which {sum(r['status'] == 'ok' for r in rows)} ok, "
+                 f"{sum(r['status'] == 'diverged' for r in rows)} diverged, "
+                 f"{sum(r['status'] == 'failed' for r in rows)} failed. Each point's study is in "
+                 "`points/<setting>=<value>/`; one row per run in `sweep.csv`.")
+    lines += ["", "## Results", "", "Mean ± sample standard deviation over the seeds that finished.",
+              "", sweep_table(rows, params), "", "## Findings", ""]
+    lines += [f"- {f}" for f in sweep_findings(rows, params)]
+    lines += ["", "## Figures", ""]
+    for p in params:
+        lines += [f"![Final test accuracy against {p}](figures/sweep_{p}.png)", ""]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
+    return path

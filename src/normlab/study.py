@@ -301,14 +301,7 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
     finally:
         torch.set_num_threads(old_threads)
     results = [r for t in trainers for r in t.results]
-    summary = {
-        "normlab_version": __version__,
-        "dataset": cfg.dataset,
-        "epochs": cfg.epochs,
-        "seeds": cfg.seeds,
-        "variants": summarize(cfg.parsed_variants(), results),
-    }
-    write_json(out / "summary.json", summary)
+    summary = write_summary(out, cfg, results)
     log(format_table(summary["variants"]))
     # Seconds from the call on (data loading and checks included); a resumed study adds the time
     # of its earlier sessions. train_seconds ends here, wall_seconds when the report is written.
@@ -445,24 +438,45 @@ def _finish(t: GroupTrainer, out: Path) -> None:
     """The final files of a finished group's runs: predictions and weights."""
     t.final_outputs()
     for r in t.results:
-        if r.status != "ok":
-            continue
-        name = run_name(r.variant.name, r.seed)
-        write_predictions(out / "predictions" / f"{name}.csv", r.predictions)
-        save_checkpoint(out / "checkpoints" / f"{name}.pt", {
-            "model": r.state_dict, "variant": r.variant.as_dict(), "seed": r.seed,
-            "normlab_version": __version__,
-        })
+        write_run_outputs(out, r)
 
 
 def _write_tables(trainers: list[GroupTrainer], out: Path) -> None:
+    write_tables(out, [r for t in trainers for r in t.results])
+
+
+def write_tables(out: Path, results: list[RunResult]) -> None:
     """metrics.csv and timing.csv from every run's epochs so far, in a fixed order (variant, seed,
     epoch), so the bytes do not depend on which worker finished first."""
     metrics, timing = [], []
-    for t in trainers:
-        for r in t.results:
-            for row in r.epochs:
-                metrics.append((r.variant.name, r.seed) + tuple(row[k] for k in METRIC_COLUMNS[2:]))
-                timing.append((r.variant.name, r.seed, row["epoch"], row["seconds"]))
+    for r in results:
+        for row in r.epochs:
+            metrics.append((r.variant.name, r.seed) + tuple(row[k] for k in METRIC_COLUMNS[2:]))
+            timing.append((r.variant.name, r.seed, row["epoch"], row["seconds"]))
     write_csv(out / "metrics.csv", METRIC_COLUMNS, metrics)
     write_csv(out / "timing.csv", TIMING_COLUMNS, timing)
+
+
+def write_run_outputs(out: Path, r: RunResult) -> None:
+    """A finished run's predictions and final checkpoint (which also records its status and
+    metrics, so that a sweep can tell a finished run from an unfinished one)."""
+    name = run_name(r.variant.name, r.seed)
+    if r.status == "ok":
+        write_predictions(out / "predictions" / f"{name}.csv", r.predictions)
+    save_checkpoint(out / "checkpoints" / f"{name}.pt", {
+        "model": r.state_dict if r.status == "ok" else None, "variant": r.variant.as_dict(),
+        "seed": r.seed, "normlab_version": __version__, "status": r.status,
+        "message": r.message, "params": r.params, "epochs": [dict(e) for e in r.epochs],
+    })
+
+
+def write_summary(out: Path, cfg: Config, results: list[RunResult]) -> dict:
+    summary = {
+        "normlab_version": __version__,
+        "dataset": cfg.dataset,
+        "epochs": cfg.epochs,
+        "seeds": cfg.seeds,
+        "variants": summarize(cfg.parsed_variants(), results),
+    }
+    write_json(out / "summary.json", summary)
+    return summary

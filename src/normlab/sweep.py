@@ -210,7 +210,8 @@ class PointOutcome:
 
 def run_sweep(base: Config, spec: SweepSpec, out: str | Path, backend: str = "local",
               ray_address: str | None = None, retries: int = 2, progress: bool = True,
-              log: Callable[[str], None] = print) -> Path:
+              log: Callable[[str], None] = print,
+              ray_resources: dict[str, float] | None = None) -> Path:
     """Run (or continue) the sweep into ``out`` and write sweep.csv, figures and report.md."""
     from normlab.study import load_study_data, run_study
     from normlab.train import select_device
@@ -249,7 +250,8 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, backend: str = "lo
     elif backend == "ray":
         from normlab.sweep_ray import run_points_on_ray
 
-        run_points_on_ray(outcomes, ray_address=ray_address, retries=retries, log=log)
+        run_points_on_ray(outcomes, ray_address=ray_address, retries=retries, log=log,
+                          resources=ray_resources or {"num_cpus": 1.0, "num_gpus": 0.0})
     else:
         raise ConfigError(f"unknown --backend {backend!r}; use local or ray")
     rows = sweep_rows(spec, outcomes)
@@ -288,8 +290,24 @@ def sweep_rows(spec: SweepSpec, outcomes: list[PointOutcome]) -> list[dict]:
                     r = per_run.setdefault(key, {"best": -1.0})
                     r["final_acc"], r["final_loss"] = m["test_acc"], m["test_loss"]
                     r["best"] = max(r["best"], m["test_acc"])
-        elif not error:
-            error = "not finished"
+        else:
+            # An unfinished point: runs that finished have their final checkpoint already.
+            from normlab.sweep_ray import _saved_result
+
+            for v in variants:
+                for seed in o.cfg.seed_list():
+                    try:
+                        saved = _saved_result(o.cfg, o.folder, v, seed)
+                    except RunFolderError:
+                        saved = None
+                    if saved is None or not saved.epochs:
+                        continue
+                    status[(v.name, seed)] = saved.status
+                    per_run[(v.name, seed)] = {
+                        "final_acc": saved.epochs[-1]["test_acc"],
+                        "final_loss": saved.epochs[-1]["test_loss"],
+                        "best": max(e["test_acc"] for e in saved.epochs)}
+            error = error or "not finished"
         for v in variants:
             for seed in o.cfg.seed_list():
                 st = status.get((v.name, seed), "failed")
