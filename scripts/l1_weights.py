@@ -1,8 +1,9 @@
 """How L1 changes the weights: sum(|w|) and the share of near-zero weights per variant.
 
-Reads the checkpoints of a run folder and writes <run>/weights.csv:
+Reads the checkpoints of a run folder (or of every point of a sweep folder) and writes
+weights.csv there:
 
-    python scripts/l1_weights.py results/mnist-l1
+    python scripts/l1_weights.py results/sweep-l1
 """
 
 from __future__ import annotations
@@ -41,8 +42,12 @@ def weight_stats(run_dir: Path) -> list[tuple]:
 def main(run_dir: str) -> None:
     header = ("variant", "l1", "seed", "weights", "sum_abs_w",
               *(f"pct_below_{t:g}" for t in THRESHOLDS))
-    rows = weight_stats(Path(run_dir))
-    write_csv(Path(run_dir) / "weights.csv", header, rows)
+    folder = Path(run_dir)
+    if (folder / "sweep.json").exists():
+        rows = [r for point in sorted((folder / "points").iterdir()) for r in weight_stats(point)]
+    else:
+        rows = weight_stats(folder)
+    write_csv(folder / "weights.csv", header, rows)
     for row in [header, *rows]:
         print(",".join(str(c) for c in row))
 

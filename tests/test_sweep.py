@@ -90,6 +90,21 @@ def test_points_grid_scale_lr_and_validation() -> None:
         SweepSpec((parse_param("lr=0.1"), parse_param("lr=0.2")))
 
 
+def test_sweep_figure_axes_and_missing_runs(tmp_path) -> None:
+    """sweep_figure draws a PNG; values spanning a decade or more get a log x axis (a 0 among
+    them is still placed), narrower spans a linear one; failed runs are left out, not plotted as
+    zeros."""
+    from normlab.plots import _is_log_scale, sweep_figure
+
+    assert _is_log_scale([2, 8, 32, 128]) and _is_log_scale([0, 1e-5, 1e-4, 1e-3])
+    assert not _is_log_scale([0.02, 0.05, 0.1]) and not _is_log_scale([16, 32])
+    rows = [{"l1": l1, "variant": v, "seed": s, "status": "failed" if l1 == 1e-2 and s else "ok",
+             "final_test_acc": None if l1 == 1e-2 and s else 99.0 - 1000 * l1 + 0.1 * s}
+            for l1 in (0.0, 1e-4, 1e-3, 1e-2) for v in ("bn+l1",) for s in (0, 1)]
+    path = sweep_figure(rows, "l1", [], tmp_path / "figures" / "sweep_l1.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
 # ----------------------------------------------------------------------------------------------
 # Sweep folders, through the command line
 
@@ -154,6 +169,7 @@ def test_sweep_folder(local_sweep) -> None:
     assert (out / "figures" / "sweep_batch_size.png").stat().st_size > 10_000
     report = (out / "report.md").read_text()
     assert "## Findings" in report and "figures/sweep_batch_size.png" in report
+    assert "Welch's p = " in report and "p = p" not in report
     assert "| 16 | `gn` | 2/2 |" in report
     saved = json.loads((out / "sweep.json").read_text())
     assert saved["params"] == [{"name": "batch_size", "values": [16, 32]}]

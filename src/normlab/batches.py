@@ -6,6 +6,7 @@ than the network itself. Everything here runs on whole batches on the training d
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -73,8 +74,10 @@ def augment(x: torch.Tensor, generator: torch.Generator | None, rotate: float, t
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+@functools.lru_cache(maxsize=8)
 def _base_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Pixel centres in [-1, 1] (align_corners=False) as rows (x, y, 1): ``(3, H*W)``."""
+    """Pixel centres in [-1, 1] (align_corners=False) as rows (x, y, 1): ``(3, H*W)``. Cached:
+    made once per image size and device, not in every step."""
     xs = (torch.arange(w, device=device, dtype=dtype) * 2 + 1) / w - 1
     ys = (torch.arange(h, device=device, dtype=dtype) * 2 + 1) / h - 1
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")

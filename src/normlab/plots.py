@@ -553,9 +553,9 @@ def make_misclassified(run_dir: str | Path, mode: str = "confident",
 
 
 def _is_log_scale(values: Sequence[float]) -> bool:
-    """Log x when the positive values span two decades or more (batch sizes, lambdas)."""
+    """Log x when the positive values span a decade or more (batch sizes, lambdas)."""
     pos = [v for v in values if v > 0]
-    return len(pos) >= 3 and max(pos) / min(pos) >= 100
+    return len(pos) >= 3 and max(pos) / min(pos) >= 10
 
 
 def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: str | Path) -> Path:
@@ -568,7 +568,7 @@ def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: 
     order: list[str] = []
     missing = 0
     for r in rows:
-        label = r["variant"] + "".join(f", {o}={r[o]:g}" if isinstance(r[o], float)
+        label = r.get("spec", r["variant"]) + "".join(f", {o}={r[o]:g}" if isinstance(r[o], float)
                                        else f", {o}={r[o]}" for o in others)
         if label not in series:
             series[label] = {}
@@ -591,6 +591,7 @@ def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: 
         fig = Figure(figsize=FIGSIZE, dpi=DPI)
         ax = fig.add_subplot()
         seeds = 0
+        lows, highs = [], []
         for label in order:
             pts = [(position[x], mean_ci(v)) for x, v in series[label].items() if v]
             pts.sort(key=lambda p: p[0])
@@ -600,8 +601,14 @@ def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: 
             xs = [x for x, _ in pts]
             means = [ci.mean for _, ci in pts]
             err = [[ci.mean - ci.lo for _, ci in pts], [ci.hi - ci.mean for _, ci in pts]]
+            lows += [min(ci.mean, max(ci.lo, ci.mean - 5)) for _, ci in pts]
+            highs += [ci.hi for _, ci in pts]
             ax.errorbar(xs, means, yerr=err, marker="o", ms=5, lw=1.8, capsize=4,
                         color=colors[label], label=label)
+        if lows:
+            # Accuracy cannot exceed 100%; a t-interval of two seeds can be wider than that.
+            top = min(100.0, max(highs)) + 0.1
+            ax.set_ylim(max(0.0, min(lows) - 0.3), top)
         if log:
             ax.set_xscale("log")
         if numeric:
@@ -613,7 +620,8 @@ def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: 
             ax.set_xticklabels([str(v) for v in xs_all])
         ax.set_xlabel(param + (" (log scale)" if log else ""))
         ax.set_ylabel("final test accuracy (%)")
-        bars = "mean and 95% confidence interval over seeds" if seeds > 1 else "one seed each"
+        bars = ("mean and 95% CI over seeds; bars clipped to the axes" if seeds > 1
+                else "one seed each")
         note = f"; {missing} run(s) failed or diverged, not shown" if missing else ""
         ax.set_title(f"Final test accuracy against {param}\n({bars}{note})")
         ax.legend(loc="best", frameon=False)

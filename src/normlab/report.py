@@ -702,7 +702,7 @@ def sweep_findings(rows: list[dict], params: list[str]) -> list[str]:
         others = [q for q in params if q != p]
         groups: dict[tuple, dict[object, list[float]]] = {}
         for r in rows:
-            key = (r["variant"],) + tuple(r[o] for o in others)
+            key = (r.get("spec", r["variant"]),) + tuple(r[o] for o in others)
             vals = groups.setdefault(key, {}).setdefault(r[p], [])
             if r["status"] == "ok" and r["final_test_acc"] is not None:
                 vals.append(float(r["final_test_acc"]))
@@ -724,7 +724,7 @@ def sweep_findings(rows: list[dict], params: list[str]) -> list[str]:
                 verdict = ("larger than seed-to-seed noise" if w["ci_lo"] > 0 else
                            "not significant at the 5% level")
                 text += (f"; {w['diff']:+.2f} points (95% CI {w['ci_lo']:+.2f} to "
-                         f"{w['ci_hi']:+.2f}, Welch's p = {_p_text(w['p'])}): {verdict}.")
+                         f"{w['ci_hi']:+.2f}, Welch's {_p_text(w['p'])}): {verdict}.")
             collapsed = [v for v, m in means.items() if m < 50.0]
             if collapsed:
                 text += (" It collapses (mean below 50%) at " +

@@ -308,12 +308,15 @@ def sweep_rows(spec: SweepSpec, outcomes: list[PointOutcome]) -> list[dict]:
                         "final_loss": saved.epochs[-1]["test_loss"],
                         "best": max(e["test_acc"] for e in saved.epochs)}
             error = error or "not finished"
-        for v in variants:
+        for v, written in zip(variants, o.cfg.variants):
             for seed in o.cfg.seed_list():
                 st = status.get((v.name, seed), "failed")
                 r = per_run.get((v.name, seed)) if st == "ok" else None
+                # "spec": the variant as written in --variants ("bn+l1"), the same at every point
+                # even where the canonical name carries the swept lambda ("bn+l1=0.0001").
                 rows.append({**{p.name: o.values[p.name] for p in spec.params},
-                             "variant": v.name, "norm": v.norm, "seed": seed, "status": st,
+                             "variant": v.name, "spec": written.strip().lower(), "norm": v.norm,
+                             "seed": seed, "status": st,
                              "final_test_acc": r["final_acc"] if r else None,
                              "best_test_acc": r["best"] if r else None,
                              "final_test_loss": r["final_loss"] if r else None,
