@@ -29,12 +29,27 @@ SWEEP = ["sweep", "--variants", "gn,bn", "--param", "batch_size=16,32", "--seeds
          "--epochs", "2", "--workers", "2", "--quiet"]
 
 SITECUSTOMIZE = """
-import sys
+import os, sys
 sys.path.insert(0, {tests!r})
 try:
     from helpers import synthetic_mnist
-    from normlab import data
+    from normlab import data, train
     data.DATASETS["mnist"] = synthetic_mnist({n_train}, {n_test}, seed=0)[0]
+
+    # A failure to inject: a run with --rotate 7.5 and seed 1 raises, and leaves one file per
+    # attempt in $NORMLAB_TEST_ATTEMPTS (so a test can count Ray's retries).
+    _init = train.GroupTrainer.__init__
+
+    def _failing_init(self, cfg, runs, *args, **kwargs):
+        if cfg.rotate == 7.5 and any(seed == 1 for _, seed in runs):
+            folder = os.environ.get("NORMLAB_TEST_ATTEMPTS")
+            if folder:
+                import tempfile
+                tempfile.mkstemp(dir=folder)
+            raise RuntimeError("injected failure for seed 1")
+        _init(self, cfg, runs, *args, **kwargs)
+
+    train.GroupTrainer.__init__ = _failing_init
 except Exception:  # a process without normlab (e.g. one of Ray's own) needs none of this
     pass
 """
@@ -232,6 +247,18 @@ def test_bad_sweep_input_exits_2_with_one_line(env, tmp_path, args, fragment) ->
     assert not out.exists()
 
 
+def test_sweep_resume_uses_the_saved_sweep(env, local_sweep, tmp_path) -> None:
+    """`normlab sweep --resume DIR` continues the sweep saved in DIR (here: finished, so nothing
+    is retrained and sweep.csv stays the same); adding a --param to it is refused."""
+    out = tmp_path / "copy"
+    shutil.copytree(local_sweep, out)
+    r = _normlab(env, ["sweep", "--resume", str(out), "--quiet"])
+    assert r.returncode == 0, r.stderr
+    assert (out / "sweep.csv").read_bytes() == (local_sweep / "sweep.csv").read_bytes()
+    r = _normlab(env, ["sweep", "--resume", str(out), "--param", "lr=0.1"])
+    assert r.returncode == 2 and "--resume uses the saved sweep" in r.stderr
+
+
 def test_a_different_sweep_in_the_same_folder_is_refused(env, local_sweep) -> None:
     """Another sweep into an existing sweep folder exits 2, naming what differs; nothing there
     changes."""
@@ -267,6 +294,9 @@ def test_ray_backend_on_a_loopback_head_node_matches_local(env, local_sweep, tmp
 
     port = _free_port()
     temp = Path(tempfile.mkdtemp(prefix="nlray-", dir="/tmp"))  # Ray's socket paths must be short
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+    environ = dict(environ, NORMLAB_TEST_ATTEMPTS=str(attempts))
     start = subprocess.run(
         [str(ray_bin), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
          "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
@@ -279,6 +309,19 @@ def test_ray_backend_on_a_loopback_head_node_matches_local(env, local_sweep, tmp
                                    "ray", "--ray-address", f"127.0.0.1:{port}"])
         assert r.returncode == 0, r.stdout + r.stderr
         assert "ray: 8 run(s) submitted" in r.stdout
+        # A task that keeps failing is retried --retries times, then recorded as failed with its
+        # error; the sweep finishes the other runs and exits 0.
+        failing = tmp_path / "ray-failing"
+        r = _normlab(env, ["sweep", "--variants", "gn", "--param", "batch_size=16", "--seeds",
+                           "2", "--epochs", "1", "--rotate", "7.5", "--retries", "1",
+                           "--data-dir", str(folder), "--out", str(failing), "--backend", "ray",
+                           "--ray-address", f"127.0.0.1:{port}", "--quiet"])
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert len(list(attempts.iterdir())) == 2          # the first try and one retry
+        rows = {x["seed"]: x for x in _rows(failing / "sweep.csv")}
+        assert rows["0"]["status"] == "ok" and float(rows["0"]["final_test_acc"]) >= 0
+        assert rows["1"]["status"] == "failed" and "injected failure" in rows["1"]["message"]
+        assert "run the same command again" in (failing / "report.md").read_text()
     finally:
         subprocess.run([str(ray_bin), "stop", "--force"], env=environ, capture_output=True,
                        timeout=120)

@@ -113,6 +113,13 @@ def run_points_on_ray(outcomes: list, ray_address: str | None, retries: int,
             raise ConfigError(f"cannot reach the Ray cluster at {ray_address!r} "
                               f"({str(e).splitlines()[0][:160]}); start it with 'ray start "
                               "--head' or give the right --ray-address") from None
+    want_gpus = resources.get("num_gpus", 0) or 0
+    have_gpus = ray.cluster_resources().get("GPU", 0)
+    if want_gpus > have_gpus:
+        if started:
+            ray.shutdown()
+        raise ConfigError(f"--ray-gpus {want_gpus:g} asked for, but the Ray cluster has "
+                          f"{have_gpus:g} GPUs; its tasks would never start; use --ray-gpus 0")
     threads = max(1, int(resources.get("num_cpus", 1)))
     task = ray.remote(train_one).options(
         num_cpus=resources.get("num_cpus", 1), num_gpus=resources.get("num_gpus", 0) or 0,
