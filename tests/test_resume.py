@@ -250,3 +250,21 @@ def test_resume_refuses_a_folder_from_another_version(env, reference, tmp_path) 
     r = _run(env, STUDY + ["--data-dir", str(folder), "--resume", str(out)])
     assert r.returncode == 2
     assert "normlab 0.0.1" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_resume_on_another_kind_of_device_is_refused(env, reference, tmp_path) -> None:
+    """A study whose config.json says it trained on another kind of device (here: cuda) is not
+    continued on this one: exit 2 with one line naming both devices."""
+    import shutil
+
+    _, folder, _ = env
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    (out / "summary.json").unlink()
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["resolved"]["device"] = "cuda:0"
+    (out / "config.json").write_text(json.dumps(cfg))
+    r = _run(env, STUDY + ["--data-dir", str(folder), "--resume", str(out)])
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "trained on cuda:0" in lines[0] and "cpu" in lines[0]

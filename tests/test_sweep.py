@@ -79,6 +79,7 @@ def test_parse_param_types_and_aliases() -> None:
     ("dataset=cifar10", "unknown value 'cifar10'"),
     ("augment=maybe", "not true or false"),
     ("batch_size=8,8", "listed twice"),
+    ("lr=0.1234561,0.1234564", "beyond 6 significant digits"),
 ])
 def test_parse_param_rejects_bad_input(text: str, fragment: str) -> None:
     """Each malformed --param is a ConfigError naming the problem."""

@@ -467,3 +467,18 @@ def test_augment_grid_equals_affine_grid() -> None:
         grid = F.affine_grid(theta, [6, 1, h, w], align_corners=False)
         want = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_no_augmentation_draws_nothing_in_a_group() -> None:
+    """With --rotate 0 --translate 0 a group draws no augmentation numbers, exactly as a run alone
+    does, so each member's data order in later epochs matches training alone."""
+    from normlab.train import train_group
+
+    train, test, mean, std = _synthetic_splits(n_train=128, n_test=32)
+    cfg = Config(epochs=2, batch_size=32, rotate=0.0, translate=0.0, variants=("ln",),
+                 device="cpu")
+    v = cfg.parsed_variants()[0]
+    together = train_group(cfg, [(v, 0), (v, 1)], train, test, mean, std, progress=False)
+    alone = train_run(cfg, v, 1, train, test, mean, std, progress=False)
+    for a, b in zip(together[1].epochs, alone.epochs):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)

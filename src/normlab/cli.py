@@ -118,12 +118,15 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="normlab",
+        prog="normlab", allow_abbrev=False,
         description="Compare BatchNorm, GroupNorm and LayerNorm (and L1/L2 penalties) in a small CNN.",
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"normlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add = sub.add_parser
+    # Flags must be written in full: --resume compares the flags given with the saved config.
+    sub.add_parser = lambda *a, **k: _add(*a, allow_abbrev=False, **k)  # type: ignore[method-assign]
     sub.required = True
 
     variant_help = (

@@ -196,6 +196,8 @@ def plan_groups(cfg: Config, device: torch.device) -> list[list[tuple[Variant, i
 def plan_workers(cfg: Config, device: torch.device, groups: int) -> tuple[int, int]:
     """(worker threads, torch threads per worker)."""
     cores = max(1, torch.get_num_threads())
+    if cfg.compile:
+        return 1, cores   # torch.compile is not safe to run from several threads at once
     if device.type != "cpu":
         return max(1, min(cfg.workers or 1, groups)), cores
     workers = max(1, min(cfg.workers or cores, groups))
@@ -228,6 +230,25 @@ def load_saved_config(run_dir: Path) -> dict:
                              "resume it with that version or start a new study with --out")
     saved.pop("resolved", None)
     return saved
+
+
+def _check_same_machine_kind(out: Path, device: torch.device, group_size: int) -> None:
+    """A training state continues only on the kind of device, and in the groups, it was made in."""
+    import json
+
+    try:
+        old = json.loads((out / "config.json").read_text(encoding="utf-8")).get("resolved", {})
+    except (OSError, ValueError, AttributeError):
+        return   # load_saved_config has already reported an unreadable config.json
+    saved_device, saved_size = old.get("device"), old.get("group_size")
+    if isinstance(saved_device, str) and torch.device(saved_device).type != device.type:
+        raise ConfigError(f"{out} was trained on {saved_device}, but here it would continue on "
+                          f"{device}; resume it on a machine with {saved_device.split(':')[0]} "
+                          "(a training state does not move between kinds of device)")
+    if isinstance(saved_size, int) and saved_size != group_size:
+        raise ConfigError(f"{out} trained its runs in groups of {saved_size}, here they would "
+                          f"be groups of {group_size}; resume with --group-size {saved_size} "
+                          "in the saved config, or start a new study")
 
 
 def _load_state(path: Path, cfg: Config, runs: list[tuple[Variant, int]]) -> dict | None:
@@ -275,6 +296,8 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
         raise
     groups = plan_groups(cfg, device)
     workers, threads = plan_workers(cfg, device, len(groups))
+    if resume:
+        _check_same_machine_kind(out, device, len(groups[0]))
     log(f"normlab {__version__}: device {device}, {len(groups)} group(s) of runs, {workers} "
         f"worker(s) x {threads} thread(s), out {out}")
     resolved = resolved_config(cfg, device, data)

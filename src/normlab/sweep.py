@@ -104,6 +104,10 @@ def parse_param(text: str) -> Param:
     parsed = tuple(_parse_value(name, v) for v in items)
     if len(set(parsed)) != len(parsed):
         raise ConfigError(f"--param {name}: a value is listed twice; list each value once")
+    texts = [_value_text(v) for v in parsed]   # the points' folder names must differ
+    if len(set(texts)) != len(texts):
+        raise ConfigError(f"--param {name}: values {', '.join(items)} differ beyond 6 "
+                          "significant digits; give values that differ sooner")
     return Param(name, parsed)
 
 
@@ -123,6 +127,7 @@ class SweepSpec:
                               "--param batch_size=... or drop --scale-lr")
         if self.scale_lr and "lr" in names:
             raise ConfigError("--scale-lr sets lr from the batch size; do not sweep lr as well")
+
 
     def to_dict(self) -> dict:
         return {"params": [{"name": p.name, "values": list(p.values)} for p in self.params],

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from normlab.errors import ConfigError
+from normlab.errors import ConfigError, RunFolderError
 
 
 def train_one(cfg_dict: dict, variant_name: str, seed: int, threads: int) -> dict[str, Any]:
@@ -23,7 +23,7 @@ def train_one(cfg_dict: dict, variant_name: str, seed: int, threads: int) -> dic
     import torch
 
     from normlab.config import Config
-    from normlab.study import environment, load_study_data, resolved_config
+    from normlab.study import load_study_data
     from normlab.train import GroupTrainer, select_device
 
     torch.set_num_threads(max(1, threads))
@@ -40,7 +40,6 @@ def train_one(cfg_dict: dict, variant_name: str, seed: int, threads: int) -> dic
     return {"variant": variant_name, "seed": seed, "params": r.params, "status": r.status,
             "message": r.message, "epochs": r.epochs, "model": r.state_dict,
             "predictions": None if p is None else (p.label, p.pred, p.confidence),
-            "resolved": resolved_config(cfg, device, data), "env": environment(device),
             "threads": torch.get_num_threads()}
 
 
@@ -95,9 +94,8 @@ def run_points_on_ray(outcomes: list, ray_address: str | None, retries: int,
     except ImportError:
         raise ConfigError("--backend ray needs Ray; install it with pip install 'normlab[ray]', "
                           "or use --backend local") from None
-    from normlab.report import write_report
     from normlab.store import write_json
-    from normlab.study import write_run_outputs, write_summary, write_tables
+    from normlab.study import write_run_outputs
     from normlab.sweep import point_name
 
     started = not ray.is_initialized()
@@ -131,16 +129,22 @@ def run_points_on_ray(outcomes: list, ray_address: str | None, retries: int,
             if (o.folder / "summary.json").exists():
                 continue
             done[k] = {}
+            if not (o.folder / "config.json").exists():
+                # Written before any run is submitted, so that a point whose runs all finish
+                # in a session that is then killed can still be completed later.
+                _describe_point(o, write_json)
             for v in o.cfg.parsed_variants():
                 for seed in o.cfg.seed_list():
-                    saved = _saved_result(o.cfg, o.folder, v, seed)
+                    try:
+                        saved = _saved_result(o.cfg, o.folder, v, seed)
+                    except RunFolderError:
+                        saved = None   # a damaged final checkpoint: train that run again
                     if saved is not None:
                         done[k][(v.name, seed)] = saved
                         continue
                     ref = task.remote(o.cfg.to_dict(), v.name, seed, threads)
                     pending[ref] = (k, v, seed)
         log(f"ray: {len(pending)} run(s) submitted")
-        meta: dict[int, dict] = {}
         errors: dict[int, list[str]] = {}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -156,37 +160,47 @@ def run_points_on_ray(outcomes: list, ray_address: str | None, retries: int,
                         f"retries ({first})")
                     continue
                 r = _result(o.cfg, data)
-                meta.setdefault(k, data)
                 write_run_outputs(o.folder, r)
                 done[k][(v.name, seed)] = r
                 log(f"{point_name(o.values)} {v.name} seed {seed}: {r.status}")
-                _complete_point(o, k, done, meta, write_tables, write_summary, write_json,
-                                write_report)
+                _complete_point(o, done[k], log)
         for k, msgs in errors.items():
             outcomes[k].error = "; ".join(msgs)
         for k in done:   # points whose runs were all finished before (nothing was submitted)
-            _complete_point(outcomes[k], k, done, meta, write_tables, write_summary, write_json,
-                            write_report)
+            _complete_point(outcomes[k], done[k], log)
     finally:
         if started:
             ray.shutdown()
 
 
-def _complete_point(o, k: int, done: dict, meta: dict, write_tables, write_summary, write_json,
-                    write_report) -> None:
-    """Write a point's study files once all its runs are back."""
+def _describe_point(o, write_json) -> None:
+    """config.json and env.json of a point, made by the driver."""
+    from normlab.study import environment, load_study_data, resolved_config
+    from normlab.train import select_device
+
+    device = select_device(o.cfg.device)
+    data = load_study_data(o.cfg, device)
+    resolved = resolved_config(o.cfg, device, data)
+    resolved["resolved"].update(backend="ray")
+    write_json(o.folder / "config.json", resolved)
+    write_json(o.folder / "env.json", environment(device))
+
+
+def _complete_point(o, done: dict, log: Callable[[str], None]) -> None:
+    """Write a point's study files once all its runs are back; a failure here is the point's
+    error, not the sweep's end."""
+    from normlab.report import write_report
+    from normlab.study import write_summary, write_tables
+    from normlab.sweep import point_name
+
     wanted = [(v, s) for v in o.cfg.parsed_variants() for s in o.cfg.seed_list()]
-    if (o.folder / "summary.json").exists() or any((v.name, s) not in done[k] for v, s in wanted):
+    if (o.folder / "summary.json").exists() or any((v.name, s) not in done for v, s in wanted):
         return
-    results = [done[k][(v.name, s)] for v, s in wanted]
-    info = meta.get(k)
-    if info is not None:
-        resolved = info["resolved"]
-        resolved["resolved"].update(backend="ray", threads_per_task=info["threads"])
-        write_json(o.folder / "config.json", resolved)
-        write_json(o.folder / "env.json", info["env"])
-    elif not (o.folder / "config.json").exists():
-        return   # nothing to describe the point with; a later call will have it
-    write_tables(o.folder, results)
-    write_summary(o.folder, o.cfg, results)
-    write_report(o.folder)
+    results = [done[(v.name, s)] for v, s in wanted]
+    try:
+        write_tables(o.folder, results)
+        write_summary(o.folder, o.cfg, results)
+        write_report(o.folder)
+    except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
+        o.error = f"{type(e).__name__}: {e}"
+        log(f"{point_name(o.values)}: its study files could not be written ({o.error})")

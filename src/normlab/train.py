@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from normlab.batches import DeviceSplit, augment, batch_bounds, random_transforms
 from normlab.config import Config, Variant
-from normlab.errors import ConfigError
+from normlab.errors import ConfigError, RunFolderError
 from normlab.layout import METRIC_COLUMNS
 from normlab.model import ModelConfig, MultiNet, Net, count_params
 
@@ -97,10 +97,13 @@ class RunResult:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` is bf16 on CUDA (tensor cores; the model's float32 master weights keep SGD exact)
-    and fp32 elsewhere (CPUs without bf16 units run it slower, not faster)."""
+    """``auto`` is bf16 on a CUDA GPU with bf16 tensor cores (compute capability 8.0 or newer;
+    the float32 weights keep SGD exact) and fp32 elsewhere (CPUs and older GPUs emulate bf16,
+    which is slower, not faster)."""
     if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
+            return "bf16"   # Ampere or newer; older GPUs emulate bf16, slower than fp32
+        return "fp32"
     return precision
 
 
@@ -243,7 +246,12 @@ class GroupTrainer:
             self.gens.append(g)
         self.epoch = 0                         # epochs finished
         if resume is not None:
-            self.epoch = _restore(resume, self.runs, nets, self.gens, self.results)
+            try:
+                self.epoch = _restore(resume, self.runs, nets, self.gens, self.results)
+            except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as e:
+                raise RunFolderError(f"the saved training state of {group_label(runs)} cannot be "
+                                     f"restored ({type(e).__name__}: {str(e)[:120]}); delete its "
+                                     "checkpoints/group-*.pt to retrain those runs") from None
         self.multi = MultiNet(nets).to(device, memory_format=torch.channels_last)
         self.opt = torch.optim.SGD(self.multi.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    nesterov=cfg.momentum > 0)
@@ -338,7 +346,7 @@ class GroupTrainer:
                     self.epoch = epoch
                     return []
         train_loss = (loss_sum / n).tolist()
-        train_acc = (100.0 * correct.double() / n).tolist()
+        train_acc = [100.0 * c / n for c in correct.tolist()]   # no float64 on the device (MPS)
         with self.autocast():
             evals = evaluate_group(multi, self.test_split, self.mean, self.std,
                                    cfg.eval_batch_size)
@@ -412,6 +420,8 @@ def augment_members(x: torch.Tensor, gens: list[torch.Generator], rotate: float,
                     translate: float) -> torch.Tensor:
     """:func:`augment` of M member-major blocks of ``x`` ``(M*B, 1, H, W)``, block m drawing its
     random transforms from ``gens[m]`` (exactly the draws it makes when trained alone)."""
+    if rotate == 0 and translate == 0:
+        return x   # augment() draws nothing then either; a member's data order must not shift
     if len(gens) == 1:
         return augment(x, gens[0], rotate, translate)
     b = x.shape[0] // len(gens)
