@@ -23,6 +23,7 @@ the same machine gives the same numbers whichever worker trains which epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import statistics
@@ -465,7 +466,14 @@ def _finish(t: GroupTrainer, out: Path) -> None:
 
 
 def _write_tables(trainers: list[GroupTrainer], out: Path) -> None:
-    write_tables(out, [r for t in trainers for r in t.results])
+    # Only the epochs a trainer has finished: another worker may be appending its next rows.
+    done = []
+    for t in trainers:
+        finished = t.epoch
+        for r in t.results:
+            rows = [row for row in list(r.epochs) if row["epoch"] <= finished]
+            done.append(dataclasses.replace(r, epochs=rows))
+    write_tables(out, done)
 
 
 def write_tables(out: Path, results: list[RunResult]) -> None:

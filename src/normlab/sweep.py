@@ -305,9 +305,11 @@ def sweep_rows(spec: SweepSpec, outcomes: list[PointOutcome]) -> list[dict]:
                         saved = _saved_result(o.cfg, o.folder, v, seed)
                     except RunFolderError:
                         saved = None
-                    if saved is None or not saved.epochs:
+                    if saved is None:
                         continue
-                    status[(v.name, seed)] = saved.status
+                    status[(v.name, seed)] = saved.status   # a run diverged in epoch 1 has no rows
+                    if not saved.epochs:
+                        continue
                     per_run[(v.name, seed)] = {
                         "final_acc": saved.epochs[-1]["test_acc"],
                         "final_loss": saved.epochs[-1]["test_loss"],
