@@ -268,3 +268,44 @@ def test_resume_on_another_kind_of_device_is_refused(env, reference, tmp_path) -
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "trained on cuda:0" in lines[0] and "cpu" in lines[0]
+
+
+def test_a_folder_in_use_is_refused(env, tmp_path) -> None:
+    """While a study trains in a folder, a second process resuming the same folder exits 2 with
+    one line saying the folder is in use, and does not disturb the first; after a kill the lock
+    is gone with the process and --resume works."""
+    _, folder, _ = env
+    out = tmp_path / "run"
+    args = STUDY + ["--data-dir", str(folder)]
+    proc = _start(env, args + ["--out", str(out)])
+    try:
+        assert _wait_for(lambda: (out / "checkpoints").is_dir()
+                         and any((out / "checkpoints").glob("group-*.pt")), proc)
+        second = _run(env, args + ["--resume", str(out)])
+        alive = proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if alive:   # the first study was still training when the second one started
+        lines = second.stderr.strip().splitlines()
+        assert second.returncode == 2 and len(lines) == 1 and "in use" in lines[0], second.stderr
+    r = _run(env, args + ["--resume", str(out)])
+    assert r.returncode == 0, r.stderr
+    assert not (out / ".normlab.lock").exists()
+
+
+def test_folder_lock_excludes_a_second_holder(tmp_path) -> None:
+    """folder_lock: a second holder of the same folder gets a ConfigError saying it is in use;
+    after the first releases, the lock can be taken again and leaves no file behind."""
+    from normlab.errors import ConfigError
+    from normlab.store import folder_lock
+
+    with folder_lock(tmp_path):
+        with pytest.raises(ConfigError, match="in use by another normlab process"):
+            with folder_lock(tmp_path):
+                pass
+    with folder_lock(tmp_path):
+        pass
+    assert not (tmp_path / ".normlab.lock").exists()

@@ -23,6 +23,7 @@ the same machine gives the same numbers whichever worker trains which epoch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import platform
@@ -42,8 +43,8 @@ from normlab.config import Config, Variant
 from normlab.errors import ConfigError, RunFolderError
 from normlab.layout import METRIC_COLUMNS, PREDICTION_COLUMNS, TIMING_COLUMNS, run_name
 from normlab.report import format_pm
-from normlab.store import (ensure_writable, load_checkpoint, remove_stale_temporaries,
-                           save_checkpoint, write_csv, write_json)
+from normlab.store import (ensure_writable, folder_lock, load_checkpoint,
+                           remove_stale_temporaries, save_checkpoint, write_csv, write_json)
 from normlab.train import GroupTrainer, RunResult, select_device
 
 STATE_VERSION = 1   # format of checkpoints/group-<k>.pt
@@ -181,6 +182,7 @@ def prepare_out(out: str | Path | None, cfg: Config) -> Path:
 
 
 def _remove_if_empty(folder: Path) -> None:
+    (folder / ".normlab.lock").unlink(missing_ok=True)   # ours; released by the caller
     try:
         folder.rmdir()  # only succeeds on an empty folder
     except OSError:
@@ -277,6 +279,7 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
     """
     t_start = time.perf_counter()
     device = select_device(cfg.device)
+    lock = contextlib.ExitStack()
     if resume:
         if out is None:
             raise ConfigError("--resume needs the run folder to continue")
@@ -286,9 +289,18 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
             raise ConfigError(f"cannot resume {str(out)!r} with a different config ({'; '.join(diff)}); "
                               "drop the differing flags, or start a new study with --out")
         ensure_writable(out)
+        lock.enter_context(folder_lock(out))  # one process at a time in a run folder
         remove_stale_temporaries(out)      # half-written files of a killed process
     else:
         out = prepare_out(out, cfg)        # fail on a bad folder before loading anything
+        lock.enter_context(folder_lock(out))
+    with lock:
+        return _run_study_locked(cfg, out, device, t_start, progress, log, report, resume)
+
+
+def _run_study_locked(cfg: Config, out: Path, device: torch.device, t_start: float,
+                      progress: bool, log: Callable[[str], None], report: bool,
+                      resume: bool) -> Path:
     try:
         data = load_study_data(cfg, device)  # fail on missing or corrupt data before training
     except BaseException:
