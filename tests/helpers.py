@@ -84,3 +84,37 @@ def real_mnist_dir() -> Path | None:
             if folder.is_dir() and not data._match_files(folder, spec)[1]:
                 return folder
     return None
+
+
+SITECUSTOMIZE = """
+import os, sys
+sys.path.insert(0, {tests!r})
+try:
+    from helpers import synthetic_mnist
+    from normlab import data
+    data.DATASETS["mnist"] = synthetic_mnist({n_train}, {n_test}, seed=0)[0]
+{extra}
+except Exception:  # a process without normlab (e.g. one of Ray's own) needs none of this
+    pass
+"""
+
+
+def synthetic_subprocess_env(root: Path, n_train: int, n_test: int,
+                             extra: str = "") -> tuple[Path, dict[str, str]]:
+    """(data folder, environment) for subprocesses on synthetic data: the data is installed in
+    ``root/mnist``, and a ``sitecustomize.py`` on PYTHONPATH registers its spec as 'mnist' in every
+    Python process started with the environment (``python -m normlab``, Ray's workers), with
+    ``extra`` (code indented by 4 spaces) run after it. No network: an unreachable proxy, a
+    private cache, no $NORMLAB_DATA."""
+    _, raw, _ = synthetic_mnist(n_train, n_test, seed=0)
+    folder = install(root / "mnist", raw)
+    site = root / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE.format(
+        tests=str(REPO / "tests"), n_train=n_train, n_test=n_test, extra=extra))
+    environ = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    environ.update(PYTHONPATH=os.pathsep.join([str(site), str(REPO / "src")]),
+                   XDG_CACHE_HOME=str(root / "cache"), https_proxy="http://127.0.0.1:9",
+                   http_proxy="http://127.0.0.1:9", RAY_USAGE_STATS_ENABLED="0")
+    environ.pop("NORMLAB_DATA", None)
+    return folder, environ

@@ -340,7 +340,7 @@ def test_multinet_members_compute_what_each_net_computes(norms, fmt) -> None:
         close(out[:, m], ref, f"{norms[m]} logits")
         (ref * weights[:, m].double()).sum().backward()
         for key, p in net.named_parameters():
-            multi_key, index = multi.multi_key(m, key)
+            multi_key, index = multi.where[m][key]
             g = params[multi_key].grad
             close(g if index is None else g[index], p.grad, f"{norms[m]} {key}")
         state = multi.member_state_dict(m)

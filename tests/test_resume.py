@@ -1,15 +1,14 @@
 """Interrupted studies resume exactly: SIGKILL at many moments, Ctrl-C, config changes, and
 checkpoints that are damaged or carry arbitrary pickled objects.
 
-Studies run as real subprocesses (``python -m normlab`` through a small launcher that registers a
-synthetic MNIST-format dataset), so that they can be killed.
+Studies run as real subprocesses (``python -m normlab``, with a synthetic MNIST-format dataset
+registered by helpers.synthetic_subprocess_env), so that they can be killed.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,54 +18,39 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import REPO, install, synthetic_mnist
+from helpers import synthetic_subprocess_env
 
 N_TRAIN, N_TEST = 640, 100
 STUDY = ["study", "--variants", "gn,bn+l1", "--seeds", "2", "--epochs", "4", "--batch-size", "32",
          "--workers", "2", "--quiet"]
 
-LAUNCHER = """
-import sys
-sys.path.insert(0, {tests!r})
-from helpers import synthetic_mnist
-from normlab import data
-spec, _, _ = synthetic_mnist({n_train}, {n_test}, seed=0)
-data.DATASETS["mnist"] = spec
-from normlab.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """(launcher path, data folder, environment) for subprocess studies on synthetic data."""
-    root = tmp_path_factory.mktemp("resume")
-    _, raw, _ = synthetic_mnist(N_TRAIN, N_TEST, seed=0)
-    folder = install(root / "mnist", raw)
-    launcher = root / "launch.py"
-    launcher.write_text(LAUNCHER.format(tests=str(REPO / "tests"), n_train=N_TRAIN, n_test=N_TEST))
-    environ = dict(os.environ, PYTHONPATH=str(REPO / "src"), XDG_CACHE_HOME=str(root / "cache"),
-                   https_proxy="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9")
-    environ.pop("NORMLAB_DATA", None)
-    return launcher, folder, environ
+    """(data folder, environment) for subprocess studies on synthetic data."""
+    return synthetic_subprocess_env(tmp_path_factory.mktemp("resume"), N_TRAIN, N_TEST)
 
 
 def _start(env, args: list[str]) -> subprocess.Popen:
-    launcher, _, environ = env
-    return subprocess.Popen([sys.executable, str(launcher), *args], env=environ,
+    _, environ = env
+    return subprocess.Popen([sys.executable, "-m", "normlab", *args], env=environ,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _run(env, args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    launcher, _, environ = env
-    return subprocess.run([sys.executable, str(launcher), *args], env=environ,
+    _, environ = env
+    return subprocess.run([sys.executable, "-m", "normlab", *args], env=environ,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def _checkpointed(out: Path) -> bool:
+    """The study in ``out`` has saved a training state (finished an epoch)."""
+    return (out / "checkpoints").is_dir() and any((out / "checkpoints").glob("group-*.pt"))
 
 
 @pytest.fixture(scope="module")
 def reference(env, tmp_path_factory):
     """An uninterrupted study: the result every resumed study must reproduce."""
-    _, folder, _ = env
+    folder, _ = env
     out = tmp_path_factory.mktemp("ref") / "run"
     r = _run(env, STUDY + ["--data-dir", str(folder), "--out", str(out)])
     assert r.returncode == 0, r.stderr
@@ -115,13 +99,12 @@ def test_sigkill_at_many_moments_then_resume_gives_the_uninterrupted_result(env,
     written), then resumed each time, ends with metrics.csv, summary.json and predictions
     byte-identical to an uninterrupted study; after every kill every file in the folder parses,
     and resuming removes the writers' leftover temporary files."""
-    _, folder, _ = env
+    folder, _ = env
     out = tmp_path / "run"
     args = STUDY + ["--data-dir", str(folder)]
-    ckpts = out / "checkpoints"
 
     def first_checkpoint() -> bool:
-        return ckpts.is_dir() and any(ckpts.glob("group-*.pt"))
+        return _checkpointed(out)
 
     def writing() -> bool:  # a temporary file of an atomic write exists right now
         return out.is_dir() and any(out.rglob(".*.tmp"))
@@ -154,13 +137,12 @@ def test_sigkill_at_many_moments_then_resume_gives_the_uninterrupted_result(env,
 def test_ctrl_c_saves_and_says_how_to_resume(env, reference, tmp_path) -> None:
     """SIGINT stops the study cleanly: exit code 130, a message naming the resume command, every
     file parses; resuming then gives the uninterrupted result."""
-    _, folder, _ = env
+    folder, _ = env
     out = tmp_path / "run"
     args = STUDY + ["--data-dir", str(folder)]
     proc = _start(env, args + ["--out", str(out)])
     try:
-        assert _wait_for(lambda: (out / "checkpoints").is_dir()
-                         and any((out / "checkpoints").glob("group-*.pt")), proc)
+        assert _wait_for(lambda: _checkpointed(out), proc)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
@@ -180,7 +162,7 @@ def test_resume_of_a_finished_study_changes_nothing(env, reference, tmp_path) ->
     """Resuming a study that already finished trains nothing and rewrites the same results."""
     import shutil
 
-    _, folder, _ = env
+    folder, _ = env
     out = tmp_path / "copy"
     shutil.copytree(reference, out)
     r = _run(env, STUDY + ["--data-dir", str(folder), "--resume", str(out)])
@@ -191,7 +173,7 @@ def test_resume_of_a_finished_study_changes_nothing(env, reference, tmp_path) ->
 def test_resume_with_a_different_config_is_refused(env, reference) -> None:
     """--resume with a flag that differs from the saved config exits 2 with one line that names
     the setting, its saved value and the asked-for value; nothing in the folder changes."""
-    _, folder, _ = env
+    folder, _ = env
     before = {p: p.read_bytes() for p in reference.rglob("*") if p.is_file()}
     r = _run(env, STUDY[:-3] + ["--epochs", "5", "--quiet", "--data-dir", str(folder),
                                 "--resume", str(reference)])
@@ -217,7 +199,7 @@ def test_resume_refuses_a_hostile_or_damaged_checkpoint(env, reference, tmp_path
     the fix."""
     import shutil
 
-    _, folder, _ = env
+    folder, _ = env
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     (out / "summary.json").unlink()
@@ -241,7 +223,7 @@ def test_resume_refuses_a_folder_from_another_version(env, reference, tmp_path) 
     two versions named."""
     import shutil
 
-    _, folder, _ = env
+    folder, _ = env
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     cfg = json.loads((out / "config.json").read_text())
@@ -257,7 +239,7 @@ def test_resume_on_another_kind_of_device_is_refused(env, reference, tmp_path) -
     continued on this one: exit 2 with one line naming both devices."""
     import shutil
 
-    _, folder, _ = env
+    folder, _ = env
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     (out / "summary.json").unlink()
@@ -274,13 +256,12 @@ def test_a_folder_in_use_is_refused(env, tmp_path) -> None:
     """While a study trains in a folder, a second process resuming the same folder exits 2 with
     one line saying the folder is in use, and does not disturb the first; after a kill the lock
     is gone with the process and --resume works."""
-    _, folder, _ = env
+    folder, _ = env
     out = tmp_path / "run"
     args = STUDY + ["--data-dir", str(folder)]
     proc = _start(env, args + ["--out", str(out)])
     try:
-        assert _wait_for(lambda: (out / "checkpoints").is_dir()
-                         and any((out / "checkpoints").glob("group-*.pt")), proc)
+        assert _wait_for(lambda: _checkpointed(out), proc)
         second = _run(env, args + ["--resume", str(out)])
         alive = proc.poll() is None
         proc.send_signal(signal.SIGKILL)

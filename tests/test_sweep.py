@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, install, synthetic_mnist
+from helpers import synthetic_subprocess_env
 from normlab.config import Config
 from normlab.errors import ConfigError
 from normlab.sweep import Param, SweepSpec, parse_param, point_name
@@ -28,16 +27,11 @@ N_TRAIN, N_TEST = 256, 64
 SWEEP = ["sweep", "--variants", "gn,bn", "--param", "batch_size=16,32", "--seeds", "2",
          "--epochs", "2", "--workers", "2", "--quiet"]
 
-SITECUSTOMIZE = """
-import os, sys
-sys.path.insert(0, {tests!r})
-try:
-    from helpers import synthetic_mnist
-    from normlab import data, train
-    data.DATASETS["mnist"] = synthetic_mnist({n_train}, {n_test}, seed=0)[0]
-
-    # A failure to inject: a run with --rotate 7.5 and seed 1 raises, and leaves one file per
-    # attempt in $NORMLAB_TEST_ATTEMPTS (so a test can count Ray's retries).
+# Run inside every subprocess (see helpers.synthetic_subprocess_env): a run with --rotate 7.5 and
+# seed 1 raises, and leaves one file per attempt in $NORMLAB_TEST_ATTEMPTS (so a test can count
+# Ray's retries).
+INJECT_FAILURE = """
+    from normlab import train
     _init = train.GroupTrainer.__init__
 
     def _failing_init(self, cfg, runs, *args, **kwargs):
@@ -50,8 +44,6 @@ try:
         _init(self, cfg, runs, *args, **kwargs)
 
     train.GroupTrainer.__init__ = _failing_init
-except Exception:  # a process without normlab (e.g. one of Ray's own) needs none of this
-    pass
 """
 
 
@@ -128,19 +120,8 @@ def test_sweep_figure_axes_and_missing_runs(tmp_path) -> None:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """(data folder, environment) for subprocess sweeps on synthetic data."""
-    root = tmp_path_factory.mktemp("sweep")
-    _, raw, _ = synthetic_mnist(N_TRAIN, N_TEST, seed=0)
-    folder = install(root / "mnist", raw)
-    site = root / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE.format(
-        tests=str(REPO / "tests"), n_train=N_TRAIN, n_test=N_TEST))
-    environ = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    environ.update(PYTHONPATH=os.pathsep.join([str(site), str(REPO / "src")]),
-                   XDG_CACHE_HOME=str(root / "cache"), https_proxy="http://127.0.0.1:9",
-                   http_proxy="http://127.0.0.1:9", RAY_USAGE_STATS_ENABLED="0")
-    environ.pop("NORMLAB_DATA", None)
-    return folder, environ
+    return synthetic_subprocess_env(tmp_path_factory.mktemp("sweep"), N_TRAIN, N_TEST,
+                                    extra=INJECT_FAILURE)
 
 
 def _normlab(env, args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:

@@ -404,7 +404,7 @@ def test_group_members_are_independent_of_their_neighbours() -> None:
     a = GroupTrainer(cfg, [(gn, 0), (bn, 0)], train, test, mean, std)
     b = GroupTrainer(cfg, [(ln, 3), (gn, 0)], train, test, mean, std)
     with torch.no_grad():   # poison the ln member: NaN weights
-        for key, (multi_key, index) in b.multi._where[0].items():
+        for key, (multi_key, index) in b.multi.where[0].items():
             if key.endswith("conv.weight"):
                 dict(b.multi.named_parameters())[multi_key][index].fill_(float("nan"))
     a.train_epoch()

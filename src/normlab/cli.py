@@ -252,7 +252,7 @@ def _resume_config(parser: argparse.ArgumentParser, argv: Sequence[str],
     """The saved config of ``--resume RUN_DIR``; flags given on the command line must agree."""
     from pathlib import Path
 
-    from normlab.study import load_saved_config
+    from normlab.study import config_diff, load_saved_config
 
     saved = load_saved_config(Path(args.resume))
     try:
@@ -262,8 +262,7 @@ def _resume_config(parser: argparse.ArgumentParser, argv: Sequence[str],
                            "study with --out") from None
     given = _given(parser, argv)
     wanted = config_from_args(args).to_dict()
-    diff = [f"{k}: saved {saved.get(k)!r}, now {wanted[k]!r}" for k in sorted(given)
-            if k in wanted and saved.get(k) != wanted[k]]
+    diff = config_diff(saved, wanted, [k for k in sorted(given) if k in wanted])
     if diff:
         raise NormlabError(f"cannot resume {args.resume!r} with a different config "
                            f"({'; '.join(diff)}); drop those flags, or start a new study with --out")

@@ -282,11 +282,12 @@ class MultiNet(nn.Module):
         self.stem, self.trans, self.body = stack("stem"), stack("trans"), stack("body")
         self.head_weight = nn.Parameter(torch.stack([n.head.weight.detach() for n in nets]))  # (M, K, C)
         self.head_bias = nn.Parameter(torch.stack([n.head.bias.detach() for n in nets]))      # (M, K)
-        # Where each member's tensors live: {Net key: (MultiNet key, row slice or index)}.
-        self._where: list[dict[str, tuple[str, slice | int | None]]] = [
+        # Where each member's tensors live, per member: {Net key: (MultiNet key, the member's row
+        # slice of that tensor, its index in a stacked tensor, or None for the whole tensor)}.
+        self.where: list[dict[str, tuple[str, slice | int | None]]] = [
             self._locate(n, m) for m, n in enumerate(nets)]
         for m, n in enumerate(nets):   # every tensor of every member is accounted for
-            assert set(self._where[m]) == set(n.state_dict()), "MultiNet layout out of sync with Net"
+            assert set(self.where[m]) == set(n.state_dict()), "MultiNet layout out of sync with Net"
 
     def _locate(self, net: Net, m: int) -> dict[str, tuple[str, slice | int | None]]:
         where: dict[str, tuple[str, slice | int | None]] = {
@@ -314,21 +315,23 @@ class MultiNet(nn.Module):
         convs = [mod.weight for mod in self.modules() if isinstance(mod, _MultiConvNormAct)]
         return convs + [self.head_weight]
 
-    def member_tensors(self, m: int) -> dict[str, torch.Tensor]:
-        """Member ``m``'s parameters and buffers as views, keyed as in its Net's state_dict."""
-        full = dict(self.named_parameters()) | dict(self.named_buffers())
+    def member_tensors(self, m: int, source: dict[str, torch.Tensor] | None = None
+                       ) -> dict[str, torch.Tensor]:
+        """Member ``m``'s views of the tensors in ``source`` (keyed by MultiNet name; default:
+        the parameters and buffers, e.g. also an optimizer's per-parameter buffers), keyed as in
+        its Net's state_dict. Names missing from ``source`` are left out."""
+        if source is None:
+            source = dict(self.named_parameters()) | dict(self.named_buffers())
         out = {}
-        for key, (multi_key, index) in self._where[m].items():
-            t = full[multi_key]
-            out[key] = t if index is None else t[index]
+        for key, (multi_key, index) in self.where[m].items():
+            if multi_key in source:
+                t = source[multi_key]
+                out[key] = t if index is None else t[index]
         return out
 
     def member_state_dict(self, m: int) -> dict[str, torch.Tensor]:
         """Member ``m`` as a Net state_dict (detached copies on the CPU)."""
         return {k: v.detach().cpu().clone() for k, v in self.member_tensors(m).items()}
-
-    def multi_key(self, m: int, net_key: str) -> tuple[str, slice | int | None]:
-        return self._where[m][net_key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.body(self.trans(self.stem(x)))                  # (B, M*C, h, w)

@@ -10,12 +10,13 @@ from pathlib import Path
 
 from normlab.errors import RunFolderError
 from normlab.layout import METRIC_COLUMNS, PREDICTION_COLUMNS
+from normlab.store import read_json_object
 
 
 def load_summary(run_dir: str | Path) -> dict:
     """summary.json of ``run_dir``, with a clear error when it is missing or damaged."""
     path = Path(run_dir) / "summary.json"
-    summary = _read_json_object(
+    summary = read_json_object(
         path, f"is {run_dir} a finished normlab run folder? If so, re-run the study to rebuild it")
     if not isinstance(summary.get("variants"), dict):
         raise RunFolderError(f"{path} has no 'variants' table; re-run the study to rebuild it")
@@ -119,23 +120,6 @@ class RunData:
             for r in self.rows(variant, seed):
                 out.setdefault(r["epoch"], []).append(r[column])
         return dict(sorted(out.items()))
-
-
-def _read_json_object(path: Path, fix: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except FileNotFoundError:
-        raise RunFolderError(f"{path} is missing; {fix}") from None
-    except (ValueError, RecursionError) as e:
-        # ValueError: JSONDecodeError, UnicodeDecodeError, and integers over Python's digit limit
-        # (int_max_str_digits); RecursionError: arrays/objects nested too deeply.
-        raise RunFolderError(f"{path} is damaged, not valid JSON ({e}); {fix}") from None
-    except OSError as e:
-        raise RunFolderError(f"{path} cannot be read ({e.strerror or e}); {fix}") from None
-    if not isinstance(obj, dict):
-        raise RunFolderError(f"{path} does not hold a JSON object; {fix}")
-    return obj
 
 
 def _is_number(v: object) -> bool:
@@ -305,9 +289,9 @@ def load_run(run_dir: str | Path) -> RunData:
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir} is not a folder; give the run folder a study wrote")
     fix_config = f"restore it from a copy of this run folder, or {_REBUILD}"
-    config = _read_json_object(run_dir / "config.json", fix_config)
+    config = read_json_object(run_dir / "config.json", fix_config)
     _check_config(run_dir / "config.json", config)
-    env = _read_json_object(run_dir / "env.json", fix_config)
+    env = read_json_object(run_dir / "env.json", fix_config)
     if not (run_dir / "summary.json").exists():
         raise RunFolderError(
             f"{run_dir / 'summary.json'} is missing; a study writes it when it finishes, so the "
@@ -318,7 +302,7 @@ def load_run(run_dir: str | Path) -> RunData:
     _check_summary(run_dir / "summary.json", summary)
     metrics = _read_metrics(run_dir / "metrics.csv")
     _check_consistency(run_dir, summary, metrics)
-    timing = (_read_json_object(run_dir / "timing.json", _REBUILD)
+    timing = (read_json_object(run_dir / "timing.json", _REBUILD)
               if (run_dir / "timing.json").exists() else None)
     return RunData(run_dir, config, summary, metrics, env, timing)
 
@@ -779,7 +763,7 @@ def write_sweep_report(out: str | Path, spec, rows: list[dict]) -> Path:
         base = {}
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"# Sweep of {', '.join(params)}", "", "## What ran", ""]
-    lines.append(f"- **Swept:** " + "; ".join(
+    lines.append("- **Swept:** " + "; ".join(
         f"{p.name} = {', '.join(_fmt_value(v) for v in p.values)}" for p in spec.params) +
         (" (every combination)" if len(params) > 1 else "") + ".")
     if spec.scale_lr:

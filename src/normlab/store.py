@@ -16,8 +16,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-import torch
-
 from normlab.errors import ConfigError, RunFolderError
 
 
@@ -78,8 +76,29 @@ def _format_cell(v: Any) -> Any:
     return v
 
 
+def read_json_object(path: str | Path, fix: str) -> dict:
+    """A JSON file that must hold an object; RunFolderError naming the file, what is wrong and
+    ``fix`` when it is missing, unreadable, not JSON, nested too deeply or not an object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        raise RunFolderError(f"{path} is missing; {fix}") from None
+    except (ValueError, RecursionError) as e:
+        # ValueError: JSONDecodeError, UnicodeDecodeError, and integers over Python's digit limit
+        # (int_max_str_digits); RecursionError: arrays/objects nested too deeply.
+        raise RunFolderError(f"{path} is damaged, not valid JSON ({e}); {fix}") from None
+    except OSError as e:
+        raise RunFolderError(f"{path} cannot be read ({e.strerror or e}); {fix}") from None
+    if not isinstance(obj, dict):
+        raise RunFolderError(f"{path} does not hold a JSON object; {fix}")
+    return obj
+
+
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Save tensors and plain data only, so it loads with ``torch.load(..., weights_only=True)``."""
+    import torch  # here, so that reading run folders does not need torch
+
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -92,6 +111,8 @@ def load_checkpoint(path: str | Path) -> Any:
     as is a damaged one; both raise :class:`RunFolderError` naming the file.
     """
     import pickle
+
+    import torch
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

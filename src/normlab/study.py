@@ -43,7 +43,7 @@ from normlab.config import Config, Variant
 from normlab.errors import ConfigError, RunFolderError
 from normlab.layout import METRIC_COLUMNS, PREDICTION_COLUMNS, TIMING_COLUMNS, run_name
 from normlab.report import format_pm
-from normlab.store import (ensure_writable, folder_lock, load_checkpoint,
+from normlab.store import (ensure_writable, folder_lock, load_checkpoint, read_json_object,
                            remove_stale_temporaries, save_checkpoint, write_csv, write_json)
 from normlab.train import GroupTrainer, RunResult, select_device
 
@@ -207,43 +207,40 @@ def plan_workers(cfg: Config, device: torch.device, groups: int) -> tuple[int, i
     return workers, max(1, cores // workers)
 
 
-def _config_diff(saved: dict, wanted: dict) -> list[str]:
-    keys = [k for k in wanted if k != "resolved"]
-    return [f"{k}: saved {saved.get(k)!r}, now {wanted[k]!r}" for k in keys
-            if saved.get(k) != wanted[k]]
+def config_diff(saved: dict, wanted: dict, keys=None) -> list[str]:
+    """``"key: saved X, now Y"`` for each of ``keys`` (default: all of ``wanted``'s but
+    'resolved') whose value differs between two config dicts."""
+    keys = [k for k in wanted if k != "resolved"] if keys is None else keys
+    return [f"{k}: saved {saved.get(k)!r}, now {wanted.get(k)!r}" for k in keys
+            if saved.get(k) != wanted.get(k)]
 
 
-def load_saved_config(run_dir: Path) -> dict:
-    """config.json of an existing run folder (without its 'resolved' part)."""
-    import json
-
+def read_saved_config(run_dir: Path) -> dict:
+    """config.json of an existing run folder, whole ('resolved' included), written by this
+    normlab version."""
     path = run_dir / "config.json"
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists():
         raise ConfigError(f"--resume {str(run_dir)!r}: no config.json there; give the folder a "
-                          "study wrote, or start a new study with --out") from None
-    except (OSError, ValueError) as e:
-        raise RunFolderError(f"{path} cannot be read ({e}); start a new study with --out") from None
-    if not isinstance(saved, dict):
-        raise RunFolderError(f"{path} is not a JSON object; start a new study with --out")
-    version = (saved.get("resolved") or {}).get("normlab_version")
+                          "study wrote, or start a new study with --out")
+    saved = read_json_object(path, "start a new study with --out")
+    resolved = saved.get("resolved") if isinstance(saved.get("resolved"), dict) else {}
+    version = resolved.get("normlab_version")
     if version != __version__:
         raise RunFolderError(f"{run_dir} was written by normlab {version}, this is {__version__}; "
                              "resume it with that version or start a new study with --out")
-    saved.pop("resolved", None)
     return saved
 
 
-def _check_same_machine_kind(out: Path, device: torch.device, group_size: int) -> None:
-    """A training state continues only on the kind of device, and in the groups, it was made in."""
-    import json
+def load_saved_config(run_dir: Path) -> dict:
+    """config.json of an existing run folder without its 'resolved' part: the Config's fields."""
+    return {k: v for k, v in read_saved_config(run_dir).items() if k != "resolved"}
 
-    try:
-        old = json.loads((out / "config.json").read_text(encoding="utf-8")).get("resolved", {})
-    except (OSError, ValueError, AttributeError):
-        return   # load_saved_config has already reported an unreadable config.json
-    saved_device, saved_size = old.get("device"), old.get("group_size")
+
+def _check_same_machine_kind(out: Path, resolved: dict, device: torch.device,
+                             group_size: int) -> None:
+    """A training state continues only on the kind of device, and in the groups, it was made in
+    (``resolved``: the saved config.json's 'resolved' part)."""
+    saved_device, saved_size = resolved.get("device"), resolved.get("group_size")
     if isinstance(saved_device, str) and torch.device(saved_device).type != device.type:
         raise ConfigError(f"{out} was trained on {saved_device}, but here it would continue on "
                           f"{device}; resume it on a machine with {saved_device.split(':')[0]} "
@@ -284,7 +281,8 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
         if out is None:
             raise ConfigError("--resume needs the run folder to continue")
         out = Path(out)
-        diff = _config_diff(load_saved_config(out), cfg.to_dict())
+        saved = read_saved_config(out)
+        diff = config_diff(saved, cfg.to_dict())
         if diff:
             raise ConfigError(f"cannot resume {str(out)!r} with a different config ({'; '.join(diff)}); "
                               "drop the differing flags, or start a new study with --out")
@@ -295,12 +293,14 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
         out = prepare_out(out, cfg)        # fail on a bad folder before loading anything
         lock.enter_context(folder_lock(out))
     with lock:
-        return _run_study_locked(cfg, out, device, t_start, progress, log, report, resume)
+        return _run_study_locked(cfg, out, device, t_start, progress, log, report,
+                                 saved["resolved"] if resume else None)
 
 
 def _run_study_locked(cfg: Config, out: Path, device: torch.device, t_start: float,
                       progress: bool, log: Callable[[str], None], report: bool,
-                      resume: bool) -> Path:
+                      saved_resolved: dict | None) -> Path:
+    resume = saved_resolved is not None
     try:
         data = load_study_data(cfg, device)  # fail on missing or corrupt data before training
     except BaseException:
@@ -310,7 +310,7 @@ def _run_study_locked(cfg: Config, out: Path, device: torch.device, t_start: flo
     groups = plan_groups(cfg, device)
     workers, threads = plan_workers(cfg, device, len(groups))
     if resume:
-        _check_same_machine_kind(out, device, len(groups[0]))
+        _check_same_machine_kind(out, saved_resolved, device, len(groups[0]))
     log(f"normlab {__version__}: device {device}, {len(groups)} group(s) of runs, {workers} "
         f"worker(s) x {threads} thread(s), out {out}")
     resolved = resolved_config(cfg, device, data)
@@ -511,6 +511,21 @@ def write_run_outputs(out: Path, r: RunResult) -> None:
         "seed": r.seed, "normlab_version": __version__, "status": r.status,
         "message": r.message, "params": r.params, "epochs": [dict(e) for e in r.epochs],
     })
+
+
+def read_run_outputs(out: Path, variant: Variant, seed: int) -> RunResult | None:
+    """The RunResult that :func:`write_run_outputs` recorded for a finished run in ``out``
+    (metrics, status, final weights), or None when the run has not finished there.
+    RunFolderError when its final checkpoint is damaged."""
+    path = out / "checkpoints" / f"{run_name(variant.name, seed)}.pt"
+    if not path.exists():
+        return None
+    saved = load_checkpoint(path)
+    if not isinstance(saved, dict) or "epochs" not in saved or "status" not in saved:
+        return None
+    return RunResult(variant=variant, seed=seed, params=saved["params"], status=saved["status"],
+                     epochs=saved["epochs"], message=saved.get("message", ""),
+                     state_dict=saved.get("model"))
 
 
 def write_summary(out: Path, cfg: Config, results: list[RunResult]) -> dict:

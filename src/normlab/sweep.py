@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import traceback
 from dataclasses import dataclass
@@ -33,7 +32,8 @@ from normlab import __version__
 from normlab.config import DATASET_NAMES, PRECISIONS, Config
 from normlab.errors import ConfigError, NormlabError, RunFolderError
 from normlab.layout import run_name
-from normlab.store import ensure_writable, write_csv, write_json
+from normlab.store import ensure_writable, read_json_object, write_csv, write_json
+from normlab.study import config_diff
 
 # Settings that can be swept, with the Config field each one sets.
 ALIASES = {"l1": "l1_default", "l2": "l2_default"}
@@ -176,22 +176,13 @@ def prepare_sweep_out(out: Path, base: Config, spec: SweepSpec) -> bool:
     record = _sweep_record(base, spec)
     saved_path = out / "sweep.json"
     if saved_path.exists():
-        try:
-            saved = json.loads(saved_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise RunFolderError(f"{saved_path} cannot be read ({e}); choose a new --out") from None
-        if not isinstance(saved, dict):
-            raise RunFolderError(f"{saved_path} is not a JSON object; choose a new --out")
+        saved = read_json_object(saved_path, "choose a new --out")
         if saved.get("normlab_version") != __version__:
             raise RunFolderError(f"{out} was written by normlab {saved.get('normlab_version')}, "
                                  f"this is {__version__}; choose a new --out")
-        diff = []
-        for key in ("params", "scale_lr"):
-            if saved.get(key) != record[key]:
-                diff.append(f"{key}: saved {saved.get(key)!r}, now {record[key]!r}")
-        old = saved.get("base_config") or {}
-        diff += [f"{k}: saved {old.get(k)!r}, now {v!r}" for k, v in record["base_config"].items()
-                 if old.get(k) != v]
+        old = saved.get("base_config") if isinstance(saved.get("base_config"), dict) else {}
+        diff = (config_diff(saved, record, ["params", "scale_lr"])
+                + config_diff(old, record["base_config"]))
         if diff:
             raise ConfigError(f"{str(out)!r} holds a different sweep ({'; '.join(diff)}); run the "
                               "same command to continue it, or choose a new --out")
@@ -243,7 +234,7 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, backend: str = "lo
                 run_study(o.cfg, out=o.folder, progress=progress, log=lambda _: None,
                           resume=(o.folder / "config.json").exists())
             except KeyboardInterrupt:
-                log(f"interrupted: finished runs are kept; run the same command to continue")
+                log("interrupted: finished runs are kept; run the same command to continue")
                 raise
             except NormlabError as e:
                 o.error = str(e)
@@ -297,12 +288,12 @@ def sweep_rows(spec: SweepSpec, outcomes: list[PointOutcome]) -> list[dict]:
                     r["best"] = max(r["best"], m["test_acc"])
         else:
             # An unfinished point: runs that finished have their final checkpoint already.
-            from normlab.sweep_ray import _saved_result
+            from normlab.study import read_run_outputs
 
             for v in variants:
                 for seed in o.cfg.seed_list():
                     try:
-                        saved = _saved_result(o.cfg, o.folder, v, seed)
+                        saved = read_run_outputs(o.folder, v, seed)
                     except RunFolderError:
                         saved = None
                     if saved is None:

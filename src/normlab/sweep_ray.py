@@ -12,7 +12,6 @@ goes on with the rest. Ray is optional: ``pip install "normlab[ray]"``.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Callable
 
 from normlab.errors import ConfigError, RunFolderError
@@ -54,23 +53,6 @@ def _result(cfg, data: dict):
     return r
 
 
-def _saved_result(cfg, folder: Path, variant, seed: int):
-    """The RunResult of a run whose final checkpoint is already in ``folder``, else None."""
-    from normlab.layout import run_name
-    from normlab.store import load_checkpoint
-    from normlab.train import RunResult
-
-    path = folder / "checkpoints" / f"{run_name(variant.name, seed)}.pt"
-    if not path.exists():
-        return None
-    saved = load_checkpoint(path)
-    if not isinstance(saved, dict) or "epochs" not in saved or "status" not in saved:
-        return None
-    return RunResult(variant=variant, seed=seed, params=saved["params"], status=saved["status"],
-                     epochs=saved["epochs"], message=saved.get("message", ""),
-                     state_dict=saved.get("model"))
-
-
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail in seconds (Ray itself retries for minutes) when nothing listens at ``address``."""
     import socket
@@ -95,7 +77,7 @@ def run_points_on_ray(outcomes: list, ray_address: str | None, retries: int,
         raise ConfigError("--backend ray needs Ray; install it with pip install 'normlab[ray]', "
                           "or use --backend local") from None
     from normlab.store import write_json
-    from normlab.study import write_run_outputs
+    from normlab.study import read_run_outputs, write_run_outputs
     from normlab.sweep import point_name
 
     started = not ray.is_initialized()
@@ -136,7 +118,7 @@ def run_points_on_ray(outcomes: list, ray_address: str | None, retries: int,
             for v in o.cfg.parsed_variants():
                 for seed in o.cfg.seed_list():
                     try:
-                        saved = _saved_result(o.cfg, o.folder, v, seed)
+                        saved = read_run_outputs(o.folder, v, seed)
                     except RunFolderError:
                         saved = None   # a damaged final checkpoint: train that run again
                     if saved is not None:

@@ -152,6 +152,7 @@ class _Penalties:
 
             self.items.append((p, column(l1), column(l2)))
         self.l1 = torch.tensor(l1, device=device)
+        self.members = multi.members
         self.active = any(a is not None or b is not None for _, a, b in self.items)
 
     @torch.no_grad()
@@ -165,10 +166,9 @@ class _Penalties:
                 p.grad.add_(p * l2)
 
     @torch.no_grad()
-    def l1_values(self, multi: MultiNet) -> torch.Tensor:
+    def l1_values(self) -> torch.Tensor:
         """Per member: l1 * sum(|w|) over its penalized weights, shape (M,)."""
-        sums = sum(p.detach().abs().reshape(multi.members, -1).sum(dim=1)
-                   for p in multi.penalized_parameters())
+        sums = sum(p.detach().abs().reshape(self.members, -1).sum(dim=1) for p, _, _ in self.items)
         return self.l1 * sums
 
 
@@ -198,18 +198,8 @@ def evaluate_group(multi: MultiNet, split: DeviceSplit, mean: float, std: float,
              Predictions(labels, pred[:, i].cpu(), conf[:, i].cpu())) for i in range(m)]
 
 
-@torch.no_grad()
-def evaluate(model: Net, split: DeviceSplit, mean: float, std: float,
-             batch_size: int) -> tuple[float, float, Predictions]:
-    """Mean cross-entropy, accuracy in percent and per-image predictions of one Net."""
-    device = split.images.device
-    multi = MultiNet([model]).to(device, memory_format=torch.channels_last)
-    return evaluate_group(multi, split, mean, std, batch_size)[0]
-
-
 EpochCallback = Callable[[dict], None]
 GroupEpochCallback = Callable[[int, dict], None]
-StateCallback = Callable[[dict], None]
 
 
 def group_label(runs: list[tuple[Variant, int]]) -> str:
@@ -333,7 +323,7 @@ class GroupTrainer:
             if step % 50 == 49 or step == len(self.bounds) - 1:
                 # A sync point every 50 steps: cheap, and stops a diverged run early.
                 running = losses.tolist()
-                totals = (losses.detach() + self.penalties.l1_values(multi)).tolist()
+                totals = (losses.detach() + self.penalties.l1_values()).tolist()
                 for i in range(m):
                     if alive[i] and not (_healthy(running[i]) and _healthy(totals[i])):
                         alive[i] = False
@@ -374,15 +364,13 @@ class GroupTrainer:
 
 def train_group(cfg: Config, runs: list[tuple[Variant, int]], train: DeviceSplit,
                 test: DeviceSplit, mean: float, std: float, progress: bool = True,
-                on_epoch: GroupEpochCallback | None = None,
-                on_state: StateCallback | None = None,
-                resume: dict | None = None) -> list[RunResult]:
+                on_epoch: GroupEpochCallback | None = None) -> list[RunResult]:
     """Train the ``(variant, seed)`` runs concurrently (see :class:`GroupTrainer`) to the end.
 
     ``on_epoch(i, row)`` receives run i's metrics after each epoch (a dict with
-    :data:`METRIC_FIELDS`); ``on_state(state)`` the group's training state after each epoch.
+    :data:`METRIC_FIELDS`). (``normlab study`` drives GroupTrainer itself, an epoch at a time.)
     """
-    trainer = GroupTrainer(cfg, runs, train, test, mean, std, resume=resume)
+    trainer = GroupTrainer(cfg, runs, train, test, mean, std)
     per_epoch = len(trainer.bounds)
 
     from tqdm.auto import tqdm  # imported here: the engine works without a terminal too
@@ -400,8 +388,6 @@ def train_group(cfg: Config, runs: list[tuple[Variant, int]], train: DeviceSplit
             for i, row in trainer.train_epoch(on_step):
                 if on_epoch is not None:
                     on_epoch(i, row)
-            if on_state is not None:
-                on_state(trainer.state())
         return trainer.results
     finally:
         bar.close()
@@ -431,8 +417,6 @@ def augment_members(x: torch.Tensor, gens: list[torch.Generator], rotate: float,
 
 # -- Training state: what a checkpoint holds --------------------------------------------------
 
-STATE_FORMAT = 1
-
 
 def group_state(epoch: int, runs: list[tuple[Variant, int]], multi: MultiNet,
                 opt: torch.optim.Optimizer, gens: list[torch.Generator],
@@ -440,23 +424,17 @@ def group_state(epoch: int, runs: list[tuple[Variant, int]], multi: MultiNet,
     """Everything needed to continue the group after ``epoch``: per member its weights,
     momentum buffers, generator state (data order and augmentation) and metrics so far. Plain
     tensors, numbers and strings only, so ``torch.load(weights_only=True)`` reads it."""
-    params = dict(multi.named_parameters())
+    bufs = {name: opt.state[p]["momentum_buffer"] for name, p in multi.named_parameters()
+            if opt.state.get(p, {}).get("momentum_buffer") is not None}
     members = []
     for i, ((variant, seed), r) in enumerate(zip(runs, results)):
-        momentum = {}
-        for net_key, (multi_key, index) in multi._where[i].items():
-            p = params.get(multi_key)
-            if p is None:
-                continue
-            buf = opt.state.get(p, {}).get("momentum_buffer")
-            if buf is not None:
-                momentum[net_key] = (buf if index is None else buf[index]).detach().cpu().clone()
+        momentum = {k: v.detach().cpu().clone() for k, v in multi.member_tensors(i, bufs).items()}
         members.append({
             "variant": variant.as_dict(), "seed": seed, "status": r.status, "message": r.message,
             "model": multi.member_state_dict(i), "momentum": momentum,
             "generator": gens[i].get_state().clone(), "epochs": [dict(e) for e in r.epochs],
         })
-    return {"format": STATE_FORMAT, "epoch": epoch, "members": members}
+    return {"epoch": epoch, "members": members}
 
 
 def _restore(state: dict, runs: list[tuple[Variant, int]], nets: list[Net],
@@ -478,7 +456,7 @@ def _restore_momentum(state: dict, multi: MultiNet, opt: torch.optim.Optimizer,
     bufs: dict[str, torch.Tensor] = {}
     for i, saved in enumerate(state["members"]):
         for net_key, buf in saved["momentum"].items():
-            multi_key, index = multi._where[i][net_key]
+            multi_key, index = multi.where[i][net_key]
             full = bufs.setdefault(multi_key, torch.zeros_like(params[multi_key]))
             if index is None:
                 full.copy_(buf)
