@@ -32,7 +32,6 @@ import random
 import resource
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -47,8 +46,10 @@ from normlab.batches import DeviceSplit
 from normlab.config import Config
 from normlab.errors import ConfigError, DataError
 from normlab.model import count_params
-from normlab.study import load_study_data, plan_groups, plan_workers
-from normlab.train import GroupTrainer, build_model, select_device, train_run
+from normlab import study as nl_study
+from normlab.device import select_device
+from normlab.store import atomic_write_text
+from normlab.train import build_model, train_run
 
 EPOCH_IMAGES = 60_000
 TEST_IMAGES = 500
@@ -202,39 +203,51 @@ def bench_normlab(norm: str, study, base: Config, seed: int) -> tuple[dict, list
     return info, timed
 
 
+def _timed_study(cfg: Config, device: torch.device, **plan_overrides):
+    """Train every run of ``cfg`` the way ``normlab study`` does (its plan and scheduler, no
+    run folder); returns (plan, results, wall seconds)."""
+    data = nl_study.load_data(cfg, device)
+    plan = nl_study.make_plan(cfg, device, **plan_overrides)
+    t0 = time.perf_counter()
+    results = nl_study.train(plan, data, progress=False, log=lambda _: None)
+    return plan, results, time.perf_counter() - t0, len(data.train), len(data.test)
+
+
 def bench_study(base: Config, device: torch.device, epochs: int) -> tuple[dict, list[float]]:
     """The default study's runs trained by normlab's study scheduler, timed as a whole."""
-    from normlab.study import _train_all
-
     cfg = Config(epochs=epochs, data_dir=base.data_dir)   # default variants, all images
-    study = load_study_data(cfg, device)
-    groups = plan_groups(cfg, device)
-    workers, threads = plan_workers(cfg, device, len(groups))
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        trainers = [GroupTrainer(cfg, g, study.train, study.test, study.mean, study.std)
-                    for g in groups]
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            _train_all(trainers, Path(tmp), workers, progress=False, log=lambda _: None)
-            wall = time.perf_counter() - t0
-    finally:
-        torch.set_num_threads(old)
-    runs = sum(len(g) for g in groups)
-    n = len(study.train)
-    epoch_seconds = [row["seconds"] for t in trainers for r in t.results for row in r.epochs]
+    plan, results, wall, n, n_test = _timed_study(cfg, device)
+    epoch_seconds = [row["seconds"] for r in results for row in r.epochs]
     model = build_model(cfg, cfg.parsed_variants()[0], 0)
     info = {"params": count_params(model), "flops_per_image_fwd": forward_flops(model),
-            "images_per_s": runs * epochs * n / wall, "train_images": n,
-            "test_images": len(study.test), "epochs": epochs, "runs": runs,
-            "variants": list(cfg.variants), "group_size": len(groups[0]), "workers": workers,
-            "threads_per_worker": threads, "wall_seconds": round(wall, 2),
+            "images_per_s": plan.runs * epochs * n / wall, "train_images": n,
+            "test_images": n_test, "epochs": epochs, "runs": plan.runs,
+            "variants": list(cfg.variants), "group_size": len(plan.groups[0]),
+            "workers": plan.workers, "threads_per_worker": plan.threads,
+            "wall_seconds": round(wall, 2),
             "final_test_acc": {r.variant.name: r.epochs[-1]["test_acc"]
-                               for t in trainers for r in t.results if r.epochs},
+                               for r in results if r.epochs},
             "note": ("images/s = runs x epochs x train images / wall time (first epoch included); "
                      "each epoch includes evaluating the full test split")}
     return info, [round(s, 3) for s in epoch_seconds]
+
+
+def bench_grouping(base: Config, device: torch.device, batch: int, group_size: int,
+                   images: int) -> tuple[dict, list[float]]:
+    """3 variants x 2 seeds, 1 epoch of ``images`` images at ``batch``, trained by the study
+    scheduler with ``group_size`` runs per network (1: each run alone): what --group-size auto
+    rests on."""
+    cfg = Config(variants=("bn", "gn", "ln"), seeds=2, epochs=1, batch_size=batch,
+                 train_subset=images, data_dir=base.data_dir)
+    plan, results, wall, n, _ = _timed_study(cfg, device, group_size=group_size)
+    model = build_model(cfg, cfg.parsed_variants()[0], 0)
+    info = {"params": count_params(model), "flops_per_image_fwd": forward_flops(model),
+            "images_per_s": plan.runs * n / wall, "train_images": n, "epochs": 1,
+            "runs": plan.runs, "batch_size": batch, "group_size": len(plan.groups[0]),
+            "workers": plan.workers, "threads_per_worker": plan.threads,
+            "wall_seconds": round(wall, 2),
+            "note": "images/s = runs x train images / wall time; test split evaluated once"}
+    return info, [round(wall, 3)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,18 +290,6 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -310,6 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--study-epochs", type=int, default=None,
                    help="epochs of the default-study measurement on all 60,000 images "
                         "(default: 2, --quick: 1; 0 skips it)")
+    p.add_argument("--grouping-batches", default="4,16",
+                   help="batch sizes at which grouped and separate runs are compared "
+                        "(3 variants x 2 seeds, 1 epoch of --grouping-images; '' skips it)")
+    p.add_argument("--grouping-images", type=int, default=3000,
+                   help="training images of the grouping rows")
     args = p.parse_args(argv)
 
     # --quick: reference 3 windows x 10 batches after 5; normlab 3 epochs on 3,000 images.
@@ -354,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rec), flush=True)
             del images, labels
         if norms:
-            study = load_study_data(base, device)
+            study = nl_study.load_data(base, device)
             study.test = DeviceSplit(study.test.images[:TEST_IMAGES],
                                      study.test.labels[:TEST_IMAGES])
             for norm in norms:
@@ -374,12 +380,20 @@ def main(argv: list[str] | None = None) -> int:
             rec = record("normlab-study", info, times, ref_epoch_s)
             records.append(rec)
             print(json.dumps(rec), flush=True)
+        for batch in [int(b) for b in args.grouping_batches.split(",") if b.strip()]:
+            for size in (1, 3):
+                print(f"# grouping: batch {batch}, {size} run(s) per group", file=sys.stderr)
+                info, times = bench_grouping(base, device, batch, size, args.grouping_images)
+                info["device"] = str(device)
+                rec = record(f"group-b{batch}-g{size}", info, times, ref_epoch_s)
+                records.append(rec)
+                print(json.dumps(rec), flush=True)
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
     if args.out:
-        write_atomic(Path(args.out), "".join(json.dumps(r) + "\n" for r in records))
+        atomic_write_text(Path(args.out), "".join(json.dumps(r) + "\n" for r in records))
     print()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"device {device}; medians over timed windows; s/epoch = 60,000 / images/s")

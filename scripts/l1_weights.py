@@ -13,10 +13,9 @@ from pathlib import Path
 
 import torch
 
-from normlab.layout import run_name
 from normlab.model import ModelConfig, Net, penalized_weights
-from normlab.report import load_run
-from normlab.store import write_csv
+from normlab.runfolder import RunFolder, SweepFolder, load_run
+from normlab.store import load_checkpoint, write_csv
 
 THRESHOLDS = (1e-3, 1e-2)
 
@@ -29,8 +28,7 @@ def weight_stats(run_dir: Path) -> list[tuple]:
         for seed in s["seeds"]:
             if seed in s["diverged_seeds"]:  # a diverged run leaves no checkpoint
                 continue
-            state = torch.load(run_dir / "checkpoints" / f"{run_name(name, seed)}.pt",
-                               weights_only=True)
+            state = load_checkpoint(run.folder.checkpoint(name, seed))
             model = Net(ModelConfig(norm=s["norm"], groups=groups))
             model.load_state_dict(state["model"])
             w = torch.cat([p.detach().flatten() for p in penalized_weights(model)]).abs()
@@ -42,12 +40,13 @@ def weight_stats(run_dir: Path) -> list[tuple]:
 def main(run_dir: str) -> None:
     header = ("variant", "l1", "seed", "weights", "sum_abs_w",
               *(f"pct_below_{t:g}" for t in THRESHOLDS))
-    folder = Path(run_dir)
-    if (folder / "sweep.json").exists():
-        rows = [r for point in sorted((folder / "points").iterdir()) for r in weight_stats(point)]
+    if SweepFolder.holds_sweep(run_dir):
+        folder = SweepFolder(run_dir)
+        rows = [r for point in folder.points() for r in weight_stats(point.path)]
     else:
-        rows = weight_stats(folder)
-    write_csv(folder / "weights.csv", header, rows)
+        folder = RunFolder(run_dir)
+        rows = weight_stats(folder.path)
+    write_csv(folder.weights, header, rows)
     for row in [header, *rows]:
         print(",".join(str(c) for c in row))
 

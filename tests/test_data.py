@@ -1,4 +1,5 @@
-"""Tests of normlab.data: IDX reading, validation, lookup, verification and download.
+"""Tests of normlab.data (lookup, verification, download, load_split), normlab.idx (IDX reading
+and validation) and normlab.datasets (the specs), mostly through the names normlab.data exports.
 
 Everything except the real-MNIST test runs on tiny made-up files in tmp_path; the network is
 never touched (an autouse fixture makes ``data._urlopen`` fail unless a test installs a fake).
@@ -7,10 +8,11 @@ never touched (an autouse fixture makes ``data._urlopen`` fail unless a test ins
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import os
 import struct
+import subprocess
+import sys
 import tracemalloc
 import urllib.error
 import warnings
@@ -19,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import MIRRORS, idx_bytes, install, md5
 
-from normlab import data
+from normlab import data, datasets, idx
 from normlab.data import DatasetSpec, FileSpec
 from normlab.errors import ConfigError, DataError
 
@@ -28,30 +31,15 @@ from normlab.errors import ConfigError, DataError
 _REAL_ENV = os.environ.get(data.CACHE_ENV)
 _REPO = Path(__file__).resolve().parents[1]
 
-MIRRORS = ("https://mirror-one.invalid/data/", "https://mirror-two.invalid/data/")
-
 
 # ----------------------------------------------------------------------------------------------
-# Helpers
-
-
-def idx_bytes(
-    array: np.ndarray, dtype_code: int = 0x08, dims: tuple[int, ...] | None = None
-) -> bytes:
-    """IDX bytes of ``array`` (as uint8); ``dims`` overrides the sizes written in the header."""
-    dims = array.shape if dims is None else dims
-    header = bytes([0, 0, dtype_code, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
-    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+# Helpers (idx_bytes, md5, install and MIRRORS come from helpers.py)
 
 
 def write(path: Path, payload: bytes, gz: bool = False) -> Path:
     """Write ``payload`` to ``path``, gzip-compressed (deterministically) if ``gz``."""
     path.write_bytes(gzip.compress(payload, mtime=0) if gz else payload)
     return path
-
-
-def md5(b: bytes) -> str:
-    return hashlib.md5(b).hexdigest()
 
 
 def make_dataset(
@@ -71,14 +59,6 @@ def make_dataset(
     ]
     spec = DatasetSpec(name, MIRRORS, *specs, classes=tuple(str(d) for d in range(10)))
     return spec, raw
-
-
-def install(folder: Path, raw: dict[str, bytes], gz: bool = True) -> Path:
-    """Write a dataset's files into ``folder`` as official .gz files or uncompressed ones."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for filename, payload in raw.items():
-        write(folder / (filename if gz else filename.removesuffix(".gz")), payload, gz)
-    return folder
 
 
 class FakeWeb:
@@ -633,3 +613,35 @@ def test_unreadable_file_is_a_data_error(tmp_path: Path, fake_mnist, isolated: P
     with pytest.raises(DataError) as e:
         data.locate("mnist", folder, download=False)
     assert victim.name in str(e.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Module layout
+
+
+def test_data_reexports_the_specs_and_the_reader() -> None:
+    """normlab.data's spec and reader names are the very objects of normlab.datasets and
+    normlab.idx, so patching ``data.DATASETS`` (as tests and sitecustomize do) reaches get_spec."""
+    assert data.DATASETS is datasets.DATASETS
+    assert (data.DatasetSpec, data.FileSpec) == (datasets.DatasetSpec, datasets.FileSpec)
+    assert data.get_spec is datasets.get_spec and data.read_idx is idx.read_idx
+    for name in data.__all__:
+        assert hasattr(data, name), name
+
+
+def test_replacing_a_spec_through_data_reaches_get_spec(fake_mnist) -> None:
+    """The fake_mnist fixture patches ``data.DATASETS``; ``datasets.get_spec`` sees it."""
+    spec, _ = fake_mnist
+    assert datasets.get_spec("mnist") is spec
+
+
+def test_specs_and_reader_import_without_the_loader() -> None:
+    """normlab.datasets needs neither torch nor normlab.data; normlab.idx does not need normlab.data
+    (so neither can take part in an import cycle with it)."""
+    code = (
+        "import sys, normlab.datasets\n"
+        "assert 'torch' not in sys.modules and 'normlab.data' not in sys.modules, sys.modules\n"
+        "import normlab.idx\n"
+        "assert 'normlab.data' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=_REPO)

@@ -1,14 +1,15 @@
 """stats.py against published t quantiles, closed forms, numerical integration and hand-worked
-Welch examples."""
+Welch examples, and describe() against the summary.json rules."""
 
 from __future__ import annotations
 
 import math
 import random
+import statistics
 
 import pytest
 
-from normlab.stats import betainc, mean_ci, t_cdf, t_ppf, t_sf, t_sf2, welch
+from normlab.stats import describe, mean_ci, t_cdf, t_ppf, t_sf, t_sf2, welch
 
 # Two-sided 95% critical values t_{0.975, df} from standard tables.
 T975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445, 5: 2.570582, 10: 2.228139,
@@ -71,17 +72,6 @@ def test_tiny_p_values_keep_their_precision() -> None:
     x = t / math.sqrt(df)
     closed = 1 - 2 * (math.atan(x) + x / (1 + x * x)) / math.pi
     assert t_sf2(t, df) == pytest.approx(closed, rel=1e-6)
-
-
-def test_betainc_closed_forms() -> None:
-    for x in (0.0, 0.1, 0.5, 0.93, 1.0):
-        assert betainc(1, 1, x) == pytest.approx(x, abs=1e-14)
-        assert betainc(2.5, 1, x) == pytest.approx(x ** 2.5, abs=1e-14)
-        assert betainc(1, 3.5, x) == pytest.approx(1 - (1 - x) ** 3.5, abs=1e-14)
-    with pytest.raises(ValueError):
-        betainc(0, 1, 0.5)
-    with pytest.raises(ValueError):
-        betainc(1, 1, 1.5)
 
 
 def test_mean_ci() -> None:
@@ -158,3 +148,27 @@ def test_welch_ci_excludes_zero_exactly_when_p_below_005() -> None:
         if abs(w["p"] - 0.05) < 1e-9:
             continue
         assert (w["ci_lo"] > 0 or w["ci_hi"] < 0) == (w["p"] < 0.05)
+
+
+def test_describe_empty() -> None:
+    """No values: mean and std are None, n is 0, and the (empty) list is kept."""
+    assert describe([]) == {"mean": None, "std": None, "n": 0, "values": []}
+
+
+def test_describe_one_value() -> None:
+    """One value: mean is the value, std is 0.0 (not None, not nan), n is 1."""
+    d = describe([98.25])
+    assert d == {"mean": 98.25, "std": 0.0, "n": 1, "values": [98.25]}
+    assert isinstance(d["std"], float)
+
+
+def test_describe_several_values() -> None:
+    """Several values: mean is statistics.fmean and std the sample (n - 1) statistics.stdev,
+    bit for bit, so summary.json does not change; ``values`` is the very list passed in."""
+    values = [98.91, 99.02, 98.87, 99.1, 98.95]
+    d = describe(values)
+    assert list(d) == ["mean", "std", "n", "values"]
+    assert d["mean"] == statistics.fmean(values) and d["std"] == statistics.stdev(values)
+    assert d["n"] == 5 and d["values"] is values
+    assert describe([1.0, 2.0, 3.0, 4.0]) == {"mean": 2.5, "std": math.sqrt(5 / 3), "n": 4,
+                                              "values": [1.0, 2.0, 3.0, 4.0]}

@@ -13,7 +13,7 @@ from typing import Sequence
 from normlab import __version__
 from normlab.config import DATASET_NAMES, DEFAULT_L1, DEFAULT_L2, Config
 from normlab.errors import NormlabError
-from normlab.model import NORMS
+from normlab import norms
 
 _D = Config()  # the defaults shown in --help come from the config itself
 
@@ -63,60 +63,66 @@ _positive_float = _number(float, 0, inclusive=False)
 _nonneg_float = _number(float, 0, inclusive=True)
 
 
-def _add_training_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=_positive_int, default=_D.epochs, help="epochs per run")
-    p.add_argument("--batch-size", type=_positive_int, default=_D.batch_size,
+def _add_training_flags(p: argparse.ArgumentParser, D) -> None:
+    p.add_argument("--epochs", type=_positive_int, default=D(_D.epochs), help="epochs per run")
+    p.add_argument("--batch-size", type=_positive_int, default=D(_D.batch_size),
                    help="training batch size (>= 2 for BatchNorm)")
-    p.add_argument("--lr", type=_positive_float, default=_D.lr,
+    p.add_argument("--lr", type=_positive_float, default=D(_D.lr),
                    help="peak learning rate of the one-cycle schedule (SGD, Nesterov momentum)")
-    p.add_argument("--momentum", type=_nonneg_float, default=_D.momentum, help="peak SGD momentum")
-    p.add_argument("--warmup", type=float, default=_D.warmup,
+    p.add_argument("--momentum", type=_nonneg_float, default=D(_D.momentum), help="peak SGD momentum")
+    p.add_argument("--warmup", type=float, default=D(_D.warmup),
                    help="fraction of the steps spent raising the learning rate to its peak")
-    p.add_argument("--l1", type=_nonneg_float, default=DEFAULT_L1, dest="l1_default", metavar="LAMBDA",
+    p.add_argument("--l1", type=_nonneg_float, default=D(DEFAULT_L1), dest="l1_default", metavar="LAMBDA",
                    help="L1 lambda used by a variant written '+l1' without a value")
-    p.add_argument("--l2", type=_nonneg_float, default=DEFAULT_L2, dest="l2_default", metavar="DECAY",
+    p.add_argument("--l2", type=_nonneg_float, default=D(DEFAULT_L2), dest="l2_default", metavar="DECAY",
                    help="weight decay used by a variant written '+l2' without a value")
-    p.add_argument("--groups", type=_positive_int, default=_D.groups,
+    p.add_argument("--groups", type=_positive_int, default=D(_D.groups),
                    help="GroupNorm groups for 'gn' (must divide every layer's channels: 8 and 16)")
-    p.add_argument("--no-augment", dest="augment", action="store_false",
+    p.add_argument("--no-augment", dest="augment", action="store_false", default=D(True),
                    help="turn off the random rotation and shift of training batches; "
                         "augmentation is on unless this flag is given")
-    p.add_argument("--rotate", type=_nonneg_float, default=_D.rotate,
+    p.add_argument("--rotate", type=_nonneg_float, default=D(_D.rotate),
                    help="max random rotation of training images, degrees")
-    p.add_argument("--translate", type=_nonneg_float, default=_D.translate,
+    p.add_argument("--translate", type=_nonneg_float, default=D(_D.translate),
                    help="max random shift of training images, pixels")
-    p.add_argument("--dataset", default=_D.dataset, choices=DATASET_NAMES, metavar="NAME",
+    p.add_argument("--dataset", default=D(_D.dataset), choices=DATASET_NAMES, metavar="NAME",
                    help=f"dataset: {', '.join(DATASET_NAMES)}")
-    p.add_argument("--data-dir", default=None,
+    p.add_argument("--data-dir", default=D(None),
                    help="folder holding the dataset's four IDX files (.gz or not); "
                         "default: $NORMLAB_DATA, then ~/.cache/normlab/<dataset>, then download")
-    p.add_argument("--train-subset", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--train-subset", type=_positive_int, default=D(None), metavar="N",
                    help="train on the first N training images only (quick runs); default: all")
-    p.add_argument("--eval-batch-size", type=_positive_int, default=_D.eval_batch_size,
+    p.add_argument("--eval-batch-size", type=_positive_int, default=D(_D.eval_batch_size),
                    help="batch size for test evaluation")
-    p.add_argument("--device", default=_D.device,
+    p.add_argument("--device", default=D(_D.device),
                    help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    p.add_argument("--group-size", type=_nonneg_int, default=_D.group_size, metavar="N",
+    p.add_argument("--group-size", type=_nonneg_int, default=D(_D.group_size), metavar="N",
                    help="train up to N runs at once as one network; 0: auto (all runs on a GPU, "
                         "1 on a CPU)")
-    p.add_argument("--workers", type=_nonneg_int, default=_D.workers, metavar="N",
+    p.add_argument("--workers", type=_nonneg_int, default=D(_D.workers), metavar="N",
                    help="threads that train groups of runs side by side, one epoch at a time; "
                         "0: auto (CPU: one per core, GPU: 1)")
-    p.add_argument("--precision", default=_D.precision, choices=("auto", "fp32", "bf16"),
+    p.add_argument("--precision", default=D(_D.precision), choices=("auto", "fp32", "bf16"),
                    help="arithmetic of the forward pass: fp32, or bf16 autocast (float32 weights "
                         "and optimizer); auto: bf16 on CUDA, fp32 on CPU")
-    p.add_argument("--compile", action="store_true",
+    p.add_argument("--compile", action="store_true", default=D(False),
                    help="torch.compile the training network (slower start, faster steps on a GPU)")
-    p.add_argument("--out", default=None,
+    p.add_argument("--out", default=D(None),
                    help="run folder to create; default: runs/<dataset>-<timestamp>")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+    p.add_argument("--resume", default=D(None), metavar="RUN_DIR",
                    help="continue the interrupted study in RUN_DIR with its saved config: finished "
                         "runs are kept, unfinished ones go on from their last finished epoch; "
                         "default: start a new study")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", default=D(False), help="no progress bars")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    """The parser of every command. With ``suppress_defaults``, a flag not given is absent from
+    the parsed namespace (argparse.SUPPRESS): what --resume compares with the saved config."""
+
+    def D(value):   # noqa: N802 - reads as the flag's default
+        return argparse.SUPPRESS if suppress_defaults else value
+
     parser = _Parser(
         prog="normlab", allow_abbrev=False,
         description="Compare BatchNorm, GroupNorm and LayerNorm (and L1/L2 penalties) in a small CNN.",
@@ -132,25 +138,25 @@ def build_parser() -> argparse.ArgumentParser:
     variant_help = (
         "comma-separated variants: a norm ({norms}) with optional '+l1', '+l1=LAMBDA', '+l2', "
         "'+l2=DECAY', e.g. 'gn,ln,bn+l1' or 'bn+l1=5e-5'"
-    ).format(norms=", ".join(NORMS))
+    ).format(norms=", ".join(norms.NORMS))
 
     p = sub.add_parser("study", help="train several variants x seeds and save a run folder",
                        formatter_class=_Formatter,
                        description="Train every variant for every seed, evaluating on the test set "
                                    "after each epoch, and save config, metrics, summary, "
                                    "predictions and checkpoints in a run folder.")
-    p.add_argument("--variants", default=",".join(_D.variants), help=variant_help)
-    p.add_argument("--seeds", type=_positive_int, default=_D.seeds,
+    p.add_argument("--variants", default=D(",".join(_D.variants)), help=variant_help)
+    p.add_argument("--seeds", type=_positive_int, default=D(_D.seeds),
                    help="number of seeds per variant: N runs seeds 0..N-1")
-    _add_training_flags(p)
+    _add_training_flags(p, D)
 
     p = sub.add_parser("train", help="train one variant and save a run folder",
                        formatter_class=_Formatter,
                        description="Train a single variant (one seed) and save a run folder.")
-    p.add_argument("--variant", default="bn", help=variant_help.replace("comma-separated variants",
+    p.add_argument("--variant", default=D("bn"), help=variant_help.replace("comma-separated variants",
                                                                         "one variant"))
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed")
-    _add_training_flags(p)
+    p.add_argument("--seed", type=_nonneg_int, default=D(0), help="random seed")
+    _add_training_flags(p, D)
 
     p = sub.add_parser("sweep", help="train variants x seeds for every value of one or two settings",
                        formatter_class=_Formatter,
@@ -158,40 +164,40 @@ def build_parser() -> argparse.ArgumentParser:
                                    "second --param) x seed, each point a study folder under "
                                    "OUT/points/, with sweep.csv, figures/sweep_<param>.png and "
                                    "report.md. Running the same command again continues the sweep.")
-    p.add_argument("--param", action="append", required=False, default=None, metavar="NAME=V1,V2",
+    p.add_argument("--param", action="append", required=False, default=D(None), metavar="NAME=V1,V2",
                    help="a setting and its values, e.g. batch_size=2,8,32,128 or l1=0,1e-5,1e-4; "
                         "give it twice for a grid. Sweepable: batch_size, lr, momentum, warmup, l1, "
                         "l2, groups, augment, rotate, translate, dataset, train_subset, epochs, "
                         "precision (required, except with --resume)")
-    p.add_argument("--variants", default=",".join(_D.variants), help=variant_help)
-    p.add_argument("--seeds", type=_positive_int, default=_D.seeds,
+    p.add_argument("--variants", default=D(",".join(_D.variants)), help=variant_help)
+    p.add_argument("--seeds", type=_positive_int, default=D(_D.seeds),
                    help="number of seeds per variant and point")
-    p.add_argument("--scale-lr", action="store_true",
+    p.add_argument("--scale-lr", action="store_true", default=D(False),
                    help="with a swept batch_size: lr = --lr x batch_size / --batch-size "
                         "(linear scaling rule), recorded in each point's config")
-    p.add_argument("--backend", choices=("local", "ray"), default="local",
+    p.add_argument("--backend", choices=("local", "ray"), default=D("local"),
                    help="local: points one after another on this machine; ray: every run a Ray "
                         "task (pip install 'normlab[ray]')")
-    p.add_argument("--ray-address", default=None, metavar="ADDR",
+    p.add_argument("--ray-address", default=D(None), metavar="ADDR",
                    help="Ray cluster to connect to (e.g. 127.0.0.1:6379); default: start a local "
                         "one for the sweep")
-    p.add_argument("--ray-cpus", type=_number(float, 0, inclusive=False), default=1.0,
+    p.add_argument("--ray-cpus", type=_number(float, 0, inclusive=False), default=D(1.0),
                    metavar="N", help="CPUs each Ray task declares")
-    p.add_argument("--ray-gpus", type=_nonneg_float, default=0.0, metavar="N",
+    p.add_argument("--ray-gpus", type=_nonneg_float, default=D(0.0), metavar="N",
                    help="GPUs (a fraction is fine, e.g. 0.25) each Ray task declares")
-    p.add_argument("--retries", type=_nonneg_int, default=2,
+    p.add_argument("--retries", type=_nonneg_int, default=D(2),
                    help="times a failed Ray task is retried before its run is recorded as failed")
-    _add_training_flags(p)
+    _add_training_flags(p, D)
 
     p = sub.add_parser("report", help="redraw the figures and report.md of a run folder",
                        formatter_class=_Formatter,
                        description="Regenerate every figure and report.md of a run folder from its "
                                    "saved files, without training.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder written by 'normlab study'")
-    p.add_argument("--mistakes", choices=("confident", "first"), default="confident",
+    p.add_argument("--mistakes", choices=("confident", "first"), default=D("confident"),
                    help="which 10 misclassified test images to show: the most confident mistakes "
                         "or the first ones by test index")
-    p.add_argument("--data-dir", default=None,
+    p.add_argument("--data-dir", default=D(None),
                    help="folder with the dataset's IDX files, for the test images of the grids; "
                         "default: the run's own data_dir, then $NORMLAB_DATA, then the cache")
 
@@ -201,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "example tensor, print the statistics and the largest difference "
                                    "from PyTorch's layers (exit code 1 if any exceeds 1e-5), and the "
                                    "parameters each norm adds to normlab's model.")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the example tensor")
-    p.add_argument("--figure", default=None, metavar="PATH",
+    p.add_argument("--seed", type=_nonneg_int, default=D(0), help="seed of the example tensor")
+    p.add_argument("--figure", default=D(None), metavar="PATH",
                    help="also draw which elements share one mean and variance, as a PNG; "
                         "default: no figure")
     return parser
@@ -228,39 +234,26 @@ def _explain(args: argparse.Namespace) -> int:
     return 1 if diff > explain.TOLERANCE else 0
 
 
-def _given(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
-    """The config keys whose flags appear in ``argv``."""
-    command = parser._subparsers._group_actions[0].choices[argv[0]]  # type: ignore[union-attr]
-    flags = {}
-    for action in command._actions:
-        for opt in action.option_strings:
-            flags[opt] = action.dest
-    given = set()
-    for token in argv[1:]:
-        name = token.split("=", 1)[0]
-        if name in flags:
-            given.add(flags[name])
-    given.discard("resume")
-    given.discard("quiet")
-    given.discard("out")
+def _given(argv: Sequence[str]) -> set[str]:
+    """The config keys whose flags appear in ``argv`` (parsed with the defaults suppressed)."""
+    given = set(vars(build_parser(suppress_defaults=True).parse_args(argv)))
+    given -= {"command", "resume", "quiet", "out"}
     rename = {"variant": "variants", "seed": "first_seed"}
     return {rename.get(g, g) for g in given}
 
 
-def _resume_config(parser: argparse.ArgumentParser, argv: Sequence[str],
-                   args: argparse.Namespace) -> Config:
+def _resume_config(argv: Sequence[str], args: argparse.Namespace) -> Config:
     """The saved config of ``--resume RUN_DIR``; flags given on the command line must agree."""
-    from pathlib import Path
+    from normlab.runfolder import RunFolder
 
-    from normlab.study import config_diff, load_saved_config
-
-    saved = load_saved_config(Path(args.resume))
+    saved = {k: v for k, v in RunFolder(args.resume).read_saved_config().items()
+             if k != "resolved"}
     try:
         cfg = Config.from_dict(saved)
     except (TypeError, ValueError) as e:
         raise NormlabError(f"{args.resume}/config.json is not a valid config ({e}); start a new "
                            "study with --out") from None
-    given = _given(parser, argv)
+    given = _given(argv)
     wanted = config_from_args(args).to_dict()
     diff = config_diff(saved, wanted, [k for k in sorted(given) if k in wanted])
     if diff:
@@ -278,28 +271,17 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(variants=(args.variant,), seeds=1, first_seed=args.seed, **kw)
 
 
-def _sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
+def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
+    import functools
+    import time
 
-    from normlab.sweep import Param, SweepSpec, parse_param, run_sweep
+    from normlab.sweep import SweepSpec, parse_param, read_sweep_spec, run_sweep
 
     if args.resume is not None:
         if args.out is not None and args.out != args.resume:
             raise NormlabError("give either --resume SWEEP_DIR or --out, not both")
-        path = Path(args.resume) / "sweep.json"
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            base = Config.from_dict(saved["base_config"])
-            spec = SweepSpec(tuple(Param(p["name"], tuple(p["values"])) for p in saved["params"]),
-                             scale_lr=bool(saved.get("scale_lr")))
-        except FileNotFoundError:
-            raise NormlabError(f"--resume {args.resume!r}: no sweep.json there; give the folder a "
-                               "sweep wrote") from None
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise NormlabError(f"{path} cannot be read ({e}); start a new sweep with --out") from None
-        given = _given(parser, argv) - {"backend", "ray_address", "ray_cpus", "ray_gpus",
-                                         "retries"}
+        base, spec = read_sweep_spec(args.resume)
+        given = _given(argv) - {"backend", "ray_address", "ray_cpus", "ray_gpus", "retries"}
         if given:
             raise NormlabError(f"--resume uses the saved sweep; drop {', '.join(sorted(given))}, "
                                "or start a new sweep with --out")
@@ -311,12 +293,16 @@ def _sweep(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.
         spec = SweepSpec(tuple(parse_param(t) for t in args.param), scale_lr=args.scale_lr)
         kw = {k: getattr(args, k) for k in _TRAINING_KEYS}
         base = Config(variants=tuple(args.variants.split(",")), seeds=args.seeds, **kw)
-        import time
-
         out = args.out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_sweep(base, spec, out, backend=args.backend, ray_address=args.ray_address,
-              retries=args.retries, progress=not args.quiet,
-              ray_resources={"num_cpus": args.ray_cpus, "num_gpus": args.ray_gpus})
+    runner = None
+    if args.backend == "ray":
+        from normlab import sweep_ray
+
+        runner = functools.partial(sweep_ray.run_points, ray_address=args.ray_address,
+                                   retries=args.retries,
+                                   resources={"num_cpus": args.ray_cpus,
+                                              "num_gpus": args.ray_gpus})
+    run_sweep(base, spec, out, runner=runner, backend=args.backend, progress=not args.quiet)
     return 0
 
 
@@ -339,13 +325,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"report: {write_report(args.run_dir, mode=args.mistakes, data_dir=args.data_dir)}")
             return 0
         if args.command == "sweep":
-            return _sweep(parser, argv, args)
+            return _sweep(argv, args)
         from normlab.study import run_study
 
         if args.resume is not None:
             if args.out is not None and args.out != args.resume:
                 raise NormlabError("give either --resume RUN_DIR or --out, not both")
-            cfg = _resume_config(parser, argv, args)
+            cfg = _resume_config(argv, args)
             run_study(cfg, out=args.resume, progress=not args.quiet, resume=True)
         else:
             run_study(config_from_args(args), out=args.out, progress=not args.quiet)

@@ -1,4 +1,6 @@
-"""The one config dataclass saved with every result, and the variant-spec parser.
+"""The config dataclasses (the study's Config, saved with every result, and the network's
+ModelConfig) and the variant-spec parser. No torch here: validation checks the group count against
+the model's widths by arithmetic, so configs can be built and checked without loading PyTorch.
 
 A *variant* is a norm plus optional penalties, written as a spec string::
 
@@ -16,13 +18,40 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from normlab import norms
 from normlab.errors import ConfigError
-from normlab.model import NORMS
+from normlab.norms import NORMS
 
 DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_L1 = 2e-5
 DEFAULT_L2 = 5e-4
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network's shape and norm (normlab.model.Net builds it)."""
+
+    norm: str = "bn"
+    groups: int = 4  # GroupNorm groups; must divide every width below
+    # Output channels of the 3x3 convolutions.
+    widths: tuple[int, ...] = (8, 16, 16, 16, 16)
+    full_res: int = 1     # how many of the convs run at full resolution, before the max pool
+    transition: int = 0   # >0: a 1x1 conv after the pool narrows the features to this many channels
+    # conv -> ReLU -> norm. With the norm before the ReLU, LayerNorm (one mean for all channels)
+    # can push a whole channel below zero, and the ReLU then kills it for every image.
+    act_first: bool = True
+    num_classes: int = 10
+    in_channels: int = 1
+
+    def norm_layers(self) -> list[tuple[str, int]]:
+        """(layer name, channels) of each conv + norm layer, in the order Net builds them:
+        the full-resolution convs, the optional 1x1 transition, the convs after the pool."""
+        w, f = self.widths, self.full_res
+        layers = [(f"conv{i}", c) for i, c in enumerate(w[:f], start=1)]
+        if self.transition:
+            layers.append(("trans", self.transition))
+        return layers + [(f"conv{i}", c) for i, c in enumerate(w[f:], start=f + 1)]
 
 
 @dataclass(frozen=True)
@@ -185,18 +214,22 @@ class Config:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"{flag} must be a whole number >= 0 (0: auto), got {v!r}")
         variants = self.parsed_variants()
-        if any(v.norm == "bn" for v in variants):
+        used = list(dict.fromkeys(v.norm for v in variants))   # in variant order, once each
+        batch = [norms.get(n).title for n in used if norms.get(n).batch_stats]
+        if batch:
+            free = " or ".join(
+                [n for n, spec in NORMS.items() if spec.has_stats and not spec.batch_stats][:2])
             if self.batch_size < 2:
                 raise ConfigError(
-                    "--batch-size 1 cannot train BatchNorm (a batch of one has no variance); "
-                    "use --batch-size 2 or more, or a batch-independent norm such as gn or ln"
+                    f"--batch-size 1 cannot train {batch[0]} (a batch of one has no variance); "
+                    f"use --batch-size 2 or more, or a batch-independent norm such as {free}"
                 )
             if self.train_subset is not None and self.train_subset < 2:
-                raise ConfigError("--train-subset must be >= 2 to train BatchNorm")
-        # Building one model per norm checks the group count against every layer's width.
-        from normlab.model import ModelConfig, Net
-        for norm in {v.norm for v in variants}:
-            Net(ModelConfig(norm=norm, groups=self.groups))
+                raise ConfigError(f"--train-subset must be >= 2 to train {batch[0]}")
+        # The group count against every layer's width of the model train.py builds.
+        for norm in used:
+            norms.check_groups(norm, self.groups,
+                               ModelConfig(norm=norm, groups=self.groups).norm_layers())
 
     def parsed_variants(self) -> tuple[Variant, ...]:
         return parse_variants(list(self.variants), self.l1_default, self.l2_default)
@@ -225,4 +258,12 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
-__all__ = ["Config", "Variant", "parse_variant", "parse_variants", "DATASET_NAMES"]
+def config_diff(saved: dict, wanted: dict, keys=None) -> list[str]:
+    """``"key: saved X, now Y"`` for each of ``keys`` (default: all of ``wanted``'s but
+    'resolved') whose value differs between two config dicts (config.json, sweep.json)."""
+    keys = [k for k in wanted if k != "resolved"] if keys is None else keys
+    return [f"{k}: saved {saved.get(k)!r}, now {wanted.get(k)!r}" for k in keys
+            if saved.get(k) != wanted.get(k)]
+
+
+__all__ = ["Config", "config_diff", "ModelConfig", "Variant", "parse_variant", "parse_variants", "DATASET_NAMES"]

@@ -1,26 +1,32 @@
-"""``normlab explain``: BatchNorm, GroupNorm and LayerNorm worked out by hand on a tiny tensor.
+"""``normlab explain``: the normalizations worked out by hand on a tiny tensor.
 
-Three normalizations differ only in *which elements share one mean and one variance*:
+The norms differ only in *which elements share one mean and one variance*. Each entry of the
+registry (:data:`normlab.norms.NORMS`) says so as axes: view x (N, C, H, W) with ``spec.view``
+(the GroupNorm family splits C into (G, C/G)), then average over ``spec.reduce``. For example
 
 * ``bn``  BatchNorm:          one mean per channel, over (N, H, W)        -> statistics of shape (C,)
 * ``gn``  GroupNorm (G):      one mean per image and group, over (C/G, H, W) -> shape (N, G)
 * ``ln``  LayerNorm (conv):   one mean per image, over (C, H, W)          -> shape (N,)
 
-:func:`norm_stats` computes each one explicitly (reshape, then mean and *biased* variance over
-named axes, as the layers do in training mode); :func:`explain_text` prints the computation on a
-seeded example and checks it against PyTorch's own layers; :func:`draw_norm_axes` draws which
-elements share a statistic. Nothing here trains a model.
+:func:`norm_stats` computes any registered norm from those axes (reshape, then mean and *biased*
+variance, as the layers do in training mode); :func:`explain_text` prints the computation on a
+seeded example for the norms marked ``explain`` and checks it against each norm's own builder;
+:func:`draw_norm_axes` draws which elements share a statistic. A norm added to the registry is
+computed, checked and drawn here without editing this file. Nothing here trains a model.
 """
 
 from __future__ import annotations
 
 import io
+from math import prod
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from normlab.model import ModelConfig, Net, count_params
+from normlab import norms
+from normlab.model import ConvNormAct, ModelConfig, Net, count_params
+from normlab.norms import NormSpec
 from normlab.store import atomic_write_bytes
 
 EPS = 1e-5  # PyTorch's default eps for nn.BatchNorm2d and nn.GroupNorm
@@ -33,61 +39,68 @@ INPUT_SIZE = 28  # MNIST images are 28x28
 # --------------------------------------------------------------------------- hand computation
 
 
+def _hand_spec(norm: str) -> NormSpec:
+    spec = norms.get(norm)  # ConfigError (a ValueError) "unknown norm ..." for an unknown name
+    if not spec.has_stats:
+        raise ValueError(f"norm {norm!r} ({spec.title}) has no statistics to compute by hand")
+    return spec
+
+
+def _axis_sizes(spec: NormSpec, shape: tuple[int, ...], groups: int) -> dict[str, int]:
+    """Size of each axis name of :data:`normlab.norms.AXES` for x of ``shape`` (N, C, H, W)."""
+    n, c, h, w = shape
+    sizes = {"N": n, "C": c, "H": h, "W": w}
+    if "G" in spec.view:
+        g = spec.stat_groups(c, groups)
+        if g is None or g < 1 or c % g != 0:
+            raise ValueError(f"{spec.title}: {g} groups do not divide {c} channels")
+        sizes |= {"G": g, "C/G": c // g}
+    return sizes
+
+
+def _kept(spec: NormSpec) -> tuple[str, ...]:
+    """The axes a statistic is indexed by: those of the view that are not averaged over."""
+    return tuple(a for a in spec.view if a not in spec.reduce)
+
+
 def norm_stats(
     x: torch.Tensor, norm: str, groups: int = 2, eps: float = EPS
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean, variance and normalized output of ``x`` (N, C, H, W) for ``norm``, computed by hand.
+    """Mean, variance and normalized output of ``x`` (N, C, H, W) for ``norm``, computed by hand
+    from the registry's axes: x viewed as ``spec.view``, averaged over ``spec.reduce``.
 
     The variance is the biased one (divide by the number of elements, not n - 1), as
     ``nn.BatchNorm2d`` (training mode) and ``nn.GroupNorm`` use to normalize. The output is
     ``(x - mean) / sqrt(var + eps)``, i.e. the layer with its default affine gamma=1, beta=0.
 
-    Shapes of the statistics:
+    The statistics are indexed by the axes that are not averaged over, e.g.
 
     * ``"bn"``: mean and var of shape ``(C,)``, each over axes (N, H, W);
     * ``"gn"``: shape ``(N, G)``, each over (C/G, H, W) of one image's group of channels;
     * ``"ln"``: shape ``(N,)``, each over (C, H, W) of one image (GroupNorm with G=1).
 
-    ``groups`` is used by ``"gn"`` only and must divide C.
+    ``groups`` is --groups (used by ``"gn"`` only); the resulting G must divide C. Raises
+    ValueError for an unknown norm, one without statistics (none) or such a group count.
     """
     if x.dim() != 4:
         raise ValueError(f"expected x of shape (N, C, H, W), got shape {tuple(x.shape)}")
-    n, c, h, w = x.shape
-    if norm == "bn":
-        dims = (0, 2, 3)  # N, H, W: everything but the channel
-        mean = x.mean(dim=dims)                                   # (C,)
-        var = ((x - mean.view(1, c, 1, 1)) ** 2).mean(dim=dims)   # (C,) biased
-        y = (x - mean.view(1, c, 1, 1)) / torch.sqrt(var.view(1, c, 1, 1) + eps)
-        return mean, var, y
-    if norm == "gn":
-        g = groups
-        if g < 1 or c % g != 0:
-            raise ValueError(f"GroupNorm: {g} groups do not divide {c} channels")
-        xg = x.reshape(n, g, c // g, h, w)                        # (N, G, C/G, H, W)
-        dims = (2, 3, 4)  # C/G, H, W: within one image and one group
-        mean = xg.mean(dim=dims)                                  # (N, G)
-        var = ((xg - mean.view(n, g, 1, 1, 1)) ** 2).mean(dim=dims)  # (N, G) biased
-        yg = (xg - mean.view(n, g, 1, 1, 1)) / torch.sqrt(var.view(n, g, 1, 1, 1) + eps)
-        return mean, var, yg.reshape(n, c, h, w)
-    if norm == "ln":
-        dims = (1, 2, 3)  # C, H, W: everything in one image
-        mean = x.mean(dim=dims)                                   # (N,)
-        var = ((x - mean.view(n, 1, 1, 1)) ** 2).mean(dim=dims)   # (N,) biased
-        y = (x - mean.view(n, 1, 1, 1)) / torch.sqrt(var.view(n, 1, 1, 1) + eps)
-        return mean, var, y
-    raise ValueError(f"unknown norm {norm!r}; norm_stats knows 'bn', 'gn', 'ln'")
+    spec = _hand_spec(norm)
+    sizes = _axis_sizes(spec, tuple(x.shape), groups)
+    xv = x.reshape([sizes[a] for a in spec.view])                 # e.g. (N, G, C/G, H, W)
+    dims = tuple(spec.view.index(a) for a in spec.reduce)         # e.g. (2, 3, 4)
+    mean = xv.mean(dim=dims, keepdim=True)
+    var = ((xv - mean) ** 2).mean(dim=dims, keepdim=True)         # biased
+    y = ((xv - mean) / torch.sqrt(var + eps)).reshape(x.shape)    # (N, C, H, W)
+    stat_shape = [sizes[a] for a in _kept(spec)]                  # e.g. (N, G)
+    return mean.reshape(stat_shape), var.reshape(stat_shape), y
 
 
 def torch_layer(norm: str, channels: int, groups: int = 2, eps: float = EPS) -> nn.Module:
-    """PyTorch's own layer for ``norm`` (training mode, default affine gamma=1, beta=0)."""
-    if norm == "bn":
-        layer: nn.Module = nn.BatchNorm2d(channels, eps=eps)
-    elif norm == "gn":
-        layer = nn.GroupNorm(groups, channels, eps=eps)
-    elif norm == "ln":
-        layer = nn.GroupNorm(1, channels, eps=eps)  # LayerNorm over (C, H, W), per-channel affine
-    else:
-        raise ValueError(f"unknown norm {norm!r}; torch_layer knows 'bn', 'gn', 'ln'")
+    """The registry's own layer for ``norm`` (``spec.build``), in training mode with its initial
+    affine (gamma=1, beta=0) and ``eps`` where the layer has one."""
+    layer = norms.get(norm).build(channels, groups)
+    if hasattr(layer, "eps"):
+        layer.eps = eps
     return layer.train()
 
 
@@ -100,9 +113,11 @@ def example_tensor(seed: int = 0, shape: tuple[int, int, int, int] = EXAMPLE_SHA
 # --------------------------------------------------------------------------- parameter counts
 
 
-def _norm_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(name, m) for name, m in model.named_modules()
-            if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]
+def _norm_modules(model: nn.Module) -> list[tuple[str, nn.Module, int]]:
+    """(module name, norm layer, channels) of each conv block's norm; none (Identity) left out.
+    Found through the blocks rather than by layer type, so a registered norm of any type counts."""
+    return [(f"{name}.norm", m.norm, m.conv.out_channels) for name, m in model.named_modules()
+            if isinstance(m, ConvNormAct) and not isinstance(m.norm, nn.Identity)]
 
 
 def norm_layer_shapes(size: int = INPUT_SIZE, cfg: ModelConfig | None = None
@@ -112,15 +127,16 @@ def norm_layer_shapes(size: int = INPUT_SIZE, cfg: ModelConfig | None = None
     Found with forward hooks on one dummy image, so the shapes are the model's actual ones.
     """
     cfg = cfg or ModelConfig(norm="ln")
-    if cfg.norm not in ("bn", "gn", "ln", "in"):
-        raise ValueError(f"norm_layer_shapes needs a model with norm layers, got norm={cfg.norm!r}")
     model = Net(cfg).eval()
+    layers = _norm_modules(model)
+    if not layers:
+        raise ValueError(f"norm_layer_shapes needs a model with norm layers, got norm={cfg.norm!r}")
     shapes: list[tuple[str, tuple[int, int, int]]] = []
     handles = [
         m.register_forward_hook(
             lambda mod, inputs, out, name=name: shapes.append((name, tuple(inputs[0].shape[1:])))
         )
-        for name, m in _norm_modules(model)
+        for name, m, _ in layers
     ]
     try:
         with torch.no_grad():
@@ -135,10 +151,9 @@ def param_summary(norm: str, cfg: ModelConfig | None = None) -> tuple[int, int, 
     """(total parameters, parameters of the norm layers, channels normalized) of Net(norm)."""
     base = cfg or ModelConfig()
     model = Net(ModelConfig(**{**base.__dict__, "norm": norm}))
-    norms = _norm_modules(model)
-    norm_params = sum(count_params(m) for _, m in norms)
-    channels = sum(m.num_features if isinstance(m, nn.BatchNorm2d) else m.num_channels
-                   for _, m in norms)
+    layers = _norm_modules(model)
+    norm_params = sum(count_params(m) for _, m, _ in layers)
+    channels = sum(c for _, _, c in layers)
     return count_params(model), norm_params, channels
 
 
@@ -181,19 +196,77 @@ def _diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if torch.isnan(d).any() else float(d.max())
 
 
+_WORDS = {"N": "image", "C": "channel", "G": "group", "H": "row", "W": "column"}
+
+
+def _axes_text(names: tuple[str, ...]) -> str:
+    """Axis names as a tuple is written: ("C",) -> "(C,)", ("N", "G") -> "(N, G)"."""
+    return "(" + ", ".join(names) + ("," if len(names) == 1 else "") + ")"
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _count_word(k: int) -> str:
+    return ("one", "two", "three", "four", "five", "six")[k - 1] if 1 <= k <= 6 else str(k)
+
+
+def _norm_section(spec: NormSpec, x: torch.Tensor, groups: int) -> tuple[list[str], float]:
+    """explain's text for one norm: the axes it averages over (from the registry), its statistics
+    and output on ``x`` by hand, and the largest difference from its builder's layer."""
+    n, c, h, w = x.shape
+    sizes = _axis_sizes(spec, tuple(x.shape), groups)
+    view_shape = tuple(sizes[a] for a in spec.view)
+    dims = tuple(spec.view.index(a) for a in spec.reduce)
+    each = (f"each over {'*'.join(spec.reduce)} = {prod(sizes[a] for a in spec.reduce)} elements"
+            + (f", {spec.note}" if spec.note else ""))
+    if spec.view == ("N", "C", "H", "W"):
+        axes = [f"averages over axes {_axes_text(spec.reduce)} = dims {dims}: "
+                f"one mean per {spec.per},", f"  {each}"]
+    else:
+        axes = [f"reshape to {_axes_text(spec.view)} = {view_shape}, average over "
+                f"{_axes_text(spec.reduce)} = dims {dims}:", f"  one mean per {spec.per}, {each}"]
+    layer = spec.layer_text.format(**sizes)
+    lines = ["", f"== {spec.title}  ({layer})" if layer else f"== {spec.title}"]
+    lines += [f"  {a}" for a in axes]
+
+    mean, var, y = norm_stats(x, spec.name, groups=groups)
+    with torch.no_grad():
+        ref = torch_layer(spec.name, c, groups=groups)(x)
+    diff = _diff(y, ref)
+    kept = _kept(spec)
+    for label, stat in (("mean", mean), ("var ", var)):
+        shape = f"shape {tuple(stat.shape)} = {_axes_text(kept)}"
+        if stat.dim() == 1:
+            lines.append(f"  {label} {shape}: {_vector(stat, 3)}")
+        else:
+            columns = ", ".join(_WORDS.get(a, a) + "s" for a in kept[1:])
+            lines.append(f"  {label} {shape}, one row per {_WORDS.get(kept[0], kept[0])} "
+                         f"(columns: {columns}):")
+            lines += _matrix(stat.reshape(stat.shape[0], -1), 3, f"{kept[0].lower()}=", "    ")
+    lines.append("  normalized y:")
+    lines += _nchw_block(y, 2)
+    verdict = "OK" if diff <= TOLERANCE else f"MISMATCH (above {TOLERANCE:g})"
+    lines.append(f"  max |y - PyTorch| = {diff:.2e}  {verdict}")
+    return lines, diff
+
+
 def explain_text(seed: int = 0) -> tuple[str, float]:
     """The full explanation that ``normlab explain`` prints, and the largest absolute difference
-    between the hand computation (:func:`norm_stats`) and PyTorch's layers over all three norms.
+    between the hand computation (:func:`norm_stats`) and the registry's layers over the norms it
+    works through (those marked ``explain`` in :data:`normlab.norms.NORMS`: bn, gn, ln).
 
     The caller decides what a difference above :data:`TOLERANCE` means (the CLI exits with 1).
     """
     x = example_tensor(seed)
     n, c, h, w = x.shape
-    g = EXAMPLE_GROUPS
+    names = norms.explained()
+    specs = [norms.get(name) for name in names]
     out: list[str] = []
     add = out.append
 
-    add("How BatchNorm, GroupNorm and LayerNorm normalize: worked by hand, checked against PyTorch")
+    add(f"How {_and([s.title for s in specs])} normalize: worked by hand, checked against PyTorch")
     add("")
     add(f"Example input x, shape (N, C, H, W) = {tuple(x.shape)}: {n} images, {c} channels, "
         f"{h}x{w} pixels (seed {seed}, rounded to 1 decimal)")
@@ -203,55 +276,29 @@ def explain_text(seed: int = 0) -> tuple[str, float]:
     add("(mean of squared deviations, divided by the count, not count - 1); they differ only in")
     add("which elements share one mean and one variance. The affine gamma=1, beta=0 (PyTorch's init).")
 
-    specs = {
-        "bn": (f"BatchNorm  (nn.BatchNorm2d({c}), training mode)",
-               "averages over axes (N, H, W) = dims (0, 2, 3): one mean per channel,",
-               f"  each over N*H*W = {n * h * w} elements, shared by all images in the batch",
-               "(C,)"),
-        "gn": (f"GroupNorm  (nn.GroupNorm({g}, {c}), G = {g} groups of C/G = {c // g} channels)",
-               f"reshape to (N, G, C/G, H, W) = {(n, g, c // g, h, w)}, average over (C/G, H, W) = "
-               "dims (2, 3, 4):",
-               f"  one mean per image and group, each over C/G*H*W = {c // g * h * w} elements",
-               "(N, G)"),
-        "ln": (f"LayerNorm  (nn.GroupNorm(1, {c}): LayerNorm over (C, H, W) with per-channel affine)",
-               "averages over axes (C, H, W) = dims (1, 2, 3): one mean per image,",
-               f"  each over C*H*W = {c * h * w} elements, independent of the other images",
-               "(N,)"),
-    }
     worst = 0.0
-    for key, (title, axes1, axes2, shape_name) in specs.items():
-        mean, var, y = norm_stats(x, key, groups=g)
-        with torch.no_grad():
-            ref = torch_layer(key, c, groups=g)(x)
-        diff = _diff(y, ref)
+    for spec in specs:
+        lines, diff = _norm_section(spec, x, EXAMPLE_GROUPS)
+        out += lines
         worst = max(worst, diff)
-        add("")
-        add(f"== {title}")
-        add(f"  {axes1}")
-        add(f"  {axes2}")
-        for label, stat in (("mean", mean), ("var ", var)):
-            shape = f"shape {tuple(stat.shape)} = {shape_name}"
-            if stat.dim() == 1:
-                add(f"  {label} {shape}: {_vector(stat, 3)}")
-            else:
-                add(f"  {label} {shape}, one row per image (columns: groups):")
-                out.extend(_matrix(stat, 3, "n=", "    "))
-        add("  normalized y:")
-        out.extend(_nchw_block(y, 2))
-        verdict = "OK" if diff <= TOLERANCE else f"MISMATCH (above {TOLERANCE:g})"
-        add(f"  max |y - PyTorch| = {diff:.2e}  {verdict}")
 
     # ---- what each norm costs in normlab's own model
     cfg = ModelConfig()
     add("")
     add(f"== Parameters in normlab's model (Net, default config: widths {cfg.widths}, "
         f"transition {cfg.transition}, GroupNorm groups {cfg.groups})")
-    for key in ("bn", "gn", "ln"):
+    counts = set()
+    for key in names:
         total, norm_params, channels = param_summary(key, cfg)
         per = norm_params / channels if channels else 0
+        counts.add((total, norm_params))
         add(f"  {key}: {total:,} parameters, of which norm layers {norm_params:,} "
             f"({per:g} per channel over {channels} channels)")
-    add("  All three add the same gamma and beta per channel; only the shared statistics differ.")
+    if len(counts) == 1 and len(names) > 1:
+        add(f"  All {_count_word(len(names))} add the same gamma and beta per channel; "
+            "only the shared statistics differ.")
+    else:
+        add("  They differ in their parameters as well as in the shared statistics.")
 
     shapes = norm_layer_shapes(INPUT_SIZE, ModelConfig(norm="ln"))
     add("")
@@ -273,7 +320,7 @@ def explain_text(seed: int = 0) -> tuple[str, float]:
 
     add("")
     status = "all match" if worst <= TOLERANCE else "DIFFERENCE ABOVE TOLERANCE"
-    add(f"Largest difference from PyTorch over bn, gn, ln: {worst:.2e} "
+    add(f"Largest difference from PyTorch over {', '.join(names)}: {worst:.2e} "
         f"(tolerance {TOLERANCE:g}): {status}")
     return "\n".join(out) + "\n", worst
 
@@ -283,30 +330,57 @@ def explain_text(seed: int = 0) -> tuple[str, float]:
 # Okabe-Ito colour-blind-safe palette (Okabe & Ito 2008), yellow and black left out for contrast.
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#0072B2", "#D55E00")
 
-FIG_TITLES = {
-    "bn": "BatchNorm: one mean per channel (over N, H, W)",
-    "gn": "GroupNorm (G=2): one mean per image and group",
-    "ln": "LayerNorm: one mean per image (over C, H, W)",
-}
+def figure_title(norm: str, channels: int = EXAMPLE_SHAPE[1], groups: int = EXAMPLE_GROUPS) -> str:
+    """A panel's title, from the registry: "BatchNorm: one mean per channel (over N, H, W)",
+    "GroupNorm (G=2): one mean per image and group"."""
+    spec = norms.get(norm)
+    head = spec.title
+    if "G" in spec.view:
+        head += f" (G={spec.stat_groups(channels, groups)})"
+    over = f" (over {', '.join(spec.reduce)})" if spec.view == ("N", "C", "H", "W") else ""
+    return f"{head}: one mean per {spec.per}{over}"
+
+
+_LABELS = {"N": "n={}", "C": "c={}", "G": "group {}"}
 
 
 def _stat_groups(norm: str, n: int, c: int, groups: int) -> tuple[list[list[int]], list[str]]:
-    """For each (image, channel) the index of the statistic it uses, and the statistics' labels."""
-    if norm == "bn":
-        return [[j for j in range(c)] for _ in range(n)], [f"channel c={j}" for j in range(c)]
-    if norm == "gn":
-        per = c // groups
-        return ([[i * groups + j // per for j in range(c)] for i in range(n)],
-                [f"n={i}, group {k}" for i in range(n) for k in range(groups)])
-    if norm == "ln":
-        return [[i] * c for i in range(n)], [f"image n={i}" for i in range(n)]
-    raise ValueError(f"unknown norm {norm!r}")
+    """For each (image, channel) the index of the statistic it uses, and the statistics' labels
+    ("channel c=0", "n=0, group 1", "image n=1"), from the registry's axes."""
+    spec = _hand_spec(norm)
+    kept = _kept(spec)
+    if not set(kept) <= set(_LABELS):
+        raise ValueError(f"{spec.title}: the figure draws statistics per image and channel only")
+    sizes = _axis_sizes(spec, (n, c, 1, 1), groups)
+
+    def coord(axis: str, i: int, j: int) -> int:
+        return {"N": i, "C": j, "G": j // sizes.get("C/G", 1)}[axis]
+
+    def flat(coords: list[int]) -> int:   # row-major index over the kept axes
+        index = 0
+        for axis, k in zip(kept, coords):
+            index = index * sizes[axis] + k
+        return index
+
+    which = [[flat([coord(a, i, j) for a in kept]) for j in range(c)] for i in range(n)]
+    labels = []
+    for index in range(prod(sizes[a] for a in kept)):
+        coords = []
+        for axis in reversed(kept):
+            index, k = divmod(index, sizes[axis])
+            coords.append(_LABELS[axis].format(k))
+        parts = coords[::-1]
+        if len(parts) == 1 and kept[0] != "G":   # "image n=0", "channel c=2"
+            parts = [f"{_WORDS[kept[0]]} {parts[0]}"]
+        labels.append(", ".join(parts))
+    return which, labels
 
 
 def draw_norm_axes(path, n: int = 2, c: int = 4, hw: int = 6, groups: int = 2) -> Path:
-    """Draw, for bn, gn and ln, which elements of an (N, C, H*W) block share one mean and variance.
+    """Draw, for the norms explain works through (bn, gn, ln), which elements of an (N, C, H*W)
+    block share one mean and variance.
 
-    Three panels side by side; in each, the N images are drawn as stacked slabs of C rows by H*W
+    One panel per norm, side by side; in each, the N images are drawn as stacked slabs of C rows by H*W
     columns, and cells that share a statistic have one colour (Okabe-Ito palette). The PNG is
     written atomically (temporary file in the same folder, then ``os.replace``). Returns the path.
     """
@@ -317,15 +391,15 @@ def draw_norm_axes(path, n: int = 2, c: int = 4, hw: int = 6, groups: int = 2) -
     from matplotlib.patches import Patch, Polygon, Rectangle
 
     path = Path(path)
-    titles = {**FIG_TITLES, "gn": f"GroupNorm (G={groups}): one mean per image and group"}
+    names = norms.explained()
     depth_dx, depth_dy = 0.35, 0.35  # offset that gives each slab a little thickness
 
     # 8.5 inches wide: at ~800 px a 9 pt font is still ~12 px tall.
     fig = Figure(figsize=(8.5, 4.6))
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 3)
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
     fig.subplots_adjust(left=0.01, right=0.995, top=0.885, bottom=0.27, wspace=0.06)
-    for ax, norm in zip(axes, ("bn", "gn", "ln")):
+    for ax, norm in zip(axes, names):
         which, labels = _stat_groups(norm, n, c, groups)
         gap = 1.0  # vertical space between the image slabs
         for i in range(n):
@@ -362,7 +436,7 @@ def draw_norm_axes(path, n: int = 2, c: int = 4, hw: int = 6, groups: int = 2) -
         for spine in ax.spines.values():
             spine.set_visible(False)
         ax.set_xlabel("H*W (positions, flattened)", fontsize=9.5, labelpad=2)
-        head, _, rest = titles[norm].partition(": ")
+        head, _, rest = figure_title(norm, c, groups).partition(": ")
         ax.set_title(f"{head}:\n{rest}", fontsize=10, pad=4)
         handles = [Patch(facecolor=OKABE_ITO[s % len(OKABE_ITO)], edgecolor="none", label=lab)
                    for s, lab in enumerate(labels)]

@@ -1,82 +1,34 @@
 """The network: one small CNN whose normalization layer is chosen by name.
 
-This file holds only the network and its config. The training loop lives in ``train.py``.
-
-Normalizations (all channels-first, input ``(B, C, H, W)``):
-
-* ``bn``   BatchNorm2d: mean and variance per channel over (B, H, W); running averages at test time.
-* ``gn``   GroupNorm(G, C): the C channels are split into G groups; mean and variance per image and
-           group over (C/G, H, W). Independent of the batch.
-* ``ln``   LayerNorm for conv features, implemented as GroupNorm(1, C): mean and variance per image
-           over all of (C, H, W), then one affine pair (gamma, beta) per channel. Per-element
-           ``nn.LayerNorm([C, H, W])`` would learn a gamma and beta for every element (2*C*H*W
-           parameters instead of 2*C) and tie the model to one input size, so it is not used.
-* ``in``   InstanceNorm as GroupNorm(C, C): mean and variance per image and channel over (H, W).
-* ``none`` no normalization.
-
-``bn``, ``gn``, ``ln`` and ``in`` each add 2*C parameters per layer, so the models have the same
-parameter count and differ only in which elements share a mean and a variance.
+This file holds only the network. Its config (``ModelConfig``) lives in ``config.py``, the norms
+(what each one is, how to build it) in ``norms.py``, the training loop in ``train.py``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from normlab import norms
+from normlab.config import ModelConfig
 from normlab.errors import ConfigError
-
-
-def _group_norm(channels: int, groups: int, layer: str) -> nn.Module:
-    if groups < 1 or channels % groups != 0:
-        divisors = [d for d in range(1, channels + 1) if channels % d == 0]
-        raise ConfigError(
-            f"{layer}: GroupNorm with {groups} groups does not divide its {channels} channels; "
-            f"use --groups with one of {divisors}"
-        )
-    return nn.GroupNorm(groups, channels)
-
-
-# name -> (description, builder(channels, groups, layer)). One small map, as in timm's create_norm.
-NORMS: dict[str, tuple[str, object]] = {
-    "bn": ("BatchNorm: per channel over (B, H, W)", lambda c, g, layer: nn.BatchNorm2d(c)),
-    "gn": ("GroupNorm: per image and group over (C/G, H, W)", _group_norm),
-    "ln": ("LayerNorm: per image over (C, H, W), as GroupNorm(1, C)",
-           lambda c, g, layer: nn.GroupNorm(1, c)),
-    "in": ("InstanceNorm: per image and channel over (H, W), as GroupNorm(C, C)",
-           lambda c, g, layer: nn.GroupNorm(c, c)),
-    "none": ("no normalization", lambda c, g, layer: nn.Identity()),
-}
+from normlab.norms import NORMS  # noqa: F401  (the registry; importable from here as before)
 
 
 def make_norm(name: str, channels: int, groups: int = 4, layer: str = "norm") -> nn.Module:
-    """Build the normalization layer called ``name`` for ``channels`` channels.
+    """Build the normalization layer called ``name`` (see :data:`normlab.norms.NORMS`) for
+    ``channels`` channels.
 
-    ``groups`` is used by ``gn`` only. ``layer`` names the layer in error messages.
+    ``groups`` is --groups (used by ``gn`` only). ``layer`` names the layer in error messages.
     Raises ``ConfigError`` (a ``ValueError``) for an unknown name or a group count that does not
     divide ``channels``.
     """
-    if name not in NORMS:
-        raise ConfigError(f"unknown norm {name!r}; valid norms: {', '.join(NORMS)}")
-    _, build = NORMS[name]
-    return build(channels, groups, layer)  # type: ignore[operator]
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    norm: str = "bn"
-    groups: int = 4  # GroupNorm groups; must divide every width below
-    # Output channels of the 3x3 convolutions.
-    widths: tuple[int, ...] = (8, 16, 16, 16, 16)
-    full_res: int = 1     # how many of the convs run at full resolution, before the max pool
-    transition: int = 0   # >0: a 1x1 conv after the pool narrows the features to this many channels
-    # conv -> ReLU -> norm. With the norm before the ReLU, LayerNorm (one mean for all channels)
-    # can push a whole channel below zero, and the ReLU then kills it for every image.
-    act_first: bool = True
-    num_classes: int = 10
-    in_channels: int = 1
+    spec = norms.get(name)
+    norms.check_groups(name, groups, [(layer, channels)])
+    return spec.build(channels, groups)
 
 
 class ConvNormAct(nn.Module):
@@ -90,7 +42,7 @@ class ConvNormAct(nn.Module):
                  pool: bool = False):
         super().__init__()
         # A norm right after the conv subtracts the mean, which makes a conv bias redundant.
-        bias = cfg.act_first or cfg.norm == "none"
+        bias = cfg.act_first or not norms.get(cfg.norm).has_stats
         self.conv = nn.Conv2d(cin, cout, k, bias=bias)
         self.norm = make_norm(cfg.norm, cout, cfg.groups, layer=name)
         self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
@@ -117,8 +69,7 @@ class Net(nn.Module):
             cfg = ModelConfig(**overrides)
         elif overrides:
             raise TypeError("pass either a ModelConfig or keyword overrides, not both")
-        if cfg.norm not in NORMS:
-            raise ConfigError(f"unknown norm {cfg.norm!r}; valid norms: {', '.join(NORMS)}")
+        norms.get(cfg.norm)  # an unknown name fails here, before any layer is built
         if not 1 <= cfg.full_res < len(cfg.widths):
             raise ConfigError("ModelConfig.full_res must be at least 1 and leave a conv after the pool")
         self.cfg = cfg
@@ -176,25 +127,32 @@ def l1_penalty(model: nn.Module) -> torch.Tensor:
 class _MultiNorm(nn.Module):
     """The norms of M members on the channel blocks of ``(B, M*C, H, W)``.
 
-    Runs of neighbouring members with the same norm are merged into one layer: M BatchNorms over
-    C channels are one BatchNorm over M*C channels, M GroupNorms with G groups are one GroupNorm
-    with M*G groups (groups are contiguous channel blocks, so none straddles two members).
+    Runs of neighbouring members whose layers can be merged (same ``merge`` kind in the norms
+    registry, same hyperparameters) become one layer: M BatchNorms over C channels are one
+    BatchNorm over M*C channels, M GroupNorms with G groups are one GroupNorm with M*G groups
+    (groups are contiguous channel blocks, so none straddles two members). A norm that cannot be
+    merged keeps each member's own layer on its own channel block.
     """
 
-    def __init__(self, norms: list[nn.Module], channels: int):
+    def __init__(self, layers: list[nn.Module], names: list[str], channels: int):
         super().__init__()
         self.channels = channels
         self.segments: list[tuple[int, int]] = []   # (first member, member count) per merged layer
-        layers = []
+        kinds = [norms.get(name).merge for name in names]
+        keys = [_merge_key(kind, layer) for kind, layer in zip(kinds, layers)]
+        merged = []
         start = 0
-        while start < len(norms):
+        while start < len(layers):
             stop = start + 1
-            while stop < len(norms) and _norm_key(norms[stop]) == _norm_key(norms[start]):
+            while stop < len(layers) and keys[stop] == keys[start]:
                 stop += 1
-            layers.append(_merge_norms(norms[start:stop]))
+            kind = kinds[start]
+            # A copy, as the merged layers are: the MultiNet shares no tensor with the Nets.
+            merged.append(_MERGERS[kind](layers[start:stop]) if kind
+                          else copy.deepcopy(layers[start]))
             self.segments.append((start, stop - start))
             start = stop
-        self.layers = nn.ModuleList(layers)
+        self.layers = nn.ModuleList(merged)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:   # (B, M*C, H, W)
         if len(self.layers) == 1:
@@ -210,35 +168,43 @@ class _MultiNorm(nn.Module):
         return torch.cat(parts, dim=1)
 
 
-def _norm_key(norm: nn.Module) -> tuple:
-    if isinstance(norm, nn.BatchNorm2d):
-        return ("bn", norm.eps, norm.momentum)
-    if isinstance(norm, nn.GroupNorm):
-        return ("gn", norm.num_groups, norm.eps)
-    return (type(norm).__name__,)
+def _merge_key(kind: str | None, layer: nn.Module) -> tuple:
+    """Neighbours with equal keys are merged into one layer; a layer that cannot be merged gets a
+    key of its own."""
+    if kind == "batch":
+        return (kind, layer.eps, layer.momentum)
+    if kind == "group":
+        return (kind, layer.num_groups, layer.eps)
+    if kind == "identity":
+        return (kind,)
+    return ("alone", id(layer))
 
 
 @torch.no_grad()
-def _merge_norms(norms: list[nn.Module]) -> nn.Module:
-    first, m = norms[0], len(norms)
-    if isinstance(first, nn.BatchNorm2d):
-        merged = nn.BatchNorm2d(first.num_features * m, eps=first.eps, momentum=first.momentum)
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            getattr(merged, name).copy_(torch.cat([getattr(n, name) for n in norms]))
-        merged.num_batches_tracked.copy_(first.num_batches_tracked)
-        return merged
-    if isinstance(first, nn.GroupNorm):
-        merged = nn.GroupNorm(first.num_groups * m, first.num_channels * m, eps=first.eps)
-        merged.weight.copy_(torch.cat([n.weight for n in norms]))
-        merged.bias.copy_(torch.cat([n.bias for n in norms]))
-        return merged
-    if isinstance(first, nn.Identity):
-        return nn.Identity()
-    raise TypeError(f"cannot merge {type(first).__name__} layers")
+def _merge_batch(layers: list[nn.Module]) -> nn.Module:
+    first, m = layers[0], len(layers)
+    merged = nn.BatchNorm2d(first.num_features * m, eps=first.eps, momentum=first.momentum)
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(merged, name).copy_(torch.cat([getattr(n, name) for n in layers]))
+    merged.num_batches_tracked.copy_(first.num_batches_tracked)
+    return merged
+
+
+@torch.no_grad()
+def _merge_group(layers: list[nn.Module]) -> nn.Module:
+    first, m = layers[0], len(layers)
+    merged = nn.GroupNorm(first.num_groups * m, first.num_channels * m, eps=first.eps)
+    merged.weight.copy_(torch.cat([n.weight for n in layers]))
+    merged.bias.copy_(torch.cat([n.bias for n in layers]))
+    return merged
+
+
+# One merge per kind in norms.MERGE_KINDS (the registry says which kind a norm's layer is).
+_MERGERS = {"batch": _merge_batch, "group": _merge_group, "identity": lambda layers: nn.Identity()}
 
 
 class _MultiConvNormAct(nn.Module):
-    def __init__(self, blocks: list[ConvNormAct]):
+    def __init__(self, blocks: list[ConvNormAct], norm_names: list[str]):
         super().__init__()
         convs = [b.conv for b in blocks]
         c0 = convs[0]
@@ -246,7 +212,7 @@ class _MultiConvNormAct(nn.Module):
         self.weight = nn.Parameter(torch.cat([c.weight.detach() for c in convs]))  # (M*Cout, Cin, k, k)
         self.bias = (nn.Parameter(torch.cat([c.bias.detach() for c in convs]))
                      if c0.bias is not None else None)
-        self.norm = _MultiNorm([b.norm for b in blocks], c0.out_channels)
+        self.norm = _MultiNorm([b.norm for b in blocks], norm_names, c0.out_channels)
         self.pool = blocks[0].pool
         self.act_first = blocks[0].act_first
 
@@ -276,7 +242,7 @@ class MultiNet(nn.Module):
             if isinstance(mods[0], nn.Identity):
                 return nn.Identity()
             if isinstance(mods[0], ConvNormAct):
-                return _MultiConvNormAct(mods)  # type: ignore[arg-type]
+                return _MultiConvNormAct(mods, [n.cfg.norm for n in nets])  # type: ignore[arg-type]
             return nn.Sequential(*[stack(f"{path}.{i}") for i in range(len(mods[0]))])
 
         self.stem, self.trans, self.body = stack("stem"), stack("trans"), stack("body")

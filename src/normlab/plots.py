@@ -1,20 +1,14 @@
-"""Figures of a saved run folder, written to ``<run>/figures/`` (never during training).
+"""Curve figures of a saved run folder (never drawn during training).
 
-* ``test_accuracy.png``, ``test_loss.png``: every variant's test curve by epoch; with several seeds
-  the mean and a shaded t-based 95% confidence band, with one seed the curve alone.
-* ``train_vs_test.png``: train (dashed) and test (solid) accuracy per variant, same colour.
-* ``misclassified_<variant>.png``: ten misclassified test images of one seed, 2 x 5.
+* test accuracy and test loss: every variant's test curve by epoch; with several seeds the mean
+  and a shaded t-based 95% confidence band, with one seed the curve alone;
+* train vs test: train (dashed) and test (solid) accuracy per variant, same colour.
 
-Figures are drawn with matplotlib's object-oriented API on the Agg canvas: ``Figure`` objects are
-made directly, never through ``pyplot``, so nothing here needs a display, touches a global figure
-list, or changes the backend a caller (e.g. a notebook) has chosen. Every colour comes from the
-Okabe–Ito palette (safe for colour-blind readers), assigned by variant order, so a variant has the
-same colour in every figure.
+The file names come from :class:`normlab.runfolder.RunFolder`; the look from :mod:`normlab.style`.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Sequence
@@ -25,50 +19,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from normlab.errors import ConfigError, RunFolderError
-from normlab.layout import run_name
-from normlab.report import RunData, load_run, read_predictions
+from normlab.runfolder import RunData, load_run
 from normlab.stats import mean_ci
-from normlab.store import atomic_write_bytes
-
-# Okabe & Ito (2008), ordered so the first colours are the most distinct on white; yellow last.
-OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
-             "#F0E442")
-FIGSIZE = (8.0, 5.0)       # inches; 960 x 600 px at DPI
-DPI = 120
-MODES = ("confident", "first")
-GRID_ROWS, GRID_COLS = 2, 5
-
-_RC = {
-    "font.size": 11,
-    "axes.titlesize": 13,
-    "axes.labelsize": 12,
-    "xtick.labelsize": 11,
-    "ytick.labelsize": 11,
-    "legend.fontsize": 10.5,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.color": "#dddddd",
-    "grid.linewidth": 0.8,
-    "savefig.facecolor": "white",
-    "figure.facecolor": "white",
-}
-
-
-def variant_colors(variants: Sequence[str]) -> dict[str, str]:
-    """The colour of each variant, by its position in the study."""
-    return {v: OKABE_ITO[i % len(OKABE_ITO)] for i, v in enumerate(variants)}
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    """Render ``fig`` as PNG and write it atomically (temporary file, then rename)."""
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
+from normlab.style import DPI, FIGSIZE, RC, save_png, variant_colors
 
 # ----------------------------------------------------------------------------------------------
 # Curves
@@ -210,7 +163,7 @@ def _curve_figure(run: RunData, column: str, path: Path) -> Path:
     accuracy = column.endswith("acc")
     colors = variant_colors(run.variants)
     curves = {v: _Curve(run, v, column) for v in run.variants}
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(RC):
         fig = Figure(figsize=FIGSIZE, dpi=DPI)
         ax = fig.add_axes((0.1, 0.3, 0.78, 0.59))
         markers = run.epochs <= 12
@@ -262,7 +215,7 @@ def _curve_figure(run: RunData, column: str, path: Path) -> Path:
                 ax.set_ylabel("test loss (cross-entropy, log scale)")
         _place_legend(fig, ax, handles, labels, max_cols=3, right=0.88)
         _end_labels(fig, ax, ends)
-        return _save(fig, path)
+        return save_png(fig, path)
 
 
 def _below_note(ax, series: Sequence[Sequence[tuple[int, float]]]) -> None:
@@ -286,7 +239,7 @@ def _train_vs_test_figure(run: RunData, path: Path) -> Path:
     colors = variant_colors(run.variants)
     test = {v: _Curve(run, v, "test_acc") for v in run.variants}
     train = {v: _Curve(run, v, "train_acc") for v in run.variants}
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(RC):
         fig = Figure(figsize=FIGSIZE, dpi=DPI)
         ax = fig.add_axes((0.1, 0.3, 0.86, 0.59))
         markers = run.epochs <= 12
@@ -335,299 +288,16 @@ def _train_vs_test_figure(run: RunData, path: Path) -> Path:
             _below_note(ax, series)
         _place_legend(fig, ax, handles, labels, max_cols=max_cols, right=0.96,
                       title="gap: train − test accuracy at the final epoch, percentage points")
-        return _save(fig, path)
+        return save_png(fig, path)
 
 
-def plot_curves(run_dir: str | Path, run: RunData | None = None) -> list[Path]:
-    """Draw ``figures/test_accuracy.png``, ``test_loss.png`` and ``train_vs_test.png``."""
-    run = run if run is not None else load_run(run_dir)
-    figures = Path(run_dir) / "figures"
+def plot_curves(run: RunData | str | Path) -> list[Path]:
+    """Draw the three curve figures of a run folder (a path, or a :class:`RunData` read from
+    one); returns their paths."""
+    run = run if isinstance(run, RunData) else load_run(run)
+    f = run.folder
     return [
-        _curve_figure(run, "test_acc", figures / "test_accuracy.png"),
-        _curve_figure(run, "test_loss", figures / "test_loss.png"),
-        _train_vs_test_figure(run, figures / "train_vs_test.png"),
+        _curve_figure(run, "test_acc", f.figure("test_acc")),
+        _curve_figure(run, "test_loss", f.figure("test_loss")),
+        _train_vs_test_figure(run, f.figure("train_vs_test")),
     ]
-
-
-# ----------------------------------------------------------------------------------------------
-# Misclassified images
-
-
-def select_mistakes(rows: Sequence[dict], k: int = 10, mode: str = "confident") -> list[dict]:
-    """The predictions rows to show: up to ``k`` with ``pred != label``.
-
-    ``mode="confident"``: the most confident mistakes (highest ``confidence``; ties by lower
-    ``index``). ``mode="first"``: the mistakes with the lowest ``index``.
-    """
-    if mode not in MODES:
-        raise ConfigError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
-    if k < 0:
-        raise ConfigError(f"k must be >= 0, got {k}")
-    wrong = [r for r in rows if r["pred"] != r["label"]]
-    if mode == "confident":
-        wrong.sort(key=lambda r: (-r["confidence"], r["index"]))
-    else:
-        wrong.sort(key=lambda r: r["index"])
-    return wrong[:k]
-
-
-def _confidence_text(c: float) -> str:
-    pct = 100.0 * c
-    if pct >= 99.95 and c < 1.0:
-        return ">99.9%"
-    return f"{pct:.1f}%"
-
-
-def cell_label(row: dict, classes: Sequence[str]) -> str:
-    """The text above one image: true and predicted class, confidence, test index."""
-    def name(i: int) -> str:
-        return str(classes[i]) if 0 <= i < len(classes) else str(i)
-
-    conf = f"{_confidence_text(row['confidence'])} · #{row['index']}"
-    if any(len(str(c)) > 1 for c in classes):  # class names: one per line
-        return f"true {name(row['label'])}\npred {name(row['pred'])}\n{conf}"
-    return f"true {name(row['label'])} → pred {name(row['pred'])}\n{conf}"
-
-
-def mistakes_title(variant: str, seed: int, acc: float, n_wrong: int, mode: str, dataset: str,
-                   k: int = GRID_ROWS * GRID_COLS) -> str:
-    """The two-line title of a mistakes grid."""
-    if n_wrong == 0:
-        sub = f"no mistakes on the {dataset} test set"
-    elif n_wrong < k:
-        sub = (f"only {n_wrong} mistake{'s' if n_wrong != 1 else ''} on the {dataset} test set, "
-               "all shown" + (", most confident first" if mode == "confident" else ""))
-    elif mode == "confident":
-        sub = f"its {k} most confident mistakes, of {n_wrong:,} on the {dataset} test set"
-    else:
-        sub = f"its first {k} mistakes by test index, of {n_wrong:,} on the {dataset} test set"
-    return f"{variant} (seed {seed}, test accuracy {acc:.2f}%)\n{sub}"
-
-
-def _first_ok_seed(run: RunData, variant: str) -> int | None:
-    ok = run.ok_seeds(variant)
-    return ok[0] if ok else None
-
-
-def _load_test_split(run: RunData, data_dir: str | Path | None = None):
-    """The test split of the run's dataset: from ``data_dir`` if given, else the run's own."""
-    from normlab import data
-
-    return data.load_split(run.dataset, train=False,
-                           data_dir=data_dir if data_dir is not None else run.config.get("data_dir"))
-
-
-def _misclassified_figure(run: RunData, variant: str, seed: int, mode: str, images, labels,
-                          path: Path) -> Path:
-    pred_path = run.run_dir / "predictions" / f"{run_name(variant, seed)}.csv"
-    rows = read_predictions(pred_path)
-    n_images = len(images)
-    for r in rows:
-        if not 0 <= r["index"] < n_images:
-            raise RunFolderError(
-                f"{pred_path}: index {r['index']} is outside the {n_images} test images found; "
-                "the data is not the test split this run used; point the run's data_dir or "
-                "$NORMLAB_DATA at the right copy"
-            )
-    if labels is not None:
-        if len(labels) != len(rows):
-            raise RunFolderError(
-                f"{pred_path} has {len(rows)} rows but the {run.dataset} test split found has "
-                f"{len(labels)} images; the data is not the one this run used; point the run's "
-                "data_dir or $NORMLAB_DATA at the right copy"
-            )
-        true = [int(x) for x in labels.tolist()] if hasattr(labels, "tolist") else list(labels)
-        for r in rows:
-            if true[r["index"]] != r["label"]:
-                raise RunFolderError(
-                    f"{pred_path}: test image {r['index']} has label {true[r['index']]} "
-                    f"in the data found but {r['label']} in the predictions; the data is not the "
-                    "one this run used; point the run's data_dir or $NORMLAB_DATA at the right copy"
-                )
-    chosen = select_mistakes(rows, GRID_ROWS * GRID_COLS, mode)
-    n_wrong = sum(r["pred"] != r["label"] for r in rows)
-    last = run.rows(variant, seed)
-    acc = last[-1]["test_acc"] if last else (100.0 * (len(rows) - n_wrong) / max(1, len(rows)))
-
-    classes = run.classes
-    names = any(len(c) > 1 for c in classes)
-    k = GRID_ROWS * GRID_COLS
-    title_lines = 3 if names else 2
-    # Inches: the figure title, each cell's title, each image, the gap between rows, the footer.
-    head, cell_title, img, gap, foot = 0.75, 0.2 * title_lines + 0.08, 1.42, 0.12, 0.4
-    height = head + GRID_ROWS * (cell_title + img) + (GRID_ROWS - 1) * gap + foot
-    with matplotlib.rc_context(_RC | {"axes.grid": False}):
-        fig = Figure(figsize=(8.0, height), dpi=DPI)
-        grid = fig.add_gridspec(GRID_ROWS, GRID_COLS, left=0.02, right=0.98, bottom=foot / height,
-                                top=1 - (head + cell_title) / height, wspace=0.12,
-                                hspace=(cell_title + gap) / img)
-        for i in range(k):
-            ax = fig.add_subplot(grid[i // GRID_COLS, i % GRID_COLS])
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i >= len(chosen):
-                ax.axis("off")
-                continue
-            r = chosen[i]
-            img = images[r["index"]]
-            ax.imshow(img.numpy() if hasattr(img, "numpy") else img, cmap="gray_r", vmin=0,
-                      vmax=255, interpolation="nearest")
-            for spine in ax.spines.values():
-                spine.set_visible(True)
-                spine.set_color("#999999")
-            ax.set_title(cell_label(r, classes), fontsize=11, linespacing=1.25, pad=4)
-        title = mistakes_title(variant, seed, acc, n_wrong, mode, run.dataset_title, k)
-        fig.suptitle(title,
-                     x=0.02, ha="left", y=0.99, va="top", fontsize=13, linespacing=1.4)
-        fig.text(0.02, 0.12 / height, "Above each image: true → predicted class, the model's "
-                 "confidence, the image's test-set index.",
-                 ha="left", va="bottom", fontsize=10, color="#555555")
-        return _save(fig, path)
-
-
-def plot_misclassified(run_dir: str | Path, variant: str, seed: int | None = 0,
-                       mode: str = "confident", images=None, run: RunData | None = None,
-                       data_dir: str | Path | None = None) -> Path:
-    """Draw ``figures/misclassified_<variant>.png``: 10 misclassified test images of one seed.
-
-    ``mode="confident"`` shows the most confident mistakes, ``"first"`` the first by test index
-    (see :func:`select_mistakes`). ``seed=None`` takes the first seed that finished. ``images``,
-    a uint8 tensor (N, 28, 28) of the test split, saves loading it again (the labels are then not
-    cross-checked against the predictions).
-    """
-    if mode not in MODES:
-        raise ConfigError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
-    run = run if run is not None else load_run(run_dir)
-    if variant not in run.summary["variants"]:
-        raise ConfigError(
-            f"variant {variant!r} is not in this run; it has: {', '.join(run.variants)}"
-        )
-    if seed is None:
-        seed = _first_ok_seed(run, variant)
-        if seed is None:
-            raise RunFolderError(
-                f"variant {variant!r} diverged in every seed; it has no predictions to show"
-            )
-    if seed not in run.seeds(variant):
-        raise ConfigError(f"variant {variant!r} has no seed {seed} in this run; it has seeds "
-                          f"{', '.join(map(str, run.seeds(variant)))}")
-    if seed not in run.ok_seeds(variant):
-        ok = ", ".join(map(str, run.ok_seeds(variant))) or "none"
-        raise RunFolderError(f"variant {variant!r} seed {seed} diverged, so it has no predictions; "
-                             f"choose a seed that finished ({ok})")
-    labels = None
-    if images is None:
-        images, labels = _load_test_split(run, data_dir)
-    path = Path(run_dir) / "figures" / f"misclassified_{variant}.png"
-    return _misclassified_figure(run, variant, seed, mode, images, labels, path)
-
-
-def make_figures(run_dir: str | Path, mode: str = "confident",
-                 run: RunData | None = None) -> list[Path]:
-    """All figures of a run folder: the three curve figures, then one mistakes grid per variant
-    (its first finished seed; variants that diverged in every seed have none)."""
-    if mode not in MODES:
-        raise ConfigError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
-    run = run if run is not None else load_run(run_dir)
-    paths = plot_curves(run_dir, run=run)
-    paths += make_misclassified(run_dir, mode, run=run)
-    return paths
-
-
-def make_misclassified(run_dir: str | Path, mode: str = "confident",
-                       run: RunData | None = None, data_dir: str | Path | None = None) -> list[Path]:
-    """One mistakes grid per variant that has a finished seed; the test split is loaded once
-    (from ``data_dir`` if given, else from where the run found its data)."""
-    run = run if run is not None else load_run(run_dir)
-    todo = [(v, s) for v in run.variants if (s := _first_ok_seed(run, v)) is not None]
-    if not todo:
-        return []
-    images, labels = _load_test_split(run, data_dir)
-    path = Path(run_dir) / "figures"
-    return [_misclassified_figure(run, v, s, mode, images, labels, path / f"misclassified_{v}.png")
-            for v, s in todo]
-
-
-# ----------------------------------------------------------------------------------------------
-# Sweeps
-
-
-def _is_log_scale(values: Sequence[float]) -> bool:
-    """Log x when the positive values span a decade or more (batch sizes, lambdas)."""
-    pos = [v for v in values if v > 0]
-    return len(pos) >= 3 and max(pos) / min(pos) >= 10
-
-
-def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: str | Path) -> Path:
-    """Final test accuracy against the swept ``param``: one line per variant (and per value of the
-    ``others`` swept settings), mean over seeds with 95% t-confidence bars. Failed and diverged
-    runs are left out (and counted in the title's note). Log x where the values span decades; a
-    value 0 on a log axis is drawn at the left edge and labelled 0."""
-    path = Path(path)
-    series: dict[str, dict[object, list[float]]] = {}
-    order: list[str] = []
-    missing = 0
-    for r in rows:
-        label = r.get("spec", r["variant"]) + "".join(f", {o}={r[o]:g}" if isinstance(r[o], float)
-                                       else f", {o}={r[o]}" for o in others)
-        if label not in series:
-            series[label] = {}
-            order.append(label)
-        values = series[label].setdefault(r[param], [])
-        if r["status"] == "ok" and r["final_test_acc"] is not None:
-            values.append(float(r["final_test_acc"]))
-        else:
-            missing += 1
-    xs_all = sorted({r[param] for r in rows}, key=lambda v: (isinstance(v, str), v))
-    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs_all)
-    log = numeric and _is_log_scale([float(v) for v in xs_all])
-    zero_at = None
-    if log and any(v == 0 for v in xs_all):
-        zero_at = min(v for v in xs_all if v > 0) / 4  # where a lambda of 0 is drawn
-    position = {v: (float(v) if v != 0 or zero_at is None else zero_at) if numeric else i
-                for i, v in enumerate(xs_all)}
-    colors = {label: OKABE_ITO[i % len(OKABE_ITO)] for i, label in enumerate(order)}
-    with matplotlib.rc_context(_RC):
-        fig = Figure(figsize=FIGSIZE, dpi=DPI)
-        ax = fig.add_subplot()
-        seeds = 0
-        lows, highs = [], []
-        for label in order:
-            pts = [(position[x], mean_ci(v)) for x, v in series[label].items() if v]
-            pts.sort(key=lambda p: p[0])
-            if not pts:
-                continue
-            seeds = max(seeds, max(ci.n for _, ci in pts))
-            xs = [x for x, _ in pts]
-            means = [ci.mean for _, ci in pts]
-            err = [[ci.mean - ci.lo for _, ci in pts], [ci.hi - ci.mean for _, ci in pts]]
-            lows += [min(ci.mean, max(ci.lo, ci.mean - 5)) for _, ci in pts]
-            highs += [ci.hi for _, ci in pts]
-            ax.errorbar(xs, means, yerr=err, marker="o", ms=5, lw=1.8, capsize=4,
-                        color=colors[label], label=label)
-        if lows:
-            # Accuracy cannot exceed 100%; a t-interval of two seeds can be wider than that.
-            top = min(100.0, max(highs)) + 0.1
-            ax.set_ylim(max(0.0, min(lows) - 0.3), top)
-        if log:
-            ax.set_xscale("log")
-        if numeric:
-            ax.set_xticks([position[v] for v in xs_all])
-            ax.set_xticklabels(["0" if v == 0 else f"{v:g}" for v in xs_all])
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        else:
-            ax.set_xticks(list(range(len(xs_all))))
-            ax.set_xticklabels([str(v) for v in xs_all])
-        ax.set_xlabel(param + (" (log scale)" if log else ""))
-        ax.set_ylabel("final test accuracy (%)")
-        bars = ("mean and 95% CI over seeds; bars clipped to the axes" if seeds > 1
-                else "one seed each")
-        note = f"; {missing} run(s) failed or diverged, not shown" if missing else ""
-        ax.set_title(f"Final test accuracy against {param}\n({bars}{note})")
-        ax.legend(loc="best", frameon=False)
-        fig.tight_layout()
-        return _save(fig, path)
-
-
-__all__ = ["OKABE_ITO", "sweep_figure", "make_figures", "make_misclassified", "plot_curves", "plot_misclassified",
-           "select_mistakes", "variant_colors"]

@@ -1,4 +1,6 @@
-"""Files of a run folder, written atomically: a temporary file in the same folder, then rename.
+"""Atomic file writes and safe reads: a temporary file in the same folder, then rename.
+
+Generic I/O only; which files a run folder holds is :mod:`normlab.runfolder`'s business.
 
 A reader (or an interrupted writer) therefore sees either the old complete file or the new one,
 never half of one.
@@ -6,7 +8,6 @@ never half of one.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -14,7 +15,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 from normlab.errors import ConfigError, RunFolderError
 
@@ -144,32 +145,6 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
-
-
-@contextlib.contextmanager
-def folder_lock(folder: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on a run folder while training writes into it, so that a second
-    process (say, a second --resume) cannot interleave its files with ours. The lock dies with
-    the process, so a killed study leaves nothing to clean up. (No-op where fcntl is missing.)"""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        yield
-        return
-    path = Path(folder) / ".normlab.lock"
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise ConfigError(f"{folder} is in use by another normlab process; wait for it to finish "
-                          "or stop it, then try again") from None
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-        fcntl.flock(f, fcntl.LOCK_UN)
-        f.close()
 
 
 def ensure_writable(folder: str | Path) -> Path:

@@ -5,17 +5,18 @@
 Two ``--param`` flags make a grid. Each *point* (one combination of values) is a study of its own,
 in ``points/<name>/`` with the files of any study run folder; the sweep folder adds::
 
-    sweep.json                      the base config, the swept settings and their values
-    sweep.csv                       one row per run: swept values, variant, seed, status, final and
-                                    best test accuracy, final test loss, error message
-    figures/sweep_<param>.png       final test accuracy against each swept setting
-    report.md                       the table of every point and generated findings
+    sweep.json    the base config, the swept settings and their values
+    sweep.csv     one row per run: swept values, variant, seed, status, accuracies, loss, error
+    figures/      final test accuracy against each swept setting
+    report.md     the table of every point and generated findings (:mod:`normlab.sweep_report`)
+
+(the names are :class:`normlab.runfolder.SweepFolder`'s).
 
 A sweep is resumable and idempotent: the same command again skips finished runs, continues
 unfinished ones from their last finished epoch and retries failed ones.
 
 Backends: ``local`` trains the points one after another, each with the study's concurrent
-training; ``ray`` makes every run a Ray task (see :mod:`normlab.sweep_ray`).
+training; another backend (``normlab.sweep_ray.run_points``) is passed in as ``runner``.
 """
 
 from __future__ import annotations
@@ -29,18 +30,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from normlab import __version__
-from normlab.config import DATASET_NAMES, PRECISIONS, Config
+from normlab.config import DATASET_NAMES, PRECISIONS, Config, config_diff
 from normlab.errors import ConfigError, NormlabError, RunFolderError
-from normlab.layout import run_name
-from normlab.store import ensure_writable, read_json_object, write_csv, write_json
-from normlab.study import config_diff
+from normlab.runfolder import RunFolder, SweepFolder, load_run
+from normlab.store import ensure_writable
 
 # Settings that can be swept, with the Config field each one sets.
 ALIASES = {"l1": "l1_default", "l2": "l2_default"}
 SWEEPABLE = ("batch_size", "lr", "momentum", "warmup", "l1", "l2", "groups", "augment", "rotate",
              "translate", "dataset", "train_subset", "epochs", "precision")
-SWEEP_COLUMNS = ("variant", "seed", "status", "final_test_acc", "best_test_acc",
-                 "final_test_loss", "message")
 
 
 @dataclass(frozen=True)
@@ -174,9 +172,9 @@ def prepare_sweep_out(out: Path, base: Config, spec: SweepSpec) -> bool:
     """Create the sweep folder, or check that an existing one holds this very sweep.
     Returns True when it continues an existing sweep."""
     record = _sweep_record(base, spec)
-    saved_path = out / "sweep.json"
-    if saved_path.exists():
-        saved = read_json_object(saved_path, "choose a new --out")
+    folder = SweepFolder(out)
+    if folder.record.exists():
+        saved = folder.read_record()
         if saved.get("normlab_version") != __version__:
             raise RunFolderError(f"{out} was written by normlab {saved.get('normlab_version')}, "
                                  f"this is {__version__}; choose a new --out")
@@ -192,89 +190,111 @@ def prepare_sweep_out(out: Path, base: Config, spec: SweepSpec) -> bool:
         raise ConfigError(f"output folder {str(out)!r} is not empty and holds no sweep; choose a "
                           "new --out so earlier results are kept")
     ensure_writable(out)
-    write_json(saved_path, record)
+    folder.write_record(record)
     return False
+
+
+def read_sweep_spec(out: str | Path) -> tuple[Config, "SweepSpec"]:
+    """The base config and the spec saved in a sweep folder (for --resume)."""
+    folder = SweepFolder(out)
+    if not folder.record.exists():
+        raise ConfigError(f"--resume {str(out)!r}: no sweep.json there; give the folder a sweep "
+                          "wrote")
+    saved = folder.read_record("start a new sweep with --out")
+    try:
+        base = Config.from_dict(saved["base_config"])
+        spec = SweepSpec(tuple(Param(p["name"], tuple(p["values"])) for p in saved["params"]),
+                         scale_lr=bool(saved.get("scale_lr")))
+    except (ValueError, KeyError, TypeError) as e:
+        raise RunFolderError(f"{folder.record} cannot be read ({e}); start a new sweep with "
+                             "--out") from None
+    return base, spec
 
 
 @dataclass
 class PointOutcome:
     values: dict[str, Any]
     cfg: Config
-    folder: Path
+    folder: RunFolder
     error: str = ""             # why the point failed (no summary.json), else ""
 
+    @property
+    def name(self) -> str:
+        return point_name(self.values)
 
-def run_sweep(base: Config, spec: SweepSpec, out: str | Path, backend: str = "local",
-              ray_address: str | None = None, retries: int = 2, progress: bool = True,
-              log: Callable[[str], None] = print,
-              ray_resources: dict[str, float] | None = None) -> Path:
-    """Run (or continue) the sweep into ``out`` and write sweep.csv, figures and report.md."""
-    from normlab.study import load_study_data, run_study
-    from normlab.train import select_device
+
+Runner = Callable[[list[PointOutcome], Callable[[str], None]], None]
+
+
+def run_points_locally(outcomes: list[PointOutcome], log: Callable[[str], None],
+                       progress: bool = True) -> None:
+    """Train the points one after another, each a study (continued where it stopped)."""
+    from normlab.study import run_study
+
+    for k, o in enumerate(outcomes, start=1):
+        if o.folder.finished:
+            log(f"[{k}/{len(outcomes)}] {o.name}: done before, skipped")
+            continue
+        log(f"[{k}/{len(outcomes)}] {o.name}")
+        try:
+            run_study(o.cfg, out=o.folder.path, progress=progress, log=lambda _: None,
+                      resume=o.folder.config.exists())
+        except KeyboardInterrupt:
+            log("interrupted: finished runs are kept; run the same command to continue")
+            raise
+        except NormlabError as e:
+            o.error = str(e)
+            log(f"{o.name}: failed ({e}); continuing")
+        except Exception as e:  # noqa: BLE001 - one failed point must not end the sweep
+            o.error = f"{type(e).__name__}: {e}"
+            log(f"{o.name}: failed ({o.error}); continuing")
+            traceback.print_exc()
+
+
+def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | None = None,
+              backend: str = "local", progress: bool = True,
+              log: Callable[[str], None] = print) -> Path:
+    """Run (or continue) the sweep into ``out`` and write sweep.csv, figures and report.md.
+    ``runner`` trains the points (default: one after another here); ``backend`` names it."""
+    from normlab.device import select_device
+    from normlab.study import load_data
+    from normlab.sweep_report import write_sweep_outputs
 
     out = Path(out)
     points = spec.points(base)                     # bad values fail here, before any training
     device = select_device(base.device)
     # Check data and folder before the first run: every dataset the sweep touches.
     for dataset in sorted({cfg.dataset for _, cfg in points}):
-        load_study_data(base.replace(dataset=dataset, train_subset=None), device)
+        load_data(base.replace(dataset=dataset, train_subset=None), device)
     resumed = prepare_sweep_out(out, base, spec)
     runs = sum(len(cfg.parsed_variants()) * cfg.seeds for _, cfg in points)
     log(f"normlab sweep: {len(points)} point(s), {runs} run(s), backend {backend}"
         f"{' (continuing)' if resumed else ''}, out {out}")
-    outcomes = [PointOutcome(values, cfg, out / "points" / point_name(values))
-                for values, cfg in points]
-    if backend == "local":
-        for k, o in enumerate(outcomes, start=1):
-            if _finished(o):
-                log(f"[{k}/{len(outcomes)}] {point_name(o.values)}: done before, skipped")
-                continue
-            log(f"[{k}/{len(outcomes)}] {point_name(o.values)}")
-            try:
-                run_study(o.cfg, out=o.folder, progress=progress, log=lambda _: None,
-                          resume=(o.folder / "config.json").exists())
-            except KeyboardInterrupt:
-                log("interrupted: finished runs are kept; run the same command to continue")
-                raise
-            except NormlabError as e:
-                o.error = str(e)
-                log(f"{point_name(o.values)}: failed ({e}); continuing")
-            except Exception as e:  # noqa: BLE001 - one failed point must not end the sweep
-                o.error = f"{type(e).__name__}: {e}"
-                log(f"{point_name(o.values)}: failed ({o.error}); continuing")
-                traceback.print_exc()
-    elif backend == "ray":
-        from normlab.sweep_ray import run_points_on_ray
-
-        run_points_on_ray(outcomes, ray_address=ray_address, retries=retries, log=log,
-                          resources=ray_resources or {"num_cpus": 1.0, "num_gpus": 0.0})
+    sweep = SweepFolder(out)
+    outcomes = [PointOutcome(values, cfg, sweep.point(point_name(values))) for values, cfg in points]
+    if runner is None:
+        run_points_locally(outcomes, log, progress)
     else:
-        raise ConfigError(f"unknown --backend {backend!r}; use local or ray")
+        runner(outcomes, log)
     rows = sweep_rows(spec, outcomes)
-    write_sweep_files(out, spec, rows)
+    write_sweep_outputs(out, spec, rows)
     failed = sum(1 for r in rows if r["status"] == "failed")
     log(f"sweep results in {out}" + (f" ({failed} run(s) failed; run the same command to retry "
                                      "them)" if failed else ""))
     return out
 
 
-def _finished(o: PointOutcome) -> bool:
-    return (o.folder / "summary.json").exists() and (o.folder / "config.json").exists()
-
-
 def sweep_rows(spec: SweepSpec, outcomes: list[PointOutcome]) -> list[dict]:
     """One row per run (values, variant, seed, status, accuracies, loss, message)."""
-    from normlab.report import load_run
-
     rows = []
     for o in outcomes:
         variants = o.cfg.parsed_variants()
         per_run: dict[tuple[str, int], dict] = {}
         status: dict[tuple[str, int], str] = {}
         error = o.error
-        if _finished(o) and not error:
+        if o.folder.finished and not error:
             try:
-                run = load_run(o.folder)
+                run = load_run(o.folder.path)
             except RunFolderError as e:
                 error = str(e)
             else:
@@ -288,12 +308,10 @@ def sweep_rows(spec: SweepSpec, outcomes: list[PointOutcome]) -> list[dict]:
                     r["best"] = max(r["best"], m["test_acc"])
         else:
             # An unfinished point: runs that finished have their final checkpoint already.
-            from normlab.study import read_run_outputs
-
             for v in variants:
                 for seed in o.cfg.seed_list():
                     try:
-                        saved = read_run_outputs(o.folder, v, seed)
+                        saved = o.folder.read_run_outputs(v, seed)
                     except RunFolderError:
                         saved = None
                     if saved is None:
@@ -322,42 +340,5 @@ def sweep_rows(spec: SweepSpec, outcomes: list[PointOutcome]) -> list[dict]:
     return rows
 
 
-def write_sweep_files(out: Path, spec: SweepSpec, rows: list[dict]) -> None:
-    from normlab.plots import sweep_figure
-    from normlab.report import write_sweep_report
-
-    header = tuple(p.name for p in spec.params) + SWEEP_COLUMNS
-    write_csv(out / "sweep.csv", header,
-              [tuple("" if r[c] is None else r[c] for c in header) for r in rows])
-    for p in spec.params:
-        sweep_figure(rows, p.name, [q.name for q in spec.params if q.name != p.name],
-                     out / "figures" / f"sweep_{p.name}.png")
-    write_sweep_report(out, spec, rows)
-
-
-def read_sweep_csv(path: str | Path) -> list[dict]:
-    """Rows of sweep.csv with numbers parsed (empty cells are None)."""
-    import csv
-
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    out = []
-    for r in rows:
-        parsed: dict[str, Any] = {}
-        for k, v in r.items():
-            if v == "":
-                parsed[k] = None
-                continue
-            try:
-                parsed[k] = int(v)
-            except ValueError:
-                try:
-                    parsed[k] = float(v)
-                except ValueError:
-                    parsed[k] = v
-        out.append(parsed)
-    return out
-
-
-__all__ = ["Param", "SweepSpec", "parse_param", "point_name", "run_sweep", "sweep_rows",
-           "read_sweep_csv", "run_name"]
+__all__ = ["Param", "SweepSpec", "PointOutcome", "parse_param", "point_name", "run_sweep",
+           "run_points_locally", "read_sweep_spec", "sweep_rows"]

@@ -1,50 +1,45 @@
-"""The Ray backend of ``normlab sweep``: every run a Ray task, results written by the driver.
+"""The Ray backend of ``normlab sweep``: every run a Ray task, results recorded by the driver.
 
 Each run (point x variant x seed) becomes a task that declares its resources (CPUs, a fraction of
-a GPU), loads and verifies the dataset where it runs, trains with normlab's engine and returns
-plain data: metrics, final weights and predictions. The driver writes each result into the sweep
-folder as it arrives (atomically, as every file normlab writes), so interrupting a sweep loses only
-the runs in progress, and a point's study files once all its runs are back. A task that raises is
-retried ``retries`` times by Ray, then its run is recorded as failed with the error, and the sweep
-goes on with the rest. Ray is optional: ``pip install "normlab[ray]"``.
+a GPU), loads and verifies the dataset where it runs, trains with the study driver
+(:func:`normlab.study.train`, a plan of one run) and returns plain data: metrics, final weights and
+predictions. The driver records each result in its point's run folder as it arrives, through the
+same study steps as ``normlab study`` (:func:`~normlab.study.start`, the run folder's writers,
+:func:`~normlab.study.finish`), so a Ray point holds exactly the files of a local one. A task that
+raises is retried ``retries`` times by Ray, then its run is recorded as failed with the error,
+and the sweep goes on. Ray is optional: ``pip install "normlab[ray]"``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 from typing import Any, Callable
 
 from normlab.errors import ConfigError, RunFolderError
+from normlab.runfolder import Predictions, RunResult
+from normlab.sweep import PointOutcome
 
 
 def train_one(cfg_dict: dict, variant_name: str, seed: int, threads: int) -> dict[str, Any]:
     """One run, as a Ray task runs it: plain data back (tensors, numbers, strings)."""
-    import torch
-
+    from normlab import study
     from normlab.config import Config
-    from normlab.study import load_study_data
-    from normlab.train import GroupTrainer, select_device
 
-    torch.set_num_threads(max(1, threads))
     cfg = Config.from_dict(cfg_dict)
-    device = select_device(cfg.device)
-    data = load_study_data(cfg, device)
     variant = next(v for v in cfg.parsed_variants() if v.name == variant_name)
-    trainer = GroupTrainer(cfg, [(variant, seed)], data.train, data.test, data.mean, data.std)
-    while not trainer.done:
-        trainer.train_epoch()
-    trainer.final_outputs()
-    r = trainer.results[0]
+    whole = study.make_plan(cfg, group_size=1, workers=1, threads=max(1, threads))
+    plan = dataclasses.replace(whole, groups=[[(variant, seed)]])   # this run alone
+    data = study.load_data(cfg, plan.device)
+    r = study.train(plan, data, progress=False, log=lambda _: None)[0]
     p = r.predictions
-    return {"variant": variant_name, "seed": seed, "params": r.params, "status": r.status,
+    return {"variant": r.variant.name, "seed": seed, "params": r.params, "status": r.status,
             "message": r.message, "epochs": r.epochs, "model": r.state_dict,
-            "predictions": None if p is None else (p.label, p.pred, p.confidence),
-            "threads": torch.get_num_threads()}
+            "predictions": None if p is None else (p.label, p.pred, p.confidence)}
 
 
-def _result(cfg, data: dict):
-    from normlab.train import Predictions, RunResult
-
+def _result(cfg, data: dict) -> RunResult:
     variant = next(v for v in cfg.parsed_variants() if v.name == data["variant"])
     r = RunResult(variant=variant, seed=data["seed"], params=data["params"], status=data["status"],
                   epochs=data["epochs"], message=data["message"], state_dict=data["model"])
@@ -68,18 +63,48 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
                           "it with 'ray start --head' or give the right --ray-address") from None
 
 
-def run_points_on_ray(outcomes: list, ray_address: str | None, retries: int,
-                      log: Callable[[str], None], resources: dict[str, float]) -> None:
+class _Point:
+    """The driver's side of one point: its plan, what has come back, when it started."""
+
+    def __init__(self, o: PointOutcome, threads: int):
+        from normlab import study
+
+        self.o, self.done, self.t_start = o, {}, time.perf_counter()
+        self.plan = study.make_plan(o.cfg, group_size=1, workers=1, threads=threads)
+        self.wanted = [(v, s) for v in o.cfg.parsed_variants() for s in o.cfg.seed_list()]
+        self.resumed = o.folder.config.exists()
+        if not self.resumed:
+            # Written before any run is submitted, so that a point whose runs all finish in a
+            # session that is then killed can still be completed later.
+            study.start(o.folder, self.plan, study.load_data(o.cfg, self.plan.device),
+                        backend="ray")
+
+    def complete(self, log: Callable[[str], None]) -> None:
+        """The point's closing files once all its runs are back; a failure here is the point's
+        error, not the sweep's end."""
+        from normlab import study
+
+        if self.o.folder.summary.exists() or any((v.name, s) not in self.done
+                                                 for v, s in self.wanted):
+            return
+        try:
+            study.finish(self.o.folder, self.plan, [self.done[(v.name, s)] for v, s in self.wanted],
+                         self.t_start, resumed=self.resumed, log=lambda _: None)
+        except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
+            self.o.error = f"{type(e).__name__}: {e}"
+            log(f"{self.o.name}: its study files could not be written ({self.o.error})")
+
+
+def run_points(outcomes: list[PointOutcome], log: Callable[[str], None],
+               ray_address: str | None = None, retries: int = 2,
+               resources: dict[str, float] | None = None) -> None:
     """Train every unfinished run of ``outcomes`` (sweep points) as Ray tasks."""
     try:
         import ray
     except ImportError:
         raise ConfigError("--backend ray needs Ray; install it with pip install 'normlab[ray]', "
                           "or use --backend local") from None
-    from normlab.store import write_json
-    from normlab.study import read_run_outputs, write_run_outputs
-    from normlab.sweep import point_name
-
+    resources = resources or {"num_cpus": 1.0, "num_gpus": 0.0}
     started = not ray.is_initialized()
     if started and ray_address:
         _check_reachable(ray_address)
@@ -102,87 +127,48 @@ def run_points_on_ray(outcomes: list, ray_address: str | None, retries: int,
                           f"{have_gpus:g} GPUs; its tasks would never start; use --ray-gpus 0")
     threads = max(1, int(resources.get("num_cpus", 1)))
     task = ray.remote(train_one).options(
-        num_cpus=resources.get("num_cpus", 1), num_gpus=resources.get("num_gpus", 0) or 0,
+        num_cpus=resources.get("num_cpus", 1), num_gpus=want_gpus,
         max_retries=retries, retry_exceptions=True)
     try:
         pending: dict[Any, tuple] = {}
-        done: dict[int, dict[tuple, Any]] = {}
+        points: dict[int, _Point] = {}
         for k, o in enumerate(outcomes):
-            if (o.folder / "summary.json").exists():
+            if o.folder.summary.exists():
                 continue
-            done[k] = {}
-            if not (o.folder / "config.json").exists():
-                # Written before any run is submitted, so that a point whose runs all finish
-                # in a session that is then killed can still be completed later.
-                _describe_point(o, write_json)
-            for v in o.cfg.parsed_variants():
-                for seed in o.cfg.seed_list():
-                    try:
-                        saved = read_run_outputs(o.folder, v, seed)
-                    except RunFolderError:
-                        saved = None   # a damaged final checkpoint: train that run again
-                    if saved is not None:
-                        done[k][(v.name, seed)] = saved
-                        continue
-                    ref = task.remote(o.cfg.to_dict(), v.name, seed, threads)
-                    pending[ref] = (k, v, seed)
+            points[k] = p = _Point(o, threads)
+            for v, seed in p.wanted:
+                try:
+                    saved = o.folder.read_run_outputs(v, seed)
+                except RunFolderError:
+                    saved = None   # a damaged final checkpoint: train that run again
+                if saved is not None:
+                    p.done[(v.name, seed)] = saved
+                    continue
+                pending[task.remote(o.cfg.to_dict(), v.name, seed, threads)] = (k, v, seed)
         log(f"ray: {len(pending)} run(s) submitted")
         errors: dict[int, list[str]] = {}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 k, v, seed = pending.pop(ref)
-                o = outcomes[k]
+                p = points[k]
                 try:
                     data = ray.get(ref)
                 except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
                     first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
                     errors.setdefault(k, []).append(f"{v.name} seed {seed}: {first}")
-                    log(f"{point_name(o.values)} {v.name} seed {seed}: failed after {retries} "
-                        f"retries ({first})")
+                    log(f"{p.o.name} {v.name} seed {seed}: failed after {retries} retries "
+                        f"({first})")
                     continue
-                r = _result(o.cfg, data)
-                write_run_outputs(o.folder, r)
-                done[k][(v.name, seed)] = r
-                log(f"{point_name(o.values)} {v.name} seed {seed}: {r.status}")
-                _complete_point(o, done[k], log)
+                r = _result(p.o.cfg, data)
+                p.o.folder.write_run_outputs(r)
+                p.done[(v.name, seed)] = r
+                log(f"{p.o.name} {v.name} seed {seed}: {r.status}")
+                p.complete(log)
         for k, msgs in errors.items():
             outcomes[k].error = "; ".join(msgs)
-        for k in done:   # points whose runs were all finished before (nothing was submitted)
-            _complete_point(outcomes[k], done[k], log)
+        for p in points.values():   # points whose runs were all finished before
+            p.complete(log)
     finally:
         if started:
             ray.shutdown()
-
-
-def _describe_point(o, write_json) -> None:
-    """config.json and env.json of a point, made by the driver."""
-    from normlab.study import environment, load_study_data, resolved_config
-    from normlab.train import select_device
-
-    device = select_device(o.cfg.device)
-    data = load_study_data(o.cfg, device)
-    resolved = resolved_config(o.cfg, device, data)
-    resolved["resolved"].update(backend="ray")
-    write_json(o.folder / "config.json", resolved)
-    write_json(o.folder / "env.json", environment(device))
-
-
-def _complete_point(o, done: dict, log: Callable[[str], None]) -> None:
-    """Write a point's study files once all its runs are back; a failure here is the point's
-    error, not the sweep's end."""
-    from normlab.report import write_report
-    from normlab.study import write_summary, write_tables
-    from normlab.sweep import point_name
-
-    wanted = [(v, s) for v in o.cfg.parsed_variants() for s in o.cfg.seed_list()]
-    if (o.folder / "summary.json").exists() or any((v.name, s) not in done for v, s in wanted):
-        return
-    results = [done[(v.name, s)] for v, s in wanted]
-    try:
-        write_tables(o.folder, results)
-        write_summary(o.folder, o.cfg, results)
-        write_report(o.folder)
-    except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
-        o.error = f"{type(e).__name__}: {e}"
-        log(f"{point_name(o.values)}: its study files could not be written ({o.error})")

@@ -23,7 +23,6 @@ import contextlib
 import math
 import statistics
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -31,9 +30,10 @@ import torch.nn.functional as F
 
 from normlab.batches import DeviceSplit, augment, batch_bounds, random_transforms
 from normlab.config import Config, Variant
-from normlab.errors import ConfigError, RunFolderError
-from normlab.layout import METRIC_COLUMNS
+from normlab.device import resolve_precision
+from normlab.errors import RunFolderError
 from normlab.model import ModelConfig, MultiNet, Net, count_params
+from normlab.runfolder import METRIC_COLUMNS, Predictions, RunResult
 
 # A cross-entropy above this has diverged even if it is still finite: a chance guess over 10
 # classes scores ln(10) = 2.3, and only logits thousands apart can score 1e4.
@@ -43,68 +43,11 @@ METRIC_FIELDS = METRIC_COLUMNS[2:] + ("seconds",)  # a run's per-epoch row: metr
 # columns after variant and seed, and the epoch's seconds (timing.csv)
 
 
-def select_device(name: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu. An explicit device that is absent is an error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
-    if device.type == "cuda" and device.index is not None \
-            and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA "
-                          f"devices; use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("--device mps asked for, but MPS is not available; use --device cpu")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
-    return device
-
-
 def build_model(cfg: Config, variant: Variant, seed: int) -> Net:
     """The model of ``variant``, initialized from ``seed`` without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return Net(ModelConfig(norm=variant.norm, groups=cfg.groups))
-
-
-@dataclass
-class Predictions:
-    """The final model's predictions on the test split (on the CPU)."""
-
-    label: torch.Tensor       # (N,) true class
-    pred: torch.Tensor        # (N,) predicted class
-    confidence: torch.Tensor  # (N,) softmax probability of the predicted class
-
-
-@dataclass
-class RunResult:
-    variant: Variant
-    seed: int
-    params: int
-    status: str = "ok"                       # "ok" or "diverged"
-    epochs: list[dict] = field(default_factory=list)
-    predictions: Predictions | None = None
-    state_dict: dict | None = None
-    message: str = ""
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` is bf16 on a CUDA GPU with bf16 tensor cores (compute capability 8.0 or newer;
-    the float32 weights keep SGD exact) and fp32 elsewhere (CPUs and older GPUs emulate bf16,
-    which is slower, not faster)."""
-    if precision == "auto":
-        if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
-            return "bf16"   # Ampere or newer; older GPUs emulate bf16, slower than fp32
-        return "fp32"
-    return precision
 
 
 def one_cycle(step: int, total: int, cfg: Config) -> tuple[float, float]:

@@ -1,0 +1,200 @@
+"""The normalizations, one registry entry each: the one place a norm is defined.
+
+Every other module asks :data:`NORMS` (timm's ``create_norm`` habit): the model builds a norm's
+layer with ``spec.build``, MultiNet merges neighbouring members' layers by ``spec.merge``, the
+config checks ``--groups`` with :func:`check_groups`, the CLI lists the names, reports print
+``spec.title``, and ``normlab explain`` computes the norm by hand from ``spec.view`` and
+``spec.reduce`` and checks it against ``spec.build``. Adding a norm is adding one entry.
+
+All norms here are channels-first, input ``(N, C, H, W)``, and differ only in *which elements
+share one mean and one variance*:
+
+* ``bn``   BatchNorm2d: per channel over (N, H, W); running averages at test time.
+* ``gn``   GroupNorm(G, C): per image and group of C/G channels over (C/G, H, W).
+* ``ln``   LayerNorm for conv features as GroupNorm(1, C): per image over (C, H, W), then one
+           gamma and beta per channel. Per-element ``nn.LayerNorm([C, H, W])`` would learn 2*C*H*W
+           parameters instead of 2*C and tie the model to one input size, so it is not used.
+* ``in``   InstanceNorm as GroupNorm(C, C): per image and channel over (H, W).
+* ``none`` no normalization.
+
+``bn``, ``gn``, ``ln`` and ``in`` each add 2*C parameters per layer, so the models have the same
+parameter count.
+
+This module does not import torch (config validation and the CLI's help need the names without
+paying for it); the builders import it when they run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from normlab.errors import ConfigError
+
+# Axis names a norm's hand computation may use. x is (N, C, H, W); "G" and "C/G" split the
+# channels into G groups of C/G consecutive channels, G = spec.stat_groups(C, groups).
+AXES = ("N", "C", "H", "W", "G", "C/G")
+# How MultiNet merges the layers of neighbouring members with the same norm into one layer:
+# "batch": BatchNorm2d over M*C channels; "group": GroupNorm with M*G groups over M*C channels
+# (groups are contiguous channel blocks, so none straddles two members); "identity": one
+# nn.Identity. A norm with merge None keeps one layer per member on its own channel block.
+MERGE_KINDS = ("batch", "group", "identity")
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")   # no '+', ',' or '=': those split variant specs
+
+
+@dataclass(frozen=True)
+class NormSpec:
+    """One normalization: how to build it, how to name it, how to compute it by hand."""
+
+    name: str                  # as written in variant specs and run names: "gn"
+    title: str                 # display name in reports and figures: "GroupNorm"
+    description: str           # one line: which elements share a mean and a variance
+    # (channels, groups) -> the nn.Module; ``groups`` is --groups (used by gn only).
+    build: Callable[[int, int], Any]
+    # (channels, groups) -> statistics per image (gn: groups, ln: 1, in: channels); None for
+    # batch statistics (bn) and for no statistics (none). A count that does not divide the
+    # channels is rejected by :func:`check_groups`; it is also the size of the "G" axis below.
+    stat_groups: Callable[[int, int], int | None]
+    merge: str | None = None   # one of MERGE_KINDS, or None: see MERGE_KINDS above
+    # The hand computation (normlab explain): x viewed with the axes ``view`` (names from AXES),
+    # then mean and biased variance over the axes ``reduce``; () means no statistics (none).
+    view: tuple[str, ...] = ("N", "C", "H", "W")
+    reduce: tuple[str, ...] = ()
+    per: str = ""              # what one mean belongs to, for explain's text: "image and group"
+    note: str = ""             # explain's remark on the statistics: "shared by all images ..."
+    # PyTorch's layer as explain prints it; {C}, {G} and {C/G} are filled in.
+    layer_text: str = ""
+    explain: bool = False      # shown in `normlab explain`'s worked example and figure
+
+    def __post_init__(self) -> None:
+        # Mistakes in an entry surface at import (or when a test registers one), not mid-study.
+        if not _NAME.match(self.name):
+            raise ValueError(f"norm name {self.name!r} must be lower-case letters, digits or _")
+        if self.merge is not None and self.merge not in MERGE_KINDS:
+            raise ValueError(f"norm {self.name!r}: merge must be one of {MERGE_KINDS} or None")
+        unknown = [a for a in (*self.view, *self.reduce) if a not in AXES]
+        if unknown or not set(self.reduce) <= set(self.view):
+            raise ValueError(f"norm {self.name!r}: view and reduce must use axes {AXES}, "
+                             "and reduce only axes of view")
+        if ("G" in self.view) != ("C/G" in self.view) or ("C" in self.view) == ("G" in self.view):
+            raise ValueError(f"norm {self.name!r}: view must hold C, or G and C/G instead")
+
+    @property
+    def has_stats(self) -> bool:
+        """Whether the norm subtracts a mean (so a conv bias right before it is redundant)."""
+        return bool(self.reduce)
+
+    @property
+    def batch_stats(self) -> bool:
+        """Whether one statistic spans the images of a batch (needs a batch of 2 or more)."""
+        return "N" in self.reduce
+
+
+# -- builders: torch is imported only here, when a layer is built --------------------------------
+
+def _batch_norm(channels: int, groups: int) -> Any:
+    import torch.nn as nn
+    return nn.BatchNorm2d(channels)
+
+
+def _group_norm(channels: int, groups: int) -> Any:
+    import torch.nn as nn
+    return nn.GroupNorm(groups, channels)
+
+
+def _layer_norm(channels: int, groups: int) -> Any:
+    import torch.nn as nn
+    return nn.GroupNorm(1, channels)   # LayerNorm over (C, H, W) with per-channel affine
+
+
+def _instance_norm(channels: int, groups: int) -> Any:
+    import torch.nn as nn
+    return nn.GroupNorm(channels, channels)
+
+
+def _identity(channels: int, groups: int) -> Any:
+    import torch.nn as nn
+    return nn.Identity()
+
+
+def _given_groups(channels: int, groups: int) -> int:
+    return groups
+
+
+def _one_group(channels: int, groups: int) -> int:
+    return 1
+
+
+def _group_per_channel(channels: int, groups: int) -> int:
+    return channels
+
+
+def _no_groups(channels: int, groups: int) -> None:
+    return None
+
+
+NORMS: dict[str, NormSpec] = {spec.name: spec for spec in (
+    NormSpec("bn", "BatchNorm", "per channel over (N, H, W); running averages at test time",
+             build=_batch_norm, stat_groups=_no_groups, merge="batch",
+             reduce=("N", "H", "W"), per="channel", note="shared by all images in the batch",
+             layer_text="nn.BatchNorm2d({C}), training mode", explain=True),
+    NormSpec("gn", "GroupNorm", "per image and group over (C/G, H, W)",
+             build=_group_norm, stat_groups=_given_groups, merge="group",
+             view=("N", "G", "C/G", "H", "W"), reduce=("C/G", "H", "W"), per="image and group",
+             layer_text="nn.GroupNorm({G}, {C}), G = {G} groups of C/G = {C/G} channels",
+             explain=True),
+    NormSpec("ln", "LayerNorm", "per image over (C, H, W), as GroupNorm(1, C)",
+             build=_layer_norm, stat_groups=_one_group, merge="group",
+             reduce=("C", "H", "W"), per="image", note="independent of the other images",
+             layer_text="nn.GroupNorm(1, {C}): LayerNorm over (C, H, W) with per-channel affine",
+             explain=True),
+    NormSpec("in", "InstanceNorm", "per image and channel over (H, W), as GroupNorm(C, C)",
+             build=_instance_norm, stat_groups=_group_per_channel, merge="group",
+             reduce=("H", "W"), per="image and channel", note="independent of the other images",
+             layer_text="nn.GroupNorm({C}, {C}): InstanceNorm with per-channel affine"),
+    NormSpec("none", "no norm", "no normalization",
+             build=_identity, stat_groups=_no_groups, merge="identity"),
+)}
+
+
+def get(name: str) -> NormSpec:
+    """The registry entry of ``name``; ConfigError listing the valid names for an unknown one."""
+    try:
+        return NORMS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown norm {name!r}; valid norms: {', '.join(NORMS)}") from None
+
+
+def display_name(name: str) -> str:
+    """Display name of ``name`` ("GroupNorm"); an unregistered name is shown as it is."""
+    spec = NORMS.get(name) if isinstance(name, str) else None
+    return spec.title if spec else str(name)
+
+
+def explained() -> list[str]:
+    """The norms `normlab explain` works through, in registry order."""
+    return [name for name, spec in NORMS.items() if spec.explain]
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def check_groups(norm: str, groups: int, layers: Iterable[tuple[str, int]]) -> None:
+    """Raise ConfigError for the first layer whose channels ``norm``'s statistic groups (for
+    ``groups``, i.e. --groups) do not divide. ``layers``: (layer name, channels) in build order,
+    e.g. ``ModelConfig.norm_layers()``. Arithmetic only, so config validation needs no torch."""
+    spec = get(norm)
+    for layer, channels in layers:
+        g = spec.stat_groups(channels, groups)
+        if g is not None and (g < 1 or channels % g != 0):
+            raise ConfigError(
+                f"{layer}: {spec.title} with {g} groups does not divide its {channels} channels; "
+                f"use --groups with one of {divisors(channels)}"
+            )
+
+
+__all__ = ["AXES", "MERGE_KINDS", "NORMS", "NormSpec", "check_groups", "divisors", "display_name",
+           "explained", "get"]

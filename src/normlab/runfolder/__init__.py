@@ -1,0 +1,17 @@
+"""The run folder and the sweep folder, owned here alone: names, columns, writers, readers, lock.
+
+:mod:`normlab.runfolder.folder` lays out the files and writes them (atomically);
+:mod:`normlab.runfolder.checks` reads a finished folder back and checks it file by file. Every
+other part of normlab (and its tests) goes through the names exported here.
+"""
+
+from normlab.runfolder.checks import (DATASET_TITLES, RunData, load_run, load_summary,
+                                      read_predictions)
+from normlab.runfolder.folder import (METRIC_COLUMNS, PREDICTION_COLUMNS, REBUILD, STAT_KEYS,
+                                      STATUSES, SWEEP_COLUMNS, TIMING_COLUMNS, Predictions,
+                                      RunFolder, RunResult, SweepFolder, run_name, summarize)
+
+__all__ = ["DATASET_TITLES", "RunData", "load_run", "load_summary", "read_predictions",
+           "METRIC_COLUMNS", "PREDICTION_COLUMNS", "REBUILD", "STAT_KEYS", "STATUSES",
+           "SWEEP_COLUMNS", "TIMING_COLUMNS", "Predictions", "RunFolder", "RunResult",
+           "SweepFolder", "run_name", "summarize"]

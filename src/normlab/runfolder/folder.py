@@ -1,0 +1,359 @@
+"""The run folder and the sweep folder: every file name, column list, writer, reader and check.
+
+This module alone knows how a study and a sweep lay out their results; everything else (the study
+driver, the Ray backend, reports, plots, scripts, the notebook, the tests) asks it. Run folder::
+
+    config.json                         the fully resolved Config (+ 'resolved': device, seeds, ...)
+    env.json                            versions, device, threads, normlab version and git commit
+    metrics.csv                         METRIC_COLUMNS, one row per variant, seed and epoch
+    timing.csv, timing.json             seconds per epoch; the study's wall time and memory
+    summary.json                        per variant: params, status, {mean, std, n, values} stats
+    predictions/<variant>-s<seed>.csv   PREDICTION_COLUMNS of the final model on every test image
+    checkpoints/<variant>-s<seed>.pt    final weights, status and metrics of a finished run
+    checkpoints/group-<k>.pt            training state of group k after its last finished epoch
+    figures/, report.md                 drawn from the files above by ``normlab report``
+    .normlab.lock                       held (flock) while a process writes into the folder
+
+A sweep folder holds ``sweep.json`` (the base config and swept settings), ``sweep.csv`` (one row
+per run), ``points/<setting>=<value>/`` (a run folder per point), ``figures/`` and ``report.md``.
+Every file is written atomically (:mod:`normlab.store`). Reading needs no torch except for
+checkpoints. The readers that check a finished folder are in :mod:`normlab.runfolder.checks`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from normlab import __version__
+from normlab.config import Variant
+from normlab.errors import ConfigError, RunFolderError
+from normlab.stats import describe
+from normlab.store import (atomic_write_text, ensure_writable, load_checkpoint, read_json_object,
+                           remove_stale_temporaries, save_checkpoint, write_csv, write_json)
+
+# metrics.csv: only what the seed and config decide, so a resumed study writes the same bytes.
+METRIC_COLUMNS = ("variant", "seed", "epoch", "train_loss", "train_acc", "test_loss", "test_acc",
+                  "lr")
+TIMING_COLUMNS = ("variant", "seed", "epoch", "seconds")   # vary from run to run
+PREDICTION_COLUMNS = ("index", "label", "pred", "confidence")
+SWEEP_COLUMNS = ("variant", "seed", "status", "final_test_acc", "best_test_acc",
+                 "final_test_loss", "message")
+STAT_KEYS = ("final_test_acc", "best_test_acc", "final_test_loss")
+STATUSES = ("ok", "partly-diverged", "diverged")
+FIGURES = {"test_acc": "test_accuracy.png", "test_loss": "test_loss.png",
+           "train_vs_test": "train_vs_test.png"}
+STATE_VERSION = 1   # format of checkpoints/group-<k>.pt
+REBUILD = "re-run the study to rebuild the run folder"
+
+
+def run_name(variant: str, seed: int) -> str:
+    """The stem of a run's files: predictions/<stem>.csv, checkpoints/<stem>.pt."""
+    return f"{variant}-s{seed}"
+
+
+# ----------------------------------------------------------------------------------------------
+# What a run leaves behind
+
+
+@dataclass
+class Predictions:
+    """The final model's predictions on the test split (tensors on the CPU)."""
+
+    label: Any       # (N,) true class
+    pred: Any        # (N,) predicted class
+    confidence: Any  # (N,) softmax probability of the predicted class
+
+
+@dataclass
+class RunResult:
+    variant: Variant
+    seed: int
+    params: int
+    status: str = "ok"                       # "ok" or "diverged"
+    epochs: list[dict] = field(default_factory=list)   # METRIC_COLUMNS[2:] + "seconds" per epoch
+    predictions: Predictions | None = None
+    state_dict: dict | None = None
+    message: str = ""
+
+
+def summarize(variants: tuple[Variant, ...], results: list[RunResult]) -> dict:
+    """summary.json's 'variants': per variant its parameters, status and seed statistics."""
+    out = {}
+    for v in variants:
+        runs = [r for r in results if r.variant.name == v.name]
+        ok = [r for r in runs if r.status == "ok"]
+        diverged = [r.seed for r in runs if r.status != "ok"]
+        status = "ok" if not diverged else ("diverged" if not ok else "partly-diverged")
+        out[v.name] = {
+            "name": v.name, "norm": v.norm, "l1": v.l1, "l2": v.l2,
+            "params": runs[0].params if runs else None,
+            "status": status,
+            "seeds": [r.seed for r in runs],
+            "diverged_seeds": diverged,
+            "final_test_acc": describe([r.epochs[-1]["test_acc"] for r in ok]),
+            "best_test_acc": describe([max(e["test_acc"] for e in r.epochs) for r in ok]),
+            "final_test_loss": describe([r.epochs[-1]["test_loss"] for r in ok]),
+        }
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The run folder
+
+
+class RunFolder:
+    """Paths, writers and readers of one run folder."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config = self.path / "config.json"
+        self.env = self.path / "env.json"
+        self.metrics = self.path / "metrics.csv"
+        self.timing_csv = self.path / "timing.csv"
+        self.timing_json = self.path / "timing.json"
+        self.summary = self.path / "summary.json"
+        self.report = self.path / "report.md"
+        self.figures = self.path / "figures"
+        self.weights = self.path / "weights.csv"   # scripts/l1_weights.py
+        self.lock_file = self.path / ".normlab.lock"
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    def predictions(self, variant: str, seed: int) -> Path:
+        return self.path / "predictions" / f"{run_name(variant, seed)}.csv"
+
+    def checkpoint(self, variant: str, seed: int) -> Path:
+        return self.path / "checkpoints" / f"{run_name(variant, seed)}.pt"
+
+    def group_state(self, k: int) -> Path:
+        return self.path / "checkpoints" / f"group-{k}.pt"
+
+    def figure(self, kind: str) -> Path:
+        """A curve figure: ``kind`` one of FIGURES (test_acc, test_loss, train_vs_test)."""
+        return self.figures / FIGURES[kind]
+
+    def misclassified_figure(self, variant: str) -> Path:
+        return self.figures / f"misclassified_{variant}.png"
+
+    @property
+    def finished(self) -> bool:
+        """Both config.json and summary.json are there: the study ended."""
+        return self.summary.exists() and self.config.exists()
+
+    # -- creating and locking ----------------------------------------------------------------
+    def create(self) -> "RunFolder":
+        """Make a new, empty run folder (or take an empty one); refuse one that holds files."""
+        out = self.path
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {str(out)!r} is a file; give a folder path")
+        try:
+            occupied = out.is_dir() and any(out.iterdir())
+        except OSError as e:
+            raise ConfigError(f"--out {str(out)!r} cannot be read ({e.strerror or e}); "
+                              "choose another folder") from None
+        if occupied:
+            raise ConfigError(f"output folder {str(out)!r} is not empty; choose a new --out so "
+                              "earlier results are kept")
+        ensure_writable(out)
+        return self
+
+    def remove_if_unused(self) -> None:
+        """Remove the folder if nothing but the lock file is in it (a study that failed before
+        writing anything). The lock file is left alone while held: deleting a held lock file
+        would let a newcomer lock a fresh file while we still hold the old one."""
+        try:
+            if {p.name for p in self.path.iterdir()} <= {self.lock_file.name}:
+                self.lock_file.unlink(missing_ok=True)
+                self.path.rmdir()
+        except OSError:
+            pass
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold an exclusive lock (flock) on the folder while writing into it, so that a second
+        process cannot interleave its files with ours. The lock file stays in place: it dies with
+        the process's descriptor, and unlinking it could give two processes "the" lock."""
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            yield
+            return
+        f = open(self.lock_file, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise ConfigError(f"{self.path} is in use by another normlab process; wait for it to "
+                              "finish or stop it, then try again") from None
+        try:
+            yield
+        finally:
+            f.close()   # closing the descriptor releases the flock
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        return remove_stale_temporaries(self.path)
+
+    # -- writers ------------------------------------------------------------------------------
+    def write_start(self, resolved: dict, env: dict) -> None:
+        """config.json and env.json of a new study."""
+        write_json(self.config, resolved)
+        write_json(self.env, env)
+
+    def write_tables(self, results: list[RunResult]) -> None:
+        """metrics.csv and timing.csv from every run's epochs so far, in a fixed order (variant,
+        seed, epoch), so the bytes do not depend on which worker finished first."""
+        metrics, timing = [], []
+        for r in results:
+            for row in r.epochs:
+                metrics.append((r.variant.name, r.seed) + tuple(row[k] for k in METRIC_COLUMNS[2:]))
+                timing.append((r.variant.name, r.seed, row["epoch"], row["seconds"]))
+        write_csv(self.metrics, METRIC_COLUMNS, metrics)
+        write_csv(self.timing_csv, TIMING_COLUMNS, timing)
+
+    def write_run_outputs(self, r: RunResult) -> None:
+        """A finished run's predictions and final checkpoint (which also records its status and
+        metrics, so that a sweep can tell a finished run from an unfinished one)."""
+        if r.status == "ok":
+            p = r.predictions
+            rows = zip(range(len(p.label)), p.label.tolist(), p.pred.tolist(),
+                       [round(c, 6) for c in p.confidence.tolist()])
+            write_csv(self.predictions(r.variant.name, r.seed), PREDICTION_COLUMNS, rows)
+        save_checkpoint(self.checkpoint(r.variant.name, r.seed), {
+            "model": r.state_dict if r.status == "ok" else None, "variant": r.variant.as_dict(),
+            "seed": r.seed, "normlab_version": __version__, "status": r.status,
+            "message": r.message, "params": r.params, "epochs": [dict(e) for e in r.epochs],
+        })
+
+    def write_group_state(self, k: int, state: dict) -> None:
+        save_checkpoint(self.group_state(k), {"version": STATE_VERSION,
+                                              "normlab_version": __version__, "state": state})
+
+    def write_summary(self, cfg, results: list[RunResult]) -> dict:
+        summary = {"normlab_version": __version__, "dataset": cfg.dataset, "epochs": cfg.epochs,
+                   "seeds": cfg.seeds, "variants": summarize(cfg.parsed_variants(), results)}
+        write_json(self.summary, summary)
+        return summary
+
+    def write_timing(self, timing: dict) -> None:
+        write_json(self.timing_json, timing)
+
+    def write_report(self, text: str) -> Path:
+        atomic_write_text(self.report, text)
+        return self.report
+
+    # -- readers ------------------------------------------------------------------------------
+    def read_saved_config(self) -> dict:
+        """config.json, whole ('resolved' included), checked to come from this normlab version."""
+        if not self.config.exists():
+            raise ConfigError(f"--resume {str(self.path)!r}: no config.json there; give the folder "
+                              "a study wrote, or start a new study with --out")
+        saved = read_json_object(self.config, "start a new study with --out")
+        resolved = saved.get("resolved") if isinstance(saved.get("resolved"), dict) else {}
+        version = resolved.get("normlab_version")
+        if version != __version__:
+            raise RunFolderError(f"{self.path} was written by normlab {version}, this is "
+                                 f"{__version__}; resume it with that version or start a new "
+                                 "study with --out")
+        return saved
+
+    def read_run_outputs(self, variant: Variant, seed: int) -> RunResult | None:
+        """What :meth:`write_run_outputs` recorded for a finished run, or None when the run has
+        not finished here. RunFolderError when its final checkpoint is damaged."""
+        path = self.checkpoint(variant.name, seed)
+        if not path.exists():
+            return None
+        saved = load_checkpoint(path)
+        if not isinstance(saved, dict) or "epochs" not in saved or "status" not in saved:
+            return None
+        return RunResult(variant=variant, seed=seed, params=saved["params"],
+                         status=saved["status"], epochs=saved["epochs"],
+                         message=saved.get("message", ""), state_dict=saved.get("model"))
+
+    def read_group_state(self, k: int, names: list[tuple[str, int]]) -> dict | None:
+        """The training state of group k (runs ``names``: (variant, seed)), or None if absent."""
+        path = self.group_state(k)
+        if not path.exists():
+            return None
+        ckpt = load_checkpoint(path)
+        state = ckpt.get("state") if isinstance(ckpt, dict) else None
+        if not isinstance(state, dict) or ckpt.get("version") != STATE_VERSION or \
+                [(m["variant"]["name"], m["seed"]) for m in state.get("members", [])] != names:
+            raise RunFolderError(f"{path} does not hold the training state of runs {names}; "
+                                 "delete it to retrain those runs from the start")
+        return state
+
+    def previous_timing(self) -> dict[str, float]:
+        """train_seconds and wall_seconds of the earlier sessions of a resumed study."""
+        try:
+            saved = read_json_object(self.timing_json, "")
+        except RunFolderError:
+            return {}
+        return {k: float(saved[k]) for k in ("train_seconds", "wall_seconds")
+                if isinstance(saved.get(k), (int, float))}
+
+
+# ----------------------------------------------------------------------------------------------
+# The sweep folder
+
+
+class SweepFolder:
+    """Paths, writers and readers of a sweep folder."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.record = self.path / "sweep.json"
+        self.table = self.path / "sweep.csv"
+        self.report = self.path / "report.md"
+        self.figures = self.path / "figures"
+        self.weights = self.path / "weights.csv"   # scripts/l1_weights.py
+
+    @staticmethod
+    def holds_sweep(path: str | Path) -> bool:
+        return (Path(path) / "sweep.json").exists()
+
+    def point(self, name: str) -> RunFolder:
+        return RunFolder(self.path / "points" / name)
+
+    def points(self) -> list[RunFolder]:
+        """Every point's run folder, by name."""
+        return [RunFolder(p) for p in sorted((self.path / "points").iterdir()) if p.is_dir()]
+
+    def figure(self, param: str) -> Path:
+        return self.figures / f"sweep_{param}.png"
+
+    def read_record(self, fix: str = "choose a new --out") -> dict:
+        return read_json_object(self.record, fix)
+
+    def write_record(self, record: dict) -> None:
+        write_json(self.record, record)
+
+    def write_table(self, params: tuple[str, ...], rows: list[dict]) -> None:
+        header = tuple(params) + SWEEP_COLUMNS
+        write_csv(self.table, header,
+                  [tuple("" if r[c] is None else r[c] for c in header) for r in rows])
+
+    def read_table(self) -> list[dict]:
+        """Rows of sweep.csv with numbers parsed (empty cells are None)."""
+        with open(self.table, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        return [{k: _parse_cell(v) for k, v in r.items()} for r in rows]
+
+    def write_report(self, text: str) -> Path:
+        atomic_write_text(self.report, text)
+        return self.report
+
+
+def _parse_cell(v: str) -> Any:
+    if v == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return v

@@ -1,0 +1,157 @@
+"""A sweep's report: its table, its figure per swept setting and report.md, from its rows.
+
+The rows are sweep.csv's (one per run, see :func:`normlab.sweep.sweep_rows`); the table groups
+them by everything except the seed and shows mean ± std, N and the 95% interval.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+
+from normlab.findings import fmt_value, sweep_findings
+from normlab.runfolder import SweepFolder
+from normlab.stats import describe, mean_ci
+from normlab.style import DPI, FIGSIZE, RC, color, save_png
+from normlab.table import Table, format_ci, format_pm
+
+
+def sweep_table(rows: list[dict], params: list[str]) -> Table:
+    """One line per point and variant (every run but the seed in common)."""
+    t = Table(list(params) + ["variant", "runs ok", "final test acc (%)", "95% CI",
+                              "best test acc (%)"],
+              numeric=set(range(len(params))) | {len(params) + i for i in (1, 2, 3, 4)})
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[p] for p in params) + (r["variant"],), []).append(r)
+    for key, rs in groups.items():
+        ok = [r for r in rs if r["status"] == "ok" and r["final_test_acc"] is not None]
+        fin = describe([r["final_test_acc"] for r in ok])
+        best = describe([r["best_test_acc"] for r in ok])
+        t.rows.append([fmt_value(v) for v in key[:-1]] + [f"`{key[-1]}`", f"{len(ok)}/{len(rs)}",
+                      format_pm(fin, 2), format_ci(fin, 2), format_pm(best, 2)])
+    return t
+
+
+def _is_log_scale(values: Sequence[float]) -> bool:
+    """Log x when the positive values span a decade or more (batch sizes, lambdas)."""
+    pos = [v for v in values if v > 0]
+    return len(pos) >= 3 and max(pos) / min(pos) >= 10
+
+
+def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: str | Path) -> Path:
+    """Final test accuracy against the swept ``param``: one line per variant (and per value of the
+    ``others`` swept settings), mean over seeds with 95% t-confidence bars. Failed and diverged
+    runs are left out (and counted in the title's note). Log x where the values span decades; a
+    value 0 on a log axis is drawn at the left edge and labelled 0."""
+    path = Path(path)
+    series: dict[str, dict[object, list[float]]] = {}
+    order: list[str] = []
+    missing = 0
+    for r in rows:
+        label = r.get("spec", r["variant"]) + "".join(f", {o}={r[o]:g}" if isinstance(r[o], float)
+                                       else f", {o}={r[o]}" for o in others)
+        if label not in series:
+            series[label] = {}
+            order.append(label)
+        values = series[label].setdefault(r[param], [])
+        if r["status"] == "ok" and r["final_test_acc"] is not None:
+            values.append(float(r["final_test_acc"]))
+        else:
+            missing += 1
+    xs_all = sorted({r[param] for r in rows}, key=lambda v: (isinstance(v, str), v))
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs_all)
+    log = numeric and _is_log_scale([float(v) for v in xs_all])
+    zero_at = None
+    if log and any(v == 0 for v in xs_all):
+        zero_at = min(v for v in xs_all if v > 0) / 4  # where a lambda of 0 is drawn
+    position = {v: (float(v) if v != 0 or zero_at is None else zero_at) if numeric else i
+                for i, v in enumerate(xs_all)}
+    colors = {label: color(i) for i, label in enumerate(order)}
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=FIGSIZE, dpi=DPI)
+        ax = fig.add_subplot()
+        seeds = 0
+        lows, highs = [], []
+        for label in order:
+            pts = [(position[x], mean_ci(v)) for x, v in series[label].items() if v]
+            pts.sort(key=lambda p: p[0])
+            if not pts:
+                continue
+            seeds = max(seeds, max(ci.n for _, ci in pts))
+            xs = [x for x, _ in pts]
+            means = [ci.mean for _, ci in pts]
+            err = [[ci.mean - ci.lo for _, ci in pts], [ci.hi - ci.mean for _, ci in pts]]
+            lows += [min(ci.mean, max(ci.lo, ci.mean - 5)) for _, ci in pts]
+            highs += [ci.hi for _, ci in pts]
+            ax.errorbar(xs, means, yerr=err, marker="o", ms=5, lw=1.8, capsize=4,
+                        color=colors[label], label=label)
+        if lows:
+            # Accuracy cannot exceed 100%; a t-interval of two seeds can be wider than that.
+            top = min(100.0, max(highs)) + 0.1
+            ax.set_ylim(max(0.0, min(lows) - 0.3), top)
+        if log:
+            ax.set_xscale("log")
+        if numeric:
+            ax.set_xticks([position[v] for v in xs_all])
+            ax.set_xticklabels(["0" if v == 0 else f"{v:g}" for v in xs_all])
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        else:
+            ax.set_xticks(list(range(len(xs_all))))
+            ax.set_xticklabels([str(v) for v in xs_all])
+        ax.set_xlabel(param + (" (log scale)" if log else ""))
+        ax.set_ylabel("final test accuracy (%)")
+        bars = ("mean and 95% CI over seeds; bars clipped to the axes" if seeds > 1
+                else "one seed each")
+        note = f"; {missing} run(s) failed or diverged, not shown" if missing else ""
+        ax.set_title(f"Final test accuracy against {param}\n({bars}{note})")
+        ax.legend(loc="best", frameon=False)
+        fig.tight_layout()
+        return save_png(fig, path)
+
+
+def write_sweep_report(out: str | Path, spec, rows: list[dict]) -> Path:
+    """report.md of a sweep folder: what ran, the table of every point, findings, figures."""
+    folder = SweepFolder(out)
+    params = [p.name for p in spec.params]
+    base = folder.read_record().get("base_config", {})
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [f"# Sweep of {', '.join(params)}", "", "## What ran", ""]
+    lines.append("- **Swept:** " + "; ".join(
+        f"{p.name} = {', '.join(fmt_value(v) for v in p.values)}" for p in spec.params) +
+        (" (every combination)" if len(params) > 1 else "") + ".")
+    if spec.scale_lr:
+        lines.append(f"- **Learning rate** scaled with the batch size (linear rule): "
+                     f"lr = {base.get('lr')} x batch_size / {base.get('batch_size')}.")
+    lines.append(f"- **Variants:** {', '.join(f'`{v}`' for v in dict.fromkeys(r['variant'] for r in rows))}; "
+                 f"**seeds:** {', '.join(map(str, seeds))}; **epochs:** {base.get('epochs')}; "
+                 f"**dataset:** {base.get('dataset')}"
+                 + (f" (first {base['train_subset']} training images)" if base.get("train_subset") else "")
+                 + ".")
+    lines.append(f"- **Runs:** {len(rows)}, of which {sum(r['status'] == 'ok' for r in rows)} ok, "
+                 f"{sum(r['status'] == 'diverged' for r in rows)} diverged, "
+                 f"{sum(r['status'] == 'failed' for r in rows)} failed. Each point's study is in "
+                 "`points/<setting>=<value>/`; one row per run in `sweep.csv`.")
+    lines += ["", "## Results", "", "Mean ± sample standard deviation over the N seeds that finished, and the t-based "
+              "95% confidence interval of the mean.",
+              "", sweep_table(rows, params).markdown(), "", "## Findings", ""]
+    lines += [f"- {f}" for f in sweep_findings(rows, params)]
+    lines += ["", "## Figures", ""]
+    for p in params:
+        rel = folder.figure(p).relative_to(folder.path).as_posix()
+        lines += [f"![Final test accuracy against {p}]({rel})", ""]
+    return folder.write_report("\n".join(lines).rstrip() + "\n")
+
+
+def write_sweep_outputs(out: str | Path, spec, rows: list[dict]) -> None:
+    """sweep.csv, a figure per swept setting and report.md."""
+    folder = SweepFolder(out)
+    folder.write_table(tuple(p.name for p in spec.params), rows)
+    for p in spec.params:
+        sweep_figure(rows, p.name, [q.name for q in spec.params if q.name != p.name],
+                     folder.figure(p.name))
+    write_sweep_report(out, spec, rows)

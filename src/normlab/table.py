@@ -1,0 +1,80 @@
+"""The results table: one model of a study's per-variant results, rendered as text or Markdown.
+
+The terminal (end of ``normlab study``), report.md, README.md and the notebook all show this one
+table, so they never disagree on columns or rounding. Each statistic is shown as mean ± sample
+std over the seeds that finished, with N and the t-based 95% confidence interval of the mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from normlab.stats import mean_ci
+
+
+def format_pm(stat: dict, digits: int, missing: str = "–") -> str:
+    """A ``{mean, std, n}`` statistic as "mean ± std" (just the mean for one seed)."""
+    if stat.get("mean") is None:
+        return missing
+    if stat.get("n", 1) > 1:
+        return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f}"
+
+
+def format_ci(stat: dict, digits: int, missing: str = "–") -> str:
+    """The 95% confidence interval of a statistic's mean as "[lo, hi]" (none for one seed)."""
+    values = stat.get("values") or []
+    if len(values) < 2:
+        return missing
+    ci = mean_ci(values)
+    return f"[{ci.lo:.{digits}f}, {ci.hi:.{digits}f}]"
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    numeric: set[int] = field(default_factory=set)   # right-aligned columns
+
+    def text(self) -> str:
+        """Aligned plain text for a terminal."""
+        rows = [self.columns] + self.rows
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self.columns))]
+
+        def line(r: list[str]) -> str:
+            return "  ".join(c.rjust(w) if i in self.numeric and r is not self.columns
+                             else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+
+        return "\n".join([line(self.columns), "  ".join("-" * w for w in widths)]
+                         + [line(r) for r in self.rows])
+
+    def markdown(self) -> str:
+        rule = ["--:" if i in self.numeric else "---" for i in range(len(self.columns))]
+        return "\n".join("| " + " | ".join(r) + " |" for r in [self.columns, rule] + self.rows)
+
+
+def _status(s: dict) -> str:
+    if s["status"] == "diverged":
+        return "diverged"
+    if s["diverged_seeds"]:
+        return f"{len(s['diverged_seeds'])} of {len(s['seeds'])} seeds diverged"
+    return "ok"
+
+
+def results_table(summary: dict, extra: dict[str, dict[str, str]] | None = None,
+                  markdown: bool = False) -> Table:
+    """The table of a summary (summary.json, or its 'variants'). ``extra``: more columns, as
+    ``{column: {variant: cell}}`` (report.md adds the epoch of best and the train-test gap)."""
+    variants = summary.get("variants", summary)
+    name = (lambda n: f"`{n}`") if markdown else (lambda n: n)
+    extra = extra or {}
+    t = Table(["variant", "parameters", "N", "final test acc (%)", "95% CI",
+               "best test acc (%)", "final test loss"] + list(extra) + ["status"],
+              numeric={1, 2, 3, 4, 5, 6} | set(range(7, 7 + len(extra))))
+    for v, s in variants.items():
+        acc = s["final_test_acc"]
+        t.rows.append([name(v), "–" if s.get("params") is None else f"{s['params']:,}",
+                       str(acc["n"]), format_pm(acc, 2), format_ci(acc, 2),
+                       format_pm(s["best_test_acc"], 2), format_pm(s["final_test_loss"], 4)]
+                      + [col.get(v, "–") for col in extra.values()] + [_status(s)])
+    return t
