@@ -17,7 +17,7 @@ from normlab.config import (
     parse_variants,
 )
 from normlab.errors import ConfigError
-from normlab.model import NORMS
+from normlab.norms import NORMS
 
 # ----------------------------------------------------------------------------------------------
 # parse_variant
@@ -304,3 +304,54 @@ def test_replace_validates() -> None:
     assert cfg.replace(epochs=3).epochs == 3 and cfg.epochs == 20
     with pytest.raises(ConfigError):
         cfg.replace(batch_size=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# ModelConfig and torch
+
+
+def test_config_imports_without_torch() -> None:
+    """normlab.config (Config, ModelConfig, variant parsing, group-count validation) imports and
+    validates in a fresh interpreter without loading torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, normlab.config as c; c.Config(variants=('gn', 'bn+l1'), groups=2); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_model_config_is_one_class() -> None:
+    """ModelConfig lives in normlab.config and normlab.model still exports the same class."""
+    from normlab.config import ModelConfig
+    from normlab.model import ModelConfig as FromModel
+
+    assert FromModel is ModelConfig
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "layers"),
+    [
+        ({}, [("conv1", 8), ("conv2", 16), ("conv3", 16), ("conv4", 16), ("conv5", 16)]),
+        ({"full_res": 2, "transition": 4, "widths": (8, 12, 16)},
+         [("conv1", 8), ("conv2", 12), ("trans", 4), ("conv3", 16)]),
+    ],
+)
+def test_model_config_norm_layers(kwargs, layers) -> None:
+    """norm_layers lists (name, channels) of each conv + norm layer in build order: the
+    full-resolution convs, the 1x1 transition, then the convs after the pool."""
+    from normlab.config import ModelConfig
+
+    assert ModelConfig(**kwargs).norm_layers() == layers
+
+
+def test_groups_message_equals_the_models() -> None:
+    """Config's arithmetic check gives the same message as building the Net does."""
+    from normlab.model import ModelConfig, Net
+
+    with pytest.raises(ConfigError) as from_config:
+        Config(variants=("gn",), groups=16)
+    with pytest.raises(ConfigError) as from_net:
+        Net(ModelConfig(norm="gn", groups=16))
+    assert str(from_config.value) == str(from_net.value)

@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 
 from normlab import explain
-from normlab.explain import draw_norm_axes, example_tensor, explain_text, norm_stats
+from normlab.axes_figure import draw_norm_axes, figure_title, stat_groups
+from normlab.explain import example_tensor, explain_text, norm_stats
 from normlab.model import ModelConfig, Net, count_params
 
 EPS = 1e-5
@@ -31,7 +32,8 @@ def _layer(norm: str, c: int, groups: int) -> nn.Module:
     """PyTorch's reference layer, built here rather than taken from normlab.explain."""
     layer = {"bn": lambda: nn.BatchNorm2d(c, eps=EPS),
              "gn": lambda: nn.GroupNorm(groups, c, eps=EPS),
-             "ln": lambda: nn.GroupNorm(1, c, eps=EPS)}[norm]()
+             "ln": lambda: nn.GroupNorm(1, c, eps=EPS),
+             "in": lambda: nn.GroupNorm(c, c, eps=EPS)}[norm]()
     return layer.train()
 
 
@@ -40,12 +42,12 @@ SHAPES = [((2, 4, 2, 2), 2), ((3, 6, 5, 7), 3), ((8, 16, 4, 4), 4), ((1, 8, 3, 3
           ((5, 2, 1, 9), 1)]
 
 
-@pytest.mark.parametrize("norm", ["bn", "gn", "ln"])
+@pytest.mark.parametrize("norm", ["bn", "gn", "ln", "in"])
 @pytest.mark.parametrize("shape,groups", SHAPES)
 def test_norm_stats_equals_pytorch_layers(norm, shape, groups):
     """The hand computation's normalized output equals nn.BatchNorm2d (training mode),
-    nn.GroupNorm(G, C) and nn.GroupNorm(1, C) at default affine, for several shapes and values
-    far from zero mean / unit variance."""
+    nn.GroupNorm(G, C), nn.GroupNorm(1, C) and nn.GroupNorm(C, C) at default affine, for several
+    shapes and values far from zero mean / unit variance."""
     x = torch.randn(shape, generator=_gen(sum(shape) * 31 + groups)) * 3.0 + 1.5
     _, _, y = norm_stats(x, norm, groups=groups)
     with torch.no_grad():
@@ -66,10 +68,10 @@ def test_batchnorm_batch_mean_matches_running_mean_update():
 
 
 def test_statistics_have_the_documented_shapes():
-    """Mean and variance have shape (C,) for bn, (N, G) for gn and (N,) for ln."""
+    """Mean and variance have shape (C,) for bn, (N, G) for gn, (N,) for ln and (N, C) for in."""
     n, c, h, w, g = 3, 6, 4, 5, 3
     x = torch.randn((n, c, h, w), generator=_gen(1))
-    expected = {"bn": (c,), "gn": (n, g), "ln": (n,)}
+    expected = {"bn": (c,), "gn": (n, g), "ln": (n,), "in": (n, c)}
     for norm, shape in expected.items():
         mean, var, y = norm_stats(x, norm, groups=g)
         assert tuple(mean.shape) == shape, norm
@@ -97,14 +99,45 @@ def test_statistics_are_over_the_right_axes_with_biased_variance():
 
 
 def test_norm_stats_rejects_bad_input():
-    """An unknown norm, a group count that does not divide C, or a non-4-D tensor is a ValueError."""
+    """An unknown norm, a norm without statistics (none), a group count that does not divide C,
+    or a non-4-D tensor is a ValueError."""
     x = torch.zeros(2, 4, 2, 2)
     with pytest.raises(ValueError, match="unknown norm"):
-        norm_stats(x, "in")
+        norm_stats(x, "xx")
+    with pytest.raises(ValueError, match="no statistics"):
+        norm_stats(x, "none")
     with pytest.raises(ValueError, match="groups"):
         norm_stats(x, "gn", groups=3)
     with pytest.raises(ValueError, match="N, C, H, W"):
         norm_stats(torch.zeros(2, 4), "bn")
+
+
+def test_figure_titles_and_legends_come_from_the_registry():
+    """Each panel's title and legend are derived from the norm's registry axes: bn one colour per
+    channel, gn one per image and group (G from --groups), ln one per image, in one per image and
+    channel."""
+    assert figure_title("bn") == "BatchNorm: one mean per channel (over N, H, W)"
+    assert figure_title("gn", 4, 2) == "GroupNorm (G=2): one mean per image and group"
+    assert figure_title("gn", 8, 4) == "GroupNorm (G=4): one mean per image and group"
+    assert figure_title("ln") == "LayerNorm: one mean per image (over C, H, W)"
+    assert stat_groups("bn", 2, 3, 1) == (
+        [[0, 1, 2], [0, 1, 2]], ["channel c=0", "channel c=1", "channel c=2"])
+    assert stat_groups("gn", 2, 4, 2) == (
+        [[0, 0, 1, 1], [2, 2, 3, 3]], ["n=0, group 0", "n=0, group 1", "n=1, group 0", "n=1, group 1"])
+    assert stat_groups("ln", 2, 2, 1) == ([[0, 0], [1, 1]], ["image n=0", "image n=1"])
+    assert stat_groups("in", 2, 2, 1) == (
+        [[0, 1], [2, 3]], ["n=0, c=0", "n=0, c=1", "n=1, c=0", "n=1, c=1"])
+
+
+def test_explain_text_works_through_the_registrys_explained_norms():
+    """The text's sections, title line and closing line follow the registry's explained norms
+    (bn, gn and ln, in registry order); in and none are not worked through."""
+    text, _ = explain_text(0)
+    assert text.startswith("How BatchNorm, GroupNorm and LayerNorm normalize:")
+    assert [line[3:].split("  ")[0] for line in text.splitlines() if line.startswith("== ")][:3] \
+        == ["BatchNorm", "GroupNorm", "LayerNorm"]
+    assert "InstanceNorm" not in text
+    assert "Largest difference from PyTorch over bn, gn, ln:" in text
 
 
 def test_example_tensor_is_seeded_and_rounded():

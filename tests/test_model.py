@@ -158,6 +158,30 @@ def test_group_count_must_divide_channels(groups, widths, transition, layer) -> 
     assert str(groups) in msg and "--groups" in msg
 
 
+@pytest.mark.parametrize(
+    ("widths", "full_res", "transition"),
+    [((8, 16, 16, 16, 16), 1, 0), ((8, 12, 16), 2, 4), ((16, 8, 16, 16), 1, 12)],
+)
+def test_model_config_norm_layers_match_the_net(widths, full_res, transition) -> None:
+    """ModelConfig.norm_layers (the arithmetic config validation uses) lists the channels of the
+    Net's conv + norm blocks in build order, and a group count failing on one of them fails the
+    arithmetic check and the Net with one message."""
+    from normlab import norms
+    from normlab.model import ConvNormAct
+
+    cfg = ModelConfig(norm="gn", groups=1, widths=widths, full_res=full_res, transition=transition)
+    blocks = [m for m in Net(cfg).modules() if isinstance(m, ConvNormAct)]
+    assert [c for _, c in cfg.norm_layers()] == [b.conv.out_channels for b in blocks]
+    for groups in (3, 5, 16):
+        bad = ModelConfig(norm="gn", groups=groups, widths=widths, full_res=full_res,
+                          transition=transition)
+        with pytest.raises(ConfigError) as from_net:
+            Net(bad)
+        with pytest.raises(ConfigError) as by_arithmetic:
+            norms.check_groups("gn", groups, bad.norm_layers())
+        assert str(from_net.value) == str(by_arithmetic.value)
+
+
 @pytest.mark.parametrize("groups", [1, 2, 4, 8])
 def test_group_counts_dividing_all_widths_are_accepted(groups: int) -> None:
     """Every group count dividing both 8 and 16 builds a working gn model."""

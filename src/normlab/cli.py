@@ -11,7 +11,7 @@ import warnings
 from typing import Sequence
 
 from normlab import __version__
-from normlab.config import DATASET_NAMES, DEFAULT_L1, DEFAULT_L2, Config
+from normlab.config import DATASET_NAMES, DEFAULT_L1, DEFAULT_L2, Config, config_diff
 from normlab.errors import NormlabError
 from normlab import norms
 
@@ -201,9 +201,10 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                    help="folder with the dataset's IDX files, for the test images of the grids; "
                         "default: the run's own data_dir, then $NORMLAB_DATA, then the cache")
 
-    p = sub.add_parser("explain", help="compute BN, GN and LN by hand and compare with PyTorch",
+    explained = ", ".join(norms.display_name(n) for n in norms.explained())
+    p = sub.add_parser("explain", help=f"compute {explained} by hand and compare with PyTorch",
                        formatter_class=_Formatter,
-                       description="Compute BatchNorm, GroupNorm and LayerNorm by hand on a small "
+                       description=f"Compute {explained} by hand on a small "
                                    "example tensor, print the statistics and the largest difference "
                                    "from PyTorch's layers (exit code 1 if any exceeds 1e-5), and the "
                                    "parameters each norm adds to normlab's model.")
@@ -221,13 +222,13 @@ _TRAINING_KEYS = ("epochs", "batch_size", "lr", "momentum", "warmup", "l1_defaul
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from normlab import explain
+    from normlab import axes_figure, explain
 
     text, diff = explain.explain_text(seed=args.seed)
     print(text, end="")
     if args.figure:
         try:
-            print(f"figure: {explain.draw_norm_axes(args.figure)}")
+            print(f"figure: {axes_figure.draw_norm_axes(args.figure)}")
         except OSError as e:
             raise NormlabError(f"cannot write --figure {args.figure!r} ({e.strerror or e}); "
                                "choose a writable path") from None
@@ -246,13 +247,13 @@ def _resume_config(argv: Sequence[str], args: argparse.Namespace) -> Config:
     """The saved config of ``--resume RUN_DIR``; flags given on the command line must agree."""
     from normlab.runfolder import RunFolder
 
-    saved = {k: v for k, v in RunFolder(args.resume).read_saved_config().items()
-             if k != "resolved"}
+    folder = RunFolder(args.resume)
+    saved = {k: v for k, v in folder.read_saved_config().items() if k != "resolved"}
     try:
         cfg = Config.from_dict(saved)
     except (TypeError, ValueError) as e:
-        raise NormlabError(f"{args.resume}/config.json is not a valid config ({e}); start a new "
-                           "study with --out") from None
+        raise NormlabError(f"{folder.config} is not a valid config ({e}); start a new study "
+                           "with --out") from None
     given = _given(argv)
     wanted = config_from_args(args).to_dict()
     diff = config_diff(saved, wanted, [k for k in sorted(given) if k in wanted])

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from normlab import norms
+from normlab.datasets import DATASETS
 from normlab.errors import ConfigError
 from normlab.norms import NORMS
 
-DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist")
+DATASET_NAMES = tuple(DATASETS)
 PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_L1 = 2e-5
 DEFAULT_L2 = 5e-4

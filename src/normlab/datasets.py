@@ -38,6 +38,7 @@ class DatasetSpec:
     test_images: FileSpec
     test_labels: FileSpec
     classes: tuple[str, ...]
+    title: str = ""   # as printed in reports and figures ("Fashion-MNIST")
 
     @property
     def files(self) -> tuple[FileSpec, FileSpec, FileSpec, FileSpec]:
@@ -53,7 +54,7 @@ class DatasetSpec:
 
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec(
-        name="mnist",
+        name="mnist", title="MNIST",
         mirrors=(
             "https://ossci-datasets.s3.amazonaws.com/mnist/",
             "http://yann.lecun.com/exdb/mnist/",
@@ -82,7 +83,7 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     # Mirrors and .gz MD5s as in torchvision/datasets/mnist.py; no uncompressed MD5s are published.
     "fashion-mnist": DatasetSpec(
-        name="fashion-mnist",
+        name="fashion-mnist", title="Fashion-MNIST",
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         train_images=FileSpec(
             "train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", None
@@ -106,7 +107,7 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
     ),
     "kmnist": DatasetSpec(
-        name="kmnist",
+        name="kmnist", title="KMNIST",
         mirrors=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
         train_images=FileSpec(
             "train-images-idx3-ubyte.gz", "bdb82020997e1d708af4cf47b453dcf7", None

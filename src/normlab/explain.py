@@ -17,9 +17,7 @@ computed, checked and drawn here without editing this file. Nothing here trains 
 
 from __future__ import annotations
 
-import io
 from math import prod
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -27,7 +25,6 @@ import torch.nn as nn
 from normlab import norms
 from normlab.model import ConvNormAct, ModelConfig, Net, count_params
 from normlab.norms import NormSpec
-from normlab.store import atomic_write_bytes
 
 EPS = 1e-5  # PyTorch's default eps for nn.BatchNorm2d and nn.GroupNorm
 TOLERANCE = 1e-5  # the largest difference from PyTorch's layers that counts as "the same"
@@ -39,14 +36,14 @@ INPUT_SIZE = 28  # MNIST images are 28x28
 # --------------------------------------------------------------------------- hand computation
 
 
-def _hand_spec(norm: str) -> NormSpec:
+def hand_spec(norm: str) -> NormSpec:
     spec = norms.get(norm)  # ConfigError (a ValueError) "unknown norm ..." for an unknown name
     if not spec.has_stats:
         raise ValueError(f"norm {norm!r} ({spec.title}) has no statistics to compute by hand")
     return spec
 
 
-def _axis_sizes(spec: NormSpec, shape: tuple[int, ...], groups: int) -> dict[str, int]:
+def axis_sizes(spec: NormSpec, shape: tuple[int, ...], groups: int) -> dict[str, int]:
     """Size of each axis name of :data:`normlab.norms.AXES` for x of ``shape`` (N, C, H, W)."""
     n, c, h, w = shape
     sizes = {"N": n, "C": c, "H": h, "W": w}
@@ -58,7 +55,7 @@ def _axis_sizes(spec: NormSpec, shape: tuple[int, ...], groups: int) -> dict[str
     return sizes
 
 
-def _kept(spec: NormSpec) -> tuple[str, ...]:
+def kept_axes(spec: NormSpec) -> tuple[str, ...]:
     """The axes a statistic is indexed by: those of the view that are not averaged over."""
     return tuple(a for a in spec.view if a not in spec.reduce)
 
@@ -84,14 +81,14 @@ def norm_stats(
     """
     if x.dim() != 4:
         raise ValueError(f"expected x of shape (N, C, H, W), got shape {tuple(x.shape)}")
-    spec = _hand_spec(norm)
-    sizes = _axis_sizes(spec, tuple(x.shape), groups)
+    spec = hand_spec(norm)
+    sizes = axis_sizes(spec, tuple(x.shape), groups)
     xv = x.reshape([sizes[a] for a in spec.view])                 # e.g. (N, G, C/G, H, W)
     dims = tuple(spec.view.index(a) for a in spec.reduce)         # e.g. (2, 3, 4)
     mean = xv.mean(dim=dims, keepdim=True)
     var = ((xv - mean) ** 2).mean(dim=dims, keepdim=True)         # biased
     y = ((xv - mean) / torch.sqrt(var + eps)).reshape(x.shape)    # (N, C, H, W)
-    stat_shape = [sizes[a] for a in _kept(spec)]                  # e.g. (N, G)
+    stat_shape = [sizes[a] for a in kept_axes(spec)]                  # e.g. (N, G)
     return mean.reshape(stat_shape), var.reshape(stat_shape), y
 
 
@@ -196,7 +193,7 @@ def _diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if torch.isnan(d).any() else float(d.max())
 
 
-_WORDS = {"N": "image", "C": "channel", "G": "group", "H": "row", "W": "column"}
+AXIS_WORDS = {"N": "image", "C": "channel", "G": "group", "H": "row", "W": "column"}
 
 
 def _axes_text(names: tuple[str, ...]) -> str:
@@ -216,7 +213,7 @@ def _norm_section(spec: NormSpec, x: torch.Tensor, groups: int) -> tuple[list[st
     """explain's text for one norm: the axes it averages over (from the registry), its statistics
     and output on ``x`` by hand, and the largest difference from its builder's layer."""
     n, c, h, w = x.shape
-    sizes = _axis_sizes(spec, tuple(x.shape), groups)
+    sizes = axis_sizes(spec, tuple(x.shape), groups)
     view_shape = tuple(sizes[a] for a in spec.view)
     dims = tuple(spec.view.index(a) for a in spec.reduce)
     each = (f"each over {'*'.join(spec.reduce)} = {prod(sizes[a] for a in spec.reduce)} elements"
@@ -235,14 +232,14 @@ def _norm_section(spec: NormSpec, x: torch.Tensor, groups: int) -> tuple[list[st
     with torch.no_grad():
         ref = torch_layer(spec.name, c, groups=groups)(x)
     diff = _diff(y, ref)
-    kept = _kept(spec)
+    kept = kept_axes(spec)
     for label, stat in (("mean", mean), ("var ", var)):
         shape = f"shape {tuple(stat.shape)} = {_axes_text(kept)}"
         if stat.dim() == 1:
             lines.append(f"  {label} {shape}: {_vector(stat, 3)}")
         else:
-            columns = ", ".join(_WORDS.get(a, a) + "s" for a in kept[1:])
-            lines.append(f"  {label} {shape}, one row per {_WORDS.get(kept[0], kept[0])} "
+            columns = ", ".join(AXIS_WORDS.get(a, a) + "s" for a in kept[1:])
+            lines.append(f"  {label} {shape}, one row per {AXIS_WORDS.get(kept[0], kept[0])} "
                          f"(columns: {columns}):")
             lines += _matrix(stat.reshape(stat.shape[0], -1), 3, f"{kept[0].lower()}=", "    ")
     lines.append("  normalized y:")
@@ -323,137 +320,3 @@ def explain_text(seed: int = 0) -> tuple[str, float]:
     add(f"Largest difference from PyTorch over {', '.join(names)}: {worst:.2e} "
         f"(tolerance {TOLERANCE:g}): {status}")
     return "\n".join(out) + "\n", worst
-
-
-# --------------------------------------------------------------------------- figure
-
-# Okabe-Ito colour-blind-safe palette (Okabe & Ito 2008), yellow and black left out for contrast.
-OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#0072B2", "#D55E00")
-
-def figure_title(norm: str, channels: int = EXAMPLE_SHAPE[1], groups: int = EXAMPLE_GROUPS) -> str:
-    """A panel's title, from the registry: "BatchNorm: one mean per channel (over N, H, W)",
-    "GroupNorm (G=2): one mean per image and group"."""
-    spec = norms.get(norm)
-    head = spec.title
-    if "G" in spec.view:
-        head += f" (G={spec.stat_groups(channels, groups)})"
-    over = f" (over {', '.join(spec.reduce)})" if spec.view == ("N", "C", "H", "W") else ""
-    return f"{head}: one mean per {spec.per}{over}"
-
-
-_LABELS = {"N": "n={}", "C": "c={}", "G": "group {}"}
-
-
-def _stat_groups(norm: str, n: int, c: int, groups: int) -> tuple[list[list[int]], list[str]]:
-    """For each (image, channel) the index of the statistic it uses, and the statistics' labels
-    ("channel c=0", "n=0, group 1", "image n=1"), from the registry's axes."""
-    spec = _hand_spec(norm)
-    kept = _kept(spec)
-    if not set(kept) <= set(_LABELS):
-        raise ValueError(f"{spec.title}: the figure draws statistics per image and channel only")
-    sizes = _axis_sizes(spec, (n, c, 1, 1), groups)
-
-    def coord(axis: str, i: int, j: int) -> int:
-        return {"N": i, "C": j, "G": j // sizes.get("C/G", 1)}[axis]
-
-    def flat(coords: list[int]) -> int:   # row-major index over the kept axes
-        index = 0
-        for axis, k in zip(kept, coords):
-            index = index * sizes[axis] + k
-        return index
-
-    which = [[flat([coord(a, i, j) for a in kept]) for j in range(c)] for i in range(n)]
-    labels = []
-    for index in range(prod(sizes[a] for a in kept)):
-        coords = []
-        for axis in reversed(kept):
-            index, k = divmod(index, sizes[axis])
-            coords.append(_LABELS[axis].format(k))
-        parts = coords[::-1]
-        if len(parts) == 1 and kept[0] != "G":   # "image n=0", "channel c=2"
-            parts = [f"{_WORDS[kept[0]]} {parts[0]}"]
-        labels.append(", ".join(parts))
-    return which, labels
-
-
-def draw_norm_axes(path, n: int = 2, c: int = 4, hw: int = 6, groups: int = 2) -> Path:
-    """Draw, for the norms explain works through (bn, gn, ln), which elements of an (N, C, H*W)
-    block share one mean and variance.
-
-    One panel per norm, side by side; in each, the N images are drawn as stacked slabs of C rows by H*W
-    columns, and cells that share a statistic have one colour (Okabe-Ito palette). The PNG is
-    written atomically (temporary file in the same folder, then ``os.replace``). Returns the path.
-    """
-    # A Figure on the Agg canvas, not pyplot: drawing must not switch the backend of a
-    # notebook that imports normlab.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch, Polygon, Rectangle
-
-    path = Path(path)
-    names = norms.explained()
-    depth_dx, depth_dy = 0.35, 0.35  # offset that gives each slab a little thickness
-
-    # 8.5 inches wide: at ~800 px a 9 pt font is still ~12 px tall.
-    fig = Figure(figsize=(8.5, 4.6))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(names), squeeze=False)[0]
-    fig.subplots_adjust(left=0.01, right=0.995, top=0.885, bottom=0.27, wspace=0.06)
-    for ax, norm in zip(axes, names):
-        which, labels = _stat_groups(norm, n, c, groups)
-        gap = 1.0  # vertical space between the image slabs
-        for i in range(n):
-            y0 = (n - 1 - i) * (c + gap)  # image 0 on top
-            # The slab's top and right faces (a simple oblique projection) to suggest a 3-D block.
-            top = Polygon([(0, y0 + c), (hw, y0 + c), (hw + depth_dx, y0 + c + depth_dy),
-                           (depth_dx, y0 + c + depth_dy)], closed=True,
-                          facecolor="#d9d9d9", edgecolor="#555555", lw=0.8)
-            side = Polygon([(hw, y0), (hw + depth_dx, y0 + depth_dy),
-                            (hw + depth_dx, y0 + c + depth_dy), (hw, y0 + c)], closed=True,
-                           facecolor="#bdbdbd", edgecolor="#555555", lw=0.8)
-            ax.add_patch(top)
-            ax.add_patch(side)
-            for j in range(c):
-                colour = OKABE_ITO[which[i][j] % len(OKABE_ITO)]
-                yc = y0 + (c - 1 - j)  # channel 0 at the top of the slab
-                for k in range(hw):
-                    ax.add_patch(Rectangle((k, yc), 1, 1, facecolor=colour, edgecolor="white",
-                                           lw=1.2))
-                ax.text(-0.2, yc + 0.5, f"c{j}", ha="right", va="center", fontsize=9)
-            ax.add_patch(Rectangle((0, y0), hw, c, fill=False, edgecolor="#333333", lw=1.2))
-            # Image label with a bracket on the left.
-            ax.plot([-1.15, -1.3, -1.3, -1.15], [y0 + 0.05, y0 + 0.05, y0 + c - 0.05, y0 + c - 0.05],
-                    color="#333333", lw=1.0, clip_on=False)
-            ax.text(-1.5, y0 + c / 2, f"image n={i}", ha="right", va="center", rotation=90,
-                    fontsize=9.5)
-        height = n * c + (n - 1) * gap
-        ax.set_xlim(-2.4, hw + depth_dx + 0.1)
-        ax.set_ylim(-0.2, height + depth_dy + 0.2)
-        ax.set_aspect("equal")
-        ax.set_xticks([k + 0.5 for k in range(hw)], [str(k) for k in range(hw)], fontsize=8)
-        ax.set_yticks([])
-        ax.tick_params(axis="x", length=0, pad=2)
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-        ax.set_xlabel("H*W (positions, flattened)", fontsize=9.5, labelpad=2)
-        head, _, rest = figure_title(norm, c, groups).partition(": ")
-        ax.set_title(f"{head}:\n{rest}", fontsize=10, pad=4)
-        handles = [Patch(facecolor=OKABE_ITO[s % len(OKABE_ITO)], edgecolor="none", label=lab)
-                   for s, lab in enumerate(labels)]
-        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2,
-                  fontsize=8.5, frameon=False, handlelength=1.0, handletextpad=0.4,
-                  columnspacing=0.8, borderaxespad=0.0)
-    fig.text(0.5, 0.015, f"Each cell is one element x[n, c, h*w] of an (N={n}, C={c}, H*W={hw}) block: "
-                  "N images (slabs), C channels (rows), H*W positions (columns).\n"
-                  "Cells of one colour share one mean and one variance.", ha="center", va="bottom",
-             fontsize=9, linespacing=1.4)
-
-    _save_atomically(fig, path)
-    return path
-
-
-def _save_atomically(fig, path: Path) -> None:
-    """Save ``fig`` as PNG through a temporary file and a rename (see normlab.store)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=200)
-    atomic_write_bytes(path, buf.getvalue())

@@ -87,6 +87,12 @@ class NormSpec:
         return bool(self.reduce)
 
     @property
+    def uses_groups(self) -> bool:
+        """Whether --groups changes this norm (gn): its statistic-group count depends on it.
+        Reports show the group count only for such norms."""
+        return self.stat_groups(12, 1) != self.stat_groups(12, 2)
+
+    @property
     def batch_stats(self) -> bool:
         """Whether one statistic spans the images of a batch (needs a batch of 2 or more)."""
         return "N" in self.reduce
@@ -190,9 +196,11 @@ def check_groups(norm: str, groups: int, layers: Iterable[tuple[str, int]]) -> N
     for layer, channels in layers:
         g = spec.stat_groups(channels, groups)
         if g is not None and (g < 1 or channels % g != 0):
+            fix = (f"use --groups with one of {divisors(channels)}" if spec.uses_groups
+                   else f"{norm} does not fit this model; choose another norm")
             raise ConfigError(
                 f"{layer}: {spec.title} with {g} groups does not divide its {channels} channels; "
-                f"use --groups with one of {divisors(channels)}"
+                f"{fix}"
             )
 
 

@@ -82,8 +82,9 @@ def _duration(seconds: float) -> str:
 
 
 def _variant_description(s: dict, config: dict) -> str:
-    norm = norms.NORMS[s["norm"]].title if s.get("norm") in norms.NORMS else str(s.get("norm"))
-    if s.get("norm") == "gn" and config.get("groups"):
+    norm = norms.display_name(s.get("norm"))
+    spec = norms.NORMS.get(s.get("norm"))
+    if spec is not None and spec.uses_groups and config.get("groups"):
         norm += f", {config['groups']} groups"
     parts = [norm]
     if s.get("l1"):

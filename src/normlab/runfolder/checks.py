@@ -11,6 +11,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from normlab.datasets import DATASETS
 from normlab.errors import RunFolderError
 from normlab.runfolder.folder import (METRIC_COLUMNS, PREDICTION_COLUMNS, REBUILD, STAT_KEYS,
                                       STATUSES, RunFolder)
@@ -30,7 +31,6 @@ def load_summary(run_dir: str | Path) -> dict:
 
 
 _INT_COLUMNS = ("seed", "epoch")
-DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "kmnist": "KMNIST"}
 
 
 @dataclass
@@ -63,7 +63,8 @@ class RunData:
 
     @property
     def dataset_title(self) -> str:
-        return DATASET_TITLES.get(self.dataset, self.dataset)
+        spec = DATASETS.get(self.dataset)
+        return spec.title if spec else self.dataset
 
     @property
     def epochs(self) -> int:
