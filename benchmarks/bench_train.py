@@ -233,21 +233,25 @@ def bench_study(base: Config, device: torch.device, epochs: int) -> tuple[dict, 
 
 
 def bench_grouping(base: Config, device: torch.device, batch: int, group_size: int,
-                   images: int) -> tuple[dict, list[float]]:
+                   images: int, repeats: int) -> tuple[dict, list[float]]:
     """3 variants x 2 seeds, 1 epoch of ``images`` images at ``batch``, trained by the study
-    scheduler with ``group_size`` runs per network (1: each run alone): what --group-size auto
-    rests on."""
+    scheduler with ``group_size`` runs per network (1: each run alone), ``repeats`` times (the
+    median counts): what --group-size auto rests on."""
     cfg = Config(variants=("bn", "gn", "ln"), seeds=2, epochs=1, batch_size=batch,
                  train_subset=images, data_dir=base.data_dir)
-    plan, results, wall, n, _ = _timed_study(cfg, device, group_size=group_size)
+    walls = []
+    for _ in range(repeats):
+        plan, results, wall, n, _ = _timed_study(cfg, device, group_size=group_size)
+        walls.append(wall)
+    wall = statistics.median(walls)
     model = build_model(cfg, cfg.parsed_variants()[0], 0)
     info = {"params": count_params(model), "flops_per_image_fwd": forward_flops(model),
             "images_per_s": plan.runs * n / wall, "train_images": n, "epochs": 1,
             "runs": plan.runs, "batch_size": batch, "group_size": len(plan.groups[0]),
             "workers": plan.workers, "threads_per_worker": plan.threads,
             "wall_seconds": round(wall, 2),
-            "note": "images/s = runs x train images / wall time; test split evaluated once"}
-    return info, [round(wall, 3)]
+            "note": "images/s = runs x train images / median wall time; test split evaluated once"}
+    return info, [round(w, 3) for w in walls]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -316,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(3 variants x 2 seeds, 1 epoch of --grouping-images; '' skips it)")
     p.add_argument("--grouping-images", type=int, default=3000,
                    help="training images of the grouping rows")
+    p.add_argument("--grouping-repeats", type=int, default=3,
+                   help="timed repetitions of each grouping row (the median counts)")
     args = p.parse_args(argv)
 
     # --quick: reference 3 windows x 10 batches after 5; normlab 3 epochs on 3,000 images.
@@ -383,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         for batch in [int(b) for b in args.grouping_batches.split(",") if b.strip()]:
             for size in (1, 3):
                 print(f"# grouping: batch {batch}, {size} run(s) per group", file=sys.stderr)
-                info, times = bench_grouping(base, device, batch, size, args.grouping_images)
+                info, times = bench_grouping(base, device, batch, size, args.grouping_images,
+                                             args.grouping_repeats)
                 info["device"] = str(device)
                 rec = record(f"group-b{batch}-g{size}", info, times, ref_epoch_s)
                 records.append(rec)

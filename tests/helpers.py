@@ -1,7 +1,12 @@
-"""Shared test helpers: synthetic MNIST-format IDX files and a matching DatasetSpec.
+"""Plain test helpers (no fixtures): synthetic MNIST-format IDX files, a matching DatasetSpec, and
+environments for subprocesses.
 
-Import with ``from helpers import ...`` (pytest puts ``tests/`` on ``sys.path``, as the folder has
-no ``__init__.py``). Nothing here touches the network or the real data.
+The fixtures built on these live in ``conftest.py``; test modules should ask for those
+(``synthetic_dataset``, ``offline_subprocess_env``, ``synthetic_subprocess``, ``real_mnist``, ...).
+The functions stay importable here (``from helpers import ...``; pytest puts ``tests/`` on
+``sys.path``, as the folder has no ``__init__.py``) because a subprocess's ``sitecustomize.py``
+imports :func:`synthetic_mnist` from this file, where no fixture can reach. Nothing here touches
+the network or the real data.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from normlab.data import DatasetSpec, FileSpec
+from normlab.datasets import DatasetSpec, FileSpec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,22 +104,29 @@ except Exception:  # a process without normlab (e.g. one of Ray's own) needs non
 """
 
 
+def offline_env(root: Path, pythonpath: tuple[Path, ...] = ()) -> dict[str, str]:
+    """Environment for a subprocess that must not reach the network or any data: an unreachable
+    proxy (a download fails at once), a private cache under ``root``, no $NORMLAB_DATA, and
+    normlab's ``src`` (after ``pythonpath``) on PYTHONPATH."""
+    environ = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    environ.update(PYTHONPATH=os.pathsep.join([*map(str, pythonpath), str(REPO / "src")]),
+                   XDG_CACHE_HOME=str(root / "cache"), https_proxy="http://127.0.0.1:9",
+                   http_proxy="http://127.0.0.1:9", RAY_USAGE_STATS_ENABLED="0")
+    environ.pop("NORMLAB_DATA", None)
+    return environ
+
+
 def synthetic_subprocess_env(root: Path, n_train: int, n_test: int,
                              extra: str = "") -> tuple[Path, dict[str, str]]:
     """(data folder, environment) for subprocesses on synthetic data: the data is installed in
     ``root/mnist``, and a ``sitecustomize.py`` on PYTHONPATH registers its spec as 'mnist' in every
     Python process started with the environment (``python -m normlab``, Ray's workers), with
-    ``extra`` (code indented by 4 spaces) run after it. No network: an unreachable proxy, a
-    private cache, no $NORMLAB_DATA."""
+    ``extra`` (code indented by 4 spaces) run after it. No network: see :func:`offline_env`.
+    (The sitecustomize imports normlab.data, hence torch, in every process.)"""
     _, raw, _ = synthetic_mnist(n_train, n_test, seed=0)
     folder = install(root / "mnist", raw)
     site = root / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE.format(
         tests=str(REPO / "tests"), n_train=n_train, n_test=n_test, extra=extra))
-    environ = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    environ.update(PYTHONPATH=os.pathsep.join([str(site), str(REPO / "src")]),
-                   XDG_CACHE_HOME=str(root / "cache"), https_proxy="http://127.0.0.1:9",
-                   http_proxy="http://127.0.0.1:9", RAY_USAGE_STATS_ENABLED="0")
-    environ.pop("NORMLAB_DATA", None)
-    return folder, environ
+    return folder, offline_env(root, pythonpath=(site,))

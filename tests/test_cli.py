@@ -1,10 +1,12 @@
 """End-to-end tests of the command line on tiny synthetic MNIST-format data.
 
-Studies run in-process through ``normlab.cli.main`` with ``normlab.data.DATASETS['mnist']``
-replaced by a spec whose MD5s match the synthetic files. Bad input is also checked through a real
-subprocess (``python -m normlab``) for the exit code and the one-line message. The network is
-never used: in-process ``data._urlopen`` fails, and subprocesses that reach the download step get
-an unreachable local proxy.
+Studies and bad input run in-process through ``normlab.cli.main`` with
+``normlab.data.DATASETS['mnist']`` replaced by a spec whose MD5s match the synthetic files. Only
+what is about the process itself goes through a real subprocess: the exit code and stderr of the
+installed console script and of ``python -m normlab``, and the missing-data message of a process
+that finds no data and no network in its environment. The network is never used: in-process
+``data._urlopen`` fails, and subprocesses that reach the download step get an unreachable local
+proxy. Every path of a run folder comes from :class:`normlab.runfolder.RunFolder`.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from normlab import data
 from normlab.cli import build_parser, main
 from normlab.config import DEFAULT_L1, Config
 from normlab.model import ModelConfig, Net, count_params
+from normlab.runfolder import RunFolder
 
 N_TRAIN, N_TEST = 300, 100
 METRICS_COLUMNS = ["variant", "seed", "epoch", "train_loss", "train_acc", "test_loss", "test_acc",
                    "lr"]
+CURVES = ("test_acc", "test_loss", "train_vs_test")   # RunFolder.figure kinds
 
 
 def _no_network(url: str, timeout: float):
@@ -75,6 +79,10 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
         return list(reader.fieldnames or []), rows
 
 
+def _stderr_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
 # ----------------------------------------------------------------------------------------------
 # The study run folder
 
@@ -82,24 +90,27 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
 VARIANTS = {"gn": ("gn", 0.0), f"bn+l1={DEFAULT_L1:g}": ("bn", DEFAULT_L1)}  # name -> (norm, l1)
 SEEDS = (0, 1)
 EPOCHS = 2
+RUNS = [(v, s) for v in VARIANTS for s in SEEDS]
 
 
 def test_study_exits_zero_and_writes_every_file(study_run) -> None:
-    """The study exits 0 and its run folder holds config, env, metrics, summary, report, one
-    predictions CSV and one checkpoint per variant and seed, the three curve figures and one
-    misclassified grid per variant, and nothing else (no temporary files)."""
+    """The study exits 0 and its run folder holds config, env, metrics, timing, summary, report,
+    one predictions CSV and one final checkpoint per variant and seed, one training state per
+    group of runs, the three curve figures, one misclassified grid per variant and the lock file
+    (left in place), and nothing else (no temporary files)."""
     code, out = study_run
     assert code == 0
-    names = [f"{v}-s{s}" for v in VARIANTS for s in SEEDS]
-    expected = {"config.json", "env.json", "metrics.csv", "summary.json", "report.md",
-                "timing.csv", "timing.json"}
-    expected |= {f"predictions/{n}.csv" for n in names} | {f"checkpoints/{n}.pt" for n in names}
-    # one training state per group of runs (on a CPU a group is one run)
-    expected |= {f"checkpoints/group-{k}.pt" for k in range(len(names))}
-    expected |= {f"figures/{f}.png" for f in ("test_loss", "test_accuracy", "train_vs_test")}
-    expected |= {f"figures/misclassified_{v}.png" for v in VARIANTS}
-    found = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    f = RunFolder(out)
+    expected = {f.config, f.env, f.metrics, f.summary, f.report, f.timing_csv, f.timing_json,
+                f.lock_file}
+    expected |= {f.predictions(v, s) for v, s in RUNS} | {f.checkpoint(v, s) for v, s in RUNS}
+    # one training state per group of runs (2 workers on a CPU at batch 128: a group is one run)
+    expected |= {f.group_state(k) for k in range(len(RUNS))}
+    expected |= {f.figure(kind) for kind in CURVES}
+    expected |= {f.misclassified_figure(v) for v in VARIANTS}
+    found = {p for p in out.rglob("*") if p.is_file()}
     assert found == expected
+    assert len(expected) == 8 + 2 * len(RUNS) + len(RUNS) + len(CURVES) + len(VARIANTS)
 
 
 def test_config_json(study_run, synthetic) -> None:
@@ -107,7 +118,7 @@ def test_config_json(study_run, synthetic) -> None:
     has a 'resolved' block with the parsed variants, seeds and data sizes."""
     code, out = study_run
     folder, _, _ = synthetic
-    d = json.loads((out / "config.json").read_text())
+    d = json.loads(RunFolder(out).config.read_text())
     fields = {f.name for f in dataclasses.fields(Config)}
     assert fields <= set(d) and set(d) - fields == {"resolved"}
     cfg = Config.from_dict({k: v for k, v in d.items() if k != "resolved"})
@@ -120,17 +131,20 @@ def test_config_json(study_run, synthetic) -> None:
 
 
 def test_env_json(study_run) -> None:
-    """env.json parses and records the torch version and the device."""
+    """env.json parses and records the torch version, the device and the local backend."""
     _, out = study_run
-    env = json.loads((out / "env.json").read_text())
+    env = json.loads(RunFolder(out).env.read_text())
     assert env["torch"] == torch.__version__ and env["device"]
+    assert env["backend"] == "local"
 
 
 def test_metrics_csv(study_run) -> None:
     """metrics.csv has exactly the documented columns and one row per variant x seed x epoch,
-    with finite numbers and accuracies in [0, 100]."""
+    with finite numbers and accuracies in [0, 100]; timing.csv has one positive duration for each
+    of those rows, in the same order."""
     _, out = study_run
-    header, rows = _read_csv(out / "metrics.csv")
+    f = RunFolder(out)
+    header, rows = _read_csv(f.metrics)
     assert header == METRICS_COLUMNS
     assert len(rows) == len(VARIANTS) * len(SEEDS) * EPOCHS
     keys = sorted((r["variant"], int(r["seed"]), int(r["epoch"])) for r in rows)
@@ -139,7 +153,7 @@ def test_metrics_csv(study_run) -> None:
         for col in METRICS_COLUMNS[3:]:
             assert float(r[col]) == float(r[col])  # parses, not NaN
         assert 0 <= float(r["train_acc"]) <= 100 and 0 <= float(r["test_acc"]) <= 100
-    header, timing = _read_csv(out / "timing.csv")
+    header, timing = _read_csv(f.timing_csv)
     assert header == ["variant", "seed", "epoch", "seconds"]
     assert [(r["variant"], r["seed"], r["epoch"]) for r in timing] == \
         [(r["variant"], r["seed"], r["epoch"]) for r in rows]
@@ -151,8 +165,8 @@ def test_summary_json_matches_metrics(study_run) -> None:
     final/best test accuracy and final test loss as {mean, std, values}: values are the last-epoch
     (or best-epoch) rows of metrics.csv in seed order, mean their mean and std their sample std."""
     _, out = study_run
-    summary = json.loads((out / "summary.json").read_text())
-    _, rows = _read_csv(out / "metrics.csv")
+    summary = json.loads(RunFolder(out).summary.read_text())
+    _, rows = _read_csv(RunFolder(out).metrics)
     assert set(summary["variants"]) == set(VARIANTS)
     for name, (norm, l1) in VARIANTS.items():
         s = summary["variants"][name]
@@ -175,46 +189,46 @@ def test_summary_json_matches_metrics(study_run) -> None:
             assert stat["std"] == statistics.stdev(values), key
 
 
-@pytest.mark.parametrize("name", [f"{v}-s{s}" for v in VARIANTS for s in SEEDS])
-def test_predictions_csv(study_run, synthetic, name: str) -> None:
-    """predictions/<variant>-s<seed>.csv has index,label,pred,confidence, one row per test image
-    with the true labels, and its accuracy equals the final test_acc in metrics.csv."""
+@pytest.mark.parametrize(("variant", "seed"), RUNS)
+def test_predictions_csv(study_run, synthetic, variant: str, seed: int) -> None:
+    """A run's predictions CSV has index,label,pred,confidence, one row per test image with the
+    true labels, and its accuracy equals the final test_acc in metrics.csv."""
     _, out = study_run
     _, _, arrays = synthetic
-    header, rows = _read_csv(out / "predictions" / f"{name}.csv")
+    header, rows = _read_csv(RunFolder(out).predictions(variant, seed))
     assert header == ["index", "label", "pred", "confidence"]
     assert [int(r["index"]) for r in rows] == list(range(N_TEST))
     assert [int(r["label"]) for r in rows] == arrays["test_y"].tolist()
     assert all(0 <= int(r["pred"]) <= 9 for r in rows)
     assert all(0.1 - 1e-6 <= float(r["confidence"]) <= 1.0 for r in rows)
     correct = sum(int(r["label"]) == int(r["pred"]) for r in rows)
-    variant, seed = name.rsplit("-s", 1)
-    _, metrics = _read_csv(out / "metrics.csv")
+    _, metrics = _read_csv(RunFolder(out).metrics)
     final = next(r for r in metrics
-                 if r["variant"] == variant and int(r["seed"]) == int(seed)
+                 if r["variant"] == variant and int(r["seed"]) == seed
                  and int(r["epoch"]) == EPOCHS)
     assert 100.0 * correct / N_TEST == float(final["test_acc"])
 
 
-@pytest.mark.parametrize("name", [f"{v}-s{s}" for v in VARIANTS for s in SEEDS])
-def test_checkpoint_loads_and_reproduces_predictions(study_run, synthetic, name: str) -> None:
-    """checkpoints/<variant>-s<seed>.pt loads with weights_only=True into a fresh Net of that norm
+@pytest.mark.parametrize(("variant", "seed"), RUNS)
+def test_checkpoint_loads_and_reproduces_predictions(study_run, synthetic, variant: str,
+                                                     seed: int) -> None:
+    """A run's final checkpoint loads with weights_only=True into a fresh Net of that norm
     (strictly), and that model reproduces the saved predictions and confidences."""
     _, out = study_run
     _, _, arrays = synthetic
-    ckpt = torch.load(out / "checkpoints" / f"{name}.pt", map_location="cpu", weights_only=True)
-    variant, seed = name.rsplit("-s", 1)
-    assert ckpt["variant"]["name"] == variant and ckpt["seed"] == int(seed)
+    f = RunFolder(out)
+    ckpt = torch.load(f.checkpoint(variant, seed), map_location="cpu", weights_only=True)
+    assert ckpt["variant"]["name"] == variant and ckpt["seed"] == seed
     model = Net(ModelConfig(norm=VARIANTS[variant][0]))
     model.load_state_dict(ckpt["model"], strict=True)
     model.eval()
 
-    resolved = json.loads((out / "config.json").read_text())["resolved"]
+    resolved = json.loads(f.config.read_text())["resolved"]
     x = torch.from_numpy(arrays["test_x"]).unsqueeze(1).float().div_(255.0)
     x = (x - resolved["pixel_mean"]) / resolved["pixel_std"]
     with torch.no_grad():
         conf, pred = model(x).softmax(dim=1).max(dim=1)
-    _, rows = _read_csv(out / "predictions" / f"{name}.csv")
+    _, rows = _read_csv(f.predictions(variant, seed))
     assert pred.tolist() == [int(r["pred"]) for r in rows]
     saved = torch.tensor([float(r["confidence"]) for r in rows])
     torch.testing.assert_close(conf, saved, rtol=0, atol=2e-6)
@@ -228,25 +242,27 @@ def test_train_command_uses_its_seed(synthetic, patched, tmp_path: Path) -> None
     code = main(["train", "--variant", "ln", "--seed", "3", "--epochs", "1", "--data-dir",
                  str(folder), "--out", str(out), "--quiet"])
     assert code == 0
-    _, rows = _read_csv(out / "metrics.csv")
+    f = RunFolder(out)
+    _, rows = _read_csv(f.metrics)
     assert [(r["variant"], int(r["seed"])) for r in rows] == [("ln", 3)]
-    assert (out / "predictions" / "ln-s3.csv").is_file()
-    assert (out / "checkpoints" / "ln-s3.pt").is_file()
-    cfg = json.loads((out / "config.json").read_text())
+    assert f.predictions("ln", 3).is_file()
+    assert f.checkpoint("ln", 3).is_file()
+    assert not f.predictions("ln", 0).exists() and not f.checkpoint("ln", 0).exists()
+    cfg = json.loads(f.config.read_text())
     assert cfg["resolved"]["seed_list"] == [3]
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads(f.summary.read_text())
     assert summary["variants"]["ln"]["seeds"] == [3]
 
 
 def test_quick_study_with_four_steps(synthetic, patched, tmp_path: Path) -> None:
     """A quick study of 4 optimizer steps (--train-subset 256 --batch-size 64 --epochs 1, default
-    warmup 0.25) runs and exits 0."""
+    warmup 0.25) runs, exits 0 and records its one epoch."""
     folder, _, _ = synthetic
     out = tmp_path / "quick"
     code = main(["study", "--variants", "gn", "--train-subset", "256", "--batch-size", "64",
                  "--epochs", "1", "--data-dir", str(folder), "--out", str(out), "--quiet"])
     assert code == 0
-    _, rows = _read_csv(out / "metrics.csv")
+    _, rows = _read_csv(RunFolder(out).metrics)
     assert len(rows) == 1
 
 
@@ -259,13 +275,14 @@ def test_diverged_study_still_completes(synthetic, patched, tmp_path: Path) -> N
     code = main(["study", "--variants", "bn", "--lr", "1e6", "--no-augment", "--epochs", "2",
                  "--data-dir", str(folder), "--out", str(out), "--quiet"])
     assert code == 0
-    s = json.loads((out / "summary.json").read_text())["variants"]["bn"]
+    f = RunFolder(out)
+    s = json.loads(f.summary.read_text())["variants"]["bn"]
     assert s["status"] == "diverged" and s["diverged_seeds"] == [0]
     assert s["final_test_acc"]["values"] == [] and s["final_test_acc"]["mean"] is None
-    assert not (out / "predictions").exists()
-    final = torch.load(out / "checkpoints" / "bn-s0.pt", map_location="cpu", weights_only=True)
+    assert not f.predictions("bn", 0).parent.exists()   # no predictions at all
+    final = torch.load(f.checkpoint("bn", 0), map_location="cpu", weights_only=True)
     assert final["status"] == "diverged" and final["model"] is None and final["message"]
-    header, _ = _read_csv(out / "metrics.csv")
+    header, _ = _read_csv(f.metrics)
     assert header == METRICS_COLUMNS
 
 
@@ -275,7 +292,7 @@ def test_diverged_study_still_completes(synthetic, patched, tmp_path: Path) -> N
 
 def test_missing_data_in_process(patched, tmp_path: Path, capsys) -> None:
     """With --data-dir at an empty folder and every download failing, main exits 2 and prints one
-    line on stderr (no separate warning) that mentions --data-dir."""
+    line on stderr (no separate warning) that mentions --data-dir, and leaves no run folder."""
     empty = tmp_path / "empty"
     empty.mkdir()
 
@@ -287,28 +304,14 @@ def test_missing_data_in_process(patched, tmp_path: Path, capsys) -> None:
         code = main(["study", "--data-dir", str(empty), "--epochs", "1", "--out",
                      str(tmp_path / "out"), "--quiet"])
     assert code == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    err = _stderr_lines(capsys)
     assert len(err) == 1, err
     assert err[0].startswith("normlab: error:") and "--data-dir" in err[0]
+    assert not (tmp_path / "out").exists()
 
 
 # ----------------------------------------------------------------------------------------------
-# Bad input through a subprocess
-
-
-def _env(tmp: Path) -> dict[str, str]:
-    """Environment for a subprocess: empty $NORMLAB_DATA, private HOME and cache, and an
-    unreachable proxy so that a download attempt fails at once instead of using the network."""
-    (tmp / "nodata").mkdir(exist_ok=True)
-    (tmp / "home").mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    env.update({
-        data.CACHE_ENV: str(tmp / "nodata"), "HOME": str(tmp / "home"),
-        "XDG_CACHE_HOME": str(tmp / "home" / ".cache"), "OMP_NUM_THREADS": "1",
-        "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-        "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "",
-    })
-    return env
+# Bad input, in-process
 
 
 BAD_INPUT = {
@@ -330,52 +333,119 @@ BAD_INPUT = {
     "workers-negative": (["study", "--workers", "-1"], "--workers"),
     "group-size-word": (["study", "--group-size", "all"], "--group-size"),
     "precision-unknown": (["study", "--precision", "fp16"], "--precision"),
-    "resume-missing": (["study", "--resume", "{nonempty}/nothing-here"], "no config.json"),
+    "resume-missing": (["study", "--resume", "{nonempty}/nothing-here"],
+                       f"no {RunFolder('.').config.name} there"),
     "resume-and-out": (["study", "--resume", "{nonempty}", "--out", "x"], "not both"),
 }
 
 
-@pytest.fixture(scope="module")
-def bad_input_results(tmp_path_factory):
-    """Run every BAD_INPUT case as `python -m normlab ...`, all at once; id -> CompletedProcess."""
-    tmp = tmp_path_factory.mktemp("cli")
-    nonempty = tmp / "nonempty"
-    nonempty.mkdir()
-    (nonempty / "keep.txt").write_text("earlier results\n")
-    env = _env(tmp)
-    procs = {}
-    for case, (args, _) in BAD_INPUT.items():
-        argv = [a.format(nonempty=nonempty) for a in args]
-        procs[case] = subprocess.Popen([sys.executable, "-m", "normlab", *argv], cwd=tmp, env=env,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    results = {}
+@pytest.fixture
+def nonempty(tmp_path: Path, monkeypatch) -> Path:
+    """A folder holding earlier results, in an otherwise empty working directory (where a study
+    without --out would create its default run folder)."""
+    cwd = tmp_path / "cwd"
+    folder = cwd / "nonempty"
+    folder.mkdir(parents=True)
+    (folder / "keep.txt").write_text("earlier results\n")
+    monkeypatch.chdir(cwd)
+    return folder
+
+
+def _exit_code(argv: list[str]) -> int:
+    """main(argv)'s exit status: its return value, or the code of the SystemExit that argparse
+    raises for input it rejects (what the console script's sys.exit turns into the exit code)."""
     try:
-        for case, p in procs.items():
-            out, err = p.communicate(timeout=120)
-            results[case] = (p.returncode, out, err)
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-    assert (nonempty / "keep.txt").read_text() == "earlier results\n"
-    return results
+        return main(argv)
+    except SystemExit as e:
+        return e.code
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))
-def test_bad_input_exits_2_with_one_line(bad_input_results, case: str) -> None:
-    """Bad input exits with code 2 and prints exactly one non-empty line on stderr, starting with
-    'normlab' and naming the problem; no traceback."""
-    code, _, err = bad_input_results[case]
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, err
-    assert len(lines) == 1, err
+def test_bad_input_exits_2_with_one_line(patched, nonempty: Path, capsys, case: str) -> None:
+    """Bad input makes main() exit with code 2 (returned, or argparse's SystemExit(2)) and print
+    exactly one non-empty line on stderr, starting with 'normlab', saying 'error' and naming the
+    problem; no traceback; the earlier results in the folder are untouched and no run folder is
+    created."""
+    args, fragment = BAD_INPUT[case]
+    code = _exit_code([a.format(nonempty=nonempty) for a in args])
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert code == 2, captured.err
+    assert len(lines) == 1, captured.err
     assert lines[0].startswith("normlab") and "error" in lines[0]
-    assert BAD_INPUT[case][1] in lines[0], lines[0]
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in captured.err + captured.out
+    assert (nonempty / "keep.txt").read_text() == "earlier results\n"
+    assert sorted(p.name for p in nonempty.iterdir()) == ["keep.txt"]
+    assert [p.name for p in Path.cwd().iterdir()] == [nonempty.name]
+
+
+def test_help_and_version_exit_zero(capsys) -> None:
+    """`normlab --help` and `normlab --version` exit 0 in-process (SystemExit(0)), printing the
+    commands and the version on stdout and nothing on stderr."""
+    from normlab import __version__
+
+    assert _exit_code(["--help"]) == 0
+    out = capsys.readouterr()
+    assert all(c in out.out for c in ("study", "train", "sweep", "report", "explain"))
+    assert out.err == ""
+    assert _exit_code(["--version"]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == f"normlab {__version__}" and out.err == ""
+
+
+# ----------------------------------------------------------------------------------------------
+# The process: console script, python -m normlab, no data and no network
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    """Environment for a subprocess: empty $NORMLAB_DATA, private HOME and cache, and an
+    unreachable proxy so that a download attempt fails at once instead of using the network."""
+    (tmp / "nodata").mkdir(exist_ok=True)
+    (tmp / "home").mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update({
+        data.CACHE_ENV: str(tmp / "nodata"), "HOME": str(tmp / "home"),
+        "XDG_CACHE_HOME": str(tmp / "home" / ".cache"), "OMP_NUM_THREADS": "1",
+        "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "",
+    })
+    return env
+
+
+LAUNCHERS = {
+    "console-script": [str(Path(sys.executable).with_name("normlab"))],
+    "python-m": [sys.executable, "-m", "normlab"],
+}
+
+
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+@pytest.mark.parametrize("case", ["unknown-flag", "non-empty-out"])
+def test_process_exits_2_with_one_line(tmp_path: Path, launcher: str, case: str) -> None:
+    """The real process (the installed `normlab` console script, and `python -m normlab`) exits
+    with status 2 and writes exactly the one error line on stderr, both for input argparse rejects
+    and for input normlab rejects; earlier results are untouched."""
+    command = LAUNCHERS[launcher]
+    if not Path(command[0]).exists():
+        pytest.skip("the normlab console script is not installed next to this Python")
+    nonempty = tmp_path / "nonempty"
+    nonempty.mkdir()
+    (nonempty / "keep.txt").write_text("earlier results\n")
+    args, fragment = BAD_INPUT[case]
+    p = subprocess.run([*command, *(a.format(nonempty=nonempty) for a in args)], cwd=tmp_path,
+                       env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert p.returncode == 2, p.stderr
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("normlab: error:") and fragment in lines[0]
+    assert (nonempty / "keep.txt").read_text() == "earlier results\n"
+    assert sorted(p.name for p in nonempty.iterdir()) == ["keep.txt"]
 
 
 def test_missing_data_subprocess_one_line(tmp_path: Path) -> None:
     """From a real shell: no data anywhere and no reachable network exits 2 with exactly one
-    non-empty stderr line, which mentions --data-dir (the contract of the CLI's docstring)."""
+    non-empty stderr line, which mentions --data-dir (the contract of the CLI's docstring), and
+    leaves no run folder."""
     empty = tmp_path / "empty"
     empty.mkdir()
     p = subprocess.run(
@@ -387,6 +457,7 @@ def test_missing_data_subprocess_one_line(tmp_path: Path) -> None:
     assert p.returncode == 2, p.stderr
     assert len(lines) == 1, p.stderr
     assert lines[0].startswith("normlab: error:") and "--data-dir" in lines[0]
+    assert not (tmp_path / "out").exists()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -438,36 +509,38 @@ def test_help_mentions_default_for_every_flag(command: str, capsys) -> None:
 
 
 def test_study_writes_figures_and_report(study_run) -> None:
-    """`normlab study` ends by drawing every figure and writing report.md, which names each
-    variant and links each figure."""
+    """`normlab study` ends by drawing every figure (PNG files) and writing report.md, which names
+    each variant and links each figure by its path relative to the run folder."""
     _, out = study_run
-    figures = out / "figures"
-    names = ["test_loss.png", "test_accuracy.png", "train_vs_test.png"] + [
-        f"misclassified_{v}.png" for v in VARIANTS]
-    for name in names:
-        assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-    report = (out / "report.md").read_text()
+    f = RunFolder(out)
+    figures = [f.figure(kind) for kind in CURVES] + [f.misclassified_figure(v) for v in VARIANTS]
+    for path in figures:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    report = f.report.read_text()
     for v in VARIANTS:
         assert f"`{v}`" in report
-    for name in names:
-        assert f"figures/{name}" in report
+    for path in figures:
+        assert f"({path.relative_to(out).as_posix()})" in report, path
 
 
 def test_report_command_regenerates(study_run, capsys) -> None:
     """`normlab report RUN_DIR` rebuilds report.md and the figures from the saved files alone."""
     _, out = study_run
-    (out / "report.md").unlink()
-    (out / "figures" / "test_loss.png").unlink()
+    f = RunFolder(out)
+    f.report.unlink()
+    f.figure("test_loss").unlink()
     assert main(["report", str(out), "--mistakes", "first"]) == 0
-    assert (out / "report.md").is_file() and (out / "figures" / "test_loss.png").is_file()
-    assert "first 10 mistakes" in (out / "report.md").read_text()
+    assert f.report.is_file() and f.figure("test_loss").is_file()
+    assert "first 10 mistakes" in f.report.read_text()
 
 
 def test_report_command_bad_folder(tmp_path: Path, capsys) -> None:
-    """`normlab report` on a folder without a run exits 2 with one line naming the missing file."""
+    """`normlab report` on a folder without a run exits 2 with one line naming the missing
+    config.json."""
     assert main(["report", str(tmp_path)]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and err[0].startswith("normlab: error:") and ".json" in err[0]
+    err = _stderr_lines(capsys)
+    assert len(err) == 1 and err[0].startswith("normlab: error:")
+    assert str(RunFolder(tmp_path).config) in err[0], err[0]
 
 
 def test_explain_command_exit_codes(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -499,21 +572,21 @@ def test_explain_command_exit_codes(tmp_path: Path, capsys, monkeypatch) -> None
     assert main(["explain"]) == 1
 
 
-def _copy_run(study_run, tmp_path: Path) -> Path:
+def _copy_run(study_run, tmp_path: Path) -> RunFolder:
     import shutil
 
     _, out = study_run
-    return Path(shutil.copytree(out, tmp_path / "copy"))
+    return RunFolder(shutil.copytree(out, tmp_path / "copy"))
 
 
 def test_report_unwritable_folder_is_one_line(study_run, tmp_path: Path, capsys) -> None:
     """`normlab report` into a run folder where report.md cannot be written (here: a folder is in
     its place) exits 2 with one line, instead of a traceback."""
     run = _copy_run(study_run, tmp_path)
-    (run / "report.md").unlink()
-    (run / "report.md").mkdir()
-    assert main(["report", str(run)]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    run.report.unlink()
+    run.report.mkdir()
+    assert main(["report", str(run.path)]) == 2
+    err = _stderr_lines(capsys)
     assert len(err) == 1 and err[0].startswith("normlab: error:") and "writable" in err[0]
 
 
@@ -522,23 +595,24 @@ def test_report_damaged_config_is_one_line(study_run, tmp_path: Path, capsys, ke
     """A config.json whose values normlab would not accept is a one-line error naming
     config.json (exit 2), not a traceback from deep in the report."""
     run = _copy_run(study_run, tmp_path)
-    cfg = json.loads((run / "config.json").read_text())
+    cfg = json.loads(run.config.read_text())
     cfg[key] = value
-    (run / "config.json").write_text(json.dumps(cfg))
-    assert main(["report", str(run)]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and "config.json" in err[0]
+    run.config.write_text(json.dumps(cfg))
+    assert main(["report", str(run.path)]) == 2
+    err = _stderr_lines(capsys)
+    assert len(err) == 1 and str(run.config) in err[0], err
 
 
 def test_report_data_dir_flag(study_run, synthetic, tmp_path: Path) -> None:
     """`normlab report --data-dir DIR` takes the test images from DIR: with the run's own data
-    folder recorded as a missing path, the grids are still drawn."""
+    folder recorded as a missing path, every variant's grid is still drawn."""
     folder, _, _ = synthetic
     run = _copy_run(study_run, tmp_path)
-    cfg = json.loads((run / "config.json").read_text())
+    cfg = json.loads(run.config.read_text())
     cfg["data_dir"] = str(tmp_path / "moved-away")
-    (run / "config.json").write_text(json.dumps(cfg))
-    for f in (run / "figures").glob("misclassified_*.png"):
-        f.unlink()
-    assert main(["report", str(run), "--data-dir", str(folder)]) == 0
-    assert len(list((run / "figures").glob("misclassified_*.png"))) == len(VARIANTS)
+    run.config.write_text(json.dumps(cfg))
+    grids = [run.misclassified_figure(v) for v in VARIANTS]
+    for grid in grids:
+        grid.unlink()
+    assert main(["report", str(run.path), "--data-dir", str(folder)]) == 0
+    assert all(grid.is_file() for grid in grids)

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import real_mnist_dir
+from normlab.runfolder import RunFolder
+from normlab.runfolder import FIGURES
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "normalization_study.ipynb"
@@ -21,27 +22,24 @@ def test_notebook_has_parameters_cell() -> None:
         assert f"{name} =" in tagged[0].source
 
 
-def test_notebook_executes_and_makes_figures(tmp_path: Path) -> None:
+def test_notebook_executes_and_makes_figures(tmp_path: Path, real_mnist: Path) -> None:
     """Executed by papermill with 1 epoch on 1,000 images, the notebook runs without errors and
-    leaves both graphs, the three misclassified grids and report.md in its run folder, and shows
-    images inline."""
+    leaves the three curve figures, the three misclassified grids and the report in its run folder
+    (where RunFolder says they go), and shows images inline."""
     papermill = pytest.importorskip("papermill")
-    data = real_mnist_dir()
-    if data is None:
-        pytest.skip("real MNIST not found (set $NORMLAB_DATA or provide ../shared/data/mnist)")
     out = tmp_path / "run"
     executed = tmp_path / "executed.ipynb"
     papermill.execute_notebook(
         str(NOTEBOOK), str(executed), cwd=str(tmp_path), progress_bar=False,
-        parameters={"epochs": 1, "seeds": 1, "train_subset": 1000, "data_dir": str(data),
+        parameters={"epochs": 1, "seeds": 1, "train_subset": 1000, "data_dir": str(real_mnist),
                     "device": "cpu", "out": str(out)},
     )
-    figures = out / "figures"
-    expected = ["test_loss.png", "test_accuracy.png", "train_vs_test.png",
-                "misclassified_gn.png", "misclassified_ln.png", "misclassified_bn+l1=2e-05.png"]
-    for name in expected:
-        assert (figures / name).is_file(), name
-    assert (out / "report.md").is_file()
+    run = RunFolder(out)
+    expected = [run.figure(k) for k in FIGURES] + [
+        run.misclassified_figure(v) for v in ("gn", "ln", "bn+l1=2e-05")]
+    for path in expected:
+        assert path.is_file(), path
+    assert run.report.is_file()
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)

@@ -1,4 +1,5 @@
-"""plots.py: which mistakes are shown, and that every figure is drawn as a readable PNG."""
+"""plots.py (curves), mistakes.py (grids of misclassified images) and style.py: which mistakes
+are shown, and that every figure is drawn as a readable PNG where RunFolder says it goes."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from normlab import data, plots
+from normlab import data, mistakes, plots, style
 from normlab.errors import ConfigError, RunFolderError
-from normlab.plots import cell_label, mistakes_title, select_mistakes
-from test_report import N_TEST, make_run, synthetic_data  # noqa: F401 (fixture)
+from normlab.mistakes import cell_label, mistakes_title, select_mistakes
+from normlab.runfolder import RunFolder
+from normlab.runfolder import FIGURES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -20,6 +22,11 @@ def png_size(path: Path) -> tuple[int, int]:
     head = path.read_bytes()[:24]
     assert head[:8] == PNG_MAGIC, f"{path} is not a PNG"
     return struct.unpack(">II", head[16:24])
+
+
+def _figures(run: RunFolder, variants) -> list[Path]:
+    """Where the curves and the grids of ``variants`` go, in the order they are drawn."""
+    return [run.figure(k) for k in FIGURES] + [run.misclassified_figure(v) for v in variants]
 
 
 def _row(i: int, label: int, pred: int, conf: float) -> dict:
@@ -42,16 +49,20 @@ ROWS = [
 
 
 def test_select_most_confident_mistakes() -> None:
+    """'confident' mode: the mistakes by falling confidence, ties by lower index, at most k."""
     assert [r["index"] for r in select_mistakes(ROWS, k=3)] == [6, 2, 4]
     assert [r["index"] for r in select_mistakes(ROWS, k=10)] == [6, 2, 4, 5, 1]
 
 
 def test_select_first_mistakes() -> None:
+    """'first' mode: the mistakes with the lowest test indices."""
     assert [r["index"] for r in select_mistakes(ROWS, k=3, mode="first")] == [1, 2, 4]
 
 
-def test_select_matches_brute_force_and_is_order_independent() -> None:
-    gen = torch.Generator().manual_seed(0)
+def test_select_matches_brute_force_and_is_order_independent(gen: torch.Generator) -> None:
+    """On 500 random rows with many confidence ties, in shuffled order: the selection equals a
+    brute-force sort of the mistakes in both modes, and no unshown mistake is more confident
+    than a shown one."""
     labels = torch.randint(0, 10, (500,), generator=gen).tolist()
     preds = torch.randint(0, 10, (500,), generator=gen).tolist()
     confs = (torch.randint(0, 20, (500,), generator=gen) / 20).tolist()  # many ties
@@ -66,12 +77,16 @@ def test_select_matches_brute_force_and_is_order_independent() -> None:
 
 
 def test_select_fewer_and_bad_mode() -> None:
+    """No mistakes: nothing selected; an unknown mode is a ConfigError naming it."""
     assert select_mistakes([_row(0, 1, 1, 0.9)], 10) == []
     with pytest.raises(ConfigError, match="unknown mode 'worst'"):
         select_mistakes(ROWS, 10, "worst")
 
 
 def test_titles_and_cell_labels() -> None:
+    """Grid titles state variant, seed, accuracy and how many mistakes are shown of how many;
+    cell labels state true and predicted class (names on their own lines), confidence (>99.9%
+    near 1) and test index."""
     t = mistakes_title("gn", 0, 98.765, 3, "confident", "MNIST")
     assert t.startswith("gn (seed 0, test accuracy 98.77%)\n") and "only 3 mistakes" in t
     assert "only 1 mistake on" in mistakes_title("gn", 0, 99.99, 1, "first", "MNIST")
@@ -91,34 +106,36 @@ def test_titles_and_cell_labels() -> None:
 
 
 @pytest.fixture(scope="module")
-def multi_seed_run(synthetic_data, tmp_path_factory):  # noqa: F811
-    folder, labels = synthetic_data
+def multi_seed_run(synthetic_data, tmp_path_factory, make_run):
+    """(run folder of gn, ln, bn x 3 seeds x 6 epochs on the synthetic test set, the figures
+    plot_curves and make_misclassified drew for it)."""
     run = make_run(tmp_path_factory.mktemp("multi") / "run", variants=("gn", "ln", "bn"),
-                   seeds=3, epochs=6, labels=labels, data_dir=folder)
-    return run, plots.make_figures(run)
+                   seeds=3, epochs=6, labels=synthetic_data.labels,
+                   data_dir=synthetic_data.folder)
+    return run, plots.plot_curves(run.path) + mistakes.make_misclassified(run.path)
 
 
-def test_make_figures_multi_seed(multi_seed_run) -> None:
+def test_curves_and_grids_multi_seed(multi_seed_run) -> None:
+    """The three curves and one grid per variant are drawn, at RunFolder's paths, as PNGs of
+    800-1400 x 400-1000 pixels, and nothing else is in the figures folder."""
     run, paths = multi_seed_run
-    assert [p.name for p in paths] == ["test_accuracy.png", "test_loss.png", "train_vs_test.png",
-                                       "misclassified_gn.png", "misclassified_ln.png",
-                                       "misclassified_bn.png"]
+    assert paths == _figures(run, ("gn", "ln", "bn"))
     for p in paths:
-        assert p.parent == run / "figures"
         w, h = png_size(p)
         assert 800 <= w <= 1400 and 400 <= h <= 1000, (p.name, w, h)
-    assert sorted(x.name for x in (run / "figures").iterdir()) == sorted(p.name for p in paths)
+    assert sorted(run.figures.iterdir()) == sorted(paths)
 
 
 def test_misclassified_is_deterministic(multi_seed_run) -> None:
+    """Drawing a grid again gives the same path and the same bytes."""
     run, paths = multi_seed_run
-    grid = run / "figures" / "misclassified_gn.png"
+    grid = run.misclassified_figure("gn")
     before = grid.read_bytes()
-    assert plots.plot_misclassified(run, "gn") == grid
+    assert mistakes.plot_misclassified(run.path, "gn") == grid
     assert grid.read_bytes() == before
 
 
-def test_misclassified_uses_given_images(multi_seed_run, monkeypatch) -> None:
+def test_misclassified_uses_given_images(multi_seed_run, monkeypatch, n_test: int) -> None:
     """With ``images`` given, the test split is not loaded again."""
     run, _ = multi_seed_run
 
@@ -126,15 +143,16 @@ def test_misclassified_uses_given_images(multi_seed_run, monkeypatch) -> None:
         raise AssertionError("load_split called")
 
     monkeypatch.setattr(data, "load_split", boom)
-    images = torch.zeros(N_TEST, 28, 28, dtype=torch.uint8)
-    path = plots.plot_misclassified(run, "ln", seed=1, mode="first", images=images)
-    assert png_size(path)[0] >= 800
+    images = torch.zeros(n_test, 28, 28, dtype=torch.uint8)
+    path = mistakes.plot_misclassified(run.path, "ln", seed=1, mode="first", images=images)
+    assert path == run.misclassified_figure("ln") and png_size(path)[0] >= 800
 
 
-def test_misclassified_checks_the_data(multi_seed_run, tmp_path) -> None:
-    """Predictions whose labels differ from the test split found: a clear error."""
+def test_misclassified_checks_the_data(multi_seed_run) -> None:
+    """Predictions whose labels differ from the test split found: a clear error; an unknown
+    variant: a ConfigError naming it."""
     run, _ = multi_seed_run
-    pred = run / "predictions" / "bn-s0.csv"
+    pred = run.predictions("bn", 0)
     text = pred.read_text()
     lines = text.splitlines()
     idx, label, p, conf = lines[1].split(",")
@@ -142,34 +160,36 @@ def test_misclassified_checks_the_data(multi_seed_run, tmp_path) -> None:
     pred.write_text("\n".join(lines) + "\n")
     try:
         with pytest.raises(RunFolderError, match="not the one this run used"):
-            plots.plot_misclassified(run, "bn")
+            mistakes.plot_misclassified(run.path, "bn")
     finally:
         pred.write_text(text)
     with pytest.raises(ConfigError, match="variant 'xx' is not in this run"):
-        plots.plot_misclassified(run, "xx")
+        mistakes.plot_misclassified(run.path, "xx")
 
 
-def test_one_seed_few_mistakes_and_diverged(synthetic_data, tmp_path) -> None:  # noqa: F811
+def test_one_seed_few_mistakes_and_diverged(synthetic_data, tmp_path, make_run) -> None:
     """One seed per variant (curves without bands), a variant with 3 mistakes, a variant that
     diverged in its only seed (no curve, no grid)."""
-    folder, labels = synthetic_data
     run = make_run(tmp_path / "run", variants=("gn", "ln", "bn"), seeds=1, epochs=1,
-                   labels=labels, data_dir=folder, wrong={"gn": 3}, diverged={"bn": [0]})
-    paths = plots.make_figures(run, mode="first")
-    assert [p.name for p in paths] == ["test_accuracy.png", "test_loss.png", "train_vs_test.png",
-                                       "misclassified_gn.png", "misclassified_ln.png"]
+                   labels=synthetic_data.labels, data_dir=synthetic_data.folder,
+                   wrong={"gn": 3}, diverged={"bn": [0]})
+    paths = plots.plot_curves(run.path) + mistakes.make_misclassified(run.path, mode="first")
+    assert paths == _figures(run, ("gn", "ln"))
     for p in paths:
         assert png_size(p)[0] >= 800
+    assert not run.misclassified_figure("bn").exists()
     with pytest.raises(RunFolderError, match="diverged in every seed"):
-        plots.plot_misclassified(run, "bn", seed=None)
+        mistakes.plot_misclassified(run.path, "bn", seed=None)
     with pytest.raises(RunFolderError, match="'bn' seed 0 diverged, so it has no predictions"):
-        plots.plot_misclassified(run, "bn", seed=0)
+        mistakes.plot_misclassified(run.path, "bn", seed=0)
     with pytest.raises(ConfigError, match="has no seed 7"):
-        plots.plot_misclassified(run, "gn", seed=7)
+        mistakes.plot_misclassified(run.path, "gn", seed=7)
 
 
 def test_colours_are_stable_and_colour_blind_safe() -> None:
-    c = plots.variant_colors(["gn", "ln", "bn"])
-    assert c == {"gn": plots.OKABE_ITO[0], "ln": plots.OKABE_ITO[1], "bn": plots.OKABE_ITO[2]}
-    assert {x.upper() for x in plots.OKABE_ITO} == {
+    """Variants get the Okabe-Ito colours by position, and the palette is exactly Okabe-Ito's
+    eight colours."""
+    c = style.variant_colors(["gn", "ln", "bn"])
+    assert c == {"gn": style.OKABE_ITO[0], "ln": style.OKABE_ITO[1], "bn": style.OKABE_ITO[2]}
+    assert {x.upper() for x in style.OKABE_ITO} == {
         "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"}

@@ -1,43 +1,45 @@
 """Property-based tests (hypothesis) of the three readers of untrusted input.
 
-The IDX reader (:func:`normlab.data.read_idx`), the variant-spec parser
+The IDX reader (:func:`normlab.idx.read_idx`), the variant-spec parser
 (:func:`normlab.config.parse_variant` / :func:`~normlab.config.parse_variants`) and the run-folder
-loader (:func:`normlab.report.load_run`, with :func:`~normlab.report.read_predictions`) are fed
+loader (:func:`normlab.runfolder.load_run`, with :func:`~normlab.runfolder.read_predictions`) are fed
 random and mutated inputs. Each must either give a correct result or raise normlab's documented
 error type for it (DataError, ConfigError, RunFolderError) -- never anything else -- and the IDX
 reader must never allocate memory by what a header claims rather than by what the file holds.
 
 Hypothesis does not reset function-scoped fixtures between examples, so files are written under
-module-scoped temporary folders (``tmp_path_factory``), one fresh path per example.
+module-scoped temporary folders (``tmp_path_factory``), one fresh path per example. The pristine
+run folder comes from conftest's ``make_run`` (normlab.runfolder's writers); every file of it is
+found through :class:`~normlab.runfolder.RunFolder`.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import io
 import itertools
 import json
 import math
+import re
 import shutil
 import struct
 import tracemalloc
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from helpers import idx_bytes
 from normlab.config import Variant, parse_variant, parse_variants
-from normlab.data import read_idx
 from normlab.errors import ConfigError, DataError, RunFolderError
-from normlab.model import NORMS
-from normlab.report import RunData, load_run, read_predictions
-from test_report import make_run  # a plain function; importing test_report has no side effects
+from normlab.idx import read_idx
+from normlab.norms import NORMS
+from normlab.runfolder import (PREDICTION_COLUMNS, RunData, RunFolder, load_run,
+                               read_predictions)
 
 FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -186,13 +188,13 @@ def _mutate(data: bytes, draw) -> bytes:
 @settings(FAST, max_examples=500)
 @given(shape=st.lists(st.integers(0, 7), min_size=1, max_size=4), seed=st.integers(0, 2**16),
        gz=st.booleans(), mutate=st.booleans(), data=st.data())
-def test_read_idx_mutated_valid_files(idx_dir: Path, shape: list[int], seed: int, gz: bool,
-                                      mutate: bool, data) -> None:
-    """Valid IDX files (tests/helpers.idx_bytes, raw and gzip), unchanged or with bytes flipped,
-    overwritten, inserted, deleted, truncated or appended (before or after compression): an
-    unchanged file reads back as its array; any file gives the reference parser's tensor or
-    DataError, within the memory bound of :func:`_check_read_idx`."""
-    array = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+def test_read_idx_mutated_valid_files(idx_dir: Path, idx_bytes, seeded, shape: list[int],
+                                      seed: int, gz: bool, mutate: bool, data) -> None:
+    """Valid IDX files (conftest's idx_bytes of seeded random arrays, raw and gzip), unchanged or
+    with bytes flipped, overwritten, inserted, deleted, truncated or appended (before or after
+    compression): an unchanged file reads back as its array; any file gives the reference
+    parser's tensor or DataError, within the memory bound of :func:`_check_read_idx`."""
+    array = torch.randint(0, 256, shape, generator=seeded(seed), dtype=torch.uint8).numpy()
     raw = idx_bytes(array)
     if mutate and data.draw(st.booleans(), label="mutate before compressing"):
         raw = _mutate(raw, data.draw)
@@ -201,7 +203,8 @@ def test_read_idx_mutated_valid_files(idx_dir: Path, shape: list[int], seed: int
         file_bytes = _mutate(file_bytes, data.draw)
     result = _check_read_idx(idx_dir, file_bytes)
     if not mutate:
-        assert result is not None and np.array_equal(result.numpy(), array)
+        assert result is not None
+        torch.testing.assert_close(result, torch.from_numpy(array), rtol=0, atol=0)
 
 
 dim = st.one_of(st.integers(0, 16), st.integers(0, 2**32 - 1),
@@ -233,12 +236,13 @@ def test_read_idx_random_headers(idx_dir: Path, dtype_code: int, dims: list[int]
 
 
 @pytest.mark.parametrize("gz", [False, True], ids=["raw", "gzip"])
-def test_read_idx_memory_bound_is_meaningful(idx_dir: Path, gz: bool) -> None:
+def test_read_idx_memory_bound_is_meaningful(idx_dir: Path, idx_bytes, gen: torch.Generator,
+                                             gz: bool) -> None:
     """For a 5 MiB file, tracemalloc does see the payload (peak >= its size: the measurement of
     the property tests is not blind to read_idx's buffers), and the peak stays within the
     ``2 * C + 2 MiB`` bound of :func:`_check_read_idx` at a size where the proportional part,
     not the fixed slack, dominates."""
-    array = np.random.default_rng(0).integers(0, 256, (5, 1024, 1024), dtype=np.uint8)
+    array = torch.randint(0, 256, (5, 1024, 1024), generator=gen, dtype=torch.uint8).numpy()
     raw = idx_bytes(array)
     path = _fresh(idx_dir, ".idx")
     path.write_bytes(gzip.compress(raw, compresslevel=1, mtime=0) if gz else raw)
@@ -249,7 +253,7 @@ def test_read_idx_memory_bound_is_meaningful(idx_dir: Path, gz: bool) -> None:
     finally:
         tracemalloc.stop()
         path.unlink()
-    assert np.array_equal(result.numpy(), array)
+    torch.testing.assert_close(result, torch.from_numpy(array), rtol=0, atol=0)
     assert array.nbytes <= peak <= 2 * len(raw) + MEMORY_SLACK
 
 
@@ -361,15 +365,26 @@ def test_parse_variants_lists(specs: list[str], as_text: bool) -> None:
 # ----------------------------------------------------------------------------------------------
 # Run-folder loader
 
-RUN_FILES = ("config.json", "env.json", "summary.json", "metrics.csv", "predictions")
+# The files a mutation may damage: RunFolder attributes, and RUN_PREDICTIONS (the predictions
+# file of one finished run, RunFolder.predictions(variant, seed)).
+RUN_PREDICTIONS = "one run's preds"
+RUN_FILES = ("config", "env", "summary", "metrics", RUN_PREDICTIONS)
+JSON_FILES = ("config", "env", "summary")
 
 
 @pytest.fixture(scope="module")
-def run_dirs(tmp_path_factory) -> tuple[Path, Path]:
+def run_dirs(tmp_path_factory, make_run) -> tuple[Path, Path]:
     """(a pristine run folder as ``normlab study`` writes it, a folder for mutated copies)."""
-    pristine = make_run(tmp_path_factory.mktemp("pristine") / "run")
+    pristine = make_run(tmp_path_factory.mktemp("pristine") / "run").path
     assert isinstance(load_run(pristine), RunData)
     return pristine, tmp_path_factory.mktemp("mutated")
+
+
+@functools.lru_cache(maxsize=None)
+def _finished_runs(run: Path) -> list[tuple[str, int]]:
+    """(variant, seed) of every finished run of a run folder: those with a predictions file."""
+    data = load_run(run)
+    return [(v, s) for v in data.variants for s in data.ok_seeds(v)]
 
 
 json_values = st.recursive(
@@ -448,9 +463,9 @@ def _mutate_csv(text: str, draw) -> str:
 
 @st.composite
 def run_mutation(draw) -> tuple[str, str]:
-    """(file of the run folder to damage, kind of damage)."""
+    """(file of the run folder to damage, as a RUN_FILES name, kind of damage)."""
     target = draw(st.sampled_from(RUN_FILES))
-    structured = "json" if target.endswith(".json") else "csv"
+    structured = "json" if target in JSON_FILES else "csv"
     kinds = [structured, structured, "random bytes", "truncate", "bytes", "delete"]
     return target, draw(st.sampled_from(kinds))
 
@@ -470,10 +485,12 @@ def test_load_run_mutated_folders(run_dirs: tuple[Path, Path], mutation: tuple[s
     shutil.copytree(pristine, run)
     try:
         target, kind = mutation
-        path = run / target
-        if target == "predictions":
-            files = sorted(path.iterdir())
-            path = files[data.draw(st.integers(0, len(files) - 1), label="predictions file")]
+        if target == RUN_PREDICTIONS:
+            runs = _finished_runs(pristine)
+            variant, seed = runs[data.draw(st.integers(0, len(runs) - 1), label="predictions file")]
+            path = RunFolder(run).predictions(variant, seed)
+        else:
+            path = getattr(RunFolder(run), target)
         original = path.read_bytes()
         if kind == "delete":
             path.unlink()
@@ -492,10 +509,10 @@ def test_load_run_mutated_folders(run_dirs: tuple[Path, Path], mutation: tuple[s
             assert isinstance(load_run(run), RunData)
         except RunFolderError:
             pass
-        if path.parent.name == "predictions":
+        if target == RUN_PREDICTIONS:
             try:
                 rows = read_predictions(path)
-                assert all(set(r) == {"index", "label", "pred", "confidence"} for r in rows)
+                assert all(set(r) == set(PREDICTION_COLUMNS) for r in rows)
             except RunFolderError:
                 pass
     finally:
@@ -503,16 +520,18 @@ def test_load_run_mutated_folders(run_dirs: tuple[Path, Path], mutation: tuple[s
 
 
 @pytest.mark.parametrize("fragment", HOSTILE_JSON, ids=["5000-digit-int", "deep-nesting"])
-@pytest.mark.parametrize("target", ["config.json", "env.json", "summary.json"])
+@pytest.mark.parametrize("target", JSON_FILES)
 def test_load_run_hostile_json(run_dirs: tuple[Path, Path], target: str, fragment: str) -> None:
     """A JSON file of the run folder holding a 5000-digit integer or 100000-deep nesting (valid
-    JSON syntax that json.load refuses with ValueError / RecursionError): RunFolderError."""
+    JSON syntax that json.load refuses with ValueError / RecursionError): RunFolderError naming
+    the file."""
     pristine, base = run_dirs
     run = _fresh(base)
     shutil.copytree(pristine, run)
     try:
-        (run / target).write_text(fragment, encoding="utf-8")
-        with pytest.raises(RunFolderError, match=target):
+        path = getattr(RunFolder(run), target)
+        path.write_text(fragment, encoding="utf-8")
+        with pytest.raises(RunFolderError, match=re.escape(path.name)):
             load_run(run)
     finally:
         shutil.rmtree(run)

@@ -1,22 +1,36 @@
-"""README.md speaks of the committed results only."""
+"""README.md speaks of the committed results only.
 
+Every result file is found through :class:`~normlab.runfolder.RunFolder` and
+:class:`~normlab.runfolder.SweepFolder`; this file spells only README.md, the results/ folders and
+the benchmark's results file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
 import re
+from collections import defaultdict
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from normlab.report import load_summary, results_table_markdown
+from normlab.runfolder import RunFolder, SweepFolder, load_summary
+from normlab.table import results_table
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RESULTS = ROOT / "results" / "mnist"
+BENCHMARK = ROOT / "benchmarks" / "results-cpu.jsonl"
 
 # README section heading -> the committed run or sweep folders (or result files) its numbers
 # come from
 SECTIONS = {
     "## Results on MNIST": [ROOT / "results" / "mnist"],
     "## Sweeps": [ROOT / "results" / "sweep-batch-size", ROOT / "results" / "sweep-l1"],
-    "## Speed": [ROOT / "benchmarks" / "results-cpu.jsonl", ROOT / "results" / "mnist-default"],
+    "## Speed": [BENCHMARK, ROOT / "benchmarks" / "results-grouping-cpu.jsonl",
+                 ROOT / "results" / "mnist-default"],
 }
 
 
@@ -24,6 +38,10 @@ def _section(heading: str) -> str:
     text = README.read_text(encoding="utf-8")
     assert heading in text, f"README has no section {heading!r}"
     return text.split(heading, 1)[1].split("\n## ", 1)[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Decimals
 
 
 def _rounded(text: str) -> set[str]:
@@ -41,15 +59,17 @@ def _rounded(text: str) -> set[str]:
     return out
 
 
-def _allowed_numbers(source: Path) -> set[str]:
-    """The numbers of a committed result as they may be printed. A run folder: summary values at
-    2 (accuracy) and 4 (loss) decimals, every number in its report.md (and weights.csv) and its
-    timing.json (rounded). A sweep folder: every number of its report.md, sweep.csv and
-    weights.csv. A results file (benchmark JSON lines): every number in it (rounded)."""
+def _allowed_decimals(source: Path) -> set[str]:
+    """The decimal numbers of a committed result as they may be printed. A run folder: summary
+    values at 2 (accuracy) and 4 (loss) decimals, every number in its report and weights table
+    (scripts/l1_weights.py) and its timing record (rounded). A sweep folder: every number of its
+    report, its table and its weights table. A results file (benchmark JSON lines): every number
+    in it (rounded)."""
     allowed: set[str] = set()
     if source.is_file():
         return _rounded(source.read_text(encoding="utf-8"))
-    if (source / "summary.json").is_file():
+    run, sweep = RunFolder(source), SweepFolder(source)
+    if run.summary.is_file():
         summary = load_summary(source)
         for s in summary["variants"].values():
             for key in ("final_test_acc", "best_test_acc"):
@@ -58,38 +78,210 @@ def _allowed_numbers(source: Path) -> set[str]:
                 allowed |= {f"{v:.2f}" for v in st["values"]}
             st = s["final_test_loss"]
             allowed |= {f"{st['mean']:.4f}", f"{st['std']:.4f}"}
-    for extra in ("report.md", "weights.csv", "sweep.csv"):  # weights.csv: scripts/l1_weights.py
-        if (source / extra).is_file():
-            allowed |= set(re.findall(r"\d+\.\d+", (source / extra).read_text(encoding="utf-8")))
-    if (source / "timing.json").is_file():
-        allowed |= _rounded((source / "timing.json").read_text(encoding="utf-8"))
+    for path in {run.report, run.weights, sweep.report, sweep.table, sweep.weights}:
+        if path.is_file():
+            allowed |= set(re.findall(r"\d+\.\d+", path.read_text(encoding="utf-8")))
+    if run.timing_json.is_file():
+        allowed |= _rounded(run.timing_json.read_text(encoding="utf-8"))
     return allowed
 
 
+def _stray_decimals(text: str, allowed: set[str]) -> list[str]:
+    return [q for q in re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", text) if q not in allowed]
+
+
+# ----------------------------------------------------------------------------------------------
+# Whole numbers with a unit ("893 s", "8,522 parameters", "2-core") and ratios ("8.42x")
+
+# unit as written -> the kind of quantity it counts
+UNITS = {
+    "ms|milliseconds?": "ms", "s|secs?|seconds?": "s", "min|minutes?": "min",
+    "h|hours?": "h", "MB|MiB": "MB", "GB|GiB": "GB", "%": "%",
+    "params|parameters?": "params", "images?": "images", "epochs?": "epochs",
+    "seeds?": "seeds", "runs?": "runs", "cores?": "cores", "weights": "weights",
+}
+_UNIT_KIND = [(re.compile(rf"(?:{u})\Z"), kind) for u, kind in UNITS.items()]
+# A whole number (1,234 or 1234; not part of a decimal, a range like seed-0 or a signed number),
+# optionally hyphenated to its unit, with at most one qualifying word in between.
+QUANTITY = re.compile(
+    r"(?<![\w.,\-−+±])(\d{1,3}(?:,\d{3})+|\d+)(?![.,]?\d)"
+    r"(?:[ \u00a0-]?)(?:(?:training|test|train|penalized|finished|timed)[ \u00a0])?"
+    rf"({'|'.join(UNITS)})(?!\w)")
+RATIO = re.compile(r"(?<![\w.,])(\d+(?:\.\d+)?)[x×](?!\w)")
+# Percentages that are the method's settings, not results: 95% CI, the 5% level.
+METHOD_PERCENT = re.compile(r"\d+% (?:CI|confidence|level)\b")
+
+
+def _quantities(text: str) -> list[tuple[str, int, str]]:
+    """(kind, value, as written) of every whole number with a unit in ``text``."""
+    out = []
+    for m in QUANTITY.finditer(METHOD_PERCENT.sub("", text)):
+        kind = next(k for pattern, k in _UNIT_KIND if pattern.match(m.group(2)))
+        out.append((kind, int(m.group(1).replace(",", "")), m.group(0)))
+    return out
+
+
+def _records(obj, keys: tuple = ()) -> Iterator[tuple[tuple, float]]:
+    """(key path, number) of every number in a JSON value."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _records(v, keys + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _records(v, keys + (i,))
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield keys, float(obj)
+
+
+def _csv_records(path: Path) -> Iterator[tuple[tuple, float]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            for column, cell in row.items():
+                try:
+                    yield (column,), float(cell)
+                except (TypeError, ValueError):
+                    pass
+
+
+def _kinds(keys: tuple, v: float) -> Iterator[tuple[str, float]]:
+    """The quantities a result value may be quoted as, by the name of its field."""
+    names = [k.lower() for k in keys if isinstance(k, str)]
+    last = names[-1] if names else ""
+    direct = bool(keys) and isinstance(keys[-1], str)   # a field of its own, not a list item
+    if direct and last.endswith("seconds"):
+        yield from (("s", v), ("min", v / 60), ("h", v / 3600), ("ms", v * 1000))
+    if direct and last.endswith("_mb"):
+        yield from (("MB", v), ("GB", v / 1024), ("GB", v / 1000))
+    if last != "n" and any("acc" in n or n.startswith("pct") for n in names):
+        yield "%", v   # an accuracy (not its seed count) or a percentage
+    simple = {"params": "params", "weights": "weights", "train_images": "images",
+              "test_images": "images", "train_subset": "images", "epochs": "epochs",
+              "seeds": "seeds", "runs": "runs", "cpu_count": "cores", "threads": "cores",
+              "torch_threads": "cores"}
+    if direct and last in simple:
+        yield simple[last], v
+
+
+def _run_records(run: RunFolder) -> Iterator[tuple[tuple, float]]:
+    for path in (run.config, run.env, run.summary, run.timing_json):
+        if path.is_file():
+            yield from _records(json.loads(path.read_text(encoding="utf-8")))
+    if run.summary.is_file():
+        variants = load_summary(run.path)["variants"].values()
+        yield ("runs",), float(sum(len(s["seeds"]) for s in variants))
+
+
+def _allowed_quantities(source: Path) -> tuple[dict[str, set[int]], set[str]]:
+    """({kind: whole numbers}, ratios as they may be printed) of a committed result: its fields
+    read by name (seconds as s, min, h and ms; memory in MB and GB; accuracies and percentages as
+    %; parameter, weight, image, epoch, seed, run and core counts), rounded to whole numbers, and
+    the quantities its report states. A run folder: config, env, summary and timing (its runs:
+    every variant's seeds). A sweep folder: its record, table and weights table, and every
+    point's run folder (its runs: the rows of its table). A results file: its JSON lines, whose
+    ``ratio`` fields give the ratios at 0, 1 and 2 decimals."""
+    records: list[tuple[tuple, float]] = []
+    reports: list[Path] = []
+    if source.is_file():
+        for line in source.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                records += _records(json.loads(line))
+    elif SweepFolder.holds_sweep(source):
+        sweep = SweepFolder(source)
+        records += _records(sweep.read_record())
+        records += _csv_records(sweep.table)
+        records.append((("runs",), float(len(sweep.read_table()))))
+        if sweep.weights.is_file():
+            records += _csv_records(sweep.weights)
+        reports.append(sweep.report)
+        for point in sweep.points():
+            records += _run_records(point)
+            reports.append(point.report)
+    else:
+        run = RunFolder(source)
+        records += _run_records(run)
+        reports.append(run.report)
+    allowed: dict[str, set[int]] = defaultdict(set)
+    ratios: set[str] = set()
+    for keys, v in records:
+        for kind, x in _kinds(keys, v):
+            allowed[kind].add(round(x))
+        if any(isinstance(k, str) and "ratio" in k for k in keys):
+            ratios |= {f"{v:.0f}", f"{v:.1f}", f"{v:.2f}", repr(v)}
+    for report in reports:
+        if report.is_file():
+            for kind, x, _ in _quantities(report.read_text(encoding="utf-8")):
+                allowed[kind].add(x)
+    return allowed, ratios
+
+
+def _stray_quantities(text: str, sources: list[Path]) -> list[str]:
+    """The whole numbers with a unit and the ratios in ``text`` that ``sources`` do not hold."""
+    allowed: dict[str, set[int]] = defaultdict(set)
+    ratios: set[str] = set()
+    for src in sources:
+        a, r = _allowed_quantities(src)
+        for kind, values in a.items():
+            allowed[kind] |= values
+        ratios |= r
+    stray = [written for kind, x, written in _quantities(text) if x not in allowed[kind]]
+    stray += [m.group(0) for m in RATIO.finditer(text) if m.group(1) not in ratios]
+    return stray
+
+
+# ----------------------------------------------------------------------------------------------
+# Tests
+
+
 def test_readme_results_table_matches_summary() -> None:
-    """The results table in README.md is exactly the one made from results/mnist/summary.json."""
-    table = results_table_markdown(load_summary(RESULTS))
+    """The results table in README.md is exactly the one normlab.table renders (as Markdown) from
+    the committed results/mnist summary."""
+    table = results_table(load_summary(RESULTS), markdown=True).markdown()
     assert table in _section("## Results on MNIST"), (
-        "README's results table differs from results/mnist/summary.json; paste:\n" + table
+        "README's results table differs from the one of results/mnist; paste:\n" + table
     )
 
 
 @pytest.mark.parametrize("heading", list(SECTIONS))
 def test_readme_numbers_come_from_results(heading: str) -> None:
-    """Every decimal number quoted in a results section of the README comes from that section's
-    committed results (see _allowed_numbers)."""
-    allowed = set().union(*(_allowed_numbers(src) for src in SECTIONS[heading]))
-    quoted = re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", _section(heading))
-    stray = [q for q in quoted if q not in allowed]
-    assert not stray, f"numbers in README's {heading!r} not in {SECTIONS[heading]}: {stray}"
+    """Every number quoted in a results section of the README comes from that section's committed
+    results: each decimal (see _allowed_decimals), each whole number with a unit such as "893 s",
+    "8,522 parameters", "2-core" or "15 runs", and each ratio such as "8.42x" (see
+    _allowed_quantities). Percentages that are the method's settings (95% CI, the 5% level) are
+    not results."""
+    sources = SECTIONS[heading]
+    text = _section(heading)
+    allowed = set().union(*(_allowed_decimals(src) for src in sources))
+    stray = _stray_decimals(text, allowed) + _stray_quantities(text, sources)
+    assert not stray, f"numbers in README's {heading!r} not in {sources}: {stray}"
+
+
+def test_readme_number_check_catches_made_up_numbers() -> None:
+    """The check of whole numbers and ratios is not blind: for the Speed section's results,
+    numbers one off the committed ones (or of another kind) are flagged, and the committed ones,
+    written as the README writes them, are not."""
+    sources = SECTIONS["## Speed"]
+    timing = json.loads(RunFolder(ROOT / "results" / "mnist-default").timing_json.read_text())
+    wall = round(timing["wall_seconds"])
+    bench = [json.loads(line) for line in BENCHMARK.read_text().splitlines() if line.strip()]
+    ratio = max(b["ratio_vs_reference"] for b in bench)
+    params = bench[0]["params"]
+    true = (f"takes {wall} s, {ratio:.2f}x faster, a {params:,}-parameter CNN, "
+            f"{ratio:.2f}× as fast, 95% CI")
+    assert _stray_quantities(true, sources) == []
+    made_up = [f"{wall + 1} s", f"{ratio + 0.01:.2f}x", f"{params + 1:,} parameters",
+               f"{wall} epochs", f"{wall} MB", "7 cores", "99 runs", "97%"]
+    assert sorted(_stray_quantities(", ".join(made_up), sources)) == sorted(made_up)
 
 
 def test_readme_images_exist() -> None:
-    """Every image the README references exists in the repository, under results/mnist/figures/
-    or the figures of another committed run."""
+    """Every image the README references exists in the repository, in the figures folder of a
+    committed run or sweep under results/."""
     text = README.read_text(encoding="utf-8")
     targets = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", text)
     assert targets, "README shows no figures"
     for target in targets:
-        assert (ROOT / target).is_file(), f"README references missing image {target}"
-        assert target.startswith("results/") and "/figures/" in target, target
+        path = ROOT / target
+        assert path.is_file(), f"README references missing image {target}"
+        owner = path.parent.parent
+        assert (ROOT / "results") in path.parents, target
+        assert path.parent in (RunFolder(owner).figures, SweepFolder(owner).figures), target

@@ -1,219 +1,137 @@
-"""report.py: reading a run folder (every damaged file named), the Findings sentences, report.md.
+"""Reading a run folder back (every damaged file named), the Findings sentences, the results
+table, the report, and ``normlab report`` / ``--help`` without torch.
 
-Run folders are made up here by :func:`make_run` in the exact format ``normlab study`` writes
-(summary.json through ``normlab.study.summarize``), with small synthetic test sets; nothing is
-trained. ``make_run`` is also used by test_plots.py.
+Run folders are made up by conftest's ``make_run`` through normlab.runfolder's writers, with
+small synthetic test sets; nothing is trained. Every file name comes from RunFolder.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import re
-import urllib.error
+import statistics
 from pathlib import Path
 
 import pytest
 
-from helpers import install, synthetic_mnist
-from normlab import data
-from normlab.config import Config, parse_variant
 from normlab.errors import RunFolderError
-from normlab.report import (findings, load_run, load_summary, read_predictions,
-                            results_table_markdown, variant_results, write_report)
-from normlab.store import write_csv, write_json
-from normlab.layout import METRIC_COLUMNS as METRICS_HEADER
-from normlab.layout import PREDICTION_COLUMNS as PREDICTION_HEADER
-from normlab.study import summarize
-from normlab.train import RunResult
-
-N_TEST = 60
+from normlab.findings import findings
+from normlab.model import Net, count_params
+from normlab.runfolder import (METRIC_COLUMNS, PREDICTION_COLUMNS, RunFolder, load_run,
+                               load_summary, read_predictions)
+from normlab.runfolder import FIGURES
+from normlab.report import variant_results, write_report
+from normlab.table import results_table
 
 
-# ----------------------------------------------------------------------------------------------
-# Made-up run folders
-
-
-def make_run(folder: Path, *, variants=("gn", "bn+l1=2e-05"), seeds: int = 2, epochs: int = 3,
-             final: dict | None = None, gap: dict | None = None, labels=None,
-             wrong: dict | None = None, diverged: dict | None = None, data_dir=None,
-             dataset: str = "mnist", wall: bool = True, augment: bool = True,
-             params: int = 7442) -> Path:
-    """Write a run folder as ``normlab study`` would.
-
-    ``final``: per variant, the final test accuracy of each seed (default: 98 + small offsets).
-    Test accuracy rises linearly to it; train accuracy is test accuracy + ``gap[variant]``
-    (default -0.5). ``labels``: the test labels (default ``i % 10``); ``wrong``: per variant, how
-    many test images each finished seed gets wrong (default 15). ``diverged``: per variant, the
-    seeds that diverge after epoch 1 (they get metrics rows for epoch 1 only, no predictions).
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    final = final or {}
-    gap = gap or {}
-    wrong = wrong or {}
-    diverged = diverged or {}
-    labels = list(range(N_TEST)) if labels is None else [int(x) for x in labels]
-    labels = [x % 10 for x in labels]
-    seed_list = list(range(seeds))
-    parsed = [parse_variant(v) for v in variants]
-    results, metrics = [], []
-    for i, v in enumerate(parsed):
-        finals = final.get(v.name) or [98.0 + 0.1 * i + 0.01 * s for s in seed_list]
-        for seed, fin in zip(seed_list, finals):
-            bad = seed in diverged.get(v.name, ())
-            rows = []
-            for e in range(1, (1 if bad else epochs) + 1):
-                test_acc = fin - 3.0 * (epochs - e) / epochs
-                row = {"epoch": e, "train_loss": 0.05 + (100 - test_acc) / 90,
-                       "train_acc": test_acc + gap.get(v.name, -0.5),
-                       "test_loss": 0.03 + (100 - test_acc) / 100, "test_acc": test_acc,
-                       "lr": 0.01, "seconds": 1.5}
-                rows.append(row)
-                metrics.append((v.name, seed) + tuple(row[k] for k in METRICS_HEADER[2:]))
-            results.append(RunResult(variant=v, seed=seed, params=params,
-                                     status="diverged" if bad else "ok", epochs=rows))
-            if bad:
-                continue
-            rng = random.Random(f"{v.name}-{seed}")
-            mistakes = set(rng.sample(range(len(labels)), wrong.get(v.name, 15)))
-            preds = []
-            for i, y in enumerate(labels):
-                p = (y + 1) % 10 if i in mistakes else y
-                preds.append((i, y, p, round(rng.uniform(0.2, 0.999), 6)))
-            write_csv(folder / "predictions" / f"{v.name}-s{seed}.csv", PREDICTION_HEADER, preds)
-    cfg = Config(variants=tuple(variants), seeds=seeds, epochs=epochs, dataset=dataset,
-                 data_dir=None if data_dir is None else str(data_dir), augment=augment)
-    config = cfg.to_dict()
-    config["resolved"] = {
-        "normlab_version": "0.1.0", "device": "cpu", "seed_list": seed_list,
-        "variants": [v.as_dict() for v in parsed], "train_images": 300,
-        "test_images": len(labels), "pixel_mean": 0.13, "pixel_std": 0.31,
-        "classes": list(data.DATASETS[dataset].classes),
-    }
-    write_json(folder / "config.json", config)
-    write_json(folder / "env.json", {"normlab": "0.1.0", "python": "3.11", "torch": "2.13.0",
-                                     "device": "cpu", "cpu_count": 2, "torch_threads": 1})
-    write_csv(folder / "metrics.csv", METRICS_HEADER, metrics)
-    summary = {"normlab_version": "0.1.0", "dataset": dataset, "epochs": epochs, "seeds": seeds,
-               "variants": summarize(tuple(parsed), results)}
-    if wall:
-        write_json(folder / "timing.json", {"train_seconds": 123.4, "wall_seconds": 125.0, "workers": 2,
-                                            "threads_per_worker": 1, "resumed": False})
-    write_json(folder / "summary.json", summary)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def synthetic_data(tmp_path_factory):
-    """(folder, labels): a synthetic MNIST test set registered as 'mnist', no $NORMLAB_DATA."""
-    spec, raw, arrays = synthetic_mnist(n_train=10, n_test=N_TEST, seed=1)
-    folder = install(tmp_path_factory.mktemp("data") / "mnist", raw)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(data.DATASETS, "mnist", spec)
-        mp.delenv(data.CACHE_ENV, raising=False)
-        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg")))
-        mp.setattr(data, "_urlopen", _no_network)
-        yield folder, arrays["test_y"].tolist()
-
-
-def _no_network(url, timeout):
-    raise urllib.error.URLError("network disabled in tests")
-
-
-@pytest.fixture()
-def run(tmp_path) -> Path:
-    return make_run(tmp_path / "run")
+def _params(norm: str) -> int:
+    """The parameter count of normlab's model with ``norm`` (default groups)."""
+    return count_params(Net(norm=norm))
 
 
 # ----------------------------------------------------------------------------------------------
 # load_run
 
 
-def test_load_run_reads_every_file(run: Path) -> None:
-    r = load_run(run)
+def test_load_run_reads_every_file(run: RunFolder) -> None:
+    """load_run gives the variants in study order, the dataset, epochs and device, and every
+    metrics row (2 variants x 2 seeds x 3 epochs) with METRIC_COLUMNS, typed (seed and
+    epoch ints, the rest floats)."""
+    r = load_run(run.path)
     assert r.variants == ["gn", "bn+l1=2e-05"]
     assert r.dataset == "mnist" and r.epochs == 3 and r.env["device"] == "cpu"
+    assert r.folder.path == run.path
     assert len(r.metrics) == 2 * 2 * 3
     row = r.metrics[0]
-    assert set(row) == {"variant", "seed", "epoch", "train_loss", "train_acc", "test_loss",
-                        "test_acc", "lr"}
+    assert set(row) == set(METRIC_COLUMNS)
     assert isinstance(row["seed"], int) and isinstance(row["epoch"], int)
     assert all(isinstance(row[k], float) for k in ("train_loss", "test_acc", "lr"))
     assert r.ok_seeds("gn") == [0, 1]
     assert [x["epoch"] for x in r.rows("gn", 1)] == [1, 2, 3]
 
 
-def _damage(run: Path, name: str, text: str) -> None:
-    (run / name).write_text(text, encoding="utf-8")
+def _damage(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
 
 
-def _metrics_lines(run: Path) -> list[str]:
-    return (run / "metrics.csv").read_text().splitlines()
+def _metrics_lines(run: RunFolder) -> list[str]:
+    return run.metrics.read_text().splitlines()
 
 
+# case -> (RunFolder attribute of the file, new text or None to delete it, what the error says)
 DAMAGE = {
-    "config.json missing": ("config.json", None, "missing"),
-    "config.json not JSON": ("config.json", "{not json", "not valid JSON"),
-    "config.json a list": ("config.json", "[1, 2]", "JSON object"),
-    "config.json no dataset": ("config.json", '{"epochs": 3}', "'dataset'"),
-    "env.json missing": ("env.json", None, "missing"),
-    "env.json not JSON": ("env.json", "", "not valid JSON"),
-    "summary.json missing": ("summary.json", None, "missing"),
-    "summary.json not JSON": ("summary.json", "{\"variants\": ", "damaged"),
-    "summary.json no variants": ("summary.json", "{}", "'variants'"),
-    "metrics.csv missing": ("metrics.csv", None, "missing"),
-    "metrics.csv empty": ("metrics.csv", "", "empty"),
-    "metrics.csv wrong columns": ("metrics.csv", "variant,seed,epoch,acc\ngn,0,1,98\n",
-                                  "wrong columns"),
+    "config missing": ("config", None, "missing"),
+    "config not JSON": ("config", "{not json", "not valid JSON"),
+    "config a list": ("config", "[1, 2]", "JSON object"),
+    "config no dataset": ("config", '{"epochs": 3}', "'dataset'"),
+    "env missing": ("env", None, "missing"),
+    "env not JSON": ("env", "", "not valid JSON"),
+    "summary missing": ("summary", None, "missing"),
+    "summary not JSON": ("summary", "{\"variants\": ", "damaged"),
+    "summary no variants": ("summary", "{}", "'variants'"),
+    "metrics missing": ("metrics", None, "missing"),
+    "metrics empty": ("metrics", "", "empty"),
+    "metrics wrong columns": ("metrics", "variant,seed,epoch,acc\ngn,0,1,98\n", "wrong columns"),
 }
 
 
 @pytest.mark.parametrize("case", list(DAMAGE))
-def test_load_run_names_a_missing_or_damaged_file(run: Path, case: str) -> None:
-    name, text, what = DAMAGE[case]
+def test_load_run_names_a_missing_or_damaged_file(run: RunFolder, case: str) -> None:
+    """A missing or damaged config, env, summary or metrics file: RunFolderError naming the file,
+    what is wrong with it, and the fix (re-run or restore)."""
+    attr, text, what = DAMAGE[case]
+    path = getattr(run, attr)
     if text is None:
-        (run / name).unlink()
+        path.unlink()
     else:
-        _damage(run, name, text)
+        _damage(path, text)
     with pytest.raises(RunFolderError) as e:
-        load_run(run)
+        load_run(run.path)
     msg = str(e.value)
-    assert name in msg and what in msg
+    assert path.name in msg and what in msg
     assert "re-run" in msg or "restore" in msg  # the fix
 
 
-def test_load_run_non_numeric_metrics_cell(run: Path) -> None:
+def test_load_run_non_numeric_metrics_cell(run: RunFolder) -> None:
+    """A word in a numeric metrics cell: the error names the file, line, column and cell."""
     lines = _metrics_lines(run)
     cells = lines[2].split(",")
-    cells[6] = "ninety"  # test_acc
+    cells[METRIC_COLUMNS.index("test_acc")] = "ninety"
     lines[2] = ",".join(cells)
-    _damage(run, "metrics.csv", "\n".join(lines) + "\n")
-    with pytest.raises(RunFolderError, match=r"metrics\.csv, line 3, column 'test_acc': 'ninety' "
-                                             r"is not a number"):
-        load_run(run)
+    _damage(run.metrics, "\n".join(lines) + "\n")
+    with pytest.raises(RunFolderError, match=re.escape(run.metrics.name) +
+                       r", line 3, column 'test_acc': 'ninety' is not a number"):
+        load_run(run.path)
 
 
-def test_load_run_short_metrics_row(run: Path) -> None:
+def test_load_run_short_metrics_row(run: RunFolder) -> None:
+    """A metrics row with too few cells: the error names the line and both cell counts."""
     lines = _metrics_lines(run)
     lines[-1] = lines[-1].rsplit(",", 3)[0]  # 8 columns -> 5 cells
-    _damage(run, "metrics.csv", "\n".join(lines) + "\n")
-    with pytest.raises(RunFolderError, match=r"metrics\.csv, line 13: 5 cells, expected 8"):
-        load_run(run)
+    _damage(run.metrics, "\n".join(lines) + "\n")
+    with pytest.raises(RunFolderError, match=re.escape(run.metrics.name) +
+                       r", line 13: 5 cells, expected 8"):
+        load_run(run.path)
 
 
-def test_load_run_truncated_metrics(run: Path) -> None:
-    """A finished run whose last epochs are missing from metrics.csv."""
-    _damage(run, "metrics.csv", "\n".join(_metrics_lines(run)[:-1]) + "\n")
-    with pytest.raises(RunFolderError, match=r"metrics\.csv: variant 'bn\+l1=2e-05' seed 1 ends "
-                                             r"at epoch 2, but summary\.json says 3 epochs"):
-        load_run(run)
+def test_load_run_truncated_metrics(run: RunFolder) -> None:
+    """A finished run whose last epochs are missing from the metrics table: the error names the
+    run, the epoch it ends at and the epochs the summary promises."""
+    _damage(run.metrics, "\n".join(_metrics_lines(run)[:-1]) + "\n")
+    with pytest.raises(RunFolderError, match=re.escape(
+            f"{run.metrics.name}: variant 'bn+l1=2e-05' seed 1 ends at epoch 2, but "
+            f"{run.summary.name} says 3 epochs")):
+        load_run(run.path)
 
 
-def test_load_run_metrics_from_another_run(run: Path) -> None:
+def test_load_run_metrics_from_another_run(run: RunFolder) -> None:
+    """Metrics rows of a variant the summary does not list: the two files are from different
+    runs, and the error says so."""
     lines = _metrics_lines(run)
-    _damage(run, "metrics.csv", "\n".join(lines + [lines[1].replace("gn,", "ln,", 1)]) + "\n")
-    with pytest.raises(RunFolderError, match="variant 'ln', which summary.json does not list"):
-        load_run(run)
+    _damage(run.metrics, "\n".join(lines + [lines[1].replace("gn,", "ln,", 1)]) + "\n")
+    with pytest.raises(RunFolderError,
+                       match=re.escape(f"variant 'ln', which {run.summary.name} does not list")):
+        load_run(run.path)
 
 
 @pytest.mark.parametrize("change, what", [
@@ -222,50 +140,56 @@ def test_load_run_metrics_from_another_run(run: Path) -> None:
     (lambda s: s["variants"]["gn"].update(status="fine"), "status 'fine'"),
     (lambda s: s["variants"]["gn"].update(seeds="0,1"), "'seeds' is not a list"),
 ])
-def test_load_run_damaged_summary_entries(run: Path, change, what: str) -> None:
-    summary = json.loads((run / "summary.json").read_text())
+def test_load_run_damaged_summary_entries(run: RunFolder, change, what: str) -> None:
+    """A summary entry missing or of the wrong type: RunFolderError naming the summary file, the
+    problem, and 're-run the study'."""
+    summary = json.loads(run.summary.read_text())
     change(summary)
-    _damage(run, "summary.json", json.dumps(summary))
+    _damage(run.summary, json.dumps(summary))
     with pytest.raises(RunFolderError, match=re.escape(what)) as e:
-        load_run(run)
-    assert "summary.json" in str(e.value) and "re-run the study" in str(e.value)
+        load_run(run.path)
+    assert run.summary.name in str(e.value) and "re-run the study" in str(e.value)
 
 
 def test_load_run_not_a_folder(tmp_path: Path) -> None:
+    """A path that is not a folder: RunFolderError saying so."""
     with pytest.raises(RunFolderError, match="is not a folder"):
         load_run(tmp_path / "nothing")
 
 
-def test_read_predictions_errors(run: Path) -> None:
-    path = run / "predictions" / "gn-s0.csv"
+def test_read_predictions_errors(run: RunFolder, n_test: int) -> None:
+    """read_predictions returns one typed row per test image; wrong columns, a non-numeric cell
+    and a missing file are RunFolderErrors naming the file (and line and column)."""
+    path = run.predictions("gn", 0)
     rows = read_predictions(path)
-    assert len(rows) == N_TEST and rows[0].keys() == {"index", "label", "pred", "confidence"}
+    assert len(rows) == n_test and rows[0].keys() == set(PREDICTION_COLUMNS)
     path.write_text("index,label,guess\n0,1,1\n")
-    with pytest.raises(RunFolderError, match="gn-s0.csv has the wrong columns"):
+    with pytest.raises(RunFolderError, match=re.escape(path.name) + " has the wrong columns"):
         read_predictions(path)
-    path.write_text("index,label,pred,confidence\n0,1,seven,0.5\n")
+    path.write_text(",".join(PREDICTION_COLUMNS) + "\n0,1,seven,0.5\n")
     with pytest.raises(RunFolderError, match="line 2, column 'pred': 'seven' is not a number"):
         read_predictions(path)
     path.unlink()
-    with pytest.raises(RunFolderError, match="gn-s0.csv is missing"):
+    with pytest.raises(RunFolderError, match=re.escape(path.name) + " is missing"):
         read_predictions(path)
 
 
-def test_existing_helpers_still_work(run: Path) -> None:
-    """load_summary and results_table_markdown (used by README tests) keep working."""
-    table = results_table_markdown(load_summary(run))
-    assert "| `gn` | gn | 0 | 7,442 | 2 |" in table and "`bn+l1=2e-05`" in table
+def test_results_table_of_a_saved_summary(run: RunFolder) -> None:
+    """load_summary and table.results_table (used by the README test) render a saved summary:
+    one Markdown row per variant with its parameter count and number of finished seeds."""
+    table = results_table(load_summary(run.path), markdown=True).markdown()
+    assert f"| `gn` | {_params('gn'):,} | 2 |" in table and "| `bn+l1=2e-05` |" in table
 
 
-def test_variant_results(tmp_path: Path) -> None:
+def test_variant_results(tmp_path: Path, make_run) -> None:
     """Epoch of best is the argmax of the mean test-accuracy curve; the gap is train - test at the
-    last epoch, averaged over seeds."""
+    last epoch, averaged over seeds; params is the model's parameter count."""
     run = make_run(tmp_path / "r", variants=("gn",), seeds=3, epochs=4,
                    final={"gn": [98.0, 98.5, 99.0]}, gap={"gn": 0.25})
-    (res,) = variant_results(load_run(run))
+    (res,) = variant_results(load_run(run.path))
     assert res.best_epoch == 4 and res.best_epoch_acc == pytest.approx(98.5)
     assert res.final_gap == pytest.approx(0.25)
-    assert res.params == 7442 and res.ok_seeds == [0, 1, 2]
+    assert res.params == _params("gn") and res.ok_seeds == [0, 1, 2]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -273,8 +197,6 @@ def test_variant_results(tmp_path: Path) -> None:
 
 
 def _stat(values: list[float]) -> dict:
-    import statistics
-
     return {"mean": statistics.fmean(values) if values else None,
             "std": statistics.stdev(values) if len(values) > 1 else (0.0 if values else None),
             "n": len(values), "values": values}
@@ -288,13 +210,15 @@ def _summary(accs: dict[str, list[float]], diverged: dict | None = None) -> dict
         seeds = list(range(len(values) + len(bad)))
         status = "ok" if not bad else ("diverged" if not values else "partly-diverged")
         out[name] = {"name": name, "norm": name.split("+")[0], "l1": 0.0, "l2": 0.0,
-                     "params": 7442, "status": status, "seeds": seeds, "diverged_seeds": bad,
-                     "final_test_acc": _stat(values), "best_test_acc": _stat(values),
-                     "final_test_loss": _stat([0.03] * len(values))}
+                     "params": _params("gn"), "status": status, "seeds": seeds,
+                     "diverged_seeds": bad, "final_test_acc": _stat(values),
+                     "best_test_acc": _stat(values), "final_test_loss": _stat([0.03] * len(values))}
     return {"dataset": "mnist", "epochs": 20, "seeds": 5, "variants": out}
 
 
 def test_findings_clearly_significant() -> None:
+    """A clear lead over 5 seeds: the sentence gives the winner's mean, its lead, the 95% CI of
+    the difference, p < 0.001 and 'significant'."""
     s = _summary({"gn": [98.80, 98.85, 98.82, 98.78, 98.84],
                   "bn": [99.20, 99.25, 99.22, 99.18, 99.24]})
     text = " ".join(findings(s))
@@ -306,6 +230,8 @@ def test_findings_clearly_significant() -> None:
 
 
 def test_findings_not_significant() -> None:
+    """A lead inside the noise: the CI of the difference spans 0 and the text says 'not
+    significant' and 'may be seed-to-seed noise'."""
     s = _summary({"gn": [99.0, 99.3, 98.9, 99.2, 99.1], "ln": [99.1, 98.9, 99.2, 99.0, 99.0]})
     text = " ".join(findings(s))
     assert "`gn` has the highest final test accuracy: 99.10%" in text
@@ -318,6 +244,7 @@ def test_findings_not_significant() -> None:
 
 
 def test_findings_one_seed_not_conclusive() -> None:
+    """One seed each: no CI, no significance, and the comparison is called not conclusive."""
     s = _summary({"gn": [99.0], "bn": [99.4]})
     text = " ".join(findings(s))
     assert "`bn` has the highest final test accuracy: 99.40% (one seed)" in text
@@ -338,6 +265,8 @@ def test_findings_mixed_seed_counts() -> None:
 
 
 def test_findings_diverged_and_single_result() -> None:
+    """A variant that diverged everywhere is named with its seeds and nothing is compared; one
+    that diverged in some seeds is summarized over the others."""
     s = _summary({"gn": [99.0, 99.1], "bn": []}, diverged={"bn": [0, 1]})
     text = " ".join(findings(s))
     assert "`bn` diverged in every run (seeds 0, 1)" in text
@@ -348,6 +277,8 @@ def test_findings_diverged_and_single_result() -> None:
 
 
 def test_findings_gap_sentences() -> None:
+    """Train-test gaps: negative gaps show no overfitting (with augmentation said), the largest
+    positive gap overfits the most, and gaps within 0.1 points are not ranked."""
     s = _summary({"gn": [99.0, 99.1], "bn": [99.0, 99.2]})
     text = " ".join(findings(s, gaps={"gn": -0.4, "bn": -0.1}, augment=True))
     assert "`gn` −0.40, `bn` −0.10 percentage points" in text
@@ -361,50 +292,89 @@ def test_findings_gap_sentences() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# report.md
+# The report (RunFolder.report)
 
 
 def _links(report: str) -> list[str]:
     return re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", report)
 
 
-def test_write_report_multi_seed(synthetic_data, tmp_path: Path) -> None:
-    folder, labels = synthetic_data
-    run = make_run(tmp_path / "run", variants=("gn", "ln", "bn+l1=2e-05"), seeds=3, epochs=4,
-                   labels=labels, data_dir=folder,
+def _expected_figures(run: RunFolder, variants) -> list[Path]:
+    return [run.figure(k) for k in FIGURES] + [run.misclassified_figure(v) for v in variants]
+
+
+def test_write_report_multi_seed(synthetic_data, tmp_path: Path, make_run) -> None:
+    """Three variants x 3 seeds with the test images found: the report names every variant, links
+    exactly the figures made (3 curves + one grid per variant, all inside the run folder), states
+    device, wall time, epochs and seeds, the winner and the table row; no temporary files stay."""
+    variants = ("gn", "ln", "bn+l1=2e-05")
+    run = make_run(tmp_path / "run", variants=variants, seeds=3, epochs=4,
+                   labels=synthetic_data.labels, data_dir=synthetic_data.folder,
                    final={"gn": [98.1, 98.2, 98.15], "ln": [98.0, 98.3, 98.1],
                           "bn+l1=2e-05": [99.0, 99.05, 99.1]})
-    path = write_report(run)
-    assert path == run / "report.md"
+    path = write_report(run.path)
+    assert path == run.report
     text = path.read_text(encoding="utf-8")
-    for v in ("gn", "ln", "bn+l1=2e-05"):
+    for v in variants:
         assert f"`{v}`" in text
     links = _links(text)
-    made = sorted(p.name for p in (run / "figures").iterdir())
-    assert sorted(Path(x).name for x in links) == made
-    assert made == sorted(["test_accuracy.png", "test_loss.png", "train_vs_test.png",
-                           "misclassified_gn.png", "misclassified_ln.png",
-                           "misclassified_bn+l1=2e-05.png"])
-    assert all(x.startswith("figures/") and (run / x).is_file() for x in links)
+    made = sorted(run.figures.iterdir())
+    assert sorted(run.path / x for x in links) == made
+    assert made == sorted(_expected_figures(run, variants))
+    assert all((run.path / x).is_file() and (run.path / x).parent == run.figures for x in links)
     assert "**Device:** cpu" in text
     assert "**Total wall time:** 2 min 03 s (all runs, 2 worker(s) x 1 torch thread(s))" in text
     assert "**Epochs:** 4 per run; **seeds:** 0, 1, 2 (3 per variant)" in text
     assert "`bn+l1=2e-05` has the highest final test accuracy: 99.05%" in text
-    assert "| `gn` | 7,442 | 3 | 98.15 ± 0.05 |" in text
-    assert not list(run.glob("*.tmp")) and not list((run / "figures").glob(".*"))
+    assert f"| `gn` | {_params('gn'):,} | 3 | 98.15 ± 0.05 |" in text
+    assert not list(run.path.glob("*.tmp")) and not list(run.figures.glob(".*"))
 
 
-def test_write_report_one_seed_and_missing_data(tmp_path: Path, monkeypatch) -> None:
+def test_write_report_one_seed_and_missing_data(tmp_path: Path, no_network, make_run) -> None:
     """One seed: no CI; the test images cannot be found: curves and report still made, and the
-    report says why the grids are missing. Without timing.json there is no wall-time line."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv(data.CACHE_ENV, raising=False)
-    monkeypatch.setattr(data, "_urlopen", _no_network)
+    report says why the grids are missing. Without a timing record there is no wall-time line."""
     run = make_run(tmp_path / "run", seeds=1, epochs=2, data_dir=tmp_path / "no-data",
                    wall=False)
-    text = write_report(run).read_text(encoding="utf-8")
+    assert not run.timing_json.exists()
+    text = write_report(run.path).read_text(encoding="utf-8")
     assert "not conclusive" in text and "significant" not in text
     assert "grids of misclassified images were not made" in text
     assert "Total wall time" not in text
-    assert sorted(Path(x).name for x in _links(text)) == sorted(
-        ["test_accuracy.png", "test_loss.png", "train_vs_test.png"])
+    assert sorted(run.path / x for x in _links(text)) == sorted(run.figure(k) for k in FIGURES)
+
+
+# ----------------------------------------------------------------------------------------------
+# Commands that need no torch
+
+
+TORCH_FREE = """
+import sys
+from normlab.cli import main
+argv = {argv!r}
+try:
+    code = main(argv)
+except SystemExit as e:   # --help exits
+    code = e.code
+assert code == 0, f"exit code {{code}}"
+loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+assert not loaded, f"torch was imported: {{loaded[:5]}}"
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["study", "--help"], ["report", "RUN_DIR"]],
+                         ids=["help", "study-help", "report"])
+def test_commands_without_torch(argv: list[str], tmp_path: Path, make_run, run_python,
+                                offline_subprocess_env) -> None:
+    """``normlab --help``, ``normlab study --help`` and ``normlab report RUN_DIR`` on a run folder
+    whose test images cannot be found (so the grids are skipped) succeed without importing
+    torch: reading results, drawing curves and writing the report need none."""
+    if "RUN_DIR" in argv:
+        run = make_run(tmp_path / "run", seeds=1, epochs=2, data_dir=tmp_path / "no-data")
+        argv = [str(run.path) if a == "RUN_DIR" else a for a in argv]
+    done = run_python(TORCH_FREE.format(argv=argv), env=offline_subprocess_env, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.rstrip().endswith("ok"), \
+        (done.stdout[-2000:], done.stderr[-2000:])
+    if "report" in argv:
+        assert run.report.is_file() and "grids of misclassified images were not made" in \
+            run.report.read_text(encoding="utf-8")

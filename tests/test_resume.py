@@ -1,14 +1,17 @@
 """Interrupted studies resume exactly: SIGKILL at many moments, Ctrl-C, config changes, and
-checkpoints that are damaged or carry arbitrary pickled objects.
+checkpoints that are damaged or carry arbitrary pickled objects; a run folder is used by one
+process at a time.
 
 Studies run as real subprocesses (``python -m normlab``, with a synthetic MNIST-format dataset
-registered by helpers.synthetic_subprocess_env), so that they can be killed.
+registered by helpers.synthetic_subprocess_env), so that they can be killed. Every path of a run
+folder comes from :class:`normlab.runfolder.RunFolder`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -19,10 +22,15 @@ import pytest
 import torch
 
 from helpers import synthetic_subprocess_env
+from normlab.config import Config
+from normlab.runfolder import RunFolder
 
 N_TRAIN, N_TEST = 640, 100
 STUDY = ["study", "--variants", "gn,bn+l1", "--seeds", "2", "--epochs", "4", "--batch-size", "32",
          "--workers", "2", "--quiet"]
+# (variant name, seed) of every run of STUDY, in the study's order
+RUNS = [(v.name, s) for v in Config(variants=("gn", "bn+l1")).parsed_variants() for s in (0, 1)]
+
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
@@ -30,21 +38,21 @@ def env(tmp_path_factory):
     return synthetic_subprocess_env(tmp_path_factory.mktemp("resume"), N_TRAIN, N_TEST)
 
 
-def _start(env, args: list[str]) -> subprocess.Popen:
-    _, environ = env
-    return subprocess.Popen([sys.executable, "-m", "normlab", *args], env=environ,
+def _start(env, args: list[str], environ: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "normlab", *args], env=environ or env[1],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _run(env, args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    _, environ = env
-    return subprocess.run([sys.executable, "-m", "normlab", *args], env=environ,
+def _run(env, args: list[str], timeout: float = 300,
+         environ: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "normlab", *args], env=environ or env[1],
                           capture_output=True, text=True, timeout=timeout)
 
 
 def _checkpointed(out: Path) -> bool:
-    """The study in ``out`` has saved a training state (finished an epoch)."""
-    return (out / "checkpoints").is_dir() and any((out / "checkpoints").glob("group-*.pt"))
+    """The study in ``out`` has saved a training state (finished an epoch of some group)."""
+    f = RunFolder(out)
+    return any(f.group_state(k).exists() for k in range(len(RUNS)))
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +66,9 @@ def reference(env, tmp_path_factory):
 
 
 def _check_every_file_parses(run_dir: Path) -> None:
-    """Every file in the run folder (not a writer's temporary file) is complete: JSON loads, CSVs
-    have rectangular rows under a header, checkpoints load with weights_only=True."""
+    """Every file in the run folder (not a writer's temporary file, not the lock file) is
+    complete: JSON loads, CSVs have rectangular rows under a header, checkpoints load with
+    weights_only=True."""
     for path in run_dir.rglob("*"):
         if path.is_dir() or path.name.startswith("."):
             continue
@@ -74,12 +83,16 @@ def _check_every_file_parses(run_dir: Path) -> None:
 
 
 def _same_results(a: Path, b: Path) -> None:
-    for name in ("metrics.csv", "summary.json"):
-        assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    preds = sorted(p.name for p in (a / "predictions").iterdir())
-    assert preds == sorted(p.name for p in (b / "predictions").iterdir()) and preds
-    for name in preds:
-        assert (a / "predictions" / name).read_bytes() == (b / "predictions" / name).read_bytes()
+    """metrics.csv, summary.json and every run's predictions are byte-identical in the run folders
+    ``a`` and ``b``, and neither holds predictions of any other run."""
+    fa, fb = RunFolder(a), RunFolder(b)
+    for pa, pb in ((fa.metrics, fb.metrics), (fa.summary, fb.summary)):
+        assert pa.read_bytes() == pb.read_bytes(), pa.name
+    for f in (fa, fb):
+        expected = sorted(f.predictions(v, s) for v, s in RUNS)
+        assert sorted(f.predictions(*RUNS[0]).parent.iterdir()) == expected
+    for v, s in RUNS:
+        assert fa.predictions(v, s).read_bytes() == fb.predictions(v, s).read_bytes(), (v, s)
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120) -> bool:
@@ -136,7 +149,7 @@ def test_sigkill_at_many_moments_then_resume_gives_the_uninterrupted_result(env,
 
 def test_ctrl_c_saves_and_says_how_to_resume(env, reference, tmp_path) -> None:
     """SIGINT stops the study cleanly: exit code 130, a message naming the resume command, every
-    file parses; resuming then gives the uninterrupted result."""
+    file parses, no summary.json; resuming then gives the uninterrupted result."""
     folder, _ = env
     out = tmp_path / "run"
     args = STUDY + ["--data-dir", str(folder)]
@@ -152,7 +165,7 @@ def test_ctrl_c_saves_and_says_how_to_resume(env, reference, tmp_path) -> None:
     assert f"normlab study --resume {out}" in stdout + stderr
     assert "Traceback" not in stderr
     _check_every_file_parses(out)
-    assert not (out / "summary.json").exists()
+    assert not RunFolder(out).summary.exists()
     r = _run(env, args + ["--resume", str(out)])
     assert r.returncode == 0, r.stderr
     _same_results(out, reference)
@@ -202,8 +215,9 @@ def test_resume_refuses_a_hostile_or_damaged_checkpoint(env, reference, tmp_path
     folder, _ = env
     out = tmp_path / "run"
     shutil.copytree(reference, out)
-    (out / "summary.json").unlink()
-    target = out / "checkpoints" / "group-0.pt"
+    f = RunFolder(out)
+    f.summary.unlink()
+    target = f.group_state(0)
     if damage == "pickled-object":
         _pickled_object_checkpoint(target)
     elif damage == "truncated":
@@ -213,22 +227,23 @@ def test_resume_refuses_a_hostile_or_damaged_checkpoint(env, reference, tmp_path
     r = _run(env, STUDY + ["--data-dir", str(folder), "--resume", str(out)])
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "group-0.pt" in lines[0], lines
+    assert len(lines) == 1 and str(target) in lines[0], lines
     assert ("refused" if damage == "pickled-object" else "damaged") in lines[0]
     assert "delete it" in lines[0]
 
 
 def test_resume_refuses_a_folder_from_another_version(env, reference, tmp_path) -> None:
     """A run folder whose config.json was written by another normlab version is refused with the
-    two versions named."""
+    two versions named, in one line."""
     import shutil
 
     folder, _ = env
     out = tmp_path / "run"
     shutil.copytree(reference, out)
-    cfg = json.loads((out / "config.json").read_text())
+    f = RunFolder(out)
+    cfg = json.loads(f.config.read_text())
     cfg["resolved"]["normlab_version"] = "0.0.1"
-    (out / "config.json").write_text(json.dumps(cfg))
+    f.config.write_text(json.dumps(cfg))
     r = _run(env, STUDY + ["--data-dir", str(folder), "--resume", str(out)])
     assert r.returncode == 2
     assert "normlab 0.0.1" in r.stderr and len(r.stderr.strip().splitlines()) == 1
@@ -242,51 +257,139 @@ def test_resume_on_another_kind_of_device_is_refused(env, reference, tmp_path) -
     folder, _ = env
     out = tmp_path / "run"
     shutil.copytree(reference, out)
-    (out / "summary.json").unlink()
-    cfg = json.loads((out / "config.json").read_text())
+    f = RunFolder(out)
+    f.summary.unlink()
+    cfg = json.loads(f.config.read_text())
     cfg["resolved"]["device"] = "cuda:0"
-    (out / "config.json").write_text(json.dumps(cfg))
+    f.config.write_text(json.dumps(cfg))
     r = _run(env, STUDY + ["--data-dir", str(folder), "--resume", str(out)])
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "trained on cuda:0" in lines[0] and "cpu" in lines[0]
 
 
-def test_a_folder_in_use_is_refused(env, tmp_path) -> None:
-    """While a study trains in a folder, a second process resuming the same folder exits 2 with
-    one line saying the folder is in use, and does not disturb the first; after a kill the lock
-    is gone with the process and --resume works."""
-    folder, _ = env
+# ----------------------------------------------------------------------------------------------
+# One process at a time in a run folder
+
+
+# The first study of the lock test: long enough (many epochs, one worker) that a second study
+# can try its --resume many times while it runs. One torch thread each, so that the first study
+# trains on one core and the second ones start on the other.
+LONG_EPOCHS = 48
+LONG_STUDY = ["study", "--variants", "gn,bn+l1", "--seeds", "2", "--epochs", str(LONG_EPOCHS),
+              "--batch-size", "32", "--workers", "1", "--quiet"]
+MIN_REFUSALS = 5   # second studies that must be refused while the first holds the folder
+
+
+def _flock_holders(path: Path) -> set[int]:
+    """PIDs holding a flock on ``path``, read from /proc/locks (without touching the lock)."""
+    st = path.stat()
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    holders = set()
+    for line in Path("/proc/locks").read_text().splitlines():
+        # "1: FLOCK  ADVISORY  WRITE 10604 fe:00:2147995 0 EOF" (a waiter has "->" after "1:")
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == inode:
+            holders.add(int(fields[4]))
+    return holders
+
+
+def test_a_folder_in_use_is_refused_at_every_moment(env, tmp_path) -> None:
+    """While study A runs in a folder, second studies (real processes, `--resume` of that folder)
+    are started back to back, the first as soon as A has written config.json (before A saved any
+    training state) and the last ending at most one attempt before A lets go of the folder. Every
+    one started and ended while A held the lock (checked in /proc/locks) exits 2 with the one line
+    saying the folder is in use by another normlab process and how to proceed, and there are at
+    least MIN_REFUSALS of them. A is not disturbed: it exits 0 with every run and epoch recorded.
+    Afterwards the lock file is still there (never unlinked), nobody holds it, and a --resume is
+    not refused: it exits 0 and changes no result."""
+    if not Path("/proc/locks").is_file():
+        pytest.skip("needs /proc/locks to see who holds the folder's lock")
+    folder, environ = env
+    environ = dict(environ, OMP_NUM_THREADS="1")
     out = tmp_path / "run"
-    args = STUDY + ["--data-dir", str(folder)]
-    proc = _start(env, args + ["--out", str(out)])
+    f = RunFolder(out)
+    args = LONG_STUDY + ["--data-dir", str(folder)]
+    expected_line = (f"normlab: error: {out} is in use by another normlab process; wait for it to "
+                     "finish or stop it, then try again")
+    a = _start(env, args + ["--out", str(out)], environ)
+    refused = []   # (seconds since A wrote config.json, A had saved a training state) per attempt
     try:
-        assert _wait_for(lambda: _checkpointed(out), proc)
-        second = _run(env, args + ["--resume", str(out)])
-        alive = proc.poll() is None
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
+        assert _wait_for(lambda: f.config.exists(), a), a.communicate(timeout=60)
+        t0 = time.monotonic()
+        assert _flock_holders(f.lock_file) == {a.pid}   # A locks before it writes config.json
+        while True:
+            launched, checkpointed = time.monotonic() - t0, _checkpointed(out)
+            held_before = _flock_holders(f.lock_file) == {a.pid}
+            b = _run(env, args + ["--resume", str(out)], environ=environ)
+            # A takes the lock once and lets go once: held before and after B means held
+            # throughout B's life, so B must have been refused.
+            held_after = a.poll() is None and _flock_holders(f.lock_file) == {a.pid}
+            if not (held_before and held_after):
+                break   # A let go while this B ran: its outcome says nothing about the lock
+            lines = [x for x in b.stderr.splitlines() if x.strip()]
+            assert b.returncode == 2 and lines == [expected_line], (len(refused), b.stderr)
+            refused.append((launched, checkpointed))
+        stdout, stderr = a.communicate(timeout=300)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    if alive:   # the first study was still training when the second one started
-        lines = second.stderr.strip().splitlines()
-        assert second.returncode == 2 and len(lines) == 1 and "in use" in lines[0], second.stderr
-    r = _run(env, args + ["--resume", str(out)])
+        if a.poll() is None:
+            a.kill()
+            a.wait()
+    assert a.returncode == 0, stderr
+    assert len(refused) >= MIN_REFUSALS, f"only {len(refused)} attempts while A held the folder"
+    assert not refused[0][1], "the first attempt came after A had saved a training state"
+    assert any(checkpointed for _, checkpointed in refused), refused
+
+    # A is complete: every run and epoch recorded, every file whole.
+    _check_every_file_parses(out)
+    with open(f.metrics, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted((r["variant"], int(r["seed"]), int(r["epoch"])) for r in rows) == sorted(
+        (v, s, e) for v, s in RUNS for e in range(1, LONG_EPOCHS + 1))
+    summary = json.loads(f.summary.read_text())
+    assert all(summary["variants"][v]["seeds"] == [0, 1] for v, _ in RUNS)
+
+    # The lock file stays; nobody holds it; a resume is allowed and changes nothing.
+    assert f.lock_file.is_file() and _flock_holders(f.lock_file) == set()
+    before = {p: p.read_bytes() for p in (f.metrics, f.summary)}
+    r = _run(env, args + ["--resume", str(out)], environ=environ)
     assert r.returncode == 0, r.stderr
-    assert not (out / ".normlab.lock").exists()
+    assert {p: p.read_bytes() for p in before} == before
+    assert f.lock_file.is_file()
 
 
 def test_folder_lock_excludes_a_second_holder(tmp_path) -> None:
-    """folder_lock: a second holder of the same folder gets a ConfigError saying it is in use;
-    after the first releases, the lock can be taken again and leaves no file behind."""
+    """RunFolder.lock: a second holder of the same folder gets a ConfigError saying it is in use
+    by another normlab process; after the first releases, the lock can be taken again; the lock
+    file stays in place throughout (it is never unlinked)."""
     from normlab.errors import ConfigError
-    from normlab.store import folder_lock
 
-    with folder_lock(tmp_path):
+    f = RunFolder(tmp_path)
+    with f.lock():
+        assert f.lock_file.is_file()
         with pytest.raises(ConfigError, match="in use by another normlab process"):
-            with folder_lock(tmp_path):
+            with RunFolder(tmp_path).lock():
                 pass
-    with folder_lock(tmp_path):
+        assert f.lock_file.is_file()
+    assert f.lock_file.is_file()
+    with RunFolder(tmp_path).lock():
+        with pytest.raises(ConfigError, match="in use by another normlab process"):
+            with f.lock():
+                pass
+    assert f.lock_file.is_file()
+
+
+def test_an_unused_folder_keeps_a_held_lock_file(tmp_path) -> None:
+    """RunFolder.remove_if_unused (a study that failed before writing anything) does not unlink
+    the lock file, nor remove the folder, while another holder has the lock: unlinking a held
+    lock file would let a newcomer lock a fresh file beside the holder. Once nobody holds it, the
+    empty folder is removed."""
+    f = RunFolder(tmp_path / "run")
+    f.create()
+    with RunFolder(f.path).lock():
+        RunFolder(f.path).remove_if_unused()
+        assert f.lock_file.is_file()
+    with f.lock():
         pass
-    assert not (tmp_path / ".normlab.lock").exists()
+    f.remove_if_unused()
+    assert not f.path.exists()

@@ -1,19 +1,24 @@
 """Sweeps: parsing, the sweep folder, resuming, bad input, and the Ray backend on a real
-loopback head node (skipped when Ray is not installed).
+loopback head node of the test's own (skipped when Ray is not installed).
 
 Sweeps run as subprocesses (``python -m normlab sweep``) in an environment whose
 ``sitecustomize.py`` registers a synthetic MNIST-format dataset, so that the driver and every Ray
-worker process see the same small data.
+worker process see the same small data; bad input, which needs no data, runs in-process through
+``normlab.cli.main``. Every path of a sweep or run folder comes from
+:class:`normlab.runfolder.SweepFolder` / :class:`~normlab.runfolder.RunFolder`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,11 +26,17 @@ import pytest
 from helpers import synthetic_subprocess_env
 from normlab.config import Config
 from normlab.errors import ConfigError
+from normlab.runfolder import RunFolder, SweepFolder
 from normlab.sweep import Param, SweepSpec, parse_param, point_name
 
 N_TRAIN, N_TEST = 256, 64
+# --group-size 1: every run trained alone, as a Ray task trains it, so that the Ray test can ask
+# for byte-equal metrics (on a CPU, auto groups runs at batch sizes <= 16, and a group computes
+# the same as its runs alone only up to floating-point rounding).
 SWEEP = ["sweep", "--variants", "gn,bn", "--param", "batch_size=16,32", "--seeds", "2",
-         "--epochs", "2", "--workers", "2", "--quiet"]
+         "--epochs", "2", "--workers", "2", "--group-size", "1", "--quiet"]
+POINTS = ("batch_size=16", "batch_size=32")   # point names of SWEEP
+RUNS = [(v, s) for v in ("gn", "bn") for s in (0, 1)]   # (variant, seed) of each point
 
 # Run inside every subprocess (see helpers.synthetic_subprocess_env): a run with --rotate 7.5 and
 # seed 1 raises, and leaves one file per attempt in $NORMLAB_TEST_ATTEMPTS (so a test can count
@@ -102,14 +113,16 @@ def test_sweep_figure_axes_and_missing_runs(tmp_path) -> None:
     """sweep_figure draws a PNG; values spanning a decade or more get a log x axis (a 0 among
     them is still placed), narrower spans a linear one; failed runs are left out, not plotted as
     zeros."""
-    from normlab.plots import _is_log_scale, sweep_figure
+    from normlab.sweep_report import _is_log_scale, sweep_figure
 
     assert _is_log_scale([2, 8, 32, 128]) and _is_log_scale([0, 1e-5, 1e-4, 1e-3])
     assert not _is_log_scale([0.02, 0.05, 0.1]) and not _is_log_scale([16, 32])
     rows = [{"l1": l1, "variant": v, "seed": s, "status": "failed" if l1 == 1e-2 and s else "ok",
              "final_test_acc": None if l1 == 1e-2 and s else 99.0 - 1000 * l1 + 0.1 * s}
             for l1 in (0.0, 1e-4, 1e-3, 1e-2) for v in ("bn+l1",) for s in (0, 1)]
-    path = sweep_figure(rows, "l1", [], tmp_path / "figures" / "sweep_l1.png")
+    target = SweepFolder(tmp_path).figure("l1")
+    path = sweep_figure(rows, "l1", [], target)
+    assert path == target
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
 
 
@@ -135,8 +148,14 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def _files(folder: RunFolder) -> set[Path]:
+    """Every file under a run folder, as a path relative to it."""
+    return {p.relative_to(folder.path) for p in folder.path.rglob("*") if p.is_file()}
+
+
 @pytest.fixture(scope="module")
 def local_sweep(env, tmp_path_factory):
+    """The folder of SWEEP run with --backend local (the default)."""
     folder, _ = env
     out = tmp_path_factory.mktemp("local") / "sweep"
     r = _normlab(env, SWEEP + ["--data-dir", str(folder), "--out", str(out)])
@@ -146,29 +165,31 @@ def local_sweep(env, tmp_path_factory):
 
 def test_sweep_folder(local_sweep) -> None:
     """A sweep writes sweep.json, sweep.csv with one row per variant x value x seed (the swept
-    value, status, final/best accuracy and loss), one study folder per point, the figure
-    sweep_batch_size.png and report.md with the table and findings."""
-    out = local_sweep
-    rows = _rows(out / "sweep.csv")
+    value, status, final/best accuracy and loss), one study folder per point (and no other), the
+    figure of the swept setting and report.md with the table, the findings and the figure."""
+    sweep = SweepFolder(local_sweep)
+    rows = _rows(sweep.table)
     assert list(rows[0]) == ["batch_size", "variant", "seed", "status", "final_test_acc",
                              "best_test_acc", "final_test_loss", "message"]
     assert sorted((r["batch_size"], r["variant"], r["seed"]) for r in rows) == sorted(
         (b, v, s) for b in ("16", "32") for v in ("gn", "bn") for s in ("0", "1"))
     assert all(r["status"] == "ok" and 0 <= float(r["final_test_acc"]) <= 100 for r in rows)
+    assert [p.path for p in sweep.points()] == [sweep.point(name).path for name in POINTS]
     for b in (16, 32):
-        point = out / "points" / f"batch_size={b}"
-        summary = json.loads((point / "summary.json").read_text())
-        assert json.loads((point / "config.json").read_text())["batch_size"] == b
+        point = sweep.point(point_name({"batch_size": b}))
+        summary = json.loads(point.summary.read_text())
+        assert json.loads(point.config.read_text())["batch_size"] == b
         for r in rows:
             if r["batch_size"] == str(b):
                 vals = summary["variants"][r["variant"]]["final_test_acc"]["values"]
                 assert float(r["final_test_acc"]) == vals[int(r["seed"])]
-    assert (out / "figures" / "sweep_batch_size.png").stat().st_size > 10_000
-    report = (out / "report.md").read_text()
-    assert "## Findings" in report and "figures/sweep_batch_size.png" in report
+    figure = sweep.figure("batch_size")
+    assert figure.stat().st_size > 10_000
+    report = sweep.report.read_text()
+    assert "## Findings" in report and figure.relative_to(sweep.path).as_posix() in report
     assert "Welch's p = " in report and "p = p" not in report
     assert "| 16 | `gn` | 2/2 |" in report
-    saved = json.loads((out / "sweep.json").read_text())
+    saved = json.loads(sweep.record.read_text())
     assert saved["params"] == [{"name": "batch_size", "values": [16, 32]}]
 
 
@@ -179,35 +200,41 @@ def test_same_command_again_skips_finished_and_redoes_unfinished(env, local_swee
     folder, _ = env
     out = tmp_path / "sweep"
     shutil.copytree(local_sweep, out)
-    point = out / "points" / "batch_size=16"
-    stamp = (point / "timing.csv").read_bytes()
+    sweep, local = SweepFolder(out), SweepFolder(local_sweep)
+    point = sweep.point(POINTS[0])
+    stamp = point.timing_csv.read_bytes()
     r = _normlab(env, SWEEP + ["--data-dir", str(folder), "--out", str(out)])
     assert r.returncode == 0, r.stderr
     assert "done before, skipped" in r.stdout
-    assert (point / "timing.csv").read_bytes() == stamp          # not retrained
-    assert (out / "sweep.csv").read_bytes() == (local_sweep / "sweep.csv").read_bytes()
-    (point / "summary.json").unlink()
-    (point / "checkpoints" / "group-0.pt").unlink()              # gn seed 0: start over
+    assert point.timing_csv.read_bytes() == stamp          # not retrained
+    assert sweep.table.read_bytes() == local.table.read_bytes()
+    point.summary.unlink()
+    point.group_state(0).unlink()                          # gn seed 0: start over
     r = _normlab(env, SWEEP + ["--data-dir", str(folder), "--out", str(out)])
     assert r.returncode == 0, r.stderr
-    assert (out / "sweep.csv").read_bytes() == (local_sweep / "sweep.csv").read_bytes()
-    assert (point / "metrics.csv").read_bytes() == \
-        (local_sweep / "points" / "batch_size=16" / "metrics.csv").read_bytes()
+    assert sweep.table.read_bytes() == local.table.read_bytes()
+    assert point.metrics.read_bytes() == local.point(POINTS[0]).metrics.read_bytes()
+    assert point.timing_csv.read_bytes() != stamp          # this time it did train
 
 
 def test_grid_of_two_params_draws_one_figure_per_param(env, tmp_path) -> None:
-    """Two --param flags sweep every combination and draw sweep_<param>.png for each."""
+    """Two --param flags sweep every combination and draw a figure for each param."""
     folder, _ = env
     out = tmp_path / "grid"
     r = _normlab(env, ["sweep", "--variants", "bn+l1", "--param", "l1=0,1e-3", "--param",
                        "lr=0.02,0.05", "--epochs", "1", "--data-dir", str(folder), "--out",
                        str(out), "--quiet"])
     assert r.returncode == 0, r.stderr
-    rows = _rows(out / "sweep.csv")
+    sweep = SweepFolder(out)
+    rows = _rows(sweep.table)
     assert sorted((x["l1"], x["lr"]) for x in rows) == [("0.0", "0.02"), ("0.0", "0.05"),
                                                        ("0.001", "0.02"), ("0.001", "0.05")]
     for p in ("l1", "lr"):
-        assert (out / "figures" / f"sweep_{p}.png").is_file()
+        assert sweep.figure(p).is_file()
+
+
+def _no_network(url: str, timeout: float):
+    raise OSError("network disabled in tests")
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
@@ -216,17 +243,29 @@ def test_grid_of_two_params_draws_one_figure_per_param(env, tmp_path) -> None:
     ([], "give at least one --param"),
     (["--param", "lr=0.1", "--backend", "spark"], "--backend"),
 ])
-def test_bad_sweep_input_exits_2_with_one_line(env, tmp_path, args, fragment) -> None:
-    """Bad sweep input exits 2 with one 'normlab: error:' line naming the problem, and leaves no
-    sweep folder behind."""
-    folder, _ = env
+def test_bad_sweep_input_exits_2_with_one_line(tmp_path, monkeypatch, capsys, args,
+                                               fragment) -> None:
+    """Bad sweep input makes main() exit 2 (returned, or argparse's SystemExit(2)) with one
+    'normlab: error:' line naming the problem, and leaves no sweep folder behind (nor anything in
+    the working directory)."""
+    from normlab import data
+    from normlab.cli import main
+
+    monkeypatch.setattr(data, "_urlopen", _no_network)   # bad input must fail before any data
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     out = tmp_path / "bad"
-    r = _normlab(env, ["sweep", "--epochs", "1", "--data-dir", str(folder), "--out", str(out),
-                       "--quiet"] + args)
-    lines = [x for x in r.stderr.splitlines() if x.strip()]
-    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    argv = ["sweep", "--epochs", "1", "--data-dir", str(tmp_path / "nodata"), "--out", str(out),
+            "--quiet"] + args
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith("normlab: error:") and fragment in lines[0]
-    assert not out.exists()
+    assert not out.exists() and not any(cwd.iterdir())
 
 
 def test_sweep_resume_uses_the_saved_sweep(env, local_sweep, tmp_path) -> None:
@@ -236,7 +275,7 @@ def test_sweep_resume_uses_the_saved_sweep(env, local_sweep, tmp_path) -> None:
     shutil.copytree(local_sweep, out)
     r = _normlab(env, ["sweep", "--resume", str(out), "--quiet"])
     assert r.returncode == 0, r.stderr
-    assert (out / "sweep.csv").read_bytes() == (local_sweep / "sweep.csv").read_bytes()
+    assert SweepFolder(out).table.read_bytes() == SweepFolder(local_sweep).table.read_bytes()
     r = _normlab(env, ["sweep", "--resume", str(out), "--param", "lr=0.1"])
     assert r.returncode == 2 and "--resume uses the saved sweep" in r.stderr
 
@@ -245,12 +284,12 @@ def test_a_different_sweep_in_the_same_folder_is_refused(env, local_sweep) -> No
     """Another sweep into an existing sweep folder exits 2, naming what differs; nothing there
     changes."""
     folder, _ = env
-    before = (local_sweep / "sweep.csv").read_bytes()
+    before = {p: p.read_bytes() for p in local_sweep.rglob("*") if p.is_file()}
     args = [a if a != "batch_size=16,32" else "batch_size=16,64" for a in SWEEP]
     r = _normlab(env, args + ["--data-dir", str(folder), "--out", str(local_sweep)])
     assert r.returncode == 2 and "holds a different sweep" in r.stderr
     assert "params" in r.stderr
-    assert (local_sweep / "sweep.csv").read_bytes() == before
+    assert {p: p.read_bytes() for p in local_sweep.rglob("*") if p.is_file()} == before
 
 
 # ----------------------------------------------------------------------------------------------
@@ -263,57 +302,157 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Every port a Ray head node listens on, each given a free one, so that this node shares none with
+# another Ray on the machine (the defaults are fixed numbers: 6379, 8265, 52365, ...).
+RAY_PORT_FLAGS = ("--port", "--node-manager-port", "--object-manager-port", "--dashboard-port",
+                  "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                  "--runtime-env-agent-port", "--metrics-export-port")
+
+
+def _session_members(sid: int) -> list[int]:
+    """The live processes of session ``sid`` (from /proc; zombies left out)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[3]) == sid:   # state, ppid, pgrp, session
+            pids.append(int(entry))
+    return pids
+
+
+class RayHead:
+    """A Ray head node of this test alone, on loopback, with its own temporary folder and ports.
+
+    ``ray start --head --block`` runs as our child in a new session: every process of the node
+    (GCS, raylet, agents, workers) is in that session. Stopping sends SIGTERM to ``ray start``,
+    which stops the processes it started; whatever is still alive in the session after that is
+    killed. No other Ray process of the machine is touched (never ``ray stop``)."""
+
+    def __init__(self, environ: dict, temp: Path, log: Path, num_cpus: int = 2):
+        self.ports = {flag: _free_port() for flag in RAY_PORT_FLAGS}
+        self.address = f"127.0.0.1:{self.ports['--port']}"
+        self.temp = temp
+        command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+                   "--node-ip-address", "127.0.0.1", "--num-cpus", str(num_cpus),
+                   "--include-dashboard", "false", "--disable-usage-stats",
+                   "--temp-dir", str(temp)]
+        command += [x for flag, port in self.ports.items() for x in (flag, str(port))]
+        self.log = log
+        with open(log, "w") as f:
+            self.proc = subprocess.Popen(
+                command, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                env=dict(environ, RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0"))
+        self.sid = self.proc.pid
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        """Until the node is up: ``ray start`` writes the cluster address into its temporary
+        folder once every process of the node has started."""
+        end = time.monotonic() + timeout
+        while not (self.temp / "ray_current_cluster").exists():
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            assert time.monotonic() < end, "Ray head node not up in time\n" + self.log.read_text()
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        end = time.monotonic() + 20
+        while self._left() and time.monotonic() < end:
+            time.sleep(0.2)
+        for pid in self._left():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _left(self) -> list[int]:
+        return _session_members(self.sid)
+
+
 def test_ray_backend_on_a_loopback_head_node_matches_local(env, local_sweep, tmp_path) -> None:
-    """A real Ray head node on loopback (ray start --head --num-cpus 2), the same sweep through
-    --backend ray --ray-address: every run is a Ray task, and the sweep folder holds the same
-    metrics as --backend local (sweep.csv and each point's metrics.csv and summary.json)."""
+    """The test's own Ray head node (loopback, 2 CPUs, own temporary folder and ports), the same
+    sweep through --backend ray --ray-address: every run is a Ray task, and the sweep folder holds
+    the same sweep.csv as --backend local, and each point byte-equal metrics.csv and
+    summary.json, the same Config and the same keys in config.json (top level and 'resolved'),
+    env.json and timing.json, and the files of a local point but for the training states (see
+    below). A task that keeps failing is retried --retries times, then recorded as failed. When
+    the test ends, no process of its node is left, and no other Ray process was touched."""
     pytest.importorskip("ray")
     folder, environ = env
-    ray_bin = Path(sys.executable).with_name("ray")
-    if not ray_bin.exists():
+    if not Path(sys.executable).with_name("ray").exists():
         pytest.skip("the ray command is not installed next to this Python")
     import tempfile
 
-    port = _free_port()
-    temp = Path(tempfile.mkdtemp(prefix="nlray-", dir="/tmp"))  # Ray's socket paths must be short
     attempts = tmp_path / "attempts"
     attempts.mkdir()
-    environ = dict(environ, NORMLAB_TEST_ATTEMPTS=str(attempts))
-    start = subprocess.run(
-        [str(ray_bin), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-         "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
-         "--temp-dir", str(temp)],
-        env=environ, capture_output=True, text=True, timeout=180)
-    assert start.returncode == 0, start.stdout + start.stderr
+    environ = dict(environ, NORMLAB_TEST_ATTEMPTS=str(attempts))   # seen by the node's workers
+    temp = Path(tempfile.mkdtemp(prefix="nlray-", dir="/tmp"))  # Ray's socket paths must be short
+    head = RayHead(environ, temp, tmp_path / "ray-start.log")
+    out, failing = tmp_path / "ray-sweep", tmp_path / "ray-failing"
     try:
-        out = tmp_path / "ray-sweep"
+        head.wait_ready()
         r = _normlab(env, SWEEP + ["--data-dir", str(folder), "--out", str(out), "--backend",
-                                   "ray", "--ray-address", f"127.0.0.1:{port}"])
+                                   "ray", "--ray-address", head.address])
         assert r.returncode == 0, r.stdout + r.stderr
         assert "ray: 8 run(s) submitted" in r.stdout
         # A task that keeps failing is retried --retries times, then recorded as failed with its
         # error; the sweep finishes the other runs and exits 0.
-        failing = tmp_path / "ray-failing"
         r = _normlab(env, ["sweep", "--variants", "gn", "--param", "batch_size=16", "--seeds",
                            "2", "--epochs", "1", "--rotate", "7.5", "--retries", "1",
                            "--data-dir", str(folder), "--out", str(failing), "--backend", "ray",
-                           "--ray-address", f"127.0.0.1:{port}", "--quiet"])
+                           "--ray-address", head.address, "--quiet"])
         assert r.returncode == 0, r.stdout + r.stderr
         assert len(list(attempts.iterdir())) == 2          # the first try and one retry
-        rows = {x["seed"]: x for x in _rows(failing / "sweep.csv")}
-        assert rows["0"]["status"] == "ok" and float(rows["0"]["final_test_acc"]) >= 0
-        assert rows["1"]["status"] == "failed" and "injected failure" in rows["1"]["message"]
-        assert "run the same command again" in (failing / "report.md").read_text()
     finally:
-        subprocess.run([str(ray_bin), "stop", "--force"], env=environ, capture_output=True,
-                       timeout=120)
+        head.stop()
         shutil.rmtree(temp, ignore_errors=True)
-    assert _rows(out / "sweep.csv") == _rows(local_sweep / "sweep.csv")
-    for b in (16, 32):
-        for name in ("metrics.csv", "summary.json"):
-            got = (out / "points" / f"batch_size={b}" / name).read_bytes()
-            assert got == (local_sweep / "points" / f"batch_size={b}" / name).read_bytes(), name
-    assert (out / "figures" / "sweep_batch_size.png").is_file() and (out / "report.md").is_file()
+    assert head.proc.returncode is not None and not head._left()
+
+    rows = {x["seed"]: x for x in _rows(SweepFolder(failing).table)}
+    assert rows["0"]["status"] == "ok" and float(rows["0"]["final_test_acc"]) >= 0
+    assert rows["1"]["status"] == "failed" and "injected failure" in rows["1"]["message"]
+    assert "run the same command again" in SweepFolder(failing).report.read_text()
+
+    ray_sweep, local = SweepFolder(out), SweepFolder(local_sweep)
+    assert _rows(ray_sweep.table) == _rows(local.table)
+    assert [p.path.name for p in ray_sweep.points()] == list(POINTS)
+    for name in POINTS:
+        rp, lp = ray_sweep.point(name), local.point(name)
+        for got, want in ((rp.metrics, lp.metrics), (rp.summary, lp.summary)):
+            assert got.read_bytes() == want.read_bytes(), got
+        # The same files, but: a local point's runs train in the study driver, which saves each
+        # group's training state after every epoch (for --resume); a Ray point's runs train in
+        # tasks, which save none in the folder (an interrupted task is trained again from the
+        # start), so its folder has no training states. The lock file is left out of the
+        # comparison: the study driver leaves it in every folder it locked, and the Ray driver
+        # (which records the runs) does not lock a point's folder.
+        ray_files = _files(rp) - {rp.lock_file.relative_to(rp.path)}
+        local_files = _files(lp) - {lp.lock_file.relative_to(lp.path)}
+        states = {lp.group_state(k).relative_to(lp.path) for k in range(len(RUNS))}
+        assert states <= local_files
+        assert ray_files == local_files - states
+        rc, lc = (json.loads(p.config.read_text()) for p in (rp, lp))
+        assert set(rc) == set(lc) and set(rc["resolved"]) == set(lc["resolved"])
+        assert {k: v for k, v in rc.items() if k != "resolved"} == \
+            {k: v for k, v in lc.items() if k != "resolved"}       # the same Config
+        # what was resolved from it is the same, but how the runs were spread over threads
+        how = {"workers", "threads_per_worker"}
+        assert {k: v for k, v in rc["resolved"].items() if k not in how} == \
+            {k: v for k, v in lc["resolved"].items() if k not in how}
+        re_, le = (json.loads(p.env.read_text()) for p in (rp, lp))
+        assert set(re_) == set(le) and (re_["backend"], le["backend"]) == ("ray", "local")
+        rt, lt = (json.loads(p.timing_json.read_text()) for p in (rp, lp))
+        assert set(rt) == set(lt)
+    assert ray_sweep.figure("batch_size").is_file() and ray_sweep.report.is_file()
 
 
 def test_ray_backend_unreachable_cluster_is_one_line(env, tmp_path) -> None:

@@ -18,6 +18,11 @@ everywhere normlab runs.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # torch is imported where tensors are made, so finding data needs none
+    import torch
+
 import contextlib
 import hashlib
 import os
@@ -29,7 +34,6 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import BinaryIO
 
-import torch
 from tqdm.auto import tqdm
 
 from normlab.datasets import DATASETS, DatasetSpec, FileSpec, get_spec

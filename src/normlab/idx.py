@@ -9,6 +9,11 @@ folders or downloads.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # torch is imported where tensors are made, so finding data needs none
+    import torch
+
 import contextlib
 import gzip
 import math
@@ -18,7 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-import torch
 
 from normlab.errors import DataError
 
@@ -104,6 +108,8 @@ def _parse_idx(stream: BinaryIO, path: Path, what: str) -> torch.Tensor:
     if len(payload) > claimed:
         raise bad_file(path, f"file longer than its header says: shape {dims} needs {claimed} "
                              f"bytes of data but {what} has more after them")
+    import torch
+
     if claimed == 0:  # torch.frombuffer refuses empty buffers
         try:
             return torch.empty(dims, dtype=torch.uint8)

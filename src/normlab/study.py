@@ -43,8 +43,9 @@ from normlab.train import GroupTrainer
 
 # On a CPU, grouping runs into one network pays only at small batches, where the per-step
 # overhead dominates: benchmarks/bench_train.py's small-batch rows measure it (batch 4: 3 runs
-# per group 1.5x faster than one; batch 128: no gain). At or below this batch size auto groups.
-CPU_GROUP_MAX_BATCH = 16
+# per group 1.66x faster than one at a time, batch 16: 1.14x, batch 32: 1.06x, batch 64 and 128:
+# 1.00x). At or below this batch size auto groups.
+CPU_GROUP_MAX_BATCH = 32
 
 
 @dataclass

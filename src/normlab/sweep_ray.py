@@ -12,6 +12,7 @@ and the sweep goes on. Ray is optional: ``pip install "normlab[ray]"``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -126,6 +127,7 @@ def run_points(outcomes: list[PointOutcome], log: Callable[[str], None],
         raise ConfigError(f"--ray-gpus {want_gpus:g} asked for, but the Ray cluster has "
                           f"{have_gpus:g} GPUs; its tasks would never start; use --ray-gpus 0")
     threads = max(1, int(resources.get("num_cpus", 1)))
+    held = contextlib.ExitStack()   # the point folders this driver writes into
     task = ray.remote(train_one).options(
         num_cpus=resources.get("num_cpus", 1), num_gpus=want_gpus,
         max_retries=retries, retry_exceptions=True)
@@ -135,6 +137,8 @@ def run_points(outcomes: list[PointOutcome], log: Callable[[str], None],
         for k, o in enumerate(outcomes):
             if o.folder.summary.exists():
                 continue
+            o.folder.path.mkdir(parents=True, exist_ok=True)
+            held.enter_context(o.folder.lock())   # as a local study locks its folder
             points[k] = p = _Point(o, threads)
             for v, seed in p.wanted:
                 try:
@@ -170,5 +174,6 @@ def run_points(outcomes: list[PointOutcome], log: Callable[[str], None],
         for p in points.values():   # points whose runs were all finished before
             p.complete(log)
     finally:
+        held.close()
         if started:
             ray.shutdown()

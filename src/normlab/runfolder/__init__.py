@@ -6,11 +6,11 @@ other part of normlab (and its tests) goes through the names exported here.
 """
 
 from normlab.runfolder.checks import RunData, load_run, load_summary, read_predictions
-from normlab.runfolder.folder import (METRIC_COLUMNS, PREDICTION_COLUMNS, REBUILD, STAT_KEYS,
+from normlab.runfolder.folder import (FIGURES, METRIC_COLUMNS, PREDICTION_COLUMNS, REBUILD, STAT_KEYS,
                                       STATUSES, SWEEP_COLUMNS, TIMING_COLUMNS, Predictions,
                                       RunFolder, RunResult, SweepFolder, run_name, summarize)
 
-__all__ = ["RunData", "load_run", "load_summary", "read_predictions",
+__all__ = ["FIGURES", "RunData", "load_run", "load_summary", "read_predictions",
            "METRIC_COLUMNS", "PREDICTION_COLUMNS", "REBUILD", "STAT_KEYS", "STATUSES",
            "SWEEP_COLUMNS", "TIMING_COLUMNS", "Predictions", "RunFolder", "RunResult",
            "SweepFolder", "run_name", "summarize"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -164,11 +165,23 @@ class RunFolder:
 
     def remove_if_unused(self) -> None:
         """Remove the folder if nothing but the lock file is in it (a study that failed before
-        writing anything). The lock file is left alone while held: deleting a held lock file
-        would let a newcomer lock a fresh file while we still hold the old one."""
+        writing anything) and no other process holds its lock. The lock file is unlinked only
+        while this process holds the lock; a process that opened it before then finds, once it
+        gets the lock, that the file it locked is no longer the folder's and tries again (see
+        :meth:`lock`), so two processes never both hold "the" lock."""
         try:
-            if {p.name for p in self.path.iterdir()} <= {self.lock_file.name}:
-                self.lock_file.unlink(missing_ok=True)
+            import fcntl
+        except ImportError:  # Windows
+            return
+        try:
+            if {p.name for p in self.path.iterdir()} - {self.lock_file.name}:
+                return
+            with open(self.lock_file, "a+") as f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    return   # held by another process: its folder now
+                self.lock_file.unlink()
                 self.path.rmdir()
         except OSError:
             pass
@@ -176,20 +189,35 @@ class RunFolder:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold an exclusive lock (flock) on the folder while writing into it, so that a second
-        process cannot interleave its files with ours. The lock file stays in place: it dies with
-        the process's descriptor, and unlinking it could give two processes "the" lock."""
+        process cannot interleave its files with ours. The lock dies with the process, so a
+        killed study leaves nothing to clean up; the lock file stays in place."""
         try:
             import fcntl
         except ImportError:  # Windows
             yield
             return
-        f = open(self.lock_file, "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        for _ in range(100):
+            try:
+                f = open(self.lock_file, "a+")
+            except FileNotFoundError:
+                raise ConfigError(f"{self.path} was removed while normlab started in it; try "
+                                  "again") from None
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                raise ConfigError(f"{self.path} is in use by another normlab process; wait for "
+                                  "it to finish or stop it, then try again") from None
+            try:   # still the folder's lock file? (remove_if_unused may have unlinked it)
+                same = os.stat(self.lock_file).st_ino == os.fstat(f.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
             f.close()
-            raise ConfigError(f"{self.path} is in use by another normlab process; wait for it to "
-                              "finish or stop it, then try again") from None
+        else:
+            raise ConfigError(f"{self.path} keeps changing under normlab; check that no other "
+                              "program removes files there, then try again")
         try:
             yield
         finally:

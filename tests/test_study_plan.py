@@ -1,0 +1,81 @@
+"""The study's plan (groups, workers, threads) and the provenance saved with every result."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import torch
+
+from normlab import study
+from normlab.config import Config
+from normlab.envinfo import environment, git_provenance
+
+
+@pytest.mark.parametrize("batch, size", [(4, 3), (32, 3), (33, 1), (128, 1)])
+def test_auto_groups_on_a_cpu_follow_the_measured_rule(batch: int, size: int) -> None:
+    """--group-size 0 on a CPU: one group per worker at batch sizes up to CPU_GROUP_MAX_BATCH
+    (where benchmarks/bench_train.py measured grouping to pay), one run per group above it."""
+    cfg = Config(variants=("bn", "gn", "ln"), seeds=2, batch_size=batch, workers=2)
+    plan = study.make_plan(cfg, torch.device("cpu"))
+    assert [len(g) for g in plan.groups] == [size] * (6 // size)
+    assert plan.workers == 2
+    assert study.CPU_GROUP_MAX_BATCH == 32
+
+
+def test_auto_groups_everything_on_an_accelerator_and_explicit_sizes_win() -> None:
+    """On a GPU auto trains all runs as one group; an explicit --group-size is kept as given,
+    and a plan's override (a Ray task: one run, one worker, its own threads) beats both."""
+    cfg = Config(variants=("bn", "gn"), seeds=3, workers=0)
+    assert study.auto_group_size(cfg, torch.device("cuda"), runs=6, workers=1) == 6
+    plan = study.make_plan(cfg.replace(group_size=4), torch.device("cpu"))
+    assert [len(g) for g in plan.groups] == [4, 2]
+    plan = study.make_plan(cfg, torch.device("cpu"), group_size=1, workers=1, threads=3)
+    assert (len(plan.groups), plan.workers, plan.threads) == (6, 1, 3)
+
+
+def test_plan_resolves_what_config_json_records() -> None:
+    """Plan.resolved holds the Config's fields and the resolved group size, workers and threads
+    that a resume checks against (local and Ray points alike)."""
+    cfg = Config(variants=("gn",), seeds=2)
+    plan = study.make_plan(cfg, torch.device("cpu"), group_size=1, workers=1, threads=1)
+    data = study.StudyData(train=[0] * 10, test=[0] * 5, mean=0.1, std=0.3, classes=("a", "b"))
+    resolved = plan.resolved(data)
+    assert {k: v for k, v in resolved.items() if k != "resolved"} == cfg.to_dict()
+    r = resolved["resolved"]
+    assert (r["group_size"], r["workers"], r["threads_per_worker"]) == (1, 1, 1)
+    assert (r["train_images"], r["test_images"], r["seed_list"]) == (10, 5, [0, 1])
+
+
+def _git(repo, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+                        "HOME": str(repo), "PATH": "/usr/bin:/bin"})
+
+
+def test_git_provenance_names_the_commit_and_uncommitted_changes(tmp_path) -> None:
+    """In a git checkout the commit and whether tracked files changed are recorded; outside one,
+    nothing is (no made-up values)."""
+    assert git_provenance(tmp_path) == {}
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "a.py").write_text("x = 1\n")
+    _git(repo, "add", "a.py")
+    _git(repo, "commit", "-qm", "one")
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert git_provenance(repo) == {"git_commit": head, "git_dirty": False}
+    (repo / "a.py").write_text("x = 2\n")
+    assert git_provenance(repo) == {"git_commit": head, "git_dirty": True}
+
+
+def test_environment_records_versions_device_and_code_identity() -> None:
+    """env.json names normlab's version, torch, the CPU, the device and the backend, and (this
+    checkout being a git repository) the commit."""
+    env = environment(torch.device("cpu"), backend="ray")
+    from normlab import __version__
+    assert env["normlab"] == __version__ and env["torch"] == torch.__version__
+    assert env["device"] == "cpu" and env["backend"] == "ray" and env["cpu"]
+    assert len(env.get("git_commit", "")) == 40 and isinstance(env.get("git_dirty"), bool)
