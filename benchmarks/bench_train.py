@@ -17,6 +17,10 @@
     10,000-image test split, for S epochs. Its images/s is (runs x epochs x 60,000) / wall time, so
     its seconds per epoch are per model: the wall time divided by runs x epochs, warm-up included.
 
+(d) ``group-b<batch>-g<size>``: 3 variants x 2 seeds, 1 epoch of 3,000 images at a small batch,
+    trained by the study scheduler with 1 or 3 runs per network (``MultiNet``); what
+    ``--group-size auto`` rests on (``study.CPU_GROUP_MAX_BATCH``).
+
 Every number is the MEDIAN over the timed windows. Nothing here asserts a time.
 
     NORMLAB_DATA=/path/to/mnist python benchmarks/bench_train.py --quick
@@ -29,7 +33,6 @@ import json
 import os
 import platform
 import random
-import resource
 import statistics
 import sys
 import time
@@ -48,8 +51,10 @@ from normlab.errors import ConfigError, DataError
 from normlab.model import count_params
 from normlab import study as nl_study
 from normlab.device import select_device
+from normlab.envinfo import peak_rss_mb
 from normlab.store import atomic_write_text
-from normlab.train import build_model, train_run
+from normlab.study import train_run
+from normlab.train import build_model
 
 EPOCH_IMAGES = 60_000
 TEST_IMAGES = 500
@@ -135,12 +140,6 @@ def forward_flops(model: nn.Module) -> int:
             h.remove()
         model.train(was_training)
     return 2 * macs
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
 def bench_reference(images: torch.Tensor, labels: torch.Tensor, warmup: int, windows: int,
@@ -320,8 +319,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(3 variants x 2 seeds, 1 epoch of --grouping-images; '' skips it)")
     p.add_argument("--grouping-images", type=int, default=3000,
                    help="training images of the grouping rows")
-    p.add_argument("--grouping-repeats", type=int, default=3,
-                   help="timed repetitions of each grouping row (the median counts)")
+    p.add_argument("--grouping-repeats", type=int, default=None,
+                   help="timed repetitions of each grouping row, the median counts "
+                        "(default: 3, --quick: 1)")
     args = p.parse_args(argv)
 
     # --quick: reference 3 windows x 10 batches after 5; normlab 3 epochs on 3,000 images.
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             for size in (1, 3):
                 print(f"# grouping: batch {batch}, {size} run(s) per group", file=sys.stderr)
                 info, times = bench_grouping(base, device, batch, size, args.grouping_images,
-                                             args.grouping_repeats)
+                                             args.grouping_repeats or (1 if q else 3))
                 info["device"] = str(device)
                 rec = record(f"group-b{batch}-g{size}", info, times, ref_epoch_s)
                 records.append(rec)

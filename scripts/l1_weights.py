@@ -13,41 +13,38 @@ from pathlib import Path
 
 import torch
 
-from normlab.model import ModelConfig, Net, penalized_weights
-from normlab.runfolder import RunFolder, SweepFolder, load_run
-from normlab.store import load_checkpoint, write_csv
-
-THRESHOLDS = (1e-3, 1e-2)
+from normlab.config import Config
+from normlab.model import Net, penalized_weights
+from normlab.runfolder import WEIGHT_THRESHOLDS, RunFolder, SweepFolder, load_run
+from normlab.store import load_checkpoint
 
 
 def weight_stats(run_dir: Path) -> list[tuple]:
     run = load_run(run_dir)
-    groups = run.config["groups"]
+    cfg = Config.from_dict({k: v for k, v in run.config.items() if k != "resolved"})
     rows = []
     for name, s in run.summary["variants"].items():
         for seed in s["seeds"]:
             if seed in s["diverged_seeds"]:  # a diverged run leaves no checkpoint
                 continue
             state = load_checkpoint(run.folder.checkpoint(name, seed))
-            model = Net(ModelConfig(norm=s["norm"], groups=groups))
+            model = Net(cfg.model_config(s["norm"]))
             model.load_state_dict(state["model"])
             w = torch.cat([p.detach().flatten() for p in penalized_weights(model)]).abs()
             rows.append((name, s["l1"], seed, w.numel(), round(float(w.sum()), 4),
-                         *(round(100.0 * float((w < t).float().mean()), 2) for t in THRESHOLDS)))
+                         *(round(100.0 * float((w < t).float().mean()), 2) for t in WEIGHT_THRESHOLDS)))
     return rows
 
 
 def main(run_dir: str) -> None:
-    header = ("variant", "l1", "seed", "weights", "sum_abs_w",
-              *(f"pct_below_{t:g}" for t in THRESHOLDS))
     if SweepFolder.holds_sweep(run_dir):
         folder = SweepFolder(run_dir)
         rows = [r for point in folder.points() for r in weight_stats(point.path)]
     else:
         folder = RunFolder(run_dir)
         rows = weight_stats(folder.path)
-    write_csv(folder.weights, header, rows)
-    for row in [header, *rows]:
+    folder.write_weights(rows)
+    for row in rows:
         print(",".join(str(c) for c in row))
 
 

@@ -172,7 +172,7 @@ def _build_run(path: str | Path, *, variants=("gn", "bn+l1=2e-05"), seeds: int =
     device = torch.device("cpu")
     plan = study.make_plan(cfg, device, workers=workers, threads=1)
     fake_data = SimpleNamespace(train=range(300), test=range(len(labels)), mean=0.13, std=0.31,
-                                classes=data.get_spec(dataset).classes)
+                                classes=data.get_spec(dataset).classes, val=None)
     folder = RunFolder(path).create()
     study.start(folder, plan, fake_data)
 

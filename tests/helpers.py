@@ -122,7 +122,7 @@ def synthetic_subprocess_env(root: Path, n_train: int, n_test: int,
     ``root/mnist``, and a ``sitecustomize.py`` on PYTHONPATH registers its spec as 'mnist' in every
     Python process started with the environment (``python -m normlab``, Ray's workers), with
     ``extra`` (code indented by 4 spaces) run after it. No network: see :func:`offline_env`.
-    (The sitecustomize imports normlab.data, hence torch, in every process.)"""
+    (The sitecustomize imports normlab.data in every process.)"""
     _, raw, _ = synthetic_mnist(n_train, n_test, seed=0)
     folder = install(root / "mnist", raw)
     site = root / "site"

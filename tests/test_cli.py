@@ -33,8 +33,8 @@ from normlab.model import ModelConfig, Net, count_params
 from normlab.runfolder import RunFolder
 
 N_TRAIN, N_TEST = 300, 100
-METRICS_COLUMNS = ["variant", "seed", "epoch", "train_loss", "train_acc", "test_loss", "test_acc",
-                   "lr"]
+METRICS_COLUMNS = ["variant", "seed", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
+                   "test_loss", "test_acc", "lr"]
 CURVES = ("test_acc", "test_loss", "train_vs_test")   # RunFolder.figure kinds
 
 
@@ -150,7 +150,8 @@ def test_metrics_csv(study_run) -> None:
     keys = sorted((r["variant"], int(r["seed"]), int(r["epoch"])) for r in rows)
     assert keys == sorted((v, s, e) for v in VARIANTS for s in SEEDS for e in range(1, EPOCHS + 1))
     for r in rows:
-        for col in METRICS_COLUMNS[3:]:
+        assert r["val_loss"] == r["val_acc"] == ""   # no --val: nothing held out
+        for col in [c for c in METRICS_COLUMNS[3:] if not c.startswith("val_")]:
             assert float(r[col]) == float(r[col])  # parses, not NaN
         assert 0 <= float(r["train_acc"]) <= 100 and 0 <= float(r["test_acc"]) <= 100
     header, timing = _read_csv(f.timing_csv)

@@ -34,7 +34,7 @@ def test_auto_is_cpu_without_accelerator() -> None:
 @pytest.mark.parametrize("kind", ["cuda", "mps"])
 def test_auto_picks_the_reported_accelerator(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
     """When torch.accelerator reports a cuda or mps device, 'auto' returns that device type,
-    without an index (as resolved_config records it)."""
+    without an index (as config.json records it)."""
     _fake_accelerator(monkeypatch, torch.device(kind, 0))
     assert select_device("auto") == torch.device(kind)
 

@@ -12,22 +12,26 @@ from normlab.config import Config
 from normlab.envinfo import environment, git_provenance
 
 
+@pytest.mark.parametrize("workers", [1, 2, 8])
 @pytest.mark.parametrize("batch, size", [(4, 3), (32, 3), (33, 1), (128, 1)])
-def test_auto_groups_on_a_cpu_follow_the_measured_rule(batch: int, size: int) -> None:
-    """--group-size 0 on a CPU: one group per worker at batch sizes up to CPU_GROUP_MAX_BATCH
-    (where benchmarks/bench_train.py measured grouping to pay), one run per group above it."""
-    cfg = Config(variants=("bn", "gn", "ln"), seeds=2, batch_size=batch, workers=2)
+def test_auto_groups_on_a_cpu_follow_the_measured_rule(batch: int, size: int,
+                                                       workers: int) -> None:
+    """--group-size 0 on a CPU: groups of CPU_GROUP_SIZE (3, the size measured) at batch sizes up
+    to CPU_GROUP_MAX_BATCH (32, where benchmarks/bench_train.py measured grouping to pay), one run
+    per group above it; whatever the number of workers, so a study groups (and rounds) alike on
+    every machine."""
+    cfg = Config(variants=("bn", "gn", "ln"), seeds=2, batch_size=batch, workers=workers)
     plan = study.make_plan(cfg, torch.device("cpu"))
     assert [len(g) for g in plan.groups] == [size] * (6 // size)
-    assert plan.workers == 2
-    assert study.CPU_GROUP_MAX_BATCH == 32
+    assert plan.workers == min(workers, 6 // size)
+    assert (study.CPU_GROUP_MAX_BATCH, study.CPU_GROUP_SIZE) == (32, 3)
 
 
 def test_auto_groups_everything_on_an_accelerator_and_explicit_sizes_win() -> None:
     """On a GPU auto trains all runs as one group; an explicit --group-size is kept as given,
     and a plan's override (a Ray task: one run, one worker, its own threads) beats both."""
     cfg = Config(variants=("bn", "gn"), seeds=3, workers=0)
-    assert study.auto_group_size(cfg, torch.device("cuda"), runs=6, workers=1) == 6
+    assert study.auto_group_size(cfg, torch.device("cuda"), runs=6) == 6
     plan = study.make_plan(cfg.replace(group_size=4), torch.device("cpu"))
     assert [len(g) for g in plan.groups] == [4, 2]
     plan = study.make_plan(cfg, torch.device("cpu"), group_size=1, workers=1, threads=3)

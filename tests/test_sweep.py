@@ -31,7 +31,7 @@ from normlab.sweep import Param, SweepSpec, parse_param, point_name
 
 N_TRAIN, N_TEST = 256, 64
 # --group-size 1: every run trained alone, as a Ray task trains it, so that the Ray test can ask
-# for byte-equal metrics (on a CPU, auto groups runs at batch sizes <= 16, and a group computes
+# for byte-equal metrics (on a CPU, auto groups runs at batch sizes <= 32, and a group computes
 # the same as its runs alone only up to floating-point rounding).
 SWEEP = ["sweep", "--variants", "gn,bn", "--param", "batch_size=16,32", "--seeds", "2",
          "--epochs", "2", "--workers", "2", "--group-size", "1", "--quiet"]
@@ -169,8 +169,10 @@ def test_sweep_folder(local_sweep) -> None:
     figure of the swept setting and report.md with the table, the findings and the figure."""
     sweep = SweepFolder(local_sweep)
     rows = _rows(sweep.table)
-    assert list(rows[0]) == ["batch_size", "variant", "seed", "status", "final_test_acc",
-                             "best_test_acc", "final_test_loss", "message"]
+    assert list(rows[0]) == ["batch_size", "variant", "seed", "status", "final_val_acc",
+                             "best_val_acc", "final_test_acc", "best_test_acc",
+                             "final_test_loss", "message"]
+    assert all(r["final_val_acc"] == r["best_val_acc"] == "" for r in rows)   # no --val
     assert sorted((r["batch_size"], r["variant"], r["seed"]) for r in rows) == sorted(
         (b, v, s) for b in ("16", "32") for v in ("gn", "bn") for s in ("0", "1"))
     assert all(r["status"] == "ok" and 0 <= float(r["final_test_acc"]) <= 100 for r in rows)

@@ -16,7 +16,8 @@ from normlab.batches import augment, batch_bounds, split_stats, to_device_split
 from normlab.config import Config
 from normlab.device import select_device
 from normlab.errors import ConfigError
-from normlab.train import METRIC_FIELDS, train_run
+from normlab.study import train_run
+from normlab.train import METRIC_FIELDS
 
 CPU = torch.device("cpu")
 
@@ -349,7 +350,7 @@ def test_group_training_matches_runs_one_after_another(seeded) -> None:
     """Training mixed variants and seeds concurrently (train_group: one MultiNet, per-member
     data order, augmentation, penalties) gives each run the metrics, predictions and weights it
     gets when trained alone with train_run, within floating-point tolerance."""
-    from normlab.train import train_group
+    from normlab.study import train_group
 
     train, test, mean, std = _synthetic_splits(seeded(0), n_train=256, n_test=64)
     cfg = Config(epochs=2, batch_size=64, lr=0.02, variants=("gn", "bn+l1=1e-3", "ln+l2=1e-3"),
@@ -452,7 +453,7 @@ def test_augment_grid_equals_affine_grid(seeded) -> None:
 def test_no_augmentation_draws_nothing_in_a_group(seeded) -> None:
     """With --rotate 0 --translate 0 a group draws no augmentation numbers, exactly as a run alone
     does, so each member's data order in later epochs matches training alone."""
-    from normlab.train import train_group
+    from normlab.study import train_group
 
     train, test, mean, std = _synthetic_splits(seeded(0), n_train=128, n_test=32)
     cfg = Config(epochs=2, batch_size=32, rotate=0.0, translate=0.0, variants=("ln",),

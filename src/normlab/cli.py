@@ -6,6 +6,7 @@ Bad input prints one line, ``normlab: error: <problem>; <fix>``, and exits with 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import warnings
 from typing import Sequence
@@ -94,6 +95,16 @@ def _add_training_flags(p: argparse.ArgumentParser, D) -> None:
                    help="train on the first N training images only (quick runs); default: all")
     p.add_argument("--eval-batch-size", type=_positive_int, default=D(_D.eval_batch_size),
                    help="batch size for test evaluation")
+    p.add_argument("--val", type=_nonneg_int, default=D(_D.val), metavar="N",
+                   help="hold out N training images (the same seeded choice for every variant "
+                        "and seed), train on the rest and report val_loss and val_acc per epoch: "
+                        "choose models and recipes on these, not on the test set; 0: train on all")
+    p.add_argument("--arch", default=D(_D.arch), metavar="W1-W2-...",
+                   help="output channels of the model's 3x3 convs; the first runs at full "
+                        "resolution before the max pool, a linear classifier follows")
+    p.add_argument("--label-smoothing", type=float, default=D(_D.label_smoothing), metavar="EPS",
+                   help="label smoothing of the training loss (metrics report the plain "
+                        "cross-entropy); 0: none")
     p.add_argument("--device", default=D(_D.device),
                    help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--group-size", type=_nonneg_int, default=D(_D.group_size), metavar="N",
@@ -168,7 +179,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                    help="a setting and its values, e.g. batch_size=2,8,32,128 or l1=0,1e-5,1e-4; "
                         "give it twice for a grid. Sweepable: batch_size, lr, momentum, warmup, l1, "
                         "l2, groups, augment, rotate, translate, dataset, train_subset, epochs, "
-                        "precision (required, except with --resume)")
+                        "precision, arch, label_smoothing (required, except with --resume)")
     p.add_argument("--variants", default=D(",".join(_D.variants)), help=variant_help)
     p.add_argument("--seeds", type=_positive_int, default=D(_D.seeds),
                    help="number of seeds per variant and point")
@@ -215,10 +226,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     return parser
 
 
-_TRAINING_KEYS = ("epochs", "batch_size", "lr", "momentum", "warmup", "l1_default", "l2_default",
-                  "groups", "augment", "rotate", "translate", "dataset", "data_dir",
-                  "train_subset", "eval_batch_size", "device", "group_size", "workers",
-                  "precision", "compile")
+# Every Config field but the runs (given per command) has a flag of its own name.
+_TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(Config)
+                       if f.name not in ("variants", "seeds", "first_seed"))
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -264,8 +274,9 @@ def _resume_config(argv: Sequence[str], args: argparse.Namespace) -> Config:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    """The Config of ``study``, ``sweep`` (its base) or ``train`` from the parsed flags."""
     kw = {k: getattr(args, k) for k in _TRAINING_KEYS}
-    if args.command == "study":
+    if args.command in ("study", "sweep"):
         return Config(variants=tuple(args.variants.split(",")), seeds=args.seeds, **kw)
     if "," in args.variant:
         raise NormlabError("--variant takes one variant; use 'normlab study --variants' for several")
@@ -292,8 +303,7 @@ def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
             raise NormlabError("give at least one --param NAME=V1,V2,..., e.g. "
                                "--param batch_size=32,128")
         spec = SweepSpec(tuple(parse_param(t) for t in args.param), scale_lr=args.scale_lr)
-        kw = {k: getattr(args, k) for k in _TRAINING_KEYS}
-        base = Config(variants=tuple(args.variants.split(",")), seeds=args.seeds, **kw)
+        base = config_from_args(args)
         out = args.out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}"
     runner = None
     if args.backend == "ray":

@@ -27,6 +27,8 @@ DATASET_NAMES = tuple(DATASETS)
 PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_L1 = 2e-5
 DEFAULT_L2 = 5e-4
+DEFAULT_ARCH = "8-16-16-16-16"
+VAL_SEED = 20_261_121   # the generator that picks the --val images; fixed, so every run agrees
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,16 @@ class ModelConfig:
         if self.transition:
             layers.append(("trans", self.transition))
         return layers + [(f"conv{i}", c) for i, c in enumerate(w[f:], start=f + 1)]
+
+
+def parse_arch(text: str) -> tuple[int, ...]:
+    """``"8-16-16-16-16"`` -> the widths of the model's 3x3 convs (the first runs at full
+    resolution before the max pool). ConfigError with the fix on bad input."""
+    parts = text.split("-") if isinstance(text, str) else []
+    if len(parts) < 2 or not all(p.isdigit() and 1 <= int(p) <= 512 for p in parts):
+        raise ConfigError(f"--arch {text!r} is not a list of conv widths; write e.g. "
+                          f"{DEFAULT_ARCH} (two or more whole numbers 1..512, joined by '-')")
+    return tuple(int(p) for p in parts)
 
 
 @dataclass(frozen=True)
@@ -158,6 +170,11 @@ class Config:
     data_dir: str | None = None
     train_subset: int | None = None   # use the first N training images
     eval_batch_size: int = 1000
+    # Model selection: hold out `val` training images (a fixed seeded choice, VAL_SEED, the same
+    # for every variant and seed) and report accuracy on them beside the test set's.
+    val: int = 0
+    arch: str = DEFAULT_ARCH          # the conv widths, e.g. "8-16-16-16-16" (see parse_arch)
+    label_smoothing: float = 0.0      # of the training cross-entropy (metrics report plain CE)
     device: str = "auto"
     # How runs share the machine (see normlab.study). Both change results only by floating-point
     # rounding; the resolved values are saved in config.json.
@@ -208,6 +225,17 @@ class Config:
             )
         if self.train_subset is not None:
             positive_int("train_subset", "--train-subset")
+        if isinstance(self.val, bool) or not isinstance(self.val, int) or self.val < 0:
+            raise ConfigError(f"--val must be a whole number >= 0 (0: no validation split), "
+                              f"got {self.val!r}")
+        if self.train_subset is not None and self.val >= self.train_subset:
+            raise ConfigError(f"--val {self.val} leaves none of the {self.train_subset} images of "
+                              "--train-subset to train on; hold out fewer or train on more")
+        parse_arch(self.arch)
+        if not isinstance(self.label_smoothing, (int, float)) \
+                or not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"--label-smoothing must be a number in [0, 1), got "
+                              f"{self.label_smoothing!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown --precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
         for name, flag in (("group_size", "--group-size"), ("workers", "--workers")):
@@ -229,8 +257,11 @@ class Config:
                 raise ConfigError(f"--train-subset must be >= 2 to train {batch[0]}")
         # The group count against every layer's width of the model train.py builds.
         for norm in used:
-            norms.check_groups(norm, self.groups,
-                               ModelConfig(norm=norm, groups=self.groups).norm_layers())
+            norms.check_groups(norm, self.groups, self.model_config(norm).norm_layers())
+
+    def model_config(self, norm: str) -> ModelConfig:
+        """The network a run of ``norm`` trains (train.build_model builds it)."""
+        return ModelConfig(norm=norm, groups=self.groups, widths=parse_arch(self.arch))
 
     def parsed_variants(self) -> tuple[Variant, ...]:
         return parse_variants(list(self.variants), self.l1_default, self.l2_default)
@@ -267,4 +298,4 @@ def config_diff(saved: dict, wanted: dict, keys=None) -> list[str]:
             if saved.get(k) != wanted.get(k)]
 
 
-__all__ = ["Config", "config_diff", "ModelConfig", "Variant", "parse_variant", "parse_variants", "DATASET_NAMES"]
+__all__ = ["Config", "config_diff", "parse_arch", "VAL_SEED", "ModelConfig", "Variant", "parse_variant", "parse_variants", "DATASET_NAMES"]

@@ -20,7 +20,7 @@ def _auto_device() -> torch.device:
     if accelerator is not None:
         if accelerator.is_available():
             found = accelerator.current_accelerator()
-            # Only the type: "cuda", not "cuda:0", as resolved_config has always recorded it.
+            # Only the type: "cuda", not "cuda:0", as config.json has always recorded it.
             # An accelerator normlab does not support (xpu, ...) is skipped, as --device rejects it.
             if found is not None and found.type in SUPPORTED_TYPES:
                 return torch.device(found.type)

@@ -29,6 +29,10 @@ def git_provenance(path: str | Path | None = None) -> dict:
             return None
         return done.stdout if done.returncode == 0 else None
 
+    # Only a checkout that holds normlab's own files (an editable install), not a repository
+    # that merely contains an installed copy (say, in its ignored .venv).
+    if path is None and git("ls-files", "--error-unmatch", "__init__.py") is None:
+        return {}
     commit = git("rev-parse", "HEAD")
     if not commit:
         return {}

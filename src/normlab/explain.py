@@ -11,7 +11,7 @@ registry (:data:`normlab.norms.NORMS`) says so as axes: view x (N, C, H, W) with
 :func:`norm_stats` computes any registered norm from those axes (reshape, then mean and *biased*
 variance, as the layers do in training mode); :func:`explain_text` prints the computation on a
 seeded example for the norms marked ``explain`` and checks it against each norm's own builder;
-:func:`draw_norm_axes` draws which elements share a statistic. A norm added to the registry is
+:func:`normlab.axes_figure.draw_norm_axes` draws which elements share a statistic. A norm added to the registry is
 computed, checked and drawn here without editing this file. Nothing here trains a model.
 """
 

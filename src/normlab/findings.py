@@ -135,9 +135,11 @@ def findings(summary: dict, gaps: dict[str, float | None] | None = None,
 
 
 
-def sweep_findings(rows: list[dict], params: list[str]) -> list[str]:
+def sweep_findings(rows: list[dict], params: list[str], metric: str = "final_test_acc",
+                   word: str = "test") -> list[str]:
     """Per variant (and combination of the other swept settings) and per swept setting: the
-    value with the highest and the lowest mean final test accuracy, and whether the difference
+    value with the highest and the lowest mean final accuracy (``metric``: on the test set,
+    or on the --val images when a sweep chooses a model), and whether the difference
     is larger than seed-to-seed noise (Welch's t-test)."""
     out = []
     for p in params:
@@ -146,8 +148,8 @@ def sweep_findings(rows: list[dict], params: list[str]) -> list[str]:
         for r in rows:
             key = (r.get("spec", r["variant"]),) + tuple(r[o] for o in others)
             vals = groups.setdefault(key, {}).setdefault(r[p], [])
-            if r["status"] == "ok" and r["final_test_acc"] is not None:
-                vals.append(float(r["final_test_acc"]))
+            if r["status"] == "ok" and r[metric] is not None:
+                vals.append(float(r[metric]))
         for key, by_value in groups.items():
             done = {v: xs for v, xs in by_value.items() if xs}
             if len(done) < 2:
@@ -156,7 +158,7 @@ def sweep_findings(rows: list[dict], params: list[str]) -> list[str]:
             best = max(means, key=lambda v: means[v])
             worst = min(means, key=lambda v: means[v])
             where = f"`{key[0]}`" + "".join(f" ({o}={fmt_value(x)})" for o, x in zip(others, key[1:]))
-            text = (f"{where}: final test accuracy is highest at {p}={fmt_value(best)} "
+            text = (f"{where}: final {word} accuracy is highest at {p}={fmt_value(best)} "
                     f"({means[best]:.2f}%) and lowest at {p}={fmt_value(worst)} "
                     f"({means[worst]:.2f}%)")
             w = welch(done[best], done[worst])

@@ -13,11 +13,17 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from normlab.errors import ConfigError, RunFolderError
-from normlab.runfolder import RunData, load_run, read_predictions
+from normlab.runfolder import RunData, load_run, load_test_images, read_predictions
 from normlab.style import DPI, RC, save_png
 
 MODES = ("confident", "first")
 GRID_ROWS, GRID_COLS = 2, 5
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` if it is one of MODES, else a ConfigError naming the valid ones."""
+    check_mode(mode)
+    return mode
 
 
 def select_mistakes(rows: Sequence[dict], k: int = 10, mode: str = "confident") -> list[dict]:
@@ -26,8 +32,7 @@ def select_mistakes(rows: Sequence[dict], k: int = 10, mode: str = "confident") 
     ``mode="confident"``: the most confident mistakes (highest ``confidence``; ties by lower
     ``index``). ``mode="first"``: the mistakes with the lowest ``index``.
     """
-    if mode not in MODES:
-        raise ConfigError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    check_mode(mode)
     if k < 0:
         raise ConfigError(f"k must be >= 0, got {k}")
     wrong = [r for r in rows if r["pred"] != r["label"]]
@@ -76,22 +81,9 @@ def _first_ok_seed(run: RunData, variant: str) -> int | None:
     return ok[0] if ok else None
 
 
-def _load_test_split(run: RunData, data_dir: str | Path | None = None):
-    """The test split of the run's dataset: from ``data_dir`` if given, else the run's own."""
-    from normlab import data
-
-    return data.load_split(run.dataset, train=False,
-                           data_dir=data_dir if data_dir is not None else run.config.get("data_dir"))
-
-
 def _misclassified_figure(run: RunData, variant: str, seed: int, mode: str, images, labels,
                           path: Path) -> Path:
-    rows = read_predictions(run.folder.predictions(variant, seed), labels)
-    for r in rows:   # without labels (images given by the caller) the indices still must fit
-        if not 0 <= r["index"] < len(images):
-            raise RunFolderError(
-                f"{run.folder.predictions(variant, seed)}: index {r['index']} is outside the "
-                f"{len(images)} test images given; pass the test split this run used")
+    rows = read_predictions(run.folder.predictions(variant, seed), labels, n_images=len(images))
     chosen = select_mistakes(rows, GRID_ROWS * GRID_COLS, mode)
     n_wrong = sum(r["pred"] != r["label"] for r in rows)
     last = run.rows(variant, seed)
@@ -143,8 +135,7 @@ def plot_misclassified(run: RunData | str | Path, variant: str, seed: int | None
     a uint8 tensor (N, 28, 28) of the test split, saves loading it again (the labels are then not
     cross-checked against the predictions).
     """
-    if mode not in MODES:
-        raise ConfigError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    check_mode(mode)
     run = run if isinstance(run, RunData) else load_run(run)
     if variant not in run.summary["variants"]:
         raise ConfigError(
@@ -165,7 +156,7 @@ def plot_misclassified(run: RunData | str | Path, variant: str, seed: int | None
                              f"choose a seed that finished ({ok})")
     labels = None
     if images is None:
-        images, labels = _load_test_split(run, data_dir)
+        images, labels = load_test_images(run, data_dir)
     return _misclassified_figure(run, variant, seed, mode, images, labels,
                                  run.folder.misclassified_figure(variant))
 
@@ -174,12 +165,11 @@ def make_misclassified(run: RunData | str | Path, mode: str = "confident",
                        data_dir: str | Path | None = None) -> list[Path]:
     """One mistakes grid per variant that has a finished seed; the test split is loaded once
     (from ``data_dir`` if given, else from where the run found its data)."""
-    if mode not in MODES:
-        raise ConfigError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    check_mode(mode)
     run = run if isinstance(run, RunData) else load_run(run)
     todo = [(v, s) for v in run.variants if (s := _first_ok_seed(run, v)) is not None]
     if not todo:
         return []
-    images, labels = _load_test_split(run, data_dir)
+    images, labels = load_test_images(run, data_dir)
     return [_misclassified_figure(run, v, s, mode, images, labels,
                                   run.folder.misclassified_figure(v)) for v, s in todo]

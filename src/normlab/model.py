@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from normlab import norms
 from normlab.config import ModelConfig
 from normlab.errors import ConfigError
-from normlab.norms import NORMS  # noqa: F401  (the registry; importable from here as before)
 
 
 def make_norm(name: str, channels: int, groups: int = 4, layer: str = "norm") -> nn.Module:

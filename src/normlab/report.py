@@ -15,7 +15,7 @@ from pathlib import Path
 from normlab import norms
 from normlab.errors import ConfigError, DataError, RunFolderError
 from normlab.findings import findings, signed_points
-from normlab.runfolder import REBUILD, RunData, RunFolder, load_run
+from normlab.runfolder import REBUILD, RunData, RunFolder, is_number, load_run
 from normlab.table import results_table
 
 
@@ -57,10 +57,6 @@ def variant_results(run: RunData) -> list[VariantResult]:
             final_gap=statistics.fmean(gaps) if gaps else None,
         ))
     return out
-
-
-def _number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _table(run: RunData, results: list[VariantResult]) -> str:
@@ -135,9 +131,9 @@ def _what_ran(run: RunData) -> list[str]:
     lines.append(f"**Device:** {device}" + (f" ({'; '.join(extra)})" if extra else "") + ".")
     timing = run.timing or {}
     wall = timing.get("train_seconds")
-    if _number(wall):
+    if is_number(wall):
         how = ""
-        if _number(timing.get("workers")) and _number(timing.get("threads_per_worker")):
+        if is_number(timing.get("workers")) and is_number(timing.get("threads_per_worker")):
             how = (f", {timing['workers']} worker(s) x {timing['threads_per_worker']} "
                    "torch thread(s)")
         lines.append(f"**Total wall time:** {_duration(wall)} (all runs{how}).")
@@ -200,8 +196,7 @@ def write_report(run_dir: str | Path, mode: str = "confident",
     from normlab import mistakes, plots
     from normlab.config import Config
 
-    if mode not in mistakes.MODES:
-        raise ConfigError(f"unknown mode {mode!r}; valid: {', '.join(mistakes.MODES)}")
+    mistakes.check_mode(mode)
     run = load_run(run_dir)
     folder = run.folder
     fix = f"restore it from a copy of the run folder, or {REBUILD}"

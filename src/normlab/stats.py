@@ -4,10 +4,11 @@ SciPy (:mod:`scipy.stats`) does all the distribution work. This module owns only
 not decide for us:
 
 * :func:`describe`: the ``{mean, std, n, values}`` summary written to summary.json.
-* :func:`mean_ci`: mean of a few values and its t-based confidence interval, returned as a
+* :func:`mean_ci`: mean of a few values and its t interval (``ttest_1samp``), returned as a
   :class:`MeanCI`; one value gives no interval (``.available`` is False).
-* :func:`welch`: Welch's unequal-variance t-test for a difference of two means, with normlab's
-  edge cases (fewer than two values: no inference; zero variance: an exact difference).
+* :func:`welch`: Welch's unequal-variance t-test (``ttest_ind(equal_var=False)``) for a
+  difference of two means, with normlab's edge cases (fewer than two values: no inference;
+  zero variance: an exact difference, where SciPy returns nan).
 * :func:`t_cdf`, :func:`t_sf`, :func:`t_sf2`, :func:`t_ppf`: one-line wrappers over
   ``scipy.stats.t`` that return plain floats and raise ValueError on bad arguments (SciPy
   returns nan instead).
@@ -17,9 +18,11 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from typing import Sequence
 
 from scipy.stats import t as _t
+from scipy.stats import ttest_1samp, ttest_ind
 
 
 # ----------------------------------------------------------------------------------------------
@@ -110,11 +113,12 @@ def _check_level(level: float) -> None:
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> MeanCI:
-    """Mean of ``values`` and its Student-t confidence interval at ``level``.
+    """Mean of ``values`` and its Student-t confidence interval at ``level``
+    (``scipy.stats.ttest_1samp(...).confidence_interval``).
 
     Returns a :class:`MeanCI` (unpacks as ``mean, lo, hi``). With one value there is no interval:
-    ``lo == hi == mean`` and ``.available`` is False. Zero variance gives a zero-width interval.
-    With no values, ValueError.
+    ``lo == hi == mean`` and ``.available`` is False. Zero variance gives a zero-width interval
+    (SciPy's would be nan). With no values, ValueError.
     """
     _check_level(level)
     xs = [float(v) for v in values]
@@ -122,24 +126,22 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> MeanCI:
     if n == 0:
         raise ValueError("mean_ci needs at least one value")
     mean = math.fsum(xs) / n
-    if n == 1:
-        return MeanCI(mean, mean, mean, 1, level)
-    sd = statistics.stdev(xs)
-    half = t_ppf(0.5 + level / 2.0, n - 1) * sd / math.sqrt(n)
-    return MeanCI(mean, mean - half, mean + half, n, level)
+    if n == 1 or statistics.variance(xs) == 0.0:
+        return MeanCI(mean, mean, mean, n, level)
+    ci = ttest_1samp(xs, 0.0).confidence_interval(level)
+    return MeanCI(mean, float(ci.low), float(ci.high), n, level)
 
 
 def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
-    """Welch's t-test for ``mean(a) - mean(b)``.
+    """Welch's t-test for ``mean(a) - mean(b)`` (``scipy.stats.ttest_ind(equal_var=False)``).
 
     Returns ``dict(diff, ci_lo, ci_hi, t, df, p, se, n_a, n_b)``: the difference of means, its
     confidence interval at ``level`` (95% by default) with Welch–Satterthwaite degrees of freedom,
     the t statistic and the two-sided p-value. With fewer than two values in either group, no
     inference is possible: ``ci_lo``, ``ci_hi``, ``t``, ``df``, ``p`` and ``se`` are None.
 
-    Zero variance: when only one group varies, df = n - 1 of that group (the formula's limit).
-    When neither varies, the difference is exact: the interval is ``[diff, diff]``, t is 0 (equal
-    means, p = 1) or ±inf (p = 0), and df is taken as ``n_a + n_b - 2``.
+    Zero variance in both groups (SciPy gives nan): the difference is exact, the interval is
+    ``[diff, diff]``, t is 0 (equal means, p = 1) or ±inf (p = 0), and df is ``n_a + n_b - 2``.
     """
     _check_level(level)
     xa, xb = [float(v) for v in a], [float(v) for v in b]
@@ -151,19 +153,20 @@ def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
            "se": None, "n_a": na, "n_b": nb}
     if na < 2 or nb < 2:
         return out
-    va, vb = statistics.variance(xa) / na, statistics.variance(xb) / nb
-    se2 = va + vb
+    se2 = statistics.variance(xa) / na + statistics.variance(xb) / nb
     if se2 == 0.0:
-        # The t distribution is undefined here (0/0 or x/0); the difference itself is exact.
         out.update(ci_lo=diff, ci_hi=diff, se=0.0, df=float(na + nb - 2),
                    t=0.0 if diff == 0 else math.copysign(math.inf, diff),
                    p=1.0 if diff == 0 else 0.0)
         return out
-    se = math.sqrt(se2)
-    df = se2 * se2 / (va * va / (na - 1) + vb * vb / (nb - 1))
-    t = diff / se
-    half = t_ppf(0.5 + level / 2.0, df) * se
-    out.update(ci_lo=diff - half, ci_hi=diff + half, t=t, df=df, p=t_sf2(t, df), se=se)
+    with warnings.catch_warnings():
+        # One constant group (several seeds with equal accuracy) makes SciPy warn of "catastrophic
+        # cancellation": its variance is exactly 0, and the test stays correct.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = ttest_ind(xa, xb, equal_var=False)
+        ci = res.confidence_interval(level)
+    out.update(ci_lo=float(ci.low), ci_hi=float(ci.high), t=float(res.statistic),
+               df=float(res.df), p=float(res.pvalue), se=math.sqrt(se2))
     return out
 
 

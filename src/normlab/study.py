@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import threading
 import time
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ import torch
 
 from normlab import __version__
 from normlab.batches import DeviceSplit, split_stats, to_device_split
-from normlab.config import Config, Variant, config_diff
+from normlab.config import VAL_SEED, Config, Variant, config_diff
 from normlab.device import resolve_precision, select_device
 from normlab.envinfo import environment, peak_rss_mb
 from normlab.errors import ConfigError
@@ -44,8 +43,10 @@ from normlab.train import GroupTrainer
 # On a CPU, grouping runs into one network pays only at small batches, where the per-step
 # overhead dominates: benchmarks/bench_train.py's small-batch rows measure it (batch 4: 3 runs
 # per group 1.66x faster than one at a time, batch 16: 1.14x, batch 32: 1.06x, batch 64 and 128:
-# 1.00x). At or below this batch size auto groups.
+# 1.00x). At or below CPU_GROUP_MAX_BATCH auto trains CPU_GROUP_SIZE runs per group (the size
+# measured; fixed, so that the grouping, and with it the rounding, does not depend on the cores).
 CPU_GROUP_MAX_BATCH = 32
+CPU_GROUP_SIZE = 3
 
 
 @dataclass
@@ -55,6 +56,16 @@ class StudyData:
     mean: float
     std: float
     classes: tuple[str, ...]
+    val: DeviceSplit | None = None   # the --val images, held out of train
+
+
+def split_val(n: int, val: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, val indices) of ``n`` training images: the --val images are the first
+    ``val`` of a permutation drawn from a generator seeded with VAL_SEED, the same for every
+    variant, seed and machine; both index lists are sorted, so the training images keep their
+    order."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED))
+    return perm[val:].sort().values, perm[:val].sort().values
 
 
 def load_data(cfg: Config, device: torch.device) -> StudyData:
@@ -68,10 +79,18 @@ def load_data(cfg: Config, device: torch.device) -> StudyData:
             raise ConfigError(f"--train-subset {cfg.train_subset} exceeds the {len(train_y)} "
                               "training images; use a smaller number")
         train_x, train_y = train_x[: cfg.train_subset], train_y[: cfg.train_subset]
+    val = None
+    if cfg.val:
+        if cfg.val >= len(train_y):
+            raise ConfigError(f"--val {cfg.val} leaves none of the {len(train_y)} training images "
+                              "to train on; hold out fewer")
+        keep, held = split_val(len(train_y), cfg.val)
+        val = to_device_split(train_x[held], train_y[held], device)
+        train_x, train_y = train_x[keep], train_y[keep]
     train = to_device_split(train_x, train_y, device)
     test = to_device_split(test_x, test_y, device)
-    mean, std = split_stats(train)
-    return StudyData(train, test, mean, std, data.get_spec(cfg.dataset).classes)
+    mean, std = split_stats(train)   # of the images trained on
+    return StudyData(train, test, mean, std, data.get_spec(cfg.dataset).classes, val)
 
 
 @dataclass
@@ -97,6 +116,7 @@ class Plan:
             "seed_list": self.cfg.seed_list(),
             "variants": [v.as_dict() for v in self.cfg.parsed_variants()],
             "train_images": len(data.train), "test_images": len(data.test),
+            "val_images": 0 if data.val is None else len(data.val),
             "pixel_mean": data.mean, "pixel_std": data.std, "classes": list(data.classes),
             "precision": self.precision, "group_size": len(self.groups[0]),
             "workers": self.workers, "threads_per_worker": self.threads,
@@ -104,14 +124,12 @@ class Plan:
         return d
 
 
-def auto_group_size(cfg: Config, device: torch.device, runs: int, workers: int) -> int:
-    """``--group-size 0``: all runs in one group on a GPU; on a CPU, one group per worker at
-    small batches (see CPU_GROUP_MAX_BATCH), else one run per group."""
+def auto_group_size(cfg: Config, device: torch.device, runs: int) -> int:
+    """``--group-size 0``: all runs in one group on a GPU; on a CPU, CPU_GROUP_SIZE runs per
+    group at small batches (see CPU_GROUP_MAX_BATCH), else one run per group."""
     if device.type != "cpu":
         return runs
-    if cfg.batch_size <= CPU_GROUP_MAX_BATCH:
-        return math.ceil(runs / max(1, workers))
-    return 1
+    return CPU_GROUP_SIZE if cfg.batch_size <= CPU_GROUP_MAX_BATCH else 1
 
 
 def make_plan(cfg: Config, device: torch.device | None = None, group_size: int | None = None,
@@ -129,7 +147,7 @@ def make_plan(cfg: Config, device: torch.device | None = None, group_size: int |
     else:
         want_workers = cfg.workers or cores
     want_workers = workers or want_workers
-    size = group_size or cfg.group_size or auto_group_size(cfg, device, len(runs), want_workers)
+    size = group_size or cfg.group_size or auto_group_size(cfg, device, len(runs))
     groups = [runs[i:i + size] for i in range(0, len(runs), size)]
     n_workers = max(1, min(want_workers, len(groups)))
     if threads is None:
@@ -142,14 +160,19 @@ def start(folder: RunFolder, plan: Plan, data: StudyData, backend: str = "local"
     folder.write_start(plan.resolved(data), environment(plan.device, backend=backend))
 
 
-def check_resumable(folder: RunFolder, plan: Plan, saved: dict) -> None:
-    """A training state continues only with the same config, on the kind of device and in the
-    groups it was made in (``saved``: the folder's config.json)."""
-    diff = config_diff(saved, plan.cfg.to_dict())
+def check_same_config(folder: RunFolder, cfg: Config, saved: dict) -> None:
+    """A study continues only with the config it was started with (``saved``: config.json)."""
+    diff = config_diff(saved, cfg.to_dict())
     if diff:
         raise ConfigError(f"cannot resume {str(folder.path)!r} with a different config "
                           f"({'; '.join(diff)}); drop the differing flags, or start a new study "
                           "with --out")
+
+
+def check_resumable(folder: RunFolder, plan: Plan, saved: dict) -> None:
+    """A training state continues only with the same config, on the kind of device and in the
+    groups it was made in (``saved``: the folder's config.json)."""
+    check_same_config(folder, plan.cfg, saved)
     resolved = saved.get("resolved") if isinstance(saved.get("resolved"), dict) else {}
     saved_device, saved_size = resolved.get("device"), resolved.get("group_size")
     if isinstance(saved_device, str) and torch.device(saved_device).type != plan.device.type:
@@ -160,21 +183,25 @@ def check_resumable(folder: RunFolder, plan: Plan, saved: dict) -> None:
     size = len(plan.groups[0])
     if isinstance(saved_size, int) and saved_size != size:
         raise ConfigError(f"{folder.path} trained its runs in groups of {saved_size}, here they "
-                          f"would be groups of {size}; resume with --group-size {saved_size} in "
-                          "the saved config, or start a new study")
+                          f"would be groups of {size}; its training state cannot be regrouped, so "
+                          "start a new study with --out")
 
 
 class _Stop(Exception):
     """Raised inside a worker to abandon its epoch (Ctrl-C in the main thread)."""
 
 
+EpochHook = Callable[[int, GroupTrainer], None]
+
+
 def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: bool = False,
-          progress: bool = True, log: Callable[[str], None] = print) -> list[RunResult]:
+          progress: bool = True, on_epoch: EpochHook | None = None) -> list[RunResult]:
     """Train every run of ``plan`` to the end with its worker threads, one epoch at a time.
 
     With a ``folder``, each group's training state, the tables and every finished run's files
     are written after each epoch (``resume``: continue from the states found there). Without
-    one, nothing is written (a Ray task, a benchmark)."""
+    one, nothing is written (a Ray task, a benchmark). ``on_epoch(k, trainer)`` is called after
+    each finished epoch of group k, under the scheduler's lock."""
     from tqdm.auto import tqdm  # imported here: the engine works without a terminal too
 
     names = [[(v.name, s) for v, s in g] for g in plan.groups]
@@ -184,7 +211,7 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
     torch.set_num_threads(plan.threads)
     try:
         trainers = [GroupTrainer(plan.cfg, g, data.train, data.test, data.mean, data.std,
-                                 resume=st)
+                                 resume=st, val=data.val)
                     for g, st in zip(plan.groups, states)]
         lock, stop = threading.Lock(), threading.Event()
         busy: set[int] = set()
@@ -208,7 +235,7 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
                 if t.done and (j == k or k is None):
                     t.final_outputs()
                     for r in t.results:
-                        folder.write_run_outputs(r)
+                        record(folder, r)
             # Only the epochs a trainer has finished: another worker may be appending rows.
             folder.write_tables([dataclasses.replace(r, epochs=[e for e in list(r.epochs)
                                                                 if e["epoch"] <= t.epoch])
@@ -239,6 +266,8 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
                         return
                     with lock:
                         save(k)
+                        if on_epoch is not None:
+                            on_epoch(k, t)
                         busy.discard(k)
             except BaseException as e:  # noqa: BLE001 - handed to the main thread
                 errors.append(e)
@@ -267,6 +296,39 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
     finally:
         torch.set_num_threads(old_threads)
     return [r for t in trainers for r in t.results]
+
+
+def record(folder: RunFolder, result: RunResult) -> None:
+    """A finished run's files (predictions, final checkpoint) in the run folder."""
+    folder.write_run_outputs(result)
+
+
+def train_group(cfg: Config, runs: list[tuple[Variant, int]], train_split: DeviceSplit,
+                test: DeviceSplit, mean: float, std: float, progress: bool = False,
+                on_epoch: Callable[[int, dict], None] | None = None,
+                group_size: int | None = None) -> list[RunResult]:
+    """Train the ``(variant, seed)`` runs in memory with the study driver: as one network
+    (``group_size`` default: all of them), one worker. ``on_epoch(i, row)`` receives run i's
+    metrics row after each epoch."""
+    size = group_size or len(runs)
+    plan = make_plan(cfg, train_split.images.device, group_size=size, workers=1)
+    plan = dataclasses.replace(plan, groups=[runs[i:i + size] for i in range(0, len(runs), size)])
+    data = StudyData(train_split, test, mean, std, classes=())
+
+    def rows(k: int, t: GroupTrainer) -> None:
+        for i, r in enumerate(t.results):
+            if on_epoch is not None and r.epochs and r.epochs[-1]["epoch"] == t.epoch:
+                on_epoch(k * size + i, r.epochs[-1])
+
+    return train(plan, data, progress=progress, on_epoch=rows)
+
+
+def train_run(cfg: Config, variant: Variant, seed: int, train_split: DeviceSplit,
+              test: DeviceSplit, mean: float, std: float, progress: bool = False,
+              on_epoch: Callable[[dict], None] | None = None) -> RunResult:
+    """Train one run in memory: :func:`train_group` of one; ``on_epoch(row)`` per epoch."""
+    cb = None if on_epoch is None else (lambda i, row: on_epoch(row))
+    return train_group(cfg, [(variant, seed)], train_split, test, mean, std, progress, cb)[0]
 
 
 def finish(folder: RunFolder, plan: Plan, results: list[RunResult], t_start: float,
@@ -317,13 +379,8 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
     folder = RunFolder(out if out is not None else default_out(cfg))
     saved = folder.read_saved_config() if resume else None
     if saved is not None:
-        diff = config_diff(saved, cfg.to_dict())
-        if diff:   # before locking or loading anything
-            raise ConfigError(f"cannot resume {str(folder.path)!r} with a different config "
-                              f"({'; '.join(diff)}); drop the differing flags, or start a new "
-                              "study with --out")
-        from normlab.store import ensure_writable
-        ensure_writable(folder.path)
+        check_same_config(folder, cfg, saved)   # before locking or loading anything
+        folder.ensure_writable()
     else:
         folder.create()                    # fail on a bad folder before loading anything
     with contextlib.ExitStack() as stack:
@@ -337,7 +394,10 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
                 stack.close()
                 folder.remove_if_unused()  # leave no empty run folder behind
             raise
-        plan = make_plan(cfg, device)
+        # A resumed study keeps the grouping it was trained in (auto may differ elsewhere).
+        saved_size = (saved or {}).get("resolved", {}).get("group_size")
+        plan = make_plan(cfg, device, group_size=saved_size if isinstance(saved_size, int)
+                         and saved_size > 0 and not cfg.group_size else None)
         if saved is not None:
             check_resumable(folder, plan, saved)
         log(f"normlab {__version__}: device {device}, {len(plan.groups)} group(s) of runs, "
@@ -345,7 +405,7 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
         if not resume:
             start(folder, plan, data)
         try:
-            results = train(plan, data, folder, resume=resume, progress=progress, log=log)
+            results = train(plan, data, folder, resume=resume, progress=progress)
         except KeyboardInterrupt:
             log(f"interrupted: every run is saved up to its last finished epoch; continue with "
                 f"'normlab study --resume {folder.path}'")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from normlab import __version__
-from normlab.config import DATASET_NAMES, PRECISIONS, Config, config_diff
+from normlab.config import DATASET_NAMES, PRECISIONS, Config, config_diff, parse_arch
 from normlab.errors import ConfigError, NormlabError, RunFolderError
 from normlab.runfolder import RunFolder, SweepFolder, load_run
 from normlab.store import ensure_writable
@@ -38,7 +38,8 @@ from normlab.store import ensure_writable
 # Settings that can be swept, with the Config field each one sets.
 ALIASES = {"l1": "l1_default", "l2": "l2_default"}
 SWEEPABLE = ("batch_size", "lr", "momentum", "warmup", "l1", "l2", "groups", "augment", "rotate",
-             "translate", "dataset", "train_subset", "epochs", "precision")
+             "translate", "dataset", "train_subset", "epochs", "precision", "arch",
+             "label_smoothing")
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,9 @@ def _parse_value(name: str, text: str) -> Any:
         if lowered in ("0", "false", "off", "no"):
             return False
         raise ConfigError(f"--param {name}: {text!r} is not true or false; write e.g. {name}=true,false")
+    if kind is str and field == "arch":
+        parse_arch(text)
+        return text
     if kind is str:
         choices = DATASET_NAMES if field == "dataset" else PRECISIONS
         if text not in choices:
@@ -173,25 +177,18 @@ def prepare_sweep_out(out: Path, base: Config, spec: SweepSpec) -> bool:
     Returns True when it continues an existing sweep."""
     record = _sweep_record(base, spec)
     folder = SweepFolder(out)
-    if folder.record.exists():
-        saved = folder.read_record()
-        if saved.get("normlab_version") != __version__:
-            raise RunFolderError(f"{out} was written by normlab {saved.get('normlab_version')}, "
-                                 f"this is {__version__}; choose a new --out")
-        old = saved.get("base_config") if isinstance(saved.get("base_config"), dict) else {}
-        diff = (config_diff(saved, record, ["params", "scale_lr"])
-                + config_diff(old, record["base_config"]))
-        if diff:
-            raise ConfigError(f"{str(out)!r} holds a different sweep ({'; '.join(diff)}); run the "
-                              "same command to continue it, or choose a new --out")
-        ensure_writable(out)
-        return True
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"output folder {str(out)!r} is not empty and holds no sweep; choose a "
-                          "new --out so earlier results are kept")
+    if not folder.record.exists():
+        folder.create(record)
+        return False
+    saved = folder.read_record()
+    old = saved.get("base_config") if isinstance(saved.get("base_config"), dict) else {}
+    diff = (config_diff(saved, record, ["params", "scale_lr"])
+            + config_diff(old, record["base_config"]))
+    if diff:
+        raise ConfigError(f"{str(out)!r} holds a different sweep ({'; '.join(diff)}); run the "
+                          "same command to continue it, or choose a new --out")
     ensure_writable(out)
-    folder.write_record(record)
-    return False
+    return True
 
 
 def read_sweep_spec(out: str | Path) -> tuple[Config, "SweepSpec"]:
@@ -289,7 +286,7 @@ def sweep_rows(spec: SweepSpec, outcomes: list[PointOutcome]) -> list[dict]:
     rows = []
     for o in outcomes:
         variants = o.cfg.parsed_variants()
-        per_run: dict[tuple[str, int], dict] = {}
+        per_run: dict[tuple[str, int], list[dict]] = {}   # each run's epochs
         status: dict[tuple[str, int], str] = {}
         error = o.error
         if o.folder.finished and not error:
@@ -302,10 +299,7 @@ def sweep_rows(spec: SweepSpec, outcomes: list[PointOutcome]) -> list[dict]:
                     for seed in s["seeds"]:
                         status[(name, seed)] = "diverged" if seed in s["diverged_seeds"] else "ok"
                 for m in run.metrics:
-                    key = (m["variant"], m["seed"])
-                    r = per_run.setdefault(key, {"best": -1.0})
-                    r["final_acc"], r["final_loss"] = m["test_acc"], m["test_loss"]
-                    r["best"] = max(r["best"], m["test_acc"])
+                    per_run.setdefault((m["variant"], m["seed"]), []).append(m)
         else:
             # An unfinished point: runs that finished have their final checkpoint already.
             for v in variants:
@@ -319,25 +313,31 @@ def sweep_rows(spec: SweepSpec, outcomes: list[PointOutcome]) -> list[dict]:
                     status[(v.name, seed)] = saved.status   # a run diverged in epoch 1 has no rows
                     if not saved.epochs:
                         continue
-                    per_run[(v.name, seed)] = {
-                        "final_acc": saved.epochs[-1]["test_acc"],
-                        "final_loss": saved.epochs[-1]["test_loss"],
-                        "best": max(e["test_acc"] for e in saved.epochs)}
+                    per_run[(v.name, seed)] = saved.epochs
             error = error or "not finished"
         for v, written in zip(variants, o.cfg.variants):
             for seed in o.cfg.seed_list():
                 st = status.get((v.name, seed), "failed")
-                r = per_run.get((v.name, seed)) if st == "ok" else None
+                epochs = per_run.get((v.name, seed)) if st == "ok" else None
                 # "spec": the variant as written in --variants ("bn+l1"), the same at every point
                 # even where the canonical name carries the swept lambda ("bn+l1=0.0001").
                 rows.append({**{p.name: o.values[p.name] for p in spec.params},
                              "variant": v.name, "spec": written.strip().lower(), "norm": v.norm,
-                             "seed": seed, "status": st,
-                             "final_test_acc": r["final_acc"] if r else None,
-                             "best_test_acc": r["best"] if r else None,
-                             "final_test_loss": r["final_loss"] if r else None,
+                             "seed": seed, "status": st, **_run_numbers(epochs),
                              "message": error if st == "failed" else ""})
     return rows
+
+
+def _run_numbers(epochs: list[dict] | None) -> dict:
+    """A run's final and best accuracies (val ones None without --val), final test loss."""
+    def final_best(col: str) -> tuple:
+        if not epochs or epochs[-1].get(col) is None:
+            return None, None
+        return epochs[-1][col], max(e[col] for e in epochs)
+
+    (fv, bv), (ft, bt) = final_best("val_acc"), final_best("test_acc")
+    return {"final_val_acc": fv, "best_val_acc": bv, "final_test_acc": ft, "best_test_acc": bt,
+            "final_test_loss": epochs[-1]["test_loss"] if epochs else None}
 
 
 __all__ = ["Param", "SweepSpec", "PointOutcome", "parse_param", "point_name", "run_sweep",

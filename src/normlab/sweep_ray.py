@@ -33,11 +33,14 @@ def train_one(cfg_dict: dict, variant_name: str, seed: int, threads: int) -> dic
     whole = study.make_plan(cfg, group_size=1, workers=1, threads=max(1, threads))
     plan = dataclasses.replace(whole, groups=[[(variant, seed)]])   # this run alone
     data = study.load_data(cfg, plan.device)
-    r = study.train(plan, data, progress=False, log=lambda _: None)[0]
+    last: dict = {}   # the training state after the last epoch, as a local study keeps it
+    r = study.train(plan, data, progress=False,
+                    on_epoch=lambda k, t: last.update(state=t.state()))[0]
     p = r.predictions
     return {"variant": r.variant.name, "seed": seed, "params": r.params, "status": r.status,
             "message": r.message, "epochs": r.epochs, "model": r.state_dict,
-            "predictions": None if p is None else (p.label, p.pred, p.confidence)}
+            "predictions": None if p is None else (p.label, p.pred, p.confidence),
+            "state": last.get("state")}
 
 
 def _result(cfg, data: dict) -> RunResult:
@@ -127,6 +130,8 @@ def run_points(outcomes: list[PointOutcome], log: Callable[[str], None],
         raise ConfigError(f"--ray-gpus {want_gpus:g} asked for, but the Ray cluster has "
                           f"{have_gpus:g} GPUs; its tasks would never start; use --ray-gpus 0")
     threads = max(1, int(resources.get("num_cpus", 1)))
+    from normlab import study
+
     held = contextlib.ExitStack()   # the point folders this driver writes into
     task = ray.remote(train_one).options(
         num_cpus=resources.get("num_cpus", 1), num_gpus=want_gpus,
@@ -139,7 +144,12 @@ def run_points(outcomes: list[PointOutcome], log: Callable[[str], None],
                 continue
             o.folder.path.mkdir(parents=True, exist_ok=True)
             held.enter_context(o.folder.lock())   # as a local study locks its folder
-            points[k] = p = _Point(o, threads)
+            try:
+                points[k] = p = _Point(o, threads)
+            except BaseException:
+                held.close()
+                o.folder.remove_if_unused()   # no folder holding only a lock file behind
+                raise
             for v, seed in p.wanted:
                 try:
                     saved = o.folder.read_run_outputs(v, seed)
@@ -165,7 +175,9 @@ def run_points(outcomes: list[PointOutcome], log: Callable[[str], None],
                         f"({first})")
                     continue
                 r = _result(p.o.cfg, data)
-                p.o.folder.write_run_outputs(r)
+                if data["state"] is not None:   # group k of a plan of one run per group
+                    p.o.folder.write_group_state(p.wanted.index((v, seed)), data["state"])
+                study.record(p.o.folder, r)
                 p.done[(v.name, seed)] = r
                 log(f"{p.o.name} {v.name} seed {seed}: {r.status}")
                 p.complete(log)

@@ -20,18 +20,28 @@ from normlab.style import DPI, FIGSIZE, RC, color, save_png
 from normlab.table import Table, format_ci, format_pm
 
 
+def selection_metric(rows: list[dict]) -> tuple[str, str]:
+    """(column, word) the sweep is judged by: validation accuracy when it held out --val
+    images (a sweep that chooses a model never looks at the test set), else test accuracy."""
+    if any(r.get("final_val_acc") is not None for r in rows):
+        return "final_val_acc", "val"
+    return "final_test_acc", "test"
+
+
 def sweep_table(rows: list[dict], params: list[str]) -> Table:
     """One line per point and variant (every run but the seed in common)."""
-    t = Table(list(params) + ["variant", "runs ok", "final test acc (%)", "95% CI",
-                              "best test acc (%)"],
+    metric, word = selection_metric(rows)
+    best_key = metric.replace("final_", "best_")
+    t = Table(list(params) + ["variant", "runs ok", f"final {word} acc (%)", "95% CI",
+                              f"best {word} acc (%)"],
               numeric=set(range(len(params))) | {len(params) + i for i in (1, 2, 3, 4)})
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(tuple(r[p] for p in params) + (r["variant"],), []).append(r)
     for key, rs in groups.items():
-        ok = [r for r in rs if r["status"] == "ok" and r["final_test_acc"] is not None]
-        fin = describe([r["final_test_acc"] for r in ok])
-        best = describe([r["best_test_acc"] for r in ok])
+        ok = [r for r in rs if r["status"] == "ok" and r[metric] is not None]
+        fin = describe([r[metric] for r in ok])
+        best = describe([r[best_key] for r in ok])
         t.rows.append([fmt_value(v) for v in key[:-1]] + [f"`{key[-1]}`", f"{len(ok)}/{len(rs)}",
                       format_pm(fin, 2), format_ci(fin, 2), format_pm(best, 2)])
     return t
@@ -44,23 +54,24 @@ def _is_log_scale(values: Sequence[float]) -> bool:
 
 
 def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: str | Path) -> Path:
-    """Final test accuracy against the swept ``param``: one line per variant (and per value of the
-    ``others`` swept settings), mean over seeds with 95% t-confidence bars. Failed and diverged
-    runs are left out (and counted in the title's note). Log x where the values span decades; a
-    value 0 on a log axis is drawn at the left edge and labelled 0."""
+    """Final accuracy (test, or val when the sweep held out --val images) against the swept
+    ``param``: one line per variant (and per value of the ``others`` swept settings), mean over
+    seeds with 95% t-confidence bars. Failed and diverged runs are left out (and counted in the
+    title's note). Log x where the values span decades; a value 0 on a log axis is drawn at the
+    left edge and labelled 0."""
+    metric, word = selection_metric(list(rows))
     path = Path(path)
     series: dict[str, dict[object, list[float]]] = {}
     order: list[str] = []
     missing = 0
     for r in rows:
-        label = r.get("spec", r["variant"]) + "".join(f", {o}={r[o]:g}" if isinstance(r[o], float)
-                                       else f", {o}={r[o]}" for o in others)
+        label = r.get("spec", r["variant"]) + "".join(f", {o}={fmt_value(r[o])}" for o in others)
         if label not in series:
             series[label] = {}
             order.append(label)
         values = series[label].setdefault(r[param], [])
-        if r["status"] == "ok" and r["final_test_acc"] is not None:
-            values.append(float(r["final_test_acc"]))
+        if r["status"] == "ok" and r[metric] is not None:
+            values.append(float(r[metric]))
         else:
             missing += 1
     xs_all = sorted({r[param] for r in rows}, key=lambda v: (isinstance(v, str), v))
@@ -104,11 +115,11 @@ def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: 
             ax.set_xticks(list(range(len(xs_all))))
             ax.set_xticklabels([str(v) for v in xs_all])
         ax.set_xlabel(param + (" (log scale)" if log else ""))
-        ax.set_ylabel("final test accuracy (%)")
+        ax.set_ylabel(f"final {word} accuracy (%)")
         bars = ("mean and 95% CI over seeds; bars clipped to the axes" if seeds > 1
                 else "one seed each")
         note = f"; {missing} run(s) failed or diverged, not shown" if missing else ""
-        ax.set_title(f"Final test accuracy against {param}\n({bars}{note})")
+        ax.set_title(f"Final {word} accuracy against {param}\n({bars}{note})")
         ax.legend(loc="best", frameon=False)
         fig.tight_layout()
         return save_png(fig, path)
@@ -139,11 +150,16 @@ def write_sweep_report(out: str | Path, spec, rows: list[dict]) -> Path:
     lines += ["", "## Results", "", "Mean ± sample standard deviation over the N seeds that finished, and the t-based "
               "95% confidence interval of the mean.",
               "", sweep_table(rows, params).markdown(), "", "## Findings", ""]
-    lines += [f"- {f}" for f in sweep_findings(rows, params)]
+    metric, word = selection_metric(rows)
+    if word == "val":
+        lines.append(f"- **Judged on** the accuracy of the {base.get('val')} training images held "
+                     "out by `--val` (never trained on); the test set's numbers are in sweep.csv "
+                     "but are not used to choose.")
+    lines += [f"- {f}" for f in sweep_findings(rows, params, metric, word)]
     lines += ["", "## Figures", ""]
     for p in params:
         rel = folder.figure(p).relative_to(folder.path).as_posix()
-        lines += [f"![Final test accuracy against {p}]({rel})", ""]
+        lines += [f"![Final {word} accuracy against {p}]({rel})", ""]
     return folder.write_report("\n".join(lines).rstrip() + "\n")
 
 

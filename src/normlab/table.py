@@ -67,7 +67,10 @@ def results_table(summary: dict, extra: dict[str, dict[str, str]] | None = None,
     ``{column: {variant: cell}}`` (report.md adds the epoch of best and the train-test gap)."""
     variants = summary.get("variants", summary)
     name = (lambda n: f"`{n}`") if markdown else (lambda n: n)
-    extra = extra or {}
+    extra = dict(extra or {})
+    if any(s.get("final_val_acc", {}).get("n") for s in variants.values()):   # --val
+        extra = {"final val acc (%)": {v: format_pm(s["final_val_acc"], 2)
+                                       for v, s in variants.items()}} | extra
     t = Table(["variant", "parameters", "N", "final test acc (%)", "95% CI",
                "best test acc (%)", "final test loss"] + list(extra) + ["status"],
               numeric={1, 2, 3, 4, 5, 6} | set(range(7, 7 + len(extra))))

@@ -32,7 +32,7 @@ from normlab.batches import DeviceSplit, augment, batch_bounds, random_transform
 from normlab.config import Config, Variant
 from normlab.device import resolve_precision
 from normlab.errors import RunFolderError
-from normlab.model import ModelConfig, MultiNet, Net, count_params
+from normlab.model import MultiNet, Net, count_params
 from normlab.runfolder import METRIC_COLUMNS, Predictions, RunResult
 
 # A cross-entropy above this has diverged even if it is still finite: a chance guess over 10
@@ -47,7 +47,7 @@ def build_model(cfg: Config, variant: Variant, seed: int) -> Net:
     """The model of ``variant``, initialized from ``seed`` without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return Net(ModelConfig(norm=variant.norm, groups=cfg.groups))
+        return Net(cfg.model_config(variant.norm))
 
 
 def one_cycle(step: int, total: int, cfg: Config) -> tuple[float, float]:
@@ -141,10 +141,6 @@ def evaluate_group(multi: MultiNet, split: DeviceSplit, mean: float, std: float,
              Predictions(labels, pred[:, i].cpu(), conf[:, i].cpu())) for i in range(m)]
 
 
-EpochCallback = Callable[[dict], None]
-GroupEpochCallback = Callable[[int, dict], None]
-
-
 def group_label(runs: list[tuple[Variant, int]]) -> str:
     if len(runs) <= 2:
         return " + ".join(f"{v.name} s{s}" for v, s in runs)
@@ -163,9 +159,11 @@ class GroupTrainer:
     """
 
     def __init__(self, cfg: Config, runs: list[tuple[Variant, int]], train: DeviceSplit,
-                 test: DeviceSplit, mean: float, std: float, resume: dict | None = None):
+                 test: DeviceSplit, mean: float, std: float, resume: dict | None = None,
+                 val: DeviceSplit | None = None):
         self.cfg, self.runs = cfg, list(runs)
         self.train_split, self.test_split, self.mean, self.std = train, test, mean, std
+        self.val_split = val   # held-out training images, evaluated like the test set
         self.device = device = train.images.device
         nets = [build_model(cfg, v, s) for v, s in runs]
         self.results = [RunResult(variant=v, seed=s, params=count_params(n))
@@ -183,8 +181,8 @@ class GroupTrainer:
                 self.epoch = _restore(resume, self.runs, nets, self.gens, self.results)
             except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as e:
                 raise RunFolderError(f"the saved training state of {group_label(runs)} cannot be "
-                                     f"restored ({type(e).__name__}: {str(e)[:120]}); delete its "
-                                     "checkpoints/group-*.pt to retrain those runs") from None
+                                     f"restored ({type(e).__name__}: {str(e)[:120]}); delete that "
+                                     "state from the run folder to retrain those runs") from None
         self.multi = MultiNet(nets).to(device, memory_format=torch.channels_last)
         self.opt = torch.optim.SGD(self.multi.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    nesterov=cfg.momentum > 0)
@@ -206,9 +204,6 @@ class GroupTrainer:
     @property
     def done(self) -> bool:
         return self.epoch >= self.cfg.epochs or not any(self.alive)
-
-    def label(self) -> str:
-        return group_label(self.runs)
 
     def state(self) -> dict:
         return group_state(self.epoch, self.runs, self.multi, self.opt, self.gens, self.results)
@@ -256,8 +251,12 @@ class GroupTrainer:
             with self.autocast():
                 logits = self.forward(x).float()                            # (B, M, classes)
             losses = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(dim=0)  # (M,)
+            objective = losses
+            if cfg.label_smoothing:   # optimized; metrics keep the plain cross-entropy above
+                objective = F.cross_entropy(logits.transpose(1, 2), y, reduction="none",
+                                            label_smoothing=cfg.label_smoothing).mean(dim=0)
             opt.zero_grad(set_to_none=True)
-            losses.sum().backward()  # members share no weights: each gets its own gradient
+            objective.sum().backward()  # members share no weights: each gets its own gradient
             if self.penalties.active:
                 self.penalties.add_to_grads()
             opt.step()
@@ -283,9 +282,12 @@ class GroupTrainer:
         with self.autocast():
             evals = evaluate_group(multi, self.test_split, self.mean, self.std,
                                    cfg.eval_batch_size)
+            vals = (evaluate_group(multi, self.val_split, self.mean, self.std,
+                                   cfg.eval_batch_size) if self.val_split is not None
+                    else [(None, None, None)] * m)
         seconds = time.perf_counter() - t0
         rows = []
-        for i, (test_loss, test_acc, preds) in enumerate(evals):
+        for i, ((test_loss, test_acc, preds), (val_loss, val_acc, _)) in enumerate(zip(evals, vals)):
             if not alive[i]:
                 continue
             if not (_healthy(train_loss[i]) and _healthy(test_loss)):
@@ -295,6 +297,7 @@ class GroupTrainer:
                                       f"{test_loss:.4g} (test) at epoch {epoch}")
                 continue
             row = {"epoch": epoch, "train_loss": train_loss[i], "train_acc": train_acc[i],
+                   "val_loss": val_loss, "val_acc": val_acc,
                    "test_loss": test_loss, "test_acc": test_acc, "lr": lr, "seconds": seconds}
             results[i].epochs.append(row)
             if epoch == cfg.epochs:
@@ -303,46 +306,6 @@ class GroupTrainer:
             rows.append((i, row))
         self.epoch = epoch
         return rows
-
-
-def train_group(cfg: Config, runs: list[tuple[Variant, int]], train: DeviceSplit,
-                test: DeviceSplit, mean: float, std: float, progress: bool = True,
-                on_epoch: GroupEpochCallback | None = None) -> list[RunResult]:
-    """Train the ``(variant, seed)`` runs concurrently (see :class:`GroupTrainer`) to the end.
-
-    ``on_epoch(i, row)`` receives run i's metrics after each epoch (a dict with
-    :data:`METRIC_FIELDS`). (``normlab study`` drives GroupTrainer itself, an epoch at a time.)
-    """
-    trainer = GroupTrainer(cfg, runs, train, test, mean, std)
-    per_epoch = len(trainer.bounds)
-
-    from tqdm.auto import tqdm  # imported here: the engine works without a terminal too
-
-    bar = tqdm(total=trainer.total_steps, initial=trainer.epoch * per_epoch, desc=trainer.label(),
-               unit="batch", disable=not progress, leave=True, dynamic_ncols=True)
-    try:
-        while not trainer.done:
-            base = trainer.epoch * per_epoch
-
-            def on_step(done: int, loss: float) -> None:
-                bar.update(base + done - bar.n)
-                bar.set_postfix(epoch=trainer.epoch + 1, loss=f"{loss:.4f}", refresh=False)
-
-            for i, row in trainer.train_epoch(on_step):
-                if on_epoch is not None:
-                    on_epoch(i, row)
-        return trainer.results
-    finally:
-        bar.close()
-
-
-def train_run(cfg: Config, variant: Variant, seed: int, train: DeviceSplit, test: DeviceSplit,
-              mean: float, std: float, progress: bool = True,
-              on_epoch: EpochCallback | None = None) -> RunResult:
-    """Train one run: :func:`train_group` with a group of one."""
-    cb = None if on_epoch is None else (lambda i, row: on_epoch(row))
-    return train_group(cfg, [(variant, seed)], train, test, mean, std, progress=progress,
-                       on_epoch=cb)[0]
 
 
 def augment_members(x: torch.Tensor, gens: list[torch.Generator], rotate: float,
@@ -382,9 +345,7 @@ def group_state(epoch: int, runs: list[tuple[Variant, int]], multi: MultiNet,
 
 def _restore(state: dict, runs: list[tuple[Variant, int]], nets: list[Net],
              gens: list[torch.Generator], results: list[RunResult]) -> int:
-    members = state["members"]
-    if [(m["variant"]["name"], m["seed"]) for m in members] != [(v.name, s) for v, s in runs]:
-        raise ValueError("the saved state belongs to other runs")
+    members = state["members"]   # checked to be these runs by RunFolder.read_group_state
     for net, g, r, saved in zip(nets, gens, results, members):
         net.load_state_dict(saved["model"])
         g.set_state(saved["generator"])

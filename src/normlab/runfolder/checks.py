@@ -14,7 +14,7 @@ from pathlib import Path
 from normlab.datasets import DATASETS
 from normlab.errors import RunFolderError
 from normlab.runfolder.folder import (METRIC_COLUMNS, PREDICTION_COLUMNS, REBUILD, STAT_KEYS,
-                                      STATUSES, RunFolder)
+                                      STATUSES, VAL_STAT_KEYS, RunFolder)
 from normlab.store import read_json_object
 
 
@@ -99,7 +99,7 @@ class RunData:
         return dict(sorted(out.items()))
 
 
-def _is_number(v: object) -> bool:
+def is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -107,7 +107,7 @@ def _check_config(path: Path, config: dict) -> None:
     fix = f"restore config.json from a copy of this run folder, or {REBUILD}"
     if not isinstance(config.get("dataset"), str):
         raise RunFolderError(f"{path} has no 'dataset' name; {fix}")
-    if not _is_number(config.get("epochs")) or config["epochs"] < 1:
+    if not is_number(config.get("epochs")) or config["epochs"] < 1:
         raise RunFolderError(f"{path} has no valid 'epochs' (a whole number >= 1); {fix}")
     resolved = config.get("resolved")
     if resolved is not None:
@@ -125,13 +125,13 @@ def _check_stat(path: Path, name: str, key: str, stat: object) -> None:
     if not isinstance(stat, dict):
         raise RunFolderError(f"{where} is missing or not an object; {REBUILD}")
     values = stat.get("values")
-    if not isinstance(values, list) or not all(_is_number(v) for v in values):
+    if not isinstance(values, list) or not all(is_number(v) for v in values):
         raise RunFolderError(f"{where}: 'values' is not a list of numbers; {REBUILD}")
     if stat.get("n") != len(values):
         raise RunFolderError(f"{where}: 'n' does not match the number of values; {REBUILD}")
     for k in ("mean", "std"):
         v = stat.get(k)
-        if not (v is None or _is_number(v)) or (v is None and values):
+        if not (v is None or is_number(v)) or (v is None and values):
             raise RunFolderError(f"{where}: {k!r} is not a number; {REBUILD}")
 
 
@@ -148,7 +148,7 @@ def _check_summary(path: Path, summary: dict) -> None:
                 f"{path}: variant {name!r} has status {s.get('status')!r}, expected one of "
                 f"{', '.join(STATUSES)}; {REBUILD}"
             )
-        if s.get("params") is not None and not _is_number(s.get("params")):
+        if s.get("params") is not None and not is_number(s.get("params")):
             raise RunFolderError(f"{path}: variant {name!r}: 'params' is not a number; {REBUILD}")
         for key in ("seeds", "diverged_seeds"):
             seeds = s.get(key)
@@ -158,12 +158,12 @@ def _check_summary(path: Path, summary: dict) -> None:
                 )
         for key in STAT_KEYS:
             _check_stat(path, name, key, s.get(key))
+        for key in VAL_STAT_KEYS:
+            _check_stat(path, name, key, s.get(key, {"mean": None, "std": None, "n": 0,
+                                                     "values": []}))
     for key in ("epochs", "seeds"):
-        if key in summary and not _is_number(summary[key]):
+        if key in summary and not is_number(summary[key]):
             raise RunFolderError(f"{path}: {key!r} is not a number; {REBUILD}")
-    wall = summary.get("wall_seconds")
-    if wall is not None and not _is_number(wall):
-        raise RunFolderError(f"{path}: 'wall_seconds' is not a number; {REBUILD}")
 
 
 def _read_csv(path: Path, fix: str) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
@@ -218,8 +218,15 @@ def _read_typed_csv(path: Path, columns: dict[str, tuple[type, str]], fix: str) 
     return rows
 
 
+def _optional_float(text: str) -> float | None:
+    """A number, or None for an empty cell (val_loss and val_acc without --val)."""
+    return None if text == "" else float(text)
+
+
 _METRIC_TYPES = {c: (str, "text") if c == "variant" else
-                 (int, "a whole number") if c in _INT_COLUMNS else (float, "a number")
+                 (int, "a whole number") if c in _INT_COLUMNS else
+                 (_optional_float, "a number or empty") if c.startswith("val_") else
+                 (float, "a number")
                  for c in METRIC_COLUMNS}
 _PREDICTION_TYPES = {c: (float, "a number") if c == "confidence" else (int, "a number")
                      for c in PREDICTION_COLUMNS}
@@ -278,27 +285,38 @@ def load_run(run_dir: str | Path) -> RunData:
     return RunData(f.path, config, summary, metrics, env, timing)
 
 
-def read_predictions(path: str | Path, labels=None) -> list[dict]:
+def read_predictions(path: str | Path, labels=None, n_images: int | None = None) -> list[dict]:
     """Rows of a predictions CSV (``index``, ``label``, ``pred`` ints; ``confidence`` float).
 
     With ``labels`` (the test split's labels as found now), every row is checked against them,
-    so that a grid never shows images of another dataset copy than the one the run used.
+    so that a grid never shows images of another dataset copy than the one the run used; with
+    ``n_images`` (images given without labels), every index must fall among them.
     """
     path = Path(path)
     rows = _read_typed_csv(path, _PREDICTION_TYPES, REBUILD)
-    if labels is None:
-        return rows
     fix = ("the data is not the one this run used; point the run's data_dir or $NORMLAB_DATA at "
            "the right copy")
-    true = [int(x) for x in labels.tolist()] if hasattr(labels, "tolist") else list(labels)
-    if len(true) != len(rows):
-        raise RunFolderError(f"{path} has {len(rows)} rows but the test split found has "
-                             f"{len(true)} images; {fix}")
+    true = None
+    if labels is not None:
+        true = [int(x) for x in labels.tolist()] if hasattr(labels, "tolist") else list(labels)
+        if len(true) != len(rows):
+            raise RunFolderError(f"{path} has {len(rows)} rows but the test split found has "
+                                 f"{len(true)} images; {fix}")
+        n_images = len(true)
     for r in rows:
-        if not 0 <= r["index"] < len(true):
-            raise RunFolderError(f"{path}: index {r['index']} is outside the {len(true)} test "
+        if n_images is not None and not 0 <= r["index"] < n_images:
+            raise RunFolderError(f"{path}: index {r['index']} is outside the {n_images} test "
                                  f"images found; {fix}")
-        if true[r["index"]] != r["label"]:
+        if true is not None and true[r["index"]] != r["label"]:
             raise RunFolderError(f"{path}: test image {r['index']} has label {true[r['index']]} "
                                  f"in the data found but {r['label']} in the predictions; {fix}")
     return rows
+
+
+def load_test_images(run: RunData, data_dir: str | Path | None = None):
+    """(images, labels) of the run's test split: from ``data_dir`` if given, else from where
+    the run found its data (DataError when they cannot be found)."""
+    from normlab import data
+
+    return data.load_split(run.dataset, train=False,
+                           data_dir=data_dir if data_dir is not None else run.config.get("data_dir"))

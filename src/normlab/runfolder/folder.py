@@ -37,13 +37,19 @@ from normlab.store import (atomic_write_text, ensure_writable, load_checkpoint, 
                            remove_stale_temporaries, save_checkpoint, write_csv, write_json)
 
 # metrics.csv: only what the seed and config decide, so a resumed study writes the same bytes.
-METRIC_COLUMNS = ("variant", "seed", "epoch", "train_loss", "train_acc", "test_loss", "test_acc",
-                  "lr")
+# val_loss, val_acc: on the --val images held out of training; empty without --val.
+METRIC_COLUMNS = ("variant", "seed", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
+                  "test_loss", "test_acc", "lr")
 TIMING_COLUMNS = ("variant", "seed", "epoch", "seconds")   # vary from run to run
 PREDICTION_COLUMNS = ("index", "label", "pred", "confidence")
-SWEEP_COLUMNS = ("variant", "seed", "status", "final_test_acc", "best_test_acc",
-                 "final_test_loss", "message")
+SWEEP_COLUMNS = ("variant", "seed", "status", "final_val_acc", "best_val_acc", "final_test_acc",
+                 "best_test_acc", "final_test_loss", "message")
 STAT_KEYS = ("final_test_acc", "best_test_acc", "final_test_loss")
+# weights.csv (scripts/l1_weights.py): size of the L1-penalized weights of each finished run.
+WEIGHT_THRESHOLDS = (1e-3, 1e-2)
+WEIGHT_COLUMNS = ("variant", "l1", "seed", "weights", "sum_abs_w",
+                  *(f"pct_below_{t:g}" for t in WEIGHT_THRESHOLDS))
+VAL_STAT_KEYS = ("final_val_acc", "best_val_acc")   # n = 0 without --val
 STATUSES = ("ok", "partly-diverged", "diverged")
 FIGURES = {"test_acc": "test_accuracy.png", "test_loss": "test_loss.png",
            "train_vs_test": "train_vs_test.png"}
@@ -98,6 +104,10 @@ def summarize(variants: tuple[Variant, ...], results: list[RunResult]) -> dict:
             "final_test_acc": describe([r.epochs[-1]["test_acc"] for r in ok]),
             "best_test_acc": describe([max(e["test_acc"] for e in r.epochs) for r in ok]),
             "final_test_loss": describe([r.epochs[-1]["test_loss"] for r in ok]),
+            "final_val_acc": describe([r.epochs[-1]["val_acc"] for r in ok
+                                       if r.epochs[-1].get("val_acc") is not None]),
+            "best_val_acc": describe([max(e["val_acc"] for e in r.epochs) for r in ok
+                                      if r.epochs[-1].get("val_acc") is not None]),
         }
     return out
 
@@ -148,19 +158,28 @@ class RunFolder:
 
     # -- creating and locking ----------------------------------------------------------------
     def create(self) -> "RunFolder":
-        """Make a new, empty run folder (or take an empty one); refuse one that holds files."""
+        """Make a new, empty run folder (or take an empty one); refuse one that holds files. A
+        folder holding only the lock file of a study that failed to start counts as empty,
+        unless a process holds that lock."""
         out = self.path
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {str(out)!r} is a file; give a folder path")
         try:
-            occupied = out.is_dir() and any(out.iterdir())
+            names = {p.name for p in out.iterdir()} if out.is_dir() else set()
         except OSError as e:
             raise ConfigError(f"--out {str(out)!r} cannot be read ({e.strerror or e}); "
                               "choose another folder") from None
-        if occupied:
+        if names - {self.lock_file.name}:
             raise ConfigError(f"output folder {str(out)!r} is not empty; choose a new --out so "
                               "earlier results are kept")
-        ensure_writable(out)
+        if names:
+            with self.lock():   # refuses a folder another process is starting in
+                pass
+        return self.ensure_writable()
+
+    def ensure_writable(self) -> "RunFolder":
+        """Create the folder if needed and prove it writable, before any long work starts."""
+        ensure_writable(self.path)
         return self
 
     def remove_if_unused(self) -> None:
@@ -274,6 +293,9 @@ class RunFolder:
         atomic_write_text(self.report, text)
         return self.report
 
+    def write_weights(self, rows: list[tuple]) -> None:
+        write_csv(self.weights, WEIGHT_COLUMNS, rows)
+
     # -- readers ------------------------------------------------------------------------------
     def read_saved_config(self) -> dict:
         """config.json, whole ('resolved' included), checked to come from this normlab version."""
@@ -355,15 +377,30 @@ class SweepFolder:
         return self.figures / f"sweep_{param}.png"
 
     def read_record(self, fix: str = "choose a new --out") -> dict:
-        return read_json_object(self.record, fix)
+        """sweep.json, checked to come from this normlab version."""
+        saved = read_json_object(self.record, fix)
+        if saved.get("normlab_version") != __version__:
+            raise RunFolderError(f"{self.path} was written by normlab "
+                                 f"{saved.get('normlab_version')}, this is {__version__}; {fix}")
+        return saved
 
-    def write_record(self, record: dict) -> None:
+    def create(self, record: dict) -> None:
+        """Start a new sweep folder holding ``record`` (sweep.json); refuse a folder that holds
+        files but no sweep, so that earlier results are kept."""
+        out = self.path
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise ConfigError(f"output folder {str(out)!r} is not empty and holds no sweep; "
+                              "choose a new --out so earlier results are kept")
+        ensure_writable(out)
         write_json(self.record, record)
 
     def write_table(self, params: tuple[str, ...], rows: list[dict]) -> None:
         header = tuple(params) + SWEEP_COLUMNS
         write_csv(self.table, header,
                   [tuple("" if r[c] is None else r[c] for c in header) for r in rows])
+
+    def write_weights(self, rows: list[tuple]) -> None:
+        write_csv(self.weights, WEIGHT_COLUMNS, rows)
 
     def read_table(self) -> list[dict]:
         """Rows of sweep.csv with numbers parsed (empty cells are None)."""
