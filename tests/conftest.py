@@ -6,12 +6,14 @@ Test modules get everything they share from here, never from each other:
   never used for test data);
 * ``idx_bytes``: the IDX encoder; ``synthetic_dataset``: made-up MNIST-format IDX datasets
   installed in a temporary folder;
-  ``synthetic_data``: one registered as 'mnist' for a whole test module, with the network off;
+  ``synthetic_data``: one registered as 'mnist' for a whole test module, with the network off
+  (a module may set its sizes with a module-level ``SYNTHETIC_DATA`` dict);
 * ``no_network``: in-process, downloads fail, $NORMLAB_DATA is unset and the cache is private;
 * ``make_run``: synthetic run folders written by :mod:`normlab.runfolder`'s own writers (through
   :mod:`normlab.study`'s ``start`` and ``finish``), so that tests never write the format themselves;
-* ``offline_subprocess_env``, ``synthetic_subprocess``, ``run_python``: environments and a runner
-  for subprocesses (``python -c ...``, ``python -m normlab ...``);
+* ``offline_subprocess_env``, ``run_python``: an environment and a runner for ``python -c ...``
+  subprocesses; ``synthetic_subprocess``: the one runner of ``python -m normlab ...`` processes
+  (:class:`NormlabSubprocess`), in an environment of synthetic data and no network;
 * ``real_mnist``: the real MNIST folder, or the test is skipped.
 
 Plain functions that need no pytest (IDX bytes, the synthetic spec, the subprocess environments)
@@ -20,13 +22,14 @@ are in ``helpers.py``; a subprocess's ``sitecustomize.py`` imports them from the
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
 import urllib.error
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, NamedTuple
+from typing import Callable, ClassVar, NamedTuple, Sequence
 
 import numpy as np
 import pytest
@@ -39,7 +42,7 @@ from normlab.runfolder import Predictions, RunFolder, RunResult
 from normlab.train import build_model
 from normlab.model import count_params
 
-N_TEST = 60   # test images of the synthetic run folders and of ``synthetic_data``
+N_TEST = 60   # test images of the synthetic run folders and (default) of synthetic_data
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,18 +117,31 @@ class SyntheticData(NamedTuple):
     folder: Path        # where the dataset's files are
     labels: list[int]   # its test labels, in order
     spec: data.DatasetSpec
+    arrays: dict[str, np.ndarray]   # train_x, train_y, test_x, test_y (helpers.synthetic_mnist)
+
+
+# synthetic_data's dataset unless a test module sets its own (see there)
+SYNTHETIC_DATA_DEFAULTS = {"n_train": 10, "n_test": N_TEST, "seed": 1}
 
 
 @pytest.fixture(scope="module")
-def synthetic_data(tmp_path_factory) -> SyntheticData:
-    """For a whole test module: a synthetic MNIST-format dataset (10 training, N_TEST test
-    images, seed 1) registered as 'mnist', with the network off and no $NORMLAB_DATA."""
-    spec, raw, arrays = helpers.synthetic_mnist(n_train=10, n_test=N_TEST, seed=1)
+def synthetic_data(request, tmp_path_factory) -> SyntheticData:
+    """For a whole test module: a synthetic MNIST-format dataset registered as 'mnist'
+    (helpers.synthetic_mnist, installed as official .gz files), with the network off and no
+    $NORMLAB_DATA, as :func:`no_network` does it.
+
+    10 training and N_TEST test images, seed 1, unless the module sets a module-level
+    ``SYNTHETIC_DATA = {"n_train": ..., "n_test": ..., "seed": ...}`` (keys it leaves out keep
+    these defaults)."""
+    options = {**SYNTHETIC_DATA_DEFAULTS, **getattr(request.module, "SYNTHETIC_DATA", {})}
+    unknown = set(options) - set(SYNTHETIC_DATA_DEFAULTS)
+    assert not unknown, f"SYNTHETIC_DATA: unknown keys {sorted(unknown)}"
+    spec, raw, arrays = helpers.synthetic_mnist(**options)
     folder = helpers.install(tmp_path_factory.mktemp("data") / "mnist", raw)
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(data.DATASETS, "mnist", spec)
         _go_offline(mp, tmp_path_factory.mktemp("xdg"))
-        yield SyntheticData(folder, arrays["test_y"].tolist(), spec)
+        yield SyntheticData(folder, arrays["test_y"].tolist(), spec, arrays)
 
 
 @pytest.fixture(scope="session")
@@ -187,6 +203,7 @@ def _build_run(path: str | Path, *, variants=("gn", "bn+l1=2e-05"), seeds: int =
                 test_acc = fin - 3.0 * (epochs - e) / epochs
                 rows.append({"epoch": e, "train_loss": 0.05 + (100 - test_acc) / 90,
                              "train_acc": test_acc + gap.get(v.name, -0.5),
+                             "val_loss": None, "val_acc": None,
                              "test_loss": 0.03 + (100 - test_acc) / 100, "test_acc": test_acc,
                              "lr": 0.01, "seconds": 1.5})
             r = RunResult(variant=v, seed=seed, params=params, epochs=rows,
@@ -226,12 +243,20 @@ def run(tmp_path, make_run) -> RunFolder:
 
 @pytest.fixture(scope="session")
 def n_test() -> int:
-    """The number of test images of ``make_run``'s folders and of ``synthetic_data``."""
+    """The number of test images of ``make_run``'s folders and of ``synthetic_data`` (unless a
+    module sets its own ``SYNTHETIC_DATA``)."""
     return N_TEST
 
 
 # ----------------------------------------------------------------------------------------------
 # Subprocesses
+
+
+def _run_process(command: Sequence[str], env: dict[str, str], timeout: float,
+                 cwd: str | Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``command`` to its end: the CompletedProcess with text stdout and stderr."""
+    return subprocess.run(list(command), env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 @pytest.fixture()
@@ -242,13 +267,51 @@ def offline_subprocess_env(tmp_path) -> dict[str, str]:
     return helpers.offline_env(tmp_path / "offline")
 
 
-@pytest.fixture()
-def synthetic_subprocess(tmp_path_factory) -> Callable[..., tuple[Path, dict[str, str]]]:
-    """A factory: ``synthetic_subprocess(n_train, n_test, extra="") -> (data folder, env)``, an
-    environment whose Python processes all see a synthetic dataset registered as 'mnist'
-    (helpers.synthetic_subprocess_env), in a new temporary folder."""
-    return lambda n_train, n_test, extra="": helpers.synthetic_subprocess_env(
-        tmp_path_factory.mktemp("subprocess"), n_train, n_test, extra)
+@dataclasses.dataclass(frozen=True)
+class NormlabSubprocess:
+    """``python -m normlab ...`` as real processes, in ``env``: an environment whose Python
+    processes all see a synthetic dataset, installed in ``data``, registered as 'mnist', and in
+    which a download fails at once (helpers.synthetic_subprocess_env)."""
+
+    data: Path                  # the synthetic dataset's folder (give it as --data-dir)
+    env: dict[str, str]
+    timeout: float = 300        # default limit of run(), seconds
+
+    command: ClassVar[tuple[str, ...]] = (sys.executable, "-m", "normlab")
+
+    def with_env(self, **changes: str) -> "NormlabSubprocess":
+        """The same, with these environment variables added or changed."""
+        return dataclasses.replace(self, env={**self.env, **changes})
+
+    def run(self, args: Sequence[str], timeout: float | None = None,
+            cwd: str | Path | None = None,
+            command: Sequence[str] | None = None) -> subprocess.CompletedProcess:
+        """Run ``normlab args`` to its end and return the CompletedProcess (text stdout and
+        stderr). ``command`` replaces ``python -m normlab`` (e.g. the installed console
+        script)."""
+        return _run_process([*(command or self.command), *args], self.env,
+                            self.timeout if timeout is None else timeout, cwd)
+
+    def start(self, args: Sequence[str], cwd: str | Path | None = None) -> subprocess.Popen:
+        """Start ``normlab args`` and return the Popen at once (text stdout and stderr piped)."""
+        return subprocess.Popen([*self.command, *args], env=self.env, cwd=cwd, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.fixture(scope="session")
+def synthetic_subprocess(tmp_path_factory) -> Callable[..., NormlabSubprocess]:
+    """A factory: ``synthetic_subprocess(n_train, n_test, extra="", timeout=300)`` is a
+    :class:`NormlabSubprocess` whose processes see a new synthetic dataset (``n_train`` training,
+    ``n_test`` test images, seed 0) in a new temporary folder; ``extra`` is code (indented by 4
+    spaces) that every Python process of the environment runs at startup
+    (helpers.synthetic_subprocess_env). Session-scoped, so module-scoped fixtures can use it."""
+
+    def make(n_train: int, n_test: int, extra: str = "", timeout: float = 300) -> NormlabSubprocess:
+        folder, env = helpers.synthetic_subprocess_env(tmp_path_factory.mktemp("subprocess"),
+                                                       n_train, n_test, extra)
+        return NormlabSubprocess(folder, env, timeout)
+
+    return make
 
 
 @pytest.fixture(scope="session")
@@ -260,7 +323,6 @@ def run_python() -> Callable[..., subprocess.CompletedProcess]:
     def run(args: list[str] | str, env: dict[str, str], timeout: float = 300,
             cwd: str | Path | None = None) -> subprocess.CompletedProcess:
         argv = ["-c", args] if isinstance(args, str) else list(args)
-        return subprocess.run([sys.executable, *argv], env=env, cwd=cwd, capture_output=True,
-                              text=True, timeout=timeout)
+        return _run_process([sys.executable, *argv], env, timeout, cwd)
 
     return run

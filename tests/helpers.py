@@ -2,7 +2,8 @@
 environments for subprocesses.
 
 The fixtures built on these live in ``conftest.py``; test modules should ask for those
-(``synthetic_dataset``, ``offline_subprocess_env``, ``synthetic_subprocess``, ``real_mnist``, ...).
+(``synthetic_dataset``, ``synthetic_data``, ``offline_subprocess_env``, ``synthetic_subprocess``,
+``real_mnist``, ...).
 The functions stay importable here (``from helpers import ...``; pytest puts ``tests/`` on
 ``sys.path``, as the folder has no ``__init__.py``) because a subprocess's ``sitecustomize.py``
 imports :func:`synthetic_mnist` from this file, where no fixture can reach. Nothing here touches
@@ -77,8 +78,16 @@ def install(folder: Path, raw: dict[str, bytes], gz: bool = True) -> Path:
     return folder
 
 
+def holds_dataset(folder: Path, spec: DatasetSpec) -> bool:
+    """``folder`` holds each of the spec's four files, as the official ``.gz`` or uncompressed
+    (where :func:`normlab.data.locate` would find them; nothing is read or verified here)."""
+    return all((folder / f.filename).is_file() or (folder / f.raw_name).is_file()
+               for f in spec.files)
+
+
 def real_mnist_dir() -> Path | None:
-    """The folder of real MNIST ($NORMLAB_DATA or ../shared/data/mnist), or None if absent."""
+    """The folder of real MNIST ($NORMLAB_DATA or ../shared/data/mnist, or their ``mnist``
+    subfolder), or None if absent."""
     from normlab import data
 
     spec = data.DATASETS["mnist"]
@@ -86,7 +95,7 @@ def real_mnist_dir() -> Path | None:
         if not candidate:
             continue
         for folder in (Path(candidate), Path(candidate) / "mnist"):
-            if folder.is_dir() and not data._match_files(folder, spec)[1]:
+            if folder.is_dir() and holds_dataset(folder, spec):
                 return folder
     return None
 

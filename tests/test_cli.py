@@ -1,12 +1,14 @@
 """End-to-end tests of the command line on tiny synthetic MNIST-format data.
 
-Studies and bad input run in-process through ``normlab.cli.main`` with
-``normlab.data.DATASETS['mnist']`` replaced by a spec whose MD5s match the synthetic files. Only
-what is about the process itself goes through a real subprocess: the exit code and stderr of the
+Studies and bad input run in-process through ``normlab.cli.main`` on conftest's
+``synthetic_data`` (``normlab.data.DATASETS['mnist']`` replaced by a spec whose MD5s match the
+synthetic files; sizes set by SYNTHETIC_DATA below). Only what is about the process itself goes
+through a real subprocess (conftest's ``synthetic_subprocess``): the exit code and stderr of the
 installed console script and of ``python -m normlab``, and the missing-data message of a process
 that finds no data and no network in its environment. The network is never used: in-process
-``data._urlopen`` fails, and subprocesses that reach the download step get an unreachable local
-proxy. Every path of a run folder comes from :class:`normlab.runfolder.RunFolder`.
+``data._urlopen`` fails (``synthetic_data``, ``no_network``), and subprocesses that reach the
+download step get an unreachable local proxy. Every path of a run folder comes from
+:class:`normlab.runfolder.RunFolder`.
 """
 
 from __future__ import annotations
@@ -14,18 +16,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 import re
 import statistics
-import subprocess
 import sys
-import urllib.error
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import install, synthetic_mnist
 from normlab import data
 from normlab.cli import build_parser, main
 from normlab.config import DEFAULT_L1, Config
@@ -33,41 +31,17 @@ from normlab.model import ModelConfig, Net, count_params
 from normlab.runfolder import RunFolder
 
 N_TRAIN, N_TEST = 300, 100
+SYNTHETIC_DATA = {"n_train": N_TRAIN, "n_test": N_TEST, "seed": 0}   # conftest's synthetic_data
 METRICS_COLUMNS = ["variant", "seed", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                    "test_loss", "test_acc", "lr"]
 CURVES = ("test_acc", "test_loss", "train_vs_test")   # RunFolder.figure kinds
 
 
-def _no_network(url: str, timeout: float):
-    raise urllib.error.URLError("network disabled in tests")
-
-
 @pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    """(data folder, spec, arrays): synthetic MNIST files written as official .gz files."""
-    spec, raw, arrays = synthetic_mnist(N_TRAIN, N_TEST, seed=0)
-    folder = install(tmp_path_factory.mktemp("data") / "mnist", raw)
-    return folder, spec, arrays
-
-
-@pytest.fixture(scope="module")
-def patched(synthetic, tmp_path_factory):
-    """The synthetic spec registered as 'mnist', a private cache, no $NORMLAB_DATA, no network."""
-    folder, spec, _ = synthetic
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(data.DATASETS, "mnist", spec)
-        mp.setattr(data, "_urlopen", _no_network)
-        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg")))
-        mp.delenv(data.CACHE_ENV, raising=False)
-        yield
-
-
-@pytest.fixture(scope="module")
-def study_run(synthetic, patched, tmp_path_factory):
+def study_run(synthetic_data, tmp_path_factory):
     """One study (gn and bn+l1, 2 seeds, 2 epochs) run through main(); returns (exit code, out)."""
-    folder, _, _ = synthetic
     out = tmp_path_factory.mktemp("runs") / "study"
-    code = main(["study", "--data-dir", str(folder), "--epochs", "2", "--seeds", "2",
+    code = main(["study", "--data-dir", str(synthetic_data.folder), "--epochs", "2", "--seeds", "2",
                  "--variants", "gn,bn+l1", "--out", str(out), "--quiet"])
     return code, out
 
@@ -113,11 +87,11 @@ def test_study_exits_zero_and_writes_every_file(study_run) -> None:
     assert len(expected) == 8 + 2 * len(RUNS) + len(RUNS) + len(CURVES) + len(VARIANTS)
 
 
-def test_config_json(study_run, synthetic) -> None:
+def test_config_json(study_run, synthetic_data) -> None:
     """config.json has every Config field with the values given, rebuilds the same Config, and
     has a 'resolved' block with the parsed variants, seeds and data sizes."""
     code, out = study_run
-    folder, _, _ = synthetic
+    folder = synthetic_data.folder
     d = json.loads(RunFolder(out).config.read_text())
     fields = {f.name for f in dataclasses.fields(Config)}
     assert fields <= set(d) and set(d) - fields == {"resolved"}
@@ -191,11 +165,11 @@ def test_summary_json_matches_metrics(study_run) -> None:
 
 
 @pytest.mark.parametrize(("variant", "seed"), RUNS)
-def test_predictions_csv(study_run, synthetic, variant: str, seed: int) -> None:
+def test_predictions_csv(study_run, synthetic_data, variant: str, seed: int) -> None:
     """A run's predictions CSV has index,label,pred,confidence, one row per test image with the
     true labels, and its accuracy equals the final test_acc in metrics.csv."""
     _, out = study_run
-    _, _, arrays = synthetic
+    arrays = synthetic_data.arrays
     header, rows = _read_csv(RunFolder(out).predictions(variant, seed))
     assert header == ["index", "label", "pred", "confidence"]
     assert [int(r["index"]) for r in rows] == list(range(N_TEST))
@@ -211,12 +185,12 @@ def test_predictions_csv(study_run, synthetic, variant: str, seed: int) -> None:
 
 
 @pytest.mark.parametrize(("variant", "seed"), RUNS)
-def test_checkpoint_loads_and_reproduces_predictions(study_run, synthetic, variant: str,
+def test_checkpoint_loads_and_reproduces_predictions(study_run, synthetic_data, variant: str,
                                                      seed: int) -> None:
     """A run's final checkpoint loads with weights_only=True into a fresh Net of that norm
     (strictly), and that model reproduces the saved predictions and confidences."""
     _, out = study_run
-    _, _, arrays = synthetic
+    arrays = synthetic_data.arrays
     f = RunFolder(out)
     ckpt = torch.load(f.checkpoint(variant, seed), map_location="cpu", weights_only=True)
     assert ckpt["variant"]["name"] == variant and ckpt["seed"] == seed
@@ -235,10 +209,10 @@ def test_checkpoint_loads_and_reproduces_predictions(study_run, synthetic, varia
     torch.testing.assert_close(conf, saved, rtol=0, atol=2e-6)
 
 
-def test_train_command_uses_its_seed(synthetic, patched, tmp_path: Path) -> None:
+def test_train_command_uses_its_seed(synthetic_data, tmp_path: Path) -> None:
     """`normlab train --variant ln --seed 3` writes a run folder for seed 3: metrics rows, the
     predictions file and the checkpoint are all for seed 3, and config.json records it."""
-    folder, _, _ = synthetic
+    folder = synthetic_data.folder
     out = tmp_path / "train"
     code = main(["train", "--variant", "ln", "--seed", "3", "--epochs", "1", "--data-dir",
                  str(folder), "--out", str(out), "--quiet"])
@@ -255,10 +229,10 @@ def test_train_command_uses_its_seed(synthetic, patched, tmp_path: Path) -> None
     assert summary["variants"]["ln"]["seeds"] == [3]
 
 
-def test_quick_study_with_four_steps(synthetic, patched, tmp_path: Path) -> None:
+def test_quick_study_with_four_steps(synthetic_data, tmp_path: Path) -> None:
     """A quick study of 4 optimizer steps (--train-subset 256 --batch-size 64 --epochs 1, default
     warmup 0.25) runs, exits 0 and records its one epoch."""
-    folder, _, _ = synthetic
+    folder = synthetic_data.folder
     out = tmp_path / "quick"
     code = main(["study", "--variants", "gn", "--train-subset", "256", "--batch-size", "64",
                  "--epochs", "1", "--data-dir", str(folder), "--out", str(out), "--quiet"])
@@ -267,11 +241,11 @@ def test_quick_study_with_four_steps(synthetic, patched, tmp_path: Path) -> None
     assert len(rows) == 1
 
 
-def test_diverged_study_still_completes(synthetic, patched, tmp_path: Path) -> None:
+def test_diverged_study_still_completes(synthetic_data, tmp_path: Path) -> None:
     """A study whose only run diverges (lr 1e6, no augmentation) exits 0 and records status
     'diverged' with empty statistics, writing no predictions and no weights for it (its final
     checkpoint records the status and the message only)."""
-    folder, _, _ = synthetic
+    folder = synthetic_data.folder
     out = tmp_path / "div"
     code = main(["study", "--variants", "bn", "--lr", "1e6", "--no-augment", "--epochs", "2",
                  "--data-dir", str(folder), "--out", str(out), "--quiet"])
@@ -291,7 +265,7 @@ def test_diverged_study_still_completes(synthetic, patched, tmp_path: Path) -> N
 # Missing data
 
 
-def test_missing_data_in_process(patched, tmp_path: Path, capsys) -> None:
+def test_missing_data_in_process(no_network, tmp_path: Path, capsys) -> None:
     """With --data-dir at an empty folder and every download failing, main exits 2 and prints one
     line on stderr (no separate warning) that mentions --data-dir, and leaves no run folder."""
     empty = tmp_path / "empty"
@@ -362,7 +336,7 @@ def _exit_code(argv: list[str]) -> int:
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))
-def test_bad_input_exits_2_with_one_line(patched, nonempty: Path, capsys, case: str) -> None:
+def test_bad_input_exits_2_with_one_line(no_network, nonempty: Path, capsys, case: str) -> None:
     """Bad input makes main() exit with code 2 (returned, or argparse's SystemExit(2)) and print
     exactly one non-empty line on stderr, starting with 'normlab', saying 'error' and naming the
     problem; no traceback; the earlier results in the folder are untouched and no run folder is
@@ -399,42 +373,38 @@ def test_help_and_version_exit_zero(capsys) -> None:
 # The process: console script, python -m normlab, no data and no network
 
 
-def _env(tmp: Path) -> dict[str, str]:
-    """Environment for a subprocess: empty $NORMLAB_DATA, private HOME and cache, and an
-    unreachable proxy so that a download attempt fails at once instead of using the network."""
-    (tmp / "nodata").mkdir(exist_ok=True)
-    (tmp / "home").mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    env.update({
-        data.CACHE_ENV: str(tmp / "nodata"), "HOME": str(tmp / "home"),
-        "XDG_CACHE_HOME": str(tmp / "home" / ".cache"), "OMP_NUM_THREADS": "1",
-        "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-        "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "",
-    })
-    return env
+@pytest.fixture()
+def normlab(synthetic_subprocess, tmp_path: Path):
+    """Real `normlab` processes (conftest's NormlabSubprocess: a private cache, no reachable
+    network), here also with $NORMLAB_DATA at an empty folder: no data anywhere they look unless
+    given --data-dir."""
+    (tmp_path / "nodata").mkdir()
+    return synthetic_subprocess(10, 10).with_env(**{data.CACHE_ENV: str(tmp_path / "nodata"),
+                                                   "OMP_NUM_THREADS": "1"})
 
 
 LAUNCHERS = {
     "console-script": [str(Path(sys.executable).with_name("normlab"))],
-    "python-m": [sys.executable, "-m", "normlab"],
+    "python-m": None,   # NormlabSubprocess's own: python -m normlab
 }
 
 
 @pytest.mark.parametrize("launcher", list(LAUNCHERS))
 @pytest.mark.parametrize("case", ["unknown-flag", "non-empty-out"])
-def test_process_exits_2_with_one_line(tmp_path: Path, launcher: str, case: str) -> None:
+def test_process_exits_2_with_one_line(normlab, tmp_path: Path, launcher: str,
+                                       case: str) -> None:
     """The real process (the installed `normlab` console script, and `python -m normlab`) exits
     with status 2 and writes exactly the one error line on stderr, both for input argparse rejects
     and for input normlab rejects; earlier results are untouched."""
     command = LAUNCHERS[launcher]
-    if not Path(command[0]).exists():
+    if command is not None and not Path(command[0]).exists():
         pytest.skip("the normlab console script is not installed next to this Python")
     nonempty = tmp_path / "nonempty"
     nonempty.mkdir()
     (nonempty / "keep.txt").write_text("earlier results\n")
     args, fragment = BAD_INPUT[case]
-    p = subprocess.run([*command, *(a.format(nonempty=nonempty) for a in args)], cwd=tmp_path,
-                       env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    p = normlab.run([a.format(nonempty=nonempty) for a in args], cwd=tmp_path, timeout=120,
+                    command=command)
     lines = [line for line in p.stderr.splitlines() if line.strip()]
     assert p.returncode == 2, p.stderr
     assert len(lines) == 1, p.stderr
@@ -443,17 +413,14 @@ def test_process_exits_2_with_one_line(tmp_path: Path, launcher: str, case: str)
     assert sorted(p.name for p in nonempty.iterdir()) == ["keep.txt"]
 
 
-def test_missing_data_subprocess_one_line(tmp_path: Path) -> None:
+def test_missing_data_subprocess_one_line(normlab, tmp_path: Path) -> None:
     """From a real shell: no data anywhere and no reachable network exits 2 with exactly one
     non-empty stderr line, which mentions --data-dir (the contract of the CLI's docstring), and
     leaves no run folder."""
     empty = tmp_path / "empty"
     empty.mkdir()
-    p = subprocess.run(
-        [sys.executable, "-m", "normlab", "study", "--data-dir", str(empty), "--epochs", "1",
-         "--out", str(tmp_path / "out"), "--quiet"],
-        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=120,
-    )
+    p = normlab.run(["study", "--data-dir", str(empty), "--epochs", "1",
+                     "--out", str(tmp_path / "out"), "--quiet"], cwd=tmp_path, timeout=120)
     lines = [line for line in p.stderr.splitlines() if line.strip()]
     assert p.returncode == 2, p.stderr
     assert len(lines) == 1, p.stderr
@@ -604,10 +571,10 @@ def test_report_damaged_config_is_one_line(study_run, tmp_path: Path, capsys, ke
     assert len(err) == 1 and str(run.config) in err[0], err
 
 
-def test_report_data_dir_flag(study_run, synthetic, tmp_path: Path) -> None:
+def test_report_data_dir_flag(study_run, synthetic_data, tmp_path: Path) -> None:
     """`normlab report --data-dir DIR` takes the test images from DIR: with the run's own data
     folder recorded as a missing path, every variant's grid is still drawn."""
-    folder, _, _ = synthetic
+    folder = synthetic_data.folder
     run = _copy_run(study_run, tmp_path)
     cfg = json.loads(run.config.read_text())
     cfg["data_dir"] = str(tmp_path / "moved-away")

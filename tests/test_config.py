@@ -266,7 +266,8 @@ def test_config_round_trip() -> None:
         variants=("gn", "bn+l1=5e-5", "ln+l2"), seeds=3, first_seed=2, epochs=7, batch_size=32,
         lr=0.2, momentum=0.8, warmup=0.3, l1_default=1e-5, l2_default=1e-3, groups=2,
         augment=False, rotate=5.0, translate=1.0, dataset="kmnist", data_dir="/some/where",
-        train_subset=1000, eval_batch_size=500, device="cpu", group_size=2, workers=1,
+        train_subset=1000, eval_batch_size=500, val=100, arch="4-8-12", label_smoothing=0.1,
+        device="cpu", group_size=2, workers=1,
         precision="bf16", compile=True,
     )
     d = cfg.to_dict()

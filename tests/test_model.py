@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 
 from normlab.errors import ConfigError
+from normlab.norms import NORMS
 from normlab.model import (
-    NORMS,
     ModelConfig,
     Net,
     count_params,

@@ -107,10 +107,11 @@ def test_load_run_non_numeric_metrics_cell(run: RunFolder) -> None:
 def test_load_run_short_metrics_row(run: RunFolder) -> None:
     """A metrics row with too few cells: the error names the line and both cell counts."""
     lines = _metrics_lines(run)
-    lines[-1] = lines[-1].rsplit(",", 3)[0]  # 8 columns -> 5 cells
+    n = len(METRIC_COLUMNS)
+    lines[-1] = lines[-1].rsplit(",", 3)[0]  # all columns -> 3 cells fewer
     _damage(run.metrics, "\n".join(lines) + "\n")
     with pytest.raises(RunFolderError, match=re.escape(run.metrics.name) +
-                       r", line 13: 5 cells, expected 8"):
+                       rf", line 13: {n - 3} cells, expected {n}"):
         load_run(run.path)
 
 

@@ -2,9 +2,9 @@
 checkpoints that are damaged or carry arbitrary pickled objects; a run folder is used by one
 process at a time.
 
-Studies run as real subprocesses (``python -m normlab``, with a synthetic MNIST-format dataset
-registered by helpers.synthetic_subprocess_env), so that they can be killed. Every path of a run
-folder comes from :class:`normlab.runfolder.RunFolder`.
+Studies run as real subprocesses (``python -m normlab``, with a synthetic MNIST-format dataset:
+conftest's ``synthetic_subprocess``), so that they can be killed. Every path of a run folder comes
+from :class:`normlab.runfolder.RunFolder`.
 """
 
 from __future__ import annotations
@@ -14,14 +14,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import synthetic_subprocess_env
 from normlab.config import Config
 from normlab.runfolder import RunFolder
 
@@ -32,21 +30,30 @@ STUDY = ["study", "--variants", "gn,bn+l1", "--seeds", "2", "--epochs", "4", "--
 RUNS = [(v.name, s) for v in Config(variants=("gn", "bn+l1")).parsed_variants() for s in (0, 1)]
 
 
+# Run inside every subprocess (see conftest's synthetic_subprocess): where $NORMLAB_TEST_GATE is
+# set, loading the dataset waits until that file exists (at most 300 s). A study locks its folder
+# before it loads the data and writes config.json after, so the lock test can hold a study in that
+# window for as long as it probes it.
+GATE_AT_DATA_LOADING = """
+    import time
+    _load_split = data.load_split
+
+    def _gated_load_split(*args, **kwargs):
+        gate = os.environ.get("NORMLAB_TEST_GATE")
+        end = time.monotonic() + 300
+        while gate and not os.path.exists(gate) and time.monotonic() < end:
+            time.sleep(0.01)
+        return _load_split(*args, **kwargs)
+
+    data.load_split = _gated_load_split
+"""
+
+
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """(data folder, environment) for subprocess studies on synthetic data."""
-    return synthetic_subprocess_env(tmp_path_factory.mktemp("resume"), N_TRAIN, N_TEST)
-
-
-def _start(env, args: list[str], environ: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "normlab", *args], env=environ or env[1],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _run(env, args: list[str], timeout: float = 300,
-         environ: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "normlab", *args], env=environ or env[1],
-                          capture_output=True, text=True, timeout=timeout)
+def normlab(synthetic_subprocess):
+    """`python -m normlab` processes on synthetic data (conftest's NormlabSubprocess; its
+    ``data`` is the dataset's folder), with GATE_AT_DATA_LOADING."""
+    return synthetic_subprocess(N_TRAIN, N_TEST, extra=GATE_AT_DATA_LOADING)
 
 
 def _checkpointed(out: Path) -> bool:
@@ -56,11 +63,10 @@ def _checkpointed(out: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def reference(env, tmp_path_factory):
+def reference(normlab, tmp_path_factory):
     """An uninterrupted study: the result every resumed study must reproduce."""
-    folder, _ = env
     out = tmp_path_factory.mktemp("ref") / "run"
-    r = _run(env, STUDY + ["--data-dir", str(folder), "--out", str(out)])
+    r = normlab.run(STUDY + ["--data-dir", str(normlab.data), "--out", str(out)])
     assert r.returncode == 0, r.stderr
     return out
 
@@ -106,15 +112,14 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120) -> bool:
     return False
 
 
-def test_sigkill_at_many_moments_then_resume_gives_the_uninterrupted_result(env, reference,
+def test_sigkill_at_many_moments_then_resume_gives_the_uninterrupted_result(normlab, reference,
                                                                            tmp_path) -> None:
     """A study killed with SIGKILL six times (during epochs, and the moment a file is being
     written), then resumed each time, ends with metrics.csv, summary.json and predictions
     byte-identical to an uninterrupted study; after every kill every file in the folder parses,
     and resuming removes the writers' leftover temporary files."""
-    folder, _ = env
     out = tmp_path / "run"
-    args = STUDY + ["--data-dir", str(folder)]
+    args = STUDY + ["--data-dir", str(normlab.data)]
 
     def first_checkpoint() -> bool:
         return _checkpointed(out)
@@ -128,7 +133,7 @@ def test_sigkill_at_many_moments_then_resume_gives_the_uninterrupted_result(env,
                (first_checkpoint, 0.8), (writing, 0.0), (first_checkpoint, 0.15)]
     kills = 0
     for k, (when, delay) in enumerate(moments):
-        proc = _start(env, args + (["--out", str(out)] if k == 0 else ["--resume", str(out)]))
+        proc = normlab.start(args + (["--out", str(out)] if k == 0 else ["--resume", str(out)]))
         try:
             if _wait_for(when, proc):
                 time.sleep(delay)
@@ -141,19 +146,18 @@ def test_sigkill_at_many_moments_then_resume_gives_the_uninterrupted_result(env,
                 proc.kill()
         _check_every_file_parses(out)
     assert kills >= 5, f"only {kills} kills landed before the study finished"
-    r = _run(env, args + ["--resume", str(out)])
+    r = normlab.run(args + ["--resume", str(out)])
     assert r.returncode == 0, r.stderr
     assert not list(out.rglob(".*.tmp"))
     _same_results(out, reference)
 
 
-def test_ctrl_c_saves_and_says_how_to_resume(env, reference, tmp_path) -> None:
+def test_ctrl_c_saves_and_says_how_to_resume(normlab, reference, tmp_path) -> None:
     """SIGINT stops the study cleanly: exit code 130, a message naming the resume command, every
     file parses, no summary.json; resuming then gives the uninterrupted result."""
-    folder, _ = env
     out = tmp_path / "run"
-    args = STUDY + ["--data-dir", str(folder)]
-    proc = _start(env, args + ["--out", str(out)])
+    args = STUDY + ["--data-dir", str(normlab.data)]
+    proc = normlab.start(args + ["--out", str(out)])
     try:
         assert _wait_for(lambda: _checkpointed(out), proc)
         proc.send_signal(signal.SIGINT)
@@ -166,30 +170,28 @@ def test_ctrl_c_saves_and_says_how_to_resume(env, reference, tmp_path) -> None:
     assert "Traceback" not in stderr
     _check_every_file_parses(out)
     assert not RunFolder(out).summary.exists()
-    r = _run(env, args + ["--resume", str(out)])
+    r = normlab.run(args + ["--resume", str(out)])
     assert r.returncode == 0, r.stderr
     _same_results(out, reference)
 
 
-def test_resume_of_a_finished_study_changes_nothing(env, reference, tmp_path) -> None:
+def test_resume_of_a_finished_study_changes_nothing(normlab, reference, tmp_path) -> None:
     """Resuming a study that already finished trains nothing and rewrites the same results."""
     import shutil
 
-    folder, _ = env
     out = tmp_path / "copy"
     shutil.copytree(reference, out)
-    r = _run(env, STUDY + ["--data-dir", str(folder), "--resume", str(out)])
+    r = normlab.run(STUDY + ["--data-dir", str(normlab.data), "--resume", str(out)])
     assert r.returncode == 0, r.stderr
     _same_results(out, reference)
 
 
-def test_resume_with_a_different_config_is_refused(env, reference) -> None:
+def test_resume_with_a_different_config_is_refused(normlab, reference) -> None:
     """--resume with a flag that differs from the saved config exits 2 with one line that names
     the setting, its saved value and the asked-for value; nothing in the folder changes."""
-    folder, _ = env
     before = {p: p.read_bytes() for p in reference.rglob("*") if p.is_file()}
-    r = _run(env, STUDY[:-3] + ["--epochs", "5", "--quiet", "--data-dir", str(folder),
-                                "--resume", str(reference)])
+    r = normlab.run(STUDY[:-3] + ["--epochs", "5", "--quiet", "--data-dir", str(normlab.data),
+                                  "--resume", str(reference)])
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("normlab: error: cannot resume")
@@ -206,13 +208,13 @@ def _pickled_object_checkpoint(path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["pickled-object", "truncated", "garbage"])
-def test_resume_refuses_a_hostile_or_damaged_checkpoint(env, reference, tmp_path, damage) -> None:
+def test_resume_refuses_a_hostile_or_damaged_checkpoint(normlab, reference, tmp_path,
+                                                        damage) -> None:
     """A group checkpoint that carries arbitrary pickled objects is refused (weights_only=True),
     and a truncated or garbage one is reported as damaged: exit 2, one line naming the file and
     the fix."""
     import shutil
 
-    folder, _ = env
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     f = RunFolder(out)
@@ -224,7 +226,7 @@ def test_resume_refuses_a_hostile_or_damaged_checkpoint(env, reference, tmp_path
         target.write_bytes(target.read_bytes()[:200])
     else:
         target.write_bytes(b"not a checkpoint at all")
-    r = _run(env, STUDY + ["--data-dir", str(folder), "--resume", str(out)])
+    r = normlab.run(STUDY + ["--data-dir", str(normlab.data), "--resume", str(out)])
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and str(target) in lines[0], lines
@@ -232,29 +234,27 @@ def test_resume_refuses_a_hostile_or_damaged_checkpoint(env, reference, tmp_path
     assert "delete it" in lines[0]
 
 
-def test_resume_refuses_a_folder_from_another_version(env, reference, tmp_path) -> None:
+def test_resume_refuses_a_folder_from_another_version(normlab, reference, tmp_path) -> None:
     """A run folder whose config.json was written by another normlab version is refused with the
     two versions named, in one line."""
     import shutil
 
-    folder, _ = env
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     f = RunFolder(out)
     cfg = json.loads(f.config.read_text())
     cfg["resolved"]["normlab_version"] = "0.0.1"
     f.config.write_text(json.dumps(cfg))
-    r = _run(env, STUDY + ["--data-dir", str(folder), "--resume", str(out)])
+    r = normlab.run(STUDY + ["--data-dir", str(normlab.data), "--resume", str(out)])
     assert r.returncode == 2
     assert "normlab 0.0.1" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_resume_on_another_kind_of_device_is_refused(env, reference, tmp_path) -> None:
+def test_resume_on_another_kind_of_device_is_refused(normlab, reference, tmp_path) -> None:
     """A study whose config.json says it trained on another kind of device (here: cuda) is not
     continued on this one: exit 2 with one line naming both devices."""
     import shutil
 
-    folder, _ = env
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     f = RunFolder(out)
@@ -262,7 +262,7 @@ def test_resume_on_another_kind_of_device_is_refused(env, reference, tmp_path) -
     cfg = json.loads(f.config.read_text())
     cfg["resolved"]["device"] = "cuda:0"
     f.config.write_text(json.dumps(cfg))
-    r = _run(env, STUDY + ["--data-dir", str(folder), "--resume", str(out)])
+    r = normlab.run(STUDY + ["--data-dir", str(normlab.data), "--resume", str(out)])
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "trained on cuda:0" in lines[0] and "cpu" in lines[0]
@@ -294,34 +294,51 @@ def _flock_holders(path: Path) -> set[int]:
     return holders
 
 
-def test_a_folder_in_use_is_refused_at_every_moment(env, tmp_path) -> None:
-    """While study A runs in a folder, second studies (real processes, `--resume` of that folder)
-    are started back to back, the first as soon as A has written config.json (before A saved any
-    training state) and the last ending at most one attempt before A lets go of the folder. Every
-    one started and ended while A held the lock (checked in /proc/locks) exits 2 with the one line
-    saying the folder is in use by another normlab process and how to proceed, and there are at
-    least MIN_REFUSALS of them. A is not disturbed: it exits 0 with every run and epoch recorded.
-    Afterwards the lock file is still there (never unlinked), nobody holds it, and a --resume is
-    not refused: it exits 0 and changes no result."""
+def test_a_folder_in_use_is_refused_at_every_moment(normlab, tmp_path) -> None:
+    """While study A runs in a folder, second studies (real processes) are refused.
+
+    First, in the window between A taking the folder's lock and writing config.json (A is held
+    there, at the start of its data loading, by GATE_AT_DATA_LOADING), when the folder holds
+    nothing but the lock file: a new study into that folder (`--out`), which would take a folder
+    holding only an unheld lock file as empty, exits 2 with the one line saying the folder is in
+    use by another normlab process and how to proceed, and writes nothing there. Then A goes on,
+    and `--resume`s of the folder are started back to back, the first as soon as A has written
+    config.json (before A saved any training state) and the last ending at most one attempt
+    before A lets go of the folder. Every one started and ended while A held the lock (checked in
+    /proc/locks) exits 2 with that same line, and there are at least MIN_REFUSALS of them. A is
+    not disturbed: it exits 0 with every run and epoch recorded. Afterwards the lock file is still
+    there (never unlinked), nobody holds it, and a --resume is not refused: it exits 0 and changes
+    no result."""
     if not Path("/proc/locks").is_file():
         pytest.skip("needs /proc/locks to see who holds the folder's lock")
-    folder, environ = env
-    environ = dict(environ, OMP_NUM_THREADS="1")
+    normlab = normlab.with_env(OMP_NUM_THREADS="1")
     out = tmp_path / "run"
     f = RunFolder(out)
-    args = LONG_STUDY + ["--data-dir", str(folder)]
+    args = LONG_STUDY + ["--data-dir", str(normlab.data)]
     expected_line = (f"normlab: error: {out} is in use by another normlab process; wait for it to "
                      "finish or stop it, then try again")
-    a = _start(env, args + ["--out", str(out)], environ)
+    gate = tmp_path / "gate"   # A loads its data once this file exists
+    a = normlab.with_env(NORMLAB_TEST_GATE=str(gate)).start(args + ["--out", str(out)])
     refused = []   # (seconds since A wrote config.json, A had saved a training state) per attempt
     try:
+        # The window between taking the lock and writing config.json: A waits at the gate.
+        assert _wait_for(lambda: f.lock_file.exists() and _flock_holders(f.lock_file) == {a.pid},
+                         a), a.communicate(timeout=60)
+        assert sorted(p.name for p in out.iterdir()) == [f.lock_file.name]
+        b = normlab.run(args + ["--out", str(out)])
+        lines = [x for x in b.stderr.splitlines() if x.strip()]
+        assert b.returncode == 2 and lines == [expected_line], b.stderr
+        assert a.poll() is None and _flock_holders(f.lock_file) == {a.pid}
+        assert sorted(p.name for p in out.iterdir()) == [f.lock_file.name]   # B wrote nothing
+        gate.touch()
+
         assert _wait_for(lambda: f.config.exists(), a), a.communicate(timeout=60)
         t0 = time.monotonic()
         assert _flock_holders(f.lock_file) == {a.pid}   # A locks before it writes config.json
         while True:
             launched, checkpointed = time.monotonic() - t0, _checkpointed(out)
             held_before = _flock_holders(f.lock_file) == {a.pid}
-            b = _run(env, args + ["--resume", str(out)], environ=environ)
+            b = normlab.run(args + ["--resume", str(out)])
             # A takes the lock once and lets go once: held before and after B means held
             # throughout B's life, so B must have been refused.
             held_after = a.poll() is None and _flock_holders(f.lock_file) == {a.pid}
@@ -352,7 +369,7 @@ def test_a_folder_in_use_is_refused_at_every_moment(env, tmp_path) -> None:
     # The lock file stays; nobody holds it; a resume is allowed and changes nothing.
     assert f.lock_file.is_file() and _flock_holders(f.lock_file) == set()
     before = {p: p.read_bytes() for p in (f.metrics, f.summary)}
-    r = _run(env, args + ["--resume", str(out)], environ=environ)
+    r = normlab.run(args + ["--resume", str(out)])
     assert r.returncode == 0, r.stderr
     assert {p: p.read_bytes() for p in before} == before
     assert f.lock_file.is_file()

@@ -1,16 +1,18 @@
 """Sweeps: parsing, the sweep folder, resuming, bad input, and the Ray backend on a real
 loopback head node of the test's own (skipped when Ray is not installed).
 
-Sweeps run as subprocesses (``python -m normlab sweep``) in an environment whose
-``sitecustomize.py`` registers a synthetic MNIST-format dataset, so that the driver and every Ray
-worker process see the same small data; bad input, which needs no data, runs in-process through
-``normlab.cli.main``. Every path of a sweep or run folder comes from
-:class:`normlab.runfolder.SweepFolder` / :class:`~normlab.runfolder.RunFolder`.
+Sweeps run as subprocesses (``python -m normlab sweep``, conftest's ``synthetic_subprocess``)
+in an environment whose ``sitecustomize.py`` registers a synthetic MNIST-format dataset, so that
+the driver and every Ray worker process see the same small data; bad input, which needs no data,
+runs in-process through ``normlab.cli.main`` (with conftest's ``no_network``). Every path of a
+sweep or run folder comes from :class:`normlab.runfolder.SweepFolder` /
+:class:`~normlab.runfolder.RunFolder`.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import shutil
@@ -23,7 +25,6 @@ from pathlib import Path
 
 import pytest
 
-from helpers import synthetic_subprocess_env
 from normlab.config import Config
 from normlab.errors import ConfigError
 from normlab.runfolder import RunFolder, SweepFolder
@@ -38,7 +39,7 @@ SWEEP = ["sweep", "--variants", "gn,bn", "--param", "batch_size=16,32", "--seeds
 POINTS = ("batch_size=16", "batch_size=32")   # point names of SWEEP
 RUNS = [(v, s) for v in ("gn", "bn") for s in (0, 1)]   # (variant, seed) of each point
 
-# Run inside every subprocess (see helpers.synthetic_subprocess_env): a run with --rotate 7.5 and
+# Run inside every subprocess (see conftest's synthetic_subprocess): a run with --rotate 7.5 and
 # seed 1 raises, and leaves one file per attempt in $NORMLAB_TEST_ATTEMPTS (so a test can count
 # Ray's retries).
 INJECT_FAILURE = """
@@ -131,16 +132,10 @@ def test_sweep_figure_axes_and_missing_runs(tmp_path) -> None:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """(data folder, environment) for subprocess sweeps on synthetic data."""
-    return synthetic_subprocess_env(tmp_path_factory.mktemp("sweep"), N_TRAIN, N_TEST,
-                                    extra=INJECT_FAILURE)
-
-
-def _normlab(env, args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
-    _, environ = env
-    return subprocess.run([sys.executable, "-m", "normlab", *args], env=environ,
-                          capture_output=True, text=True, timeout=timeout)
+def normlab(synthetic_subprocess):
+    """`python -m normlab` processes on synthetic data, with INJECT_FAILURE (conftest's
+    NormlabSubprocess; its ``data`` is the dataset's folder)."""
+    return synthetic_subprocess(N_TRAIN, N_TEST, extra=INJECT_FAILURE, timeout=600)
 
 
 def _rows(path: Path) -> list[dict]:
@@ -154,19 +149,19 @@ def _files(folder: RunFolder) -> set[Path]:
 
 
 @pytest.fixture(scope="module")
-def local_sweep(env, tmp_path_factory):
+def local_sweep(normlab, tmp_path_factory):
     """The folder of SWEEP run with --backend local (the default)."""
-    folder, _ = env
     out = tmp_path_factory.mktemp("local") / "sweep"
-    r = _normlab(env, SWEEP + ["--data-dir", str(folder), "--out", str(out)])
+    r = normlab.run(SWEEP + ["--data-dir", str(normlab.data), "--out", str(out)])
     assert r.returncode == 0, r.stderr
     return out
 
 
 def test_sweep_folder(local_sweep) -> None:
     """A sweep writes sweep.json, sweep.csv with one row per variant x value x seed (the swept
-    value, status, final/best accuracy and loss), one study folder per point (and no other), the
-    figure of the swept setting and report.md with the table, the findings and the figure."""
+    value, status, final/best accuracy and loss), one finished study folder per point (and no
+    other), the figure of the swept setting and report.md with the table, the findings and the
+    figure."""
     sweep = SweepFolder(local_sweep)
     rows = _rows(sweep.table)
     assert list(rows[0]) == ["batch_size", "variant", "seed", "status", "final_val_acc",
@@ -179,6 +174,7 @@ def test_sweep_folder(local_sweep) -> None:
     assert [p.path for p in sweep.points()] == [sweep.point(name).path for name in POINTS]
     for b in (16, 32):
         point = sweep.point(point_name({"batch_size": b}))
+        assert point.report.is_file()   # the point's study ran to its end (report included)
         summary = json.loads(point.summary.read_text())
         assert json.loads(point.config.read_text())["batch_size"] == b
         for r in rows:
@@ -195,37 +191,37 @@ def test_sweep_folder(local_sweep) -> None:
     assert saved["params"] == [{"name": "batch_size", "values": [16, 32]}]
 
 
-def test_same_command_again_skips_finished_and_redoes_unfinished(env, local_sweep, tmp_path) -> None:
+def test_same_command_again_skips_finished_and_redoes_unfinished(normlab, local_sweep,
+                                                                 tmp_path) -> None:
     """Running the same command on a finished sweep trains nothing and rewrites the same
     sweep.csv; after a point is made unfinished (its summary deleted, one run's training state
     gone), the same command redoes just that and ends with the same results."""
-    folder, _ = env
+    folder = normlab.data
     out = tmp_path / "sweep"
     shutil.copytree(local_sweep, out)
     sweep, local = SweepFolder(out), SweepFolder(local_sweep)
     point = sweep.point(POINTS[0])
     stamp = point.timing_csv.read_bytes()
-    r = _normlab(env, SWEEP + ["--data-dir", str(folder), "--out", str(out)])
+    r = normlab.run(SWEEP + ["--data-dir", str(folder), "--out", str(out)])
     assert r.returncode == 0, r.stderr
     assert "done before, skipped" in r.stdout
     assert point.timing_csv.read_bytes() == stamp          # not retrained
     assert sweep.table.read_bytes() == local.table.read_bytes()
     point.summary.unlink()
     point.group_state(0).unlink()                          # gn seed 0: start over
-    r = _normlab(env, SWEEP + ["--data-dir", str(folder), "--out", str(out)])
+    r = normlab.run(SWEEP + ["--data-dir", str(folder), "--out", str(out)])
     assert r.returncode == 0, r.stderr
     assert sweep.table.read_bytes() == local.table.read_bytes()
     assert point.metrics.read_bytes() == local.point(POINTS[0]).metrics.read_bytes()
     assert point.timing_csv.read_bytes() != stamp          # this time it did train
 
 
-def test_grid_of_two_params_draws_one_figure_per_param(env, tmp_path) -> None:
+def test_grid_of_two_params_draws_one_figure_per_param(normlab, tmp_path) -> None:
     """Two --param flags sweep every combination and draw a figure for each param."""
-    folder, _ = env
     out = tmp_path / "grid"
-    r = _normlab(env, ["sweep", "--variants", "bn+l1", "--param", "l1=0,1e-3", "--param",
-                       "lr=0.02,0.05", "--epochs", "1", "--data-dir", str(folder), "--out",
-                       str(out), "--quiet"])
+    r = normlab.run(["sweep", "--variants", "bn+l1", "--param", "l1=0,1e-3", "--param",
+                     "lr=0.02,0.05", "--epochs", "1", "--data-dir", str(normlab.data), "--out",
+                     str(out), "--quiet"])
     assert r.returncode == 0, r.stderr
     sweep = SweepFolder(out)
     rows = _rows(sweep.table)
@@ -235,25 +231,19 @@ def test_grid_of_two_params_draws_one_figure_per_param(env, tmp_path) -> None:
         assert sweep.figure(p).is_file()
 
 
-def _no_network(url: str, timeout: float):
-    raise OSError("network disabled in tests")
-
-
 @pytest.mark.parametrize(("args", "fragment"), [
     (["--param", "dropout=0.1"], "cannot be swept"),
     (["--param", "batch_size=1,16", "--variants", "bn"], "batch_size=1: --batch-size 1"),
     ([], "give at least one --param"),
     (["--param", "lr=0.1", "--backend", "spark"], "--backend"),
 ])
-def test_bad_sweep_input_exits_2_with_one_line(tmp_path, monkeypatch, capsys, args,
-                                               fragment) -> None:
+def test_bad_sweep_input_exits_2_with_one_line(no_network, tmp_path, monkeypatch, capsys,
+                                               args, fragment) -> None:
     """Bad sweep input makes main() exit 2 (returned, or argparse's SystemExit(2)) with one
     'normlab: error:' line naming the problem, and leaves no sweep folder behind (nor anything in
-    the working directory)."""
-    from normlab import data
+    the working directory). No network (bad input must fail before any data)."""
     from normlab.cli import main
 
-    monkeypatch.setattr(data, "_urlopen", _no_network)   # bad input must fail before any data
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
@@ -270,25 +260,24 @@ def test_bad_sweep_input_exits_2_with_one_line(tmp_path, monkeypatch, capsys, ar
     assert not out.exists() and not any(cwd.iterdir())
 
 
-def test_sweep_resume_uses_the_saved_sweep(env, local_sweep, tmp_path) -> None:
+def test_sweep_resume_uses_the_saved_sweep(normlab, local_sweep, tmp_path) -> None:
     """`normlab sweep --resume DIR` continues the sweep saved in DIR (here: finished, so nothing
     is retrained and sweep.csv stays the same); adding a --param to it is refused."""
     out = tmp_path / "copy"
     shutil.copytree(local_sweep, out)
-    r = _normlab(env, ["sweep", "--resume", str(out), "--quiet"])
+    r = normlab.run(["sweep", "--resume", str(out), "--quiet"])
     assert r.returncode == 0, r.stderr
     assert SweepFolder(out).table.read_bytes() == SweepFolder(local_sweep).table.read_bytes()
-    r = _normlab(env, ["sweep", "--resume", str(out), "--param", "lr=0.1"])
+    r = normlab.run(["sweep", "--resume", str(out), "--param", "lr=0.1"])
     assert r.returncode == 2 and "--resume uses the saved sweep" in r.stderr
 
 
-def test_a_different_sweep_in_the_same_folder_is_refused(env, local_sweep) -> None:
+def test_a_different_sweep_in_the_same_folder_is_refused(normlab, local_sweep) -> None:
     """Another sweep into an existing sweep folder exits 2, naming what differs; nothing there
     changes."""
-    folder, _ = env
     before = {p: p.read_bytes() for p in local_sweep.rglob("*") if p.is_file()}
     args = [a if a != "batch_size=16,32" else "batch_size=16,64" for a in SWEEP]
-    r = _normlab(env, args + ["--data-dir", str(folder), "--out", str(local_sweep)])
+    r = normlab.run(args + ["--data-dir", str(normlab.data), "--out", str(local_sweep)])
     assert r.returncode == 2 and "holds a different sweep" in r.stderr
     assert "params" in r.stderr
     assert {p: p.read_bytes() for p in local_sweep.rglob("*") if p.is_file()} == before
@@ -309,6 +298,25 @@ def _free_port() -> int:
 RAY_PORT_FLAGS = ("--port", "--node-manager-port", "--object-manager-port", "--dashboard-port",
                   "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
                   "--runtime-env-agent-port", "--metrics-export-port")
+# The Ray client server listens on a fixed port too (10001), but only where Ray's client
+# dependencies are installed (`pip install "ray[client]"`): `ray start` then defaults
+# RAY_CLIENT_PORT_FLAG to 10001, and without them it starts no client server and rejects the flag
+# ("Ray Client requires pip package `ray[client]`"), even though its --help lists it. So the flag
+# is given (a free port, as the others) only where `ray start --help` lists it and grpc, the
+# module Ray tests for, imports; checked once, see _ray_port_flags.
+RAY_CLIENT_PORT_FLAG = "--ray-client-server-port"
+
+
+@functools.cache
+def _ray_port_flags(ray: str) -> tuple[str, ...]:
+    """RAY_PORT_FLAGS, and RAY_CLIENT_PORT_FLAG where the ``ray`` command would start a client
+    server (and so accepts the flag)."""
+    usage = subprocess.run([ray, "start", "--help"], capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 0, usage.stdout + usage.stderr
+    client = subprocess.run([sys.executable, "-c", "import grpc"], capture_output=True,
+                            timeout=120).returncode == 0
+    accepted = RAY_CLIENT_PORT_FLAG in usage.stdout and client
+    return RAY_PORT_FLAGS + ((RAY_CLIENT_PORT_FLAG,) if accepted else ())
 
 
 def _session_members(sid: int) -> list[int]:
@@ -335,10 +343,11 @@ class RayHead:
     killed. No other Ray process of the machine is touched (never ``ray stop``)."""
 
     def __init__(self, environ: dict, temp: Path, log: Path, num_cpus: int = 2):
-        self.ports = {flag: _free_port() for flag in RAY_PORT_FLAGS}
+        ray = str(Path(sys.executable).with_name("ray"))
+        self.ports = {flag: _free_port() for flag in _ray_port_flags(ray)}
         self.address = f"127.0.0.1:{self.ports['--port']}"
         self.temp = temp
-        command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+        command = [ray, "start", "--head", "--block",
                    "--node-ip-address", "127.0.0.1", "--num-cpus", str(num_cpus),
                    "--include-dashboard", "false", "--disable-usage-stats",
                    "--temp-dir", str(temp)]
@@ -380,38 +389,38 @@ class RayHead:
         return _session_members(self.sid)
 
 
-def test_ray_backend_on_a_loopback_head_node_matches_local(env, local_sweep, tmp_path) -> None:
+def test_ray_backend_on_a_loopback_head_node_matches_local(normlab, local_sweep, tmp_path) -> None:
     """The test's own Ray head node (loopback, 2 CPUs, own temporary folder and ports), the same
     sweep through --backend ray --ray-address: every run is a Ray task, and the sweep folder holds
     the same sweep.csv as --backend local, and each point byte-equal metrics.csv and
     summary.json, the same Config and the same keys in config.json (top level and 'resolved'),
-    env.json and timing.json, and the files of a local point but for the training states (see
-    below). A task that keeps failing is retried --retries times, then recorded as failed. When
-    the test ends, no process of its node is left, and no other Ray process was touched."""
+    env.json and timing.json, and exactly the files of a local point (see below). A task that
+    keeps failing is retried --retries times, then recorded as failed. When the test ends, no
+    process of its node is left, and no other Ray process was touched."""
     pytest.importorskip("ray")
-    folder, environ = env
+    folder = normlab.data
     if not Path(sys.executable).with_name("ray").exists():
         pytest.skip("the ray command is not installed next to this Python")
     import tempfile
 
     attempts = tmp_path / "attempts"
     attempts.mkdir()
-    environ = dict(environ, NORMLAB_TEST_ATTEMPTS=str(attempts))   # seen by the node's workers
+    normlab = normlab.with_env(NORMLAB_TEST_ATTEMPTS=str(attempts))   # seen by the node's workers
     temp = Path(tempfile.mkdtemp(prefix="nlray-", dir="/tmp"))  # Ray's socket paths must be short
-    head = RayHead(environ, temp, tmp_path / "ray-start.log")
+    head = RayHead(normlab.env, temp, tmp_path / "ray-start.log")
     out, failing = tmp_path / "ray-sweep", tmp_path / "ray-failing"
     try:
         head.wait_ready()
-        r = _normlab(env, SWEEP + ["--data-dir", str(folder), "--out", str(out), "--backend",
-                                   "ray", "--ray-address", head.address])
+        r = normlab.run(SWEEP + ["--data-dir", str(folder), "--out", str(out), "--backend",
+                                 "ray", "--ray-address", head.address])
         assert r.returncode == 0, r.stdout + r.stderr
         assert "ray: 8 run(s) submitted" in r.stdout
         # A task that keeps failing is retried --retries times, then recorded as failed with its
         # error; the sweep finishes the other runs and exits 0.
-        r = _normlab(env, ["sweep", "--variants", "gn", "--param", "batch_size=16", "--seeds",
-                           "2", "--epochs", "1", "--rotate", "7.5", "--retries", "1",
-                           "--data-dir", str(folder), "--out", str(failing), "--backend", "ray",
-                           "--ray-address", head.address, "--quiet"])
+        r = normlab.run(["sweep", "--variants", "gn", "--param", "batch_size=16", "--seeds",
+                         "2", "--epochs", "1", "--rotate", "7.5", "--retries", "1",
+                         "--data-dir", str(folder), "--out", str(failing), "--backend", "ray",
+                         "--ray-address", head.address, "--quiet"])
         assert r.returncode == 0, r.stdout + r.stderr
         assert len(list(attempts.iterdir())) == 2          # the first try and one retry
     finally:
@@ -431,17 +440,13 @@ def test_ray_backend_on_a_loopback_head_node_matches_local(env, local_sweep, tmp
         rp, lp = ray_sweep.point(name), local.point(name)
         for got, want in ((rp.metrics, lp.metrics), (rp.summary, lp.summary)):
             assert got.read_bytes() == want.read_bytes(), got
-        # The same files, but: a local point's runs train in the study driver, which saves each
-        # group's training state after every epoch (for --resume); a Ray point's runs train in
-        # tasks, which save none in the folder (an interrupted task is trained again from the
-        # start), so its folder has no training states. The lock file is left out of the
-        # comparison: the study driver leaves it in every folder it locked, and the Ray driver
-        # (which records the runs) does not lock a point's folder.
-        ray_files = _files(rp) - {rp.lock_file.relative_to(rp.path)}
-        local_files = _files(lp) - {lp.lock_file.relative_to(lp.path)}
+        # Exactly the same files: the Ray driver records each run through the study's own
+        # writers, writes the training state its task returns (as a local study trained with
+        # --group-size 1 saves one per run, for --resume) and locks the point's folder while it
+        # writes there (so the lock file is left in place, as the study driver leaves it).
         states = {lp.group_state(k).relative_to(lp.path) for k in range(len(RUNS))}
-        assert states <= local_files
-        assert ray_files == local_files - states
+        assert states | {lp.lock_file.relative_to(lp.path)} <= _files(lp)
+        assert _files(rp) == _files(lp)
         rc, lc = (json.loads(p.config.read_text()) for p in (rp, lp))
         assert set(rc) == set(lc) and set(rc["resolved"]) == set(lc["resolved"])
         assert {k: v for k, v in rc.items() if k != "resolved"} == \
@@ -457,13 +462,12 @@ def test_ray_backend_on_a_loopback_head_node_matches_local(env, local_sweep, tmp
     assert ray_sweep.figure("batch_size").is_file() and ray_sweep.report.is_file()
 
 
-def test_ray_backend_unreachable_cluster_is_one_line(env, tmp_path) -> None:
+def test_ray_backend_unreachable_cluster_is_one_line(normlab, tmp_path) -> None:
     """--ray-address pointing at nothing exits 2 with one line that says how to fix it."""
     pytest.importorskip("ray")
-    folder, _ = env
-    r = _normlab(env, ["sweep", "--param", "lr=0.05", "--epochs", "1", "--data-dir", str(folder),
-                       "--out", str(tmp_path / "x"), "--backend", "ray", "--ray-address",
-                       f"127.0.0.1:{_free_port()}", "--quiet"], timeout=300)
+    r = normlab.run(["sweep", "--param", "lr=0.05", "--epochs", "1", "--data-dir",
+                     str(normlab.data), "--out", str(tmp_path / "x"), "--backend", "ray",
+                     "--ray-address", f"127.0.0.1:{_free_port()}", "--quiet"], timeout=300)
     lines = [x for x in r.stderr.splitlines() if x.strip() and "normlab" in x]
     assert r.returncode == 2, r.stderr
     assert lines and "ray start --head" in lines[-1]

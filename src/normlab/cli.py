@@ -78,7 +78,7 @@ def _add_training_flags(p: argparse.ArgumentParser, D) -> None:
     p.add_argument("--l2", type=_nonneg_float, default=D(DEFAULT_L2), dest="l2_default", metavar="DECAY",
                    help="weight decay used by a variant written '+l2' without a value")
     p.add_argument("--groups", type=_positive_int, default=D(_D.groups),
-                   help="GroupNorm groups for 'gn' (must divide every layer's channels: 8 and 16)")
+                   help="GroupNorm groups for 'gn' (must divide every width of --arch)")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=D(True),
                    help="turn off the random rotation and shift of training batches; "
                         "augmentation is on unless this flag is given")

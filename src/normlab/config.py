@@ -28,6 +28,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_L1 = 2e-5
 DEFAULT_L2 = 5e-4
 DEFAULT_ARCH = "8-16-16-16-16"
+MAX_CONVS = 7   # 28 -> 26 -> 13 (pool) -> 11 -> 9 -> 7 -> 5 -> 3 -> 1
 VAL_SEED = 20_261_121   # the generator that picks the --val images; fixed, so every run agrees
 
 
@@ -61,9 +62,14 @@ def parse_arch(text: str) -> tuple[int, ...]:
     """``"8-16-16-16-16"`` -> the widths of the model's 3x3 convs (the first runs at full
     resolution before the max pool). ConfigError with the fix on bad input."""
     parts = text.split("-") if isinstance(text, str) else []
-    if len(parts) < 2 or not all(p.isdigit() and 1 <= int(p) <= 512 for p in parts):
+    if len(parts) < 2 or not all(re.fullmatch(r"[0-9]{1,3}", p) and 1 <= int(p) <= 512
+                                 for p in parts):
         raise ConfigError(f"--arch {text!r} is not a list of conv widths; write e.g. "
                           f"{DEFAULT_ARCH} (two or more whole numbers 1..512, joined by '-')")
+    if len(parts) > MAX_CONVS:
+        raise ConfigError(f"--arch {text!r} has {len(parts)} convs, but a 28x28 image shrinks to "
+                          f"nothing after {MAX_CONVS} (13x13 after the pool, -2 per conv); give "
+                          f"at most {MAX_CONVS} widths")
     return tuple(int(p) for p in parts)
 
 

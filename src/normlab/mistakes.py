@@ -22,7 +22,8 @@ GRID_ROWS, GRID_COLS = 2, 5
 
 def check_mode(mode: str) -> str:
     """``mode`` if it is one of MODES, else a ConfigError naming the valid ones."""
-    check_mode(mode)
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
     return mode
 
 

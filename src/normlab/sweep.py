@@ -324,7 +324,7 @@ def sweep_rows(spec: SweepSpec, outcomes: list[PointOutcome]) -> list[dict]:
                 rows.append({**{p.name: o.values[p.name] for p in spec.params},
                              "variant": v.name, "spec": written.strip().lower(), "norm": v.norm,
                              "seed": seed, "status": st, **_run_numbers(epochs),
-                             "message": error if st == "failed" else ""})
+                             "message": error})   # a failed point's error on all its rows
     return rows
 
 
