@@ -11,7 +11,9 @@
     ``Config()`` (all torch threads) on the first N training images for E epochs, with a
     500-image test split; timed by the per-epoch ``seconds`` its ``on_epoch`` callback reports,
     for the epochs after the first. Those seconds include evaluating the 500 test images.
-(c) ``normlab-study``: the default study (gn, ln, bn+l1) the way ``normlab study`` trains it:
+(c) ``normlab-study``: the default study (gn, ln, bn+l1) the way ``normlab study`` trains it
+    (and ``study-0.1.0``: the same with normlab 0.1.0's default model and recipe, reproduced
+    through ModelConfig, for the speed-up of this release in one run):
     runs grouped and spread over worker threads (on a CPU: one worker per core, one torch thread
     each, epochs scheduled to the run furthest behind), on all 60,000 training images and the full
     10,000-image test split, for S epochs. Its images/s is (runs x epochs x 60,000) / wall time, so
@@ -29,6 +31,7 @@ Every number is the MEDIAN over the timed windows. Nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -46,7 +49,7 @@ from PIL import Image
 
 from normlab import data as nl_data
 from normlab.batches import DeviceSplit
-from normlab.config import Config
+from normlab.config import Config, ModelConfig
 from normlab.errors import ConfigError, DataError
 from normlab.model import count_params
 from normlab import study as nl_study
@@ -212,16 +215,33 @@ def _timed_study(cfg: Config, device: torch.device, **plan_overrides):
     return plan, results, time.perf_counter() - t0, len(data.train), len(data.test)
 
 
-def bench_study(base: Config, device: torch.device, epochs: int) -> tuple[dict, list[float]]:
-    """The default study's runs trained by normlab's study scheduler, timed as a whole."""
+@dataclasses.dataclass(frozen=True)
+class Release010(Config):
+    """normlab 0.1.0's default study, reproduced through ModelConfig: its model (8,522
+    parameters, ReLU before the max pool) and its recipe (batch 128, no label smoothing)."""
+
+    def model_config(self, norm: str) -> ModelConfig:
+        return dataclasses.replace(super().model_config(norm), relu_before_pool=True)
+
+
+RELEASE_010 = {"arch": "8-16-16-16-16", "batch_size": 128, "label_smoothing": 0.0}
+
+
+def bench_study(base: Config, device: torch.device, epochs: int,
+                release_010: bool = False) -> tuple[dict, list[float]]:
+    """The default study's runs trained by normlab's study scheduler, timed as a whole (with
+    ``release_010``: normlab 0.1.0's default model and recipe instead of today's)."""
     cfg = Config(epochs=epochs, data_dir=base.data_dir)   # default variants, all images
+    if release_010:
+        cfg = Release010(epochs=epochs, data_dir=base.data_dir, **RELEASE_010)
     plan, results, wall, n, n_test = _timed_study(cfg, device)
     epoch_seconds = [row["seconds"] for r in results for row in r.epochs]
     model = build_model(cfg, cfg.parsed_variants()[0], 0)
     info = {"params": count_params(model), "flops_per_image_fwd": forward_flops(model),
             "images_per_s": plan.runs * epochs * n / wall, "train_images": n,
             "test_images": n_test, "epochs": epochs, "runs": plan.runs,
-            "variants": list(cfg.variants), "group_size": len(plan.groups[0]),
+            "variants": list(cfg.variants), "arch": cfg.arch, "batch_size": cfg.batch_size,
+            "group_size": len(plan.groups[0]),
             "workers": plan.workers, "threads_per_worker": plan.threads,
             "wall_seconds": round(wall, 2),
             "final_test_acc": {r.variant.name: r.epochs[-1]["test_acc"]
@@ -379,13 +399,19 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(rec), flush=True)
             del study
         if study_epochs > 0:
-            print(f"# normlab study: default variants, {study_epochs} epoch(s) on all training "
-                  "images", file=sys.stderr)
-            info, times = bench_study(base, device, study_epochs)
-            info["device"] = str(device)
-            rec = record("normlab-study", info, times, ref_epoch_s)
-            records.append(rec)
-            print(json.dumps(rec), flush=True)
+            old_epoch_s = None
+            for name, release_010 in (("study-0.1.0", True), ("normlab-study", False)):
+                print(f"# {name}: default variants, {study_epochs} epoch(s) on all training "
+                      "images", file=sys.stderr)
+                info, times = bench_study(base, device, study_epochs, release_010)
+                info["device"] = str(device)
+                rec = record(name, info, times, ref_epoch_s)
+                if old_epoch_s is None:
+                    old_epoch_s = rec["epoch_seconds"]
+                else:   # per model-epoch, against 0.1.0's default study in this same run
+                    rec["ratio_vs_0.1.0"] = round(old_epoch_s / rec["epoch_seconds"], 3)
+                records.append(rec)
+                print(json.dumps(rec), flush=True)
         for batch in [int(b) for b in args.grouping_batches.split(",") if b.strip()]:
             for size in (1, 3):
                 print(f"# grouping: batch {batch}, {size} run(s) per group", file=sys.stderr)

@@ -321,9 +321,9 @@ def test_l1_penalty_gradient_is_sign() -> None:
 from normlab.model import MultiNet  # noqa: E402
 
 
-def _nets(norms: list[str], seed: int = 0) -> list[Net]:
+def _nets(norms: list[str], seed: int = 0, stem: str = "pool") -> list[Net]:
     torch.manual_seed(seed)
-    nets = [Net(ModelConfig(norm=n)) for n in norms]
+    nets = [Net(ModelConfig(norm=n, stem=stem)) for n in norms]
     g = _gen(seed + 1)
     for net in nets:  # random gammas/betas, so that a mixed-up member would show
         for m in net.modules():
@@ -333,9 +333,10 @@ def _nets(norms: list[str], seed: int = 0) -> list[Net]:
 
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
-@pytest.mark.parametrize("norms", [["gn", "ln", "bn"], ["bn", "bn", "gn", "none", "in", "gn"],
-                                   ["ln"]])
-def test_multinet_members_compute_what_each_net_computes(norms, fmt) -> None:
+@pytest.mark.parametrize("norms, stem", [(["gn", "ln", "bn"], "pool"),
+                                         (["bn", "bn", "gn", "none", "in", "gn"], "pool"),
+                                         (["ln"], "pool"), (["gn", "bn", "ln"], "stride")])
+def test_multinet_members_compute_what_each_net_computes(norms, stem, fmt) -> None:
     """In training mode, member m of a MultiNet (its images in channel block m) gives the logits,
     parameter gradients and BatchNorm running statistics of Net m run alone, whatever mix of
     norms sits side by side and in either memory format. The reference is Net m in float64; the
@@ -343,7 +344,7 @@ def test_multinet_members_compute_what_each_net_computes(norms, fmt) -> None:
     scale, as BatchNorm's backward sums over B*H*W elements)."""
     import copy
 
-    nets = _nets(norms)
+    nets = _nets(norms, stem=stem)
     multi = MultiNet(copy.deepcopy(nets)).to(memory_format=fmt)
     x = torch.randn(16, len(nets), 28, 28, generator=_gen(3)).contiguous(memory_format=fmt)
     out = multi(x)                                                   # (B, M, classes)
@@ -406,3 +407,32 @@ def test_multinet_penalized_parameters_match_nets() -> None:
     sums = sum(p.detach().abs().reshape(m, -1).sum(dim=1) for p in multi.penalized_parameters())
     for i, net in enumerate(nets):
         torch.testing.assert_close(sums[i], l1_penalty(net).detach(), rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["bn", "gn", "ln"])
+def test_pool_before_relu_computes_the_same_as_relu_before_pool(norm: str) -> None:
+    """The max pool now comes before the ReLU in the first block (a quarter of the elements for
+    the ReLU); 0.1.0's order (relu_before_pool) gives the same logits and the same gradients,
+    since ReLU is monotonic and both pass the gradient to the same maximum."""
+    torch.manual_seed(0)
+    new = Net(ModelConfig(norm=norm))
+    old = Net(ModelConfig(norm=norm, relu_before_pool=True))
+    old.load_state_dict(new.state_dict())
+    x = torch.randn(8, 1, 28, 28, generator=_gen(5))
+    a, b = new(x), old(x)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    a.square().sum().backward()
+    b.square().sum().backward()
+    for (name, p), q in zip(new.named_parameters(), old.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_stride_stem_has_the_pool_stems_parameters_and_shape() -> None:
+    """The stride-2 stem ("8s-..." in --arch) replaces conv + max pool by a stride-2 conv: the
+    same parameters, the same (B, C, 13, 13) map after the stem, no MaxPool2d left."""
+    pool, stride = Net(ModelConfig(norm="gn")), Net(ModelConfig(norm="gn", stem="stride"))
+    assert count_params(pool) == count_params(stride)
+    x = torch.zeros(2, 1, 28, 28)
+    assert pool.stem(x).shape == stride.stem(x).shape == (2, 8, 13, 13)
+    assert not any(isinstance(m, nn.MaxPool2d) for m in stride.modules())
+    assert stride.stem[0].conv.stride == (2, 2)

@@ -286,7 +286,11 @@ def test_parse_arch() -> None:
     assert parse_arch("4-8-12") == (4, 8, 12)
     assert parse_arch(DEFAULT_ARCH) == ModelConfig().widths
     assert parse_arch("512-1") == (512, 1)
-    for bad in ("8-x", "8", "", "0-16", "8-16-", " 8-16", "8-1e2", None):
+    assert parse_arch("8s-16-16") == (8, 16, 16)   # 's': a stride-2 first conv, no pool
+    from normlab.config import arch_stem
+    assert (arch_stem("8s-16"), arch_stem("8-16")) == ("stride", "pool")
+    assert Config(arch="8s-16-16").model_config("gn").stem == "stride"
+    for bad in ("8-x", "8", "", "0-16", "8-16-", " 8-16", "8-1e2", "8-16s", "s-16", None):
         with pytest.raises(ConfigError, match="--arch"):
             parse_arch(bad)
 

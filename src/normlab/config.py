@@ -41,6 +41,9 @@ class ModelConfig:
     # Output channels of the 3x3 convolutions.
     widths: tuple[int, ...] = (8, 16, 16, 16, 16)
     full_res: int = 1     # how many of the convs run at full resolution, before the max pool
+    stem: str = "pool"    # the last full-resolution conv halves the map: "pool" (a 2x2 max pool
+                          # after it) or "stride" (it has stride 2)
+    relu_before_pool: bool = False   # 0.1.0's order of ReLU and pool: same values, slower
     transition: int = 0   # >0: a 1x1 conv after the pool narrows the features to this many channels
     # conv -> ReLU -> norm. With the norm before the ReLU, LayerNorm (one mean for all channels)
     # can push a whole channel below zero, and the ReLU then kills it for every image.
@@ -60,17 +63,26 @@ class ModelConfig:
 
 def parse_arch(text: str) -> tuple[int, ...]:
     """``"8-16-16-16-16"`` -> the widths of the model's 3x3 convs (the first runs at full
-    resolution before the max pool). ConfigError with the fix on bad input."""
+    resolution, then a 2x2 max pool; ``"8s-16-..."``: the first has stride 2 instead, see
+    :func:`arch_stem`). ConfigError with the fix on bad input."""
     parts = text.split("-") if isinstance(text, str) else []
+    if parts and parts[0].endswith("s"):
+        parts[0] = parts[0][:-1]
     if len(parts) < 2 or not all(re.fullmatch(r"[0-9]{1,3}", p) and 1 <= int(p) <= 512
                                  for p in parts):
         raise ConfigError(f"--arch {text!r} is not a list of conv widths; write e.g. "
-                          f"{DEFAULT_ARCH} (two or more whole numbers 1..512, joined by '-')")
+                          f"{DEFAULT_ARCH} (two or more whole numbers 1..512, joined by '-'; "
+                          "an 's' after the first: a stride-2 first conv instead of the pool)")
     if len(parts) > MAX_CONVS:
         raise ConfigError(f"--arch {text!r} has {len(parts)} convs, but a 28x28 image shrinks to "
                           f"nothing after {MAX_CONVS} (13x13 after the pool, -2 per conv); give "
                           f"at most {MAX_CONVS} widths")
     return tuple(int(p) for p in parts)
+
+
+def arch_stem(text: str) -> str:
+    """How an --arch halves the map after its first conv: "stride" for "8s-...", else "pool"."""
+    return "stride" if text.split("-")[0].endswith("s") else "pool"
 
 
 @dataclass(frozen=True)
@@ -267,7 +279,8 @@ class Config:
 
     def model_config(self, norm: str) -> ModelConfig:
         """The network a run of ``norm`` trains (train.build_model builds it)."""
-        return ModelConfig(norm=norm, groups=self.groups, widths=parse_arch(self.arch))
+        return ModelConfig(norm=norm, groups=self.groups, widths=parse_arch(self.arch),
+                           stem=arch_stem(self.arch))
 
     def parsed_variants(self) -> tuple[Variant, ...]:
         return parse_variants(list(self.variants), self.l1_default, self.l2_default)

@@ -38,22 +38,29 @@ class ConvNormAct(nn.Module):
     """
 
     def __init__(self, cin: int, cout: int, k: int, cfg: ModelConfig, name: str,
-                 pool: bool = False):
+                 pool: bool = False, stride: int = 1):
         super().__init__()
         # A norm right after the conv subtracts the mean, which makes a conv bias redundant.
         bias = cfg.act_first or not norms.get(cfg.norm).has_stats
-        self.conv = nn.Conv2d(cin, cout, k, bias=bias)
+        self.conv = nn.Conv2d(cin, cout, k, stride=stride, bias=bias)
         self.norm = make_norm(cfg.norm, cout, cfg.groups, layer=name)
         self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
         self.act_first = cfg.act_first
+        self.relu_before_pool = cfg.relu_before_pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        if self.act_first:
-            # max pool before ReLU: the same values (ReLU is monotonic), and ReLU then touches
-            # a quarter of the elements (measured 20% faster for this block on a CPU)
-            return self.norm(F.relu(self.pool(x), inplace=True))
-        return self.pool(F.relu(self.norm(x), inplace=True))
+        return conv_norm_act(self.conv(x), self)
+
+
+def conv_norm_act(x: torch.Tensor, block) -> torch.Tensor:
+    """What follows a block's conv (of a Net or a MultiNet): ReLU, max pool and norm."""
+    if not block.act_first:
+        return block.pool(F.relu(block.norm(x), inplace=True))
+    if block.relu_before_pool:   # normlab 0.1.0's order: the same values, more work
+        return block.norm(block.pool(F.relu(x, inplace=True)))
+    # Max pool before ReLU gives the same values (ReLU is monotonic), and ReLU then touches a
+    # quarter of the elements (measured 20% faster for this block on a CPU).
+    return block.norm(F.relu(block.pool(x), inplace=True))
 
 
 class Net(nn.Module):
@@ -76,8 +83,10 @@ class Net(nn.Module):
         self.cfg = cfg
         w, f = cfg.widths, cfg.full_res
         stem, cin = [], cfg.in_channels
-        for i, cout in enumerate(w[:f], start=1):     # the last one pools: (B, w[f-1], 13, 13)
-            stem.append(ConvNormAct(cin, cout, 3, cfg, f"conv{i}", pool=i == f))
+        for i, cout in enumerate(w[:f], start=1):     # the last one halves: (B, w[f-1], 13, 13)
+            last = i == f
+            stem.append(ConvNormAct(cin, cout, 3, cfg, f"conv{i}", pool=last and cfg.stem == "pool",
+                                    stride=2 if last and cfg.stem == "stride" else 1))
             cin = cout
         self.stem = nn.Sequential(*stem)
         if cfg.transition:
@@ -215,15 +224,13 @@ class _MultiConvNormAct(nn.Module):
                      if c0.bias is not None else None)
         self.norm = _MultiNorm([b.norm for b in blocks], norm_names, c0.out_channels)
         self.pool = blocks[0].pool
+        self.stride = c0.stride
         self.act_first = blocks[0].act_first
+        self.relu_before_pool = blocks[0].relu_before_pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:   # (B, M*Cin, H, W)
-        x = F.conv2d(x, self.weight, self.bias, groups=self.groups)
-        if self.act_first:
-            # max pool before ReLU: the same values (ReLU is monotonic), and ReLU then touches
-            # a quarter of the elements (measured 20% faster for this block on a CPU)
-            return self.norm(F.relu(self.pool(x), inplace=True))
-        return self.pool(F.relu(self.norm(x), inplace=True))
+        x = F.conv2d(x, self.weight, self.bias, stride=self.stride, groups=self.groups)
+        return conv_norm_act(x, self)
 
 
 class MultiNet(nn.Module):
