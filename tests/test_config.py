@@ -231,10 +231,18 @@ def test_groups_must_divide_channels(groups: int) -> None:
     assert "[1, 2, 4, 8]" in msg
 
 
-@pytest.mark.parametrize("groups", [1, 2, 4, 8])
+@pytest.mark.parametrize("groups", [1, 2, 4])
 def test_groups_dividing_channels_accepted(groups: int) -> None:
-    """Group counts dividing 8 and 16 are accepted for gn."""
+    """Group counts dividing every width of the default model (8, 16 and 12) are accepted."""
     assert Config(variants=("gn",), groups=groups).groups == groups
+
+
+def test_groups_must_divide_every_layer() -> None:
+    """8 groups divide the first convs (8 and 16 channels) but not the last (12): the error names
+    that layer and the counts it takes."""
+    with pytest.raises(ConfigError, match=r"^conv5: GroupNorm with 8 groups does not divide its "
+                                          r"12 channels; use --groups with one of \[1, 2, 3, 4, 6, 12\]"):
+        Config(variants=("gn",), groups=8)
 
 
 def test_config_variants_from_comma_string() -> None:
@@ -334,7 +342,7 @@ def test_model_config_is_one_class() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "layers"),
     [
-        ({}, [("conv1", 8), ("conv2", 16), ("conv3", 16), ("conv4", 16), ("conv5", 16)]),
+        ({}, [("conv1", 8), ("conv2", 16), ("conv3", 16), ("conv4", 16), ("conv5", 12)]),
         ({"full_res": 2, "transition": 4, "widths": (8, 12, 16)},
          [("conv1", 8), ("conv2", 12), ("trans", 4), ("conv3", 16)]),
     ],

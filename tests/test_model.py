@@ -71,7 +71,8 @@ def _expected_params(cfg: ModelConfig) -> int:
 @pytest.mark.parametrize("norm", list(NORMS))
 def test_output_shape_and_param_count(norm: str) -> None:
     """Every norm gives (B, 10) finite logits in train and eval mode, with the hand-derived
-    parameter count, which stays under 9000 (8,522 with a norm, 8,378 without)."""
+    parameter count; the default model stays within the brief's budget of 8,000 parameters,
+    and every normalized variant has exactly as many as BatchNorm's."""
     torch.manual_seed(0)
     model = Net(norm=norm)
     x = torch.rand(5, 1, 28, 28, generator=_gen(1))
@@ -84,7 +85,9 @@ def test_output_shape_and_param_count(norm: str) -> None:
     n = count_params(model)
     assert n == _expected_params(model.cfg)
     assert n == sum(p.numel() for p in model.parameters())  # all parameters are trainable
-    assert n == (8378 if norm == "none" else 8522)
+    assert n <= 8000
+    if NORMS[norm].has_stats:
+        assert n == count_params(Net(norm="bn"))
 
 
 def test_param_count_equal_for_bn_gn_ln() -> None:
@@ -182,9 +185,9 @@ def test_model_config_norm_layers_match_the_net(widths, full_res, transition) ->
         assert str(from_net.value) == str(by_arithmetic.value)
 
 
-@pytest.mark.parametrize("groups", [1, 2, 4, 8])
+@pytest.mark.parametrize("groups", [1, 2, 4])
 def test_group_counts_dividing_all_widths_are_accepted(groups: int) -> None:
-    """Every group count dividing both 8 and 16 builds a working gn model."""
+    """Every group count dividing all widths (8, 16, 12) builds a working gn model."""
     model = Net(norm="gn", groups=groups)
     norms = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
     assert len(norms) == 5 and all(m.num_groups == groups for m in norms)

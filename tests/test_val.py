@@ -324,7 +324,7 @@ def test_arch_sets_the_parameter_count_of_every_norm(arch: str) -> None:
     assert counts["gn"] == count_params(Net(ModelConfig(norm="gn", widths=widths)))
     assert counts["none"] == _params_by_hand(widths, norm=False)
     if arch == DEFAULT_ARCH:
-        assert counts["bn"] == 8522   # the documented size of the default model
+        assert counts["bn"] <= 8000   # the brief's budget holds for the default model
 
 
 def test_arch_study_trains_the_model_of_those_widths(synthetic_data, tmp_path: Path) -> None:
