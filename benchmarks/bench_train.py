@@ -211,7 +211,7 @@ def _timed_study(cfg: Config, device: torch.device, **plan_overrides):
     data = nl_study.load_data(cfg, device)
     plan = nl_study.make_plan(cfg, device, **plan_overrides)
     t0 = time.perf_counter()
-    results = nl_study.train(plan, data, progress=False, log=lambda _: None)
+    results = nl_study.train(plan, data, progress=False)
     return plan, results, time.perf_counter() - t0, len(data.train), len(data.test)
 
 

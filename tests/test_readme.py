@@ -28,6 +28,8 @@ BENCHMARK = ROOT / "benchmarks" / "results-cpu.jsonl"
 # come from
 SECTIONS = {
     "## Results on MNIST": [ROOT / "results" / "mnist"],
+    "## Model selection": [ROOT / "results" / "model-selection" / name
+                           for name in ("arch", "recipe", "stem")],
     "## Sweeps": [ROOT / "results" / "sweep-batch-size", ROOT / "results" / "sweep-l1"],
     "## Speed": [BENCHMARK, ROOT / "benchmarks" / "results-grouping-cpu.jsonl",
                  ROOT / "results" / "mnist-default"],
