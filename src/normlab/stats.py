@@ -22,7 +22,8 @@ import warnings
 from typing import Sequence
 
 from scipy.stats import t as _t
-from scipy.stats import ttest_1samp, ttest_ind
+from scipy.optimize import brentq
+from scipy.stats import binomtest, nct, ttest_1samp, ttest_ind, ttest_rel
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,4 +171,79 @@ def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
     return out
 
 
-__all__ = ["MeanCI", "describe", "mean_ci", "t_cdf", "t_ppf", "t_sf", "t_sf2", "welch"]
+# ----------------------------------------------------------------------------------------------
+# Paired comparisons: runs with the same seed share data order and augmentation
+
+
+def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
+    """The paired t-test of ``a[i] - b[i]`` (``scipy.stats.ttest_rel``): runs with the same seed
+    paired across two variants. Returns ``dict(diff, ci_lo, ci_hi, t, df, p, sd, n)``: the mean
+    difference, its confidence interval at ``level``, and the sample sd of the differences.
+    Fewer than two pairs: no inference (None). Differences all equal: the difference is exact."""
+    _check_level(level)
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired needs two equally long, non-empty lists, got {len(a)} and {len(b)}")
+    d = [float(x) - float(y) for x, y in zip(a, b)]
+    n = len(d)
+    diff = math.fsum(d) / n
+    out = {"diff": diff, "ci_lo": None, "ci_hi": None, "t": None, "df": None, "p": None,
+           "sd": None, "n": n}
+    if n < 2:
+        return out
+    sd = statistics.stdev(d)
+    if sd == 0.0:
+        out.update(ci_lo=diff, ci_hi=diff, sd=0.0, df=float(n - 1),
+                   t=0.0 if diff == 0 else math.copysign(math.inf, diff),
+                   p=1.0 if diff == 0 else 0.0)
+        return out
+    res = ttest_rel([float(x) for x in a], [float(y) for y in b])
+    ci = res.confidence_interval(level)
+    out.update(ci_lo=float(ci.low), ci_hi=float(ci.high), t=float(res.statistic),
+               df=float(res.df), p=float(res.pvalue), sd=sd)
+    return out
+
+
+def min_detectable(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """The smallest true mean difference that a two-sided paired t-test at ``alpha`` on ``n``
+    pairs with differences of spread ``sd`` detects with probability ``power``: the exact
+    noncentral-t answer (``scipy.stats.nct``), solved for the effect with ``scipy.optimize``.
+    None with fewer than two pairs; 0 when ``sd`` is 0 (any difference is seen)."""
+    if n < 2:
+        return None
+    if sd == 0:
+        return 0.0
+    df = n - 1
+    crit = float(_t.ppf(1 - alpha / 2, df))
+
+    def shortfall(effect: float) -> float:
+        ncp = effect * math.sqrt(n) / sd
+        return float(nct.sf(crit, df, ncp) + nct.cdf(-crit, df, ncp)) - power
+
+    hi = sd
+    while shortfall(hi) < 0:
+        hi *= 2
+    return float(brentq(shortfall, 0.0, hi, xtol=1e-12 * max(1.0, hi)))
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Exact two-sided McNemar test on ``b`` images only the first model got right and ``c``
+    only the second got right (``scipy.stats.binomtest(b, b + c, 0.5)``); 1.0 when b + c = 0."""
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {b} and {c}")
+    return 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of ``pvalues`` (family-wise error control), in the order
+    given. Hand-written: SciPy offers only false-discovery-rate control
+    (``false_discovery_control``), and Holm is four lines."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    adjusted, running = [0.0] * len(pvalues), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - rank) * float(pvalues[i])))
+        adjusted[i] = running
+    return adjusted
+
+
+__all__ = ["MeanCI", "describe", "holm", "mcnemar_exact", "mean_ci", "min_detectable", "paired",
+           "t_cdf", "t_ppf", "t_sf", "t_sf2", "welch"]
