@@ -20,7 +20,7 @@ import torch.nn as nn
 from normlab import axes_figure, explain, norms
 from normlab.config import Config, Variant, parse_variant
 from normlab.errors import ConfigError
-from normlab.model import ModelConfig, MultiNet, Net, count_params
+from normlab.model import MultiNet, Net, count_params
 from normlab.norms import NORMS, NormSpec
 
 EPS = 1e-5

@@ -15,7 +15,7 @@ from pathlib import Path
 from normlab import norms
 from normlab.errors import ConfigError, DataError, RunFolderError
 from normlab.findings import findings, signed_points
-from normlab.runfolder import REBUILD, RunData, RunFolder, is_number, load_run
+from normlab.runfolder import REBUILD, RunData, is_number, load_run
 from normlab.table import results_table
 
 
@@ -147,11 +147,11 @@ def build_report(run: RunData, figures: list[Path], notes: list[str] = ()) -> st
     out = [f"# {run.dataset_title}: {names}", ""]
     out += ["## What ran", ""] + _what_ran(run) + [""]
     out += ["## Results", "",
-            f"Mean ± sample standard deviation over the N seeds that finished; *95% CI*: the "
-            f"t-based confidence interval of the mean final test accuracy. *Epoch of best*: the "
-            f"epoch where the mean test-accuracy curve is highest. *Train − test gap*: training "
-            f"accuracy minus test accuracy at the final epoch, mean over seeds, in percentage "
-            f"points.", "", _table(run, results), ""]
+            "Mean ± sample standard deviation over the N seeds that finished; *95% CI*: the "
+            "t-based confidence interval of the mean final test accuracy. *Epoch of best*: the "
+            "epoch where the mean test-accuracy curve is highest. *Train − test gap*: training "
+            "accuracy minus test accuracy at the final epoch, mean over seeds, in percentage "
+            "points.", "", _table(run, results), ""]
     gaps = {r.name: r.final_gap for r in results}
     out += ["## Findings", ""]
     out += [f"- {s}" for s in findings(run.summary, gaps, augment=bool(run.config.get("augment")))]
