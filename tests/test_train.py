@@ -463,3 +463,48 @@ def test_no_augmentation_draws_nothing_in_a_group(seeded) -> None:
     alone = train_run(cfg, v, 1, train, test, mean, std, progress=False)
     for a, b in zip(together[1].epochs, alone.epochs):
         torch.testing.assert_close(a["train_loss"], b["train_loss"], rtol=1e-4, atol=0)
+
+
+def test_runs_with_the_same_seed_see_the_same_batches_whatever_the_variant(splits,
+                                                                          monkeypatch) -> None:
+    """Runs are paired by seed across variants: with the same seed, bn, gn, ln and bn+l1 draw
+    the same permutation of the training images every epoch and the same augmentation
+    transforms for every batch (the generator is seeded by the seed alone and every variant
+    draws from it alike); another seed draws others. This is what makes paired comparisons of
+    variants (same seed, different norm) valid."""
+    import normlab.train as train_mod
+    from normlab.study import train_group
+
+    train, test, mean, std = splits
+    cfg = Config(variants=("bn", "gn", "ln", "bn+l1"), epochs=2, batch_size=64)
+    seen: dict[tuple[str, int], list[torch.Tensor]] = {}
+    real_randperm, real_transforms = torch.randperm, train_mod.random_transforms
+    current: list[tuple[str, int]] = []
+
+    def randperm(n, generator=None, **kw):
+        out = real_randperm(n, generator=generator, **kw)
+        seen.setdefault(current[0], []).append(out.clone())
+        return out
+
+    def transforms(b, generator, like):
+        out = real_transforms(b, generator, like)
+        seen.setdefault(current[0], []).append(out.clone())
+        return out
+
+    import normlab.batches as batches_mod
+
+    monkeypatch.setattr(train_mod.torch, "randperm", randperm)
+    monkeypatch.setattr(train_mod, "random_transforms", transforms)       # groups of runs
+    monkeypatch.setattr(batches_mod, "random_transforms", transforms)     # a run alone
+    for v in cfg.parsed_variants():
+        for seed in (3, 4):
+            current[:] = [(v.norm + ("+l1" if v.l1 else ""), seed)]
+            train_group(cfg, [(v, seed)], train, test, mean, std)
+    for seed in (3, 4):
+        draws = [seen[(name, seed)] for name in ("bn", "gn", "ln", "bn+l1")]
+        assert len(draws[0]) > 2
+        for other in draws[1:]:
+            assert len(other) == len(draws[0])
+            for x, y in zip(draws[0], other):
+                torch.testing.assert_close(x, y, rtol=0, atol=0)
+    assert not all(torch.equal(x, y) for x, y in zip(seen[("gn", 3)], seen[("gn", 4)]))
