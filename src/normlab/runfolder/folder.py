@@ -113,23 +113,41 @@ def summarize(variants: tuple[Variant, ...], results: list[RunResult]) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# The run folder
+# What a run folder and a sweep folder share
 
 
-class RunFolder:
-    """Paths, writers and readers of one run folder."""
+class _Results:
+    """A results folder: its report.md, figures/ and weights.csv (scripts/l1_weights.py)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.report = self.path / "report.md"
+        self.figures = self.path / "figures"
+        self.weights = self.path / "weights.csv"
+
+    def write_report(self, text: str) -> Path:
+        atomic_write_text(self.report, text)
+        return self.report
+
+    def write_weights(self, rows: list[tuple]) -> None:
+        write_csv(self.weights, WEIGHT_COLUMNS, rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# The run folder
+
+
+class RunFolder(_Results):
+    """Paths, writers and readers of one run folder."""
+
+    def __init__(self, path: str | Path):
+        super().__init__(path)
         self.config = self.path / "config.json"
         self.env = self.path / "env.json"
         self.metrics = self.path / "metrics.csv"
         self.timing_csv = self.path / "timing.csv"
         self.timing_json = self.path / "timing.json"
         self.summary = self.path / "summary.json"
-        self.report = self.path / "report.md"
-        self.figures = self.path / "figures"
-        self.weights = self.path / "weights.csv"   # scripts/l1_weights.py
         self.lock_file = self.path / ".normlab.lock"
 
     def __repr__(self) -> str:
@@ -289,13 +307,6 @@ class RunFolder:
     def write_timing(self, timing: dict) -> None:
         write_json(self.timing_json, timing)
 
-    def write_report(self, text: str) -> Path:
-        atomic_write_text(self.report, text)
-        return self.report
-
-    def write_weights(self, rows: list[tuple]) -> None:
-        write_csv(self.weights, WEIGHT_COLUMNS, rows)
-
     # -- readers ------------------------------------------------------------------------------
     def read_saved_config(self) -> dict:
         """config.json, whole ('resolved' included), checked to come from this normlab version."""
@@ -351,16 +362,13 @@ class RunFolder:
 # The sweep folder
 
 
-class SweepFolder:
+class SweepFolder(_Results):
     """Paths, writers and readers of a sweep folder."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        super().__init__(path)
         self.record = self.path / "sweep.json"
         self.table = self.path / "sweep.csv"
-        self.report = self.path / "report.md"
-        self.figures = self.path / "figures"
-        self.weights = self.path / "weights.csv"   # scripts/l1_weights.py
 
     @staticmethod
     def holds_sweep(path: str | Path) -> bool:
@@ -399,18 +407,11 @@ class SweepFolder:
         write_csv(self.table, header,
                   [tuple("" if r[c] is None else r[c] for c in header) for r in rows])
 
-    def write_weights(self, rows: list[tuple]) -> None:
-        write_csv(self.weights, WEIGHT_COLUMNS, rows)
-
     def read_table(self) -> list[dict]:
         """Rows of sweep.csv with numbers parsed (empty cells are None)."""
         with open(self.table, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         return [{k: _parse_cell(v) for k, v in r.items()} for r in rows]
-
-    def write_report(self, text: str) -> Path:
-        atomic_write_text(self.report, text)
-        return self.report
 
 
 def _parse_cell(v: str) -> Any:
