@@ -114,12 +114,13 @@ def findings(summary: dict, gaps: dict[str, float | None] | None = None,
             if known[worst] > 0:
                 if others and known[worst] - others[0] < GAP_MARGIN:
                     runner_up = next(n for n, g in known.items() if n != worst and g == others[0])
-                    text += (f" The largest gap, `{worst}`'s {signed_points(known[worst])}, is within "
-                             f"{GAP_MARGIN:g} points of `{runner_up}`'s {signed_points(others[0])}: by this "
-                             "measure no variant overfits clearly more than another.")
+                    text += (f" The largest gap, `{worst}`'s {signed_points(known[worst])}, is "
+                             f"within {GAP_MARGIN:g} points of `{runner_up}`'s "
+                             f"{signed_points(others[0])}: by this measure no variant overfits "
+                             "clearly more than another.")
                 elif others:
-                    text += (f" `{worst}` has the largest gap ({signed_points(known[worst])}), so by this "
-                             "measure it overfits the most of these variants.")
+                    text += (f" `{worst}` has the largest gap ({signed_points(known[worst])}), so "
+                             "by this measure it overfits the most of these variants.")
                 else:
                     text += (f" Its training accuracy is above its test accuracy by "
                              f"{signed_points(known[worst])} points.")
@@ -131,8 +132,6 @@ def findings(summary: dict, gaps: dict[str, float | None] | None = None,
                          "each epoch; test accuracy is measured on clean images after it.)")
             out.append(text)
     return out
-
-
 
 
 def sweep_findings(rows: list[dict], params: list[str], metric: str = "final_test_acc",

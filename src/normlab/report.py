@@ -21,17 +21,12 @@ from normlab.table import results_table
 
 @dataclass
 class VariantResult:
-    """One row of the report's table."""
+    """What the report computes for a variant beyond summary.json (whose numbers the results
+    table shows itself)."""
 
     name: str
     params: int | None
-    status: str
-    seeds: list[int]
     ok_seeds: list[int]
-    diverged_seeds: list[int]
-    final_acc: dict
-    best_acc: dict
-    final_loss: dict
     best_epoch: int | None      # argmax of the mean test-accuracy curve (earliest on ties)
     best_epoch_acc: float | None
     final_gap: float | None     # mean over finished seeds of train_acc - test_acc, last epoch
@@ -49,10 +44,7 @@ def variant_results(run: RunData) -> list[VariantResult]:
             if rows:
                 gaps.append(rows[-1]["train_acc"] - rows[-1]["test_acc"])
         out.append(VariantResult(
-            name=name, params=s.get("params"), status=s["status"], seeds=list(s["seeds"]),
-            ok_seeds=run.ok_seeds(name), diverged_seeds=list(s["diverged_seeds"]),
-            final_acc=s["final_test_acc"], best_acc=s["best_test_acc"],
-            final_loss=s["final_test_loss"], best_epoch=best_epoch,
+            name=name, params=s.get("params"), ok_seeds=run.ok_seeds(name), best_epoch=best_epoch,
             best_epoch_acc=curve.get(best_epoch) if best_epoch is not None else None,
             final_gap=statistics.fmean(gaps) if gaps else None,
         ))

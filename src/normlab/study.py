@@ -170,9 +170,8 @@ def check_same_config(folder: RunFolder, cfg: Config, saved: dict) -> None:
 
 
 def check_resumable(folder: RunFolder, plan: Plan, saved: dict) -> None:
-    """A training state continues only with the same config, on the kind of device and in the
-    groups it was made in (``saved``: the folder's config.json)."""
-    check_same_config(folder, plan.cfg, saved)
+    """A training state continues only on the kind of device and in the groups it was made in
+    (``saved``: the folder's config.json, already checked by :func:`check_same_config`)."""
     resolved = saved.get("resolved") if isinstance(saved.get("resolved"), dict) else {}
     saved_device, saved_size = resolved.get("device"), resolved.get("group_size")
     if isinstance(saved_device, str) and torch.device(saved_device).type != plan.device.type:

@@ -33,7 +33,6 @@ from normlab import __version__
 from normlab.config import DATASET_NAMES, PRECISIONS, Config, config_diff, parse_arch
 from normlab.errors import ConfigError, NormlabError, RunFolderError
 from normlab.runfolder import RunFolder, SweepFolder, load_run
-from normlab.store import ensure_writable
 
 # Settings that can be swept, with the Config field each one sets.
 ALIASES = {"l1": "l1_default", "l2": "l2_default"}
@@ -187,7 +186,7 @@ def prepare_sweep_out(out: Path, base: Config, spec: SweepSpec) -> bool:
     if diff:
         raise ConfigError(f"{str(out)!r} holds a different sweep ({'; '.join(diff)}); run the "
                           "same command to continue it, or choose a new --out")
-    ensure_writable(out)
+    folder.ensure_writable()
     return True
 
 

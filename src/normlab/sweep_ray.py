@@ -34,8 +34,12 @@ def train_one(cfg_dict: dict, variant_name: str, seed: int, threads: int) -> dic
     plan = dataclasses.replace(whole, groups=[[(variant, seed)]])   # this run alone
     data = study.load_data(cfg, plan.device)
     last: dict = {}   # the training state after the last epoch, as a local study keeps it
-    r = study.train(plan, data, progress=False,
-                    on_epoch=lambda k, t: last.update(state=t.state()))[0]
+
+    def keep_final_state(k: int, t) -> None:
+        if t.done:   # earlier states would be copied only to be replaced
+            last["state"] = t.state()
+
+    r = study.train(plan, data, progress=False, on_epoch=keep_final_state)[0]
     p = r.predictions
     return {"variant": r.variant.name, "seed": seed, "params": r.params, "status": r.status,
             "message": r.message, "epochs": r.epochs, "model": r.state_dict,

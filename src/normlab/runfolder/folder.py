@@ -132,6 +132,11 @@ class _Results:
     def write_weights(self, rows: list[tuple]) -> None:
         write_csv(self.weights, WEIGHT_COLUMNS, rows)
 
+    def ensure_writable(self):
+        """Create the folder if needed and prove it writable, before any long work starts."""
+        ensure_writable(self.path)
+        return self
+
 
 # ----------------------------------------------------------------------------------------------
 # The run folder
@@ -194,11 +199,6 @@ class RunFolder(_Results):
             with self.lock():   # refuses a folder another process is starting in
                 pass
         return self.ensure_writable()
-
-    def ensure_writable(self) -> "RunFolder":
-        """Create the folder if needed and prove it writable, before any long work starts."""
-        ensure_writable(self.path)
-        return self
 
     def remove_if_unused(self) -> None:
         """Remove the folder if nothing but the lock file is in it (a study that failed before
@@ -399,7 +399,7 @@ class SweepFolder(_Results):
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise ConfigError(f"output folder {str(out)!r} is not empty and holds no sweep; "
                               "choose a new --out so earlier results are kept")
-        ensure_writable(out)
+        self.ensure_writable()
         write_json(self.record, record)
 
     def write_table(self, params: tuple[str, ...], rows: list[dict]) -> None:
