@@ -14,6 +14,7 @@ Test modules get everything they share from here, never from each other:
 * ``offline_subprocess_env``, ``run_python``: an environment and a runner for ``python -c ...``
   subprocesses; ``synthetic_subprocess``: the one runner of ``python -m normlab ...`` processes
   (:class:`NormlabSubprocess`), in an environment of synthetic data and no network;
+* ``random_splits``: random in-memory train/test splits for the engine's tests;
 * ``real_mnist``: the real MNIST folder, or the test is skipped.
 
 Plain functions that need no pytest (IDX bytes, the synthetic spec, the subprocess environments)
@@ -142,6 +143,27 @@ def synthetic_data(request, tmp_path_factory) -> SyntheticData:
         mp.setitem(data.DATASETS, "mnist", spec)
         _go_offline(mp, tmp_path_factory.mktemp("xdg"))
         yield SyntheticData(folder, arrays["test_y"].tolist(), spec, arrays)
+
+
+@pytest.fixture(scope="session")
+def random_splits(seeded) -> Callable[..., tuple]:
+    """A factory: ``random_splits(seed, n_train=256, n_test=64) -> (train, test, mean, std)``:
+    random uint8 images and labels drawn from ``seeded(seed)``, as CPU DeviceSplits with the
+    training split's pixel mean and std (noise to train on when no dataset is needed)."""
+    from normlab.batches import split_stats, to_device_split
+
+    def make(seed: int, n_train: int = 256, n_test: int = 64) -> tuple:
+        g, cpu = seeded(seed), torch.device("cpu")
+        train = to_device_split(torch.randint(0, 256, (n_train, 28, 28), generator=g,
+                                              dtype=torch.uint8),
+                                torch.randint(0, 10, (n_train,), generator=g), cpu)
+        test = to_device_split(torch.randint(0, 256, (n_test, 28, 28), generator=g,
+                                             dtype=torch.uint8),
+                               torch.randint(0, 10, (n_test,), generator=g), cpu)
+        mean, std = split_stats(train)
+        return train, test, mean, std
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -69,14 +69,14 @@ RUNS = [(v, s) for v in VARIANTS for s in SEEDS]
 
 def test_study_exits_zero_and_writes_every_file(study_run) -> None:
     """The study exits 0 and its run folder holds config, env, metrics, timing, summary, report,
-    one predictions CSV and one final checkpoint per variant and seed, one training state per
+    diagnostics (table and figure), one predictions CSV and one final checkpoint per variant and seed, one training state per
     group of runs, the three curve figures, one misclassified grid per variant and the lock file
     (left in place), and nothing else (no temporary files)."""
     code, out = study_run
     assert code == 0
     f = RunFolder(out)
     expected = {f.config, f.env, f.metrics, f.summary, f.report, f.timing_csv, f.timing_json,
-                f.lock_file}
+                f.lock_file, f.diagnostics, f.diagnostics_figure()}
     expected |= {f.predictions(v, s) for v, s in RUNS} | {f.checkpoint(v, s) for v, s in RUNS}
     # one training state per group of runs (2 workers on a CPU at batch 128: a group is one run)
     expected |= {f.group_state(k) for k in range(len(RUNS))}
@@ -84,7 +84,7 @@ def test_study_exits_zero_and_writes_every_file(study_run) -> None:
     expected |= {f.misclassified_figure(v) for v in VARIANTS}
     found = {p for p in out.rglob("*") if p.is_file()}
     assert found == expected
-    assert len(expected) == 8 + 2 * len(RUNS) + len(RUNS) + len(CURVES) + len(VARIANTS)
+    assert len(expected) == 10 + 2 * len(RUNS) + len(RUNS) + len(CURVES) + len(VARIANTS)
 
 
 def test_config_json(study_run, synthetic_data) -> None:

@@ -89,10 +89,11 @@ def _check_every_file_parses(run_dir: Path) -> None:
 
 
 def _same_results(a: Path, b: Path) -> None:
-    """metrics.csv, summary.json and every run's predictions are byte-identical in the run folders
-    ``a`` and ``b``, and neither holds predictions of any other run."""
+    """metrics.csv, diagnostics.csv, summary.json and every run's predictions are byte-identical
+    in the run folders ``a`` and ``b``, and neither holds predictions of any other run."""
     fa, fb = RunFolder(a), RunFolder(b)
-    for pa, pb in ((fa.metrics, fb.metrics), (fa.summary, fb.summary)):
+    for pa, pb in ((fa.metrics, fb.metrics), (fa.diagnostics, fb.diagnostics),
+                   (fa.summary, fb.summary)):
         assert pa.read_bytes() == pb.read_bytes(), pa.name
     for f in (fa, fb):
         expected = sorted(f.predictions(v, s) for v, s in RUNS)

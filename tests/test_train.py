@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from normlab.batches import augment, batch_bounds, split_stats, to_device_split
+from normlab.batches import augment, batch_bounds
 from normlab.config import Config
 from normlab.device import select_device
 from normlab.errors import ConfigError
@@ -193,20 +193,10 @@ def test_augment_rotation_is_bounded(seeded) -> None:
 # train_run
 
 
-def _synthetic_splits(g: torch.Generator, n_train: int = 256, n_test: int = 64):
-    """(train, test, mean, std): random uint8 images and labels drawn from ``g``, on the CPU."""
-    train = to_device_split(torch.randint(0, 256, (n_train, 28, 28), generator=g, dtype=torch.uint8),
-                            torch.randint(0, 10, (n_train,), generator=g), CPU)
-    test = to_device_split(torch.randint(0, 256, (n_test, 28, 28), generator=g, dtype=torch.uint8),
-                           torch.randint(0, 10, (n_test,), generator=g), CPU)
-    mean, std = split_stats(train)
-    return train, test, mean, std
-
-
 @pytest.fixture(scope="module")
-def splits(seeded):
+def splits(random_splits):
     """Synthetic splits of 256 training and 64 test images (generator seed 0)."""
-    return _synthetic_splits(seeded(0))
+    return random_splits(0)
 
 
 @pytest.mark.parametrize("spec", ["bn", "gn+l1=1e-4+l2=1e-3"])
@@ -274,11 +264,11 @@ def test_train_run_epoch_callback(splits) -> None:
         (256, 64, 1, 0.5),    # 4 steps (warmup 2 steps)
     ],
 )
-def test_train_run_short_schedules(seeded, n: int, batch_size: int, epochs: int,
+def test_train_run_short_schedules(random_splits, n: int, batch_size: int, epochs: int,
                                    warmup: float) -> None:
     """Short runs train for every step count, including those where the warmup is exactly one
     step (e.g. `--epochs 1 --train-subset 512` with the defaults: 4 steps x 0.25 warmup)."""
-    train, test, mean, std = _synthetic_splits(seeded(0), n_train=n, n_test=32)
+    train, test, mean, std = random_splits(0, n_train=n, n_test=32)
     cfg = Config(epochs=epochs, batch_size=batch_size, warmup=warmup, variants=("gn",),
                  device="cpu")
     r = train_run(cfg, cfg.parsed_variants()[0], 0, train, test, mean, std, progress=False)
@@ -346,13 +336,13 @@ def test_one_epoch_on_10k_images_learns(real_mnist, norm: str) -> None:
 # Concurrent training: a group of runs as one network
 
 
-def test_group_training_matches_runs_one_after_another(seeded) -> None:
+def test_group_training_matches_runs_one_after_another(random_splits) -> None:
     """Training mixed variants and seeds concurrently (train_group: one MultiNet, per-member
     data order, augmentation, penalties) gives each run the metrics, predictions and weights it
     gets when trained alone with train_run, within floating-point tolerance."""
     from normlab.study import train_group
 
-    train, test, mean, std = _synthetic_splits(seeded(0), n_train=256, n_test=64)
+    train, test, mean, std = random_splits(0, n_train=256, n_test=64)
     cfg = Config(epochs=2, batch_size=64, lr=0.02, variants=("gn", "bn+l1=1e-3", "ln+l2=1e-3"),
                  device="cpu")
     runs = [(v, s) for v in cfg.parsed_variants() for s in (0, 1)]
@@ -371,14 +361,14 @@ def test_group_training_matches_runs_one_after_another(seeded) -> None:
             torch.testing.assert_close(got.state_dict[key], v, rtol=1e-3, atol=1e-4)
 
 
-def test_group_members_are_independent_of_their_neighbours(seeded) -> None:
+def test_group_members_are_independent_of_their_neighbours(random_splits) -> None:
     """A run's result does not depend on which other runs share its group: the same run next to
     different neighbours trains to the same weights (up to rounding), and a neighbour that
     diverges (lr 1e6 makes every member diverge, so here: a neighbour fed NaN weights) does not
     leak into it."""
     from normlab.train import GroupTrainer
 
-    train, test, mean, std = _synthetic_splits(seeded(0), n_train=128, n_test=32)
+    train, test, mean, std = random_splits(0, n_train=128, n_test=32)
     cfg = Config(epochs=1, batch_size=32, variants=("gn", "bn", "ln"), device="cpu")
     gn, bn, ln = cfg.parsed_variants()
     a = GroupTrainer(cfg, [(gn, 0), (bn, 0)], train, test, mean, std)
@@ -396,10 +386,10 @@ def test_group_members_are_independent_of_their_neighbours(seeded) -> None:
         torch.testing.assert_close(sa[key], sb[key], rtol=1e-4, atol=1e-6)
 
 
-def test_bf16_autocast_trains_close_to_fp32(seeded) -> None:
+def test_bf16_autocast_trains_close_to_fp32(random_splits) -> None:
     """precision='bf16' (autocast; float32 weights) trains the same run to nearly the same loss
     as fp32, and the result is deterministic for a seed; an unknown precision is refused."""
-    train, test, mean, std = _synthetic_splits(seeded(0), n_train=128, n_test=32)
+    train, test, mean, std = random_splits(0, n_train=128, n_test=32)
     base = Config(epochs=1, batch_size=32, variants=("gn",), device="cpu", augment=False)
     variant = base.parsed_variants()[0]
     fp32 = train_run(base.replace(precision="fp32"), variant, 0, train, test, mean, std,
@@ -415,10 +405,10 @@ def test_bf16_autocast_trains_close_to_fp32(seeded) -> None:
         Config(precision="fp16")
 
 
-def test_compiled_training_matches_eager(seeded) -> None:
+def test_compiled_training_matches_eager(random_splits) -> None:
     """compile=True (torch.compile of the training network) gives the eager metrics within
     floating-point tolerance."""
-    train, test, mean, std = _synthetic_splits(seeded(0), n_train=128, n_test=32)
+    train, test, mean, std = random_splits(0, n_train=128, n_test=32)
     cfg = Config(epochs=1, batch_size=64, variants=("bn",), device="cpu")
     variant = cfg.parsed_variants()[0]
     eager = train_run(cfg, variant, 0, train, test, mean, std, progress=False)
@@ -450,12 +440,12 @@ def test_augment_grid_equals_affine_grid(seeded) -> None:
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
-def test_no_augmentation_draws_nothing_in_a_group(seeded) -> None:
+def test_no_augmentation_draws_nothing_in_a_group(random_splits) -> None:
     """With --rotate 0 --translate 0 a group draws no augmentation numbers, exactly as a run alone
     does, so each member's data order in later epochs matches training alone."""
     from normlab.study import train_group
 
-    train, test, mean, std = _synthetic_splits(seeded(0), n_train=128, n_test=32)
+    train, test, mean, std = random_splits(0, n_train=128, n_test=32)
     cfg = Config(epochs=2, batch_size=32, rotate=0.0, translate=0.0, variants=("ln",),
                  device="cpu")
     v = cfg.parsed_variants()[0]

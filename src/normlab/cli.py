@@ -118,6 +118,11 @@ def _add_training_flags(p: argparse.ArgumentParser, D) -> None:
                         "and optimizer); auto: bf16 on CUDA, fp32 on CPU")
     p.add_argument("--compile", action="store_true", default=D(False),
                    help="torch.compile the training network (slower start, faster steps on a GPU)")
+    p.add_argument("--no-diagnostics", dest="diagnostics", action="store_false", default=D(True),
+                   help="do not record diagnostics.csv (per epoch and layer, on a fixed probe batch: "
+                        "activation mean/std around each norm, dead ReLU units, weight and "
+                        "gradient norms, BatchNorm's batch-vs-running statistics gap); recorded "
+                        "unless this flag is given, and never changes results")
     p.add_argument("--out", default=D(None),
                    help="run folder to create; default: runs/<dataset>-<timestamp>")
     p.add_argument("--resume", default=D(None), metavar="RUN_DIR",

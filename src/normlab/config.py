@@ -202,6 +202,9 @@ class Config:
     # Speed options that change numbers beyond rounding (documented in README "Speed").
     precision: str = "auto"           # fp32 or bf16 (autocast); auto: bf16 on CUDA, fp32 elsewhere
     compile: bool = False             # torch.compile the training network
+    # Per-epoch measurements on a fixed probe batch (normlab.diagnostics); they read the model
+    # without changing it, so they never change results.
+    diagnostics: bool = True
 
     def __post_init__(self) -> None:
         # Normalize lists given as a comma string.

@@ -164,6 +164,14 @@ class _MultiNorm(nn.Module):
             start = stop
         self.layers = nn.ModuleList(merged)
 
+    def member_layer(self, m: int) -> tuple[nn.Module, int]:
+        """The layer that normalizes member ``m``'s channels, and the offset of its block in
+        that layer's channels (for reading per-member statistics such as running means)."""
+        for layer, (first, count) in zip(self.layers, self.segments):
+            if first <= m < first + count:
+                return layer, (m - first) * self.channels
+        raise IndexError(f"member {m} out of range")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:   # (B, M*C, H, W)
         if len(self.layers) == 1:
             return self.layers[0](x)
@@ -285,6 +293,14 @@ class MultiNet(nn.Module):
                             f"{path}.norm.layers.{s}.{key}",
                             None if key == "num_batches_tracked" else own)
         return where
+
+    def blocks(self) -> list[tuple[str, nn.Module]]:
+        """(layer name as in ``ModelConfig.norm_layers``, block) of every conv + norm block, in
+        forward order. A block has ``weight`` (the stacked kernels, member m's rows
+        ``m*C:(m+1)*C``), ``norm`` (with ``channels`` and :meth:`_MultiNorm.member_layer`) and
+        ``act_first``."""
+        mods = [mod for mod in self.modules() if isinstance(mod, _MultiConvNormAct)]
+        return [(name, mod) for (name, _), mod in zip(self.cfgs[0].norm_layers(), mods)]
 
     def penalized_parameters(self) -> list[nn.Parameter]:
         """The stacked conv kernels and classifier matrices (see :func:`penalized_weights`)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from normlab import norms
 from normlab.errors import ConfigError, DataError, RunFolderError
 from normlab.findings import findings, signed_points
-from normlab.runfolder import REBUILD, RunData, is_number, load_run
+from normlab.runfolder import PROBE_SIZE, REBUILD, RunData, is_number, load_run
 from normlab.table import results_table
 
 
@@ -132,6 +132,14 @@ def _what_ran(run: RunData) -> list[str]:
     return [f"- {line}" for line in lines]
 
 
+DIAGNOSTICS_CAPTION = (
+    f"Measured after every epoch on the same {PROBE_SIZE} unaugmented training images "
+    "(diagnostics.csv): "
+    "dead ReLU units (zero for every probe image), the conv kernels' norm, the gradient-to-"
+    "weight norm ratio (times the learning rate: the relative size of a step) and, for "
+    "BatchNorm, how far a training batch's mean lies from the running mean used at test time.")
+
+
 def build_report(run: RunData, figures: list[Path], notes: list[str] = ()) -> str:
     """The text of report.md for ``run``, linking the figures given (paths in run/figures)."""
     results = variant_results(run)
@@ -164,6 +172,8 @@ def build_report(run: RunData, figures: list[Path], notes: list[str] = ()) -> st
          "Dashed: training accuracy; solid: test accuracy; same colour per variant."),
     )
     shown = [(f.figure(k), t, c) for k, t, c in curve_captions if f.figure(k) in rel]
+    if f.diagnostics_figure() in rel:
+        shown.append((f.diagnostics_figure(), "Diagnostics", DIAGNOSTICS_CAPTION))
     grids = [(n, f.misclassified_figure(n)) for n in run.variants
              if f.misclassified_figure(n) in rel]
     if shown or grids or notes:
@@ -186,6 +196,7 @@ def write_report(run_dir: str | Path, mode: str = "confident",
     its data. If they cannot be found, the grids are left out and report.md says why.
     """
     from normlab import mistakes, plots
+    from normlab.diag_plots import plot_diagnostics
     from normlab.config import Config
 
     mistakes.check_mode(mode)
@@ -198,6 +209,7 @@ def write_report(run_dir: str | Path, mode: str = "confident",
         raise RunFolderError(f"{folder.config} holds an invalid config ({e}); {fix}") from None
     try:
         figures = plots.plot_curves(run)
+        figures += [p for p in [plot_diagnostics(run)] if p is not None]
         notes = []
         try:
             figures += mistakes.make_misclassified(run, mode, data_dir=data_dir)

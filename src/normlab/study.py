@@ -236,9 +236,10 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
                     for r in t.results:
                         record(folder, r)
             # Only the epochs a trainer has finished: another worker may be appending rows.
-            folder.write_tables([dataclasses.replace(r, epochs=[e for e in list(r.epochs)
-                                                                if e["epoch"] <= t.epoch])
-                                 for t in trainers for r in t.results])
+            folder.write_tables([dataclasses.replace(
+                r, epochs=[e for e in list(r.epochs) if e["epoch"] <= t.epoch],
+                diagnostics=[d for d in list(r.diagnostics) if d["epoch"] <= t.epoch])
+                for t in trainers for r in t.results])
 
         def work() -> None:
             try:

@@ -43,6 +43,7 @@ def train_one(cfg_dict: dict, variant_name: str, seed: int, threads: int) -> dic
     p = r.predictions
     return {"variant": r.variant.name, "seed": seed, "params": r.params, "status": r.status,
             "message": r.message, "epochs": r.epochs, "model": r.state_dict,
+            "diagnostics": r.diagnostics,
             "predictions": None if p is None else (p.label, p.pred, p.confidence),
             "state": last.get("state")}
 
@@ -50,7 +51,8 @@ def train_one(cfg_dict: dict, variant_name: str, seed: int, threads: int) -> dic
 def _result(cfg, data: dict) -> RunResult:
     variant = next(v for v in cfg.parsed_variants() if v.name == data["variant"])
     r = RunResult(variant=variant, seed=data["seed"], params=data["params"], status=data["status"],
-                  epochs=data["epochs"], message=data["message"], state_dict=data["model"])
+                  epochs=data["epochs"], message=data["message"], state_dict=data["model"],
+                  diagnostics=data.get("diagnostics", []))
     if data["predictions"] is not None:
         r.predictions = Predictions(*data["predictions"])
     return r

@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from normlab import diagnostics
 from normlab.batches import DeviceSplit, augment, batch_bounds, random_transforms
 from normlab.config import Config, Variant
 from normlab.device import resolve_precision
@@ -190,6 +191,7 @@ class GroupTrainer:
             _restore_momentum(resume, self.multi, self.opt, device)
         self.penalties = _Penalties(self.multi, [v for v, _ in runs], device)
         self.alive = [r.status == "ok" for r in self.results]
+        self.probe = diagnostics.probe_images(train.images) if cfg.diagnostics else None
         self.precision = resolve_precision(cfg.precision, device)
         # The training forward may be compiled; evaluation uses the plain module (same weights),
         # so switching between train and eval mode causes no recompilation.
@@ -285,6 +287,9 @@ class GroupTrainer:
             vals = (evaluate_group(multi, self.val_split, self.mean, self.std,
                                    cfg.eval_batch_size) if self.val_split is not None
                     else [(None, None, None)] * m)
+        # Measured after the epoch's last step, while the gradients of that step are still held.
+        probed = (diagnostics.measure(multi, self.probe, self.mean, self.std, cfg.batch_size)
+                  if self.probe is not None else [[]] * m)
         seconds = time.perf_counter() - t0
         rows = []
         for i, ((test_loss, test_acc, preds), (val_loss, val_acc, _)) in enumerate(zip(evals, vals)):
@@ -300,6 +305,7 @@ class GroupTrainer:
                    "val_loss": val_loss, "val_acc": val_acc,
                    "test_loss": test_loss, "test_acc": test_acc, "lr": lr, "seconds": seconds}
             results[i].epochs.append(row)
+            results[i].diagnostics.extend({"epoch": epoch, **d} for d in probed[i])
             if epoch == cfg.epochs:
                 results[i].predictions = preds
                 results[i].state_dict = multi.member_state_dict(i)
@@ -339,6 +345,7 @@ def group_state(epoch: int, runs: list[tuple[Variant, int]], multi: MultiNet,
             "variant": variant.as_dict(), "seed": seed, "status": r.status, "message": r.message,
             "model": multi.member_state_dict(i), "momentum": momentum,
             "generator": gens[i].get_state().clone(), "epochs": [dict(e) for e in r.epochs],
+            "diagnostics": [dict(d) for d in r.diagnostics],
         })
     return {"epoch": epoch, "members": members}
 
@@ -350,6 +357,7 @@ def _restore(state: dict, runs: list[tuple[Variant, int]], nets: list[Net],
         net.load_state_dict(saved["model"])
         g.set_state(saved["generator"])
         r.epochs = [dict(e) for e in saved["epochs"]]
+        r.diagnostics = [dict(d) for d in saved.get("diagnostics", [])]
         r.status, r.message = saved["status"], saved["message"]
     return int(state["epoch"])
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from normlab.datasets import DATASETS
 from normlab.errors import RunFolderError
-from normlab.runfolder.folder import (METRIC_COLUMNS, PREDICTION_COLUMNS, REBUILD, STAT_KEYS,
+from normlab.runfolder.folder import (DIAGNOSTIC_COLUMNS, METRIC_COLUMNS, PREDICTION_COLUMNS, REBUILD, STAT_KEYS,
                                       STATUSES, VAL_STAT_KEYS, RunFolder)
 from normlab.store import read_json_object
 
@@ -228,6 +228,10 @@ _METRIC_TYPES = {c: (str, "text") if c == "variant" else
                  (_optional_float, "a number or empty") if c.startswith("val_") else
                  (float, "a number")
                  for c in METRIC_COLUMNS}
+_DIAGNOSTIC_TYPES = {c: (str, "text") if c in ("variant", "layer") else
+                     (int, "a whole number") if c in ("seed", "epoch") else
+                     (_optional_float, "a number or empty")
+                     for c in DIAGNOSTIC_COLUMNS}
 _PREDICTION_TYPES = {c: (float, "a number") if c == "confidence" else (int, "a number")
                      for c in PREDICTION_COLUMNS}
 
@@ -283,6 +287,16 @@ def load_run(run_dir: str | Path) -> RunData:
     _check_consistency(f.metrics, summary, metrics)
     timing = read_json_object(f.timing_json, REBUILD) if f.timing_json.exists() else None
     return RunData(f.path, config, summary, metrics, env, timing)
+
+
+def load_diagnostics(run_dir: str | Path) -> list[dict]:
+    """The rows of a run folder's diagnostics.csv (columns DIAGNOSTIC_COLUMNS; an empty cell is
+    None), or [] when the study recorded none (--no-diagnostics, or made before they existed).
+    RunFolderError naming the line and column of a damaged file."""
+    path = RunFolder(run_dir).diagnostics
+    if not path.exists():
+        return []
+    return _read_typed_csv(path, _DIAGNOSTIC_TYPES, REBUILD)
 
 
 def read_predictions(path: str | Path, labels=None, n_images: int | None = None) -> list[dict]:

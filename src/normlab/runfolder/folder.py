@@ -7,6 +7,7 @@ driver, the Ray backend, reports, plots, scripts, the notebook, the tests) asks 
     env.json                            versions, device, threads, normlab version and git commit
     metrics.csv                         METRIC_COLUMNS, one row per variant, seed and epoch
     timing.csv, timing.json             seconds per epoch; the study's wall time and memory
+    diagnostics.csv                     DIAGNOSTIC_COLUMNS per run, epoch and layer (probe batch)
     summary.json                        per variant: params, status, {mean, std, n, values} stats
     predictions/<variant>-s<seed>.csv   PREDICTION_COLUMNS of the final model on every test image
     checkpoints/<variant>-s<seed>.pt    final weights, status and metrics of a finished run
@@ -42,6 +43,12 @@ METRIC_COLUMNS = ("variant", "seed", "epoch", "train_loss", "train_acc", "val_lo
                   "test_loss", "test_acc", "lr")
 TIMING_COLUMNS = ("variant", "seed", "epoch", "seconds")   # vary from run to run
 PREDICTION_COLUMNS = ("index", "label", "pred", "confidence")
+PROBE_SIZE = 512   # diagnostics' probe batch: the first PROBE_SIZE training images
+# diagnostics.csv (normlab.diagnostics says what each column measures); empty where a measure
+# does not apply (no running statistics, the classifier's activations).
+DIAGNOSTIC_COLUMNS = ("variant", "seed", "epoch", "layer", "in_mean", "in_std", "out_mean",
+                      "out_std", "dead_frac", "weight_norm", "grad_norm", "bn_mean_gap",
+                      "bn_std_ratio")
 SWEEP_COLUMNS = ("variant", "seed", "status", "final_val_acc", "best_val_acc", "final_test_acc",
                  "best_test_acc", "final_test_loss", "message")
 STAT_KEYS = ("final_test_acc", "best_test_acc", "final_test_loss")
@@ -85,6 +92,12 @@ class RunResult:
     predictions: Predictions | None = None
     state_dict: dict | None = None
     message: str = ""
+    diagnostics: list[dict] = field(default_factory=list)   # DIAGNOSTIC_COLUMNS[2:] per row
+
+
+def _cell(v: Any) -> Any:
+    """A diagnostics cell: NaN and absent measures are written empty."""
+    return "" if v is None or (isinstance(v, float) and v != v) else v
 
 
 def summarize(variants: tuple[Variant, ...], results: list[RunResult]) -> dict:
@@ -151,6 +164,7 @@ class RunFolder(_Results):
         self.env = self.path / "env.json"
         self.metrics = self.path / "metrics.csv"
         self.timing_csv = self.path / "timing.csv"
+        self.diagnostics = self.path / "diagnostics.csv"
         self.timing_json = self.path / "timing.json"
         self.summary = self.path / "summary.json"
         self.lock_file = self.path / ".normlab.lock"
@@ -170,6 +184,10 @@ class RunFolder(_Results):
     def figure(self, kind: str) -> Path:
         """A curve figure: ``kind`` one of FIGURES (test_acc, test_loss, train_vs_test)."""
         return self.figures / FIGURES[kind]
+
+    def diagnostics_figure(self) -> Path:
+        """The figure of diagnostics.csv (drawn only when the study recorded diagnostics)."""
+        return self.figures / "diagnostics.png"
 
     def misclassified_figure(self, variant: str) -> Path:
         return self.figures / f"misclassified_{variant}.png"
@@ -279,6 +297,11 @@ class RunFolder(_Results):
                 timing.append((r.variant.name, r.seed, row["epoch"], row["seconds"]))
         write_csv(self.metrics, METRIC_COLUMNS, metrics)
         write_csv(self.timing_csv, TIMING_COLUMNS, timing)
+        diagnostics = [(r.variant.name, r.seed) + tuple(_cell(d.get(k))
+                                                        for k in DIAGNOSTIC_COLUMNS[2:])
+                       for r in results for d in r.diagnostics]
+        if diagnostics:
+            write_csv(self.diagnostics, DIAGNOSTIC_COLUMNS, diagnostics)
 
     def write_run_outputs(self, r: RunResult) -> None:
         """A finished run's predictions and final checkpoint (which also records its status and
@@ -292,6 +315,7 @@ class RunFolder(_Results):
             "model": r.state_dict if r.status == "ok" else None, "variant": r.variant.as_dict(),
             "seed": r.seed, "normlab_version": __version__, "status": r.status,
             "message": r.message, "params": r.params, "epochs": [dict(e) for e in r.epochs],
+            "diagnostics": [dict(d) for d in r.diagnostics],
         })
 
     def write_group_state(self, k: int, state: dict) -> None:
@@ -333,7 +357,8 @@ class RunFolder(_Results):
             return None
         return RunResult(variant=variant, seed=seed, params=saved["params"],
                          status=saved["status"], epochs=saved["epochs"],
-                         message=saved.get("message", ""), state_dict=saved.get("model"))
+                         message=saved.get("message", ""), state_dict=saved.get("model"),
+                         diagnostics=saved.get("diagnostics", []))
 
     def read_group_state(self, k: int, names: list[tuple[str, int]]) -> dict | None:
         """The training state of group k (runs ``names``: (variant, seed)), or None if absent."""

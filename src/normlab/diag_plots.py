@@ -1,0 +1,122 @@
+"""The diagnostics figure of a run folder: what each norm does inside the network, per epoch.
+
+Reads ``diagnostics.csv`` (:func:`normlab.runfolder.load_diagnostics`; the measures are defined
+in :mod:`normlab.diagnostics`), never the training loop. Four panels against the epoch, one line
+per variant (mean over its finished seeds, shaded from the lowest to the highest seed):
+
+1. dead ReLU units: percent of (channel, position) units zero for every probe image, over all
+   conv layers;
+2. the conv kernels' total L2 norm (all conv layers);
+3. gradient / weight norm ratio, mean over the conv layers: times the learning rate, the
+   relative size of one SGD step. Behind a scale-invariant norm (BatchNorm, GroupNorm,
+   LayerNorm) the gradient shrinks as 1/||w||, so this ratio grows as 1/||w||^2: smaller weights
+   mean larger effective steps;
+4. BatchNorm's mismatch: the distance between the statistics of a training-size batch and the
+   running statistics used at test time, in running standard deviations (mean over layers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from normlab.runfolder import RunData, load_diagnostics
+from normlab.style import DPI, RC, save_png, variant_colors
+
+
+def _per_epoch(rows: list[dict], value) -> dict[str, dict[int, list[float]]]:
+    """{variant: {epoch: [one value per seed]}}, ``value(rows of one run and epoch)`` -> float."""
+    grouped: dict[tuple[str, int, int], list[dict]] = defaultdict(list)
+    for r in rows:
+        grouped[(r["variant"], r["seed"], r["epoch"])].append(r)
+    out: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for (variant, _, epoch), layer_rows in sorted(grouped.items()):
+        v = value(layer_rows)
+        if v is not None and math.isfinite(v):
+            out[variant][epoch].append(v)
+    return out
+
+
+def _convs(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["layer"] != "head"]
+
+
+def _dead_pct(rows: list[dict]) -> float | None:
+    convs = [r["dead_frac"] for r in _convs(rows) if r["dead_frac"] is not None]
+    return 100.0 * sum(convs) / len(convs) if convs else None
+
+
+def _weight_norm(rows: list[dict]) -> float | None:
+    norms = [r["weight_norm"] for r in _convs(rows) if r["weight_norm"] is not None]
+    return math.sqrt(sum(n * n for n in norms)) if norms else None
+
+
+def _grad_ratio(rows: list[dict]) -> float | None:
+    ratios = [r["grad_norm"] / r["weight_norm"] for r in _convs(rows)
+              if r["grad_norm"] is not None and r["weight_norm"]]
+    return sum(ratios) / len(ratios) if ratios else None
+
+
+def _bn_gap(rows: list[dict]) -> float | None:
+    gaps = [r["bn_mean_gap"] for r in _convs(rows) if r["bn_mean_gap"] is not None]
+    return sum(gaps) / len(gaps) if gaps else None
+
+
+PANELS = (
+    (_dead_pct, "Dead ReLU units", "units zero for every probe image (%)", False),
+    (_weight_norm, "Conv weight norm", "||w||, all conv kernels", False),
+    (_grad_ratio, "Gradient / weight norm", "||grad|| / ||w||, mean over conv layers", True),
+    (_bn_gap, "BatchNorm: batch vs running mean",
+     "|batch mean − running mean| / running std", False),
+)
+
+
+def plot_diagnostics(run: RunData) -> Path | None:
+    """Draw the four diagnostics panels of ``run`` (its folder's diagnostics figure); None,
+    nothing drawn, when the run folder has no diagnostics."""
+    path = run.folder.diagnostics_figure()
+    rows = load_diagnostics(run.folder.path)
+    if not rows:
+        return None
+    colors = variant_colors(run.variants)
+    n_seeds = max(len(run.ok_seeds(v)) for v in run.variants)
+    spread = "lines: mean over seeds; band: lowest to highest seed" if n_seeds > 1 else "one seed"
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(10.0, 7.0), dpi=DPI)
+        axes = fig.subplots(2, 2)
+        for ax, (value, title, ylabel, log) in zip(axes.flat, PANELS):
+            series = _per_epoch(rows, value)
+            for variant in run.variants:
+                points = sorted(series.get(variant, {}).items())
+                if not points:
+                    continue
+                epochs = [e for e, _ in points]
+                means = [sum(v) / len(v) for _, v in points]
+                ax.plot(epochs, means, marker="o", ms=3.5, lw=1.8, color=colors[variant],
+                        label=variant)
+                if n_seeds > 1:
+                    ax.fill_between(epochs, [min(v) for _, v in points],
+                                    [max(v) for _, v in points], color=colors[variant],
+                                    alpha=0.15, lw=0)
+            if not ax.lines:
+                ax.text(0.5, 0.5, "no variant with running statistics", ha="center",
+                        va="center", transform=ax.transAxes, color="#666666")
+            elif log:
+                ax.set_yscale("log")
+            ax.set_title(title)
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylabel(ylabel, fontsize=10)
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), frameon=False)
+        fig.suptitle(f"Inside the network, on a fixed probe batch of training images ({spread})")
+        fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+        return save_png(fig, path)
+
+
+__all__ = ["PANELS", "plot_diagnostics"]
