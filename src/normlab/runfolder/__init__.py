@@ -11,9 +11,10 @@ from normlab.runfolder.folder import (FIGURES, METRIC_COLUMNS, PREDICTION_COLUMN
                                       STAT_KEYS, STATUSES, SWEEP_COLUMNS, TIMING_COLUMNS,
                                       VAL_STAT_KEYS, WEIGHT_COLUMNS, WEIGHT_THRESHOLDS,
                                       Predictions, RunFolder, RunResult,
-                                      SweepFolder, run_name, summarize)
+                                      SweepFolder, figure_files, run_name, summarize)
 
-__all__ = ["FIGURES", "RunData", "is_number", "load_test_images", "load_run", "load_summary", "read_predictions",
+__all__ = ["FIGURES", "figure_files",
+           "RunData", "is_number", "load_test_images", "load_run", "load_summary", "read_predictions",
            "METRIC_COLUMNS", "PREDICTION_COLUMNS", "REBUILD", "STAT_KEYS", "STATUSES",
            "SWEEP_COLUMNS", "TIMING_COLUMNS", "Predictions", "RunFolder", "RunResult",
            "SweepFolder", "run_name", "summarize", "VAL_STAT_KEYS",

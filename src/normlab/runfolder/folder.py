@@ -11,7 +11,8 @@ driver, the Ray backend, reports, plots, scripts, the notebook, the tests) asks 
     predictions/<variant>-s<seed>.csv   PREDICTION_COLUMNS of the final model on every test image
     checkpoints/<variant>-s<seed>.pt    final weights, status and metrics of a finished run
     checkpoints/group-<k>.pt            training state of group k after its last finished epoch
-    figures/, report.md                 drawn from the files above by ``normlab report``
+    figures/, report.md                 drawn from the files above by ``normlab report``; each
+                                        figure a PNG, with an SVG (PDF) of the same stem
     .normlab.lock                       held (flock) while a process writes into the folder
 
 A sweep folder holds ``sweep.json`` (the base config and swept settings), ``sweep.csv`` (one row
@@ -27,11 +28,12 @@ import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from normlab import __version__
 from normlab.config import Variant
 from normlab.errors import ConfigError, RunFolderError
+from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, FIGURE_FORMATS
 from normlab.stats import describe
 from normlab.store import (atomic_write_text, ensure_writable, load_checkpoint, read_json_object,
                            remove_stale_temporaries, save_checkpoint, write_csv, write_json)
@@ -55,6 +57,14 @@ FIGURES = {"test_acc": "test_accuracy.png", "test_loss": "test_loss.png",
            "train_vs_test": "train_vs_test.png"}
 STATE_VERSION = 1   # format of checkpoints/group-<k>.pt
 REBUILD = "re-run the study to rebuild the run folder"
+
+
+def figure_files(png: str | Path,
+                 formats: Sequence[str] = DEFAULT_FIGURE_FORMATS) -> dict[str, Path]:
+    """The files of one figure by format: ``png`` always, then ``png`` with the suffix of each
+    other of ``formats`` (FIGURE_FORMATS order): figures/test_loss.png, figures/test_loss.svg."""
+    png = Path(png)
+    return {"png": png} | {f: png.with_suffix(f".{f}") for f in FIGURE_FORMATS[1:] if f in formats}
 
 
 def run_name(variant: str, seed: int) -> str:
