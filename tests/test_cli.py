@@ -28,7 +28,8 @@ from normlab import data
 from normlab.cli import build_parser, main
 from normlab.config import DEFAULT_L1, Config
 from normlab.model import ModelConfig, Net, count_params
-from normlab.runfolder import RunFolder
+from normlab.figure_formats import DEFAULT_FIGURE_FORMATS
+from normlab.runfolder import RunFolder, figure_files
 
 N_TRAIN, N_TEST = 300, 100
 SYNTHETIC_DATA = {"n_train": N_TRAIN, "n_test": N_TEST, "seed": 0}   # conftest's synthetic_data
@@ -69,22 +70,25 @@ RUNS = [(v, s) for v in VARIANTS for s in SEEDS]
 
 def test_study_exits_zero_and_writes_every_file(study_run) -> None:
     """The study exits 0 and its run folder holds config, env, metrics, timing, summary, report,
-    diagnostics (table and figure), one predictions CSV and one final checkpoint per variant and seed, one training state per
-    group of runs, the three curve figures, one misclassified grid per variant and the lock file
-    (left in place), and nothing else (no temporary files)."""
+    diagnostics.csv, one predictions CSV and one final checkpoint per variant and seed, one
+    training state per group of runs, the three curve figures, the diagnostics figure and one
+    misclassified grid per variant (each as PNG
+    and SVG, the default formats), and the lock file (left in place), and nothing else (no
+    temporary files)."""
     code, out = study_run
     assert code == 0
     f = RunFolder(out)
     expected = {f.config, f.env, f.metrics, f.summary, f.report, f.timing_csv, f.timing_json,
-                f.lock_file, f.diagnostics, f.diagnostics_figure()}
+                f.lock_file, f.diagnostics}
     expected |= {f.predictions(v, s) for v, s in RUNS} | {f.checkpoint(v, s) for v, s in RUNS}
     # one training state per group of runs (2 workers on a CPU at batch 128: a group is one run)
     expected |= {f.group_state(k) for k in range(len(RUNS))}
-    expected |= {f.figure(kind) for kind in CURVES}
-    expected |= {f.misclassified_figure(v) for v in VARIANTS}
+    figures = [f.figure(kind) for kind in CURVES] + [f.misclassified_figure(v) for v in VARIANTS]
+    figures.append(f.diagnostics_figure())
+    expected |= {p for fig in figures for p in figure_files(fig).values()}
     found = {p for p in out.rglob("*") if p.is_file()}
     assert found == expected
-    assert len(expected) == 10 + 2 * len(RUNS) + len(RUNS) + len(CURVES) + len(VARIANTS)
+    assert len(expected) == 9 + 2 * len(RUNS) + len(RUNS) + 2 * (len(CURVES) + len(VARIANTS) + 1)
 
 
 def test_config_json(study_run, synthetic_data) -> None:
@@ -311,6 +315,11 @@ BAD_INPUT = {
     "resume-missing": (["study", "--resume", "{nonempty}/nothing-here"],
                        f"no {RunFolder('.').config.name} there"),
     "resume-and-out": (["study", "--resume", "{nonempty}", "--out", "x"], "not both"),
+    "format-unknown-report": (["report", "{nonempty}", "--format", "png,jpg"],
+                              "--format: unknown figure format 'jpg'; valid: png, svg, pdf"),
+    "format-empty-study": (["study", "--format", ""], "--format: no figure format given"),
+    "format-unknown-sweep": (["sweep", "--param", "lr=0.1", "--format", "eps"],
+                             "unknown figure format 'eps'; valid: png, svg, pdf"),
 }
 
 
@@ -477,13 +486,16 @@ def test_help_mentions_default_for_every_flag(command: str, capsys) -> None:
 
 
 def test_study_writes_figures_and_report(study_run) -> None:
-    """`normlab study` ends by drawing every figure (PNG files) and writing report.md, which names
-    each variant and links each figure by its path relative to the run folder."""
+    """`normlab study` ends by drawing every figure as PNG and SVG (the default formats) and
+    writing report.md, which names each variant and links each figure's PNG by its path relative
+    to the run folder."""
     _, out = study_run
     f = RunFolder(out)
     figures = [f.figure(kind) for kind in CURVES] + [f.misclassified_figure(v) for v in VARIANTS]
+    figures.append(f.diagnostics_figure())
     for path in figures:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+        assert b"<text" in path.with_suffix(".svg").read_bytes(), path
     report = f.report.read_text()
     for v in VARIANTS:
         assert f"`{v}`" in report
@@ -502,6 +514,28 @@ def test_report_command_regenerates(study_run, capsys) -> None:
     assert "first 10 mistakes" in f.report.read_text()
 
 
+def test_report_format_flag(study_run, tmp_path: Path, capsys) -> None:
+    """`normlab report RUN_DIR --format pdf` writes a PNG and a PDF of every figure (no SVG);
+    `--format png,svg,pdf` all three; `normlab report --help` states the default, png,svg."""
+    run = _copy_run(study_run, tmp_path)
+    figures = [run.figure(kind) for kind in CURVES] + [run.misclassified_figure(v)
+                                                       for v in VARIANTS]
+    figures.append(run.diagnostics_figure())
+    for path in run.figures.iterdir():
+        path.unlink()
+    assert main(["report", str(run.path), "--format", "pdf"]) == 0
+    assert sorted(run.figures.iterdir()) == sorted(
+        p for fig in figures for p in figure_files(fig, ("pdf",)).values())
+    assert all(fig.with_suffix(".pdf").read_bytes()[:4] == b"%PDF" for fig in figures)
+    assert main(["report", str(run.path), "--format", "png,svg,pdf"]) == 0
+    assert len(list(run.figures.iterdir())) == 3 * len(figures)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    entry = _help_entries(capsys.readouterr().out)["--format"]
+    assert f"(default: {','.join(DEFAULT_FIGURE_FORMATS)})" in entry and "pdf" in entry, entry
+
+
 def test_report_command_bad_folder(tmp_path: Path, capsys) -> None:
     """`normlab report` on a folder without a run exits 2 with one line naming the missing
     config.json."""
@@ -512,14 +546,18 @@ def test_report_command_bad_folder(tmp_path: Path, capsys) -> None:
 
 
 def test_explain_command_exit_codes(tmp_path: Path, capsys, monkeypatch) -> None:
-    """`normlab explain` exits 0 when the hand computation matches PyTorch, writes --figure, and
-    exits 1 when it does not (a hand computation with the unbiased variance)."""
+    """`normlab explain` exits 0 when the hand computation matches PyTorch, writes --figure (a
+    PNG and its SVG; a --figure ending in .pdf gives the PNG and that PDF), and exits 1 when it
+    does not (a hand computation with the unbiased variance)."""
     from normlab import explain
 
     fig = tmp_path / "axes.png"
     assert main(["explain", "--figure", str(fig)]) == 0
-    assert fig.read_bytes()[:4] == b"\x89PNG"
+    assert fig.read_bytes()[:4] == b"\x89PNG" and fig.with_suffix(".svg").is_file()
     assert "all match" in capsys.readouterr().out
+    assert main(["explain", "--figure", str(tmp_path / "paper" / "axes.pdf"),
+                 "--format", "png"]) == 0
+    assert sorted(p.name for p in (tmp_path / "paper").iterdir()) == ["axes.pdf", "axes.png"]
 
     right = explain.norm_stats
 

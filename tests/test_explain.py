@@ -251,9 +251,9 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 
 def test_draw_norm_axes_writes_a_png(tmp_path):
-    """draw_norm_axes writes a PNG (magic bytes) of sensible pixel and byte size, creates missing
-    folders, replaces an existing file, leaves no temporary file behind and gets ordinary file
-    permissions."""
+    """draw_norm_axes writes a PNG (magic bytes) of sensible pixel and byte size and, next to it,
+    its SVG (the default formats); creates missing folders, replaces existing files, leaves no
+    temporary file behind and gives ordinary file permissions."""
     path = tmp_path / "sub" / "norms.png"
     out = draw_norm_axes(path)
     assert out == path and path.exists()
@@ -263,7 +263,7 @@ def test_draw_norm_axes_writes_a_png(tmp_path):
     assert width > height  # three panels side by side
     assert 10_000 < len(data) < 5_000_000
     draw_norm_axes(path)  # overwrite in place
-    assert sorted(p.name for p in path.parent.iterdir()) == ["norms.png"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["norms.png", "norms.svg"]
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # not mkstemp's private 0600

@@ -3,6 +3,7 @@ are shown, and that every figure is drawn as a readable PNG where RunFolder says
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import torch
 from normlab import data, mistakes, plots, style
 from normlab.errors import ConfigError, RunFolderError
 from normlab.mistakes import cell_label, mistakes_title, select_mistakes
-from normlab.runfolder import RunFolder
-from normlab.runfolder import FIGURES
+from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, FIGURE_FORMATS, parse_formats
+from normlab.runfolder import FIGURES, RunFolder, figure_files
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -27,6 +28,11 @@ def png_size(path: Path) -> tuple[int, int]:
 def _figures(run: RunFolder, variants) -> list[Path]:
     """Where the curves and the grids of ``variants`` go, in the order they are drawn."""
     return [run.figure(k) for k in FIGURES] + [run.misclassified_figure(v) for v in variants]
+
+
+def _files(pngs, formats=DEFAULT_FIGURE_FORMATS) -> list[Path]:
+    """Every file of the figures ``pngs`` in ``formats``, as RunFolder names them."""
+    return [f for p in pngs for f in figure_files(p, formats).values()]
 
 
 def _row(i: int, label: int, pred: int, conf: float) -> dict:
@@ -117,13 +123,16 @@ def multi_seed_run(synthetic_data, tmp_path_factory, make_run):
 
 def test_curves_and_grids_multi_seed(multi_seed_run) -> None:
     """The three curves and one grid per variant are drawn, at RunFolder's paths, as PNGs of
-    800-1400 x 400-1000 pixels, and nothing else is in the figures folder."""
+    800-1400 x 400-1000 pixels, each with its SVG next to it (the default formats), and nothing
+    else is in the figures folder."""
     run, paths = multi_seed_run
     assert paths == _figures(run, ("gn", "ln", "bn"))
     for p in paths:
         w, h = png_size(p)
         assert 800 <= w <= 1400 and 400 <= h <= 1000, (p.name, w, h)
-    assert sorted(run.figures.iterdir()) == sorted(paths)
+    assert DEFAULT_FIGURE_FORMATS == ("png", "svg")
+    assert sorted(run.figures.iterdir()) == sorted(_files(paths))
+    assert all(p.with_suffix(".svg").read_bytes().startswith(b"<?xml") for p in paths)
 
 
 def test_misclassified_is_deterministic(multi_seed_run) -> None:
@@ -184,6 +193,83 @@ def test_one_seed_few_mistakes_and_diverged(synthetic_data, tmp_path, make_run) 
         mistakes.plot_misclassified(run.path, "bn", seed=0)
     with pytest.raises(ConfigError, match="has no seed 7"):
         mistakes.plot_misclassified(run.path, "gn", seed=7)
+
+
+def test_svg_keeps_text_as_text_and_is_the_same_when_redrawn(multi_seed_run) -> None:
+    """Every SVG holds its words as <text> elements in a named font (not as glyph outlines), and
+    drawing the figures again gives byte-identical PNGs and SVGs."""
+    run, paths = multi_seed_run
+    files = _files(paths)
+    plots.plot_curves(run.path)   # as the fixture drew them, whatever the tests before drew
+    mistakes.make_misclassified(run.path)
+    before = {f: f.read_bytes() for f in files}
+    for p in paths:
+        svg = before[p.with_suffix(".svg")].decode("utf-8")
+        assert "<text" in svg and "font-family: 'DejaVu Sans'" in svg, p.name
+        assert "<dc:date>" not in svg
+    assert "test accuracy" in before[run.figure("test_acc").with_suffix(".svg")].decode()
+    again = plots.plot_curves(run.path) + mistakes.make_misclassified(run.path)
+    assert again == paths
+    changed = [f.name for f in files if f.read_bytes() != before[f]]
+    assert not changed, changed
+
+
+def test_pdf_on_request_embeds_truetype_and_is_the_same_when_redrawn(multi_seed_run) -> None:
+    """formats=("pdf",) adds a PDF next to each PNG (none before), with its fonts embedded as
+    TrueType (pdf.fonttype 42) and no creation date, byte-identical when drawn again."""
+    run, _ = multi_seed_run
+    grid = run.misclassified_figure("ln")
+    pdfs = [run.figure("test_loss").with_suffix(".pdf"), grid.with_suffix(".pdf")]
+    assert not any(p.exists() for p in pdfs)
+    try:
+        plots.plot_curves(run.path, ("pdf",))
+        mistakes.plot_misclassified(run.path, "ln", formats=["pdf"])
+        first = {p: p.read_bytes() for p in pdfs}
+        plots.plot_curves(run.path, ("pdf",))
+        mistakes.plot_misclassified(run.path, "ln", formats=["pdf"])
+        for p in pdfs:
+            data = p.read_bytes()
+            assert data.startswith(b"%PDF") and b"/FontFile2" in data, p.name
+            assert b"/CreationDate" not in data and data == first[p], p.name
+    finally:
+        for p in run.figures.glob("*.pdf"):
+            p.unlink()
+
+
+def test_text_prints_at_7pt_or_more_at_full_width(multi_seed_run, tmp_path) -> None:
+    """Scaled to the full width of a two-column paper (7 in), the smallest text of every figure
+    (the curves, the grids, a sweep figure, explain's figure; read from their SVGs) is >= 7 pt."""
+    from normlab.axes_figure import draw_norm_axes
+    from normlab.sweep_report import sweep_figure
+
+    run, paths = multi_seed_run
+    rows = [{"lr": lr, "variant": "gn", "seed": 0, "status": "ok", "final_test_acc": 98 + lr}
+            for lr in (0.01, 0.1)]
+    paths = paths + [sweep_figure(rows, "lr", [], tmp_path / "sweep.png"),
+                     draw_norm_axes(tmp_path / "axes.png")]
+    for p in paths:
+        svg = p.with_suffix(".svg").read_text(encoding="utf-8")
+        width_pt = float(re.search(r'<svg [^>]*width="([\d.]+)pt"', svg).group(1))
+        sizes = [float(x) for x in re.findall(r"font-size: ([\d.]+)px", svg)]
+        assert sizes, p.name
+        printed = min(sizes) * 7 * 72 / width_pt
+        assert printed >= 7.0, (p.name, min(sizes), width_pt, printed)
+
+
+def test_parse_formats() -> None:
+    """Formats are a comma-separated list (any case, repeats and blanks ignored) returned in
+    png, svg, pdf order; an unknown or empty one is a ConfigError naming the valid ones; the
+    saver always writes the PNG, and the other formats next to it with the same stem."""
+    assert FIGURE_FORMATS == ("png", "svg", "pdf")
+    assert parse_formats("pdf, PNG,,svg,pdf") == ("png", "svg", "pdf")
+    assert parse_formats(["svg"]) == ("svg",)
+    for bad, what in (("png,jpg", "unknown figure format 'jpg'"), (" , ", "no figure format")):
+        with pytest.raises(ConfigError, match=what) as e:
+            parse_formats(bad)
+        assert "valid: png, svg, pdf" in str(e.value)
+    png = RunFolder("run").misclassified_figure("bn+l1=2e-05")   # a dot in the variant's name
+    assert figure_files(png, ("pdf",)) == {"png": png, "pdf": png.with_name(png.stem + ".pdf")}
+    assert list(figure_files(png, ("pdf", "svg", "png"))) == ["png", "svg", "pdf"]
 
 
 def test_colours_are_stable_and_colour_blind_safe() -> None:

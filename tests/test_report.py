@@ -19,7 +19,7 @@ from normlab.findings import findings
 from normlab.model import Net, count_params
 from normlab.runfolder import (METRIC_COLUMNS, PREDICTION_COLUMNS, RunFolder, load_run,
                                load_summary, read_predictions)
-from normlab.runfolder import FIGURES
+from normlab.runfolder import FIGURES, figure_files
 from normlab.report import variant_results, write_report
 from normlab.table import results_table
 
@@ -306,8 +306,9 @@ def _expected_figures(run: RunFolder, variants) -> list[Path]:
 
 def test_write_report_multi_seed(synthetic_data, tmp_path: Path, make_run) -> None:
     """Three variants x 3 seeds with the test images found: the report names every variant, links
-    exactly the figures made (3 curves + one grid per variant, all inside the run folder), states
-    device, wall time, epochs and seeds, the winner and the table row; no temporary files stay."""
+    exactly the PNGs of the figures made (3 curves + one grid per variant, all inside the run
+    folder; each also an SVG, not linked), states device, wall time, epochs and seeds, the winner
+    and the table row; no temporary files stay."""
     variants = ("gn", "ln", "bn+l1=2e-05")
     run = make_run(tmp_path / "run", variants=variants, seeds=3, epochs=4,
                    labels=synthetic_data.labels, data_dir=synthetic_data.folder,
@@ -319,9 +320,10 @@ def test_write_report_multi_seed(synthetic_data, tmp_path: Path, make_run) -> No
     for v in variants:
         assert f"`{v}`" in text
     links = _links(text)
-    made = sorted(run.figures.iterdir())
+    made = sorted(_expected_figures(run, variants))
     assert sorted(run.path / x for x in links) == made
-    assert made == sorted(_expected_figures(run, variants))
+    assert sorted(run.figures.iterdir()) == sorted(f for p in made
+                                                   for f in figure_files(p).values())
     assert all((run.path / x).is_file() and (run.path / x).parent == run.figures for x in links)
     assert "**Device:** cpu" in text
     assert "**Total wall time:** 2 min 03 s (all runs, 2 worker(s) x 1 torch thread(s))" in text

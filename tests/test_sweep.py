@@ -27,7 +27,7 @@ import pytest
 
 from normlab.config import Config
 from normlab.errors import ConfigError
-from normlab.runfolder import RunFolder, SweepFolder
+from normlab.runfolder import RunFolder, SweepFolder, figure_files
 from normlab.sweep import Param, SweepSpec, parse_param, point_name
 
 N_TRAIN, N_TEST = 256, 64
@@ -111,7 +111,8 @@ def test_points_grid_scale_lr_and_validation() -> None:
 
 
 def test_sweep_figure_axes_and_missing_runs(tmp_path) -> None:
-    """sweep_figure draws a PNG; values spanning a decade or more get a log x axis (a 0 among
+    """sweep_figure draws a PNG and, next to it, an SVG (the default formats; formats=("pdf",):
+    a PDF instead of the SVG); values spanning a decade or more get a log x axis (a 0 among
     them is still placed), narrower spans a linear one; failed runs are left out, not plotted as
     zeros."""
     from normlab.sweep_report import _is_log_scale, sweep_figure
@@ -125,6 +126,11 @@ def test_sweep_figure_axes_and_missing_runs(tmp_path) -> None:
     path = sweep_figure(rows, "l1", [], target)
     assert path == target
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+    assert sorted(target.parent.iterdir()) == sorted(figure_files(target).values())
+    assert b"<text" in figure_files(target)["svg"].read_bytes()
+    other = tmp_path / "pdf" / target.name
+    sweep_figure(rows, "l1", [], other, formats=("pdf",))
+    assert sorted(other.parent.iterdir()) == sorted(figure_files(other, ("pdf",)).values())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,7 +188,7 @@ def test_sweep_folder(local_sweep) -> None:
                 vals = summary["variants"][r["variant"]]["final_test_acc"]["values"]
                 assert float(r["final_test_acc"]) == vals[int(r["seed"])]
     figure = sweep.figure("batch_size")
-    assert figure.stat().st_size > 10_000
+    assert figure.stat().st_size > 10_000 and figure_files(figure)["svg"].is_file()
     report = sweep.report.read_text()
     assert "## Findings" in report and figure.relative_to(sweep.path).as_posix() in report
     assert "Welch's p = " in report and "p = p" not in report
@@ -262,12 +268,20 @@ def test_bad_sweep_input_exits_2_with_one_line(no_network, tmp_path, monkeypatch
 
 def test_sweep_resume_uses_the_saved_sweep(normlab, local_sweep, tmp_path) -> None:
     """`normlab sweep --resume DIR` continues the sweep saved in DIR (here: finished, so nothing
-    is retrained and sweep.csv stays the same); adding a --param to it is refused."""
+    is retrained and sweep.csv stays the same); with --format png,pdf (not a setting of the
+    sweep) it also draws the sweep's figure as PDF, and the points' figures stay as they were;
+    adding a --param to it is refused."""
     out = tmp_path / "copy"
     shutil.copytree(local_sweep, out)
-    r = normlab.run(["sweep", "--resume", str(out), "--quiet"])
+    sweep = SweepFolder(out)
+    r = normlab.run(["sweep", "--resume", str(out), "--quiet", "--format", "png,pdf"])
     assert r.returncode == 0, r.stderr
-    assert SweepFolder(out).table.read_bytes() == SweepFolder(local_sweep).table.read_bytes()
+    assert sweep.table.read_bytes() == SweepFolder(local_sweep).table.read_bytes()
+    figure = sweep.figure("batch_size")
+    assert figure_files(figure, ("pdf",))["pdf"].read_bytes()[:4] == b"%PDF"
+    before = SweepFolder(local_sweep).point(POINTS[0]).figures
+    assert sorted(p.name for p in sweep.point(POINTS[0]).figures.iterdir()) == sorted(
+        p.name for p in before.iterdir())
     r = normlab.run(["sweep", "--resume", str(out), "--param", "lr=0.1"])
     assert r.returncode == 2 and "--resume uses the saved sweep" in r.stderr
 

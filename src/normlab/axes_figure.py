@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from math import prod
 from pathlib import Path
+from typing import Sequence
 
 from normlab import norms
 from normlab.explain import (AXIS_WORDS, EXAMPLE_GROUPS, EXAMPLE_SHAPE, axis_sizes, hand_spec,
                              kept_axes)
-from normlab.style import color, save_png
+from normlab.figure_formats import DEFAULT_FIGURE_FORMATS
+from normlab.style import color, save_figure
 
 def figure_title(norm: str, channels: int = EXAMPLE_SHAPE[1], groups: int = EXAMPLE_GROUPS) -> str:
     """A panel's title, from the registry: "BatchNorm: one mean per channel (over N, H, W)",
@@ -60,13 +62,15 @@ def stat_groups(norm: str, n: int, c: int, groups: int) -> tuple[list[list[int]]
     return which, labels
 
 
-def draw_norm_axes(path, n: int = 2, c: int = 4, hw: int = 6, groups: int = 2) -> Path:
+def draw_norm_axes(path, n: int = 2, c: int = 4, hw: int = 6, groups: int = 2,
+                   formats: Sequence[str] = DEFAULT_FIGURE_FORMATS) -> Path:
     """Draw, for the norms explain works through (bn, gn, ln), which elements of an (N, C, H*W)
     block share one mean and variance.
 
     One panel per norm, side by side; in each, the N images are drawn as stacked slabs of C rows by H*W
-    columns, and cells that share a statistic have one colour (Okabe-Ito palette). The PNG is
-    written atomically (temporary file in the same folder, then ``os.replace``). Returns the path.
+    columns, and cells that share a statistic have one colour (Okabe-Ito palette). ``path`` is
+    the PNG; the other ``formats`` go next to it (same stem), each written atomically (temporary
+    file in the same folder, then ``os.replace``). Returns the PNG's path.
     """
     # A Figure on the Agg canvas, not pyplot: drawing must not switch the backend of a
     # notebook that imports normlab.
@@ -77,7 +81,8 @@ def draw_norm_axes(path, n: int = 2, c: int = 4, hw: int = 6, groups: int = 2) -
     names = norms.explained()
     depth_dx, depth_dy = 0.35, 0.35  # offset that gives each slab a little thickness
 
-    # 8.5 inches wide: at ~800 px a 9 pt font is still ~12 px tall.
+    # 8.5 inches wide: at ~800 px a 9 pt font is still ~12 px tall, and at a paper's full width
+    # (7 in) it prints at 7.4 pt.
     fig = Figure(figsize=(8.5, 4.6))
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     fig.subplots_adjust(left=0.01, right=0.995, top=0.885, bottom=0.27, wspace=0.06)
@@ -112,7 +117,7 @@ def draw_norm_axes(path, n: int = 2, c: int = 4, hw: int = 6, groups: int = 2) -
         ax.set_xlim(-2.4, hw + depth_dx + 0.1)
         ax.set_ylim(-0.2, height + depth_dy + 0.2)
         ax.set_aspect("equal")
-        ax.set_xticks([k + 0.5 for k in range(hw)], [str(k) for k in range(hw)], fontsize=8)
+        ax.set_xticks([k + 0.5 for k in range(hw)], [str(k) for k in range(hw)], fontsize=9)
         ax.set_yticks([])
         ax.tick_params(axis="x", length=0, pad=2)
         for spine in ax.spines.values():
@@ -123,11 +128,11 @@ def draw_norm_axes(path, n: int = 2, c: int = 4, hw: int = 6, groups: int = 2) -
         handles = [Patch(facecolor=color(s), edgecolor="none", label=lab)
                    for s, lab in enumerate(labels)]
         ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2,
-                  fontsize=8.5, frameon=False, handlelength=1.0, handletextpad=0.4,
+                  fontsize=9, frameon=False, handlelength=1.0, handletextpad=0.4,
                   columnspacing=0.8, borderaxespad=0.0)
     fig.text(0.5, 0.015, f"Each cell is one element x[n, c, h*w] of an (N={n}, C={c}, H*W={hw}) block: "
                   "N images (slabs), C channels (rows), H*W positions (columns).\n"
                   "Cells of one colour share one mean and one variance.", ha="center", va="bottom",
              fontsize=9, linespacing=1.4)
 
-    return save_png(fig, path, dpi=200)
+    return save_figure(fig, path, formats, dpi=200)

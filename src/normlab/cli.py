@@ -9,11 +9,13 @@ import argparse
 import dataclasses
 import sys
 import warnings
+from pathlib import Path
 from typing import Sequence
 
 from normlab import __version__
 from normlab.config import DATASET_NAMES, DEFAULT_L1, DEFAULT_L2, Config, config_diff
-from normlab.errors import NormlabError
+from normlab.errors import ConfigError, NormlabError
+from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, FIGURE_FORMATS, parse_formats
 from normlab import norms
 
 _D = Config()  # the defaults shown in --help come from the config itself
@@ -56,6 +58,22 @@ def _number(kind: type, minimum: float, inclusive: bool):
 
     parse.__name__ = f"{what} {bound}"  # argparse names the type in some messages
     return parse
+
+
+def _figure_formats(text: str) -> tuple[str, ...]:
+    """An argparse type: comma-separated figure formats (:func:`parse_formats`)."""
+    try:
+        return parse_formats(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_format_flag(p: argparse.ArgumentParser, D, what: str = "the figures") -> None:
+    p.add_argument("--format", dest="formats", type=_figure_formats, metavar="LIST",
+                   default=D(",".join(DEFAULT_FIGURE_FORMATS)),
+                   help=f"file formats of {what}, comma-separated, of {', '.join(FIGURE_FORMATS)}: "
+                        "each figure is a PNG (the one report.md shows) and, next to it, a file of "
+                        "the same stem per other format (SVG keeps text as text; PDF for LaTeX)")
 
 
 _positive_int = _number(int, 1, inclusive=True)
@@ -165,6 +183,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_positive_int, default=D(_D.seeds),
                    help="number of seeds per variant: N runs seeds 0..N-1")
     _add_training_flags(p, D)
+    _add_format_flag(p, D)
 
     p = sub.add_parser("train", help="train one variant and save a run folder",
                        formatter_class=_Formatter,
@@ -173,6 +192,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                                                                         "one variant"))
     p.add_argument("--seed", type=_nonneg_int, default=D(0), help="random seed")
     _add_training_flags(p, D)
+    _add_format_flag(p, D)
 
     p = sub.add_parser("sweep", help="train variants x seeds for every value of one or two settings",
                        formatter_class=_Formatter,
@@ -204,6 +224,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--retries", type=_nonneg_int, default=D(2),
                    help="times a failed Ray task is retried before its run is recorded as failed")
     _add_training_flags(p, D)
+    _add_format_flag(p, D, "the sweep's figures (each point's study draws its own as "
+                           f"{','.join(DEFAULT_FIGURE_FORMATS)}; 'normlab report' redraws one in "
+                           "other formats)")
 
     p = sub.add_parser("report", help="redraw the figures and report.md of a run folder",
                        formatter_class=_Formatter,
@@ -216,6 +239,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=D(None),
                    help="folder with the dataset's IDX files, for the test images of the grids; "
                         "default: the run's own data_dir, then $NORMLAB_DATA, then the cache")
+    _add_format_flag(p, D)
 
     explained = ", ".join(norms.display_name(n) for n in norms.explained())
     p = sub.add_parser("explain", help=f"compute {explained} by hand and compare with PyTorch",
@@ -226,8 +250,10 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                                    "parameters each norm adds to normlab's model.")
     p.add_argument("--seed", type=_nonneg_int, default=D(0), help="seed of the example tensor")
     p.add_argument("--figure", default=D(None), metavar="PATH",
-                   help="also draw which elements share one mean and variance, as a PNG; "
-                        "default: no figure")
+                   help="also draw which elements share one mean and variance: PATH as a PNG, and "
+                        "next to it the other --format files (PATH may end in .svg or .pdf "
+                        "instead); default: no figure")
+    _add_format_flag(p, D, "--figure")
     return parser
 
 
@@ -242,18 +268,25 @@ def _explain(args: argparse.Namespace) -> int:
     text, diff = explain.explain_text(seed=args.seed)
     print(text, end="")
     if args.figure:
+        from normlab.runfolder import figure_files
+
+        png, formats = Path(args.figure), args.formats
+        if png.suffix.lower() in (".svg", ".pdf"):   # axes.svg: axes.png and axes.svg
+            formats = parse_formats([*formats, png.suffix[1:]])
+            png = png.with_suffix(".png")
         try:
-            print(f"figure: {axes_figure.draw_norm_axes(args.figure)}")
+            png = axes_figure.draw_norm_axes(png, formats=formats)
         except OSError as e:
             raise NormlabError(f"cannot write --figure {args.figure!r} ({e.strerror or e}); "
                                "choose a writable path") from None
+        print(f"figure: {', '.join(str(p) for p in figure_files(png, formats).values())}")
     return 1 if diff > explain.TOLERANCE else 0
 
 
 def _given(argv: Sequence[str]) -> set[str]:
     """The config keys whose flags appear in ``argv`` (parsed with the defaults suppressed)."""
     given = set(vars(build_parser(suppress_defaults=True).parse_args(argv)))
-    given -= {"command", "resume", "quiet", "out"}
+    given -= {"command", "resume", "quiet", "out", "formats"}
     rename = {"variant": "variants", "seed": "first_seed"}
     return {rename.get(g, g) for g in given}
 
@@ -318,7 +351,8 @@ def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
                                    retries=args.retries,
                                    resources={"num_cpus": args.ray_cpus,
                                               "num_gpus": args.ray_gpus})
-    run_sweep(base, spec, out, runner=runner, backend=args.backend, progress=not args.quiet)
+    run_sweep(base, spec, out, runner=runner, backend=args.backend, progress=not args.quiet,
+              formats=args.formats)
     return 0
 
 
@@ -338,7 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             from normlab.report import write_report
 
-            print(f"report: {write_report(args.run_dir, mode=args.mistakes, data_dir=args.data_dir)}")
+            report = write_report(args.run_dir, mode=args.mistakes, data_dir=args.data_dir,
+                                  formats=args.formats)
+            print(f"report: {report}")
             return 0
         if args.command == "sweep":
             return _sweep(argv, args)
@@ -348,9 +384,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.out is not None and args.out != args.resume:
                 raise NormlabError("give either --resume RUN_DIR or --out, not both")
             cfg = _resume_config(argv, args)
-            run_study(cfg, out=args.resume, progress=not args.quiet, resume=True)
+            run_study(cfg, out=args.resume, progress=not args.quiet, resume=True,
+                      formats=args.formats)
         else:
-            run_study(config_from_args(args), out=args.out, progress=not args.quiet)
+            run_study(config_from_args(args), out=args.out, progress=not args.quiet,
+                      formats=args.formats)
     except NormlabError as e:
         print(f"normlab: error: {e}", file=sys.stderr)
         return 2

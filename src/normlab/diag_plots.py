@@ -26,7 +26,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from normlab.runfolder import RunData, load_diagnostics
-from normlab.style import DPI, RC, save_png, variant_colors
+from normlab.figure_formats import DEFAULT_FIGURE_FORMATS
+from normlab.style import DPI, RC, save_figure, variant_colors
 
 
 def _per_epoch(rows: list[dict], value) -> dict[str, dict[int, list[float]]]:
@@ -76,9 +77,10 @@ PANELS = (
 )
 
 
-def plot_diagnostics(run: RunData) -> Path | None:
+def plot_diagnostics(run: RunData, formats=DEFAULT_FIGURE_FORMATS) -> Path | None:
     """Draw the four diagnostics panels of ``run`` (its folder's diagnostics figure); None,
-    nothing drawn, when the run folder has no diagnostics."""
+    nothing drawn, when the run folder has no diagnostics. ``formats``: as
+    :func:`normlab.style.save_figure`."""
     path = run.folder.diagnostics_figure()
     rows = load_diagnostics(run.folder.path)
     if not rows:
@@ -116,7 +118,7 @@ def plot_diagnostics(run: RunData) -> Path | None:
         fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), frameon=False)
         fig.suptitle(f"Inside the network, on a fixed probe batch of training images ({spread})")
         fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-        return save_png(fig, path)
+        return save_figure(fig, path, formats)
 
 
 __all__ = ["PANELS", "plot_diagnostics"]

@@ -13,8 +13,9 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from normlab.errors import ConfigError, RunFolderError
+from normlab.figure_formats import DEFAULT_FIGURE_FORMATS
 from normlab.runfolder import RunData, load_run, load_test_images, read_predictions
-from normlab.style import DPI, RC, save_png
+from normlab.style import DPI, RC, save_figure
 
 MODES = ("confident", "first")
 GRID_ROWS, GRID_COLS = 2, 5
@@ -83,7 +84,7 @@ def _first_ok_seed(run: RunData, variant: str) -> int | None:
 
 
 def _misclassified_figure(run: RunData, variant: str, seed: int, mode: str, images, labels,
-                          path: Path) -> Path:
+                          path: Path, formats: Sequence[str]) -> Path:
     rows = read_predictions(run.folder.predictions(variant, seed), labels, n_images=len(images))
     chosen = select_mistakes(rows, GRID_ROWS * GRID_COLS, mode)
     n_wrong = sum(r["pred"] != r["label"] for r in rows)
@@ -123,13 +124,15 @@ def _misclassified_figure(run: RunData, variant: str, seed: int, mode: str, imag
         fig.text(0.02, 0.12 / height, "Above each image: true → predicted class, the model's "
                  "confidence, the image's test-set index.",
                  ha="left", va="bottom", fontsize=10, color="#555555")
-        return save_png(fig, path)
+        return save_figure(fig, path, formats)
 
 
 def plot_misclassified(run: RunData | str | Path, variant: str, seed: int | None = 0,
                        mode: str = "confident", images=None,
-                       data_dir: str | Path | None = None) -> Path:
-    """Draw the grid of 10 misclassified test images of one seed of ``variant``.
+                       data_dir: str | Path | None = None,
+                       formats: Sequence[str] = DEFAULT_FIGURE_FORMATS) -> Path:
+    """Draw the grid of 10 misclassified test images of one seed of ``variant`` (a PNG, and the
+    other ``formats`` next to it); returns the PNG's path.
 
     ``mode="confident"`` shows the most confident mistakes, ``"first"`` the first by test index
     (see :func:`select_mistakes`). ``seed=None`` takes the first seed that finished. ``images``,
@@ -159,13 +162,15 @@ def plot_misclassified(run: RunData | str | Path, variant: str, seed: int | None
     if images is None:
         images, labels = load_test_images(run, data_dir)
     return _misclassified_figure(run, variant, seed, mode, images, labels,
-                                 run.folder.misclassified_figure(variant))
+                                 run.folder.misclassified_figure(variant), formats)
 
 
 def make_misclassified(run: RunData | str | Path, mode: str = "confident",
-                       data_dir: str | Path | None = None) -> list[Path]:
-    """One mistakes grid per variant that has a finished seed; the test split is loaded once
-    (from ``data_dir`` if given, else from where the run found its data)."""
+                       data_dir: str | Path | None = None,
+                       formats: Sequence[str] = DEFAULT_FIGURE_FORMATS) -> list[Path]:
+    """One mistakes grid per variant that has a finished seed (a PNG, and the other ``formats``
+    next to it); the test split is loaded once (from ``data_dir`` if given, else from where the
+    run found its data). Returns the PNGs' paths."""
     check_mode(mode)
     run = run if isinstance(run, RunData) else load_run(run)
     todo = [(v, s) for v in run.variants if (s := _first_ok_seed(run, v)) is not None]
@@ -173,4 +178,4 @@ def make_misclassified(run: RunData | str | Path, mode: str = "confident",
         return []
     images, labels = load_test_images(run, data_dir)
     return [_misclassified_figure(run, v, s, mode, images, labels,
-                                  run.folder.misclassified_figure(v)) for v, s in todo]
+                                  run.folder.misclassified_figure(v), formats) for v, s in todo]

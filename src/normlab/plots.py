@@ -19,9 +19,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from normlab.figure_formats import DEFAULT_FIGURE_FORMATS
 from normlab.runfolder import RunData, load_run
 from normlab.stats import mean_ci
-from normlab.style import DPI, FIGSIZE, RC, save_png, variant_colors
+from normlab.style import DPI, FIGSIZE, RC, save_figure, variant_colors
 
 # ----------------------------------------------------------------------------------------------
 # Curves
@@ -159,7 +160,7 @@ def _end_labels(fig: Figure, ax, points: list[tuple[float, float, str, str]]) ->
                                   linewidth=0.8, alpha=0.7))
 
 
-def _curve_figure(run: RunData, column: str, path: Path) -> Path:
+def _curve_figure(run: RunData, column: str, path: Path, formats: Sequence[str]) -> Path:
     accuracy = column.endswith("acc")
     colors = variant_colors(run.variants)
     curves = {v: _Curve(run, v, column) for v in run.variants}
@@ -215,7 +216,7 @@ def _curve_figure(run: RunData, column: str, path: Path) -> Path:
                 ax.set_ylabel("test loss (cross-entropy, log scale)")
         _place_legend(fig, ax, handles, labels, max_cols=3, right=0.88)
         _end_labels(fig, ax, ends)
-        return save_png(fig, path)
+        return save_figure(fig, path, formats)
 
 
 def _below_note(ax, series: Sequence[Sequence[tuple[int, float]]]) -> None:
@@ -235,7 +236,7 @@ def _below_note(ax, series: Sequence[Sequence[tuple[int, float]]]) -> None:
             bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 2})
 
 
-def _train_vs_test_figure(run: RunData, path: Path) -> Path:
+def _train_vs_test_figure(run: RunData, path: Path, formats: Sequence[str]) -> Path:
     colors = variant_colors(run.variants)
     test = {v: _Curve(run, v, "test_acc") for v in run.variants}
     train = {v: _Curve(run, v, "train_acc") for v in run.variants}
@@ -288,16 +289,17 @@ def _train_vs_test_figure(run: RunData, path: Path) -> Path:
             _below_note(ax, series)
         _place_legend(fig, ax, handles, labels, max_cols=max_cols, right=0.96,
                       title="gap: train − test accuracy at the final epoch, percentage points")
-        return save_png(fig, path)
+        return save_figure(fig, path, formats)
 
 
-def plot_curves(run: RunData | str | Path) -> list[Path]:
+def plot_curves(run: RunData | str | Path,
+                formats: Sequence[str] = DEFAULT_FIGURE_FORMATS) -> list[Path]:
     """Draw the three curve figures of a run folder (a path, or a :class:`RunData` read from
-    one); returns their paths."""
+    one), each as a PNG and in the other ``formats`` next to it; returns the PNGs' paths."""
     run = run if isinstance(run, RunData) else load_run(run)
     f = run.folder
     return [
-        _curve_figure(run, "test_acc", f.figure("test_acc")),
-        _curve_figure(run, "test_loss", f.figure("test_loss")),
-        _train_vs_test_figure(run, f.figure("train_vs_test")),
+        _curve_figure(run, "test_acc", f.figure("test_acc"), formats),
+        _curve_figure(run, "test_loss", f.figure("test_loss"), formats),
+        _train_vs_test_figure(run, f.figure("train_vs_test"), formats),
     ]

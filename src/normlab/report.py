@@ -11,9 +11,11 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from normlab import norms
 from normlab.errors import ConfigError, DataError, RunFolderError
+from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.findings import findings, signed_points
 from normlab.runfolder import PROBE_SIZE, REBUILD, RunData, is_number, load_run
 from normlab.table import results_table
@@ -189,8 +191,12 @@ def build_report(run: RunData, figures: list[Path], notes: list[str] = ()) -> st
 
 
 def write_report(run_dir: str | Path, mode: str = "confident",
-                 data_dir: str | Path | None = None) -> Path:
+                 data_dir: str | Path | None = None,
+                 formats: str | Sequence[str] = DEFAULT_FIGURE_FORMATS) -> Path:
     """Regenerate every figure of ``run_dir`` and write ``report.md`` there (atomically).
+
+    Each figure is a PNG, which report.md shows, and a file of the same stem in each other of
+    ``formats`` (png, svg, pdf; a ConfigError names them for an unknown one).
 
     The test images for the grids come from ``data_dir`` if given, else from where the run found
     its data. If they cannot be found, the grids are left out and report.md says why.
@@ -200,6 +206,7 @@ def write_report(run_dir: str | Path, mode: str = "confident",
     from normlab.config import Config
 
     mistakes.check_mode(mode)
+    formats = parse_formats(formats)
     run = load_run(run_dir)
     folder = run.folder
     fix = f"restore it from a copy of the run folder, or {REBUILD}"
@@ -208,11 +215,12 @@ def write_report(run_dir: str | Path, mode: str = "confident",
     except (ConfigError, TypeError) as e:
         raise RunFolderError(f"{folder.config} holds an invalid config ({e}); {fix}") from None
     try:
-        figures = plots.plot_curves(run)
-        figures += [p for p in [plot_diagnostics(run)] if p is not None]
+        figures = plots.plot_curves(run, formats)
+        figures += [p for p in [plot_diagnostics(run, formats)] if p is not None]
         notes = []
         try:
-            figures += mistakes.make_misclassified(run, mode, data_dir=data_dir)
+            figures += mistakes.make_misclassified(run, mode, data_dir=data_dir,
+                                                   formats=formats)
         except DataError as e:
             notes.append(f"The grids of misclassified images were not made: the test images "
                          f"could not be loaded ({e}).")

@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -36,6 +36,7 @@ from normlab.config import VAL_SEED, Config, Variant, config_diff
 from normlab.device import resolve_precision, select_device
 from normlab.envinfo import environment, peak_rss_mb
 from normlab.errors import ConfigError
+from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.runfolder import RunFolder, RunResult
 from normlab.table import results_table
 from normlab.train import GroupTrainer
@@ -333,9 +334,10 @@ def train_run(cfg: Config, variant: Variant, seed: int, train_split: DeviceSplit
 
 def finish(folder: RunFolder, plan: Plan, results: list[RunResult], t_start: float,
            report: bool = True, resumed: bool = False,
-           log: Callable[[str], None] = print) -> dict:
+           log: Callable[[str], None] = print,
+           formats: Sequence[str] = DEFAULT_FIGURE_FORMATS) -> dict:
     """The study's closing files: tables, summary.json, timing.json and (``report``) the figures
-    and report.md. Returns the summary."""
+    (PNG and the other ``formats``) and report.md. Returns the summary."""
     folder.write_tables(results)
     summary = folder.write_summary(plan.cfg, results)
     log(results_table(summary).text())
@@ -350,7 +352,7 @@ def finish(folder: RunFolder, plan: Plan, results: list[RunResult], t_start: flo
     if report:
         from normlab.report import write_report  # the same code as `normlab report RUN_DIR`
 
-        write_report(folder.path)
+        write_report(folder.path, formats=formats)
     timing["wall_seconds"] = time.perf_counter() - t_start + before.get("wall_seconds", 0.0)
     timing["peak_rss_mb"] = peak_rss_mb()
     folder.write_timing(timing)
@@ -364,15 +366,17 @@ def default_out(cfg: Config) -> Path:
 
 def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
               log: Callable[[str], None] = print, report: bool = True,
-              resume: bool = False) -> Path:
+              resume: bool = False,
+              formats: str | Sequence[str] = DEFAULT_FIGURE_FORMATS) -> Path:
     """Train every variant x seed of ``cfg`` and write the run folder (and, with ``report``, its
-    figures and report.md). Returns its path.
+    figures, as PNG and the other ``formats``, and report.md). Returns its path.
 
     With ``resume``, ``out`` is an existing run folder made with the same config: finished runs
     are kept, unfinished ones continue from their last finished epoch, and the final files are
     the same as those of an uninterrupted study.
     """
     t_start = time.perf_counter()
+    formats = parse_formats(formats)   # a bad one fails now, not after the training
     device = select_device(cfg.device)
     if resume and out is None:
         raise ConfigError("--resume needs the run folder to continue")
@@ -410,5 +414,6 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
             log(f"interrupted: every run is saved up to its last finished epoch; continue with "
                 f"'normlab study --resume {folder.path}'")
             raise
-        finish(folder, plan, results, t_start, report=report, resumed=resume, log=log)
+        finish(folder, plan, results, t_start, report=report, resumed=resume, log=log,
+               formats=formats)
     return folder.path

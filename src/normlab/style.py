@@ -5,6 +5,11 @@ made directly, never through ``pyplot``, so nothing needs a display, touches a g
 or changes the backend a caller (e.g. a notebook) has chosen. Colours come from the Okabe–Ito
 palette (safe for colour-blind readers), assigned by position, so a variant has the same colour in
 every figure of a study.
+
+Figures are sized for the full width of a two-column paper (~7 in): drawn 8 in wide (8.5 in for
+``explain``'s), their smallest text (10 pt; 9 pt in ``explain``'s) still prints at >= 7.4 pt when
+scaled to 7 in. :func:`save_figure` writes each figure as PNG and, next to it, SVG (text kept as
+text) and PDF (TrueType fonts embedded), the same bytes every time.
 """
 
 from __future__ import annotations
@@ -13,15 +18,18 @@ import io
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
+from normlab.runfolder import figure_files
 from normlab.store import atomic_write_bytes
 
 # Okabe & Ito (2008), ordered so the first colours are the most distinct on white; yellow last.
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
              "#F0E442")
-FIGSIZE = (8.0, 5.0)       # inches; 960 x 600 px at DPI
+FIGSIZE = (8.0, 5.0)       # inches; 960 x 600 px at DPI; text x 0.875 at a paper's full width
 DPI = 120
 
 RC = {
@@ -39,6 +47,13 @@ RC = {
     "savefig.facecolor": "white",
     "figure.facecolor": "white",
 }
+# In force while a figure is saved: SVG keeps its text as text (editable, searchable; the reader's
+# DejaVu Sans or a fallback draws it), PDF embeds TrueType fonts, and the ids SVG gives clip paths
+# and images come from a fixed salt instead of a random one.
+SAVE_RC = {"svg.fonttype": "none", "svg.hashsalt": "normlab", "pdf.fonttype": 42}
+# No creation date in the SVG and PDF, no Software entry in the PNG: drawing a figure again gives
+# the same bytes.
+METADATA = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
 
 
 def color(i: int) -> str:
@@ -51,10 +66,16 @@ def variant_colors(variants: Sequence[str]) -> dict[str, str]:
     return {v: color(i) for i, v in enumerate(variants)}
 
 
-def save_png(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
-    """Render ``fig`` as PNG and write it atomically (temporary file, then rename)."""
+def save_figure(fig: Figure, png: str | Path, formats: str | Sequence[str] = DEFAULT_FIGURE_FORMATS,
+                dpi: int = DPI) -> Path:
+    """Write ``fig`` as the PNG ``png`` and as each other of ``formats`` next to it (same stem,
+    see :func:`normlab.runfolder.figure_files`), each rendered in memory and written atomically
+    (temporary file, then rename). Returns the PNG's path, the one report.md links."""
+    files = figure_files(png, parse_formats(formats))
     FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
+    with matplotlib.rc_context(SAVE_RC):
+        for fmt, path in files.items():
+            buf = io.BytesIO()
+            fig.savefig(buf, format=fmt, dpi=dpi, metadata=METADATA[fmt])
+            atomic_write_bytes(path, buf.getvalue())
+    return files["png"]

@@ -27,11 +27,12 @@ import math
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from normlab import __version__
 from normlab.config import DATASET_NAMES, PRECISIONS, Config, config_diff, parse_arch
 from normlab.errors import ConfigError, NormlabError, RunFolderError
+from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.runfolder import RunFolder, SweepFolder, load_run
 
 # Settings that can be swept, with the Config field each one sets.
@@ -249,14 +250,18 @@ def run_points_locally(outcomes: list[PointOutcome], log: Callable[[str], None],
 
 def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | None = None,
               backend: str = "local", progress: bool = True,
-              log: Callable[[str], None] = print) -> Path:
+              log: Callable[[str], None] = print,
+              formats: str | Sequence[str] = DEFAULT_FIGURE_FORMATS) -> Path:
     """Run (or continue) the sweep into ``out`` and write sweep.csv, figures and report.md.
-    ``runner`` trains the points (default: one after another here); ``backend`` names it."""
+    ``runner`` trains the points (default: one after another here); ``backend`` names it.
+    The sweep's figures are saved as PNG and the other ``formats``; each point's study draws
+    its own in the default formats."""
     from normlab.device import select_device
     from normlab.study import load_data
     from normlab.sweep_report import write_sweep_outputs
 
     out = Path(out)
+    formats = parse_formats(formats)
     points = spec.points(base)                     # bad values fail here, before any training
     device = select_device(base.device)
     # Check data and folder before the first run: every dataset the sweep touches.
@@ -273,7 +278,7 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
     else:
         runner(outcomes, log)
     rows = sweep_rows(spec, outcomes)
-    write_sweep_outputs(out, spec, rows)
+    write_sweep_outputs(out, spec, rows, formats)
     failed = sum(1 for r in rows if r["status"] == "failed")
     log(f"sweep results in {out}" + (f" ({failed} run(s) failed; run the same command to retry "
                                      "them)" if failed else ""))

@@ -13,10 +13,11 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from normlab.figure_formats import DEFAULT_FIGURE_FORMATS
 from normlab.findings import fmt_value, sweep_findings
 from normlab.runfolder import SweepFolder
 from normlab.stats import describe, mean_ci
-from normlab.style import DPI, FIGSIZE, RC, color, save_png
+from normlab.style import DPI, FIGSIZE, RC, color, save_figure
 from normlab.table import Table, format_ci, format_pm
 
 
@@ -53,12 +54,14 @@ def _is_log_scale(values: Sequence[float]) -> bool:
     return len(pos) >= 3 and max(pos) / min(pos) >= 10
 
 
-def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: str | Path) -> Path:
+def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: str | Path,
+                 formats: Sequence[str] = DEFAULT_FIGURE_FORMATS) -> Path:
     """Final accuracy (test, or val when the sweep held out --val images) against the swept
     ``param``: one line per variant (and per value of the ``others`` swept settings), mean over
     seeds with 95% t-confidence bars. Failed and diverged runs are left out (and counted in the
     title's note). Log x where the values span decades; a value 0 on a log axis is drawn at the
-    left edge and labelled 0."""
+    left edge and labelled 0. Saved as the PNG ``path`` and in the other ``formats`` next to it;
+    returns the PNG's path."""
     metric, word = selection_metric(list(rows))
     path = Path(path)
     series: dict[str, dict[object, list[float]]] = {}
@@ -122,7 +125,7 @@ def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: 
         ax.set_title(f"Final {word} accuracy against {param}\n({bars}{note})")
         ax.legend(loc="best", frameon=False)
         fig.tight_layout()
-        return save_png(fig, path)
+        return save_figure(fig, path, formats)
 
 
 def write_sweep_report(out: str | Path, spec, rows: list[dict]) -> Path:
@@ -163,11 +166,13 @@ def write_sweep_report(out: str | Path, spec, rows: list[dict]) -> Path:
     return folder.write_report("\n".join(lines).rstrip() + "\n")
 
 
-def write_sweep_outputs(out: str | Path, spec, rows: list[dict]) -> None:
-    """sweep.csv, a figure per swept setting and report.md."""
+def write_sweep_outputs(out: str | Path, spec, rows: list[dict],
+                        formats: Sequence[str] = DEFAULT_FIGURE_FORMATS) -> None:
+    """sweep.csv, a figure per swept setting (a PNG, and the other ``formats`` next to it) and
+    report.md."""
     folder = SweepFolder(out)
     folder.write_table(tuple(p.name for p in spec.params), rows)
     for p in spec.params:
         sweep_figure(rows, p.name, [q.name for q in spec.params if q.name != p.name],
-                     folder.figure(p.name))
+                     folder.figure(p.name), formats)
     write_sweep_report(out, spec, rows)

@@ -12,7 +12,8 @@ driver, the Ray backend, reports, plots, scripts, the notebook, the tests) asks 
     predictions/<variant>-s<seed>.csv   PREDICTION_COLUMNS of the final model on every test image
     checkpoints/<variant>-s<seed>.pt    final weights, status and metrics of a finished run
     checkpoints/group-<k>.pt            training state of group k after its last finished epoch
-    figures/, report.md                 drawn from the files above by ``normlab report``
+    figures/, report.md                 drawn from the files above by ``normlab report``; each
+                                        figure a PNG, with an SVG (PDF) of the same stem
     .normlab.lock                       held (flock) while a process writes into the folder
 
 A sweep folder holds ``sweep.json`` (the base config and swept settings), ``sweep.csv`` (one row
@@ -26,14 +27,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from normlab import __version__
 from normlab.config import Variant
 from normlab.errors import ConfigError, RunFolderError
-from normlab.stats import describe
+from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, FIGURE_FORMATS
+from normlab.runfolder.results import RunResult, summarize
 from normlab.store import (atomic_write_text, ensure_writable, load_checkpoint, read_json_object,
                            remove_stale_temporaries, save_checkpoint, write_csv, write_json)
 
@@ -64,35 +65,12 @@ STATE_VERSION = 1   # format of checkpoints/group-<k>.pt
 REBUILD = "re-run the study to rebuild the run folder"
 
 
-def run_name(variant: str, seed: int) -> str:
-    """The stem of a run's files: predictions/<stem>.csv, checkpoints/<stem>.pt."""
-    return f"{variant}-s{seed}"
-
-
-# ----------------------------------------------------------------------------------------------
-# What a run leaves behind
-
-
-@dataclass
-class Predictions:
-    """The final model's predictions on the test split (tensors on the CPU)."""
-
-    label: Any       # (N,) true class
-    pred: Any        # (N,) predicted class
-    confidence: Any  # (N,) softmax probability of the predicted class
-
-
-@dataclass
-class RunResult:
-    variant: Variant
-    seed: int
-    params: int
-    status: str = "ok"                       # "ok" or "diverged"
-    epochs: list[dict] = field(default_factory=list)   # METRIC_COLUMNS[2:] + "seconds" per epoch
-    predictions: Predictions | None = None
-    state_dict: dict | None = None
-    message: str = ""
-    diagnostics: list[dict] = field(default_factory=list)   # DIAGNOSTIC_COLUMNS[2:] per row
+def figure_files(png: str | Path,
+                 formats: Sequence[str] = DEFAULT_FIGURE_FORMATS) -> dict[str, Path]:
+    """The files of one figure by format: ``png`` always, then ``png`` with the suffix of each
+    other of ``formats`` (FIGURE_FORMATS order): figures/test_loss.png, figures/test_loss.svg."""
+    png = Path(png)
+    return {"png": png} | {f: png.with_suffix(f".{f}") for f in FIGURE_FORMATS[1:] if f in formats}
 
 
 def _cell(v: Any) -> Any:
@@ -100,29 +78,9 @@ def _cell(v: Any) -> Any:
     return "" if v is None or (isinstance(v, float) and v != v) else v
 
 
-def summarize(variants: tuple[Variant, ...], results: list[RunResult]) -> dict:
-    """summary.json's 'variants': per variant its parameters, status and seed statistics."""
-    out = {}
-    for v in variants:
-        runs = [r for r in results if r.variant.name == v.name]
-        ok = [r for r in runs if r.status == "ok"]
-        diverged = [r.seed for r in runs if r.status != "ok"]
-        status = "ok" if not diverged else ("diverged" if not ok else "partly-diverged")
-        out[v.name] = {
-            "name": v.name, "norm": v.norm, "l1": v.l1, "l2": v.l2,
-            "params": runs[0].params if runs else None,
-            "status": status,
-            "seeds": [r.seed for r in runs],
-            "diverged_seeds": diverged,
-            "final_test_acc": describe([r.epochs[-1]["test_acc"] for r in ok]),
-            "best_test_acc": describe([max(e["test_acc"] for e in r.epochs) for r in ok]),
-            "final_test_loss": describe([r.epochs[-1]["test_loss"] for r in ok]),
-            "final_val_acc": describe([r.epochs[-1]["val_acc"] for r in ok
-                                       if r.epochs[-1].get("val_acc") is not None]),
-            "best_val_acc": describe([max(e["val_acc"] for e in r.epochs) for r in ok
-                                      if r.epochs[-1].get("val_acc") is not None]),
-        }
-    return out
+def run_name(variant: str, seed: int) -> str:
+    """The stem of a run's files: predictions/<stem>.csv, checkpoints/<stem>.pt."""
+    return f"{variant}-s{seed}"
 
 
 # ----------------------------------------------------------------------------------------------
