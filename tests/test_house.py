@@ -160,6 +160,7 @@ def test_pyproject_torch_matches_the_makefile_pin() -> None:
 
 
 @pytest.mark.parametrize("module", ["normlab.config", "normlab.norms", "normlab.runfolder",
+                                    "normlab.compare",
                                     "normlab.table", "normlab.findings", "normlab.stats",
                                     "normlab.datasets"])
 def test_light_modules_do_not_import_torch(module: str) -> None:

@@ -217,52 +217,103 @@ def _summary(accs: dict[str, list[float]], diverged: dict | None = None) -> dict
     return {"dataset": "mnist", "epochs": 20, "seeds": 5, "variants": out}
 
 
-def test_findings_clearly_significant() -> None:
-    """A clear lead over 5 seeds: the sentence gives the winner's mean, its lead, the 95% CI of
-    the difference, p < 0.001 and 'significant'."""
-    s = _summary({"gn": [98.80, 98.85, 98.82, 98.78, 98.84],
-                  "bn": [99.20, 99.25, 99.22, 99.18, 99.24]})
-    text = " ".join(findings(s))
-    assert "`bn` has the highest final test accuracy: 99.22% (mean of 5 seeds)" in text
-    assert "Over `gn` (98.82%) its lead is +0.40 percentage points" in text
-    assert "95% CI of the difference +0.36 to +0.44" in text
-    assert "p < 0.001" in text
-    assert "significant at the 5% level" in text and "not significant" not in text
+def _signed(x: float) -> str:
+    return f"{x:+.2f}".replace("-", "−")
 
 
-def test_findings_not_significant() -> None:
-    """A lead inside the noise: the CI of the difference spans 0 and the text says 'not
-    significant' and 'may be seed-to-seed noise'."""
-    s = _summary({"gn": [99.0, 99.3, 98.9, 99.2, 99.1], "ln": [99.1, 98.9, 99.2, 99.0, 99.0]})
+def _hand_paired(a: list[float], b: list[float]) -> tuple[float, float, float, float]:
+    """(mean difference, CI low, CI high, sd) of a - b by hand: mean ± t_{0.975, n-1} sd/sqrt(n),
+    with the t quantiles of the published table."""
+    t975 = {2: 4.302653, 3: 3.182446, 4: 2.776445}
+    d = [x - y for x, y in zip(a, b)]
+    mean, sd = statistics.fmean(d), statistics.stdev(d)
+    half = t975[len(d) - 1] * sd / len(d) ** 0.5
+    return mean, mean - half, mean + half, sd
+
+
+def test_findings_rank_a_difference_larger_than_the_noise() -> None:
+    """A clear lead over 5 paired seeds is ranked: the winner is named as measurably ahead of every
+    other variant, and the pair's sentence gives the mean paired difference with the 95% CI of the
+    per-seed differences (by hand), the number of pairs, p < 0.001 and which variant is ahead."""
+    gn = [98.80, 98.85, 98.82, 98.78, 98.84]
+    bn = [99.20, 99.27, 99.20, 99.18, 99.25]
+    s = _summary({"gn": gn, "bn": bn})
     text = " ".join(findings(s))
-    assert "`gn` has the highest final test accuracy: 99.10%" in text
-    assert "its lead is +0.06 percentage points" in text
-    m = re.search(r"95% CI of the difference (\S+) to (\S+),", text)
-    lo, hi = (float(x.replace("−", "-")) for x in m.groups())
+    mean, lo, hi, _ = _hand_paired(gn, bn)
+    assert ("`bn` has the highest final test accuracy: 99.22% (mean of 5 seeds), measurably "
+            "ahead of every other variant.") in text
+    assert (f"`gn` vs `bn`: {_signed(mean)} points (95% CI {_signed(lo)} to {_signed(hi)}, "
+            "5 paired seeds); `bn` is ahead of `gn` by more than the seed-to-seed noise "
+            "(paired t-test, p < 0.001)") in text
+    assert "no measurable difference" not in text and "Holm" not in text   # one pair
+
+
+def test_findings_no_difference_states_the_detectable_difference() -> None:
+    """A lead inside the noise is not ranked: the paired CI spans 0, the sentence says "no
+    measurable difference" and the smallest difference a paired t-test on these 5 pairs would
+    detect with 80% power at the 5% level (min_detectable of the sd of the differences); no
+    variant is called the highest or ahead."""
+    from normlab.stats import min_detectable
+
+    gn, ln = [99.0, 99.3, 98.9, 99.2, 99.1], [99.1, 98.9, 99.2, 99.0, 99.0]
+    text = " ".join(findings(_summary({"gn": gn, "ln": ln})))
+    mean, lo, hi, sd = _hand_paired(gn, ln)
     assert lo < 0 < hi
-    assert "not significant at the 5% level" in text
-    assert "may be seed-to-seed noise" in text
+    detectable = min_detectable(sd, 5)
+    assert 0.3 < detectable < 0.5
+    assert "Mean final test accuracy: `gn` 99.10%, `ln` 99.04% (5 seeds each)" in text
+    assert (f"`gn` vs `ln`: {_signed(mean)} points (95% CI {_signed(lo)} to {_signed(hi)}, "
+            "5 paired seeds); no measurable difference (paired t-test, p = ") in text
+    assert f"the study could have detected {detectable:.2f} points with 80% power." in text
+    assert "highest" not in text and "ahead" not in text
 
 
 def test_findings_one_seed_not_conclusive() -> None:
-    """One seed each: no CI, no significance, and the comparison is called not conclusive."""
+    """One seed each: the difference on that seed, no CI, no test, and the comparison is called
+    not conclusive; nothing is ranked."""
     s = _summary({"gn": [99.0], "bn": [99.4]})
     text = " ".join(findings(s))
-    assert "`bn` has the highest final test accuracy: 99.40% (one seed)" in text
-    assert "Its lead is +0.40 percentage points over `gn` (99.00%); but each variant has only " \
-           "one finished seed, so no confidence interval is possible and this comparison is not " \
-           "conclusive." in text
-    assert "significant" not in text and "CI" not in text
+    assert "Mean final test accuracy: `gn` 99.00%, `bn` 99.40% (one seed each)" in text
+    assert ("`gn` vs `bn`: −0.40 points on the one seed both finished (seed 0); one pair gives "
+            "no confidence interval, so this comparison is not conclusive.") in text
+    assert "significant" not in text and "CI" not in text and "ahead" not in text
+    assert "highest" not in text
 
 
 def test_findings_mixed_seed_counts() -> None:
-    """Comparisons with a one-seed variant are not conclusive; the others are tested."""
-    s = _summary({"gn": [99.0, 99.1, 99.05], "bn": [99.5, 99.6, 99.55], "ln": [98.0]})
-    f = findings(s)
-    assert any(x.startswith("Over `gn` (99.05%) its lead is +0.50") and "significant at" in x
+    """Pairs are made of the seeds both variants finished: a variant with one seed gives one pair
+    (not conclusive) while the others are tested over their 3 pairs; with three variants the
+    sentences say Holm-adjusted, and no winner is named while one of its comparisons is open."""
+    gn, bn = [99.0, 99.1, 99.05], [99.5, 99.62, 99.53]
+    f = findings(_summary({"gn": gn, "bn": bn, "ln": [98.0]}))
+    text = " ".join(f)
+    mean, lo, hi, _ = _hand_paired(gn, bn)
+    assert any(x.startswith(f"`gn` vs `bn`: {_signed(mean)} points (95% CI {_signed(lo)} to "
+                            f"{_signed(hi)}, 3 paired seeds); `bn` is ahead of `gn` by more than "
+                            "the seed-to-seed noise (paired t-test, Holm-adjusted p")
                for x in f)
-    assert ("Its lead is +1.55 percentage points over `ln` (98.00%); but `ln` has only one "
-            "finished seed") in " ".join(f)
+    assert ("`gn` vs `ln`: +1.00 points on the one seed both finished (seed 0); one pair gives no "
+            "confidence interval, so this comparison is not conclusive.") in f
+    assert "`bn` vs `ln`: +1.50 points on the one seed both finished (seed 0)" in text
+    assert "highest" not in text
+    assert "Mean final test accuracy: `gn` 99.05%, `bn` 99.55%, `ln` 98.00% (over 3, 3 and 1 " \
+           "seeds)" in text
+
+
+def test_findings_holm_turns_a_lone_significance_into_no_difference() -> None:
+    """With three variants, a pair whose unadjusted paired test is significant (CI excludes 0,
+    p = 0.035) but whose Holm-adjusted p (3 x 0.035 = 0.10) is not is not ranked: the sentence
+    gives both p-values and the detectable difference."""
+    accs = {"gn": [99.0, 99.1, 99.2, 99.0, 99.1], "ln": [98.9, 98.95, 99.15, 98.87, 99.1],
+            "bn": [99.0, 99.05, 99.1, 99.05, 99.0]}
+    text = " ".join(findings(_summary(accs)))
+    mean, lo, hi, _ = _hand_paired(accs["gn"], accs["ln"])
+    assert lo > 0
+    assert (f"`gn` vs `ln`: {_signed(mean)} points (95% CI {_signed(lo)} to {_signed(hi)}, 5 "
+            "paired seeds); no measurable difference once corrected for the 3 comparisons "
+            "(paired t-test p = 0.035 alone, Holm-adjusted p = 0.10); the study could have "
+            "detected") in text
+    assert "ahead" not in text and "highest" not in text
 
 
 def test_findings_diverged_and_single_result() -> None:
@@ -308,7 +359,8 @@ def test_write_report_multi_seed(synthetic_data, tmp_path: Path, make_run) -> No
     """Three variants x 3 seeds with the test images found: the report names every variant, links
     exactly the PNGs of the figures made (3 curves + one grid per variant, all inside the run
     folder; each also an SVG, not linked), states device, wall time, epochs and seeds, the winner
-    and the table row; no temporary files stay."""
+    (measurably ahead of both others), the table row, and a Comparisons section that says Holm
+    and has one row of 3 pairs per pair of variants; no temporary files stay."""
     variants = ("gn", "ln", "bn+l1=2e-05")
     run = make_run(tmp_path / "run", variants=variants, seeds=3, epochs=4,
                    labels=synthetic_data.labels, data_dir=synthetic_data.folder,
@@ -328,8 +380,15 @@ def test_write_report_multi_seed(synthetic_data, tmp_path: Path, make_run) -> No
     assert "**Device:** cpu" in text
     assert "**Total wall time:** 2 min 03 s (all runs, 2 worker(s) x 1 torch thread(s))" in text
     assert "**Epochs:** 4 per run; **seeds:** 0, 1, 2 (3 per variant)" in text
-    assert "`bn+l1=2e-05` has the highest final test accuracy: 99.05%" in text
+    assert ("`bn+l1=2e-05` has the highest final test accuracy: 99.05% (mean of 3 seeds), "
+            "measurably ahead of every other variant.") in text
     assert f"| `gn` | {_params('gn'):,} | 3 | 98.15 ± 0.05 |" in text
+    comparisons = text.split("## Comparisons", 1)[1].split("## Findings", 1)[0]
+    assert "With 3 pairs, every p-value is adjusted" in comparisons and "Holm" in comparisons
+    assert ("| pair | N pairs | mean diff (pts) | 95% CI | t-test p | Holm t-test p | "
+            "McNemar b / c | McNemar p | Holm McNemar p | detectable (pts) |") in comparisons
+    for pair in ("`gn` vs `ln`", "`gn` vs `bn+l1=2e-05`", "`ln` vs `bn+l1=2e-05`"):
+        assert f"| {pair} | 3 | " in comparisons
     assert not list(run.path.glob("*.tmp")) and not list(run.figures.glob(".*"))
 
 

@@ -248,3 +248,22 @@ def test_mcnemar_exact_and_holm() -> None:
         mcnemar_exact(-1, 2)
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5, 0.9]) == [1.0, 1.0] and holm([]) == []
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 8, 20])
+def test_min_detectable_has_its_power_for_every_n(n: int) -> None:
+    """For 2 to 20 pairs, the returned difference has power 0.80 (two-sided, 5% level) by the
+    noncentral t computed independently with scipy's nct.cdf on the upper tail; n = 2 (df = 1)
+    is where SciPy's lower-tail cdf returns nan, which min_detectable must not trip over."""
+    from scipy.stats import nct
+    from scipy.stats import t as student
+
+    from normlab.stats import min_detectable
+
+    sd = 0.035
+    d = min_detectable(sd, n)
+    assert d is not None and math.isfinite(d) and d > 0
+    crit = student.ppf(0.975, n - 1)
+    ncp = d * math.sqrt(n) / sd
+    upper = 1 - nct.cdf(crit, n - 1, ncp)
+    assert upper <= 0.8 + 1e-9 and upper > 0.8 - 1e-3   # the lower tail adds almost nothing

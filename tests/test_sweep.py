@@ -133,6 +133,39 @@ def test_sweep_figure_axes_and_missing_runs(tmp_path) -> None:
     assert sorted(other.parent.iterdir()) == sorted(figure_files(other, ("pdf",)).values())
 
 
+def test_sweep_table_groups_by_everything_but_the_seed() -> None:
+    """The sweep table has one row per combination of every swept setting and the variant (the
+    runs of a row differ only in their seed), in first-seen order, with N (finished seeds; "of M"
+    when some runs did not finish), mean ± sample std, the t-based 95% CI of the mean (by hand:
+    mean ± t_{0.975, n-1} sd / sqrt(n)) and the best accuracy; runs that failed or diverged are left
+    out of the statistics."""
+    from normlab.sweep_report import sweep_table
+
+    def row(b, lr, v, seed, acc, status="ok"):
+        ok = status == "ok"
+        return {"batch_size": b, "lr": lr, "variant": v, "seed": seed, "status": status,
+                "final_val_acc": None, "best_val_acc": None,
+                "final_test_acc": acc if ok else None, "best_test_acc": acc + 0.1 if ok else None,
+                "final_test_loss": 0.05 if ok else None, "message": ""}
+
+    rows = [row(16, 0.1, "gn", s, a) for s, a in enumerate([98.0, 98.3, 98.6])]
+    rows += [row(16, 0.2, "gn", s, a) for s, a in enumerate([97.0, 97.5])]
+    rows += [row(16, 0.2, "gn", 2, 0.0, "diverged")]
+    rows += [row(32, 0.1, "gn", s, 99.0) for s in range(3)]
+    rows += [row(16, 0.1, "bn", s, a) for s, a in enumerate([90.0, 91.0, 92.0])]
+    t = sweep_table(rows, ["batch_size", "lr"])
+    assert t.columns == ["batch_size", "lr", "variant", "N", "final test acc (%)", "95% CI",
+                         "best test acc (%)"]
+    half = 4.302653 * 0.3 / 3 ** 0.5   # sd of 98.0, 98.3, 98.6 is 0.3
+    assert t.rows == [
+        ["16", "0.1", "`gn`", "3", "98.30 ± 0.30", f"[{98.3 - half:.2f}, {98.3 + half:.2f}]",
+         "98.40 ± 0.30"],
+        ["16", "0.2", "`gn`", "2 of 3", "97.25 ± 0.35", "[94.07, 100.43]", "97.35 ± 0.35"],
+        ["32", "0.1", "`gn`", "3", "99.00 ± 0.00", "[99.00, 99.00]", "99.10 ± 0.00"],
+        ["16", "0.1", "`bn`", "3", "91.00 ± 1.00", "[88.52, 93.48]", "91.10 ± 1.00"],
+    ]
+
+
 # ----------------------------------------------------------------------------------------------
 # Sweep folders, through the command line
 
@@ -192,7 +225,7 @@ def test_sweep_folder(local_sweep) -> None:
     report = sweep.report.read_text()
     assert "## Findings" in report and figure.relative_to(sweep.path).as_posix() in report
     assert "Welch's p = " in report and "p = p" not in report
-    assert "| 16 | `gn` | 2/2 |" in report
+    assert "| 16 | `gn` | 2 |" in report   # N: both seeds finished
     saved = json.loads(sweep.record.read_text())
     assert saved["params"] == [{"name": "batch_size", "values": [16, 32]}]
 

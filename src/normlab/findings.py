@@ -1,16 +1,25 @@
 """Findings: the sentences of a report, made as pure functions of saved numbers.
 
-Nothing here reads files or trains: :func:`findings` takes a study's summary (and the train-test
-gaps), :func:`sweep_findings` a sweep's rows. Every comparison carries its interval and test
-(Welch's t-test through :mod:`normlab.stats`); a difference whose interval includes 0 is called
-noise, never a ranking.
+Nothing here reads files or trains: :func:`findings` takes a study's summary, its paired
+comparisons (:mod:`normlab.compare`; made from the summary alone, without the per-image test, when
+none are given) and the train-test gaps; :func:`sweep_findings` a sweep's rows.
+
+Variants are compared in pairs over the seeds both finished (paired t-test, Holm-adjusted over
+the study's pairs). A pair is ranked only when that test rejects a zero difference at the 5%
+level; otherwise the sentence says "no measurable difference" and states the smallest difference
+the study could have detected with 80% power. The pooled per-image McNemar test is reported
+beside it but never ranks variants on its own: it leaves out the seed-to-seed variation of
+training (see :mod:`normlab.compare`). A sweep's settings are compared with Welch's t-test
+(runs at different settings need not share their batches).
 """
 
 from __future__ import annotations
 
 import statistics
 
+from normlab.compare import ALPHA, POWER, Comparison, accuracy_from_summary, compare
 from normlab.stats import welch
+from normlab.table import format_p, signed_points
 
 
 def fmt_value(v: object) -> str:
@@ -18,20 +27,76 @@ def fmt_value(v: object) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def signed_points(x: float) -> str:
-    """A signed difference in percentage points."""
-    return f"{x:+.2f}".replace("-", "−")
-
-
 def _p_text(p: float) -> str:
-    if p < 0.001:
-        return "p < 0.001"
-    return f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
+    text = format_p(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
 def _seeds_text(seeds: list[int]) -> str:
     word = "seed" if len(seeds) == 1 else "seeds"
     return f"{word} {', '.join(str(s) for s in seeds)}"
+
+
+def comparison_sentence(c: Comparison, family: int = 1) -> str:
+    """The finding of one pair: its mean paired difference and 95% CI over N paired seeds, the
+    verdict of the paired t-test (called Holm-adjusted when the study has ``family`` > 1 pairs)
+    and, if measurable, which variant is ahead, else the difference the study could have
+    detected; then the pooled per-image McNemar test, when the comparison has one."""
+    pair = f"`{c.a}` vs `{c.b}`"
+    if c.n == 0:
+        return f"{pair}: no seed finished in both, so they cannot be compared."
+    holm = "Holm-adjusted " if family > 1 else ""
+    if c.n == 1:
+        text = (f"{pair}: {signed_points(c.diff)} points on the one seed both finished "
+                f"(seed {c.seeds[0]}); one pair gives no confidence interval, so this comparison "
+                "is not conclusive")
+    else:
+        text = (f"{pair}: {signed_points(c.diff)} points (95% CI {signed_points(c.ci_lo)} to "
+                f"{signed_points(c.ci_hi)}, {c.n} paired seeds)")
+        test = f"paired t-test, {holm}{_p_text(c.p_holm)}"
+        if c.measurable:
+            behind = c.b if c.ahead == c.a else c.a
+            text += (f"; `{c.ahead}` is ahead of `{behind}` by more than the seed-to-seed noise "
+                     f"({test})")
+        else:
+            if c.p < ALPHA:   # significant alone, not once corrected for the other pairs
+                text += (f"; no measurable difference once corrected for the {family} "
+                         f"comparisons (paired t-test {_p_text(c.p)} alone, Holm-adjusted "
+                         f"{_p_text(c.p_holm)})")
+            else:
+                text += f"; no measurable difference ({test})"
+            if c.detectable == 0:
+                text += "; every paired seed gave the same difference"
+            else:
+                text += (f"; the study could have detected {c.detectable:.2f} points with "
+                         f"{POWER:.0%} power")
+    if c.mcnemar_p is not None:
+        over = "its paired seed" if c.n == 1 else f"the {c.n} paired seeds pooled"
+        text += (f". Per test image, over {over}: {c.only_a} images only `{c.a}` got right, "
+                 f"{c.only_b} only `{c.b}` (exact McNemar, {holm}{_p_text(c.mcnemar_p_holm)})")
+        if not c.measurable and c.mcnemar_p_holm < ALPHA:
+            text += ("; these trained networks differ image by image, but this test leaves out "
+                     "the seed-to-seed variation of training, so it does not rank the variants")
+    return text + "."
+
+
+def _means_sentence(variants: dict, ranked: list[str], comparisons: list[Comparison]) -> str:
+    """The winner when it is measurably ahead of every other variant, else the means alone."""
+    means = {n: variants[n]["final_test_acc"]["mean"] for n in ranked}
+    counts = [variants[n]["final_test_acc"]["n"] for n in ranked]
+    best = max(ranked, key=lambda n: means[n])   # first on ties
+    against = [c for c in comparisons if best in (c.a, c.b)]
+    if against and all(c.ahead == best for c in against):
+        n = variants[best]["final_test_acc"]["n"]
+        return (f"`{best}` has the highest final test accuracy: {means[best]:.2f}% (mean of {n} "
+                f"seeds), measurably ahead of every other variant.")
+    if len(set(counts)) == 1:
+        seeds = "one seed each" if counts[0] == 1 else f"{counts[0]} seeds each"
+    else:
+        seeds = "over " + ", ".join(map(str, counts[:-1])) + f" and {counts[-1]} seeds"
+    listed = ", ".join(f"`{n}` {means[n]:.2f}%" for n in ranked)
+    return (f"Mean final test accuracy: {listed} ({seeds}); the comparisons below say which "
+            "differences are larger than the seed-to-seed noise.")
 
 
 # Train-test gaps closer than this (percentage points) are not called different: one test
@@ -40,9 +105,12 @@ GAP_MARGIN = 0.1
 
 
 def findings(summary: dict, gaps: dict[str, float | None] | None = None,
-             augment: bool | None = None) -> list[str]:
-    """The Findings sentences, made only from the numbers of ``summary`` (and the train-test
-    ``gaps`` by variant, in percentage points, if given). One string per bullet point."""
+             augment: bool | None = None,
+             comparisons: list[Comparison] | None = None) -> list[str]:
+    """The Findings sentences, made only from the numbers of ``summary``, its pairwise
+    ``comparisons`` (:func:`normlab.compare.compare`; by default from the summary's per-seed
+    accuracies, with no per-image test) and the train-test ``gaps`` by variant (percentage
+    points), if given. One string per bullet point."""
     variants = summary["variants"]
     out: list[str] = []
     for name, s in variants.items():
@@ -63,44 +131,12 @@ def findings(summary: dict, gaps: dict[str, float | None] | None = None,
         out.append(f"Only `{ranked[0]}` has results (final test accuracy {s['mean']:.2f}%), so "
                    "there is nothing to compare it with.")
     else:
-        best = max(ranked, key=lambda n: variants[n]["final_test_acc"]["mean"])  # first on ties
-        bs = variants[best]["final_test_acc"]
-        n_text = (f"mean of {bs['n']} seeds" if bs["n"] > 1 else "one seed")
-        out.append(f"`{best}` has the highest final test accuracy: {bs['mean']:.2f}% ({n_text}).")
-        single: list[str] = []   # comparisons where a group has one seed: no inference
-        for other in ranked:
-            if other == best:
-                continue
-            os_ = variants[other]["final_test_acc"]
-            w = welch(bs["values"], os_["values"])
-            if w["p"] is None:
-                single.append(other)
-                continue
-            lead = (f"Over `{other}` ({os_['mean']:.2f}%) its lead is {signed_points(w['diff'])} "
-                    "percentage points")
-            if w["diff"] == 0:
-                lead = f"It ties with `{other}` ({os_['mean']:.2f}%)"
-            ci = (f"95% CI of the difference {signed_points(w['ci_lo'])} to {signed_points(w['ci_hi'])}, "
-                  f"Welch's t = {w['t']:.2f}, df = {w['df']:.1f}, {_p_text(w['p'])}")
-            if w["se"] == 0:
-                ci = "every seed of both gave the same final accuracy, so the difference is exact"
-            if w["ci_lo"] > 0 or w["ci_hi"] < 0:
-                verdict = ("significant at the 5% level: larger than the seed-to-seed noise")
-            else:
-                verdict = ("not significant at the 5% level: the interval includes 0, so the "
-                           "difference may be seed-to-seed noise")
-            out.append(f"{lead} ({ci}); {verdict}.")
-        if single:
-            leads = [f"{signed_points(bs['mean'] - variants[o]['final_test_acc']['mean'])} over `{o}` "
-                     f"({variants[o]['final_test_acc']['mean']:.2f}%)" for o in single]
-            leads[0] = leads[0].replace(" over ", " percentage points over ", 1)
-            leads = ", ".join(leads)
-            few = [n for n in [best] + single if variants[n]["final_test_acc"]["n"] < 2]
-            who = ("each variant has" if len(few) == len(ranked) else
-                   " and ".join(f"`{n}`" for n in few) + (" has" if len(few) == 1 else " have"))
-            comparison = "this comparison is" if len(single) == 1 else "these comparisons are"
-            out.append(f"Its lead is {leads}; but {who} only one finished seed, so "
-                       f"no confidence interval is possible and {comparison} not conclusive.")
+        if comparisons is None:
+            comparisons = compare(accuracy_from_summary({n: variants[n] for n in ranked}))
+        comparisons = [c for c in comparisons if c.a in ranked and c.b in ranked]
+        family = len(comparisons)
+        out.append(_means_sentence(variants, ranked, comparisons))
+        out += [comparison_sentence(c, family) for c in comparisons]
 
     if gaps:
         known = {n: g for n, g in gaps.items() if g is not None}

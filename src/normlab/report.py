@@ -1,9 +1,10 @@
-"""report.md of a run folder: what ran, the results table, the findings and every figure.
+"""report.md of a run folder: what ran, the results table, the paired comparisons, the findings
+and every figure.
 
 Made from the saved files alone (:mod:`normlab.runfolder`), never from the training loop, by
-``normlab report RUN_DIR`` and at the end of every study. The sentences come from
-:mod:`normlab.findings`, the table from :mod:`normlab.table`, the figures from :mod:`normlab.plots`
-and :mod:`normlab.mistakes`.
+``normlab report RUN_DIR`` and at the end of every study. The comparisons come from
+:mod:`normlab.compare`, the sentences from :mod:`normlab.findings`, the results table from
+:mod:`normlab.table`, the figures from :mod:`normlab.plots` and :mod:`normlab.mistakes`.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from pathlib import Path
 from typing import Sequence
 
 from normlab import norms
+from normlab.compare import ALPHA, POWER, Comparison, comparison_table, run_comparisons
 from normlab.errors import ConfigError, DataError, RunFolderError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
-from normlab.findings import findings, signed_points
+from normlab.findings import findings
 from normlab.runfolder import PROBE_SIZE, REBUILD, RunData, is_number, load_run
-from normlab.table import results_table
+from normlab.table import results_table, signed_points
 
 
 @dataclass
@@ -142,6 +144,31 @@ DIAGNOSTICS_CAPTION = (
     "BatchNorm, how far a training batch's mean lies from the running mean used at test time.")
 
 
+def _comparisons_text(comparisons: list[Comparison]) -> str:
+    """How the pairs were compared (the paragraph above the comparisons table)."""
+    level, power = f"{ALPHA:.0%}", f"{POWER:.0%}"
+    holm = ("With one pair, Holm's adjustment changes nothing." if len(comparisons) == 1 else
+            f"With {len(comparisons)} pairs, every p-value is adjusted for the multiple "
+            "comparisons with Holm's method (*Holm*), the t-tests and the McNemar tests each as "
+            "one family.")
+    return (
+        "Runs with the same seed share their data order and augmentation, so each pair of "
+        "variants is compared seed by seed, over the *N pairs* of seeds both finished. *Mean "
+        "diff*: the first variant's final test accuracy minus the second's, mean over the pairs, "
+        "in percentage points, with its t-based 95% CI and the two-sided paired t-test's p. "
+        "*McNemar*: the final models' predictions on every test image, b = images only the first "
+        "variant got right, c = images only the second got right, summed over the paired seeds, "
+        "and one exact binomial test of b out of b + c (exact McNemar). Pooling the seeds treats "
+        "every (image, seed) as independent, which it is not quite: the same test images recur "
+        "in every seed, and the test holds the trained models fixed, leaving out the "
+        "seed-to-seed variation of training. It tells whether these trained networks differ on "
+        "these images, so the Findings rank two variants only when the paired t-test over seeds "
+        f"finds a difference at the {level} level (after Holm's adjustment). {holm} *Detectable*: the smallest true mean "
+        f"difference that a two-sided paired t-test at the {level} level (before Holm's "
+        f"adjustment) would detect with {power} power, given N pairs and the observed standard "
+        "deviation of the per-seed differences.")
+
+
 def build_report(run: RunData, figures: list[Path], notes: list[str] = ()) -> str:
     """The text of report.md for ``run``, linking the figures given (paths in run/figures)."""
     results = variant_results(run)
@@ -154,13 +181,14 @@ def build_report(run: RunData, figures: list[Path], notes: list[str] = ()) -> st
             "epoch where the mean test-accuracy curve is highest. *Train − test gap*: training "
             "accuracy minus test accuracy at the final epoch, mean over seeds, in percentage "
             "points.", "", _table(run, results), ""]
+    comparisons = run_comparisons(run)
+    if comparisons:
+        out += ["## Comparisons", "", _comparisons_text(comparisons), "",
+                comparison_table(comparisons).markdown(), ""]
     gaps = {r.name: r.final_gap for r in results}
     out += ["## Findings", ""]
-    out += [f"- {s}" for s in findings(run.summary, gaps, augment=bool(run.config.get("augment")))]
-    n_max = max((len(r.ok_seeds) for r in results), default=0)
-    if n_max > 1 and len([r for r in results if r.ok_seeds]) > 2:
-        out.append("- Each comparison is a separate Welch test at the 5% level, with no correction "
-                   "for making several comparisons.")
+    out += [f"- {s}" for s in findings(run.summary, gaps, augment=bool(run.config.get("augment")),
+                                       comparisons=comparisons)]
     out.append("")
 
     f = run.folder

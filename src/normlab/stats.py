@@ -9,6 +9,10 @@ not decide for us:
 * :func:`welch`: Welch's unequal-variance t-test (``ttest_ind(equal_var=False)``) for a
   difference of two means, with normlab's edge cases (fewer than two values: no inference;
   zero variance: an exact difference, where SciPy returns nan).
+* :func:`paired`: the paired t-test (``ttest_rel``) of runs that share a seed, with the same
+  edge cases; :func:`min_detectable`: the smallest true difference that test detects with a
+  given power (noncentral t); :func:`mcnemar_exact`: the exact McNemar test on discordant
+  counts (``binomtest``); :func:`holm`: Holm's step-down adjustment of several p-values.
 * :func:`t_cdf`, :func:`t_sf`, :func:`t_sf2`, :func:`t_ppf`: one-line wrappers over
   ``scipy.stats.t`` that return plain floats and raise ValueError on bad arguments (SciPy
   returns nan instead).
@@ -217,7 +221,9 @@ def min_detectable(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -
 
     def shortfall(effect: float) -> float:
         ncp = effect * math.sqrt(n) / sd
-        return float(nct.sf(crit, df, ncp) + nct.cdf(-crit, df, ncp)) - power
+        # The lower tail P(T <= -crit) as P(T >= crit) at -ncp: SciPy's nct.cdf returns nan
+        # far out in that tail (SciPy 1.17, e.g. df = 1, ncp = 11.3).
+        return float(nct.sf(crit, df, ncp) + nct.sf(crit, df, -ncp)) - power
 
     hi = sd
     while shortfall(hi) < 0:

@@ -1,7 +1,8 @@
 """A sweep's report: its table, its figure per swept setting and report.md, from its rows.
 
 The rows are sweep.csv's (one per run, see :func:`normlab.sweep.sweep_rows`); the table groups
-them by everything except the seed and shows mean ± std, N and the 95% interval.
+them by everything except the seed (every swept setting and the variant) and shows N, mean ±
+std and the 95% interval of each group.
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ def selection_metric(rows: list[dict]) -> tuple[str, str]:
 
 
 def sweep_table(rows: list[dict], params: list[str]) -> Table:
-    """One line per point and variant (every run but the seed in common)."""
+    """One line per group of runs that differ only in their seed (every swept setting and the
+    variant in common): N, the number of its runs that finished (with "of M" when some did not),
+    then mean ± sample std and the 95% t-interval of the mean of the final accuracy, and mean ±
+    std of the best accuracy, over those N."""
     metric, word = selection_metric(rows)
     best_key = metric.replace("final_", "best_")
-    t = Table(list(params) + ["variant", "runs ok", f"final {word} acc (%)", "95% CI",
+    t = Table(list(params) + ["variant", "N", f"final {word} acc (%)", "95% CI",
                               f"best {word} acc (%)"],
               numeric=set(range(len(params))) | {len(params) + i for i in (1, 2, 3, 4)})
     groups: dict[tuple, list[dict]] = {}
@@ -43,7 +47,8 @@ def sweep_table(rows: list[dict], params: list[str]) -> Table:
         ok = [r for r in rs if r["status"] == "ok" and r[metric] is not None]
         fin = describe([r[metric] for r in ok])
         best = describe([r[best_key] for r in ok])
-        t.rows.append([fmt_value(v) for v in key[:-1]] + [f"`{key[-1]}`", f"{len(ok)}/{len(rs)}",
+        n = str(len(ok)) if len(ok) == len(rs) else f"{len(ok)} of {len(rs)}"
+        t.rows.append([fmt_value(v) for v in key[:-1]] + [f"`{key[-1]}`", n,
                       format_pm(fin, 2), format_ci(fin, 2), format_pm(best, 2)])
     return t
 
@@ -150,8 +155,10 @@ def write_sweep_report(out: str | Path, spec, rows: list[dict]) -> Path:
                  f"{sum(r['status'] == 'diverged' for r in rows)} diverged, "
                  f"{sum(r['status'] == 'failed' for r in rows)} failed. Each point's study is in "
                  "`points/<setting>=<value>/`; one row per run in `sweep.csv`.")
-    lines += ["", "## Results", "", "Mean ± sample standard deviation over the N seeds that finished, and the t-based "
-              "95% confidence interval of the mean.",
+    lines += ["", "## Results", "", "One row per swept setting and variant (its runs differ only in the seed): N, the "
+              "number of its seeds that finished (\"of M\" when some failed or diverged), mean ± "
+              "sample standard deviation over those N, and the t-based 95% confidence interval "
+              "of the mean.",
               "", sweep_table(rows, params).markdown(), "", "## Findings", ""]
     metric, word = selection_metric(rows)
     if word == "val":

@@ -3,6 +3,8 @@
 The terminal (end of ``normlab study``), report.md, README.md and the notebook all show this one
 table, so they never disagree on columns or rounding. Each statistic is shown as mean ± sample
 std over the seeds that finished, with N and the t-based 95% confidence interval of the mean.
+Its formatters (:func:`signed_points`, :func:`format_p`) are shared with the comparisons table
+(:mod:`normlab.compare`) and the findings.
 """
 
 from __future__ import annotations
@@ -10,6 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from normlab.stats import mean_ci
+
+
+def signed_points(x: float) -> str:
+    """A signed difference in percentage points, with a true minus sign."""
+    return f"{x:+.2f}".replace("-", "−")
+
+
+def format_p(p: float) -> str:
+    """A p-value as printed: "< 0.001", 3 decimals below 0.1, else 2."""
+    if p < 0.001:
+        return "< 0.001"
+    return f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
 
 
 def format_pm(stat: dict, digits: int, missing: str = "–") -> str:
