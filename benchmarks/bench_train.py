@@ -220,8 +220,8 @@ class Release010(Config):
     """normlab 0.1.0's default study, reproduced through ModelConfig: its model (8,522
     parameters, ReLU before the max pool) and its recipe (batch 128, no label smoothing)."""
 
-    def model_config(self, norm: str) -> ModelConfig:
-        return dataclasses.replace(super().model_config(norm), relu_before_pool=True)
+    def model_config(self, variant) -> ModelConfig:
+        return dataclasses.replace(super().model_config(variant), relu_before_pool=True)
 
 
 RELEASE_010 = {"arch": "8-16-16-16-16", "batch_size": 128, "label_smoothing": 0.0}

@@ -28,7 +28,7 @@ def weight_stats(run_dir: Path) -> list[tuple]:
             if seed in s["diverged_seeds"]:  # a diverged run leaves no checkpoint
                 continue
             state = load_checkpoint(run.folder.checkpoint(name, seed))
-            model = Net(cfg.model_config(s["norm"]))
+            model = Net(cfg.model_config(name))   # the canonical spec: norm and +ws
             model.load_state_dict(state["model"])
             w = torch.cat([p.detach().flatten() for p in penalized_weights(model)]).abs()
             rows.append((name, s["l1"], seed, w.numel(), round(float(w.sum()), 4),

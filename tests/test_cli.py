@@ -305,6 +305,8 @@ BAD_INPUT = {
     "seeds-0": (["study", "--seeds", "0"], "--seeds"),
     "l1-negative": (["study", "--l1", "-1"], "--l1"),
     "groups-3-gn": (["study", "--variants", "gn", "--groups", "3"], "conv1"),
+    "ghost-batch-1": (["study", "--variants", "gbn", "--ghost-batch", "1"], "--ghost-batch"),
+    "ws-with-value": (["study", "--variants", "gn+ws=1"], "ws takes no value"),
     "unknown-dataset": (["study", "--dataset", "cifar10"], "cifar10"),
     "unknown-flag": (["study", "--bogus"], "--bogus"),
     "no-command": ([], "COMMAND"),
@@ -342,6 +344,26 @@ def _exit_code(argv: list[str]) -> int:
         return main(argv)
     except SystemExit as e:
         return e.code
+
+
+def test_ghost_batch_flag_reaches_the_config_and_the_resume_check(tmp_path: Path, capsys) -> None:
+    """--ghost-batch sets Config.ghost_batch (default 16), and --resume with a --ghost-batch other
+    than the saved one exits 2 with one line naming the saved and the asked-for value."""
+    from normlab import __version__
+    from normlab.cli import config_from_args
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["study", "--variants", "gbn"])).ghost_batch == 16
+    args = parser.parse_args(["train", "--variant", "gbn+ws", "--ghost-batch", "8"])
+    assert config_from_args(args).ghost_batch == 8
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    saved = {**Config(variants=("gbn",), ghost_batch=4).to_dict(),
+             "resolved": {"normlab_version": __version__}}
+    folder.config.write_text(json.dumps(saved))
+    assert main(["study", "--resume", str(folder.path), "--ghost-batch", "8"]) == 2
+    err = _stderr_lines(capsys)
+    assert len(err) == 1 and "cannot resume" in err[0] and "ghost_batch: saved 4, now 8" in err[0]
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))

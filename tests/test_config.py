@@ -12,7 +12,9 @@ from normlab.config import (
     DEFAULT_L1,
     DEFAULT_L2,
     Config,
+    ModelConfig,
     Variant,
+    config_diff,
     parse_variant,
     parse_variants,
 )
@@ -37,6 +39,13 @@ from normlab.norms import NORMS
         # order of terms does not matter: the canonical name lists l1 first
         ("bn+l2=1e-4+l1=1e-5", Variant("bn+l1=1e-05+l2=0.0001", "bn", 1e-5, 1e-4)),
         ("ln+l1=0.00002", Variant("ln+l1=2e-05", "ln", 2e-5, 0.0)),
+        ("gbn", Variant("gbn", "gbn", 0.0, 0.0)),
+        # +ws, the weight-standardization modifier: canonically right after the norm
+        ("gn+ws", Variant("gn+ws", "gn", 0.0, 0.0, True)),
+        ("ln+ws+l1", Variant("ln+ws+l1=2e-05", "ln", DEFAULT_L1, 0.0, True)),
+        ("ln+l1+ws", Variant("ln+ws+l1=2e-05", "ln", DEFAULT_L1, 0.0, True)),
+        ("bn+l2=1e-4+ws+l1=1e-5", Variant("bn+ws+l1=1e-05+l2=0.0001", "bn", 1e-5, 1e-4, True)),
+        ("gbn+ws", Variant("gbn+ws", "gbn", 0.0, 0.0, True)),
     ],
 )
 def test_parse_variant(spec: str, expected: Variant) -> None:
@@ -63,6 +72,7 @@ def test_parse_variant_uses_given_defaults() -> None:
         ("LN", "ln"),
         ("\tBn+L1=5E-5\n", "bn+l1=5e-05"),
         ("Gn+L2", "gn+l2=0.0005"),
+        (" GN+WS ", "gn+ws"),
     ],
 )
 def test_parse_variant_case_and_whitespace(spec: str, name: str) -> None:
@@ -71,12 +81,17 @@ def test_parse_variant_case_and_whitespace(spec: str, name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "spec", ["gn", "bn+l1", "bn+l1=5e-5", "gn+l2=1e-4", "bn+l1=1e-5+l2=1e-4", "in+l2=3", "none"]
+    "spec", ["gn", "bn+l1", "bn+l1=5e-5", "gn+l2=1e-4", "bn+l1=1e-5+l2=1e-4", "in+l2=3", "none",
+             "gbn", "gn+ws+l1=2e-05", "gbn+l2=1e-3+ws", "none+ws", "bn+l1+l2+ws"]
 )
 def test_canonical_name_round_trips(spec: str) -> None:
-    """Parsing a variant's canonical name gives the same variant back."""
+    """Parsing a variant's canonical name gives the same variant back, and the canonical name is
+    its own canonical name (norm, then +ws, then +l1, then +l2)."""
     v = parse_variant(spec)
     assert parse_variant(v.name) == v
+    assert parse_variant(v.name).name == v.name
+    order = [t.split("=")[0] for t in v.name.split("+")[1:]]
+    assert order == [t for t in ("ws", "l1", "l2") if t in order]
 
 
 @pytest.mark.parametrize("norm", list(NORMS))
@@ -101,6 +116,12 @@ def test_every_norm_is_a_variant(norm: str) -> None:
         ("bn+l1=inf", "finite number >= 0"),
         ("bn+l1+l1", "l1 given twice"),
         ("gn+l2=1e-4+l2=1e-3", "l2 given twice"),
+        ("gn+ws+ws", "ws given twice"),
+        ("gn+ws=1", "ws takes no value; write +ws"),
+        ("gn+ws=", "ws takes no value"),
+        ("gn+wsx", "unknown term 'wsx'"),
+        ("ws+gn", "+ws comes after the norm, e.g. gn+ws"),
+        ("ws", "unknown norm 'ws'"),
         ("", "empty variant"),
         ("   ", "empty variant"),
     ],
@@ -183,6 +204,10 @@ def test_parse_variants_empty(specs) -> None:
         ({"variants": ("gn", "xn")}, "unknown norm 'xn'"),
         ({"variants": ("gn", "gn")}, "listed twice"),
         ({"variants": ()}, "no variants"),
+        ({"ghost_batch": 1}, "--ghost-batch must be a whole number >= 2"),
+        ({"ghost_batch": 0}, "--ghost-batch"),
+        ({"ghost_batch": 4.0}, "--ghost-batch"),
+        ({"ghost_batch": True}, "--ghost-batch"),
     ],
 )
 def test_config_rejects(changes: dict, fragment: str) -> None:
@@ -199,15 +224,27 @@ def test_config_unknown_dataset_lists_valid_ones() -> None:
     assert all(name in str(e.value) for name in DATASET_NAMES)
 
 
-@pytest.mark.parametrize("variants", [("bn",), ("gn", "bn+l1"), ("ln", "bn+l2=1e-4")])
+def test_ghost_batch_message_is_one_line_with_the_fix() -> None:
+    """A ghost batch below 2 is one line naming --ghost-batch, the value and the fix; 2 is fine,
+    and the default is 16."""
+    with pytest.raises(ConfigError) as e:
+        Config(variants=("gbn",), ghost_batch=1)
+    assert str(e.value) == ("--ghost-batch must be a whole number >= 2 (images per virtual batch "
+                            "of gbn), got 1; use e.g. --ghost-batch 16")
+    assert Config(variants=("gbn",), ghost_batch=2).ghost_batch == 2
+    assert Config().ghost_batch == ModelConfig().ghost_batch == 16
+
+
+@pytest.mark.parametrize("variants", [("bn",), ("gn", "bn+l1"), ("ln", "bn+l2=1e-4"), ("gbn",),
+                                      ("gn+ws", "gbn+ws+l1")])
 def test_batch_size_one_rejected_with_bn(variants) -> None:
-    """--batch-size 1 with any bn variant is a ConfigError that names the fix."""
+    """--batch-size 1 with any bn or gbn variant is a ConfigError that names the fix."""
     with pytest.raises(ConfigError, match="--batch-size 1") as e:
         Config(variants=variants, batch_size=1)
     assert "gn" in str(e.value) and "2" in str(e.value)
 
 
-@pytest.mark.parametrize("variants", [("gn",), ("ln", "gn+l1"), ("in", "none")])
+@pytest.mark.parametrize("variants", [("gn",), ("ln", "gn+l1"), ("in", "none"), ("gn+ws",)])
 def test_batch_size_one_allowed_without_bn(variants) -> None:
     """Batch size 1 is fine for batch-independent norms."""
     assert Config(variants=variants, batch_size=1).batch_size == 1
@@ -258,6 +295,30 @@ def test_parsed_variants_use_config_defaults() -> None:
     assert [(v.l1, v.l2) for v in cfg.parsed_variants()] == [(1e-3, 0.0), (0.0, 2e-3)]
 
 
+def test_model_config_follows_the_variant() -> None:
+    """model_config takes a Variant or a spec: its norm and +ws, with the Config's --groups,
+    --ghost-batch and --arch; the penalties do not change the network."""
+    cfg = Config(variants=("gbn", "gn+ws+l1"), groups=2, ghost_batch=8, arch="8-16-16")
+    for spec in ("gn+ws+l1", "gn+l1+ws", parse_variant("gn+ws")):
+        m = cfg.model_config(spec)
+        assert (m.norm, m.ws, m.groups, m.ghost_batch, m.widths) == ("gn", True, 2, 8, (8, 16, 16))
+    assert cfg.model_config(cfg.parsed_variants()[0]) == ModelConfig(
+        norm="gbn", groups=2, ghost_batch=8, widths=(8, 16, 16))
+    assert cfg.model_config("bn+l2").ws is False
+
+
+def test_config_diff_fills_fields_a_folder_predates() -> None:
+    """A Config field missing from a saved config (a folder written before the field existed)
+    compares as its default: resuming such a folder with the default is no difference, with
+    another value it is one."""
+    saved = Config().to_dict()
+    del saved["ghost_batch"]
+    assert config_diff(saved, Config().to_dict()) == []
+    assert config_diff(saved, Config(ghost_batch=4).to_dict()) == ["ghost_batch: saved 16, now 4"]
+    assert config_diff({"scale_lr": True}, {"scale_lr": False}) == [
+        "scale_lr: saved True, now False"]
+
+
 def test_seed_list() -> None:
     """seed_list runs first_seed .. first_seed + seeds - 1."""
     assert Config(seeds=3, first_seed=5).seed_list() == [5, 6, 7]
@@ -272,11 +333,11 @@ def test_config_round_trip() -> None:
     """to_dict -> (JSON) -> from_dict gives an equal Config, for non-default values of every field."""
     cfg = Config(
         variants=("gn", "bn+l1=5e-5", "ln+l2"), seeds=3, first_seed=2, epochs=7, batch_size=32,
-        lr=0.2, momentum=0.8, warmup=0.3, l1_default=1e-5, l2_default=1e-3, groups=2,
+        lr=0.2, momentum=0.8, warmup=0.3, l1_default=1e-5, l2_default=1e-3, groups=2, ghost_batch=4,
         augment=False, rotate=5.0, translate=1.0, dataset="kmnist", data_dir="/some/where",
         train_subset=1000, eval_batch_size=500, val=100, arch="4-8-12", label_smoothing=0.1,
         device="cpu", group_size=2, workers=1,
-        precision="bf16", compile=True,
+        precision="bf16", compile=True, diagnostics=False,
     )
     d = cfg.to_dict()
     assert set(d) == {f.name for f in dataclasses.fields(Config)}

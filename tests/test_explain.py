@@ -67,13 +67,45 @@ def test_batchnorm_batch_mean_matches_running_mean_update():
     torch.testing.assert_close(layer.running_mean, 0.1 * mean)
 
 
+@pytest.mark.parametrize(("n", "ghost"), [(8, 2), (12, 4), (6, 6), (4, 16)])
+def test_gbn_hand_computation_equals_its_layer_and_the_definition(n, ghost):
+    """gbn's hand computation from the registry's axes (N cut into V = N/ghost virtual batches,
+    averaged over (N/V, H, W)) gives statistics of shape (V, C) that are each virtual batch's
+    per-channel mean and biased variance, and the output of the registry's GhostBatchNorm2d."""
+    c = 3
+    x = torch.randn((n, c, 3, 4), generator=_gen(n + ghost)) * 2 + 1
+    x = x * torch.arange(1, n + 1, dtype=x.dtype).view(n, 1, 1, 1)   # batches differ in scale
+    mean, var, y = norm_stats(x, "gbn", ghost_batch=ghost)
+    per = min(ghost, n)
+    assert tuple(mean.shape) == tuple(var.shape) == (n // per, c)
+    for v in range(n // per):
+        chunk = x[v * per:(v + 1) * per]
+        for ch in range(c):
+            values = chunk[:, ch]
+            torch.testing.assert_close(mean[v, ch], values.mean())
+            torch.testing.assert_close(var[v, ch], ((values - values.mean()) ** 2).mean())
+    with torch.no_grad():
+        layer = explain.torch_layer("gbn", c, ghost_batch=ghost)
+        torch.testing.assert_close(y, layer(x))
+    if per == n:   # one virtual batch: BatchNorm
+        torch.testing.assert_close(y, norm_stats(x, "bn")[2])
+
+
+def test_gbn_hand_computation_needs_equal_virtual_batches():
+    """The hand computation reshapes N into (V, N/V): a ghost batch that neither divides N nor
+    covers it is a ValueError saying so (the layer itself takes a smaller last one)."""
+    with pytest.raises(ValueError, match="virtual batches of 4 images do not divide 6 images"):
+        norm_stats(torch.zeros(6, 2, 2, 2), "gbn", ghost_batch=4)
+
+
 def test_statistics_have_the_documented_shapes():
-    """Mean and variance have shape (C,) for bn, (N, G) for gn, (N,) for ln and (N, C) for in."""
-    n, c, h, w, g = 3, 6, 4, 5, 3
+    """Mean and variance have shape (C,) for bn, (N, G) for gn, (N,) for ln, (N, C) for in and
+    (V, C) for gbn."""
+    n, c, h, w, g = 4, 6, 4, 5, 3
     x = torch.randn((n, c, h, w), generator=_gen(1))
-    expected = {"bn": (c,), "gn": (n, g), "ln": (n,), "in": (n, c)}
+    expected = {"bn": (c,), "gn": (n, g), "ln": (n,), "in": (n, c), "gbn": (2, c)}
     for norm, shape in expected.items():
-        mean, var, y = norm_stats(x, norm, groups=g)
+        mean, var, y = norm_stats(x, norm, groups=g, ghost_batch=2)
         assert tuple(mean.shape) == shape, norm
         assert tuple(var.shape) == shape, norm
         assert y.shape == x.shape
@@ -127,6 +159,11 @@ def test_figure_titles_and_legends_come_from_the_registry():
     assert stat_groups("ln", 2, 2, 1) == ([[0, 0], [1, 1]], ["image n=0", "image n=1"])
     assert stat_groups("in", 2, 2, 1) == (
         [[0, 1], [2, 3]], ["n=0, c=0", "n=0, c=1", "n=1, c=0", "n=1, c=1"])
+    assert figure_title("gbn") == "Ghost BatchNorm: one mean per virtual batch and channel"
+    assert stat_groups("gbn", 4, 2, 1, ghost_batch=2) == (
+        [[0, 1], [0, 1], [2, 3], [2, 3]],
+        ["virtual batch 0, c=0", "virtual batch 0, c=1", "virtual batch 1, c=0",
+         "virtual batch 1, c=1"])
 
 
 def test_explain_text_works_through_the_registrys_explained_norms():
@@ -136,8 +173,58 @@ def test_explain_text_works_through_the_registrys_explained_norms():
     assert text.startswith("How BatchNorm, GroupNorm and LayerNorm normalize:")
     assert [line[3:].split("  ")[0] for line in text.splitlines() if line.startswith("== ")][:3] \
         == ["BatchNorm", "GroupNorm", "LayerNorm"]
-    assert "InstanceNorm" not in text
-    assert "Largest difference from PyTorch over bn, gn, ln:" in text
+    assert "InstanceNorm" not in text and "Ghost BatchNorm" not in text
+    assert "Largest difference from PyTorch over bn, gn, ln, +ws:" in text
+
+
+def test_standardize_by_hand_is_the_definition():
+    """explain's hand weight standardization: per output channel, the mean and biased variance
+    of its C_in*kH*kW weights, then (w - mean) / sqrt(var + 1e-5); equal to the layer's."""
+    from normlab.layers import standardize_weight
+
+    w = torch.randn((3, 2, 3, 3), generator=_gen(21), dtype=torch.float64) * 0.5 + 0.2
+    mean, var, w_hat = explain.standardize_by_hand(w)
+    for o in range(3):
+        values = w[o].flatten()
+        torch.testing.assert_close(mean[o], values.mean())
+        torch.testing.assert_close(var[o], values.var(unbiased=False))
+        torch.testing.assert_close(w_hat[o], (w[o] - values.mean())
+                                   / torch.sqrt(values.var(unbiased=False) + 1e-5))
+    torch.testing.assert_close(w_hat, standardize_weight(w))
+
+
+def test_explain_text_works_weight_standardization_through():
+    """The text has a weight-standardization section after the norms: the definition, the
+    seeded kernel, its per-output-channel statistics, the standardized kernel, the check against
+    WSConv2d (OK), and the parameter line saying +ws adds none."""
+    text, diff = explain_text(0)
+    assert diff < 1e-5
+    section = text.split("== Weight Standardization", 1)[1].split("\n== ", 1)[0]
+    kernel = example_tensor(1, (2, 4, 2, 2))
+    mean, var, _ = explain.standardize_by_hand(kernel)
+    for needle in ("(C_in, kH, kW) = dims (1, 2, 3)", "biased variance",
+                   "sqrt(var[o] + 1e-05)", "shape (2, 4, 2, 2) (seed 1",
+                   "mean shape (2,) = (C_out,): [" + ", ".join(f"{v:.3f}" for v in mean.tolist()),
+                   "var  shape (2,) = (C_out,): [" + ", ".join(f"{v:.3f}" for v in var.tolist()),
+                   "standardized W_hat:", "OK"):
+        assert needle in section, needle
+    total = count_params(Net(norm="bn"))
+    assert count_params(Net(ModelConfig(norm="bn", ws=True))) == total
+    assert "With +ws (bn+ws, gn+ws, ln+ws): the same counts" in text
+
+
+def test_a_wrong_weight_standardization_is_caught(monkeypatch):
+    """If the hand standardization used the unbiased variance, explain_text's difference exceeds
+    1e-5 and the text says MISMATCH, so the CLI exits with 1."""
+
+    def unbiased(w, eps=1e-5):
+        rows = w.reshape(w.shape[0], -1)
+        mean, var = rows.mean(dim=1), rows.var(dim=1, unbiased=True)
+        return mean, var, ((rows - mean[:, None]) / torch.sqrt(var[:, None] + eps)).reshape(w.shape)
+
+    monkeypatch.setattr(explain, "standardize_by_hand", unbiased)
+    text, diff = explain_text(0)
+    assert diff > 1e-5 and "MISMATCH" in text
 
 
 def test_example_tensor_is_seeded_and_rounded():

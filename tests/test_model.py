@@ -68,13 +68,15 @@ def _expected_params(cfg: ModelConfig) -> int:
 # Net
 
 
+@pytest.mark.parametrize("ws", [False, True])
 @pytest.mark.parametrize("norm", list(NORMS))
-def test_output_shape_and_param_count(norm: str) -> None:
-    """Every norm gives (B, 10) finite logits in train and eval mode, with the hand-derived
-    parameter count; the default model stays within the brief's budget of 8,000 parameters,
-    and every normalized variant has exactly as many as BatchNorm's."""
+def test_output_shape_and_param_count(norm: str, ws: bool) -> None:
+    """Every norm, with and without weight standardization, gives (B, 10) finite logits in train
+    and eval mode, with the hand-derived parameter count (WS adds none); the default model stays
+    within the brief's budget of 8,000 parameters, and every normalized variant has exactly as
+    many as BatchNorm's."""
     torch.manual_seed(0)
-    model = Net(norm=norm)
+    model = Net(norm=norm, ws=ws, ghost_batch=2)
     x = torch.rand(5, 1, 28, 28, generator=_gen(1))
     for mode in (model.train, model.eval):
         mode()
@@ -90,10 +92,16 @@ def test_output_shape_and_param_count(norm: str) -> None:
         assert n == count_params(Net(norm="bn"))
 
 
-def test_param_count_equal_for_bn_gn_ln() -> None:
-    """bn, gn and ln models have the same number of parameters (each norm adds 2*C per layer)."""
-    counts = {norm: count_params(Net(norm=norm)) for norm in ("bn", "gn", "ln")}
+def test_param_count_equal_for_bn_gbn_gn_ln_with_and_without_ws() -> None:
+    """bn, gbn, gn and ln models, each with and without +ws, have the same number of parameters
+    (each norm adds 2*C per layer, weight standardization none), within the 8,000 budget."""
+    from normlab.config import Config
+
+    cfg = Config()
+    counts = {spec: count_params(Net(cfg.model_config(spec)))
+              for norm in ("bn", "gbn", "gn", "ln") for spec in (norm, f"{norm}+ws")}
     assert len(set(counts.values())) == 1, counts
+    assert next(iter(counts.values())) <= 8000
 
 
 @pytest.mark.parametrize("norm", ["gn", "ln", "in"])
@@ -252,6 +260,23 @@ def test_make_norm_in_matches_hand_computation() -> None:
     torch.testing.assert_close(m(x), _affine((x - mean) / torch.sqrt(var + EPS), m))
 
 
+def test_make_norm_gbn_is_ghost_batchnorm_with_its_ghost_batch() -> None:
+    """gbn builds a GhostBatchNorm2d (a BatchNorm2d) with the given ghost batch; a ghost batch
+    below 2 is the same ConfigError as Config's."""
+    from normlab.layers import GhostBatchNorm2d
+    from normlab.config import Config
+
+    m = make_norm("gbn", 8, ghost_batch=5)
+    assert isinstance(m, GhostBatchNorm2d) and m.ghost_batch == 5 and count_params(m) == 16
+    assert all(b.norm.ghost_batch == 3 for b in Net(norm="gbn", ghost_batch=3).modules()
+               if hasattr(b, "conv"))
+    with pytest.raises(ConfigError) as from_net:
+        make_norm("gbn", 8, ghost_batch=1)
+    with pytest.raises(ConfigError) as from_config:
+        Config(ghost_batch=1)
+    assert str(from_net.value) == str(from_config.value)
+
+
 def test_make_norm_none_is_identity() -> None:
     """none returns its input unchanged and has no parameters."""
     m = make_norm("none", 8)
@@ -324,9 +349,15 @@ def test_l1_penalty_gradient_is_sign() -> None:
 from normlab.model import MultiNet  # noqa: E402
 
 
-def _nets(norms: list[str], seed: int = 0, stem: str = "pool") -> list[Net]:
+def _nets(specs: list[str], seed: int = 0, stem: str = "pool", ghost_batch: int = 4) -> list[Net]:
+    """Nets of the given variant specs ("gn", "gbn", "gn+ws"), virtual batches of ``ghost_batch``
+    images for gbn."""
+    from normlab.config import parse_variant
+
     torch.manual_seed(seed)
-    nets = [Net(ModelConfig(norm=n, stem=stem)) for n in norms]
+    variants = [parse_variant(s) for s in specs]
+    nets = [Net(ModelConfig(norm=v.norm, ws=v.ws, stem=stem, ghost_batch=ghost_batch))
+            for v in variants]
     g = _gen(seed + 1)
     for net in nets:  # random gammas/betas, so that a mixed-up member would show
         for m in net.modules():
@@ -338,11 +369,16 @@ def _nets(norms: list[str], seed: int = 0, stem: str = "pool") -> list[Net]:
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("norms, stem", [(["gn", "ln", "bn"], "pool"),
                                          (["bn", "bn", "gn", "none", "in", "gn"], "pool"),
-                                         (["ln"], "pool"), (["gn", "bn", "ln"], "stride")])
+                                         (["ln"], "pool"), (["gn", "bn", "ln"], "stride"),
+                                         (["bn", "gbn", "gbn", "gn+ws", "bn+ws", "ln"], "pool"),
+                                         (["gn+ws", "gbn+ws", "none+ws"], "stride"),
+                                         (["gbn"], "pool")])
 def test_multinet_members_compute_what_each_net_computes(norms, stem, fmt) -> None:
     """In training mode, member m of a MultiNet (its images in channel block m) gives the logits,
     parameter gradients and BatchNorm running statistics of Net m run alone, whatever mix of
-    norms sits side by side and in either memory format. The reference is Net m in float64; the
+    norms sits side by side (Ghost BatchNorm with virtual batches of 4 of the 16 images, weight
+    standardization in some members or all) and in either memory format. The reference is Net m
+    in float64; the
     float32 MultiNet must agree with it to float32 rounding (relative 1e-3 of each tensor's
     scale, as BatchNorm's backward sums over B*H*W elements)."""
     import copy
@@ -381,16 +417,41 @@ def test_multinet_members_compute_what_each_net_computes(norms, stem, fmt) -> No
 
 
 def test_multinet_member_state_dict_loads_into_a_net() -> None:
-    """A member's state_dict loads into a fresh Net of its norm, which then computes the member's
-    eval-mode logits exactly as the MultiNet does."""
-    nets = _nets(["bn", "gn"], seed=5)
-    multi = MultiNet(nets).eval()
-    x = torch.randn(8, 2, 28, 28, generator=_gen(6))
+    """A member's state_dict loads into a fresh Net of its variant, which then computes the
+    member's eval-mode logits exactly as the MultiNet does (the MultiNet's own state_dict holds no
+    extra tensor for weight standardization)."""
+    specs = ["bn", "gn", "gbn", "gn+ws", "bn+ws"]
+    nets = _nets(specs, seed=5)
+    multi = MultiNet(nets)
+    with torch.no_grad():
+        multi.train()(torch.randn(12, len(specs), 28, 28, generator=_gen(7)))  # move the stats
+    multi.eval()
+    assert not any("ws_rows" in key for key in multi.state_dict())
+    x = torch.randn(8, len(specs), 28, 28, generator=_gen(6))
     out = multi(x)
-    for m, norm in enumerate(["bn", "gn"]):
-        fresh = Net(ModelConfig(norm=norm)).eval()
+    for m, net in enumerate(nets):
+        fresh = Net(net.cfg).eval()
         fresh.load_state_dict(multi.member_state_dict(m))
         torch.testing.assert_close(fresh(x[:, m:m + 1]), out[:, m], rtol=1e-4, atol=1e-5)
+
+
+def test_multinet_merges_gbn_with_gbn_only() -> None:
+    """Neighbouring gbn members with one ghost batch share one GhostBatchNorm2d over their
+    channels; a bn neighbour, or a gbn with another ghost batch, keeps a layer of its own. Weight
+    standardization marks exactly the rows of its members."""
+    from normlab.layers import GhostBatchNorm2d
+
+    nets = _nets(["gbn", "gbn", "bn", "gbn+ws"]) + _nets(["gbn"], ghost_batch=8)
+    multi = MultiNet(nets)
+    block = multi.stem[0]
+    assert block.norm.segments == [(0, 2), (2, 1), (3, 1), (4, 1)]
+    kinds = [(type(layer).__name__, getattr(layer, "ghost_batch", None)) for layer in block.norm.layers]
+    assert kinds == [("GhostBatchNorm2d", 4), ("BatchNorm2d", None), ("GhostBatchNorm2d", 4),
+                     ("GhostBatchNorm2d", 8)]
+    assert isinstance(block.norm.layers[0], GhostBatchNorm2d)
+    c = nets[0].stem[0].conv.out_channels
+    rows = block.ws_rows.view(-1).tolist()
+    assert rows == [False] * 3 * c + [True] * c + [False] * c and block.ws == "some"
 
 
 def test_multinet_rejects_members_of_different_shapes() -> None:

@@ -37,11 +37,12 @@ def _gen(seed: int) -> torch.Generator:
 
 
 def test_registry_names_and_titles() -> None:
-    """The registry holds bn, gn, ln, in and none, in that order, with the display names the
+    """The registry holds bn, gbn, gn, ln, in and none, in that order, with the display names the
     reports use."""
     assert {name: spec.title for name, spec in NORMS.items()} == {
-        "bn": "BatchNorm", "gn": "GroupNorm", "ln": "LayerNorm", "in": "InstanceNorm",
-        "none": "no norm"}
+        "bn": "BatchNorm", "gbn": "Ghost BatchNorm", "gn": "GroupNorm", "ln": "LayerNorm",
+        "in": "InstanceNorm", "none": "no norm"}
+    assert list(NORMS) == ["bn", "gbn", "gn", "ln", "in", "none"]
     assert all(spec.name == name for name, spec in NORMS.items())
     assert all(spec.description and "\n" not in spec.description for spec in NORMS.values())
     assert norms.explained() == ["bn", "gn", "ln"]
@@ -61,7 +62,7 @@ def test_get_unknown_name_lists_the_valid_ones() -> None:
     """An unknown name is a ConfigError with today's message: the name and every valid norm."""
     with pytest.raises(ConfigError) as e:
         norms.get("batchnorm")
-    assert str(e.value) == "unknown norm 'batchnorm'; valid norms: bn, gn, ln, in, none"
+    assert str(e.value) == "unknown norm 'batchnorm'; valid norms: bn, gbn, gn, ln, in, none"
 
 
 def test_display_name() -> None:
@@ -74,18 +75,51 @@ def test_display_name() -> None:
 
 @pytest.mark.parametrize(
     ("norm", "channels", "groups", "expected"),
-    [("bn", 8, 4, None), ("gn", 8, 4, 4), ("gn", 16, 2, 2), ("ln", 16, 4, 1), ("in", 16, 4, 16),
-     ("none", 8, 4, None)],
+    [("bn", 8, 4, None), ("gbn", 8, 4, None), ("gn", 8, 4, 4), ("gn", 16, 2, 2), ("ln", 16, 4, 1),
+     ("in", 16, 4, 16), ("none", 8, 4, None)],
 )
 def test_stat_groups(norm, channels, groups, expected) -> None:
-    """Statistics per image: gn its group count, ln one, in one per channel; None for bn's batch
-    statistics and for none."""
+    """Statistics per image: gn its group count, ln one, in one per channel; None for the batch
+    statistics of bn and gbn (per virtual batch) and for none."""
     assert NORMS[norm].stat_groups(channels, groups) == expected
 
 
 def test_uses_groups() -> None:
     """Only gn depends on --groups (reports show the group count for it alone)."""
     assert [name for name, spec in NORMS.items() if spec.uses_groups] == ["gn"]
+
+
+def test_uses_ghost_batch_and_batch_stats() -> None:
+    """Only gbn depends on --ghost-batch; bn and gbn (per virtual batch) are the norms whose
+    statistics span several images, so both need a batch of 2 or more."""
+    assert [name for name, spec in NORMS.items() if spec.uses_ghost_batch] == ["gbn"]
+    assert [name for name, spec in NORMS.items() if spec.batch_stats] == ["bn", "gbn"]
+
+
+def test_gbn_entry_axes() -> None:
+    """gbn's hand computation cuts N into V virtual batches of N/V images and averages over
+    (N/V, H, W): one statistic per virtual batch and channel."""
+    spec = NORMS["gbn"]
+    assert spec.view == ("V", "N/V", "C", "H", "W") and spec.reduce == ("N/V", "H", "W")
+    assert explain.kept_axes(spec) == ("V", "C")
+    assert spec.merge == "batch" and not spec.explain
+
+
+@pytest.mark.parametrize("value", [2, 16, 1000])
+def test_check_ghost_batch_accepts(value) -> None:
+    """Whole numbers >= 2 are valid ghost batch sizes."""
+    norms.check_ghost_batch(value)
+
+
+@pytest.mark.parametrize("value", [1, 0, -4, 2.5, True, "16", None])
+def test_check_ghost_batch_rejects(value) -> None:
+    """Anything but a whole number >= 2 is one line of ConfigError naming --ghost-batch, the value
+    and the fix."""
+    with pytest.raises(ConfigError) as e:
+        norms.check_ghost_batch(value)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("--ghost-batch must be a whole number >= 2")
+    assert repr(value) in msg and msg.endswith("use e.g. --ghost-batch 16")
 
 
 def test_check_groups() -> None:
@@ -100,7 +134,7 @@ def test_check_groups() -> None:
                             "use --groups with one of [1, 2, 3, 4, 6, 12]")
     with pytest.raises(ConfigError, match="conv1: GroupNorm with 0 groups"):
         norms.check_groups("gn", 0, layers)
-    for norm in ("bn", "ln", "in", "none"):
+    for norm in ("bn", "gbn", "ln", "in", "none"):
         norms.check_groups(norm, 5, layers)
     with pytest.raises(ConfigError, match="unknown norm"):
         norms.check_groups("xx", 4, layers)
@@ -109,11 +143,13 @@ def test_check_groups() -> None:
 @pytest.mark.parametrize(
     ("changes", "fragment"),
     [({"name": "x+l1"}, "lower-case"), ({"merge": "sum"}, "merge"),
-     ({"reduce": ("C", "Q")}, "axes"), ({"view": ("N", "G", "H", "W")}, "view")],
+     ({"reduce": ("C", "Q")}, "axes"), ({"view": ("N", "G", "H", "W")}, "view"),
+     ({"view": ("V", "C", "H", "W")}, "view"), ({"view": ("N", "V", "N/V", "C", "H", "W")}, "view")],
 )
 def test_a_malformed_entry_is_rejected(changes, fragment) -> None:
     """A spec with a name that would break variant specs, an unknown merge kind or axes that do
-    not describe x (N, C, H, W) is a ValueError when it is made, not mid-study."""
+    not describe x (N, C, H, W) (e.g. V without N/V, or N beside its virtual batches) is a
+    ValueError when it is made, not mid-study."""
     fields = dict(name="xx", title="X", description="x", build=lambda c, g: nn.Identity(),
                   stat_groups=lambda c, g: None, reduce=("C", "H", "W"))
     with pytest.raises(ValueError, match=fragment):
@@ -187,9 +223,10 @@ def test_registered_norm_in_cli_and_config(pair) -> None:
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for command in ("study", "train", "sweep"):
         help_text = " ".join(subparsers.choices[command].format_help().split())
-        assert "(bn, gn, ln, in, none, xn)" in help_text, command
+        assert "(bn, gbn, gn, ln, in, none, xn)" in help_text, command
     assert parse_variant("xn") == Variant("xn", "xn")
     assert parse_variant("XN+l1=1e-4").name == "xn+l1=0.0001"
+    assert parse_variant("xn+l1=1e-4+ws") == Variant("xn+ws+l1=0.0001", "xn", 1e-4, 0.0, True)
     assert Config(variants=("xn", "gn"), batch_size=1).parsed_variants()[0].norm == "xn"
     assert norms.get("xn").title == norms.display_name("xn") == "PairNorm"
     assert not norms.get("xn").uses_groups   # two groups whatever --groups says
@@ -212,9 +249,10 @@ def test_registered_norm_group_count_is_checked(monkeypatch) -> None:
 
 def test_registered_norm_in_the_model(pair) -> None:
     """Net builds the new norm in every conv block, with the parameter count of the other
-    normalized variants, and gives finite (B, 10) logits."""
+    normalized variants (with weight standardization too), and gives finite (B, 10) logits."""
     model = Net(norm="xn")
     assert count_params(model) == count_params(Net(norm="gn")) <= 8000
+    assert count_params(Net(Config(variants=("xn+ws",)).model_config("xn+ws"))) == count_params(model)
     layers = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
     assert len(layers) == 5 and all(m.num_groups == 2 for m in layers)
     out = model(torch.rand(4, 1, 28, 28, generator=_gen(1)))
@@ -265,7 +303,7 @@ def test_registered_norm_in_explain(pair, tmp_path) -> None:
     assert "one mean per image and half, each over C/G*H*W = 8 elements" in text
     assert f"xn: {count_params(Net(norm='gn')):,} parameters" in text
     assert "All four add the same gamma and beta" in text
-    assert "Largest difference from PyTorch over bn, gn, ln, xn:" in text
+    assert "Largest difference from PyTorch over bn, gn, ln, xn, +ws:" in text
     assert axes_figure.figure_title("xn") == "PairNorm (G=2): one mean per image and half"
     path = axes_figure.draw_norm_axes(tmp_path / "axes.png")
     assert path.read_bytes()[:4] == b"\x89PNG"

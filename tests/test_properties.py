@@ -267,6 +267,7 @@ def _check_variant(v: Variant) -> None:
     assert v.norm in NORMS
     for value in (v.l1, v.l2):
         assert isinstance(value, float) and math.isfinite(value) and value >= 0
+    assert isinstance(v.ws, bool) and v.name.startswith(v.norm + ("+ws" if v.ws else ""))
     assert parse_variant(v.name) == v, f"{v.name!r} does not re-parse to {v}"
 
 
@@ -315,7 +316,7 @@ numbers = st.one_of(
 )
 term = st.builds(
     lambda kind, eq, num, use_num: kind + (eq + num if use_num else ""),
-    st.sampled_from(["l1", "l2", "L1", "L2", "l3", "l", "", "l1l2", " l1"]),
+    st.sampled_from(["l1", "l2", "L1", "L2", "l3", "l", "", "l1l2", " l1", "ws", "WS", "w"]),
     st.sampled_from(["=", "=", "=", "==", ":", " = "]),
     numbers,
     st.booleans(),
@@ -340,7 +341,7 @@ def variant_spec(draw) -> str:
 @example(spec="bn+l1=1.2345678e-4")  # canonical name was 'bn+l1=0.000123457' (value lost)
 @example(spec="gn+l1=-0")
 def test_parse_variant_structured_specs(spec: str) -> None:
-    """Specs built from norms and l1/l2 terms with random case, padding, separators and numbers
+    """Specs built from norms and l1/l2/ws terms with random case, padding, separators and numbers
     (nan, inf, negative, huge exponents, many digits, underscores, hex, non-ASCII digits):
     parse_variant returns a Variant whose canonical name re-parses to the same Variant (so the
     name carries the exact lambdas), or raises ConfigError -- nothing else."""

@@ -405,6 +405,19 @@ def test_write_report_one_seed_and_missing_data(tmp_path: Path, no_network, make
     assert sorted(run.path / x for x in _links(text)) == sorted(run.figure(k) for k in FIGURES)
 
 
+def test_report_describes_ghost_batchnorm_and_weight_standardization(tmp_path: Path, no_network,
+                                                                     make_run) -> None:
+    """summary.json records each variant's weight standardization, and the report's variant line
+    gives gbn's virtual batch size and names +ws, beside the group count and the penalty."""
+    run = make_run(tmp_path / "run", variants=("gbn", "gn+ws+l1=2e-05"), seeds=1, epochs=2,
+                   data_dir=tmp_path / "no-data", wall=False)
+    summary = json.loads(run.summary.read_text(encoding="utf-8"))["variants"]
+    assert [(s["norm"], s["ws"]) for s in summary.values()] == [("gbn", False), ("gn", True)]
+    text = write_report(run.path).read_text(encoding="utf-8")
+    assert ("**Variants:** `gbn` (Ghost BatchNorm, virtual batches of 16), `gn+ws+l1=2e-05` "
+            "(GroupNorm, 4 groups + weight standardization + L1 λ = 2e-05).") in text
+
+
 # ----------------------------------------------------------------------------------------------
 # Commands that need no torch
 

@@ -65,12 +65,18 @@ INJECT_FAILURE = """
 
 def test_parse_param_types_and_aliases() -> None:
     """Values are parsed by the type of the config field they set; l1/l2 set the default lambdas;
-    kebab-case names work."""
+    kebab-case names work; a ghost batch the config rejects names the point."""
     assert parse_param("batch_size=2,8,32") == Param("batch_size", (2, 8, 32))
     assert parse_param("batch-size=4") == Param("batch_size", (4,))
     assert parse_param("l1=0,1e-5").values == (0.0, 1e-5) and parse_param("l1=0").field == "l1_default"
     assert parse_param("augment=true,off").values == (True, False)
     assert parse_param("dataset=mnist,kmnist").values == ("mnist", "kmnist")
+    ghost = parse_param("ghost-batch=4,16")
+    assert ghost == Param("ghost_batch", (4, 16))
+    assert [c.ghost_batch for _, c in SweepSpec((ghost,)).points(Config(variants=("gbn",)))] \
+        == [4, 16]
+    with pytest.raises(ConfigError, match="ghost_batch=1: --ghost-batch must be"):
+        SweepSpec((parse_param("ghost_batch=1,4"),)).points(Config(variants=("gbn",)))
 
 
 @pytest.mark.parametrize(("text", "fragment"), [

@@ -455,6 +455,31 @@ def test_no_augmentation_draws_nothing_in_a_group(random_splits) -> None:
         torch.testing.assert_close(a["train_loss"], b["train_loss"], rtol=1e-4, atol=0)
 
 
+def test_gbn_and_ws_variants_train_in_a_group_as_alone(splits) -> None:
+    """Ghost BatchNorm and weight-standardized variants train through the study's engine: in one
+    group each run's per-epoch training loss equals its run alone (up to rounding), and its saved
+    weights load into the Net its variant describes (WS conv, ghost batch of the config)."""
+    from normlab.layers import GhostBatchNorm2d, WSConv2d
+    from normlab.model import Net
+    from normlab.study import train_group
+
+    train, test, mean, std = splits
+    cfg = Config(variants=("gbn", "gn+ws", "gbn+ws+l1"), epochs=2, batch_size=64, ghost_batch=16,
+                 device="cpu")
+    runs = [(v, 0) for v in cfg.parsed_variants()]
+    together = train_group(cfg, runs, train, test, mean, std, progress=False)
+    for r, (v, seed) in zip(together, runs):
+        assert r.status == "ok", r.message
+        alone = train_run(cfg, v, seed, train, test, mean, std, progress=False)
+        for a, b in zip(r.epochs, alone.epochs):
+            torch.testing.assert_close(a["train_loss"], b["train_loss"], rtol=1e-4, atol=0)
+        net = Net(cfg.model_config(v))
+        net.load_state_dict(r.state_dict)
+        assert any(isinstance(m, WSConv2d) for m in net.modules()) == v.ws
+        ghosts = [m for m in net.modules() if isinstance(m, GhostBatchNorm2d)]
+        assert all(m.ghost_batch == 16 for m in ghosts) and bool(ghosts) == (v.norm == "gbn")
+
+
 def test_runs_with_the_same_seed_see_the_same_batches_whatever_the_variant(splits,
                                                                           monkeypatch) -> None:
     """Runs are paired by seed across variants: with the same seed, bn, gn, ln and bn+l1 draw

@@ -27,20 +27,23 @@ def figure_title(norm: str, channels: int = EXAMPLE_SHAPE[1], groups: int = EXAM
     return f"{head}: one mean per {spec.per}{over}"
 
 
-_LABELS = {"N": "n={}", "C": "c={}", "G": "group {}"}
+_LABELS = {"N": "n={}", "C": "c={}", "G": "group {}", "V": "virtual batch {}"}
 
 
-def stat_groups(norm: str, n: int, c: int, groups: int) -> tuple[list[list[int]], list[str]]:
+def stat_groups(norm: str, n: int, c: int, groups: int, ghost_batch: int = 1
+                ) -> tuple[list[list[int]], list[str]]:
     """For each (image, channel) the index of the statistic it uses, and the statistics' labels
-    ("channel c=0", "n=0, group 1", "image n=1"), from the registry's axes."""
+    ("channel c=0", "n=0, group 1", "image n=1", "virtual batch 1, c=0"), from the registry's
+    axes. ``ghost_batch``: images per virtual batch (gbn; it must divide ``n``)."""
     spec = hand_spec(norm)
     kept = kept_axes(spec)
     if not set(kept) <= set(_LABELS):
         raise ValueError(f"{spec.title}: the figure draws statistics per image and channel only")
-    sizes = axis_sizes(spec, (n, c, 1, 1), groups)
+    sizes = axis_sizes(spec, (n, c, 1, 1), groups, ghost_batch)
 
     def coord(axis: str, i: int, j: int) -> int:
-        return {"N": i, "C": j, "G": j // sizes.get("C/G", 1)}[axis]
+        return {"N": i, "C": j, "G": j // sizes.get("C/G", 1),
+                "V": i // sizes.get("N/V", 1)}[axis]
 
     def flat(coords: list[int]) -> int:   # row-major index over the kept axes
         index = 0

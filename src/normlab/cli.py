@@ -97,6 +97,10 @@ def _add_training_flags(p: argparse.ArgumentParser, D) -> None:
                    help="weight decay used by a variant written '+l2' without a value")
     p.add_argument("--groups", type=_positive_int, default=D(_D.groups),
                    help="GroupNorm groups for 'gn' (must divide every width of --arch)")
+    p.add_argument("--ghost-batch", type=_number(int, 2, inclusive=True),
+                   default=D(_D.ghost_batch), metavar="N",
+                   help="images per virtual batch of Ghost BatchNorm 'gbn' (>= 2; with N >= "
+                        "--batch-size gbn is bn)")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=D(True),
                    help="turn off the random rotation and shift of training batches; "
                         "augmentation is on unless this flag is given")
@@ -170,8 +174,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     sub.required = True
 
     variant_help = (
-        "comma-separated variants: a norm ({norms}) with optional '+l1', '+l1=LAMBDA', '+l2', "
-        "'+l2=DECAY', e.g. 'gn,ln,bn+l1' or 'bn+l1=5e-5'"
+        "comma-separated variants: a norm ({norms}) with optional '+ws' (weight "
+        "standardization of the convs), '+l1', '+l1=LAMBDA', '+l2', '+l2=DECAY', e.g. "
+        "'gn,ln,bn+l1', 'bn+l1=5e-5' or 'gn+ws'"
     ).format(norms=", ".join(norms.NORMS))
 
     p = sub.add_parser("study", help="train several variants x seeds and save a run folder",
@@ -203,8 +208,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", required=False, default=D(None), metavar="NAME=V1,V2",
                    help="a setting and its values, e.g. batch_size=2,8,32,128 or l1=0,1e-5,1e-4; "
                         "give it twice for a grid. Sweepable: batch_size, lr, momentum, warmup, l1, "
-                        "l2, groups, augment, rotate, translate, dataset, train_subset, epochs, "
-                        "precision, arch, label_smoothing (required, except with --resume)")
+                        "l2, groups, ghost_batch, augment, rotate, translate, dataset, "
+                        "train_subset, epochs, precision, arch, label_smoothing (required, except "
+                        "with --resume)")
     p.add_argument("--variants", default=D(",".join(_D.variants)), help=variant_help)
     p.add_argument("--seeds", type=_positive_int, default=D(_D.seeds),
                    help="number of seeds per variant and point")
@@ -245,7 +251,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help=f"compute {explained} by hand and compare with PyTorch",
                        formatter_class=_Formatter,
                        description=f"Compute {explained} by hand on a small "
-                                   "example tensor, print the statistics and the largest difference "
+                                   "example tensor, and weight standardization (+ws) of a small "
+                                   "kernel; print the statistics and the largest difference "
                                    "from PyTorch's layers (exit code 1 if any exceeds 1e-5), and the "
                                    "parameters each norm adds to normlab's model.")
     p.add_argument("--seed", type=_nonneg_int, default=D(0), help="seed of the example tensor")

@@ -2,12 +2,16 @@
 ModelConfig) and the variant-spec parser. No torch here: validation checks the group count against
 the model's widths by arithmetic, so configs can be built and checked without loading PyTorch.
 
-A *variant* is a norm plus optional penalties, written as a spec string::
+A *variant* is a norm plus an optional modifier and optional penalties, written as a spec string::
 
     gn            GroupNorm, no penalty
     bn+l1         BatchNorm + L1 with the default lambda (Config.l1_default)
     bn+l1=5e-5    BatchNorm + L1, lambda 5e-5
     gn+l2=1e-4    GroupNorm + L2 through SGD weight decay 1e-4
+    gn+ws         GroupNorm, every conv kernel weight-standardized (normlab.layers.WSConv2d)
+
+Terms may come in any order; the canonical name, used in file names and tables, is the norm, then
+``+ws``, then ``+l1=LAMBDA``, then ``+l2=DECAY``: ``ln+l1+ws`` is ``ln+ws+l1=2e-05``.
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ class ModelConfig:
 
     norm: str = "bn"
     groups: int = 4  # GroupNorm groups; must divide every width below
+    ghost_batch: int = norms.DEFAULT_GHOST_BATCH   # images per virtual batch of gbn
+    ws: bool = False   # weight standardization of every conv kernel (a "+ws" variant)
     # Output channels of the 3x3 convolutions.
     widths: tuple[int, ...] = parse_arch(DEFAULT_ARCH)
     full_res: int = 1     # how many of the convs run at full resolution, before the max pool
@@ -88,16 +94,20 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class Variant:
+    """One parsed variant spec (see the module docstring)."""
+
     name: str          # canonical spec, e.g. "bn+l1=2e-05"; used in file names and tables
     norm: str
     l1: float = 0.0    # lambda of lambda * sum(|w|) over conv and linear weights
     l2: float = 0.0    # SGD weight decay
+    ws: bool = False   # weight standardization of the conv kernels ("+ws")
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict (config.json's resolved variants, checkpoints)."""
         return dataclasses.asdict(self)
 
 
-_TERM = re.compile(r"^(l1|l2)(?:=(.+))?$")
+_TERM = re.compile(r"^(l1|l2|ws)(?:=(.*))?$")
 
 
 def _spec_number(text: str, what: str, spec: str) -> float:
@@ -128,29 +138,34 @@ def parse_variant(spec: str, l1_default: float = DEFAULT_L1, l2_default: float =
     text = spec.strip().lower()
     norm, *terms = text.split("+")
     if norm not in NORMS:
-        raise ConfigError(
-            f"variant {spec!r}: unknown norm {norm!r}; valid norms: {', '.join(NORMS)} "
-            "(penalties are added as +l1, +l1=LAMBDA, +l2, +l2=LAMBDA)"
-        )
-    penalties: dict[str, float] = {}
+        hint = (f"+{norm} comes after the norm, e.g. gn+{norm}" if _TERM.match(norm) else
+                "the modifier +ws and penalties +l1, +l1=LAMBDA, +l2, +l2=LAMBDA follow the norm")
+        raise ConfigError(f"variant {spec!r}: unknown norm {norm!r}; valid norms: "
+                          f"{', '.join(NORMS)} ({hint})")
+    given: dict[str, float] = {}
     for term in terms:
         m = _TERM.match(term)
         if not m:
-            raise ConfigError(
-                f"variant {spec!r}: unknown term {term!r}; use +l1, +l1=LAMBDA, +l2 or +l2=LAMBDA"
-            )
+            raise ConfigError(f"variant {spec!r}: unknown term {term!r}; use +ws, +l1, "
+                              "+l1=LAMBDA, +l2 or +l2=LAMBDA")
         kind, value = m.group(1), m.group(2)
-        if kind in penalties:
+        if kind in given:
             raise ConfigError(f"variant {spec!r}: {kind} given twice")
+        if kind == "ws":
+            if value is not None:
+                raise ConfigError(f"variant {spec!r}: ws takes no value; write +ws")
+            given[kind] = 1.0
+            continue
         default = l1_default if kind == "l1" else l2_default
-        penalties[kind] = default if value is None else _spec_number(value, kind, spec)
-    l1, l2 = penalties.get("l1", 0.0), penalties.get("l2", 0.0)
-    name = norm
-    if "l1" in penalties:
+        given[kind] = default if value is None else _spec_number(value, kind, spec)
+    l1, l2, ws = given.get("l1", 0.0), given.get("l2", 0.0), "ws" in given
+    # The canonical order: norm, modifier, penalties (l1 before l2).
+    name = norm + ("+ws" if ws else "")
+    if "l1" in given:
         name += f"+l1={_number_name(l1)}"
-    if "l2" in penalties:
+    if "l2" in given:
         name += f"+l2={_number_name(l2)}"
-    return Variant(name=name, norm=norm, l1=l1, l2=l2)
+    return Variant(name=name, norm=norm, l1=l1, l2=l2, ws=ws)
 
 
 def parse_variants(specs: str | list[str] | tuple[str, ...], l1_default: float = DEFAULT_L1,
@@ -182,6 +197,7 @@ class Config:
     l1_default: float = DEFAULT_L1    # lambda for a bare "+l1" in a variant spec
     l2_default: float = DEFAULT_L2    # weight decay for a bare "+l2"
     groups: int = 4                   # GroupNorm groups ("gn")
+    ghost_batch: int = norms.DEFAULT_GHOST_BATCH   # images per virtual batch of Ghost BatchNorm ("gbn")
     augment: bool = True              # random rotation + translation of training batches
     rotate: float = 10.0              # max rotation, degrees
     translate: float = 2.0            # max shift, pixels
@@ -226,6 +242,7 @@ class Config:
         positive_int("batch_size", "--batch-size")
         positive_int("eval_batch_size", "--eval-batch-size")
         positive_int("groups", "--groups")
+        norms.check_ghost_batch(self.ghost_batch)
         if isinstance(self.first_seed, bool) or not isinstance(self.first_seed, int) \
                 or self.first_seed < 0:
             raise ConfigError(f"--seed must be a whole number >= 0, got {self.first_seed!r}")
@@ -281,9 +298,14 @@ class Config:
         for norm in used:
             norms.check_groups(norm, self.groups, self.model_config(norm).norm_layers())
 
-    def model_config(self, norm: str) -> ModelConfig:
-        """The network a run of ``norm`` trains (train.build_model builds it)."""
-        return ModelConfig(norm=norm, groups=self.groups, widths=parse_arch(self.arch),
+    def model_config(self, variant: Variant | str) -> ModelConfig:
+        """The network a run of ``variant`` trains (train.build_model builds it): its norm and
+        weight standardization, this config's --groups, --ghost-batch and --arch. A spec string
+        ("gn+ws") is parsed with this config's penalty defaults."""
+        if isinstance(variant, str):
+            variant = parse_variant(variant, self.l1_default, self.l2_default)
+        return ModelConfig(norm=variant.norm, ws=variant.ws, groups=self.groups,
+                           ghost_batch=self.ghost_batch, widths=parse_arch(self.arch),
                            stem=arch_stem(self.arch))
 
     def parsed_variants(self) -> tuple[Variant, ...]:
@@ -315,10 +337,17 @@ class Config:
 
 def config_diff(saved: dict, wanted: dict, keys=None) -> list[str]:
     """``"key: saved X, now Y"`` for each of ``keys`` (default: all of ``wanted``'s but
-    'resolved') whose value differs between two config dicts (config.json, sweep.json)."""
+    'resolved') whose value differs between two config dicts (config.json, sweep.json).
+
+    A Config field missing from ``saved`` counts as its default: the folder was written before
+    the field existed (e.g. ghost_batch), when it trained as the default does now."""
     keys = [k for k in wanted if k != "resolved"] if keys is None else keys
+    saved = {**{k: v for k, v in _FIELD_DEFAULTS.items() if k in wanted}, **saved}
     return [f"{k}: saved {saved.get(k)!r}, now {wanted.get(k)!r}" for k in keys
             if saved.get(k) != wanted.get(k)]
+
+
+_FIELD_DEFAULTS = {k: v for k, v in Config().to_dict().items() if k != "variants"}
 
 
 __all__ = ["Config", "config_diff", "parse_arch", "VAL_SEED", "ModelConfig", "Variant", "parse_variant", "parse_variants", "DATASET_NAMES"]

@@ -2,11 +2,17 @@
 
 The norms differ only in *which elements share one mean and one variance*. Each entry of the
 registry (:data:`normlab.norms.NORMS`) says so as axes: view x (N, C, H, W) with ``spec.view``
-(the GroupNorm family splits C into (G, C/G)), then average over ``spec.reduce``. For example
+(the GroupNorm family splits C into (G, C/G), Ghost BatchNorm splits N into V virtual batches of
+N/V images), then average over ``spec.reduce``. For example
 
 * ``bn``  BatchNorm:          one mean per channel, over (N, H, W)        -> statistics of shape (C,)
+* ``gbn`` Ghost BatchNorm:    one mean per virtual batch and channel, over (N/V, H, W) -> (V, C)
 * ``gn``  GroupNorm (G):      one mean per image and group, over (C/G, H, W) -> shape (N, G)
 * ``ln``  LayerNorm (conv):   one mean per image, over (C, H, W)          -> shape (N,)
+
+Weight standardization (``+ws``) is not a norm of the activations but of the conv kernels:
+:func:`standardize_by_hand` computes it and the text compares it with
+:class:`normlab.layers.WSConv2d`.
 
 :func:`norm_stats` computes any registered norm from those axes (reshape, then mean and *biased*
 variance, as the layers do in training mode); :func:`explain_text` prints the computation on a
@@ -19,12 +25,16 @@ from __future__ import annotations
 
 from math import prod
 
+import dataclasses
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from normlab import norms
+from normlab.layers import WS_EPS, WSConv2d
 from normlab.model import ConvNormAct, ModelConfig, Net, count_params
-from normlab.norms import NormSpec
+from normlab.norms import DEFAULT_GHOST_BATCH, NormSpec
 
 EPS = 1e-5  # PyTorch's default eps for nn.BatchNorm2d and nn.GroupNorm
 TOLERANCE = 1e-5  # the largest difference from PyTorch's layers that counts as "the same"
@@ -43,8 +53,12 @@ def hand_spec(norm: str) -> NormSpec:
     return spec
 
 
-def axis_sizes(spec: NormSpec, shape: tuple[int, ...], groups: int) -> dict[str, int]:
-    """Size of each axis name of :data:`normlab.norms.AXES` for x of ``shape`` (N, C, H, W)."""
+def axis_sizes(spec: NormSpec, shape: tuple[int, ...], groups: int,
+               ghost_batch: int = DEFAULT_GHOST_BATCH) -> dict[str, int]:
+    """Size of each axis name of :data:`normlab.norms.AXES` for x of ``shape`` (N, C, H, W).
+
+    Virtual batches (V, N/V) hold ``ghost_batch`` images each (all N when N <= ghost_batch); the
+    view needs equal ones, so N must then be a multiple of ``ghost_batch``."""
     n, c, h, w = shape
     sizes = {"N": n, "C": c, "H": h, "W": w}
     if "G" in spec.view:
@@ -52,6 +66,12 @@ def axis_sizes(spec: NormSpec, shape: tuple[int, ...], groups: int) -> dict[str,
         if g is None or g < 1 or c % g != 0:
             raise ValueError(f"{spec.title}: {g} groups do not divide {c} channels")
         sizes |= {"G": g, "C/G": c // g}
+    if "V" in spec.view:
+        per = min(ghost_batch, n)
+        if per < 1 or n % per != 0:
+            raise ValueError(f"{spec.title}: virtual batches of {ghost_batch} images do not divide "
+                             f"{n} images (the hand computation needs equal virtual batches)")
+        sizes |= {"V": n // per, "N/V": per}
     return sizes
 
 
@@ -61,7 +81,8 @@ def kept_axes(spec: NormSpec) -> tuple[str, ...]:
 
 
 def norm_stats(
-    x: torch.Tensor, norm: str, groups: int = 2, eps: float = EPS
+    x: torch.Tensor, norm: str, groups: int = 2, eps: float = EPS,
+    ghost_batch: int = DEFAULT_GHOST_BATCH,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean, variance and normalized output of ``x`` (N, C, H, W) for ``norm``, computed by hand
     from the registry's axes: x viewed as ``spec.view``, averaged over ``spec.reduce``.
@@ -74,15 +95,17 @@ def norm_stats(
 
     * ``"bn"``: mean and var of shape ``(C,)``, each over axes (N, H, W);
     * ``"gn"``: shape ``(N, G)``, each over (C/G, H, W) of one image's group of channels;
-    * ``"ln"``: shape ``(N,)``, each over (C, H, W) of one image (GroupNorm with G=1).
+    * ``"ln"``: shape ``(N,)``, each over (C, H, W) of one image (GroupNorm with G=1);
+    * ``"gbn"``: shape ``(V, C)``, each over (N/V, H, W) of one virtual batch of consecutive images.
 
-    ``groups`` is --groups (used by ``"gn"`` only); the resulting G must divide C. Raises
-    ValueError for an unknown norm, one without statistics (none) or such a group count.
+    ``groups`` is --groups (used by ``"gn"`` only); the resulting G must divide C. ``ghost_batch``
+    is --ghost-batch (``"gbn"`` only; it must divide N or be >= N). Raises ValueError for an
+    unknown norm, one without statistics (none), or such a group count or ghost batch.
     """
     if x.dim() != 4:
         raise ValueError(f"expected x of shape (N, C, H, W), got shape {tuple(x.shape)}")
     spec = hand_spec(norm)
-    sizes = axis_sizes(spec, tuple(x.shape), groups)
+    sizes = axis_sizes(spec, tuple(x.shape), groups, ghost_batch)
     xv = x.reshape([sizes[a] for a in spec.view])                 # e.g. (N, G, C/G, H, W)
     dims = tuple(spec.view.index(a) for a in spec.reduce)         # e.g. (2, 3, 4)
     mean = xv.mean(dim=dims, keepdim=True)
@@ -92,10 +115,11 @@ def norm_stats(
     return mean.reshape(stat_shape), var.reshape(stat_shape), y
 
 
-def torch_layer(norm: str, channels: int, groups: int = 2, eps: float = EPS) -> nn.Module:
+def torch_layer(norm: str, channels: int, groups: int = 2, eps: float = EPS,
+                ghost_batch: int = DEFAULT_GHOST_BATCH) -> nn.Module:
     """The registry's own layer for ``norm`` (``spec.build``), in training mode with its initial
     affine (gamma=1, beta=0) and ``eps`` where the layer has one."""
-    layer = norms.get(norm).build(channels, groups)
+    layer = norms.get(norm).build(channels, norms.NormSettings(groups, ghost_batch))
     if hasattr(layer, "eps"):
         layer.eps = eps
     return layer.train()
@@ -105,6 +129,19 @@ def example_tensor(seed: int = 0, shape: tuple[int, int, int, int] = EXAMPLE_SHA
     """A small (N, C, H, W) float32 tensor from a seeded generator, rounded to 1 decimal."""
     gen = torch.Generator().manual_seed(seed)
     return torch.round(torch.randn(shape, generator=gen), decimals=1)
+
+
+def standardize_by_hand(w: torch.Tensor, eps: float = WS_EPS
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weight standardization (Qiao et al. 2019) of a conv kernel ``w`` (C_out, C_in, kH, kW),
+    from its definition: per output channel o, the mean and the biased variance of the
+    C_in*kH*kW weights of w[o], then ``(w[o] - mean) / sqrt(var + eps)``. Returns (mean, var,
+    standardized kernel); mean and var have shape (C_out,)."""
+    rows = w.reshape(w.shape[0], -1)                              # (C_out, C_in*kH*kW)
+    mean = rows.sum(dim=1) / rows.shape[1]
+    var = ((rows - mean[:, None]) ** 2).sum(dim=1) / rows.shape[1]   # biased
+    w_hat = (rows - mean[:, None]) / torch.sqrt(var[:, None] + eps)
+    return mean, var, w_hat.reshape(w.shape)
 
 
 # --------------------------------------------------------------------------- parameter counts
@@ -145,9 +182,10 @@ def norm_layer_shapes(size: int = INPUT_SIZE, cfg: ModelConfig | None = None
 
 
 def param_summary(norm: str, cfg: ModelConfig | None = None) -> tuple[int, int, int]:
-    """(total parameters, parameters of the norm layers, channels normalized) of Net(norm)."""
+    """(total parameters, parameters of the norm layers, channels normalized) of Net(norm), with
+    ``cfg``'s other settings (its ``ws`` included)."""
     base = cfg or ModelConfig()
-    model = Net(ModelConfig(**{**base.__dict__, "norm": norm}))
+    model = Net(dataclasses.replace(base, norm=norm))
     layers = _norm_modules(model)
     norm_params = sum(count_params(m) for _, m, _ in layers)
     channels = sum(c for _, _, c in layers)
@@ -170,17 +208,20 @@ def _matrix(t: torch.Tensor, digits: int, row: str, indent: str) -> list[str]:
     return [f"{indent}{row}{i}: {_vector(r, digits)}" for i, r in enumerate(t)]
 
 
-def _nchw_block(t: torch.Tensor, digits: int, indent: str = "    ") -> list[str]:
-    """(N, C, H, W) as text: one block of H lines per image, channels side by side."""
+def _nchw_block(t: torch.Tensor, digits: int, indent: str = "    ",
+                labels: tuple[str, str] = ("n", "c")) -> list[str]:
+    """(N, C, H, W) as text: one block of H lines per image, channels side by side; ``labels``
+    name the first two axes ("o", "i" for a kernel's output and input channels)."""
     n, c, h, w = t.shape
     cells = [[[" ".join(f"{_num(v, digits):>{digits + 4}}" for v in t[i, j, r].tolist())
                for r in range(h)] for j in range(c)] for i in range(n)]
     width = max(len(s) for img in cells for ch in img for s in ch) + 2  # "[...]"
-    head = (indent + "     " + "  ".join(f"{f'c={j}':^{width}}" for j in range(c))).rstrip()
+    head = (indent + "     " + "  ".join(f"{f'{labels[1]}={j}':^{width}}"
+                                          for j in range(c))).rstrip()
     lines = [head]
     for i in range(n):
         for r in range(h):
-            label = f"n={i}" if r == 0 else ""
+            label = f"{labels[0]}={i}" if r == 0 else ""
             lines.append(indent + f"{label:<5}" + "  ".join(f"[{cells[i][j][r]}]" for j in range(c)))
     return lines
 
@@ -193,7 +234,8 @@ def _diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if torch.isnan(d).any() else float(d.max())
 
 
-AXIS_WORDS = {"N": "image", "C": "channel", "G": "group", "H": "row", "W": "column"}
+AXIS_WORDS = {"N": "image", "C": "channel", "G": "group", "H": "row", "W": "column",
+              "V": "virtual batch"}
 
 
 def _axes_text(names: tuple[str, ...]) -> str:
@@ -249,10 +291,44 @@ def _norm_section(spec: NormSpec, x: torch.Tensor, groups: int) -> tuple[list[st
     return lines, diff
 
 
+def _ws_section(x: torch.Tensor, seed: int) -> tuple[list[str], float]:
+    """explain's text for weight standardization: a seeded kernel standardized by hand
+    (:func:`standardize_by_hand`), against the kernel WSConv2d applies and its output on ``x``."""
+    n, c, h, w = x.shape
+    kernel = example_tensor(seed + 1, (2, c, h, w))   # (C_out, C_in, kH, kW): one output pixel
+    mean, var, w_hat = standardize_by_hand(kernel)
+    conv = WSConv2d(c, 2, (h, w), bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(kernel)
+        applied, y = conv.standardized_weight(), conv(x)
+    diff = max(_diff(w_hat, applied), _diff(F.conv2d(x, w_hat), y))
+    if not torch.equal(conv.weight.detach(), kernel):   # the stored parameter must stay as it is
+        diff = float("inf")
+    verdict = "OK" if diff <= TOLERANCE else f"MISMATCH (above {TOLERANCE:g})"
+    lines = ["", "== Weight Standardization  (+ws with any norm, e.g. gn+ws: "
+                 "normlab.layers.WSConv2d)",
+             "  before every conv, the kernel of each output channel o of W (C_out, C_in, kH, kW)",
+             "  is standardized over (C_in, kH, kW) = dims (1, 2, 3) with the biased variance:",
+             f"  W_hat[o] = (W[o] - mean[o]) / sqrt(var[o] + {WS_EPS:g}); the stored W is unchanged,",
+             "  and no parameters are added",
+             f"  example kernel W, shape {tuple(kernel.shape)} (seed {seed + 1}, rounded to 1 "
+             "decimal):"]
+    lines += _nchw_block(kernel, 1, labels=("o", "i"))
+    lines.append(f"  mean shape {tuple(mean.shape)} = (C_out,): {_vector(mean, 3)}")
+    lines.append(f"  var  shape {tuple(var.shape)} = (C_out,): {_vector(var, 3)}")
+    lines.append("  standardized W_hat:")
+    lines += _nchw_block(w_hat, 2, labels=("o", "i"))
+    lines.append(f"  conv of x with W_hat, shape {tuple(y.shape)}, one row per image:")
+    lines += _matrix(F.conv2d(x, w_hat).reshape(n, -1), 3, "n=", "    ")
+    lines.append(f"  max |W_hat - WSConv2d's kernel| and |conv - WSConv2d(x)| = {diff:.2e}  {verdict}")
+    return lines, diff
+
+
 def explain_text(seed: int = 0) -> tuple[str, float]:
     """The full explanation that ``normlab explain`` prints, and the largest absolute difference
     between the hand computation (:func:`norm_stats`) and the registry's layers over the norms it
-    works through (those marked ``explain`` in :data:`normlab.norms.NORMS`: bn, gn, ln).
+    works through (those marked ``explain`` in :data:`normlab.norms.NORMS`: bn, gn, ln), and
+    between weight standardization by hand and :class:`normlab.layers.WSConv2d`.
 
     The caller decides what a difference above :data:`TOLERANCE` means (the CLI exits with 1).
     """
@@ -278,6 +354,9 @@ def explain_text(seed: int = 0) -> tuple[str, float]:
         lines, diff = _norm_section(spec, x, EXAMPLE_GROUPS)
         out += lines
         worst = max(worst, diff)
+    lines, diff = _ws_section(x, seed)
+    out += lines
+    worst = max(worst, diff)
 
     # ---- what each norm costs in normlab's own model
     cfg = ModelConfig()
@@ -296,6 +375,10 @@ def explain_text(seed: int = 0) -> tuple[str, float]:
             "only the shared statistics differ.")
     else:
         add("  They differ in their parameters as well as in the shared statistics.")
+    with_ws = {param_summary(key, dataclasses.replace(cfg, ws=True))[:2] for key in names}
+    same = "the same counts" if with_ws <= counts else "DIFFERENT counts"
+    add(f"  With +ws ({', '.join(k + '+ws' for k in names)}): {same}; weight standardization "
+        "adds no parameters.")
 
     shapes = norm_layer_shapes(INPUT_SIZE, ModelConfig(norm="ln"))
     add("")
@@ -317,6 +400,6 @@ def explain_text(seed: int = 0) -> tuple[str, float]:
 
     add("")
     status = "all match" if worst <= TOLERANCE else "DIFFERENCE ABOVE TOLERANCE"
-    add(f"Largest difference from PyTorch over {', '.join(names)}: {worst:.2e} "
+    add(f"Largest difference from PyTorch over {', '.join(names + ['+ws'])}: {worst:.2e} "
         f"(tolerance {TOLERANCE:g}): {status}")
     return "\n".join(out) + "\n", worst

@@ -15,26 +15,32 @@ import torch.nn.functional as F
 from normlab import norms
 from normlab.config import ModelConfig
 from normlab.errors import ConfigError
+from normlab.layers import GhostBatchNorm2d, WSConv2d, standardize_weight
 
 
-def make_norm(name: str, channels: int, groups: int = 4, layer: str = "norm") -> nn.Module:
+def make_norm(name: str, channels: int, groups: int = 4, layer: str = "norm",
+              ghost_batch: int = norms.DEFAULT_GHOST_BATCH) -> nn.Module:
     """Build the normalization layer called ``name`` (see :data:`normlab.norms.NORMS`) for
     ``channels`` channels.
 
-    ``groups`` is --groups (used by ``gn`` only). ``layer`` names the layer in error messages.
-    Raises ``ConfigError`` (a ``ValueError``) for an unknown name or a group count that does not
-    divide ``channels``.
+    ``groups`` is --groups (used by ``gn`` only), ``ghost_batch`` --ghost-batch (``gbn`` only).
+    ``layer`` names the layer in error messages. Raises ``ConfigError`` (a ``ValueError``) for an
+    unknown name, a group count that does not divide ``channels`` or a ghost batch below 2.
     """
     spec = norms.get(name)
     norms.check_groups(name, groups, [(layer, channels)])
-    return spec.build(channels, groups)
+    if spec.uses_ghost_batch:
+        norms.check_ghost_batch(ghost_batch)
+    return spec.build(channels, norms.NormSettings(groups=groups, ghost_batch=ghost_batch))
 
 
 class ConvNormAct(nn.Module):
     """conv -> ReLU -> [max pool] -> norm (``act_first``), or conv -> norm -> ReLU -> [max pool].
 
     With ``pool``, the act-first order pools before normalizing: the norm then works on a quarter
-    of the elements, which on a CPU is most of the cost of the full-resolution layer.
+    of the elements, which on a CPU is most of the cost of the full-resolution layer. With
+    ``cfg.ws`` the conv is a :class:`~normlab.layers.WSConv2d` (weight standardization); its
+    state_dict keys are those of nn.Conv2d.
     """
 
     def __init__(self, cin: int, cout: int, k: int, cfg: ModelConfig, name: str,
@@ -42,8 +48,9 @@ class ConvNormAct(nn.Module):
         super().__init__()
         # A norm right after the conv subtracts the mean, which makes a conv bias redundant.
         bias = cfg.act_first or not norms.get(cfg.norm).has_stats
-        self.conv = nn.Conv2d(cin, cout, k, stride=stride, bias=bias)
-        self.norm = make_norm(cfg.norm, cout, cfg.groups, layer=name)
+        conv = WSConv2d if cfg.ws else nn.Conv2d
+        self.conv = conv(cin, cout, k, stride=stride, bias=bias)
+        self.norm = make_norm(cfg.norm, cout, cfg.groups, layer=name, ghost_batch=cfg.ghost_batch)
         self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
         self.act_first = cfg.act_first
         self.relu_before_pool = cfg.relu_before_pool
@@ -189,8 +196,8 @@ class _MultiNorm(nn.Module):
 def _merge_key(kind: str | None, layer: nn.Module) -> tuple:
     """Neighbours with equal keys are merged into one layer; a layer that cannot be merged gets a
     key of its own."""
-    if kind == "batch":
-        return (kind, layer.eps, layer.momentum)
+    if kind == "batch":   # a BatchNorm2d and a GhostBatchNorm2d (or two ghost sizes) stay apart
+        return (kind, type(layer), layer.eps, layer.momentum, getattr(layer, "ghost_batch", None))
     if kind == "group":
         return (kind, layer.num_groups, layer.eps)
     if kind == "identity":
@@ -201,7 +208,10 @@ def _merge_key(kind: str | None, layer: nn.Module) -> tuple:
 @torch.no_grad()
 def _merge_batch(layers: list[nn.Module]) -> nn.Module:
     first, m = layers[0], len(layers)
-    merged = nn.BatchNorm2d(first.num_features * m, eps=first.eps, momentum=first.momentum)
+    # Ghost BatchNorm merges like BatchNorm: a virtual batch is the same rows of the batch for
+    # every member, and the statistics are per channel.
+    extra = {"ghost_batch": first.ghost_batch} if isinstance(first, GhostBatchNorm2d) else {}
+    merged = type(first)(first.num_features * m, eps=first.eps, momentum=first.momentum, **extra)
     for name in ("weight", "bias", "running_mean", "running_var"):
         getattr(merged, name).copy_(torch.cat([getattr(n, name) for n in layers]))
     merged.num_batches_tracked.copy_(first.num_batches_tracked)
@@ -222,12 +232,24 @@ _MERGERS = {"batch": _merge_batch, "group": _merge_group, "identity": lambda lay
 
 
 class _MultiConvNormAct(nn.Module):
-    def __init__(self, blocks: list[ConvNormAct], norm_names: list[str]):
+    """The members' ConvNormAct blocks as one: a grouped conv (group m = member m), then each
+    member's norm on its channel block (:class:`_MultiNorm`).
+
+    Weight standardization is per output channel, i.e. per row of the stacked weight, so
+    standardizing a member's rows is that member's own WS. Members that use it (``ws``) have
+    their rows standardized, the others not: ``ws_rows`` marks the rows (a buffer that follows
+    the module to its device, left out of the state_dict: it is fixed by the members' configs).
+    """
+
+    def __init__(self, blocks: list[ConvNormAct], norm_names: list[str], ws: list[bool]):
         super().__init__()
         convs = [b.conv for b in blocks]
         c0 = convs[0]
         self.groups = len(blocks)
         self.weight = nn.Parameter(torch.cat([c.weight.detach() for c in convs]))  # (M*Cout, Cin, k, k)
+        self.ws = "all" if all(ws) else "some" if any(ws) else "none"
+        rows = torch.tensor(ws).repeat_interleave(c0.out_channels).view(-1, 1, 1, 1)
+        self.register_buffer("ws_rows", rows, persistent=False)
         self.bias = (nn.Parameter(torch.cat([c.bias.detach() for c in convs]))
                      if c0.bias is not None else None)
         self.norm = _MultiNorm([b.norm for b in blocks], norm_names, c0.out_channels)
@@ -236,8 +258,18 @@ class _MultiConvNormAct(nn.Module):
         self.act_first = blocks[0].act_first
         self.relu_before_pool = blocks[0].relu_before_pool
 
+    def kernel(self) -> torch.Tensor:
+        """The stacked kernel the grouped conv applies: WS members' rows standardized."""
+        if self.ws == "none":
+            return self.weight
+        if self.ws == "all":
+            return standardize_weight(self.weight)
+        # The other rows are standardized too but not used: torch.where passes no gradient to
+        # them (and eps keeps them finite, so no NaN can leak through).
+        return torch.where(self.ws_rows, standardize_weight(self.weight), self.weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:   # (B, M*Cin, H, W)
-        x = F.conv2d(x, self.weight, self.bias, stride=self.stride, groups=self.groups)
+        x = F.conv2d(x, self.kernel(), self.bias, stride=self.stride, groups=self.groups)
         return conv_norm_act(x, self)
 
 
@@ -260,7 +292,8 @@ class MultiNet(nn.Module):
             if isinstance(mods[0], nn.Identity):
                 return nn.Identity()
             if isinstance(mods[0], ConvNormAct):
-                return _MultiConvNormAct(mods, [n.cfg.norm for n in nets])  # type: ignore[arg-type]
+                return _MultiConvNormAct(mods, [n.cfg.norm for n in nets],  # type: ignore[arg-type]
+                                         [n.cfg.ws for n in nets])
             return nn.Sequential(*[stack(f"{path}.{i}") for i in range(len(mods[0]))])
 
         self.stem, self.trans, self.body = stack("stem"), stack("trans"), stack("body")
@@ -333,6 +366,7 @@ class MultiNet(nn.Module):
 
 
 def dataclass_replace_norm(cfg: ModelConfig) -> ModelConfig:
-    """``cfg`` with the norm-specific fields blanked: what members of a MultiNet must share."""
+    """``cfg`` with the norm-specific fields (norm, groups, ghost batch, weight standardization)
+    blanked: what members of a MultiNet must share."""
     from dataclasses import replace
-    return replace(cfg, norm="", groups=0)
+    return replace(cfg, norm="", groups=0, ghost_batch=0, ws=False)

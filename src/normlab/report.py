@@ -78,7 +78,11 @@ def _variant_description(s: dict, config: dict) -> str:
     spec = norms.NORMS.get(s.get("norm"))
     if spec is not None and spec.uses_groups and config.get("groups"):
         norm += f", {config['groups']} groups"
+    if spec is not None and spec.uses_ghost_batch and config.get("ghost_batch"):
+        norm += f", virtual batches of {config['ghost_batch']}"
     parts = [norm]
+    if s.get("ws"):
+        parts.append("weight standardization")
     if s.get("l1"):
         parts.append(f"L1 λ = {s['l1']:g}")
     if s.get("l2"):

@@ -37,9 +37,9 @@ from normlab.runfolder import RunFolder, SweepFolder, load_run
 
 # Settings that can be swept, with the Config field each one sets.
 ALIASES = {"l1": "l1_default", "l2": "l2_default"}
-SWEEPABLE = ("batch_size", "lr", "momentum", "warmup", "l1", "l2", "groups", "augment", "rotate",
-             "translate", "dataset", "train_subset", "epochs", "precision", "arch",
-             "label_smoothing")
+SWEEPABLE = ("batch_size", "lr", "momentum", "warmup", "l1", "l2", "groups", "ghost_batch",
+             "augment", "rotate", "translate", "dataset", "train_subset", "epochs", "precision",
+             "arch", "label_smoothing")
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def build_model(cfg: Config, variant: Variant, seed: int) -> Net:
     """The model of ``variant``, initialized from ``seed`` without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return Net(cfg.model_config(variant.norm))
+        return Net(cfg.model_config(variant))
 
 
 def one_cycle(step: int, total: int, cfg: Config) -> tuple[float, float]:

@@ -43,7 +43,7 @@ def summarize(variants: tuple[Variant, ...], results: list[RunResult]) -> dict:
         diverged = [r.seed for r in runs if r.status != "ok"]
         status = "ok" if not diverged else ("diverged" if not ok else "partly-diverged")
         out[v.name] = {
-            "name": v.name, "norm": v.norm, "l1": v.l1, "l2": v.l2,
+            "name": v.name, "norm": v.norm, "ws": v.ws, "l1": v.l1, "l2": v.l2,
             "params": runs[0].params if runs else None,
             "status": status,
             "seeds": [r.seed for r in runs],
