@@ -11,9 +11,11 @@
     ``Config()`` (all torch threads) on the first N training images for E epochs, with a
     500-image test split; timed by the per-epoch ``seconds`` its ``on_epoch`` callback reports,
     for the epochs after the first. Those seconds include evaluating the 500 test images.
-(c) ``normlab-study``: the default study (gn, ln, bn+l1) the way ``normlab study`` trains it
-    (and ``study-0.1.0``: the same with normlab 0.1.0's default model and recipe, reproduced
-    through ModelConfig, for the speed-up of this release in one run):
+(c) ``normlab-study``: the default study (gn, ln, bn+l1) the way ``normlab study`` trains it,
+    diagnostics included (``normlab-study-nodiag``: the same with --no-diagnostics; its
+    ``diagnostics_cost_pct`` is what they add, in this same run), and ``study-0.1.0`` (the
+    same with normlab 0.1.0's default model and recipe, reproduced through ModelConfig, for the
+    speed-up of this release in one run):
     runs grouped and spread over worker threads (on a CPU: one worker per core, one torch thread
     each, epochs scheduled to the run furthest behind), on all 60,000 training images and the full
     10,000-image test split, for S epochs. Its images/s is (runs x epochs x 60,000) / wall time, so
@@ -228,12 +230,13 @@ RELEASE_010 = {"arch": "8-16-16-16-16", "batch_size": 128, "label_smoothing": 0.
 
 
 def bench_study(base: Config, device: torch.device, epochs: int,
-                release_010: bool = False) -> tuple[dict, list[float]]:
+                release_010: bool = False, diagnostics: bool = True) -> tuple[dict, list[float]]:
     """The default study's runs trained by normlab's study scheduler, timed as a whole (with
-    ``release_010``: normlab 0.1.0's default model and recipe instead of today's)."""
-    cfg = Config(epochs=epochs, data_dir=base.data_dir)   # default variants, all images
+    ``release_010``: normlab 0.1.0's default model and recipe instead of today's; without
+    ``diagnostics``: as --no-diagnostics trains it)."""
+    cfg = Config(epochs=epochs, data_dir=base.data_dir, diagnostics=diagnostics)
     if release_010:
-        cfg = Release010(epochs=epochs, data_dir=base.data_dir, **RELEASE_010)
+        cfg = Release010(epochs=epochs, data_dir=base.data_dir, diagnostics=False, **RELEASE_010)
     plan, results, wall, n, n_test = _timed_study(cfg, device)
     epoch_seconds = [row["seconds"] for r in results for row in r.epochs]
     model = build_model(cfg, cfg.parsed_variants()[0], 0)
@@ -399,17 +402,25 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(rec), flush=True)
             del study
         if study_epochs > 0:
-            old_epoch_s = None
-            for name, release_010 in (("study-0.1.0", True), ("normlab-study", False)):
+            old_epoch_s = diag_epoch_s = None
+            for name, release_010, diag in (("study-0.1.0", True, False),
+                                            ("normlab-study", False, True),
+                                            ("normlab-study-nodiag", False, False)):
                 print(f"# {name}: default variants, {study_epochs} epoch(s) on all training "
                       "images", file=sys.stderr)
-                info, times = bench_study(base, device, study_epochs, release_010)
+                info, times = bench_study(base, device, study_epochs, release_010, diag)
                 info["device"] = str(device)
+                info["diagnostics"] = diag
                 rec = record(name, info, times, ref_epoch_s)
                 if old_epoch_s is None:
                     old_epoch_s = rec["epoch_seconds"]
                 else:   # per model-epoch, against 0.1.0's default study in this same run
                     rec["ratio_vs_0.1.0"] = round(old_epoch_s / rec["epoch_seconds"], 3)
+                if diag:
+                    diag_epoch_s = rec["epoch_seconds"]
+                elif diag_epoch_s is not None:   # what the diagnostics cost, in this same run
+                    rec["diagnostics_cost_pct"] = round(
+                        100.0 * (diag_epoch_s / rec["epoch_seconds"] - 1.0), 2)
                 records.append(rec)
                 print(json.dumps(rec), flush=True)
         for batch in [int(b) for b in args.grouping_batches.split(",") if b.strip()]:

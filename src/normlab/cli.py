@@ -247,6 +247,30 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                         "default: the run's own data_dir, then $NORMLAB_DATA, then the cache")
     _add_format_flag(p, D)
 
+    from normlab.experiments import COMMON, EXPERIMENTS
+    listing = "; ".join(f"{name}: {e.question}" for name, e in EXPERIMENTS.items())
+    p = sub.add_parser("experiment", help="run a named experiment: a sweep whose protocol "
+                       "isolates one question, plus the measurements that explain it",
+                       formatter_class=_Formatter,
+                       description=f"Experiments: {listing} Each is a sweep (the same command "
+                                   "again continues it) followed by its mechanism tables "
+                                   "(mechanism.csv, batch_stats.csv), figure and report.md.")
+    p.add_argument("name", metavar="NAME", choices=tuple(EXPERIMENTS),
+                   help=f"one of {', '.join(EXPERIMENTS)}")
+    p.add_argument("--out", default=D(None),
+                   help="the experiment's sweep folder; default: runs/experiment-NAME")
+    for flag, kind in (("seeds", _positive_int), ("epochs", _positive_int),
+                       ("train_subset", _positive_int)):
+        p.add_argument(f"--{flag.replace('_', '-')}", type=kind, default=D(None), metavar="N",
+                       help=f"override the experiment's {flag} (default: {COMMON[flag]}; fewer "
+                            "for a quick check)")
+    p.add_argument("--data-dir", default=D(None),
+                   help="folder holding the dataset's IDX files; default: $NORMLAB_DATA, the "
+                        "cache, then download")
+    p.add_argument("--device", default=D(_D.device), help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--quiet", action="store_true", default=D(False), help="no progress bars")
+    _add_format_flag(p, D)
+
     explained = ", ".join(norms.display_name(n) for n in norms.explained())
     p = sub.add_parser("explain", help=f"compute {explained} by hand and compare with PyTorch",
                        formatter_class=_Formatter,
@@ -376,6 +400,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "explain":
             return _explain(args)
+        if args.command == "experiment":
+            from normlab.experiments import run_experiment
+
+            keys = ("seeds", "epochs", "train_subset", "data_dir")
+            overrides = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+            run_experiment(args.name, args.out or f"runs/experiment-{args.name}",
+                           {**overrides, "device": args.device}, progress=not args.quiet,
+                           formats=args.formats)
+            return 0
         if args.command == "report":
             from normlab.report import write_report
 

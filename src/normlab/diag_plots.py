@@ -30,7 +30,7 @@ from normlab.figure_formats import DEFAULT_FIGURE_FORMATS
 from normlab.style import DPI, RC, save_figure, variant_colors
 
 
-def _per_epoch(rows: list[dict], value) -> dict[str, dict[int, list[float]]]:
+def per_epoch(rows: list[dict], value) -> dict[str, dict[int, list[float]]]:
     """{variant: {epoch: [one value per seed]}}, ``value(rows of one run and epoch)`` -> float."""
     grouped: dict[tuple[str, int, int], list[dict]] = defaultdict(list)
     for r in rows:
@@ -47,32 +47,34 @@ def _convs(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["layer"] != "head"]
 
 
-def _dead_pct(rows: list[dict]) -> float | None:
+# Each measure: the rows of one run and epoch (one per layer) -> one number, or None.
+
+def dead_pct(rows: list[dict]) -> float | None:
     convs = [r["dead_frac"] for r in _convs(rows) if r["dead_frac"] is not None]
     return 100.0 * sum(convs) / len(convs) if convs else None
 
 
-def _weight_norm(rows: list[dict]) -> float | None:
+def conv_weight_norm(rows: list[dict]) -> float | None:
     norms = [r["weight_norm"] for r in _convs(rows) if r["weight_norm"] is not None]
     return math.sqrt(sum(n * n for n in norms)) if norms else None
 
 
-def _grad_ratio(rows: list[dict]) -> float | None:
+def grad_ratio(rows: list[dict]) -> float | None:
     ratios = [r["grad_norm"] / r["weight_norm"] for r in _convs(rows)
               if r["grad_norm"] is not None and r["weight_norm"]]
     return sum(ratios) / len(ratios) if ratios else None
 
 
-def _bn_gap(rows: list[dict]) -> float | None:
+def bn_gap(rows: list[dict]) -> float | None:
     gaps = [r["bn_mean_gap"] for r in _convs(rows) if r["bn_mean_gap"] is not None]
     return sum(gaps) / len(gaps) if gaps else None
 
 
 PANELS = (
-    (_dead_pct, "Dead ReLU units", "units zero for every probe image (%)", False),
-    (_weight_norm, "Conv weight norm", "||w||, all conv kernels", False),
-    (_grad_ratio, "Gradient / weight norm", "||grad|| / ||w||, mean over conv layers", True),
-    (_bn_gap, "BatchNorm: batch vs running mean",
+    (dead_pct, "Dead ReLU units", "units zero for every probe image (%)", False),
+    (conv_weight_norm, "Conv weight norm", "||w||, all conv kernels", False),
+    (grad_ratio, "Gradient / weight norm", "||grad|| / ||w||, mean over conv layers", True),
+    (bn_gap, "BatchNorm: batch vs running mean",
      "|batch mean − running mean| / running std", False),
 )
 
@@ -87,12 +89,12 @@ def plot_diagnostics(run: RunData, formats=DEFAULT_FIGURE_FORMATS) -> Path | Non
         return None
     colors = variant_colors(run.variants)
     n_seeds = max(len(run.ok_seeds(v)) for v in run.variants)
-    spread = "lines: mean over seeds; band: lowest to highest seed" if n_seeds > 1 else "one seed"
+    spread = "mean over seeds; band: lowest to highest" if n_seeds > 1 else "one seed"
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=(10.0, 7.0), dpi=DPI)
         axes = fig.subplots(2, 2)
         for ax, (value, title, ylabel, log) in zip(axes.flat, PANELS):
-            series = _per_epoch(rows, value)
+            series = per_epoch(rows, value)
             for variant in run.variants:
                 points = sorted(series.get(variant, {}).items())
                 if not points:
@@ -116,9 +118,10 @@ def plot_diagnostics(run: RunData, formats=DEFAULT_FIGURE_FORMATS) -> Path | Non
             ax.set_ylabel(ylabel, fontsize=10)
         handles, labels = axes.flat[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), frameon=False)
-        fig.suptitle(f"Inside the network, on a fixed probe batch of training images ({spread})")
+        fig.suptitle(f"Diagnostics on a fixed probe batch of training images ({spread})")
         fig.tight_layout(rect=(0, 0.05, 1, 0.97))
         return save_figure(fig, path, formats)
 
 
-__all__ = ["PANELS", "plot_diagnostics"]
+__all__ = ["PANELS", "bn_gap", "conv_weight_norm", "dead_pct", "grad_ratio", "per_epoch",
+           "plot_diagnostics"]

@@ -352,6 +352,10 @@ class SweepFolder(_Results):
         super().__init__(path)
         self.record = self.path / "sweep.json"
         self.table = self.path / "sweep.csv"
+        # An experiment's (normlab.experiments) measurements per run: its final-epoch diagnostics,
+        # and BatchNorm's test accuracy with running vs batch statistics.
+        self.mechanism = self.path / "mechanism.csv"
+        self.batch_stats = self.path / "batch_stats.csv"
 
     @staticmethod
     def holds_sweep(path: str | Path) -> bool:
@@ -366,6 +370,14 @@ class SweepFolder(_Results):
 
     def figure(self, param: str) -> Path:
         return self.figures / f"sweep_{param}.png"
+
+    def mechanism_figure(self) -> Path:
+        return self.figures / "mechanism.png"
+
+    def write_rows(self, path: Path, header: tuple[str, ...], rows: list[dict]) -> None:
+        """One of the sweep's own tables (mechanism.csv, batch_stats.csv): ``header`` columns of
+        ``rows``, None and NaN written empty."""
+        write_csv(path, header, [tuple(_cell(r.get(c)) for c in header) for r in rows])
 
     def read_record(self, fix: str = "choose a new --out") -> dict:
         """sweep.json, checked to come from this normlab version."""
@@ -392,7 +404,12 @@ class SweepFolder(_Results):
 
     def read_table(self) -> list[dict]:
         """Rows of sweep.csv with numbers parsed (empty cells are None)."""
-        with open(self.table, newline="", encoding="utf-8") as f:
+        return self.read_rows(self.table)
+
+    @staticmethod
+    def read_rows(path: Path) -> list[dict]:
+        """Rows of one of the sweep's tables, numbers parsed, empty cells None."""
+        with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         return [{k: _parse_cell(v) for k, v in r.items()} for r in rows]
 

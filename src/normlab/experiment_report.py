@@ -1,0 +1,330 @@
+"""An experiment's mechanism: the measurements that explain its sweep, as tables, a figure and
+sections of its report.md. Reads the saved sweep (sweep.csv, each point's diagnostics.csv and,
+for BatchNorm's batch statistics, each run's saved final weights), never the training loop.
+
+* ``mechanism.csv``: per run, its final-epoch diagnostics summed up over the conv layers
+  (:mod:`normlab.diag_plots`' measures: dead ReLU units, kernel norm, gradient / weight ratio,
+  BatchNorm's batch-vs-running mean gap);
+* ``batch_stats.csv`` (experiments with ``batch_stats``): per BatchNorm run, test accuracy with
+  running statistics and with batch statistics at its training batch size
+  (:mod:`normlab.batchstats`);
+* ``figures/mechanism.png``: those against the first swept setting, mean and 95% CI over seeds;
+* ``report.md``: the sweep's report with the question, the protocol, the CPU time and the
+  mechanism tables added.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+from matplotlib.figure import Figure
+
+from normlab.diag_plots import bn_gap, conv_weight_norm, dead_pct, grad_ratio
+from normlab.findings import fmt_value
+from normlab.runfolder import PROBE_SIZE, SweepFolder, load_diagnostics, load_run
+from normlab.stats import describe, holm, mean_ci, min_detectable, paired
+from normlab.style import DPI, RC, color, save_figure
+from normlab.sweep import point_name
+from normlab.table import Table, format_ci, format_p, format_pm, signed_points
+
+# (column, measure, title, digits)
+MEASURES = (("dead_pct", dead_pct, "dead ReLU units (%)", 2),
+            ("weight_norm", conv_weight_norm, "conv ||w||", 2),
+            ("grad_ratio", grad_ratio, "||grad|| / ||w||", 4),
+            ("bn_gap", bn_gap, "BN mean gap (running std)", 3))
+BATCH_COLUMNS = ("variant", "seed", "acc_running", "acc_batch")
+
+
+def _points(rows: list[dict], params: list[str]) -> list[dict]:
+    """The swept values of each point, in sweep.csv order, once each."""
+    seen: dict[tuple, dict] = {}
+    for r in rows:
+        seen.setdefault(tuple(r[p] for p in params), {p: r[p] for p in params})
+    return list(seen.values())
+
+
+def mechanism_rows(sweep: SweepFolder, params: list[str], rows: list[dict]) -> list[dict]:
+    """Per finished run of the sweep: its swept values, variant, seed and the final-epoch value
+    of every measure of :data:`MEASURES` (None where it does not apply)."""
+    ok = {(tuple(r[p] for p in params), r["variant"], r["seed"]) for r in rows
+          if r["status"] == "ok"}
+    out = []
+    for values in _points(rows, params):
+        per_run: dict[tuple[str, int], dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+        for d in load_diagnostics(sweep.point(point_name(values)).path):
+            per_run[(d["variant"], d["seed"])][d["epoch"]].append(d)
+        for (variant, seed), epochs in per_run.items():
+            if (tuple(values.values()), variant, seed) not in ok:
+                continue
+            last = epochs[max(epochs)]
+            out.append({**values, "variant": variant, "seed": seed,
+                        **{col: f(last) for col, f, _, _ in MEASURES}})
+    return out
+
+
+def batch_stat_rows(sweep: SweepFolder, params: list[str], rows: list[dict]) -> list[dict]:
+    """Per finished BatchNorm run: its swept values, variant, seed and test accuracy with
+    running and with batch statistics (:func:`normlab.batchstats.evaluate_point`)."""
+    import torch
+
+    from normlab.batchstats import evaluate_point
+    from normlab.config import Config
+    from normlab.study import load_data
+
+    out, cache = [], {}
+    for values in _points(rows, params):
+        folder = sweep.point(point_name(values))
+        if not folder.finished:
+            continue
+        cfg = Config.from_dict({k: v for k, v in load_run(folder.path).config.items()
+                                if k != "resolved"})
+        key = (cfg.dataset, cfg.train_subset, cfg.val, cfg.data_dir)
+        if key not in cache:
+            cache[key] = load_data(cfg.replace(device="cpu"), torch.device("cpu"))
+        data = cache[key]
+        for r in evaluate_point(folder, cfg, data.test.images, data.test.labels, data.mean,
+                                data.std):
+            out.append({**values, **r})
+    return out
+
+
+def _cell(values: list[float], digits: int) -> str:
+    """mean ± std [95% CI] of one group's values."""
+    stat = describe(values)
+    return f"{format_pm(stat, digits)} {format_ci(stat, digits, missing='')}".strip()
+
+
+def _groups(rows: list[dict], params: list[str]) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[tuple(r[p] for p in params) + (r["variant"],)].append(r)
+    return groups
+
+
+def mechanism_table(rows: list[dict], params: list[str]) -> Table:
+    """One line per point and variant: N and every measure as mean ± std [95% CI]."""
+    shown = [m for m in MEASURES if any(r[m[0]] is not None for r in rows)]
+    t = Table(params + ["variant", "N"] + [title for _, _, title, _ in shown],
+              numeric=set(range(len(params))) | set(range(len(params) + 1, len(params) + 2 + len(shown))))
+    for key, rs in _groups(rows, params).items():
+        cells = []
+        for col, _, _, digits in shown:
+            vals = [r[col] for r in rs if r[col] is not None and math.isfinite(r[col])]
+            cells.append(_cell(vals, digits) if vals else "–")
+        t.rows.append([fmt_value(v) for v in key[:-1]] + [f"`{key[-1]}`", str(len(rs))] + cells)
+    return t
+
+
+def batch_stats_table(rows: list[dict], params: list[str]) -> Table:
+    """One line per point and BatchNorm variant: accuracy with running and with batch
+    statistics, and their paired difference (batch − running) with its 95% CI."""
+    t = Table(params + ["variant", "N", "running stats acc (%)", "batch stats acc (%)",
+                        "batch − running (points)", "95% CI"],
+              numeric=set(range(len(params))) | {len(params) + i for i in range(1, 6)})
+    for key, rs in _groups(rows, params).items():
+        run, bat = [r["acc_running"] for r in rs], [r["acc_batch"] for r in rs]
+        d = paired(bat, run)
+        ci = (f"[{signed_points(d['ci_lo'])}, {signed_points(d['ci_hi'])}]"
+              if d["ci_lo"] is not None else "–")
+        t.rows.append([fmt_value(v) for v in key[:-1]] + [
+            f"`{key[-1]}`", str(len(rs)), format_pm(describe(run), 2), format_pm(describe(bat), 2),
+            signed_points(d["diff"]), ci])
+    return t
+
+
+def _spec(row: dict) -> str:
+    """The variant as written, the same at every point: sweep.csv names a variant with its
+    penalty's value ("bn+l1=0.0001" where l1 is swept); without the values, "bn+l1"."""
+    return re.sub(r"=[^+]*", "", row["variant"])
+
+
+def setting_comparisons(rows: list[dict], params: list[str], reference) -> list[dict]:
+    """Each value of the first swept setting against ``reference``, per spec (the variant as
+    written) and value of the other settings, paired by seed: runs with the same seed start from
+    the same weights and draw their data order from the same generator. Per comparison: N pairs
+    (seeds finished at both values), the mean difference (value − reference, final test
+    accuracy), its 95% CI, the paired t-test's p, Holm-adjusted over every comparison of the
+    experiment, and the difference detectable with 80% power at the observed spread."""
+    x, others = params[0], params[1:]
+    acc: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for r in rows:   # every point, also one where no run finished (N pairs 0)
+        key = (_spec(r),) + tuple(r[o] for o in others) + (r[x],)
+        if r["status"] == "ok" and r["final_test_acc"] is not None:
+            acc[key][r["seed"]] = r["final_test_acc"]
+        else:
+            acc.setdefault(key, {})
+    out = []
+    for key in sorted({k[:-1] for k in acc}, key=str):
+        base = acc.get(key + (reference,), {})
+        for value in sorted({k[-1] for k in acc if k[:-1] == key}):
+            if value == reference:
+                continue
+            seeds = sorted(set(base) & set(acc[key + (value,)]))
+            item = {"spec": key[0], **dict(zip(others, key[1:])), x: value, "n": len(seeds)}
+            if seeds:
+                d = paired([acc[key + (value,)][s] for s in seeds], [base[s] for s in seeds])
+                item.update(diff=d["diff"], lo=d["ci_lo"], hi=d["ci_hi"], p=d["p"],
+                            detectable=min_detectable(d["sd"], d["n"]) if d["sd"] is not None
+                            else None)
+            out.append(item)
+    tested = [c for c in out if c.get("p") is not None]
+    for c, adjusted in zip(tested, holm([c["p"] for c in tested])):
+        c["holm_p"] = adjusted
+    return out
+
+
+def setting_table(comparisons: list[dict], params: list[str], reference) -> Table:
+    """The comparisons of :func:`setting_comparisons` as a table."""
+    x, others = params[0], params[1:]
+    t = Table(others + ["variant", f"{x} vs {fmt_value(reference)}", "N pairs",
+                        "mean diff (pts)", "95% CI", "Holm p", "detectable (pts)"],
+              numeric=set(range(len(others))) | {len(others) + i for i in range(1, 7)})
+    for c in comparisons:
+        tested = c.get("diff") is not None
+        ci = (f"[{signed_points(c['lo'])}, {signed_points(c['hi'])}]"
+              if tested and c.get("lo") is not None else "–")
+        t.rows.append([fmt_value(c[o]) for o in others] + [
+            f"`{c['spec']}`", fmt_value(c[x]), str(c["n"]),
+            signed_points(c["diff"]) if tested else "–", ci,
+            format_p(c["holm_p"]) if c.get("holm_p") is not None else "–",
+            f"{c['detectable']:.2f}" if c.get("detectable") is not None else "–"])
+    return t
+
+
+def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str],
+                     path: Path, formats) -> Path:
+    """Each measure (and, with ``batch_rows``, BatchNorm's accuracy with running and batch
+    statistics) against the first swept setting: a line per variant and value of the other
+    settings, mean and 95% t-interval over seeds; log x where the values span a decade."""
+    x_param, others = params[0], params[1:]
+    panels = [m for m in MEASURES if any(r[m[0]] is not None for r in rows)]
+    n = len(panels) + (1 if batch_rows else 0)
+    cols = 2 if n > 1 else 1
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(10.0, 3.6 * math.ceil(n / cols) + 0.6), dpi=DPI)
+        axes = fig.subplots(math.ceil(n / cols), cols, squeeze=False).flat
+        labels = sorted({(r["variant"],) + tuple(r[o] for o in others) for r in rows}, key=str)
+        colors = {k: color(i) for i, k in enumerate(labels)}
+
+        def draw(ax, data, column, label_of, style="-", suffix=""):
+            for key in labels:
+                pts = defaultdict(list)
+                for r in data:
+                    if label_of(r) == key and r.get(column) is not None \
+                            and math.isfinite(r[column]):
+                        pts[r[x_param]].append(r[column])
+                if not pts:
+                    continue
+                xs = sorted(pts)
+                cis = [mean_ci(pts[x]) for x in xs]
+                name = ", ".join([f"`{key[0]}`".strip("`")] +
+                                 [f"{o}={fmt_value(v)}" for o, v in zip(others, key[1:])])
+                ax.errorbar(xs, [c.mean for c in cis],
+                            yerr=[[c.mean - c.lo for c in cis], [c.hi - c.mean for c in cis]],
+                            marker="o", ms=4, lw=1.6, capsize=3, ls=style, color=colors[key],
+                            label=name + suffix)
+
+        def label_of(r):
+            return (r["variant"],) + tuple(r[o] for o in others)
+
+        xs_all = sorted({r[x_param] for r in rows})
+        log = len(xs_all) >= 3 and min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 10
+        for ax, (col, _, title, _) in zip(axes, panels):
+            draw(ax, rows, col, label_of)
+            ax.set_title(title)
+        if batch_rows:
+            ax = list(fig.axes)[len(panels)]
+            draw(ax, batch_rows, "acc_running", label_of, "-", " running")
+            draw(ax, batch_rows, "acc_batch", label_of, "--", " batch")
+            ax.set_title("BatchNorm test acc (%): running vs batch stats")
+            ax.legend(frameon=False, fontsize=8)
+        for ax in fig.axes:
+            ax.set_xlabel(x_param + (" (log scale)" if log else ""))
+            if log:
+                ax.set_xscale("log")
+        for ax in list(fig.axes)[n:]:
+            ax.set_visible(False)
+        handles, names = fig.axes[0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="lower center", ncol=min(5, len(names)), frameon=False)
+        fig.suptitle("Final-epoch diagnostics against " + x_param +
+                     " (mean and 95% CI over seeds)")
+        fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+        return save_figure(fig, path, formats)
+
+
+def cpu_time(sweep: SweepFolder) -> tuple[float, str]:
+    """(seconds, CPU) the sweep's points took: the sum of their recorded wall times (a resumed
+    point adds its earlier sessions), and the CPU model its env.json names."""
+    seconds, cpus = 0.0, set()
+    for point in sweep.points():
+        if not point.finished:
+            continue
+        run = load_run(point.path)
+        seconds += float((run.timing or {}).get("wall_seconds") or 0.0)
+        cpus.add(str(run.env.get("cpu") or run.env.get("processor") or "unknown CPU"))
+    return seconds, ", ".join(sorted(cpus))
+
+
+def write_experiment_outputs(exp, out: str | Path, formats) -> Path:
+    """mechanism.csv, batch_stats.csv (if ``exp.batch_stats``), figures/mechanism.png and the
+    experiment's sections of report.md, from the finished sweep in ``out``."""
+    sweep = SweepFolder(out)
+    rows = sweep.read_table()
+    params = [p.split("=", 1)[0] for p in exp.params]
+    mech = mechanism_rows(sweep, params, rows)
+    sweep.write_rows(sweep.mechanism, tuple(params) + ("variant", "seed") +
+                     tuple(m[0] for m in MEASURES), mech)
+    batch = batch_stat_rows(sweep, params, rows) if exp.batch_stats else []
+    if exp.batch_stats:
+        sweep.write_rows(sweep.batch_stats, tuple(params) + BATCH_COLUMNS, batch)
+    figure = mechanism_figure(mech, batch, params, sweep.mechanism_figure(), formats)
+    seconds, cpu = cpu_time(sweep)
+    report = sweep.report.read_text(encoding="utf-8")
+    title, _, body = report.partition("\n")
+    head = [f"# Experiment `{exp.name}`", "", f"**Question.** {exp.question}", "",
+            f"**Protocol.** {exp.protocol}", "",
+            f"**Command:** `normlab experiment {exp.name}`, the same as `{exp.command()}`.", "",
+            f"**Time:** {seconds / 60:.1f} min of training and evaluation in all, summed over "
+            f"the points' recorded wall times, on {cpu}.", ""]
+    comparisons = setting_comparisons(rows, params, exp.reference)
+    tail = [f"## Against {params[0]} = {fmt_value(exp.reference)}, seed by seed", "",
+            f"Each value of {params[0]} against {fmt_value(exp.reference)}, per variant: the "
+            "runs with the same seed start from the same weights and draw their data order from "
+            "the same generator, so they are paired. *Mean diff*: final test accuracy at the "
+            f"value minus at {fmt_value(exp.reference)}, mean over the N pairs (seeds finished "
+            "at both), in percentage points, with its t-based 95% CI; *Holm p*: the paired "
+            f"t-test's p, adjusted with Holm's method over all {len(comparisons)} comparisons "
+            "of this table; *detectable*: the smallest difference the paired t-test at 5% "
+            "detects with 80% power at the observed spread. A difference whose Holm p is above "
+            "0.05 is not called a difference.", "",
+            setting_table(comparisons, params, exp.reference).markdown(), ""]
+    tail += ["## Mechanism", "",
+            "Final-epoch diagnostics of every finished run (`mechanism.csv`; defined in "
+            f"`normlab.diagnostics`, measured on {PROBE_SIZE} fixed training images), per point "
+            "and variant: mean ± std [95% CI] over the N seeds. *Dead ReLU units*: percent of "
+            "(channel, position) units zero for every probe image, over all conv layers. "
+            "*conv ||w||*: the norm of all conv kernels. *||grad|| / ||w||*: mean over the conv "
+            "layers of the last step's gradient norm over the kernel norm (times the learning "
+            "rate, the relative size of a step). *BN mean gap*: distance of a training-size "
+            "batch's mean from BatchNorm's running mean, in running standard deviations.", "",
+            mechanism_table(mech, params).markdown(), ""]
+    if exp.batch_stats:
+        tail += ["### BatchNorm with batch statistics at test time", "",
+                 "Each BatchNorm run's final weights tested twice (`batch_stats.csv`): with the "
+                 "running statistics evaluation normally uses, and in training mode, each test "
+                 "batch of the training batch size normalized by its own statistics. The "
+                 "difference is paired run by run, with its t-based 95% CI over the seeds.", "",
+                 batch_stats_table(batch, params).markdown(), ""]
+    rel = figure.relative_to(sweep.path).as_posix()
+    tail += [f"![Final-epoch diagnostics against {params[0]}]({rel})", ""]
+    text = "\n".join(head) + "\n" + body.lstrip("\n").rstrip() + "\n\n" + "\n".join(tail)
+    return sweep.write_report(text.rstrip() + "\n")
+
+
+__all__ = ["BATCH_COLUMNS", "MEASURES", "batch_stat_rows", "batch_stats_table", "cpu_time",
+           "mechanism_figure", "mechanism_rows", "mechanism_table", "setting_comparisons",
+           "setting_table", "write_experiment_outputs"]
