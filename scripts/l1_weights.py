@@ -3,7 +3,7 @@
 Reads the checkpoints of a run folder (or of every point of a sweep folder) and writes
 weights.csv there:
 
-    python scripts/l1_weights.py results/sweep-l1
+    python scripts/l1_weights.py results/experiments/l1
 """
 
 from __future__ import annotations

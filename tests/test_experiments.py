@@ -15,7 +15,7 @@ import torch.nn as nn
 from normlab.batchstats import accuracy
 from normlab.cli import build_parser, config_from_args, main
 from normlab.config import Config
-from normlab.experiment_report import MEASURES
+from normlab.experiment_report import MEASURES, write_experiment_outputs
 from normlab.experiments import EXPERIMENTS, plan, run_experiment
 from normlab.runfolder import SweepFolder, figure_files
 from normlab.sweep import SweepSpec, parse_param
@@ -90,7 +90,8 @@ def test_a_small_experiment_end_to_end(synthetic_data, tmp_path) -> None:
     mechanism.csv with one row per run and every measure, batch_stats.csv with one row per
     BatchNorm run, the mechanism figure as PNG and SVG, and a report that states the question,
     the protocol, the command and the time and links the figure; the same command again
-    changes none of the tables."""
+    changes none of the tables and not the report, which holds the experiment's sections
+    once."""
     out = tmp_path / "exp"
     argv = ["experiment", "batch-size", "--out", str(out), "--seeds", "2", "--epochs", "1",
             "--train-subset", "48", "--data-dir", str(synthetic_data.folder), "--quiet"]
@@ -117,11 +118,14 @@ def test_a_small_experiment_end_to_end(synthetic_data, tmp_path) -> None:
                  "### BatchNorm with batch statistics at test time",
                  sweep.mechanism_figure().relative_to(out).as_posix()):
         assert part in text, part
-    before = {p: p.read_bytes() for p in (sweep.table, sweep.mechanism, sweep.batch_stats)}
+    before = {p: p.read_bytes() for p in (sweep.table, sweep.mechanism, sweep.batch_stats,
+                                          sweep.report)}
     run_experiment("batch-size", out, {"seeds": 2, "epochs": 1, "train_subset": 48,
                                        "data_dir": str(synthetic_data.folder)},
                    progress=False, log=lambda *_: None)
     assert {p: p.read_bytes() for p in before} == before
+    write_experiment_outputs(EXPERIMENTS["batch-size"], out, ("png",))   # the report once
+    assert sweep.report.read_bytes() == before[sweep.report]
 
 
 def test_an_unknown_experiment_is_one_line_and_exit_2(capsys) -> None:

@@ -30,7 +30,9 @@ SECTIONS = {
     "## Results on MNIST": [ROOT / "results" / "mnist"],
     "## Model selection": [ROOT / "results" / "model-selection" / name
                            for name in ("arch", "recipe", "stem")],
-    "## Sweeps": [ROOT / "results" / "sweep-batch-size", ROOT / "results" / "sweep-l1"],
+    "## Experiments": [ROOT / "results" / "experiments" / name
+                       for name in ("batch-size", "lr", "groups", "l1")]
+    + [ROOT / "results" / "mnist", ROOT / "benchmarks" / "results-diagnostics-cpu.jsonl"],
     "## Speed": [BENCHMARK, ROOT / "benchmarks" / "results-grouping-cpu.jsonl",
                  ROOT / "results" / "mnist-default"],
 }
@@ -65,7 +67,8 @@ def _allowed_decimals(source: Path) -> set[str]:
     """The decimal numbers of a committed result as they may be printed. A run folder: summary
     values at 2 (accuracy) and 4 (loss) decimals, every number in its report and weights table
     (scripts/l1_weights.py) and its timing record (rounded). A sweep folder: every number of its
-    report, its table and its weights table. A results file (benchmark JSON lines): every number
+    report, its table, its weights table, an experiment's mechanism.csv and batch_stats.csv,
+    and its points' reports. A results file (benchmark JSON lines): every number
     in it (rounded)."""
     allowed: set[str] = set()
     if source.is_file():
@@ -80,7 +83,11 @@ def _allowed_decimals(source: Path) -> set[str]:
                 allowed |= {f"{v:.2f}" for v in st["values"]}
             st = s["final_test_loss"]
             allowed |= {f"{st['mean']:.4f}", f"{st['std']:.4f}"}
-    for path in {run.report, run.weights, sweep.report, sweep.table, sweep.weights}:
+    paths = {run.report, run.weights, sweep.report, sweep.table, sweep.weights, sweep.mechanism,
+             sweep.batch_stats}
+    if SweepFolder.holds_sweep(source):   # the points' reports: their paired comparisons
+        paths |= {point.report for point in sweep.points()}
+    for path in paths:
         if path.is_file():
             allowed |= set(re.findall(r"\d+\.\d+", path.read_text(encoding="utf-8")))
     if run.timing_json.is_file():

@@ -37,6 +37,7 @@ MEASURES = (("dead_pct", dead_pct, "dead ReLU units (%)", 2),
             ("grad_ratio", grad_ratio, "||grad|| / ||w||", 4),
             ("bn_gap", bn_gap, "BN mean gap (running std)", 3))
 BATCH_COLUMNS = ("variant", "seed", "acc_running", "acc_batch")
+AGAINST = "## Against "   # the first section this module adds after the sweep's own
 
 
 def _points(rows: list[dict], params: list[str]) -> list[dict]:
@@ -283,15 +284,16 @@ def write_experiment_outputs(exp, out: str | Path, formats) -> Path:
         sweep.write_rows(sweep.batch_stats, tuple(params) + BATCH_COLUMNS, batch)
     figure = mechanism_figure(mech, batch, params, sweep.mechanism_figure(), formats)
     seconds, cpu = cpu_time(sweep)
+    # The sweep's own sections (from "## What ran" on), without what an earlier call added.
     report = sweep.report.read_text(encoding="utf-8")
-    title, _, body = report.partition("\n")
+    body = report[report.find("## What ran"):].split(f"\n{AGAINST}", 1)[0]
     head = [f"# Experiment `{exp.name}`", "", f"**Question.** {exp.question}", "",
             f"**Protocol.** {exp.protocol}", "",
             f"**Command:** `normlab experiment {exp.name}`, the same as `{exp.command()}`.", "",
             f"**Time:** {seconds / 60:.1f} min of training and evaluation in all, summed over "
             f"the points' recorded wall times, on {cpu}.", ""]
     comparisons = setting_comparisons(rows, params, exp.reference)
-    tail = [f"## Against {params[0]} = {fmt_value(exp.reference)}, seed by seed", "",
+    tail = [f"{AGAINST}{params[0]} = {fmt_value(exp.reference)}, seed by seed", "",
             f"Each value of {params[0]} against {fmt_value(exp.reference)}, per variant: the "
             "runs with the same seed start from the same weights and draw their data order from "
             "the same generator, so they are paired. *Mean diff*: final test accuracy at the "
