@@ -168,13 +168,16 @@ def test_figure_titles_and_legends_come_from_the_registry():
 
 def test_explain_text_works_through_the_registrys_explained_norms():
     """The text's sections, title line and closing line follow the registry's explained norms
-    (bn, gn and ln, in registry order); in and none are not worked through."""
+    (bn, gn and ln, in registry order), then weight standardization and Ghost BatchNorm on its
+    own example; in and none are not worked through."""
     text, _ = explain_text(0)
     assert text.startswith("How BatchNorm, GroupNorm and LayerNorm normalize:")
     assert [line[3:].split("  ")[0] for line in text.splitlines() if line.startswith("== ")][:3] \
         == ["BatchNorm", "GroupNorm", "LayerNorm"]
-    assert "InstanceNorm" not in text and "Ghost BatchNorm" not in text
-    assert "Largest difference from PyTorch over bn, gn, ln, +ws:" in text
+    assert "InstanceNorm" not in text
+    assert [line[3:].split("  ")[0] for line in text.splitlines() if line.startswith("== ")][3:5] \
+        == ["Weight Standardization", "Ghost BatchNorm"]
+    assert "Largest difference from PyTorch over bn, gn, ln, +ws, gbn:" in text
 
 
 def test_standardize_by_hand_is_the_definition():
@@ -297,7 +300,7 @@ def test_a_wrong_hand_computation_is_caught(monkeypatch):
     """If norm_stats used the unbiased variance (n - 1), explain_text's returned max difference
     exceeds 1e-5 and the text says MISMATCH, so the CLI's exit-code check can fail."""
 
-    def unbiased(x, norm, groups=2, eps=EPS):
+    def unbiased(x, norm, groups=2, eps=EPS, ghost_batch=16):
         n, c, h, w = x.shape
         if norm == "bn":
             xs, dims, shape = x, (0, 2, 3), x.shape
@@ -321,8 +324,8 @@ def test_a_nan_hand_computation_is_caught(monkeypatch):
     difference, never as a match."""
     real = explain.norm_stats
 
-    def with_nan(x, norm, groups=2, eps=EPS):
-        mean, var, y = real(x, norm, groups=groups, eps=eps)
+    def with_nan(x, norm, groups=2, eps=EPS, ghost_batch=16):
+        mean, var, y = real(x, norm, groups=groups, eps=eps, ghost_batch=ghost_batch)
         return mean, var, y * float("nan")
 
     monkeypatch.setattr(explain, "norm_stats", with_nan)
@@ -367,3 +370,16 @@ def test_draw_norm_axes_leaves_no_file_when_saving_fails(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         draw_norm_axes(tmp_path / "norms.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_explain_text_works_ghost_batchnorm_through():
+    """`normlab explain` computes Ghost BatchNorm by hand on its own 4-image example in virtual
+    batches of 2: one mean per virtual batch and channel, shape (V, C) = (2, 4), equal to the
+    layer's output; the closing line names gbn among the norms checked."""
+    text, worst = explain_text(seed=0)
+    section = text.split("== Ghost BatchNorm", 1)[1].split("\n== ", 1)[0]
+    assert "virtual batches of 2" in section
+    assert "mean shape (2, 4) = (V, C)" in section
+    assert "OK" in section and "MISMATCH" not in section
+    assert worst <= explain.TOLERANCE
+    assert "+ws, gbn" in text.strip().splitlines()[-1]

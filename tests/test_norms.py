@@ -303,7 +303,7 @@ def test_registered_norm_in_explain(pair, tmp_path) -> None:
     assert "one mean per image and half, each over C/G*H*W = 8 elements" in text
     assert f"xn: {count_params(Net(norm='gn')):,} parameters" in text
     assert "All four add the same gamma and beta" in text
-    assert "Largest difference from PyTorch over bn, gn, ln, xn, +ws:" in text
+    assert "Largest difference from PyTorch over bn, gn, ln, xn, +ws, gbn:" in text
     assert axes_figure.figure_title("xn") == "PairNorm (G=2): one mean per image and half"
     path = axes_figure.draw_norm_axes(tmp_path / "axes.png")
     assert path.read_bytes()[:4] == b"\x89PNG"

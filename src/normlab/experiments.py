@@ -123,6 +123,7 @@ def run_experiment(name: str, out: str | Path, overrides: dict[str, Any] | None 
     mechanism tables, figure and report.md. Returns ``out``."""
     from normlab.experiment_report import write_experiment_outputs
     from normlab.figure_formats import DEFAULT_FIGURE_FORMATS
+    from normlab.runfolder import SweepFolder
     from normlab.sweep import run_sweep
 
     exp = get(name)
@@ -130,7 +131,7 @@ def run_experiment(name: str, out: str | Path, overrides: dict[str, Any] | None 
     formats = formats or DEFAULT_FIGURE_FORMATS
     run_sweep(base, spec, out, progress=progress, log=log, formats=formats)
     write_experiment_outputs(exp, out, formats)
-    log(f"experiment {name}: report in {Path(out) / 'report.md'}")
+    log(f"experiment {name}: report in {SweepFolder(out).report}")
     return Path(out)
 
 

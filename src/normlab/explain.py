@@ -251,11 +251,12 @@ def _count_word(k: int) -> str:
     return ("one", "two", "three", "four", "five", "six")[k - 1] if 1 <= k <= 6 else str(k)
 
 
-def _norm_section(spec: NormSpec, x: torch.Tensor, groups: int) -> tuple[list[str], float]:
+def _norm_section(spec: NormSpec, x: torch.Tensor, groups: int,
+                  ghost_batch: int = DEFAULT_GHOST_BATCH) -> tuple[list[str], float]:
     """explain's text for one norm: the axes it averages over (from the registry), its statistics
     and output on ``x`` by hand, and the largest difference from its builder's layer."""
     n, c, h, w = x.shape
-    sizes = axis_sizes(spec, tuple(x.shape), groups)
+    sizes = axis_sizes(spec, tuple(x.shape), groups, ghost_batch)
     view_shape = tuple(sizes[a] for a in spec.view)
     dims = tuple(spec.view.index(a) for a in spec.reduce)
     each = (f"each over {'*'.join(spec.reduce)} = {prod(sizes[a] for a in spec.reduce)} elements"
@@ -270,9 +271,9 @@ def _norm_section(spec: NormSpec, x: torch.Tensor, groups: int) -> tuple[list[st
     lines = ["", f"== {spec.title}  ({layer})" if layer else f"== {spec.title}"]
     lines += [f"  {a}" for a in axes]
 
-    mean, var, y = norm_stats(x, spec.name, groups=groups)
+    mean, var, y = norm_stats(x, spec.name, groups=groups, ghost_batch=ghost_batch)
     with torch.no_grad():
-        ref = torch_layer(spec.name, c, groups=groups)(x)
+        ref = torch_layer(spec.name, c, groups=groups, ghost_batch=ghost_batch)(x)
     diff = _diff(y, ref)
     kept = kept_axes(spec)
     for label, stat in (("mean", mean), ("var ", var)):
@@ -357,6 +358,12 @@ def explain_text(seed: int = 0) -> tuple[str, float]:
     lines, diff = _ws_section(x, seed)
     out += lines
     worst = max(worst, diff)
+    # Ghost BatchNorm needs several virtual batches: its own example of 4 images, 2 per batch.
+    x4 = example_tensor(seed + 2, (4, c, h, w))
+    lines, diff = _norm_section(norms.get("gbn"), x4, EXAMPLE_GROUPS, ghost_batch=2)
+    out += lines[:2] + [f"  example x of 4 images (seed {seed + 2}, rounded to 1 decimal), in "
+                        "virtual batches of 2 (--ghost-batch 2):"] + _nchw_block(x4, 1) + lines[2:]
+    worst = max(worst, diff)
 
     # ---- what each norm costs in normlab's own model
     cfg = ModelConfig()
@@ -400,6 +407,6 @@ def explain_text(seed: int = 0) -> tuple[str, float]:
 
     add("")
     status = "all match" if worst <= TOLERANCE else "DIFFERENCE ABOVE TOLERANCE"
-    add(f"Largest difference from PyTorch over {', '.join(names + ['+ws'])}: {worst:.2e} "
+    add(f"Largest difference from PyTorch over {', '.join(names + ['+ws', 'gbn'])}: {worst:.2e} "
         f"(tolerance {TOLERANCE:g}): {status}")
     return "\n".join(out) + "\n", worst
