@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 import os
 import struct
 from pathlib import Path
@@ -139,3 +140,13 @@ def synthetic_subprocess_env(root: Path, n_train: int, n_test: int,
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE.format(
         tests=str(REPO / "tests"), n_train=n_train, n_test=n_test, extra=extra))
     return folder, offline_env(root, pythonpath=(site,))
+
+
+def smallest_printed_pt(svg: str, width_in: float = 7.0) -> float:
+    """The smallest font size of an SVG figure (matplotlib writes ``font-size: Npx`` in points
+    of its own width) when the figure is printed ``width_in`` inches wide, in points."""
+    width_pt = float(re.search(r'<svg [^>]*width="([\d.]+)pt"', svg).group(1))
+    sizes = [float(x) for x in re.findall(r"font-size: ([\d.]+)px", svg)]
+    assert sizes, "no text in the SVG"
+    return min(sizes) * width_in * 72 / width_pt
+

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+import helpers
 from normlab import diagnostics
 from normlab.config import Config
 from normlab.diag_plots import plot_diagnostics
@@ -163,7 +164,7 @@ def test_diagnostics_never_change_results(random_splits) -> None:
 def test_study_writes_reads_and_plots_diagnostics(synthetic_data, tmp_path) -> None:
     """A study writes diagnostics.csv (one row per run, epoch and layer, read back with the
     same values), `normlab report` draws its figure and links it; with --no-diagnostics there
-    is neither file nor figure."""
+    is neither file nor figure. The figure's text prints at 7 pt or more at 7 inches wide."""
     cfg = Config(variants=("bn", "gn"), seeds=2, epochs=2, batch_size=16, device="cpu",
                  data_dir=str(synthetic_data.folder))
     out = run_study(cfg, tmp_path / "on", progress=False, log=lambda *_: None)
@@ -176,6 +177,8 @@ def test_study_writes_reads_and_plots_diagnostics(synthetic_data, tmp_path) -> N
     assert all(r["bn_mean_gap"] >= 0 for r in rows if r["variant"] == "bn" and r["layer"] != "head")
     run = load_run(out)
     assert run.folder.diagnostics_figure().is_file()
+    svg = run.folder.diagnostics_figure().with_suffix(".svg").read_text(encoding="utf-8")
+    assert helpers.smallest_printed_pt(svg) >= 7.0   # readable in a two-column paper
     link = run.folder.diagnostics_figure().relative_to(out).as_posix()
     assert link in run.folder.report.read_text()
     off = run_study(dataclasses.replace(cfg, diagnostics=False), tmp_path / "off",

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import helpers
 from normlab import data, mistakes, plots, style
 from normlab.errors import ConfigError, RunFolderError
 from normlab.mistakes import cell_label, mistakes_title, select_mistakes
@@ -238,8 +239,10 @@ def test_pdf_on_request_embeds_truetype_and_is_the_same_when_redrawn(multi_seed_
 
 def test_text_prints_at_7pt_or_more_at_full_width(multi_seed_run, tmp_path) -> None:
     """Scaled to the full width of a two-column paper (7 in), the smallest text of every figure
-    (the curves, the grids, a sweep figure, explain's figure; read from their SVGs) is >= 7 pt."""
+    (the curves, the grids, a sweep figure, explain's figure, an experiment's mechanism figure;
+    read from their SVGs) is >= 7 pt."""
     from normlab.axes_figure import draw_norm_axes
+    from normlab.experiment_report import mechanism_figure
     from normlab.sweep_report import sweep_figure
 
     run, paths = multi_seed_run
@@ -247,13 +250,15 @@ def test_text_prints_at_7pt_or_more_at_full_width(multi_seed_run, tmp_path) -> N
             for lr in (0.01, 0.1)]
     paths = paths + [sweep_figure(rows, "lr", [], tmp_path / "sweep.png"),
                      draw_norm_axes(tmp_path / "axes.png")]
+    mech = [{"lr": lr, "variant": v, "seed": s, "dead_pct": 1.0 + s, "weight_norm": 5.0 + lr,
+             "grad_ratio": 0.1 * (s + 1), "bn_gap": 0.05 if v == "bn" else None}
+            for lr in (0.01, 0.1, 1.0) for v in ("bn", "gn") for s in (0, 1)]
+    batch = [{"lr": r["lr"], "variant": "bn", "seed": r["seed"], "acc_running": 98.0,
+              "acc_batch": 97.0 + r["seed"]} for r in mech if r["variant"] == "bn"]
+    paths.append(mechanism_figure(mech, batch, ["lr"], tmp_path / "mechanism.png", ("png", "svg")))
     for p in paths:
-        svg = p.with_suffix(".svg").read_text(encoding="utf-8")
-        width_pt = float(re.search(r'<svg [^>]*width="([\d.]+)pt"', svg).group(1))
-        sizes = [float(x) for x in re.findall(r"font-size: ([\d.]+)px", svg)]
-        assert sizes, p.name
-        printed = min(sizes) * 7 * 72 / width_pt
-        assert printed >= 7.0, (p.name, min(sizes), width_pt, printed)
+        printed = helpers.smallest_printed_pt(p.with_suffix(".svg").read_text(encoding="utf-8"))
+        assert printed >= 7.0, (p.name, printed)
 
 
 def test_parse_formats() -> None:

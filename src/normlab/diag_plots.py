@@ -23,7 +23,7 @@ from pathlib import Path
 
 import matplotlib
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from normlab.runfolder import RunData, load_diagnostics
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS
@@ -112,6 +112,9 @@ def plot_diagnostics(run: RunData, formats=DEFAULT_FIGURE_FORMATS) -> Path | Non
                         va="center", transform=ax.transAxes, color="#666666")
             elif log:
                 ax.set_yscale("log")
+                # Plain numbers: mathtext's 10^-2 would print its exponent too small to read.
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.yaxis.set_minor_formatter(NullFormatter())
             ax.set_title(title)
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import matplotlib
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from normlab.diag_plots import bn_gap, conv_weight_norm, dead_pct, grad_ratio
 from normlab.findings import fmt_value
@@ -208,7 +209,7 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=(10.0, 3.6 * math.ceil(n / cols) + 0.6), dpi=DPI)
         axes = fig.subplots(math.ceil(n / cols), cols, squeeze=False).flat
-        labels = sorted({(r["variant"],) + tuple(r[o] for o in others) for r in rows}, key=str)
+        labels = sorted({(_spec(r),) + tuple(r[o] for o in others) for r in rows}, key=str)
         colors = {k: color(i) for i, k in enumerate(labels)}
 
         def draw(ax, data, column, label_of, style="-", suffix=""):
@@ -217,7 +218,7 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
                 for r in data:
                     if label_of(r) == key and r.get(column) is not None \
                             and math.isfinite(r[column]):
-                        pts[r[x_param]].append(r[column])
+                        pts[position[r[x_param]]].append(r[column])
                 if not pts:
                     continue
                 xs = sorted(pts)
@@ -230,23 +231,36 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
                             label=name + suffix)
 
         def label_of(r):
-            return (r["variant"],) + tuple(r[o] for o in others)
+            return (_spec(r),) + tuple(r[o] for o in others)
 
         xs_all = sorted({r[x_param] for r in rows})
-        log = len(xs_all) >= 3 and min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 10
+        positive = [v for v in xs_all if v > 0]
+        log = len(positive) >= 3 and max(positive) / min(positive) >= 10
+        # On a log axis a value 0 (no L1) is drawn a quarter of the smallest value to its left.
+        position = {v: (v if v > 0 or not log else min(positive) / 4) for v in xs_all}
         for ax, (col, _, title, _) in zip(axes, panels):
             draw(ax, rows, col, label_of)
             ax.set_title(title)
+            values = [r[col] for r in rows if r[col] is not None and math.isfinite(r[col])]
+            if values and min(values) > 0 and max(values) / min(values) >= 20:
+                # Values over decades (a diverging run's weights): log y, plain numbers.
+                ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.yaxis.set_minor_formatter(NullFormatter())
         if batch_rows:
             ax = list(fig.axes)[len(panels)]
             draw(ax, batch_rows, "acc_running", label_of, "-", " running")
             draw(ax, batch_rows, "acc_batch", label_of, "--", " batch")
             ax.set_title("BatchNorm test acc (%): running vs batch stats")
-            ax.legend(frameon=False, fontsize=8)
+            ax.legend(frameon=False)
         for ax in fig.axes:
             ax.set_xlabel(x_param + (" (log scale)" if log else ""))
             if log:
                 ax.set_xscale("log")
+            # The swept values as plain labels: 10^-2 in mathtext would print its exponent small.
+            ax.set_xticks([position[v] for v in xs_all])
+            ax.set_xticklabels([fmt_value(v) for v in xs_all])
+            ax.xaxis.set_minor_formatter(NullFormatter())
         for ax in list(fig.axes)[n:]:
             ax.set_visible(False)
         handles, names = fig.axes[0].get_legend_handles_labels()
