@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(rec), flush=True)
             del study
         if study_epochs > 0:
-            old_epoch_s = diag_epoch_s = None
+            old_epoch_s = diag_rate = None
             for name, release_010, diag in (("study-0.1.0", True, False),
                                             ("normlab-study", False, True),
                                             ("normlab-study-nodiag", False, False)):
@@ -417,10 +417,11 @@ def main(argv: list[str] | None = None) -> int:
                 else:   # per model-epoch, against 0.1.0's default study in this same run
                     rec["ratio_vs_0.1.0"] = round(old_epoch_s / rec["epoch_seconds"], 3)
                 if diag:
-                    diag_epoch_s = rec["epoch_seconds"]
-                elif diag_epoch_s is not None:   # what the diagnostics cost, in this same run
+                    diag_rate = rec["images_per_s"]
+                elif diag_rate is not None:   # what the diagnostics cost, in this same run
+                    # From images/s, not the s/epoch printed: those are rounded to 0.01 s.
                     rec["diagnostics_cost_pct"] = round(
-                        100.0 * (diag_epoch_s / rec["epoch_seconds"] - 1.0), 2)
+                        100.0 * (rec["images_per_s"] / diag_rate - 1.0), 2)
                 records.append(rec)
                 print(json.dumps(rec), flush=True)
         for batch in [int(b) for b in args.grouping_batches.split(",") if b.strip()]:

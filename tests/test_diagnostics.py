@@ -22,10 +22,10 @@ from normlab.train import build_model
 SYNTHETIC_DATA = {"n_train": 96, "n_test": 60, "seed": 3}
 
 
-def _trained_pair(norm: str, seed: int, gen: torch.Generator, batch: int = 16):
+def _trained_pair(norm: str, seed: int, gen: torch.Generator, batch: int = 16, **config):
     """(Net, MultiNet of a copy of it), both after one identical SGD-free forward/backward on the
     same random batch, so that both hold gradients and (bn) moved running statistics."""
-    cfg = Config(variants=(norm,))
+    cfg = Config(variants=(norm,), **config)
     net = build_model(cfg, cfg.parsed_variants()[0], seed)
     multi = MultiNet([build_model(cfg, cfg.parsed_variants()[0], seed)])
     x = torch.randn(batch, 1, 28, 28, generator=gen)
@@ -81,20 +81,22 @@ def _hand_rows(net: Net, probe: torch.Tensor, chunk: int) -> list[dict]:
     return rows
 
 
-@pytest.mark.parametrize("norm", ["bn", "gn", "ln", "none"])
-def test_measure_matches_a_hand_computation(norm: str, gen: torch.Generator) -> None:
+@pytest.mark.parametrize("norm, chunk", [("bn", 16), ("gn", 16), ("ln", 16), ("none", 16),
+                                         ("gbn", 4)])
+def test_measure_matches_a_hand_computation(norm: str, chunk: int, gen: torch.Generator) -> None:
     """Every conv layer's row equals the definitions computed by hand on the plain Net (same
     weights, same gradients); the head row holds the classifier's weight and gradient norms;
-    batch-vs-running columns are NaN for norms without running statistics."""
-    net, multi = _trained_pair(norm, seed=4, gen=gen)
+    batch-vs-running columns are NaN for norms without running statistics, and Ghost
+    BatchNorm's are over its virtual batches (4 images) rather than the training batch (16)."""
+    net, multi = _trained_pair(norm, seed=4, gen=gen, ghost_batch=4)
     probe = torch.rand(40, 1, 28, 28, generator=gen)
     rows = diagnostics.measure(multi, probe, 0.0, 1.0, batch_size=16)[0]
-    hand = _hand_rows(net, probe, chunk=16)
+    hand = _hand_rows(net, probe, chunk=chunk)
     assert [r["layer"] for r in rows] == [n for n, _ in net.cfg.norm_layers()] + ["head"]
     for got, want in zip(rows, hand):
         for key, value in want.items():
             torch.testing.assert_close(got[key], value, rtol=2e-5, atol=1e-6, msg=key)
-        if norm != "bn":
+        if norm not in ("bn", "gbn"):
             assert got["bn_mean_gap"] != got["bn_mean_gap"]   # NaN
     head = rows[-1]
     torch.testing.assert_close(head["weight_norm"], net.head.weight.norm().item(), rtol=2e-5,

@@ -37,6 +37,13 @@ def test_the_documented_command_is_the_experiment(name: str) -> None:
     assert base.seeds >= 5
 
 
+def test_the_mechanism_table_has_a_column_per_measure() -> None:
+    """mechanism.csv's columns (owned by the run folder) are the measures the report computes."""
+    from normlab.runfolder import MECHANISM_COLUMNS
+
+    assert MECHANISM_COLUMNS[2:] == tuple(m[0] for m in MEASURES)
+
+
 def test_overrides_replace_the_experiments_settings() -> None:
     """plan() with overrides changes only the overridden fields."""
     base, _ = plan(EXPERIMENTS["groups"], {"seeds": 2, "epochs": 1})
@@ -114,7 +121,10 @@ def test_a_small_experiment_end_to_end(synthetic_data, tmp_path) -> None:
         assert path.is_file(), path
     text = sweep.report.read_text()
     exp = EXPERIMENTS["batch-size"]
-    for part in (exp.question, exp.command(), "**Time:**", "## Mechanism",
+    given = {"seeds": 2, "epochs": 1, "train_subset": 48, "data_dir": str(synthetic_data.folder)}
+    assert "--seeds 2" in exp.command(given) and "--seeds 5" in exp.command()
+    assert text.count("## Mechanism") == 1 and text.count("## Against ") == 1
+    for part in (exp.question, exp.command(given), "**Time:**", "## Mechanism",
                  "### BatchNorm with batch statistics at test time",
                  sweep.mechanism_figure().relative_to(out).as_posix()):
         assert part in text, part
@@ -124,7 +134,7 @@ def test_a_small_experiment_end_to_end(synthetic_data, tmp_path) -> None:
                                        "data_dir": str(synthetic_data.folder)},
                    progress=False, log=lambda *_: None)
     assert {p: p.read_bytes() for p in before} == before
-    write_experiment_outputs(EXPERIMENTS["batch-size"], out, ("png",))   # the report once
+    write_experiment_outputs(exp, out, ("png",), given)   # the report holds its sections once
     assert sweep.report.read_bytes() == before[sweep.report]
 
 

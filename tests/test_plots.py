@@ -3,7 +3,6 @@ are shown, and that every figure is drawn as a readable PNG where RunFolder says
 
 from __future__ import annotations
 
-import re
 import struct
 from pathlib import Path
 

@@ -1,4 +1,5 @@
-"""Command-line interface: ``normlab study``, ``train``, ``report`` and ``explain``.
+"""Command-line interface: ``normlab study``, ``train``, ``sweep``, ``experiment``, ``report``
+and ``explain``.
 
 Bad input prints one line, ``normlab: error: <problem>; <fix>``, and exits with code 2.
 """

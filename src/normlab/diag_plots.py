@@ -8,9 +8,10 @@ per variant (mean over its finished seeds, shaded from the lowest to the highest
    conv layers;
 2. the conv kernels' total L2 norm (all conv layers);
 3. gradient / weight norm ratio, mean over the conv layers: times the learning rate, the
-   relative size of one SGD step. Behind a scale-invariant norm (BatchNorm, GroupNorm,
-   LayerNorm) the gradient shrinks as 1/||w||, so this ratio grows as 1/||w||^2: smaller weights
-   mean larger effective steps;
+   relative size of one plain SGD step (momentum not counted). Where a norm makes the layer's
+   function invariant to the scale of its weights (here: kernel and bias scaled together), the
+   gradient shrinks as 1/||w||, so this ratio grows as 1/||w||^2: smaller weights mean larger
+   effective steps;
 4. BatchNorm's mismatch: the distance between the statistics of a training-size batch and the
    running statistics used at test time, in running standard deviations (mean over layers).
 """
@@ -84,7 +85,8 @@ def plot_diagnostics(run: RunData, formats=DEFAULT_FIGURE_FORMATS) -> Path | Non
     nothing drawn, when the run folder has no diagnostics. ``formats``: as
     :func:`normlab.style.save_figure`."""
     path = run.folder.diagnostics_figure()
-    rows = load_diagnostics(run.folder.path)
+    finished = {(v, s) for v in run.variants for s in run.ok_seeds(v)}
+    rows = [r for r in load_diagnostics(run.folder.path) if (r["variant"], r["seed"]) in finished]
     if not rows:
         return None
     colors = variant_colors(run.variants)
@@ -108,7 +110,8 @@ def plot_diagnostics(run: RunData, formats=DEFAULT_FIGURE_FORMATS) -> Path | Non
                                     [max(v) for _, v in points], color=colors[variant],
                                     alpha=0.15, lw=0)
             if not ax.lines:
-                ax.text(0.5, 0.5, "no variant with running statistics", ha="center",
+                ax.text(0.5, 0.5, "no variant with running statistics" if value is bn_gap
+                        else "nothing measured", ha="center",
                         va="center", transform=ax.transAxes, color="#666666")
             elif log:
                 ax.set_yscale("log")

@@ -11,10 +11,12 @@ every variant and seed). One row per run, epoch and layer (the columns are
 * ``dead_frac``: the fraction of ReLU units (channel x position) that are zero for *every* probe
   image: units that pass no signal and no gradient;
 * ``weight_norm``, ``grad_norm``: L2 norms of the layer's kernel and of its gradient at the last
-  training step of the epoch (loss plus penalties, before that step's update). Their ratio times
+  training step of the epoch (loss plus penalties, before that step's update; that step's batch
+  may be smaller than the others, so the gradient norm is one noisy sample). Their ratio times
   the learning rate is the relative size of one step, the *effective step*;
 * ``bn_mean_gap``, ``bn_std_ratio`` (layers with running statistics only): the probe split into
-  chunks of the training batch size, as a training step sees them; per chunk and channel the
+  chunks of the training batch size (Ghost BatchNorm: of its virtual batch, if smaller), as a
+  training step sees them; per chunk and channel the
   distance of the chunk mean from the running mean in running standard deviations, and the
   chunk's standard deviation over the running one, averaged over chunks and channels. At small
   batches the statistics a BatchNorm trains with are far from those it tests with.
@@ -86,7 +88,8 @@ def measure(multi: MultiNet, probe: torch.Tensor, mean: float, std: float,
 
     def hook(name: str):
         def store(module, inputs, output):
-            seen[name] = (inputs[0], output)
+            # A copy of the output: with the norm before the ReLU, an in-place ReLU follows.
+            seen[name] = (inputs[0], output.clone())
         return store
 
     handles = [block.norm.register_forward_hook(hook(name)) for name, block in blocks]
@@ -108,7 +111,9 @@ def measure(multi: MultiNet, probe: torch.Tensor, mean: float, std: float,
             own = slice(i * c, (i + 1) * c)
             a, b = x_in[:, own].float(), x_out[:, own].float()               # (P, C, h, w)
             layer, offset = block.norm.member_layer(i)
-            gap, ratio = _bn_gap(x_in[:, own], layer, offset, batch_size)
+            # Ghost BatchNorm trains on virtual batches: those are the chunks it normalizes.
+            chunk = getattr(layer, "ghost_batch", None) or batch_size
+            gap, ratio = _bn_gap(x_in[:, own], layer, offset, min(chunk, batch_size))
             rows[i].append({
                 "layer": name,
                 "in_mean": _f(a.mean()), "in_std": _f(a.std()),

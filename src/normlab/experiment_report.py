@@ -26,7 +26,9 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from normlab.diag_plots import bn_gap, conv_weight_norm, dead_pct, grad_ratio
 from normlab.findings import fmt_value
-from normlab.runfolder import PROBE_SIZE, SweepFolder, load_diagnostics, load_run
+from normlab.errors import RunFolderError
+from normlab.runfolder import (BATCH_STAT_COLUMNS, MECHANISM_COLUMNS, PROBE_SIZE, SweepFolder,
+                               load_diagnostics, load_run)
 from normlab.stats import describe, holm, mean_ci, min_detectable, paired
 from normlab.style import DPI, RC, color, save_figure
 from normlab.sweep import point_name
@@ -37,8 +39,8 @@ MEASURES = (("dead_pct", dead_pct, "dead ReLU units (%)", 2),
             ("weight_norm", conv_weight_norm, "conv ||w||", 2),
             ("grad_ratio", grad_ratio, "||grad|| / ||w||", 4),
             ("bn_gap", bn_gap, "BN mean gap (running std)", 3))
-BATCH_COLUMNS = ("variant", "seed", "acc_running", "acc_batch")
 AGAINST = "## Against "   # the first section this module adds after the sweep's own
+MARKER = "\n<!-- normlab experiment sections -->"   # where the added sections begin
 
 
 def _points(rows: list[dict], params: list[str]) -> list[dict]:
@@ -47,6 +49,11 @@ def _points(rows: list[dict], params: list[str]) -> list[dict]:
     for r in rows:
         seen.setdefault(tuple(r[p] for p in params), {p: r[p] for p in params})
     return list(seen.values())
+
+
+def _round(x: float | None) -> float | None:
+    """6 significant digits, as the diagnostics themselves are stored."""
+    return None if x is None else float(f"{x:.6g}")
 
 
 def mechanism_rows(sweep: SweepFolder, params: list[str], rows: list[dict]) -> list[dict]:
@@ -64,7 +71,7 @@ def mechanism_rows(sweep: SweepFolder, params: list[str], rows: list[dict]) -> l
                 continue
             last = epochs[max(epochs)]
             out.append({**values, "variant": variant, "seed": seed,
-                        **{col: f(last) for col, f, _, _ in MEASURES}})
+                        **{col: _round(f(last)) for col, f, _, _ in MEASURES}})
     return out
 
 
@@ -223,7 +230,7 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
                     continue
                 xs = sorted(pts)
                 cis = [mean_ci(pts[x]) for x in xs]
-                name = ", ".join([f"`{key[0]}`".strip("`")] +
+                name = ", ".join([key[0]] +
                                  [f"{o}={fmt_value(v)}" for o, v in zip(others, key[1:])])
                 ax.errorbar(xs, [c.mean for c in cis],
                             yerr=[[c.mean - c.lo for c in cis], [c.hi - c.mean for c in cis]],
@@ -284,49 +291,66 @@ def cpu_time(sweep: SweepFolder) -> tuple[float, str]:
     return seconds, ", ".join(sorted(cpus))
 
 
-def write_experiment_outputs(exp, out: str | Path, formats) -> Path:
+def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | None = None
+                             ) -> Path:
     """mechanism.csv, batch_stats.csv (if ``exp.batch_stats``), figures/mechanism.png and the
-    experiment's sections of report.md, from the finished sweep in ``out``."""
+    experiment's sections of report.md, from the finished sweep in ``out`` (run with
+    ``overrides``, as the report's command then shows)."""
     sweep = SweepFolder(out)
     rows = sweep.read_table()
     params = [p.split("=", 1)[0] for p in exp.params]
     mech = mechanism_rows(sweep, params, rows)
-    sweep.write_rows(sweep.mechanism, tuple(params) + ("variant", "seed") +
-                     tuple(m[0] for m in MEASURES), mech)
+    sweep.write_rows(sweep.mechanism, tuple(params) + MECHANISM_COLUMNS, mech)
     batch = batch_stat_rows(sweep, params, rows) if exp.batch_stats else []
     if exp.batch_stats:
-        sweep.write_rows(sweep.batch_stats, tuple(params) + BATCH_COLUMNS, batch)
-    figure = mechanism_figure(mech, batch, params, sweep.mechanism_figure(), formats)
+        sweep.write_rows(sweep.batch_stats, tuple(params) + BATCH_STAT_COLUMNS, batch)
+    drawable = any(r[m[0]] is not None for r in mech for m in MEASURES) or batch
+    figure = (mechanism_figure(mech, batch, params, sweep.mechanism_figure(), formats)
+              if drawable else None)
     seconds, cpu = cpu_time(sweep)
-    # The sweep's own sections (from "## What ran" on), without what an earlier call added.
+    # The sweep's own sections (from "## What ran" on), without what an earlier call added
+    # (from the marker on; "## Against " and "## Mechanism" in reports written before it).
     report = sweep.report.read_text(encoding="utf-8")
-    body = report[report.find("## What ran"):].split(f"\n{AGAINST}", 1)[0]
+    if "## What ran" not in report:
+        raise RunFolderError(f"{sweep.report} is not a sweep's report; run the experiment's "
+                             "command again to rewrite it")
+    body = report[report.find("## What ran"):]
+    for end in (MARKER, f"\n{AGAINST}", "\n## Mechanism"):
+        body = body.split(end, 1)[0]
     head = [f"# Experiment `{exp.name}`", "", f"**Question.** {exp.question}", "",
             f"**Protocol.** {exp.protocol}", "",
-            f"**Command:** `normlab experiment {exp.name}`, the same as `{exp.command()}`.", "",
-            f"**Time:** {seconds / 60:.1f} min of training and evaluation in all, summed over "
-            f"the points' recorded wall times, on {cpu}.", ""]
+            f"**Command:** `normlab experiment {exp.name}`, the same as "
+            f"`{exp.command(overrides)}`.", "",
+            f"**Time:** {seconds / 60:.1f} min of training and evaluation in all (wall time, "
+            f"summed over the points' records; the batch-statistics test not included), on "
+            f"{cpu}.", ""]
     comparisons = setting_comparisons(rows, params, exp.reference)
-    tail = [f"{AGAINST}{params[0]} = {fmt_value(exp.reference)}, seed by seed", "",
+    tested = [c for c in comparisons if c.get("p") is not None]
+    tail = [MARKER.strip(), "",
+            f"{AGAINST}{params[0]} = {fmt_value(exp.reference)}, seed by seed", "",
             f"Each value of {params[0]} against {fmt_value(exp.reference)}, per variant: the "
             "runs with the same seed start from the same weights and draw their data order from "
             "the same generator, so they are paired. *Mean diff*: final test accuracy at the "
             f"value minus at {fmt_value(exp.reference)}, mean over the N pairs (seeds finished "
             "at both), in percentage points, with its t-based 95% CI; *Holm p*: the paired "
-            f"t-test's p, adjusted with Holm's method over all {len(comparisons)} comparisons "
-            "of this table; *detectable*: the smallest difference the paired t-test at 5% "
-            "detects with 80% power at the observed spread. A difference whose Holm p is above "
-            "0.05 is not called a difference.", "",
+            f"t-test's p, adjusted with Holm's method over the {len(tested)} comparisons of this "
+            "table that have pairs; *detectable*: the smallest difference the paired t-test at "
+            "5% detects with 80% power at the observed spread. A difference whose Holm p is "
+            "above 0.05 is not called a difference. (The Findings above compare each variant's "
+            "best and worst setting with Welch's test, unadjusted: a first look, not a ranking.)",
+            "",
             setting_table(comparisons, params, exp.reference).markdown(), ""]
     tail += ["## Mechanism", "",
             "Final-epoch diagnostics of every finished run (`mechanism.csv`; defined in "
             f"`normlab.diagnostics`, measured on {PROBE_SIZE} fixed training images), per point "
             "and variant: mean ± std [95% CI] over the N seeds. *Dead ReLU units*: percent of "
-            "(channel, position) units zero for every probe image, over all conv layers. "
-            "*conv ||w||*: the norm of all conv kernels. *||grad|| / ||w||*: mean over the conv "
-            "layers of the last step's gradient norm over the kernel norm (times the learning "
-            "rate, the relative size of a step). *BN mean gap*: distance of a training-size "
-            "batch's mean from BatchNorm's running mean, in running standard deviations.", "",
+            "(channel, position) units zero for every probe image, mean over the conv layers' "
+            "fractions. *conv ||w||*: the norm of all conv kernels. *||grad|| / ||w||*: mean "
+            "over the conv layers of the gradient norm of the epoch's last training step (loss "
+            "and penalty; that step's batch may be smaller than the others) over the kernel "
+            "norm; times the learning rate, the relative size of a plain SGD step. *BN mean "
+            "gap*: distance of a training-size batch's mean from BatchNorm's running mean, in "
+            "running standard deviations.", "",
             mechanism_table(mech, params).markdown(), ""]
     if exp.batch_stats:
         tail += ["### BatchNorm with batch statistics at test time", "",
@@ -335,12 +359,15 @@ def write_experiment_outputs(exp, out: str | Path, formats) -> Path:
                  "batch of the training batch size normalized by its own statistics. The "
                  "difference is paired run by run, with its t-based 95% CI over the seeds.", "",
                  batch_stats_table(batch, params).markdown(), ""]
-    rel = figure.relative_to(sweep.path).as_posix()
-    tail += [f"![Final-epoch diagnostics against {params[0]}]({rel})", ""]
+    if figure is not None:
+        rel = figure.relative_to(sweep.path).as_posix()
+        tail += [f"![Final-epoch diagnostics against {params[0]}]({rel})", ""]
+    else:
+        tail += ["No finished run recorded diagnostics, so there is no mechanism figure.", ""]
     text = "\n".join(head) + "\n" + body.lstrip("\n").rstrip() + "\n\n" + "\n".join(tail)
     return sweep.write_report(text.rstrip() + "\n")
 
 
-__all__ = ["BATCH_COLUMNS", "MEASURES", "batch_stat_rows", "batch_stats_table", "cpu_time",
+__all__ = ["MEASURES", "batch_stat_rows", "batch_stats_table", "cpu_time",
            "mechanism_figure", "mechanism_rows", "mechanism_table", "setting_comparisons",
            "setting_table", "write_experiment_outputs"]

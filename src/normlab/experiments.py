@@ -20,8 +20,8 @@ from normlab.config import Config
 from normlab.errors import ConfigError
 
 # What every experiment shares: 5 seeds (paired across variants), 3 epochs on the first 10,000
-# training images: short enough to run all four on two CPU cores in about an hour, long enough
-# that every variant is near its plateau at the default learning rate.
+# training images: all four run in about 20 minutes on two CPU cores, and at the default learning
+# rate every normalized variant reaches about 98%.
 COMMON = {"seeds": 5, "epochs": 3, "train_subset": 10_000}
 
 
@@ -38,12 +38,15 @@ class Experiment:
     # The value of the first swept setting every other value is compared with, seed by seed.
     reference: Any = None
 
-    def command(self) -> str:
-        """The equivalent `normlab sweep` command (the report prints it)."""
+    def command(self, overrides: dict[str, Any] | None = None) -> str:
+        """The equivalent `normlab sweep` command (the report prints it), with ``overrides``
+        (the flags given to `normlab experiment`) in place of the experiment's own settings."""
+        settings = {**COMMON, **self.config, **(overrides or {})}
         flags = [f"--variants {','.join(self.variants)}"]
         flags += [f"--param {p}" for p in self.params]
         flags += ["--scale-lr"] if self.scale_lr else []
-        flags += [f"--{k.replace('_', '-')} {v}" for k, v in {**COMMON, **self.config}.items()]
+        flags += [f"--{k.replace('_', '-')} {v}" for k, v in settings.items()
+                  if not (k == "device" and v == "auto")]
         return "normlab sweep " + " ".join(flags)
 
 
@@ -88,10 +91,11 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         "L1 lambda from 0 to 1e-2 on the conv kernels and the classifier, with BatchNorm "
         "(`bn+l1`) and without any norm (`none+l1`), everything else fixed. The diagnostics "
         "measure the mechanism: the final norm of the conv kernels, and the gradient-to-weight "
-        "norm ratio (times the learning rate, the relative size of a step). A conv followed by "
-        "BatchNorm computes the same function at any scale of its kernel, so L1 can shrink the "
-        "kernel without changing the output, and the gradient grows as 1/||w||: the step, "
-        "relative to the weight, grows as 1/||w||^2.",
+        "norm ratio (times the learning rate, the relative size of a plain SGD step). A conv "
+        "followed by ReLU and BatchNorm computes the same function when its kernel and bias are "
+        "scaled together, so L1 (which leaves the bias alone) can shrink the kernel while "
+        "changing the output little, and the gradient grows as 1/||w||: the step, relative to "
+        "the weight, grows as 1/||w||^2.",
         ("bn+l1", "none+l1"), ("l1=0,2e-5,1e-4,5e-4,2e-3,1e-2",), reference=0.0),
 )}
 
@@ -130,7 +134,7 @@ def run_experiment(name: str, out: str | Path, overrides: dict[str, Any] | None 
     base, spec = plan(exp, overrides)
     formats = formats or DEFAULT_FIGURE_FORMATS
     run_sweep(base, spec, out, progress=progress, log=log, formats=formats)
-    write_experiment_outputs(exp, out, formats)
+    write_experiment_outputs(exp, out, formats, overrides)
     log(f"experiment {name}: report in {SweepFolder(out).report}")
     return Path(out)
 

@@ -8,12 +8,12 @@ other part of normlab (and its tests) goes through the names exported here.
 from normlab.runfolder.results import Predictions, RunResult, summarize
 from normlab.runfolder.checks import (RunData, is_number, load_diagnostics, load_run, load_summary,
                                       load_test_images, read_predictions)
-from normlab.runfolder.folder import (DIAGNOSTIC_COLUMNS, FIGURES, PROBE_SIZE, METRIC_COLUMNS, PREDICTION_COLUMNS, REBUILD,
+from normlab.runfolder.folder import (BATCH_STAT_COLUMNS, DIAGNOSTIC_COLUMNS, MECHANISM_COLUMNS, FIGURES, PROBE_SIZE, METRIC_COLUMNS, PREDICTION_COLUMNS, REBUILD,
                                       STAT_KEYS, STATUSES, SWEEP_COLUMNS, TIMING_COLUMNS,
                                       VAL_STAT_KEYS, WEIGHT_COLUMNS, WEIGHT_THRESHOLDS,
                                       RunFolder, SweepFolder, figure_files, run_name)
 
-__all__ = ["DIAGNOSTIC_COLUMNS", "FIGURES", "PROBE_SIZE", "figure_files", "load_diagnostics",
+__all__ = ["BATCH_STAT_COLUMNS", "DIAGNOSTIC_COLUMNS", "MECHANISM_COLUMNS", "FIGURES", "PROBE_SIZE", "figure_files", "load_diagnostics",
            "RunData", "is_number", "load_test_images", "load_run", "load_summary", "read_predictions",
            "METRIC_COLUMNS", "PREDICTION_COLUMNS", "REBUILD", "STAT_KEYS", "STATUSES",
            "SWEEP_COLUMNS", "TIMING_COLUMNS", "Predictions", "RunFolder", "RunResult",

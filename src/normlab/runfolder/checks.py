@@ -18,7 +18,6 @@ from normlab.runfolder.folder import (DIAGNOSTIC_COLUMNS, METRIC_COLUMNS, PREDIC
 from normlab.store import read_json_object
 
 
-
 def load_summary(run_dir: str | Path) -> dict:
     """summary.json of ``run_dir``, with a clear error when it is missing or damaged."""
     path = RunFolder(run_dir).summary

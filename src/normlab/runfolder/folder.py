@@ -44,6 +44,10 @@ METRIC_COLUMNS = ("variant", "seed", "epoch", "train_loss", "train_acc", "val_lo
                   "test_loss", "test_acc", "lr")
 TIMING_COLUMNS = ("variant", "seed", "epoch", "seconds")   # vary from run to run
 PREDICTION_COLUMNS = ("index", "label", "pred", "confidence")
+# An experiment's tables in its sweep folder (normlab.experiment_report), after its swept
+# settings: final-epoch diagnostics per run, and BatchNorm tested with running vs batch statistics.
+MECHANISM_COLUMNS = ("variant", "seed", "dead_pct", "weight_norm", "grad_ratio", "bn_gap")
+BATCH_STAT_COLUMNS = ("variant", "seed", "acc_running", "acc_batch")
 PROBE_SIZE = 512   # diagnostics' probe batch: the first PROBE_SIZE training images
 # diagnostics.csv (normlab.diagnostics says what each column measures); empty where a measure
 # does not apply (no running statistics, the classifier's activations).
@@ -246,7 +250,7 @@ class RunFolder(_Results):
         write_json(self.env, env)
 
     def write_tables(self, results: list[RunResult]) -> None:
-        """metrics.csv and timing.csv from every run's epochs so far, in a fixed order (variant,
+        """metrics.csv, timing.csv and diagnostics.csv from every run's epochs so far, in a fixed order (variant,
         seed, epoch), so the bytes do not depend on which worker finished first."""
         metrics, timing = [], []
         for r in results:
@@ -408,9 +412,14 @@ class SweepFolder(_Results):
 
     @staticmethod
     def read_rows(path: Path) -> list[dict]:
-        """Rows of one of the sweep's tables, numbers parsed, empty cells None."""
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+        """Rows of one of the sweep's tables, numbers parsed, empty cells None; RunFolderError
+        with the fix when the table is missing."""
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+        except FileNotFoundError:
+            raise RunFolderError(f"{path} is missing; run the sweep's (or experiment's) command "
+                                 "again to write it") from None
         return [{k: _parse_cell(v) for k, v in r.items()} for r in rows]
 
 
