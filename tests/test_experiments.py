@@ -1,4 +1,4 @@
-"""Tests of the named experiments (normlab.experiments, experiment_report, batchstats): each
+"""Tests of the named experiments (normlab.experiments, experiment_report, posthoc): each
 experiment is the sweep its documented command runs, with at least 5 seeds; a small run end to
 end writes its mechanism tables, figure and report; BatchNorm's batch-statistics test accuracy
 against PyTorch's own batch-statistics mode."""
@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from normlab.batchstats import accuracy
+from normlab.posthoc import accuracy
 from normlab.cli import build_parser, config_from_args, main
 from normlab.config import Config
 from normlab.experiment_report import MEASURES, write_experiment_outputs
@@ -92,6 +92,27 @@ def test_batch_statistics_accuracy_matches_pytorch(batch: int, gen: torch.Genera
     assert got_running == pytest.approx(100.0 * want_running / 41)
 
 
+def test_loss_gradient_ratio_is_the_cross_entropys_alone(gen: torch.Generator) -> None:
+    """loss_gradient_ratio is the mean over the conv layers of ||dL/dw|| / ||w|| for the plain
+    cross-entropy in training mode (torch.autograd.grad on a copy), whatever gradients the
+    network held before."""
+    from normlab.posthoc import loss_gradient_ratio
+
+    cfg = Config(variants=("bn",))
+    net = build_model(cfg, cfg.parsed_variants()[0], 2)
+    images = torch.rand(24, 1, 28, 28, generator=gen)
+    labels = torch.randint(0, 10, (24,), generator=gen)
+    ref = copy.deepcopy(net).train()
+    convs = [m.weight for m in ref.modules() if isinstance(m, nn.Conv2d)]
+    loss = nn.functional.cross_entropy(ref((images - 0.1) / 0.3), labels)
+    grads = torch.autograd.grad(loss, convs)
+    want = sum(float(g.norm() / w.detach().norm()) for g, w in zip(grads, convs)) / len(convs)
+    for p in net.parameters():   # stale gradients must not count
+        p.grad = torch.full_like(p, 7.0)
+    got = loss_gradient_ratio(net, images, labels, 0.1, 0.3)
+    assert got == pytest.approx(want, rel=1e-5)
+
+
 def test_a_small_experiment_end_to_end(synthetic_data, tmp_path) -> None:
     """`normlab experiment batch-size` with 2 seeds, 1 epoch and 48 images: the sweep's files,
     mechanism.csv with one row per run and every measure, batch_stats.csv with one row per
@@ -110,7 +131,7 @@ def test_a_small_experiment_end_to_end(synthetic_data, tmp_path) -> None:
     ok = [r for r in runs if r["status"] == "ok"]
     assert {(r["batch_size"], r["variant"], r["seed"]) for r in mech} == {
         (r["batch_size"], r["variant"], r["seed"]) for r in ok}
-    for col, *_ in MEASURES[:3]:
+    for col in ("dead_pct", "weight_norm", "grad_ratio", "loss_grad_ratio"):
         assert all(r[col] is not None for r in mech), col
     assert all((r["bn_gap"] is None) == (r["variant"] != "bn") for r in mech)
     batch = sweep.read_rows(sweep.batch_stats)

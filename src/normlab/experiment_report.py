@@ -7,7 +7,7 @@ for BatchNorm's batch statistics, each run's saved final weights), never the tra
   BatchNorm's batch-vs-running mean gap);
 * ``batch_stats.csv`` (experiments with ``batch_stats``): per BatchNorm run, test accuracy with
   running statistics and with batch statistics at its training batch size
-  (:mod:`normlab.batchstats`);
+  (:mod:`normlab.posthoc`);
 * ``figures/mechanism.png``: those against the first swept setting, mean and 95% CI over seeds;
 * ``report.md``: the sweep's report with the question, the protocol, the CPU time and the
   mechanism tables added.
@@ -38,7 +38,9 @@ from normlab.table import Table, format_ci, format_p, format_pm, signed_points
 MEASURES = (("dead_pct", dead_pct, "dead ReLU units (%)", 2),
             ("weight_norm", conv_weight_norm, "conv ||w||", 2),
             ("grad_ratio", grad_ratio, "||grad|| / ||w||", 4),
-            ("bn_gap", bn_gap, "BN mean gap (running std)", 3))
+            ("bn_gap", bn_gap, "BN mean gap (running std)", 3),
+            # from the saved final weights (normlab.posthoc), not from diagnostics.csv
+            ("loss_grad_ratio", None, "loss ||dL/dw|| / ||w|| (final weights)", 4))
 AGAINST = "## Against "   # the first section this module adds after the sweep's own
 MARKER = "\n<!-- normlab experiment sections -->"   # where the added sections begin
 
@@ -71,20 +73,22 @@ def mechanism_rows(sweep: SweepFolder, params: list[str], rows: list[dict]) -> l
                 continue
             last = epochs[max(epochs)]
             out.append({**values, "variant": variant, "seed": seed,
-                        **{col: _round(f(last)) for col, f, _, _ in MEASURES}})
+                        **{col: _round(f(last)) for col, f, _, _ in MEASURES if f}})
     return out
 
 
-def batch_stat_rows(sweep: SweepFolder, params: list[str], rows: list[dict]) -> list[dict]:
-    """Per finished BatchNorm run: its swept values, variant, seed and test accuracy with
-    running and with batch statistics (:func:`normlab.batchstats.evaluate_point`)."""
+def posthoc_rows(sweep: SweepFolder, params: list[str], rows: list[dict],
+                 batch_stats: bool) -> tuple[list[dict], list[dict]]:
+    """(BatchNorm tested with running and batch statistics if ``batch_stats``, else [];
+    the loss gradient on the final weights), per finished run, with its swept values: the
+    measurements of :mod:`normlab.posthoc` on each point's saved weights."""
     import torch
 
-    from normlab.batchstats import evaluate_point
     from normlab.config import Config
+    from normlab.posthoc import evaluate_point, gradient_rows
     from normlab.study import load_data
 
-    out, cache = [], {}
+    batch, grads, cache = [], [], {}
     for values in _points(rows, params):
         folder = sweep.point(point_name(values))
         if not folder.finished:
@@ -95,10 +99,12 @@ def batch_stat_rows(sweep: SweepFolder, params: list[str], rows: list[dict]) -> 
         if key not in cache:
             cache[key] = load_data(cfg.replace(device="cpu"), torch.device("cpu"))
         data = cache[key]
-        for r in evaluate_point(folder, cfg, data.test.images, data.test.labels, data.mean,
-                                data.std):
-            out.append({**values, **r})
-    return out
+        if batch_stats:
+            batch += [{**values, **r} for r in evaluate_point(
+                folder, cfg, data.test.images, data.test.labels, data.mean, data.std)]
+        grads += [{**values, **r} for r in gradient_rows(
+            folder, cfg, data.train.images, data.train.labels, data.mean, data.std)]
+    return batch, grads
 
 
 def _cell(values: list[float], digits: int) -> str:
@@ -116,13 +122,13 @@ def _groups(rows: list[dict], params: list[str]) -> dict[tuple, list[dict]]:
 
 def mechanism_table(rows: list[dict], params: list[str]) -> Table:
     """One line per point and variant: N and every measure as mean ± std [95% CI]."""
-    shown = [m for m in MEASURES if any(r[m[0]] is not None for r in rows)]
+    shown = [m for m in MEASURES if any(r.get(m[0]) is not None for r in rows)]
     t = Table(params + ["variant", "N"] + [title for _, _, title, _ in shown],
               numeric=set(range(len(params))) | set(range(len(params) + 1, len(params) + 2 + len(shown))))
     for key, rs in _groups(rows, params).items():
         cells = []
         for col, _, _, digits in shown:
-            vals = [r[col] for r in rs if r[col] is not None and math.isfinite(r[col])]
+            vals = [r[col] for r in rs if r.get(col) is not None and math.isfinite(r[col])]
             cells.append(_cell(vals, digits) if vals else "–")
         t.rows.append([fmt_value(v) for v in key[:-1]] + [f"`{key[-1]}`", str(len(rs))] + cells)
     return t
@@ -210,7 +216,7 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
     statistics) against the first swept setting: a line per variant and value of the other
     settings, mean and 95% t-interval over seeds; log x where the values span a decade."""
     x_param, others = params[0], params[1:]
-    panels = [m for m in MEASURES if any(r[m[0]] is not None for r in rows)]
+    panels = [m for m in MEASURES if any(r.get(m[0]) is not None for r in rows)]
     n = len(panels) + (1 if batch_rows else 0)
     cols = 2 if n > 1 else 1
     with matplotlib.rc_context(RC):
@@ -248,7 +254,7 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
         for ax, (col, _, title, _) in zip(axes, panels):
             draw(ax, rows, col, label_of)
             ax.set_title(title)
-            values = [r[col] for r in rows if r[col] is not None and math.isfinite(r[col])]
+            values = [r[col] for r in rows if r.get(col) is not None and math.isfinite(r[col])]
             if values and min(values) > 0 and max(values) / min(values) >= 20:
                 # Values over decades (a diverging run's weights): log y, plain numbers.
                 ax.set_yscale("log")
@@ -300,11 +306,15 @@ def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | No
     rows = sweep.read_table()
     params = [p.split("=", 1)[0] for p in exp.params]
     mech = mechanism_rows(sweep, params, rows)
+    batch, grads = posthoc_rows(sweep, params, rows, exp.batch_stats)
+    by_run = {tuple(g[p] for p in params) + (g["variant"], g["seed"]): g["loss_grad_ratio"]
+              for g in grads}
+    for r in mech:
+        r["loss_grad_ratio"] = by_run.get(tuple(r[p] for p in params) + (r["variant"], r["seed"]))
     sweep.write_rows(sweep.mechanism, tuple(params) + MECHANISM_COLUMNS, mech)
-    batch = batch_stat_rows(sweep, params, rows) if exp.batch_stats else []
     if exp.batch_stats:
         sweep.write_rows(sweep.batch_stats, tuple(params) + BATCH_STAT_COLUMNS, batch)
-    drawable = any(r[m[0]] is not None for r in mech for m in MEASURES) or batch
+    drawable = any(r.get(m[0]) is not None for r in mech for m in MEASURES) or batch
     figure = (mechanism_figure(mech, batch, params, sweep.mechanism_figure(), formats)
               if drawable else None)
     seconds, cpu = cpu_time(sweep)
@@ -350,7 +360,9 @@ def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | No
             "and penalty; that step's batch may be smaller than the others) over the kernel "
             "norm; times the learning rate, the relative size of a plain SGD step. *BN mean "
             "gap*: distance of a training-size batch's mean from BatchNorm's running mean, in "
-            "running standard deviations.", "",
+            "running standard deviations. *loss ||dL/dw|| / ||w||*: the same ratio for the "
+            "cross-entropy alone, on the final weights and the whole probe batch in training "
+            "mode (`normlab.posthoc`): steadier, and free of the penalty.", "",
             mechanism_table(mech, params).markdown(), ""]
     if exp.batch_stats:
         tail += ["### BatchNorm with batch statistics at test time", "",
@@ -368,6 +380,6 @@ def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | No
     return sweep.write_report(text.rstrip() + "\n")
 
 
-__all__ = ["MEASURES", "batch_stat_rows", "batch_stats_table", "cpu_time",
+__all__ = ["MEASURES", "posthoc_rows", "batch_stats_table", "cpu_time",
            "mechanism_figure", "mechanism_rows", "mechanism_table", "setting_comparisons",
            "setting_table", "write_experiment_outputs"]

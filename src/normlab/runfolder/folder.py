@@ -46,7 +46,8 @@ TIMING_COLUMNS = ("variant", "seed", "epoch", "seconds")   # vary from run to ru
 PREDICTION_COLUMNS = ("index", "label", "pred", "confidence")
 # An experiment's tables in its sweep folder (normlab.experiment_report), after its swept
 # settings: final-epoch diagnostics per run, and BatchNorm tested with running vs batch statistics.
-MECHANISM_COLUMNS = ("variant", "seed", "dead_pct", "weight_norm", "grad_ratio", "bn_gap")
+MECHANISM_COLUMNS = ("variant", "seed", "dead_pct", "weight_norm", "grad_ratio", "bn_gap",
+                     "loss_grad_ratio")
 BATCH_STAT_COLUMNS = ("variant", "seed", "acc_running", "acc_batch")
 PROBE_SIZE = 512   # diagnostics' probe batch: the first PROBE_SIZE training images
 # diagnostics.csv (normlab.diagnostics says what each column measures); empty where a measure
