@@ -4,8 +4,8 @@ Reads ``diagnostics.csv`` (:func:`normlab.runfolder.load_diagnostics`; the measu
 in :mod:`normlab.diagnostics`), never the training loop. Four panels against the epoch, one line
 per variant (mean over its finished seeds, shaded from the lowest to the highest seed):
 
-1. dead ReLU units: percent of (channel, position) units zero for every probe image, over all
-   conv layers;
+1. dead ReLU units: percent of (channel, position) units zero for every probe image, the mean
+   of the conv layers' fractions (each layer counts once, whatever its size);
 2. the conv kernels' total L2 norm (all conv layers);
 3. gradient / weight norm ratio, mean over the conv layers: times the learning rate, the
    relative size of one plain SGD step (momentum not counted). Where a norm makes the layer's
