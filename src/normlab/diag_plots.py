@@ -24,11 +24,11 @@ from pathlib import Path
 
 import matplotlib
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+from matplotlib.ticker import MaxNLocator
 
 from normlab.runfolder import RunData, load_diagnostics
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS
-from normlab.style import DPI, RC, save_figure, variant_colors
+from normlab.style import DPI, RC, plain_log_y, save_figure, variant_colors
 
 
 def per_epoch(rows: list[dict], value) -> dict[str, dict[int, list[float]]]:
@@ -114,10 +114,7 @@ def plot_diagnostics(run: RunData, formats=DEFAULT_FIGURE_FORMATS) -> Path | Non
                         else "nothing measured", ha="center",
                         va="center", transform=ax.transAxes, color="#666666")
             elif log:
-                ax.set_yscale("log")
-                # Plain numbers: mathtext's 10^-2 would print its exponent too small to read.
-                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-                ax.yaxis.set_minor_formatter(NullFormatter())
+                plain_log_y(ax)
             ax.set_title(title)
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -35,7 +35,8 @@ import math
 import torch
 
 from normlab.model import MultiNet
-from normlab.runfolder import PROBE_SIZE   # enough for stable statistics, far below an epoch
+# PROBE_SIZE images: enough for stable statistics, far below an epoch's cost.
+from normlab.runfolder import PROBE_SIZE, six_digits
 
 
 def probe_images(train_images: torch.Tensor) -> torch.Tensor:
@@ -44,8 +45,8 @@ def probe_images(train_images: torch.Tensor) -> torch.Tensor:
 
 
 def _f(x) -> float:
-    """A measure as stored: 6 significant digits (the probe's own noise is far larger)."""
-    return float(f"{float(x):.6g}")
+    """A measure (a number or a one-element tensor) as stored."""
+    return six_digits(float(x))
 
 
 def _norm(t: torch.Tensor | None) -> float:

@@ -22,16 +22,16 @@ from pathlib import Path
 
 import matplotlib
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from normlab.diag_plots import bn_gap, conv_weight_norm, dead_pct, grad_ratio
 from normlab.findings import fmt_value
 from normlab.errors import RunFolderError
 from normlab.runfolder import (BATCH_STAT_COLUMNS, MECHANISM_COLUMNS, PROBE_SIZE, SweepFolder,
-                               load_diagnostics, load_run)
+                               load_diagnostics, load_run, six_digits)
 from normlab.stats import describe, holm, mean_ci, min_detectable, paired
-from normlab.style import DPI, RC, color, save_figure
+from normlab.style import DPI, RC, color, plain_log_y, save_figure
 from normlab.sweep import point_name
+from normlab.sweep_report import ValueAxis
 from normlab.table import Table, format_ci, format_p, format_pm, signed_points
 
 # (column, measure, title, digits)
@@ -53,11 +53,6 @@ def _points(rows: list[dict], params: list[str]) -> list[dict]:
     return list(seen.values())
 
 
-def _round(x: float | None) -> float | None:
-    """6 significant digits, as the diagnostics themselves are stored."""
-    return None if x is None else float(f"{x:.6g}")
-
-
 def mechanism_rows(sweep: SweepFolder, params: list[str], rows: list[dict]) -> list[dict]:
     """Per finished run of the sweep: its swept values, variant, seed and the final-epoch value
     of every measure of :data:`MEASURES` (None where it does not apply)."""
@@ -72,8 +67,10 @@ def mechanism_rows(sweep: SweepFolder, params: list[str], rows: list[dict]) -> l
             if (tuple(values.values()), variant, seed) not in ok:
                 continue
             last = epochs[max(epochs)]
+            measured = {col: f(last) for col, f, _, _ in MEASURES if f}
             out.append({**values, "variant": variant, "seed": seed,
-                        **{col: _round(f(last)) for col, f, _, _ in MEASURES if f}})
+                        **{col: None if v is None else six_digits(v)
+                           for col, v in measured.items()}})
     return out
 
 
@@ -246,20 +243,14 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
         def label_of(r):
             return (_spec(r),) + tuple(r[o] for o in others)
 
-        xs_all = sorted({r[x_param] for r in rows})
-        positive = [v for v in xs_all if v > 0]
-        log = len(positive) >= 3 and max(positive) / min(positive) >= 10
-        # On a log axis a value 0 (no L1) is drawn a quarter of the smallest value to its left.
-        position = {v: (v if v > 0 or not log else min(positive) / 4) for v in xs_all}
+        axis = ValueAxis.of(r[x_param] for r in rows)
+        position = axis.position
         for ax, (col, _, title, _) in zip(axes, panels):
             draw(ax, rows, col, label_of)
             ax.set_title(title)
             values = [r[col] for r in rows if r.get(col) is not None and math.isfinite(r[col])]
             if values and min(values) > 0 and max(values) / min(values) >= 20:
-                # Values over decades (a diverging run's weights): log y, plain numbers.
-                ax.set_yscale("log")
-                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-                ax.yaxis.set_minor_formatter(NullFormatter())
+                plain_log_y(ax)   # values over decades (a diverging run's weights)
         if batch_rows:
             ax = list(fig.axes)[len(panels)]
             draw(ax, batch_rows, "acc_running", label_of, "-", " running")
@@ -267,13 +258,7 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
             ax.set_title("BatchNorm test acc (%): running vs batch stats")
             ax.legend(frameon=False)
         for ax in fig.axes:
-            ax.set_xlabel(x_param + (" (log scale)" if log else ""))
-            if log:
-                ax.set_xscale("log")
-            # The swept values as plain labels: 10^-2 in mathtext would print its exponent small.
-            ax.set_xticks([position[v] for v in xs_all])
-            ax.set_xticklabels([fmt_value(v) for v in xs_all])
-            ax.xaxis.set_minor_formatter(NullFormatter())
+            axis.draw(ax, x_param)
         for ax in list(fig.axes)[n:]:
             ax.set_visible(False)
         handles, names = fig.axes[0].get_legend_handles_labels()

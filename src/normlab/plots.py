@@ -17,12 +17,12 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+from matplotlib.ticker import LogLocator, MaxNLocator
 
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS
 from normlab.runfolder import RunData, load_run
 from normlab.stats import mean_ci
-from normlab.style import DPI, FIGSIZE, RC, save_figure, variant_colors
+from normlab.style import DPI, FIGSIZE, RC, plain_log_y, save_figure, variant_colors
 
 # ----------------------------------------------------------------------------------------------
 # Curves
@@ -209,10 +209,8 @@ def _curve_figure(run: RunData, column: str, path: Path, formats: Sequence[str])
             ax.set_ylabel("test loss (cross-entropy)")
             ys = [y for s in means for _, y in s if y > 0]
             if ys and max(ys) / min(ys) > 3:
-                ax.set_yscale("log")
+                plain_log_y(ax)
                 ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
-                ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
-                ax.yaxis.set_minor_formatter(NullFormatter())
                 ax.set_ylabel("test loss (cross-entropy, log scale)")
         _place_legend(fig, ax, handles, labels, max_cols=3, right=0.88)
         _end_labels(fig, ax, ends)

@@ -22,7 +22,7 @@ from normlab import norms
 from normlab.batches import batch_bounds
 from normlab.config import Config
 from normlab.model import Net
-from normlab.runfolder import PROBE_SIZE, RunFolder
+from normlab.runfolder import PROBE_SIZE, RunFolder, six_digits
 
 
 @torch.no_grad()
@@ -78,7 +78,7 @@ def gradient_rows(folder: RunFolder, cfg: Config, train_images: torch.Tensor,
     ``loss_grad_ratio`` (:func:`loss_gradient_ratio` on the first PROBE_SIZE training images)."""
     images, labels = train_images[:PROBE_SIZE], train_labels[:PROBE_SIZE]
     return [{"variant": v.name, "seed": seed,
-             "loss_grad_ratio": float(f"{loss_gradient_ratio(net, images, labels, mean, std):.6g}")}
+             "loss_grad_ratio": six_digits(loss_gradient_ratio(net, images, labels, mean, std))}
             for v, seed, net in final_nets(folder, cfg)]
 
 

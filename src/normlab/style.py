@@ -21,6 +21,7 @@ from typing import Sequence
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.runfolder import figure_files
@@ -54,6 +55,14 @@ SAVE_RC = {"svg.fonttype": "none", "svg.hashsalt": "normlab", "pdf.fonttype": 42
 # No creation date in the SVG and PDF, no Software entry in the PNG: drawing a figure again gives
 # the same bytes.
 METADATA = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
+
+
+def plain_log_y(ax) -> None:
+    """A log y axis labelled with plain numbers (0.01, not 10^-2: mathtext prints the exponent
+    too small to read in print) and no minor labels."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def color(i: int) -> str:

@@ -7,6 +7,7 @@ std and the 95% interval of each group.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -59,6 +60,40 @@ def _is_log_scale(values: Sequence[float]) -> bool:
     return len(pos) >= 3 and max(pos) / min(pos) >= 10
 
 
+@dataclass(frozen=True)
+class ValueAxis:
+    """Where a swept setting's values go on an x axis: numbers at their value (log scale where
+    they span decades, a 0 then drawn a quarter of the smallest value to its left), anything
+    else (an --arch) at 0, 1, 2, ... in sorted order."""
+
+    values: list          # sorted, numbers before text
+    numeric: bool
+    log: bool
+    position: dict
+
+    @classmethod
+    def of(cls, values) -> "ValueAxis":
+        xs = sorted(set(values), key=lambda v: (isinstance(v, str), v))
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs)
+        log = numeric and _is_log_scale([float(v) for v in xs])
+        zero_at = None
+        if log and any(v == 0 for v in xs):
+            zero_at = min(v for v in xs if v > 0) / 4  # where a lambda of 0 is drawn
+        position = {v: (float(v) if v != 0 or zero_at is None else zero_at) if numeric else i
+                    for i, v in enumerate(xs)}
+        return cls(xs, numeric, log, position)
+
+    def draw(self, ax, name: str) -> None:
+        """Scale, ticks at every value (labelled as written, 0 as 0) and label of ``ax``'s x."""
+        if self.log:
+            ax.set_xscale("log")
+        ax.set_xticks([self.position[v] for v in self.values])
+        ax.set_xticklabels(["0" if self.numeric and v == 0 else
+                            f"{v:g}" if self.numeric else str(v) for v in self.values])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(name + (" (log scale)" if self.log else ""))
+
+
 def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: str | Path,
                  formats: Sequence[str] = DEFAULT_FIGURE_FORMATS) -> Path:
     """Final accuracy (test, or val when the sweep held out --val images) against the swept
@@ -82,14 +117,8 @@ def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: 
             values.append(float(r[metric]))
         else:
             missing += 1
-    xs_all = sorted({r[param] for r in rows}, key=lambda v: (isinstance(v, str), v))
-    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs_all)
-    log = numeric and _is_log_scale([float(v) for v in xs_all])
-    zero_at = None
-    if log and any(v == 0 for v in xs_all):
-        zero_at = min(v for v in xs_all if v > 0) / 4  # where a lambda of 0 is drawn
-    position = {v: (float(v) if v != 0 or zero_at is None else zero_at) if numeric else i
-                for i, v in enumerate(xs_all)}
+    axis = ValueAxis.of(r[param] for r in rows)
+    position = axis.position
     colors = {label: color(i) for i, label in enumerate(order)}
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=FIGSIZE, dpi=DPI)
@@ -113,16 +142,7 @@ def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: 
             # Accuracy cannot exceed 100%; a t-interval of two seeds can be wider than that.
             top = min(100.0, max(highs)) + 0.1
             ax.set_ylim(max(0.0, min(lows) - 0.3), top)
-        if log:
-            ax.set_xscale("log")
-        if numeric:
-            ax.set_xticks([position[v] for v in xs_all])
-            ax.set_xticklabels(["0" if v == 0 else f"{v:g}" for v in xs_all])
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        else:
-            ax.set_xticks(list(range(len(xs_all))))
-            ax.set_xticklabels([str(v) for v in xs_all])
-        ax.set_xlabel(param + (" (log scale)" if log else ""))
+        axis.draw(ax, param)
         ax.set_ylabel(f"final {word} accuracy (%)")
         bars = ("mean and 95% CI over seeds; bars clipped to the axes" if seeds > 1
                 else "one seed each")

@@ -78,6 +78,12 @@ def figure_files(png: str | Path,
     return {"png": png} | {f: png.with_suffix(f".{f}") for f in FIGURE_FORMATS[1:] if f in formats}
 
 
+def six_digits(x: float) -> float:
+    """A measurement as the run folder stores it (diagnostics.csv, mechanism.csv): 6 significant
+    digits, far finer than the noise of what is measured."""
+    return float(f"{x:.6g}")
+
+
 def _cell(v: Any) -> Any:
     """A diagnostics cell: NaN and absent measures are written empty."""
     return "" if v is None or (isinstance(v, float) and v != v) else v
