@@ -29,12 +29,12 @@ BENCHMARK = ROOT / "benchmarks" / "results-cpu.jsonl"
 SECTIONS = {
     "## Results on MNIST": [ROOT / "results" / "mnist"],
     "## Model selection": [ROOT / "results" / "model-selection" / name
-                           for name in ("arch", "recipe", "stem")],
+                           for name in ("arch", "recipe", "stem", "lr", "translate")],
     "## Experiments": [ROOT / "results" / "experiments" / name
                        for name in ("batch-size", "lr", "groups", "l1")]
     + [ROOT / "results" / "mnist", ROOT / "benchmarks" / "results-diagnostics-cpu.jsonl"],
     "## Speed": [BENCHMARK, ROOT / "benchmarks" / "results-grouping-cpu.jsonl",
-                 ROOT / "results" / "mnist-default"],
+                 ROOT / "benchmarks" / "results-step-cpu.jsonl", ROOT / "results" / "mnist-default"],
 }
 
 

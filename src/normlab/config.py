@@ -191,7 +191,8 @@ class Config:
     first_seed: int = 0               # runs seeds first_seed .. first_seed+seeds-1
     epochs: int = 20
     batch_size: int = 128
-    lr: float = 0.05                  # peak learning rate of the one-cycle schedule
+    lr: float = 0.1                   # peak learning rate of the one-cycle schedule;
+    # chosen on validation data (results/model-selection/lr)
     momentum: float = 0.9             # peak momentum (one-cycle cycles it down to 0.85 at peak lr)
     warmup: float = 0.25              # fraction of steps spent raising the learning rate
     l1_default: float = DEFAULT_L1    # lambda for a bare "+l1" in a variant spec

@@ -20,9 +20,10 @@ from normlab.config import Config
 from normlab.errors import ConfigError
 
 # What every experiment shares: 5 seeds (paired across variants), 3 epochs on the first 10,000
-# training images: all four run in about 20 minutes on two CPU cores, and at the default learning
-# rate every normalized variant reaches about 98%.
-COMMON = {"seeds": 5, "epochs": 3, "train_subset": 10_000}
+# training images at a peak lr of 0.05: all four run in about 20 minutes on two CPU cores, and
+# every normalized variant reaches about 98%. (The lr is pinned: the 20-epoch default, 0.1, was
+# chosen later on validation data; these short runs were designed and committed at 0.05.)
+COMMON = {"seeds": 5, "epochs": 3, "train_subset": 10_000, "lr": 0.05}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,214 @@
+"""One training step, timed for engine alternatives that were tried and not kept.
+
+Each *alternative* changes one thing about how a step of the default model runs, never what it
+computes (the values agree up to floating-point rounding; the first step's loss is printed to
+show it):
+
+* ``engine``: the step as ``normlab study`` runs it on a CPU (channels-last memory, oneDNN
+  convolutions, glibc's allocator as configured by default).
+* ``im2col-stem``: the first conv (one input channel) as ``unfold`` + matmul instead of oneDNN.
+* ``contiguous``: every tensor in contiguous (NCHW) memory instead of channels-last.
+* ``hybrid``: channels-last up to the max pool, contiguous after it (GroupNorm's kernel is
+  faster on contiguous maps, BatchNorm's on channels-last ones).
+* ``no-onednn``: ``torch.backends.mkldnn`` off (PyTorch's own im2col + GEMM convolutions).
+* ``keep-memory``: ``mallopt`` keeps freed memory in the process (no trim, 32 MiB mmap
+  threshold), so a step's fresh buffers are not page-faulted in again.
+* ``batch-256``: the default step at twice the batch (its time is reported per 128 images).
+
+Every alternative runs in its own fresh process (allocator settings are process-wide), one torch
+thread (as each study worker has), and the rounds interleave the alternatives so that a slow
+spell of a shared machine hits them all. Each process times R windows of K steps after W
+warm-up steps; the reported number is the median over rounds of each process's median window,
+in ms per 128 images, with its ratio to ``engine`` measured in the same run; the ``engine`` line
+also carries its first round's profile (percent of self CPU time per operator). Nothing asserts a
+time.
+
+    .venv/bin/python benchmarks/bench_step.py --out benchmarks/results-step-cpu.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from normlab.config import Config
+from normlab.errors import ConfigError
+from normlab.model import Net
+from normlab.store import atomic_write_text
+
+ALTERNATIVES = ("engine", "im2col-stem", "contiguous", "hybrid", "no-onednn", "keep-memory",
+                "batch-256")
+NORMS = ("gn", "ln", "bn")
+
+
+class Im2colConv(nn.Conv2d):
+    """A 3x3 conv with one input channel as unfold + matmul (same weights, same values)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:   # (B, 1, H, W)
+        b, _, h, w = x.shape
+        k = self.kernel_size[0]
+        cols = F.unfold(x, k)                                          # (B, k*k, L)
+        out = self.weight.view(self.out_channels, k * k) @ cols        # (B, Cout, L)
+        if self.bias is not None:
+            out = out + self.bias.view(-1, 1)
+        return out.view(b, self.out_channels, h - k + 1, w - k + 1)
+
+
+class Contiguous(nn.Module):
+    """Runs ``inner`` on a contiguous (NCHW) copy of its input."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner.to(memory_format=torch.contiguous_format)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.contiguous())
+
+
+def keep_freed_memory() -> None:
+    """glibc only: keep freed memory in the process instead of returning it to the OS."""
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 32 << 20)
+    libc.mallopt(m_trim_threshold, 1 << 30)
+
+
+def time_one(alternative: str, norm: str, warmup: int, windows: int, steps: int) -> dict:
+    """ms per 128 images of one training step, in this process (see the module docstring)."""
+    torch.set_num_threads(1)
+    if alternative == "keep-memory":
+        keep_freed_memory()
+    torch.manual_seed(0)
+    net = Net(Config().model_config(norm))
+    fmt = torch.contiguous_format if alternative == "contiguous" else torch.channels_last
+    if alternative == "im2col-stem":
+        old = net.stem[0].conv
+        new = Im2colConv(old.in_channels, old.out_channels, old.kernel_size,
+                         bias=old.bias is not None)
+        new.load_state_dict(old.state_dict())
+        net.stem[0].conv = new
+    net = net.to(memory_format=fmt)
+    if alternative == "hybrid":
+        net.body = Contiguous(net.body)
+    batch = 256 if alternative == "batch-256" else 128
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 1, 28, 28, generator=g).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (batch,), generator=g)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+
+    def step() -> float:
+        loss = F.cross_entropy(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    onednn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = alternative != "no-onednn"
+    try:
+        first_loss = step()
+        for _ in range(warmup):
+            step()
+        times = []
+        for _ in range(windows):
+            t = time.perf_counter()
+            for _ in range(steps):
+                step()
+            times.append((time.perf_counter() - t) / steps * 1e3 * 128 / batch)
+    finally:
+        torch.backends.mkldnn.enabled = onednn
+    rec = {"alternative": alternative, "norm": norm, "ms_per_128": statistics.median(times),
+           "windows_ms": [round(t, 4) for t in times], "first_loss": first_loss}
+    if alternative == "engine":   # where its time goes
+        rec["profile_pct"] = profile_shares(step, steps)
+    return rec
+
+
+def profile_shares(step, steps: int, top: int = 10) -> dict[str, float]:
+    """Percent of the CPU time of ``steps`` steps per operator (self time), the ``top`` largest."""
+    from torch.profiler import profile
+    with profile() as prof:
+        for _ in range(steps):
+            step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    ranked = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
+    return {e.key: round(100 * e.self_cpu_time_total / total, 1) for e in ranked}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--alternatives", default=",".join(ALTERNATIVES),
+                   help=f"comma-separated, from {', '.join(ALTERNATIVES)}")
+    p.add_argument("--norms", default=",".join(NORMS), help="comma-separated norm names")
+    p.add_argument("--rounds", type=int, default=3, help="fresh processes per alternative")
+    p.add_argument("--warmup", type=int, default=15, help="untimed steps per process")
+    p.add_argument("--windows", type=int, default=5, help="timed windows per process")
+    p.add_argument("--steps", type=int, default=30, help="steps per window")
+    p.add_argument("--out", default=None, help="also write the JSON lines to this file")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:   # one measurement, in this fresh process
+        alternative, norm = args.child.split(":")
+        print(json.dumps(time_one(alternative, norm, args.warmup, args.windows, args.steps)))
+        return 0
+    alternatives = args.alternatives.split(",")
+    norms = args.norms.split(",")
+    try:
+        unknown = [a for a in alternatives if a not in ALTERNATIVES]
+        if unknown:
+            raise ConfigError(f"unknown alternative {unknown[0]!r}; choose from "
+                              f"{', '.join(ALTERNATIVES)}")
+        for norm in norms:
+            Config().model_config(norm)
+        if min(args.rounds, args.windows, args.steps) < 1 or args.warmup < 0:
+            raise ConfigError("--rounds, --windows and --steps must be >= 1, --warmup >= 0")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    found: dict[tuple[str, str], list[dict]] = {}
+    for r in range(args.rounds):
+        for norm in norms:
+            for alt in alternatives:
+                print(f"round {r + 1}/{args.rounds}: {norm} {alt}", file=sys.stderr)
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", f"{alt}:{norm}", "--warmup",
+                     str(args.warmup), "--windows", str(args.windows), "--steps", str(args.steps)],
+                    check=True, capture_output=True, text=True).stdout
+                found.setdefault((norm, alt), []).append(json.loads(out.splitlines()[-1]))
+    lines, rows = [], []
+    for norm in norms:
+        base = statistics.median(m["ms_per_128"] for m in found[(norm, "engine")]) \
+            if (norm, "engine") in found else None
+        for alt in alternatives:
+            ms = statistics.median(m["ms_per_128"] for m in found[(norm, alt)])
+            rec = {"norm": norm, "alternative": alt, "ms_per_128": round(ms, 3),
+                   "ratio_vs_engine": round(base / ms, 3) if base else None,
+                   "rounds_ms": [round(m["ms_per_128"], 3) for m in found[(norm, alt)]],
+                   "first_loss": found[(norm, alt)][0]["first_loss"],
+                   **({"profile_pct": found[(norm, alt)][0]["profile_pct"]}
+                      if alt == "engine" else {}),
+                   "torch": torch.__version__, "cpu": platform.processor() or platform.machine()}
+            lines.append(json.dumps(rec))
+            rows.append(f"{norm:4s}  {alt:12s}  {ms:8.2f}  {rec['ratio_vs_engine'] or '':>6}")
+    print("\n".join(lines))
+    print("\nnorm  alternative   ms/128 img  speed vs engine (higher: faster)")
+    print("\n".join(rows))
+    if args.out:
+        atomic_write_text(args.out, "\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

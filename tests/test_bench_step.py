@@ -1,0 +1,61 @@
+"""benchmarks/bench_step.py: its alternatives change how a step runs, never what it computes."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_step.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_step", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_im2col_conv_matches_conv2d(bench, gen) -> None:
+    """The unfold + matmul conv gives nn.Conv2d's output and weight gradient for the same
+    weights."""
+    ref = nn.Conv2d(1, 8, 3)
+    alt = bench.Im2colConv(1, 8, 3)
+    alt.load_state_dict(ref.state_dict())
+    x = torch.randn(4, 1, 28, 28, generator=gen)
+    y_ref, y_alt = ref(x), alt(x)
+    torch.testing.assert_close(y_alt, y_ref)
+    g = torch.randn(y_ref.shape, generator=gen)
+    y_ref.backward(g)
+    y_alt.backward(g)
+    # Each gradient entry sums 4 x 26 x 26 products in another order: float32 rounding only.
+    torch.testing.assert_close(alt.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(alt.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("alternative", ["im2col-stem", "contiguous", "hybrid", "no-onednn"])
+def test_alternatives_compute_the_engine_step(bench, alternative: str) -> None:
+    """Every value-keeping alternative's first training loss equals the engine's (to rounding),
+    and a measurement reports positive times."""
+    threads = torch.get_num_threads()
+    try:
+        base = bench.time_one("engine", "gn", warmup=0, windows=1, steps=1)
+        got = bench.time_one(alternative, "gn", warmup=0, windows=1, steps=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert got["first_loss"] == pytest.approx(base["first_loss"], rel=1e-5)
+    assert got["ms_per_128"] > 0 and base["profile_pct"]
+
+
+def test_bad_alternative_is_a_one_line_error() -> None:
+    """An unknown alternative exits with code 2 and one line naming the valid ones."""
+    out = subprocess.run([sys.executable, str(SCRIPT), "--alternatives", "fast"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "keep-memory" in out.stderr
