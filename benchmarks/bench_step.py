@@ -8,7 +8,7 @@ show it):
   convolutions, glibc's allocator as configured by default).
 * ``im2col-stem``: the first conv (one input channel) as ``unfold`` + matmul instead of oneDNN.
 * ``contiguous``: every tensor in contiguous (NCHW) memory instead of channels-last.
-* ``hybrid``: channels-last up to the max pool, contiguous after it (GroupNorm's kernel is
+* ``hybrid``: channels-last for the first block, contiguous after it (GroupNorm's kernel is
   faster on contiguous maps, BatchNorm's on channels-last ones).
 * ``no-onednn``: ``torch.backends.mkldnn`` off (PyTorch's own im2col + GEMM convolutions).
 * ``keep-memory``: ``mallopt`` keeps freed memory in the process (no trim, 32 MiB mmap
@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from normlab.config import Config
+from normlab.config import DEFAULT_ARCH, Config
 from normlab.errors import ConfigError
 from normlab.model import Net
 from normlab.store import atomic_write_text
@@ -52,16 +52,16 @@ NORMS = ("gn", "ln", "bn")
 
 
 class Im2colConv(nn.Conv2d):
-    """A 3x3 conv with one input channel as unfold + matmul (same weights, same values)."""
+    """A square conv with one input channel as unfold + matmul (same weights, same values)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:   # (B, 1, H, W)
         b, _, h, w = x.shape
-        k = self.kernel_size[0]
-        cols = F.unfold(x, k)                                          # (B, k*k, L)
+        k, s = self.kernel_size[0], self.stride[0]
+        cols = F.unfold(x, k, stride=s)                                # (B, k*k, L)
         out = self.weight.view(self.out_channels, k * k) @ cols        # (B, Cout, L)
         if self.bias is not None:
             out = out + self.bias.view(-1, 1)
-        return out.view(b, self.out_channels, h - k + 1, w - k + 1)
+        return out.view(b, self.out_channels, (h - k) // s + 1, (w - k) // s + 1)
 
 
 class Contiguous(nn.Module):
@@ -83,17 +83,19 @@ def keep_freed_memory() -> None:
     libc.mallopt(m_trim_threshold, 1 << 30)
 
 
-def time_one(alternative: str, norm: str, warmup: int, windows: int, steps: int) -> dict:
-    """ms per 128 images of one training step, in this process (see the module docstring)."""
+def time_one(alternative: str, norm: str, warmup: int, windows: int, steps: int,
+             arch: str = DEFAULT_ARCH) -> dict:
+    """ms per 128 images of one training step of the ``arch`` model, in this process (see the
+    module docstring)."""
     torch.set_num_threads(1)
     if alternative == "keep-memory":
         keep_freed_memory()
     torch.manual_seed(0)
-    net = Net(Config().model_config(norm))
+    net = Net(Config(arch=arch).model_config(norm))
     fmt = torch.contiguous_format if alternative == "contiguous" else torch.channels_last
     if alternative == "im2col-stem":
         old = net.stem[0].conv
-        new = Im2colConv(old.in_channels, old.out_channels, old.kernel_size,
+        new = Im2colConv(old.in_channels, old.out_channels, old.kernel_size, stride=old.stride,
                          bias=old.bias is not None)
         new.load_state_dict(old.state_dict())
         net.stem[0].conv = new
@@ -127,7 +129,8 @@ def time_one(alternative: str, norm: str, warmup: int, windows: int, steps: int)
             times.append((time.perf_counter() - t) / steps * 1e3 * 128 / batch)
     finally:
         torch.backends.mkldnn.enabled = onednn
-    rec = {"alternative": alternative, "norm": norm, "ms_per_128": statistics.median(times),
+    rec = {"alternative": alternative, "norm": norm, "arch": arch,
+           "ms_per_128": statistics.median(times),
            "windows_ms": [round(t, 4) for t in times], "first_loss": first_loss}
     if alternative == "engine":   # where its time goes
         rec["profile_pct"] = profile_shares(step, steps)
@@ -152,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alternatives", default=",".join(ALTERNATIVES),
                    help=f"comma-separated, from {', '.join(ALTERNATIVES)}")
     p.add_argument("--norms", default=",".join(NORMS), help="comma-separated norm names")
+    p.add_argument("--arch", default=DEFAULT_ARCH, help="the model's --arch")
     p.add_argument("--rounds", type=int, default=3, help="fresh processes per alternative")
     p.add_argument("--warmup", type=int, default=15, help="untimed steps per process")
     p.add_argument("--windows", type=int, default=5, help="timed windows per process")
@@ -161,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.child:   # one measurement, in this fresh process
         alternative, norm = args.child.split(":")
-        print(json.dumps(time_one(alternative, norm, args.warmup, args.windows, args.steps)))
+        print(json.dumps(time_one(alternative, norm, args.warmup, args.windows, args.steps,
+                                  args.arch)))
         return 0
     alternatives = args.alternatives.split(",")
     norms = args.norms.split(",")
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"unknown alternative {unknown[0]!r}; choose from "
                               f"{', '.join(ALTERNATIVES)}")
         for norm in norms:
-            Config().model_config(norm)
+            Config(arch=args.arch).model_config(norm)
         if min(args.rounds, args.windows, args.steps) < 1 or args.warmup < 0:
             raise ConfigError("--rounds, --windows and --steps must be >= 1, --warmup >= 0")
     except ConfigError as e:
@@ -183,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             for alt in alternatives:
                 print(f"round {r + 1}/{args.rounds}: {norm} {alt}", file=sys.stderr)
                 out = subprocess.run(
-                    [sys.executable, __file__, "--child", f"{alt}:{norm}", "--warmup",
+                    [sys.executable, __file__, "--child", f"{alt}:{norm}", "--arch", args.arch,
+                     "--warmup",
                      str(args.warmup), "--windows", str(args.windows), "--steps", str(args.steps)],
                     check=True, capture_output=True, text=True).stdout
                 found.setdefault((norm, alt), []).append(json.loads(out.splitlines()[-1]))
@@ -193,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             if (norm, "engine") in found else None
         for alt in alternatives:
             ms = statistics.median(m["ms_per_128"] for m in found[(norm, alt)])
-            rec = {"norm": norm, "alternative": alt, "ms_per_128": round(ms, 3),
+            rec = {"norm": norm, "alternative": alt, "arch": args.arch, "ms_per_128": round(ms, 3),
                    "ratio_vs_engine": round(base / ms, 3) if base else None,
                    "rounds_ms": [round(m["ms_per_128"], 3) for m in found[(norm, alt)]],
                    "first_loss": found[(norm, alt)][0]["first_loss"],

@@ -15,7 +15,8 @@
     diagnostics included (``normlab-study-nodiag``: the same with --no-diagnostics; its
     ``diagnostics_cost_pct`` is what they add, in this same run), and ``study-0.1.0`` (the
     same with normlab 0.1.0's default model and recipe, reproduced through ModelConfig, for the
-    speed-up of this release in one run):
+    speed-up of this release in one run), and ``study-pool`` (today's widths with the max-pool
+    stem instead of the stride-2 one, without diagnostics: what the stem pays):
     runs grouped and spread over worker threads (on a CPU: one worker per core, one torch thread
     each, epochs scheduled to the run furthest behind), on all 60,000 training images and the full
     10,000-image test split, for S epochs. Its images/s is (runs x epochs x 60,000) / wall time, so
@@ -226,15 +227,20 @@ class Release010(Config):
         return dataclasses.replace(super().model_config(variant), relu_before_pool=True)
 
 
-RELEASE_010 = {"arch": "8-16-16-16-16", "batch_size": 128, "label_smoothing": 0.0}
+RELEASE_010 = {"arch": "8-16-16-16-16", "batch_size": 128, "lr": 0.05, "label_smoothing": 0.0}
+# The default model before the stride-2 stem: the same widths, a full-resolution first conv and a
+# max pool (before the ReLU). Timed to show what the stem itself pays.
+POOL_ARCH = "8-16-16-16-12"
 
 
 def bench_study(base: Config, device: torch.device, epochs: int,
-                release_010: bool = False, diagnostics: bool = True) -> tuple[dict, list[float]]:
+                release_010: bool = False, diagnostics: bool = True,
+                arch: str | None = None) -> tuple[dict, list[float]]:
     """The default study's runs trained by normlab's study scheduler, timed as a whole (with
     ``release_010``: normlab 0.1.0's default model and recipe instead of today's; without
-    ``diagnostics``: as --no-diagnostics trains it)."""
-    cfg = Config(epochs=epochs, data_dir=base.data_dir, diagnostics=diagnostics)
+    ``diagnostics``: as --no-diagnostics trains it; ``arch``: another --arch)."""
+    cfg = Config(epochs=epochs, data_dir=base.data_dir, diagnostics=diagnostics,
+                 **({"arch": arch} if arch else {}))
     if release_010:
         cfg = Release010(epochs=epochs, data_dir=base.data_dir, diagnostics=False, **RELEASE_010)
     plan, results, wall, n, n_test = _timed_study(cfg, device)
@@ -403,12 +409,13 @@ def main(argv: list[str] | None = None) -> int:
             del study
         if study_epochs > 0:
             old_epoch_s = diag_rate = None
-            for name, release_010, diag in (("study-0.1.0", True, False),
-                                            ("normlab-study", False, True),
-                                            ("normlab-study-nodiag", False, False)):
+            for name, release_010, diag, arch in (("study-0.1.0", True, False, None),
+                                                  ("study-pool", False, False, POOL_ARCH),
+                                                  ("normlab-study", False, True, None),
+                                                  ("normlab-study-nodiag", False, False, None)):
                 print(f"# {name}: default variants, {study_epochs} epoch(s) on all training "
                       "images", file=sys.stderr)
-                info, times = bench_study(base, device, study_epochs, release_010, diag)
+                info, times = bench_study(base, device, study_epochs, release_010, diag, arch)
                 info["device"] = str(device)
                 info["diagnostics"] = diag
                 rec = record(name, info, times, ref_epoch_s)

@@ -24,6 +24,7 @@ are in ``helpers.py``; a subprocess's ``sitecustomize.py`` imports them from the
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import subprocess
 import sys
 import time
@@ -348,3 +349,19 @@ def run_python() -> Callable[..., subprocess.CompletedProcess]:
         return _run_process([sys.executable, *argv], env, timeout, cwd)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def load_script() -> Callable[[str], object]:
+    """``load_script("benchmarks/bench_step.py")``: a script of the repository as a module (the
+    scripts are not a package)."""
+    root = Path(__file__).resolve().parents[1]
+
+    def load(relative: str):
+        path = root / relative
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
+

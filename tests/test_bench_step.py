@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -15,18 +14,16 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_step.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script("benchmarks/bench_step.py")
 
 
-def test_im2col_conv_matches_conv2d(bench, gen) -> None:
+@pytest.mark.parametrize("stride", [1, 2])
+def test_im2col_conv_matches_conv2d(bench, gen, stride: int) -> None:
     """The unfold + matmul conv gives nn.Conv2d's output and weight gradient for the same
-    weights."""
-    ref = nn.Conv2d(1, 8, 3)
-    alt = bench.Im2colConv(1, 8, 3)
+    weights, at the pool stem's stride 1 and the default stem's stride 2."""
+    ref = nn.Conv2d(1, 8, 3, stride=stride)
+    alt = bench.Im2colConv(1, 8, 3, stride=stride)
     alt.load_state_dict(ref.state_dict())
     x = torch.randn(4, 1, 28, 28, generator=gen)
     y_ref, y_alt = ref(x), alt(x)
@@ -34,7 +31,7 @@ def test_im2col_conv_matches_conv2d(bench, gen) -> None:
     g = torch.randn(y_ref.shape, generator=gen)
     y_ref.backward(g)
     y_alt.backward(g)
-    # Each gradient entry sums 4 x 26 x 26 products in another order: float32 rounding only.
+    # Each gradient entry sums up to 4 x 26 x 26 products in another order: float32 rounding.
     torch.testing.assert_close(alt.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(alt.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
 
