@@ -1,30 +1,21 @@
 """Training-throughput benchmark: a typical notebook MNIST loop vs normlab's engine, side by side.
 
-(a) ``reference``: the way student notebooks usually train MNIST. A per-sample ``Dataset`` whose
-    ``__getitem__`` turns the uint8 image into a PIL image, rotates it by a random angle in +-7
-    degrees (like torchvision's ``RandomRotation(7)``), converts it to a float tensor in [0, 1] and
-    normalizes it with (0.1307, 0.3081); a ``DataLoader(batch_size=128, shuffle=True,
-    num_workers=2)``; a ~10.7k-parameter "EVA style" conv-ReLU-BN-Dropout CNN; SGD(lr=0.01,
-    momentum=0.9); NLL loss. Timed as windows of K batches after W warm-up batches (wall clock,
-    data loading included).
-(b) ``normlab-<norm>``: one run alone, ``normlab.train.train_run`` with the defaults of
-    ``Config()`` (all torch threads) on the first N training images for E epochs, with a
-    500-image test split; timed by the per-epoch ``seconds`` its ``on_epoch`` callback reports,
-    for the epochs after the first. Those seconds include evaluating the 500 test images.
-(c) ``normlab-study``: the default study (gn, ln, bn+l1) the way ``normlab study`` trains it,
-    diagnostics included (``normlab-study-nodiag``: the same with --no-diagnostics; its
-    ``diagnostics_cost_pct`` is what they add, in this same run), and ``study-0.1.0`` (the
-    same with normlab 0.1.0's default model and recipe, reproduced through ModelConfig, for the
-    speed-up of this release in one run), and ``study-pool`` (today's widths with the max-pool
-    stem instead of the stride-2 one, without diagnostics: what the stem pays):
-    runs grouped and spread over worker threads (on a CPU: one worker per core, one torch thread
-    each, epochs scheduled to the run furthest behind), on all 60,000 training images and the full
-    10,000-image test split, for S epochs. Its images/s is (runs x epochs x 60,000) / wall time, so
-    its seconds per epoch are per model: the wall time divided by runs x epochs, warm-up included.
-
+(a) ``reference``: a per-sample ``Dataset`` (PIL rotation in +-7 degrees, normalized tensor), a
+    ``DataLoader(batch_size=128, shuffle=True, num_workers=2)``, a ~10.7k-parameter "EVA style"
+    conv-ReLU-BN-Dropout CNN, SGD(lr=0.01, momentum=0.9), NLL loss; timed as windows of K
+    batches after W warm-up batches (wall clock, data loading included).
+(b) ``normlab-<norm>``: one run alone (``normlab.train.train_run``, ``Config()`` defaults, all
+    torch threads) on the first N training images for E epochs with a 500-image test split;
+    timed by the per-epoch ``seconds`` of the epochs after the first (evaluation included).
+(c) Studies the way ``normlab study`` trains them (one worker per core, one torch thread each),
+    on all 60,000 training images and the 10,000 test images, for S epochs: ``normlab-study``
+    (the default study, diagnostics included), ``normlab-study-nodiag`` (without; its
+    ``diagnostics_cost_pct`` is what they add), ``study-0.1.0`` (normlab 0.1.0's model and
+    recipe through ModelConfig: this release's speed-up in one run) and ``study-pool`` (today's
+    widths with the max-pool stem: what the stride-2 stem pays). images/s = runs x epochs x
+    60,000 / wall time, so seconds per epoch are per model, warm-up included.
 (d) ``group-b<batch>-g<size>``: 3 variants x 2 seeds, 1 epoch of 3,000 images at a small batch,
-    trained by the study scheduler with 1 or 3 runs per network (``MultiNet``); what
-    ``--group-size auto`` rests on (``study.CPU_GROUP_MAX_BATCH``).
+    with 1 or 3 runs per network (``MultiNet``): what ``--group-size auto`` rests on.
 
 Every number is the MEDIAN over the timed windows. Nothing here asserts a time.
 
@@ -446,16 +437,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.out:
         atomic_write_text(Path(args.out), "".join(json.dumps(r) + "\n" for r in records))
-    print()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"device {device}; medians over timed windows; s/epoch = 60,000 / images/s")
+    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} "
+          f"CPUs, device {device}; medians over timed windows; s/epoch = 60,000 / images/s")
     print(table(records))
     print("notes: ratio = reference s/epoch / this s/epoch (higher = faster than the reference); "
-          f"normlab epoch times include evaluating {TEST_IMAGES} test images; "
-          "normlab-study: the default three-model study as 'normlab study' trains it, s/epoch "
-          "per model = wall / (runs x epochs); "
-          "training FLOPs = 3 x forward; peak RSS is this process's peak so far "
-          "(DataLoader workers not included).")
+          f"normlab epoch times include evaluating {TEST_IMAGES} test images; study rows: "
+          "s/epoch per model = wall / (runs x epochs); training FLOPs = 3 x forward; peak RSS is "
+          "this process's peak so far (DataLoader workers not included).")
     return 0
 
 

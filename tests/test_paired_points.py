@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from scipy.stats import ttest_rel
 
+
 @pytest.fixture(scope="module")
 def script(load_script):
     return load_script("scripts/paired_points.py")
