@@ -36,7 +36,8 @@ SECTIONS = {
     + [ROOT / "results" / "mnist", ROOT / "benchmarks" / "results-diagnostics-cpu.jsonl"],
     "## Speed": [BENCHMARK, ROOT / "benchmarks" / "results-grouping-cpu.jsonl",
                  ROOT / "benchmarks" / "results-step-cpu.jsonl",
-                 ROOT / "benchmarks" / "results-cpu-2epochs.jsonl", ROOT / "results" / "mnist-default"],
+                 ROOT / "benchmarks" / "results-cpu-2epochs.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-repeat.jsonl", ROOT / "results" / "mnist-default"],
 }
 
 
