@@ -43,7 +43,7 @@ from PIL import Image
 
 from normlab import data as nl_data
 from normlab.batches import DeviceSplit
-from normlab.config import Config, ModelConfig
+from normlab.config import POOL_ARCH, Config, ModelConfig
 from normlab.errors import ConfigError, DataError
 from normlab.model import count_params
 from normlab import study as nl_study
@@ -219,9 +219,6 @@ class Release010(Config):
 
 
 RELEASE_010 = {"arch": "8-16-16-16-16", "batch_size": 128, "lr": 0.05, "label_smoothing": 0.0}
-# The default model before the stride-2 stem: the same widths, a full-resolution first conv and a
-# max pool (before the ReLU). Timed to show what the stem itself pays.
-POOL_ARCH = "8-16-16-16-12"
 
 
 def bench_study(base: Config, device: torch.device, epochs: int,
@@ -401,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         if study_epochs > 0:
             old_epoch_s = diag_rate = None
             for name, release_010, diag, arch in (("study-0.1.0", True, False, None),
+                                                  # what the stride-2 stem itself pays
                                                   ("study-pool", False, False, POOL_ARCH),
                                                   ("normlab-study", False, True, None),
                                                   ("normlab-study-nodiag", False, False, None)):

@@ -12,22 +12,26 @@ all variants pooled and per variant (``normlab.stats.paired``):
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 
-from normlab.errors import ConfigError
+from normlab.errors import ConfigError, RunFolderError
 from normlab.runfolder import SweepFolder
 from normlab.stats import paired
 from normlab.store import atomic_write_text
+from normlab.sweep import parse_param
 
 
-def point_values(rows: list[dict], point: str, metric: str) -> dict[tuple[str, str], float]:
-    """{(variant, seed): metric} of the runs of ``point`` (``NAME=VALUE``) that finished."""
-    name, _, value = point.partition("=")
+def point_values(rows: list[dict], point: str, metric: str) -> dict[tuple[str, int], float]:
+    """{(variant, seed): metric} of the runs of ``point`` (``NAME=VALUE``, parsed as --param
+    parses it) that finished; ``rows`` as ``SweepFolder.read_table`` reads them."""
+    param = parse_param(point)
+    if len(param.values) != 1:
+        raise ConfigError(f"point {point!r} has {len(param.values)} values; give one: NAME=VALUE")
+    name, value = param.name, param.values[0]
     if not rows or name not in rows[0]:
         raise ConfigError(f"the sweep has no setting {name!r}; give a point as NAME=VALUE")
     out = {(r["variant"], r["seed"]): float(r[metric]) for r in rows
-           if r[name] == value and r["status"] == "ok" and r[metric] != ""}
+           if r[name] == value and r["status"] == "ok" and r[metric] is not None}
     if not out:
         raise ConfigError(f"no finished run with {point} and a {metric}; check the point's value")
     return out
@@ -52,23 +56,21 @@ def paired_table(rows: list[dict], a: str, b: str, metric: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("sweep", help="a sweep folder (with sweep.csv)")
+    ap.add_argument("sweep", help="a sweep folder")
     ap.add_argument("a", help="the first point, NAME=VALUE")
     ap.add_argument("b", help="the second point, NAME=VALUE")
     ap.add_argument("--metric", default="final_val_acc",
-                    help="a column of sweep.csv (default: final_val_acc)")
+                    help="a column of the sweep's table (default: final_val_acc)")
     ap.add_argument("--out", default=None, help="also write the table to this file")
     args = ap.parse_args(argv)
-    table = SweepFolder(args.sweep).table
     try:
-        if not table.is_file():
+        if not SweepFolder.holds_sweep(args.sweep):
             raise ConfigError(f"{args.sweep} holds no sweep table; give a sweep folder")
-        with open(table, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+        rows = SweepFolder(args.sweep).read_table()
         if rows and args.metric not in rows[0]:
-            raise ConfigError(f"sweep.csv has no column {args.metric!r}")
+            raise ConfigError(f"the sweep's table has no column {args.metric!r}")
         text = paired_table(rows, args.a, args.b, args.metric)
-    except ConfigError as e:
+    except (ConfigError, RunFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(text, end="")

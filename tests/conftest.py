@@ -364,4 +364,3 @@ def load_script() -> Callable[[str], object]:
         spec.loader.exec_module(module)
         return module
     return load
-

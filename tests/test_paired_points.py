@@ -12,8 +12,9 @@ def script(load_script):
 
 
 def _rows(gen_values: dict[tuple[str, str, int], float]) -> list[dict]:
-    return [{"arch": arch, "variant": v, "seed": str(s), "status": "ok",
-             "final_val_acc": str(acc)} for (arch, v, s), acc in gen_values.items()]
+    """Sweep-table rows as SweepFolder.read_table parses them."""
+    return [{"arch": arch, "variant": v, "seed": s, "status": "ok", "final_val_acc": acc}
+            for (arch, v, s), acc in gen_values.items()]
 
 
 def test_pooled_and_per_variant_rows_are_the_paired_t_test(script) -> None:
@@ -22,9 +23,9 @@ def test_pooled_and_per_variant_rows_are_the_paired_t_test(script) -> None:
     finished is left out."""
     a = {("gn", 0): 99.40, ("gn", 1): 99.30, ("ln", 0): 99.50, ("ln", 1): 99.20, ("ln", 2): 99.1}
     b = {("gn", 0): 99.35, ("gn", 1): 99.32, ("ln", 0): 99.41, ("ln", 1): 99.18}
-    rows = _rows({("p", v, s): x for (v, s), x in a.items()}
-                 | {("q", v, s): x for (v, s), x in b.items()})
-    text = script.paired_table(rows, "arch=p", "arch=q", "final_val_acc")
+    rows = _rows({("8-16", v, s): x for (v, s), x in a.items()}
+                 | {("8s-16", v, s): x for (v, s), x in b.items()})
+    text = script.paired_table(rows, "arch=8-16", "arch=8s-16", "final_val_acc")
     keys = sorted(b)
     res = ttest_rel([b[k] for k in keys], [a[k] for k in keys])
     diff = sum(b[k] - a[k] for k in keys) / len(keys)
@@ -35,9 +36,9 @@ def test_pooled_and_per_variant_rows_are_the_paired_t_test(script) -> None:
 
 def test_bad_input_is_a_one_line_error(tmp_path, script, capsys) -> None:
     """A folder without a sweep table or an unknown point exits 2 with one line on stderr."""
-    assert script.main([str(tmp_path), "arch=p", "arch=q"]) == 2
+    assert script.main([str(tmp_path), "arch=8-16", "arch=8s-16"]) == 2
     err = capsys.readouterr().err.strip()
     assert "no sweep table" in err and "\n" not in err
-    rows = _rows({("p", "gn", 0): 99.0, ("q", "gn", 0): 99.1})
+    rows = _rows({("8-16", "gn", 0): 99.0, ("8s-16", "gn", 0): 99.1})
     with pytest.raises(script.ConfigError, match="no setting 'lr'"):
-        script.paired_table(rows, "lr=1", "arch=q", "final_val_acc")
+        script.paired_table(rows, "lr=1", "arch=8s-16", "final_val_acc")

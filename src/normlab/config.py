@@ -32,6 +32,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_L1 = 2e-5
 DEFAULT_L2 = 5e-4
 DEFAULT_ARCH = "8s-16-16-16-12"  # chosen on validation data: results/model-selection
+POOL_ARCH = "8-16-16-16-12"      # the same widths with the max-pool stem (the earlier default)
 MAX_CONVS = 7   # 28 -> 26 -> 13 (pool) -> 11 -> 9 -> 7 -> 5 -> 3 -> 1
 VAL_SEED = 20_261_121   # the generator that picks the --val images; fixed, so every run agrees
 

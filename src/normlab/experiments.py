@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from normlab.config import Config
+from normlab.config import POOL_ARCH, Config
 from normlab.errors import ConfigError
 
 # What every experiment shares: 5 seeds (paired across variants), 3 epochs on the first 10,000
@@ -24,7 +24,7 @@ from normlab.errors import ConfigError
 # every normalized variant reaches about 98%. The lr and the model are pinned: the 20-epoch
 # defaults (peak lr 0.1, the stride-2 stem 8s-16-16-16-12) were chosen later on validation data;
 # these short runs were designed and committed with the max-pool model 8-16-16-16-12 at 0.05.
-COMMON = {"seeds": 5, "epochs": 3, "train_subset": 10_000, "lr": 0.05, "arch": "8-16-16-16-12"}
+COMMON = {"seeds": 5, "epochs": 3, "train_subset": 10_000, "lr": 0.05, "arch": POOL_ARCH}
 
 
 @dataclass(frozen=True)
