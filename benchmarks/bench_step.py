@@ -4,10 +4,12 @@ Each *alternative* changes one thing about how a step of the default model runs,
 computes (the values agree up to floating-point rounding; the first step's loss is printed to
 show it):
 
-* ``engine``: the step as ``normlab study`` runs it on a CPU (channels-last memory, oneDNN
-  convolutions, glibc's allocator as configured by default).
+* ``engine``: the step as ``normlab study`` runs it on a CPU (the memory layout of
+  ``normlab.model.memory_format``: contiguous for the stride-2 stem, channels-last for the
+  max-pool stem; oneDNN convolutions, glibc's allocator as configured by default).
 * ``im2col-stem``: the first conv (one input channel) as ``unfold`` + matmul instead of oneDNN.
-* ``contiguous``: every tensor in contiguous (NCHW) memory instead of channels-last.
+* ``contiguous`` / ``channels-last``: every tensor in that memory layout (one of the two is the
+  engine's own).
 * ``hybrid``: channels-last for the first block, contiguous after it (GroupNorm's kernel is
   faster on contiguous maps, BatchNorm's on channels-last ones).
 * ``no-onednn``: ``torch.backends.mkldnn`` off (PyTorch's own im2col + GEMM convolutions).
@@ -43,11 +45,11 @@ import torch.nn.functional as F
 
 from normlab.config import DEFAULT_ARCH, Config
 from normlab.errors import ConfigError
-from normlab.model import Net
+from normlab.model import Net, memory_format
 from normlab.store import atomic_write_text
 
-ALTERNATIVES = ("engine", "im2col-stem", "contiguous", "hybrid", "no-onednn", "keep-memory",
-                "batch-256")
+ALTERNATIVES = ("engine", "im2col-stem", "contiguous", "channels-last", "hybrid", "no-onednn",
+                "keep-memory", "batch-256")
 NORMS = ("gn", "ln", "bn")
 
 
@@ -92,7 +94,8 @@ def time_one(alternative: str, norm: str, warmup: int, windows: int, steps: int,
         keep_freed_memory()
     torch.manual_seed(0)
     net = Net(Config(arch=arch).model_config(norm))
-    fmt = torch.contiguous_format if alternative == "contiguous" else torch.channels_last
+    fmt = {"contiguous": torch.contiguous_format, "channels-last": torch.channels_last,
+           "hybrid": torch.channels_last}.get(alternative, memory_format(net.cfg))
     if alternative == "im2col-stem":
         old = net.stem[0].conv
         new = Im2colConv(old.in_channels, old.out_channels, old.kernel_size, stride=old.stride,

@@ -7,6 +7,11 @@ all variants pooled and per variant (``normlab.stats.paired``):
 
     python scripts/paired_points.py results/model-selection/stem-lr \\
         arch=8-16-16-16-12 arch=8s-16-16-16-12 --out results/model-selection/stem-lr-paired.md
+
+With ``--b-sweep`` the second point comes from another sweep folder (e.g. a new setting against
+the point of an earlier sweep that holds the defaults); the two points' configs must then differ
+in nothing but the settings the two points name (checked on their config.json), so the runs stay
+paired.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from normlab.config import config_diff
 from normlab.errors import ConfigError, RunFolderError
 from normlab.runfolder import SweepFolder
 from normlab.stats import paired
@@ -37,9 +43,28 @@ def point_values(rows: list[dict], point: str, metric: str) -> dict[tuple[str, i
     return out
 
 
-def paired_table(rows: list[dict], a: str, b: str, metric: str) -> str:
-    """The Markdown table of ``b`` minus ``a`` over the runs both have."""
-    va, vb = point_values(rows, a, metric), point_values(rows, b, metric)
+# What may differ between two points' configs without unpairing their runs: which variants and
+# seeds a study ran, and how it shared the machine (results equal up to rounding).
+_UNPAIRED_OK = {"variants", "seeds", "first_seed", "resolved", "group_size", "workers", "device",
+                "data_dir", "diagnostics"}
+
+
+def check_pairable(config_a: dict, config_b: dict, a: str, b: str) -> None:
+    """ConfigError unless two points' config.json differ only in the settings ``a`` and ``b``
+    (NAME=VALUE) name, or in :data:`_UNPAIRED_OK`."""
+    named = {parse_param(a).name, parse_param(b).name}
+    keys = [k for k in config_b if k not in _UNPAIRED_OK and k not in named]
+    diff = config_diff(config_a, config_b, keys)
+    if diff:
+        raise ConfigError(f"the points {a} and {b} also differ in {'; '.join(diff)}; compare "
+                          "points whose configs differ only in the settings they name")
+
+
+def paired_table(rows: list[dict], a: str, b: str, metric: str,
+                 rows_b: list[dict] | None = None) -> str:
+    """The Markdown table of ``b`` minus ``a`` over the runs both have (``b``'s runs from
+    ``rows_b`` when given, else from ``rows``)."""
+    va, vb = point_values(rows, a, metric), point_values(rows if rows_b is None else rows_b, b, metric)
     keys = sorted(set(va) & set(vb))
     groups = [("all variants", keys)] + [
         (f"`{v}`", [k for k in keys if k[0] == v]) for v in sorted({k[0] for k in keys})]
@@ -59,17 +84,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("sweep", help="a sweep folder")
     ap.add_argument("a", help="the first point, NAME=VALUE")
     ap.add_argument("b", help="the second point, NAME=VALUE")
+    ap.add_argument("--b-sweep", default=None, metavar="FOLDER",
+                    help="read the second point from this sweep folder (default: the first)")
     ap.add_argument("--metric", default="final_val_acc",
                     help="a column of the sweep's table (default: final_val_acc)")
     ap.add_argument("--out", default=None, help="also write the table to this file")
     args = ap.parse_args(argv)
     try:
-        if not SweepFolder.holds_sweep(args.sweep):
-            raise ConfigError(f"{args.sweep} holds no sweep table; give a sweep folder")
-        rows = SweepFolder(args.sweep).read_table()
-        if rows and args.metric not in rows[0]:
-            raise ConfigError(f"the sweep's table has no column {args.metric!r}")
-        text = paired_table(rows, args.a, args.b, args.metric)
+        folders = [args.sweep] + ([args.b_sweep] if args.b_sweep else [])
+        for folder in folders:
+            if not SweepFolder.holds_sweep(folder):
+                raise ConfigError(f"{folder} holds no sweep table; give a sweep folder")
+        tables = [SweepFolder(f).read_table() for f in folders]
+        for rows in tables:
+            if rows and args.metric not in rows[0]:
+                raise ConfigError(f"the sweep's table has no column {args.metric!r}")
+        if args.b_sweep:
+            configs = [SweepFolder(f).point(p).read_saved_config()
+                       for f, p in ((args.sweep, args.a), (args.b_sweep, args.b))]
+            check_pairable(*configs, args.a, args.b)
+        text = paired_table(tables[0], args.a, args.b, args.metric, tables[-1])
     except (ConfigError, RunFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

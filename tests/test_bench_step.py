@@ -36,7 +36,7 @@ def test_im2col_conv_matches_conv2d(bench, gen, stride: int) -> None:
     torch.testing.assert_close(alt.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("alternative", ["im2col-stem", "contiguous", "hybrid", "no-onednn"])
+@pytest.mark.parametrize("alternative", ["im2col-stem", "contiguous", "channels-last", "hybrid", "no-onednn"])
 def test_alternatives_compute_the_engine_step(bench, alternative: str) -> None:
     """Every value-keeping alternative's first training loss equals the engine's (to rounding),
     and a measurement reports positive times."""

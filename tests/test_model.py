@@ -494,9 +494,27 @@ def test_pool_before_relu_computes_the_same_as_relu_before_pool(norm: str) -> No
 def test_stride_stem_has_the_pool_stems_parameters_and_shape() -> None:
     """The stride-2 stem ("8s-..." in --arch) replaces conv + max pool by a stride-2 conv: the
     same parameters, the same (B, C, 13, 13) map after the stem, no MaxPool2d left."""
-    pool, stride = Net(ModelConfig(norm="gn")), Net(ModelConfig(norm="gn", stem="stride"))
+    pool, stride = Net(ModelConfig(norm="gn", stem="pool")), Net(ModelConfig(norm="gn", stem="stride"))
     assert count_params(pool) == count_params(stride)
     x = torch.zeros(2, 1, 28, 28)
     assert pool.stem(x).shape == stride.stem(x).shape == (2, 8, 13, 13)
     assert not any(isinstance(m, nn.MaxPool2d) for m in stride.modules())
+    assert any(isinstance(m, nn.MaxPool2d) for m in pool.modules())
     assert stride.stem[0].conv.stride == (2, 2)
+
+
+def test_stride_stem_kernel_4_keeps_the_map_and_adds_7_weights_per_channel() -> None:
+    """A 4x4 stride-2 first conv ("8s4-..."): the same (B, C, 13, 13) map after the stem (28 - 4
+    is even), 16 - 9 more weights per output channel than the 3x3, and a MultiNet of such Nets
+    computes what each Net computes."""
+    three, four = (Net(ModelConfig(norm="gn", stem="stride", stem_kernel=k)) for k in (3, 4))
+    assert count_params(four) - count_params(three) == 7 * 8
+    assert four.stem[0].conv.kernel_size == (4, 4)
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    assert four.stem(x).shape == (3, 8, 13, 13)
+    nets = [Net(ModelConfig(norm=n, stem="stride", stem_kernel=4)).eval() for n in ("gn", "bn")]
+    multi = MultiNet(nets).eval()
+    out = multi(x.repeat(1, 2, 1, 1))                       # (B, M, K)
+    for m, net in enumerate(nets):
+        torch.testing.assert_close(out[:, m], net(x), rtol=1e-5, atol=1e-5)
+

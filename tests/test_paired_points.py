@@ -42,3 +42,26 @@ def test_bad_input_is_a_one_line_error(tmp_path, script, capsys) -> None:
     rows = _rows({("8-16", "gn", 0): 99.0, ("8s-16", "gn", 0): 99.1})
     with pytest.raises(script.ConfigError, match="no setting 'lr'"):
         script.paired_table(rows, "lr=1", "arch=8s-16", "final_val_acc")
+
+
+def test_second_point_from_another_sweep(script) -> None:
+    """With rows_b the second point's runs come from the other table, paired by variant and
+    seed with the first point's runs."""
+    rows_a = [{"rotate": 10.0, "variant": "gn", "seed": s, "status": "ok", "final_val_acc": x}
+              for s, x in ((0, 99.40), (1, 99.30))]
+    rows_b = [{"arch": "8s4-16", "variant": "gn", "seed": s, "status": "ok", "final_val_acc": x}
+              for s, x in ((0, 99.50), (1, 99.36))]
+    text = script.paired_table(rows_a, "rotate=10", "arch=8s4-16", "final_val_acc", rows_b)
+    pooled = next(line for line in text.splitlines() if line.startswith("| all variants"))
+    assert "| 2 | +0.080 |" in pooled
+
+
+def test_points_of_two_sweeps_must_differ_only_in_what_they_name(script) -> None:
+    """check_pairable accepts configs that differ in the named settings and in the variants,
+    seeds and machine sharing, and refuses one that also differs in another setting, naming it."""
+    from normlab.config import Config
+    base = Config(val=10_000).to_dict()
+    b = {**base, "arch": "8s4-16-16-16-12", "seeds": 4, "workers": 2}
+    script.check_pairable(base, b, "rotate=10", "arch=8s4-16-16-16-12")
+    with pytest.raises(ValueError, match="lr: saved 0.1, now 0.2"):
+        script.check_pairable(base, {**b, "lr": 0.2}, "rotate=10", "arch=8s4-16-16-16-12")

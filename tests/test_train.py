@@ -358,7 +358,15 @@ def test_group_training_matches_runs_one_after_another(random_splits) -> None:
                                            msg=f"{variant.name} seed {seed}: {key}")
         assert torch.equal(got.predictions.pred, alone.predictions.pred)
         for key, v in alone.state_dict.items():
-            torch.testing.assert_close(got.state_dict[key], v, rtol=1e-3, atol=1e-4)
+            if variant.l1 and key.endswith(("conv.weight", "head.weight")):   # the penalized
+                # L1's gradient sign(w) jumps at w = 0: a weight that crosses zero a rounding
+                # error earlier or later gets lr * lambda per step the other way (~2e-4 here on a
+                # few elements). So the whole tensor is compared: here rounding moved it by at
+                # most 3e-4 of its norm, while leaving L1 out of the run moves it by 1.5e-3 or more.
+                diff = torch.linalg.vector_norm(got.state_dict[key].float() - v.float())
+                assert diff <= 1e-3 * torch.linalg.vector_norm(v.float()) + 1e-6, key
+            else:
+                torch.testing.assert_close(got.state_dict[key], v, rtol=1e-3, atol=1e-4)
 
 
 def test_group_members_are_independent_of_their_neighbours(random_splits) -> None:
@@ -523,3 +531,31 @@ def test_runs_with_the_same_seed_see_the_same_batches_whatever_the_variant(split
             for x, y in zip(draws[0], other):
                 torch.testing.assert_close(x, y, rtol=0, atol=0)
     assert not all(torch.equal(x, y) for x, y in zip(seen[("gn", 3)], seen[("gn", 4)]))
+
+
+@pytest.mark.parametrize("arch, fmt", [("8s-16-16", torch.contiguous_format),
+                                       ("8-16-16", torch.channels_last)])
+def test_the_network_trains_in_the_memory_format_of_its_stem(random_splits, arch, fmt) -> None:
+    """model.memory_format: the stride-2 stem trains in contiguous (NCHW) memory, the max-pool
+    stem in channels-last; the trainer's weights and the trained map are in that layout, and the
+    epoch trains to the weights of the other layout up to rounding."""
+    from normlab.model import memory_format
+    from normlab.train import GroupTrainer
+
+    train, test, mean, std = random_splits(0, n_train=64, n_test=16)
+    cfg = Config(epochs=1, batch_size=32, variants=("gn",), arch=arch, device="cpu")
+    assert memory_format(cfg.model_config("gn")) == fmt
+    trainer = GroupTrainer(cfg, [(cfg.parsed_variants()[0], 0)], train, test, mean, std)
+    weight = trainer.multi.body[0].weight   # (16, 8, 3, 3): the two layouts differ
+    assert weight.is_contiguous(memory_format=fmt)
+    other = (torch.channels_last if fmt == torch.contiguous_format else torch.contiguous_format)
+    twin = GroupTrainer(cfg, [(cfg.parsed_variants()[0], 0)], train, test, mean, std)
+    twin.multi.memory_format = other
+    twin.multi.to(memory_format=other)
+    assert twin.multi.body[0].weight.is_contiguous(memory_format=other)
+    assert not twin.multi.body[0].weight.is_contiguous(memory_format=fmt)
+    trainer.train_epoch()
+    twin.train_epoch()
+    for key, v in trainer.multi.member_state_dict(0).items():
+        torch.testing.assert_close(twin.multi.member_state_dict(0)[key], v, rtol=1e-4, atol=1e-5,
+                                   msg=key)

@@ -290,7 +290,14 @@ def test_parse_arch() -> None:
     from normlab.config import arch_stem
     assert (arch_stem("8s-16"), arch_stem("8-16")) == ("stride", "pool")
     assert Config(arch="8s-16-16").model_config("gn").stem == "stride"
-    for bad in ("8-x", "8", "", "0-16", "8-16-", " 8-16", "8-1e2", "8-16s", "s-16", None):
+    # A kernel size after the 's': "8s4" is a stride-2 4x4 first conv.
+    from normlab.config import arch_stem_kernel
+    assert parse_arch("8s4-16-16") == (8, 16, 16)
+    assert (arch_stem_kernel("8s4-16"), arch_stem_kernel("8s-16"), arch_stem_kernel("8-16")) \
+        == (4, 3, 3)
+    assert Config(arch="8s4-16-16").model_config("gn").stem_kernel == 4
+    for bad in ("8-x", "8", "", "0-16", "8-16-", " 8-16", "8-1e2", "8-16s", "s-16", None,
+                "8s5-16", "8s1-16", "84-16s4", "8s44-16", "8k4-16"):
         with pytest.raises(ConfigError, match="--arch"):
             parse_arch(bad)
 
@@ -302,27 +309,30 @@ def test_parse_arch() -> None:
 NORMALIZED = [n for n in NORMS if n != "none"]
 
 
-def _params_by_hand(widths: tuple[int, ...], norm: bool) -> int:
-    """3x3 convs with bias (1 input channel), 2 affine parameters per channel of a norm, a
-    linear classifier on the last width."""
+def _params_by_hand(widths: tuple[int, ...], norm: bool, first_kernel: int = 3) -> int:
+    """3x3 convs with bias (1 input channel; the first one first_kernel x first_kernel), 2 affine
+    parameters per channel of a norm, a linear classifier on the last width."""
     total, cin = 0, 1
-    for w in widths:
-        total += cin * w * 9 + w + (2 * w if norm else 0)
+    for i, w in enumerate(widths):
+        k = first_kernel if i == 0 else 3
+        total += cin * w * k * k + w + (2 * w if norm else 0)
         cin = w
     return total + cin * 10 + 10
 
 
-@pytest.mark.parametrize("arch", [DEFAULT_ARCH, "4-8-12", "16-32", "8-8-8-8-8-8-8"])
+@pytest.mark.parametrize("arch", [DEFAULT_ARCH, "4-8-12", "16-32", "8-8-8-8-8-8-8", "8s4-16-12",
+                                  "8s2-8-8-8-8-8-8"])
 def test_arch_sets_the_parameter_count_of_every_norm(arch: str) -> None:
     """For a given --arch, every normalized variant (bn, gn, ln, in) builds a model with the same
     parameter count, that of Net(ModelConfig(widths=...)) and of the count by hand; without a
     norm it has only the norms' affine parameters fewer."""
-    widths = parse_arch(arch)
+    from normlab.config import arch_stem_kernel
+    widths, k = parse_arch(arch), arch_stem_kernel(arch)
     cfg = Config(variants=tuple(NORMS), arch=arch, groups=4 if arch != "16-32" else 8)
     counts = {v.norm: count_params(build_model(cfg, v, 0)) for v in cfg.parsed_variants()}
-    assert {counts[n] for n in NORMALIZED} == {_params_by_hand(widths, norm=True)}
-    assert counts["gn"] == count_params(Net(ModelConfig(norm="gn", widths=widths)))
-    assert counts["none"] == _params_by_hand(widths, norm=False)
+    assert {counts[n] for n in NORMALIZED} == {_params_by_hand(widths, norm=True, first_kernel=k)}
+    assert counts["gn"] == count_params(Net(cfg.model_config("gn")))
+    assert counts["none"] == _params_by_hand(widths, norm=False, first_kernel=k)
     if arch == DEFAULT_ARCH:
         assert counts["bn"] <= 8000   # the brief's budget holds for the default model
 

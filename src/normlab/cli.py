@@ -123,8 +123,10 @@ def _add_training_flags(p: argparse.ArgumentParser, D) -> None:
                         "and seed), train on the rest and report val_loss and val_acc per epoch: "
                         "choose models and recipes on these, not on the test set; 0: train on all")
     p.add_argument("--arch", default=D(_D.arch), metavar="W1-W2-...",
-                   help="output channels of the model's 3x3 convs; the first runs at full "
-                        "resolution before the max pool, a linear classifier follows")
+                   help="output channels of the model's 3x3 convs, then a linear classifier; "
+                        "the first conv runs at full resolution and a 2x2 max pool follows it, "
+                        "or with an 's' after its width (8s-...) it has stride 2 instead, and a "
+                        "kernel size 2..4 after the 's' (8s4-...) sets its kernel")
     p.add_argument("--label-smoothing", type=float, default=D(_D.label_smoothing), metavar="EPS",
                    help="label smoothing of the training loss (metrics report the plain "
                         "cross-entropy); 0: none")

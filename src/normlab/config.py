@@ -37,18 +37,24 @@ MAX_CONVS = 7   # 28 -> 26 -> 13 (pool) -> 11 -> 9 -> 7 -> 5 -> 3 -> 1
 VAL_SEED = 20_261_121   # the generator that picks the --val images; fixed, so every run agrees
 
 
+_STEM = re.compile(r"([0-9]{1,3})(s([2-4])?)?")   # the first width: "8", "8s" or "8s4"
+
+
 def parse_arch(text: str) -> tuple[int, ...]:
-    """``"8-16-16-16-16"`` -> the widths of the model's 3x3 convs (the first runs at full
-    resolution, then a 2x2 max pool; ``"8s-16-..."``: the first has stride 2 instead, see
-    :func:`arch_stem`). ConfigError with the fix on bad input."""
+    """``"8-16-16-16-16"`` -> the widths of the model's convs (the first runs at full
+    resolution, then a 2x2 max pool; ``"8s-16-..."``: the first has stride 2 instead, and
+    ``"8s4-16-..."`` also a 4x4 kernel, see :func:`arch_stem`). ConfigError with the fix on bad
+    input."""
     parts = text.split("-") if isinstance(text, str) else []
-    if parts and parts[0].endswith("s"):
-        parts[0] = parts[0][:-1]
-    if len(parts) < 2 or not all(re.fullmatch(r"[0-9]{1,3}", p) and 1 <= int(p) <= 512
-                                 for p in parts):
+    first = _STEM.fullmatch(parts[0]) if parts else None
+    if first:
+        parts[0] = first.group(1)
+    if first is None or len(parts) < 2 or not all(
+            re.fullmatch(r"[0-9]{1,3}", p) and 1 <= int(p) <= 512 for p in parts):
         raise ConfigError(f"--arch {text!r} is not a list of conv widths; write e.g. "
                           f"{DEFAULT_ARCH} (two or more whole numbers 1..512, joined by '-'; "
-                          "an 's' after the first: a stride-2 first conv instead of the pool)")
+                          "an 's' after the first: a stride-2 first conv instead of the pool, "
+                          "and a kernel size 2..4 after the 's': e.g. 8s4)")
     if len(parts) > MAX_CONVS:
         raise ConfigError(f"--arch {text!r} has {len(parts)} convs, but a 28x28 image shrinks to "
                           f"nothing after {MAX_CONVS} (13x13 after the pool, -2 per conv); give "
@@ -58,7 +64,13 @@ def parse_arch(text: str) -> tuple[int, ...]:
 
 def arch_stem(text: str) -> str:
     """How an --arch halves the map after its first conv: "stride" for "8s-...", else "pool"."""
-    return "stride" if text.split("-")[0].endswith("s") else "pool"
+    return "stride" if "s" in text.split("-")[0] else "pool"
+
+
+def arch_stem_kernel(text: str) -> int:
+    """The first conv's kernel size: 3, or the number after the 's' ("8s4-..." -> 4)."""
+    first = _STEM.fullmatch(text.split("-")[0])
+    return int(first.group(3)) if first and first.group(3) else 3
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,7 @@ class ModelConfig:
     # The last full-resolution conv halves the map: "pool" (a 2x2 max pool after it) or "stride"
     # (it has stride 2).
     stem: str = arch_stem(DEFAULT_ARCH)
+    stem_kernel: int = arch_stem_kernel(DEFAULT_ARCH)   # kernel size of that conv ("stride" only)
     relu_before_pool: bool = False   # 0.1.0's order of ReLU and pool: same values, slower
     transition: int = 0   # >0: a 1x1 conv after the pool narrows the features to this many channels
     # conv -> ReLU -> norm. With the norm before the ReLU, LayerNorm (one mean for all channels)
@@ -308,7 +321,7 @@ class Config:
             variant = parse_variant(variant, self.l1_default, self.l2_default)
         return ModelConfig(norm=variant.norm, ws=variant.ws, groups=self.groups,
                            ghost_batch=self.ghost_batch, widths=parse_arch(self.arch),
-                           stem=arch_stem(self.arch))
+                           stem=arch_stem(self.arch), stem_kernel=arch_stem_kernel(self.arch))
 
     def parsed_variants(self) -> tuple[Variant, ...]:
         return parse_variants(list(self.variants), self.l1_default, self.l2_default)

@@ -96,7 +96,7 @@ def measure(multi: MultiNet, probe: torch.Tensor, mean: float, std: float,
     handles = [block.norm.register_forward_hook(hook(name)) for name, block in blocks]
     try:
         x = (probe - mean) / std                                             # (P, 1, H, W)
-        x = x.expand(-1, m, -1, -1).contiguous(memory_format=torch.channels_last)  # (P, M, H, W)
+        x = x.expand(-1, m, -1, -1).contiguous(memory_format=multi.memory_format)  # (P, M, H, W)
         multi(x)
     finally:
         for h in handles:

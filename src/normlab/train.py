@@ -126,7 +126,7 @@ def evaluate_group(multi: MultiNet, split: DeviceSplit, mean: float, std: float,
     preds, confs = [], []
     for start in range(0, len(split), batch_size):
         x = (split.images[start:start + batch_size] - mean) / std       # (B, 1, H, W)
-        x = x.expand(-1, m, -1, -1).contiguous(memory_format=torch.channels_last)  # (B, M, H, W)
+        x = x.expand(-1, m, -1, -1).contiguous(memory_format=multi.memory_format)  # (B, M, H, W)
         y = split.labels[start:start + batch_size]                       # (B,)
         logits = multi(x).float()                                        # (B, M, classes)
         loss_sum += F.cross_entropy(logits.transpose(1, 2), y[:, None].expand(-1, m),
@@ -184,7 +184,8 @@ class GroupTrainer:
                 raise RunFolderError(f"the saved training state of {group_label(runs)} cannot be "
                                      f"restored ({type(e).__name__}: {str(e)[:120]}); delete that "
                                      "state from the run folder to retrain those runs") from None
-        self.multi = MultiNet(nets).to(device, memory_format=torch.channels_last)
+        self.multi = MultiNet(nets)
+        self.multi.to(device, memory_format=self.multi.memory_format)
         self.opt = torch.optim.SGD(self.multi.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    nesterov=cfg.momentum > 0)
         if resume is not None:
@@ -246,7 +247,7 @@ class GroupTrainer:
                 x = augment_members(x, self.gens, cfg.rotate, cfg.translate)
             # member-major (M*B, 1, H, W) -> member m's images in channel m: (B, M, H, W)
             x = ((x.view(m, b, h, w) - self.mean) / self.std).permute(1, 0, 2, 3)
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=multi.memory_format)
             lr, momentum = one_cycle((epoch - 1) * len(self.bounds) + step, self.total_steps, cfg)
             for group in opt.param_groups:
                 group["lr"], group["momentum"] = lr, momentum
