@@ -4,9 +4,9 @@ Each *alternative* changes one thing about how a step of the default model runs,
 computes (the values agree up to floating-point rounding; the first step's loss is printed to
 show it):
 
-* ``engine``: the step as ``normlab study`` runs it on a CPU (the memory layout of
-  ``normlab.model.memory_format``: contiguous for the stride-2 stem, channels-last for the
-  max-pool stem; oneDNN convolutions, glibc's allocator as configured by default).
+* ``engine``: the step as ``normlab study`` runs it on a CPU at batch 128 (one run per network,
+  in the memory layout of ``normlab.model.memory_format``; oneDNN convolutions, glibc's
+  allocator as configured by default).
 * ``im2col-stem``: the first conv (one input channel) as ``unfold`` + matmul instead of oneDNN.
 * ``contiguous`` / ``channels-last``: every tensor in that memory layout (one of the two is the
   engine's own).
@@ -95,7 +95,7 @@ def time_one(alternative: str, norm: str, warmup: int, windows: int, steps: int,
     torch.manual_seed(0)
     net = Net(Config(arch=arch).model_config(norm))
     fmt = {"contiguous": torch.contiguous_format, "channels-last": torch.channels_last,
-           "hybrid": torch.channels_last}.get(alternative, memory_format(net.cfg))
+           "hybrid": torch.channels_last}.get(alternative, memory_format([net.cfg]))
     if alternative == "im2col-stem":
         old = net.stem[0].conv
         new = Im2colConv(old.in_channels, old.out_channels, old.kernel_size, stride=old.stride,

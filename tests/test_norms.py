@@ -307,3 +307,14 @@ def test_registered_norm_in_explain(pair, tmp_path) -> None:
     assert axes_figure.figure_title("xn") == "PairNorm (G=2): one mean per image and half"
     path = axes_figure.draw_norm_axes(tmp_path / "axes.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_nchw_layout_is_claimed_by_exactly_the_groupnorm_kernels() -> None:
+    """NormSpec.layout is "nchw" for the entries built as nn.GroupNorm (gn, ln, in: the kernel
+    that is faster on contiguous maps) and "channels_last" for every other; an unknown layout is
+    refused when the entry is made."""
+    for name, spec in NORMS.items():
+        layer = spec.build(8, norms.NormSettings(groups=4))
+        assert (spec.layout == "nchw") == isinstance(layer, torch.nn.GroupNorm), name
+    with pytest.raises(ValueError, match="layout"):
+        dataclasses.replace(NORMS["gn"], layout="nhwc")

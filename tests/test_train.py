@@ -533,29 +533,35 @@ def test_runs_with_the_same_seed_see_the_same_batches_whatever_the_variant(split
     assert not all(torch.equal(x, y) for x, y in zip(seen[("gn", 3)], seen[("gn", 4)]))
 
 
-@pytest.mark.parametrize("arch, fmt", [("8s-16-16", torch.contiguous_format),
-                                       ("8-16-16", torch.channels_last)])
-def test_the_network_trains_in_the_memory_format_of_its_stem(random_splits, arch, fmt) -> None:
-    """model.memory_format: the stride-2 stem trains in contiguous (NCHW) memory, the max-pool
-    stem in channels-last; the trainer's weights and the trained map are in that layout, and the
-    epoch trains to the weights of the other layout up to rounding."""
+@pytest.mark.parametrize("arch, norms, fmt", [
+    ("8s-16-16", ("gn",), torch.contiguous_format), ("8s-16-16", ("ln",), torch.contiguous_format),
+    ("8s-16-16", ("bn",), torch.channels_last), ("8-16-16", ("gn",), torch.channels_last),
+    ("8s-16-16", ("gn", "ln"), torch.channels_last)])
+def test_the_network_trains_in_its_memory_format(random_splits, arch, norms, fmt) -> None:
+    """model.memory_format: one GroupNorm-kernel Net (gn, ln) with the stride-2 stem trains in
+    contiguous (NCHW) memory; BatchNorm, the max-pool stem and a group of several runs in
+    channels-last. The trainer's weights are in that layout, and an epoch trains to the weights
+    of the other layout up to rounding."""
     from normlab.model import memory_format
     from normlab.train import GroupTrainer
 
     train, test, mean, std = random_splits(0, n_train=64, n_test=16)
-    cfg = Config(epochs=1, batch_size=32, variants=("gn",), arch=arch, device="cpu")
-    assert memory_format(cfg.model_config("gn")) == fmt
-    trainer = GroupTrainer(cfg, [(cfg.parsed_variants()[0], 0)], train, test, mean, std)
-    weight = trainer.multi.body[0].weight   # (16, 8, 3, 3): the two layouts differ
+    cfg = Config(epochs=1, batch_size=32, variants=norms, arch=arch, device="cpu")
+    runs = [(v, 0) for v in cfg.parsed_variants()]
+    assert memory_format([cfg.model_config(n) for n in norms]) == fmt
+    trainer = GroupTrainer(cfg, runs, train, test, mean, std)
+    weight = trainer.multi.body[0].weight   # (M*16, 8, 3, 3): the two layouts differ
     assert weight.is_contiguous(memory_format=fmt)
     other = (torch.channels_last if fmt == torch.contiguous_format else torch.contiguous_format)
-    twin = GroupTrainer(cfg, [(cfg.parsed_variants()[0], 0)], train, test, mean, std)
+    twin = GroupTrainer(cfg, runs, train, test, mean, std)
     twin.multi.memory_format = other
     twin.multi.to(memory_format=other)
     assert twin.multi.body[0].weight.is_contiguous(memory_format=other)
     assert not twin.multi.body[0].weight.is_contiguous(memory_format=fmt)
     trainer.train_epoch()
     twin.train_epoch()
-    for key, v in trainer.multi.member_state_dict(0).items():
-        torch.testing.assert_close(twin.multi.member_state_dict(0)[key], v, rtol=1e-4, atol=1e-5,
-                                   msg=key)
+    for m in range(len(runs)):
+        for key, v in trainer.multi.member_state_dict(m).items():
+            # The tolerance of the grouped-training test above: rounding, grown over 2 steps.
+            torch.testing.assert_close(twin.multi.member_state_dict(m)[key], v, rtol=1e-3,
+                                       atol=1e-4, msg=lambda text, key=key: f"{key}: {text}")

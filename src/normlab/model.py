@@ -118,17 +118,21 @@ class Net(nn.Module):
         return self.head(x)              # (B, classes) logits
 
 
-def memory_format(cfg: ModelConfig) -> torch.memory_format:
-    """The memory layout a Net of ``cfg`` trains in (its weights, inputs and activations).
+def memory_format(cfgs: list[ModelConfig]) -> torch.memory_format:
+    """The memory layout the network of ``cfgs`` (one Net, or the members of a MultiNet) trains
+    in: its weights, inputs and activations.
 
-    Channels-last for the max-pool stem: its full-resolution conv's backward and the pool are
-    several times faster in it on a CPU. Contiguous (NCHW) for the stride-2 stem, which has no
-    full-resolution map: there GroupNorm's kernel is about three times faster on NCHW and the
-    convs are no slower (``benchmarks/bench_step.py``, ``contiguous`` against ``channels-last``).
-    The two layouts compute the same values up to floating-point rounding; the choice depends on
-    the model only, never on the device, so a config rounds alike everywhere.
+    Contiguous (NCHW) for one Net with the stride-2 stem and a norm whose kernel is faster on it
+    (``NormSpec.layout``, GroupNorm's); channels-last otherwise: the max-pool stem's
+    full-resolution conv and pool, BatchNorm and the grouped convolutions of several members are
+    faster in it. Measured per step by ``benchmarks/bench_step.py`` (``contiguous`` and
+    ``channels-last``). The layouts compute the same values up to floating-point rounding, and
+    the choice depends on the network only, never on the device, so a config rounds alike on
+    every machine.
     """
-    return torch.contiguous_format if cfg.stem == "stride" else torch.channels_last
+    if len(cfgs) == 1 and cfgs[0].stem == "stride" and norms.get(cfgs[0].norm).layout == "nchw":
+        return torch.contiguous_format
+    return torch.channels_last
 
 
 def count_params(model: nn.Module) -> int:
@@ -302,7 +306,7 @@ class MultiNet(nn.Module):
             raise ValueError("MultiNet members must share one architecture (they may differ in norm)")
         self.cfgs = [n.cfg for n in nets]
         self.members = len(nets)
-        self.memory_format = memory_format(nets[0].cfg)   # of its inputs; .to() sets the weights'
+        self.memory_format = memory_format(self.cfgs)   # of its inputs; .to() sets the weights'
 
         def stack(path: str) -> nn.Module:
             mods = [n.get_submodule(path) for n in nets]
