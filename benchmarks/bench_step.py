@@ -16,6 +16,8 @@ show it):
 * ``keep-memory``: ``mallopt`` keeps freed memory in the process (no trim, 32 MiB mmap
   threshold), so a step's fresh buffers are not page-faulted in again.
 * ``batch-256``: the default step at twice the batch (its time is reported per 128 images).
+* ``arch=ARCH`` (``--other-arch``): the engine's step of another model, e.g. a candidate
+  default, to weigh its cost in time against its accuracy.
 
 Every alternative runs in its own fresh process (allocator settings are process-wide), one torch
 thread (as each study worker has), and the rounds interleave the alternatives so that a slow
@@ -93,6 +95,8 @@ def time_one(alternative: str, norm: str, warmup: int, windows: int, steps: int,
     if alternative == "keep-memory":
         keep_freed_memory()
     torch.manual_seed(0)
+    if alternative.startswith("arch="):
+        arch = alternative[len("arch="):]
     net = Net(Config(arch=arch).model_config(norm))
     fmt = {"contiguous": torch.contiguous_format, "channels-last": torch.channels_last,
            "hybrid": torch.channels_last}.get(alternative, memory_format([net.cfg]))
@@ -159,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma-separated, from {', '.join(ALTERNATIVES)}")
     p.add_argument("--norms", default=",".join(NORMS), help="comma-separated norm names")
     p.add_argument("--arch", default=DEFAULT_ARCH, help="the model's --arch")
+    p.add_argument("--other-arch", default=None, metavar="ARCH",
+                   help="also time the engine's step of this --arch (alternative arch=ARCH)")
     p.add_argument("--rounds", type=int, default=3, help="fresh processes per alternative")
     p.add_argument("--warmup", type=int, default=15, help="untimed steps per process")
     p.add_argument("--windows", type=int, default=5, help="timed windows per process")
@@ -172,14 +178,17 @@ def main(argv: list[str] | None = None) -> int:
                                   args.arch)))
         return 0
     alternatives = args.alternatives.split(",")
+    if args.other_arch:
+        alternatives.append(f"arch={args.other_arch}")
     norms = args.norms.split(",")
     try:
-        unknown = [a for a in alternatives if a not in ALTERNATIVES]
+        unknown = [a for a in alternatives if a not in ALTERNATIVES and not a.startswith("arch=")]
         if unknown:
             raise ConfigError(f"unknown alternative {unknown[0]!r}; choose from "
                               f"{', '.join(ALTERNATIVES)}")
         for norm in norms:
-            Config(arch=args.arch).model_config(norm)
+            for arch in (args.arch, args.other_arch or args.arch):
+                Config(arch=arch).model_config(norm)
         if min(args.rounds, args.windows, args.steps) < 1 or args.warmup < 0:
             raise ConfigError("--rounds, --windows and --steps must be >= 1, --warmup >= 0")
     except ConfigError as e:
@@ -197,12 +206,14 @@ def main(argv: list[str] | None = None) -> int:
                     check=True, capture_output=True, text=True).stdout
                 found.setdefault((norm, alt), []).append(json.loads(out.splitlines()[-1]))
     lines, rows = [], []
+    width = max(len(a) for a in ("alternative", *alternatives))
     for norm in norms:
         base = statistics.median(m["ms_per_128"] for m in found[(norm, "engine")]) \
             if (norm, "engine") in found else None
         for alt in alternatives:
             ms = statistics.median(m["ms_per_128"] for m in found[(norm, alt)])
-            rec = {"norm": norm, "alternative": alt, "arch": args.arch, "ms_per_128": round(ms, 3),
+            rec = {"norm": norm, "alternative": alt, "arch": found[(norm, alt)][0]["arch"],
+                   "ms_per_128": round(ms, 3),
                    "ratio_vs_engine": round(base / ms, 3) if base else None,
                    "rounds_ms": [round(m["ms_per_128"], 3) for m in found[(norm, alt)]],
                    "first_loss": found[(norm, alt)][0]["first_loss"],
@@ -210,9 +221,9 @@ def main(argv: list[str] | None = None) -> int:
                       if alt == "engine" else {}),
                    "torch": torch.__version__, "cpu": platform.processor() or platform.machine()}
             lines.append(json.dumps(rec))
-            rows.append(f"{norm:4s}  {alt:12s}  {ms:8.2f}  {rec['ratio_vs_engine'] or '':>6}")
+            rows.append(f"{norm:4s}  {alt:{width}s}  {ms:10.2f}  {rec['ratio_vs_engine'] or '':>6}")
     print("\n".join(lines))
-    print("\nnorm  alternative   ms/128 img  speed vs engine (higher: faster)")
+    print(f"\nnorm  {'alternative':{width}s}  ms/128 img  speed vs engine (higher: faster)")
     print("\n".join(rows))
     if args.out:
         atomic_write_text(args.out, "\n".join(lines) + "\n")

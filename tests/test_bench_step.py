@@ -36,7 +36,8 @@ def test_im2col_conv_matches_conv2d(bench, gen, stride: int) -> None:
     torch.testing.assert_close(alt.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("alternative", ["im2col-stem", "contiguous", "channels-last", "hybrid", "no-onednn"])
+@pytest.mark.parametrize("alternative", ["im2col-stem", "contiguous", "channels-last", "hybrid",
+                                         "no-onednn"])
 def test_alternatives_compute_the_engine_step(bench, alternative: str) -> None:
     """Every value-keeping alternative's first training loss equals the engine's (to rounding),
     and a measurement reports positive times."""
@@ -56,3 +57,24 @@ def test_bad_alternative_is_a_one_line_error() -> None:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "keep-memory" in out.stderr
+
+
+def test_other_arch_times_that_model(bench) -> None:
+    """The alternative arch=ARCH (--other-arch) times the step of that model: another first loss
+    than the engine's from the same seed, and its parameter count in the record's arch."""
+    threads = torch.get_num_threads()
+    try:
+        base = bench.time_one("engine", "gn", warmup=0, windows=1, steps=1)
+        got = bench.time_one("arch=8s4-16-16-16-12", "gn", warmup=0, windows=1, steps=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert got["arch"] == "8s4-16-16-16-12" and base["arch"] != got["arch"]
+    assert got["first_loss"] != pytest.approx(base["first_loss"], rel=1e-5)
+
+
+def test_bad_other_arch_is_a_one_line_error() -> None:
+    """A bad --other-arch exits with code 2 and one line naming --arch."""
+    out = subprocess.run([sys.executable, str(SCRIPT), "--other-arch", "8s9-16"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "--arch" in out.stderr
