@@ -212,13 +212,15 @@ def _timed_study(cfg: Config, device: torch.device, **plan_overrides):
 @dataclasses.dataclass(frozen=True)
 class Release010(Config):
     """normlab 0.1.0's default study, reproduced through ModelConfig: its model (8,522
-    parameters, ReLU before the max pool) and its recipe (batch 128, no label smoothing)."""
+    parameters, ReLU before the max pool) and its recipe (batch 128, lr 0.05, rotation 10
+    degrees, no label smoothing)."""
 
     def model_config(self, variant) -> ModelConfig:
         return dataclasses.replace(super().model_config(variant), relu_before_pool=True)
 
 
-RELEASE_010 = {"arch": "8-16-16-16-16", "batch_size": 128, "lr": 0.05, "label_smoothing": 0.0}
+RELEASE_010 = {"arch": "8-16-16-16-16", "batch_size": 128, "lr": 0.05, "rotate": 10.0,
+               "label_smoothing": 0.0}
 
 
 def bench_study(base: Config, device: torch.device, epochs: int,

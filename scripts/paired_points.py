@@ -10,8 +10,8 @@ all variants pooled and per variant (``normlab.stats.paired``):
 
 With ``--b-sweep`` the second point comes from another sweep folder (e.g. a new setting against
 the point of an earlier sweep that holds the defaults); the two points' configs must then differ
-in nothing but the settings the two points name (checked on their config.json), so the runs stay
-paired.
+in nothing but the settings the two points name and those listed with ``--differ-in`` (a
+combination of settings against the defaults), checked on their config.json.
 """
 
 from __future__ import annotations
@@ -49,15 +49,18 @@ _UNPAIRED_OK = {"variants", "seeds", "first_seed", "resolved", "group_size", "wo
                 "data_dir", "diagnostics"}
 
 
-def check_pairable(config_a: dict, config_b: dict, a: str, b: str) -> None:
+def check_pairable(config_a: dict, config_b: dict, a: str, b: str,
+                   differ_in: tuple[str, ...] = ()) -> None:
     """ConfigError unless two points' config.json differ only in the settings ``a`` and ``b``
-    (NAME=VALUE) name, or in :data:`_UNPAIRED_OK`."""
-    named = {parse_param(a).name, parse_param(b).name}
+    (NAME=VALUE) name, those of ``differ_in`` (Config field names), or in
+    :data:`_UNPAIRED_OK`."""
+    named = {parse_param(a).name, parse_param(b).name, *differ_in}
     keys = [k for k in config_b if k not in _UNPAIRED_OK and k not in named]
     diff = config_diff(config_a, config_b, keys)
     if diff:
         raise ConfigError(f"the points {a} and {b} also differ in {'; '.join(diff)}; compare "
-                          "points whose configs differ only in the settings they name")
+                          "points whose configs differ only in the settings they name, or list "
+                          "the others with --differ-in")
 
 
 def paired_table(rows: list[dict], a: str, b: str, metric: str,
@@ -86,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("b", help="the second point, NAME=VALUE")
     ap.add_argument("--b-sweep", default=None, metavar="FOLDER",
                     help="read the second point from this sweep folder (default: the first)")
+    ap.add_argument("--differ-in", default="", metavar="NAMES",
+                    help="with --b-sweep: comma-separated settings (Config fields, e.g. "
+                         "rotate,batch_size,lr) the two points may also differ in (default: none)")
     ap.add_argument("--metric", default="final_val_acc",
                     help="a column of the sweep's table (default: final_val_acc)")
     ap.add_argument("--out", default=None, help="also write the table to this file")
@@ -102,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.b_sweep:
             configs = [SweepFolder(f).point(p).read_saved_config()
                        for f, p in ((args.sweep, args.a), (args.b_sweep, args.b))]
-            check_pairable(*configs, args.a, args.b)
+            check_pairable(*configs, args.a, args.b,
+                           tuple(n for n in args.differ_in.split(",") if n))
         text = paired_table(tables[0], args.a, args.b, args.metric, tables[-1])
     except (ConfigError, RunFolderError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -303,7 +303,7 @@ def test_model_config_follows_the_variant() -> None:
         m = cfg.model_config(spec)
         assert (m.norm, m.ws, m.groups, m.ghost_batch, m.widths) == ("gn", True, 2, 8, (8, 16, 16))
     assert cfg.model_config(cfg.parsed_variants()[0]) == ModelConfig(
-        norm="gbn", groups=2, ghost_batch=8, widths=(8, 16, 16), stem="pool")
+        norm="gbn", groups=2, ghost_batch=8, widths=(8, 16, 16), stem="pool", stem_kernel=3)
     assert cfg.model_config("bn+l2").ws is False
 
 

@@ -41,15 +41,17 @@ def _affine(y: torch.Tensor, m: nn.Module) -> torch.Tensor:
 def _expected_params(cfg: ModelConfig) -> int:
     """Parameter count derived by hand from the architecture described in Net's docstring.
 
-    3x3 convolutions of the given widths (``full_res`` of them before the pool), an optional 1x1
+    3x3 convolutions of the given widths (``full_res`` of them before the pool; the last of those
+    ``stem_kernel`` wide with the stride-2 stem), an optional 1x1
     transition conv after the pool, each with a norm of 2*C parameters (none: no norm). Conv
     biases (C parameters) exist when the ReLU comes before the norm (act_first) or when there is
     no norm; a norm right after the conv makes its bias redundant. Then a linear head.
     """
     w, f = cfg.widths, cfg.full_res
     convs, cin = [], cfg.in_channels
-    for cout in w[:f]:
-        convs.append((cin, cout, 3))
+    for i, cout in enumerate(w[:f], start=1):   # the last one may be the strided stem
+        k = cfg.stem_kernel if i == f and cfg.stem == "stride" else 3
+        convs.append((cin, cout, k))
         cin = cout
     if cfg.transition:
         convs.append((cin, cfg.transition, 1))
@@ -351,13 +353,14 @@ from normlab.model import MultiNet  # noqa: E402
 
 def _nets(specs: list[str], seed: int = 0, stem: str = "pool", ghost_batch: int = 4) -> list[Net]:
     """Nets of the given variant specs ("gn", "gbn", "gn+ws"), virtual batches of ``ghost_batch``
-    images for gbn."""
+    images for gbn. ``stem``: "pool", "stride" (3x3) or "stride4" (a 4x4 stride-2 kernel)."""
     from normlab.config import parse_variant
 
     torch.manual_seed(seed)
     variants = [parse_variant(s) for s in specs]
-    nets = [Net(ModelConfig(norm=v.norm, ws=v.ws, stem=stem, ghost_batch=ghost_batch))
-            for v in variants]
+    kernel = 4 if stem == "stride4" else 3
+    nets = [Net(ModelConfig(norm=v.norm, ws=v.ws, stem=stem.removesuffix("4"), stem_kernel=kernel,
+                            ghost_batch=ghost_batch)) for v in variants]
     g = _gen(seed + 1)
     for net in nets:  # random gammas/betas, so that a mixed-up member would show
         for m in net.modules():
@@ -370,6 +373,7 @@ def _nets(specs: list[str], seed: int = 0, stem: str = "pool", ghost_batch: int 
 @pytest.mark.parametrize("norms, stem", [(["gn", "ln", "bn"], "pool"),
                                          (["bn", "bn", "gn", "none", "in", "gn"], "pool"),
                                          (["ln"], "pool"), (["gn", "bn", "ln"], "stride"),
+                                         (["gn", "bn", "ln", "gbn"], "stride4"),
                                          (["bn", "gbn", "gbn", "gn+ws", "bn+ws", "ln"], "pool"),
                                          (["gn+ws", "gbn+ws", "none+ws"], "stride"),
                                          (["gbn"], "pool")])
@@ -494,7 +498,8 @@ def test_pool_before_relu_computes_the_same_as_relu_before_pool(norm: str) -> No
 def test_stride_stem_has_the_pool_stems_parameters_and_shape() -> None:
     """The stride-2 stem ("8s-..." in --arch) replaces conv + max pool by a stride-2 conv: the
     same parameters, the same (B, C, 13, 13) map after the stem, no MaxPool2d left."""
-    pool, stride = Net(ModelConfig(norm="gn", stem="pool")), Net(ModelConfig(norm="gn", stem="stride"))
+    pool = Net(ModelConfig(norm="gn", stem="pool"))
+    stride = Net(ModelConfig(norm="gn", stem="stride", stem_kernel=3))
     assert count_params(pool) == count_params(stride)
     x = torch.zeros(2, 1, 28, 28)
     assert pool.stem(x).shape == stride.stem(x).shape == (2, 8, 13, 13)

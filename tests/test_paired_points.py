@@ -65,3 +65,5 @@ def test_points_of_two_sweeps_must_differ_only_in_what_they_name(script) -> None
     script.check_pairable(base, b, "rotate=10", "arch=8s4-16-16-16-12")
     with pytest.raises(ValueError, match="lr: saved 0.1, now 0.2"):
         script.check_pairable(base, {**b, "lr": 0.2}, "rotate=10", "arch=8s4-16-16-16-12")
+    # A combination: the settings that moved with the named one are listed.
+    script.check_pairable(base, {**b, "lr": 0.2}, "rotate=10", "arch=8s4-16-16-16-12", ("lr",))

@@ -339,7 +339,7 @@ def test_arch_sets_the_parameter_count_of_every_norm(arch: str) -> None:
 
 def test_arch_study_trains_the_model_of_those_widths(synthetic_data, tmp_path: Path) -> None:
     """`normlab study --arch 4-8-12` records the arch in config.json, every variant's parameter
-    count in summary.json is that of Net(ModelConfig(norm, widths=(4, 8, 12))), the same for
+    count in summary.json is that of the max-pool Net with widths (4, 8, 12), the same for
     every normalized variant and different from the default arch's, and a final checkpoint
     loads strictly into that Net."""
     variants = ("gn", "ln", "bn", "in", "none")
@@ -348,12 +348,13 @@ def test_arch_study_trains_the_model_of_those_widths(synthetic_data, tmp_path: P
     assert json.loads(f.config.read_text())["arch"] == "4-8-12"
     summary = json.loads(f.summary.read_text())["variants"]
     for norm in variants:
-        assert summary[norm]["params"] == count_params(Net(ModelConfig(norm=norm,
-                                                                       widths=(4, 8, 12))))
+        assert summary[norm]["params"] == count_params(
+            Net(ModelConfig(norm=norm, widths=(4, 8, 12), stem="pool", stem_kernel=3)))
     assert len({summary[n]["params"] for n in variants if n != "none"}) == 1
     assert summary["gn"]["params"] != count_params(Net(ModelConfig(norm="gn")))
     ckpt = torch.load(f.checkpoint("gn", 0), map_location="cpu", weights_only=True)
-    Net(ModelConfig(norm="gn", widths=(4, 8, 12))).load_state_dict(ckpt["model"], strict=True)
+    Net(ModelConfig(norm="gn", widths=(4, 8, 12), stem="pool", stem_kernel=3)).load_state_dict(
+        ckpt["model"], strict=True)
 
 
 # ----------------------------------------------------------------------------------------------

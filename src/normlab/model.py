@@ -71,13 +71,13 @@ def conv_norm_act(x: torch.Tensor, block) -> torch.Tensor:
 
 
 class Net(nn.Module):
-    """A compact MNIST CNN (7,894 parameters with a norm, by default) with a selectable
+    """A compact MNIST CNN (7,950 parameters with a norm, by default) with a selectable
     normalization.
 
-    Default (``8s-16-16-16-12``): 28x28 -> conv3 stride 2 (13) -> conv3 (11) -> conv3 (9) ->
+    Default (``8s4-16-16-16-12``): 28x28 -> conv4 stride 2 (13) -> conv3 (11) -> conv3 (9) ->
     conv3 (7) -> conv3 (5) -> global average pool -> linear classifier. With the "pool" stem
-    (``8-16-16-16-12``) the first conv runs at full resolution (26) and a 2x2 max pool halves it
-    (13): the full-resolution layer is where most of the memory traffic of a small CNN goes.
+    (``8-16-16-16-12``) the first conv is a 3x3 at full resolution (26) and a 2x2 max pool halves
+    it (13): the full-resolution layer is where most of the memory traffic of a small CNN goes.
     """
 
     def __init__(self, cfg: ModelConfig | None = None, **overrides):
