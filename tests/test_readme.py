@@ -30,12 +30,17 @@ SECTIONS = {
     "## Results on MNIST": [ROOT / "results" / "mnist"],
     "## Model selection": [ROOT / "results" / "model-selection" / name
                            for name in ("arch", "recipe", "stem", "lr", "translate", "stem-lr",
-                                        "stem-lr-paired.md")],
+                                        "stem-lr-paired.md", "rotate", "rotate-5-paired.md",
+                                        "rotate-15-paired.md", "stem-kernel",
+                                        "stem-kernel-paired.md", "batch", "batch-32-paired.md",
+                                        "batch-64-paired.md", "combined", "combined-paired.md")]
+    + [ROOT / "benchmarks" / "results-step-cpu.jsonl"],
     "## Experiments": [ROOT / "results" / "experiments" / name
                        for name in ("batch-size", "lr", "groups", "l1")]
     + [ROOT / "results" / "mnist", ROOT / "benchmarks" / "results-diagnostics-cpu.jsonl"],
     "## Speed": [BENCHMARK, ROOT / "benchmarks" / "results-grouping-cpu.jsonl",
                  ROOT / "benchmarks" / "results-step-cpu.jsonl",
+                 ROOT / "benchmarks" / "results-step-cpu-channels-last.jsonl",
                  ROOT / "benchmarks" / "results-cpu-2epochs.jsonl",
                  ROOT / "benchmarks" / "results-cpu-repeat.jsonl", ROOT / "results" / "mnist-default"],
 }
