@@ -34,7 +34,9 @@ SECTIONS = {
                                         "rotate-15-paired.md", "stem-kernel",
                                         "stem-kernel-paired.md", "batch", "batch-32-paired.md",
                                         "batch-64-paired.md", "combined", "combined-paired.md")]
-    + [ROOT / "benchmarks" / "results-step-cpu.jsonl"],
+    + [ROOT / "benchmarks" / name for name in (
+        "results-step-cpu.jsonl", "results-cpu-batch64.jsonl", "results-cpu-3x3-stem.jsonl",
+        "results-cpu-2epochs.jsonl", "results-cpu-repeat.jsonl")],
     "## Experiments": [ROOT / "results" / "experiments" / name
                        for name in ("batch-size", "lr", "groups", "l1")]
     + [ROOT / "results" / "mnist", ROOT / "benchmarks" / "results-diagnostics-cpu.jsonl"],
@@ -42,7 +44,9 @@ SECTIONS = {
                  ROOT / "benchmarks" / "results-step-cpu.jsonl",
                  ROOT / "benchmarks" / "results-step-cpu-channels-last.jsonl",
                  ROOT / "benchmarks" / "results-cpu-2epochs.jsonl",
-                 ROOT / "benchmarks" / "results-cpu-repeat.jsonl", ROOT / "results" / "mnist-default"],
+                 ROOT / "benchmarks" / "results-cpu-repeat.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-batch64.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-3x3-stem.jsonl", ROOT / "results" / "mnist-default"],
 }
 
 

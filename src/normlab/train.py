@@ -6,8 +6,8 @@ augmentation (its own seeded generator) and its own penalties, and computes what
 alone up to floating-point rounding. :func:`train_group` trains such a group; :func:`train_run` is
 the group of one.
 
-Defaults (see :class:`normlab.config.Config`): SGD with Nesterov momentum, batch 64, a one-cycle
-schedule peaking at lr 0.05 after 25% of the steps and annealing to lr/1000 (cosine), random
+Defaults (see :class:`normlab.config.Config`): SGD with Nesterov momentum, batch 128, a one-cycle
+schedule peaking at lr 0.1 after 25% of the steps and annealing to lr/1000 (cosine), random
 rotation (+-15 degrees) and shift (+-2 pixels) of every training batch. Regularization per variant:
 
 * L1: ``lambda * sum(|w|)`` over the conv kernels and the classifier matrix (not biases, not the
