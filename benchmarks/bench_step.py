@@ -1,4 +1,4 @@
-"""One training step, timed for engine alternatives that were tried and not kept.
+"""One training step, timed for engine alternatives that keep its values.
 
 Each *alternative* changes one thing about how a step of the default model runs, never what it
 computes (the values agree up to floating-point rounding; the first step's loss is printed to
