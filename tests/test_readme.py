@@ -47,6 +47,7 @@ SECTIONS = {
                  ROOT / "benchmarks" / "results-cpu-repeat.jsonl",
                  ROOT / "benchmarks" / "results-cpu-batch64.jsonl",
                  ROOT / "benchmarks" / "results-cpu-repeat-8s4.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-repeat2-8s4.jsonl",
                  ROOT / "benchmarks" / "results-cpu-3x3-stem.jsonl", ROOT / "results" / "mnist-default"],
 }
 
