@@ -64,7 +64,8 @@ def parse_arch(text: str) -> tuple[int, ...]:
 
 def arch_stem(text: str) -> str:
     """How an --arch halves the map after its first conv: "stride" for "8s-...", else "pool"."""
-    return "stride" if "s" in text.split("-")[0] else "pool"
+    first = _STEM.fullmatch(text.split("-")[0])
+    return "stride" if first and first.group(2) else "pool"
 
 
 def arch_stem_kernel(text: str) -> int:
