@@ -1,5 +1,5 @@
-"""Model selection options: --val (held-out training images), --arch (the conv widths) and
---label-smoothing, from the split itself to the columns of metrics.csv, summary.json and sweep.csv
+"""Model selection options: --val (held-out training images), --arch (the conv widths),
+--label-smoothing and --weight-decay, from the split itself to the columns of metrics.csv, summary.json and sweep.csv
 and the sweep report that chooses on the held-out images.
 
 Everything runs in-process (``normlab.cli.main``, :func:`normlab.study.load_data`) on conftest's
@@ -230,6 +230,9 @@ BAD_INPUT = {
     "smoothing-big": (["--label-smoothing", "2.5"], "--label-smoothing must be"),
     "smoothing-nan": (["--label-smoothing", "nan"], "--label-smoothing must be"),
     "smoothing-word": (["--label-smoothing", "some"], "argument --label-smoothing"),
+    "decay-negative": (["--weight-decay", "-0.001"], "--weight-decay: must be a number >= 0"),
+    "decay-nan": (["--weight-decay", "nan"], "--weight-decay"),
+    "decay-word": (["--weight-decay", "much"], "argument --weight-decay"),
 }
 
 
@@ -258,8 +261,8 @@ def test_bad_option_exits_2_with_one_line_and_writes_nothing(synthetic_data, emp
                                                             case: str) -> None:
     """A bad --val (negative, not a number, leaving no training image, or no image of
     --train-subset), --arch (not two or more whole numbers 1..512 joined by '-', or a width the
-    GroupNorm groups do not divide, naming that layer) or --label-smoothing (outside [0, 1), not a
-    number) makes `normlab study` exit 2 with one 'normlab: error:' line naming it, and leaves no
+    GroupNorm groups do not divide, naming that layer), --label-smoothing (outside [0, 1), not a
+    number) or --weight-decay (negative, not a number) makes `normlab study` exit 2 with one 'normlab: error:' line naming it, and leaves no
     run folder and nothing in the working directory, even where the data was found and loaded
     (--val larger than the training set)."""
     args, fragment = BAD_INPUT[case]
@@ -396,6 +399,40 @@ def test_label_smoothing_trains_on_the_smoothed_loss_and_records_the_plain_one(
     recorded = float(s["train_loss"])
     assert recorded == pytest.approx(ce, rel=1e-5, abs=1e-6)
     assert abs(recorded - smoothed) > 100 * abs(recorded - ce) + 1e-6, (recorded, ce, smoothed)
+
+
+# ----------------------------------------------------------------------------------------------
+# --weight-decay
+
+
+def _final_weights(folder: Path, out: Path, variant: str, *args: str) -> dict:
+    f = _study(folder, out, "--variants", variant, "--epochs", "1", "--batch-size", "32",
+               "--no-augment", *args)
+    return torch.load(f.checkpoint(variant, 0), map_location="cpu", weights_only=True)["model"]
+
+
+def test_weight_decay_is_the_decay_of_every_variant_added_to_its_own_l2(
+        synthetic_data, tmp_path: Path) -> None:
+    """--weight-decay D decays the same weights as a variant's +l2=D: `gn` with D trains bit for
+    bit like `gn+l2=D` without it, and `gn+l2=D` with D like `gn+l2=2D` (the two add). The
+    decay does change the training: the final weights are not those of plain `gn`, and the conv
+    and linear weights are smaller (4 steps of decay 0.05 at the one-cycle's learning rates).
+    config.json records the value."""
+    folder, d = synthetic_data.folder, "0.05"
+    recipe = _final_weights(folder, tmp_path / "recipe", "gn", "--weight-decay", d)
+    variant = _final_weights(folder, tmp_path / "variant", "gn+l2=0.05")
+    plain = _final_weights(folder, tmp_path / "plain", "gn")
+    both = _final_weights(folder, tmp_path / "both", "gn+l2=0.05", "--weight-decay", d)
+    double = _final_weights(folder, tmp_path / "double", "gn+l2=0.1")
+    assert recipe.keys() == variant.keys() == plain.keys()
+    for k in recipe:
+        torch.testing.assert_close(recipe[k], variant[k], rtol=0, atol=0, msg=k)
+        torch.testing.assert_close(both[k], double[k], rtol=0, atol=0, msg=k)
+    decayed = [k for k in recipe if k.endswith("weight") and recipe[k].dim() >= 2]
+    assert decayed
+    for k in decayed:
+        assert recipe[k].norm() < plain[k].norm(), k
+    assert json.loads(RunFolder(tmp_path / "recipe").config.read_text())["weight_decay"] == 0.05
 
 
 # ----------------------------------------------------------------------------------------------

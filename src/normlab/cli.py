@@ -130,6 +130,10 @@ def _add_training_flags(p: argparse.ArgumentParser, D) -> None:
     p.add_argument("--label-smoothing", type=float, default=D(_D.label_smoothing), metavar="EPS",
                    help="label smoothing of the training loss (metrics report the plain "
                         "cross-entropy); 0: none")
+    p.add_argument("--weight-decay", type=_nonneg_float, default=D(_D.weight_decay),
+                   metavar="DECAY",
+                   help="SGD weight decay of every variant's conv and linear weights (not of "
+                        "biases or the norms' gamma/beta); a variant's +l2 adds to it; 0: none")
     p.add_argument("--device", default=D(_D.device),
                    help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--group-size", type=_nonneg_int, default=D(_D.group_size), metavar="N",
@@ -270,6 +274,10 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=D(None),
                    help="folder holding the dataset's IDX files; default: $NORMLAB_DATA, the "
                         "cache, then download")
+    p.add_argument("--weight-decay", type=_nonneg_float, default=D(_D.weight_decay),
+                   metavar="DECAY",
+                   help="SGD weight decay of every variant's conv and linear weights (not of "
+                        "biases or the norms' gamma/beta); a variant's +l2 adds to it; 0: none")
     p.add_argument("--device", default=D(_D.device), help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--quiet", action="store_true", default=D(False), help="no progress bars")
     _add_format_flag(p, D)

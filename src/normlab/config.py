@@ -227,6 +227,9 @@ class Config:
     val: int = 0
     arch: str = DEFAULT_ARCH          # the conv widths, e.g. "8-16-16-16-16" (see parse_arch)
     label_smoothing: float = 0.0      # of the training cross-entropy (metrics report plain CE)
+    # SGD weight decay of every variant's conv and linear weights (the recipe's; a variant's +l2
+    # adds its own decay to it). Biases and the norms' gamma/beta are not decayed.
+    weight_decay: float = 0.0
     device: str = "auto"
     # How runs share the machine (see normlab.study). Both change results only by floating-point
     # rounding; the resolved values are saved in config.json.
@@ -268,7 +271,7 @@ class Config:
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ConfigError(f"{flag} must be a number > 0, got {v!r}")
         for name, flag in (("l1_default", "--l1"), ("l2_default", "--l2"),
-                           ("rotate", "--rotate"), ("translate", "--translate"),
+                           ("weight_decay", "--weight-decay"), ("rotate", "--rotate"), ("translate", "--translate"),
                            ("momentum", "--momentum")):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:

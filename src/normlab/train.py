@@ -78,12 +78,14 @@ def _healthy(loss: float) -> bool:
 class _Penalties:
     """Per-member L1 and L2 on the penalized weights (conv kernels, classifier matrix), applied to
     the gradients: d/dw (l1*|w| + l2/2*w^2) = l1*sign(w) + l2*w. Biases and the norms' gamma/beta
-    are left out: shrinking gamma towards 0 would switch channels off, not sparsify filters."""
+    are left out: shrinking gamma towards 0 would switch channels off, not sparsify filters.
+    ``l2`` is the recipe's ``weight_decay`` plus the variant's own ``+l2``."""
 
-    def __init__(self, multi: MultiNet, variants: list[Variant], device: torch.device):
+    def __init__(self, multi: MultiNet, variants: list[Variant], device: torch.device,
+                 weight_decay: float = 0.0):
         self.items: list[tuple[torch.nn.Parameter, torch.Tensor | None, torch.Tensor | None]] = []
         l1 = [v.l1 for v in variants]
-        l2 = [v.l2 for v in variants]
+        l2 = [weight_decay + v.l2 for v in variants]
         for p in multi.penalized_parameters():
             rows = p.shape[0] // multi.members      # rows of the stacked tensor per member
             shape = (-1,) + (1,) * (p.dim() - 1)
@@ -190,7 +192,8 @@ class GroupTrainer:
                                    nesterov=cfg.momentum > 0)
         if resume is not None:
             _restore_momentum(resume, self.multi, self.opt, device)
-        self.penalties = _Penalties(self.multi, [v for v, _ in runs], device)
+        self.penalties = _Penalties(self.multi, [v for v, _ in runs], device,
+                                    cfg.weight_decay)
         self.alive = [r.status == "ok" for r in self.results]
         self.probe = diagnostics.probe_images(train.images) if cfg.diagnostics else None
         self.precision = resolve_precision(cfg.precision, device)
