@@ -11,8 +11,10 @@
     on all 60,000 training images and the 10,000 test images, for S epochs: ``normlab-study``
     (the default study, diagnostics included), ``normlab-study-nodiag`` (without; its
     ``diagnostics_cost_pct`` is what they add), ``study-0.1.0`` (normlab 0.1.0's model and
-    recipe through ModelConfig: this release's speed-up in one run) and ``study-pool`` (today's
-    widths with the max-pool stem: what the stride-2 stem pays). images/s = runs x epochs x
+    recipe through ModelConfig: this release's speed-up in one run), ``study-pool`` (today's
+    widths with the max-pool stem: what the stride-2 stem pays) and ``study-nodecay`` (the
+    default study without weight decay or diagnostics: what the decay costs, against
+    ``normlab-study-nodiag``). images/s = runs x epochs x
     60,000 / wall time, so seconds per epoch are per model, warm-up included.
 (d) ``group-b<batch>-g<size>``: 3 variants x 2 seeds, 1 epoch of 3,000 images at a small batch,
     with 1 or 3 runs per network (``MultiNet``): what ``--group-size auto`` rests on.
@@ -213,24 +215,27 @@ def _timed_study(cfg: Config, device: torch.device, **plan_overrides):
 class Release010(Config):
     """normlab 0.1.0's default study, reproduced through ModelConfig: its model (8,522
     parameters, ReLU before the max pool) and its recipe (batch 128, lr 0.05, rotation 10
-    degrees, no label smoothing)."""
+    degrees, no label smoothing, no weight decay)."""
 
     def model_config(self, variant) -> ModelConfig:
         return dataclasses.replace(super().model_config(variant), relu_before_pool=True)
 
 
 RELEASE_010 = {"arch": "8-16-16-16-16", "batch_size": 128, "lr": 0.05, "rotate": 10.0,
-               "label_smoothing": 0.0}
+               "label_smoothing": 0.0, "weight_decay": 0.0}
 
 
 def bench_study(base: Config, device: torch.device, epochs: int,
                 release_010: bool = False, diagnostics: bool = True,
-                arch: str | None = None) -> tuple[dict, list[float]]:
+                arch: str | None = None, weight_decay: float | None = None
+                ) -> tuple[dict, list[float]]:
     """The default study's runs trained by normlab's study scheduler, timed as a whole (with
     ``release_010``: normlab 0.1.0's default model and recipe instead of today's; without
-    ``diagnostics``: as --no-diagnostics trains it; ``arch``: another --arch)."""
+    ``diagnostics``: as --no-diagnostics trains it; ``arch``: another --arch;
+    ``weight_decay``: another --weight-decay)."""
     cfg = Config(epochs=epochs, data_dir=base.data_dir, diagnostics=diagnostics,
-                 **({"arch": arch} if arch else {}))
+                 **({"arch": arch} if arch else {}),
+                 **({"weight_decay": weight_decay} if weight_decay is not None else {}))
     if release_010:
         cfg = Release010(epochs=epochs, data_dir=base.data_dir, diagnostics=False, **RELEASE_010)
     plan, results, wall, n, n_test = _timed_study(cfg, device)
@@ -240,6 +245,7 @@ def bench_study(base: Config, device: torch.device, epochs: int,
             "images_per_s": plan.runs * epochs * n / wall, "train_images": n,
             "test_images": n_test, "epochs": epochs, "runs": plan.runs,
             "variants": list(cfg.variants), "arch": cfg.arch, "batch_size": cfg.batch_size,
+            "weight_decay": cfg.weight_decay,
             "group_size": len(plan.groups[0]),
             "workers": plan.workers, "threads_per_worker": plan.threads,
             "wall_seconds": round(wall, 2),
@@ -399,14 +405,17 @@ def main(argv: list[str] | None = None) -> int:
             del study
         if study_epochs > 0:
             old_epoch_s = diag_rate = None
-            for name, release_010, diag, arch in (("study-0.1.0", True, False, None),
-                                                  # what the stride-2 stem itself pays
-                                                  ("study-pool", False, False, POOL_ARCH),
-                                                  ("normlab-study", False, True, None),
-                                                  ("normlab-study-nodiag", False, False, None)):
+            for name, release_010, diag, arch, decay in (
+                    ("study-0.1.0", True, False, None, None),
+                    ("study-pool", False, False, POOL_ARCH, None),  # what the stride-2 stem pays
+                    # what the weight decay costs (against normlab-study-nodiag)
+                    ("study-nodecay", False, False, None, 0.0),
+                    ("normlab-study", False, True, None, None),
+                    ("normlab-study-nodiag", False, False, None, None)):
                 print(f"# {name}: default variants, {study_epochs} epoch(s) on all training "
                       "images", file=sys.stderr)
-                info, times = bench_study(base, device, study_epochs, release_010, diag, arch)
+                info, times = bench_study(base, device, study_epochs, release_010, diag, arch,
+                                          decay)
                 info["device"] = str(device)
                 info["diagnostics"] = diag
                 rec = record(name, info, times, ref_epoch_s)

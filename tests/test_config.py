@@ -321,6 +321,16 @@ def test_config_diff_fills_fields_a_folder_predates() -> None:
         "scale_lr: saved True, now False"]
 
 
+def test_config_diff_reads_a_folder_without_weight_decay_as_trained_without_it() -> None:
+    """A saved config without weight_decay (written before --weight-decay existed) trained
+    without decay: it differs from today's default decay and not from --weight-decay 0."""
+    saved = Config().to_dict()
+    del saved["weight_decay"]
+    default = Config().weight_decay
+    assert config_diff(saved, Config().to_dict()) == [f"weight_decay: saved 0.0, now {default!r}"]
+    assert config_diff(saved, Config(weight_decay=0.0).to_dict()) == []
+
+
 def test_seed_list() -> None:
     """seed_list runs first_seed .. first_seed + seeds - 1."""
     assert Config(seeds=3, first_seed=5).seed_list() == [5, 6, 7]
@@ -352,8 +362,13 @@ def test_config_round_trip() -> None:
 
 
 def test_from_dict_partial_uses_defaults() -> None:
-    """Keys missing from the dict take their defaults."""
-    assert Config.from_dict({"epochs": 3}) == Config(epochs=3)
+    """Keys missing from the dict take their defaults, except weight_decay: a config.json
+    without it was written before --weight-decay existed, by a run that trained without decay
+    (0, not today's default)."""
+    assert Config().weight_decay > 0
+    assert Config.from_dict({"epochs": 3}) == Config(epochs=3, weight_decay=0.0)
+    assert Config.from_dict({"epochs": 3, "weight_decay": 1e-3}) == Config(epochs=3,
+                                                                           weight_decay=1e-3)
 
 
 def test_from_dict_unknown_key() -> None:

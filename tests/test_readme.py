@@ -33,7 +33,9 @@ SECTIONS = {
                                         "stem-lr-paired.md", "rotate", "rotate-5-paired.md",
                                         "rotate-15-paired.md", "stem-kernel",
                                         "stem-kernel-paired.md", "batch", "batch-32-paired.md",
-                                        "batch-64-paired.md", "combined", "combined-paired.md")]
+                                        "batch-64-paired.md", "combined", "combined-paired.md",
+                                        "weight-decay", "weight-decay-0.0005-paired.md",
+                                        "weight-decay-0.002-paired.md")]
     + [ROOT / "benchmarks" / name for name in (
         "results-step-cpu.jsonl", "results-cpu-batch64.jsonl", "results-cpu-3x3-stem.jsonl",
         "results-cpu-2epochs.jsonl", "results-cpu-repeat.jsonl")],
@@ -48,7 +50,12 @@ SECTIONS = {
                  ROOT / "benchmarks" / "results-cpu-batch64.jsonl",
                  ROOT / "benchmarks" / "results-cpu-repeat-8s4.jsonl",
                  ROOT / "benchmarks" / "results-cpu-repeat2-8s4.jsonl",
-                 ROOT / "benchmarks" / "results-cpu-3x3-stem.jsonl", ROOT / "results" / "mnist-default"],
+                 ROOT / "benchmarks" / "results-cpu-3x3-stem.jsonl", ROOT / "results" / "mnist-default",
+                 ROOT / "benchmarks" / "results-cpu-no-decay.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-repeat-decay.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-repeat2-decay.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-repeat3-decay.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-control-b9c533f.jsonl"],
 }
 
 

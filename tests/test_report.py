@@ -453,3 +453,21 @@ def test_commands_without_torch(argv: list[str], tmp_path: Path, make_run, run_p
     if "report" in argv:
         assert run.report.is_file() and "grids of misclassified images were not made" in \
             run.report.read_text(encoding="utf-8")
+
+
+def test_report_states_the_weight_decay_and_reads_an_older_folder_as_without(
+        tmp_path: Path, no_network, make_run) -> None:
+    """The report's training line gives the run's weight decay (the default, 0.0005); a
+    config.json written before --weight-decay existed (no such key) trained without decay,
+    and the report says so rather than giving today's default."""
+    run = make_run(tmp_path / "run", seeds=1, epochs=2, data_dir=tmp_path / "no-data",
+                   wall=False)
+    cfg = json.loads(run.config.read_text(encoding="utf-8"))
+    assert cfg["weight_decay"] == 5e-4
+    text = write_report(run.path).read_text(encoding="utf-8")
+    training = [x for x in text.splitlines() if x.startswith("- **Training:**")]
+    assert len(training) == 1 and "peak learning rate 0.1, weight decay 0.0005," in training[0]
+    del cfg["weight_decay"]
+    run.config.write_text(json.dumps(cfg), encoding="utf-8")
+    text = write_report(run.path).read_text(encoding="utf-8")
+    assert "peak learning rate 0.1, no weight decay," in text

@@ -17,7 +17,7 @@ from normlab.config import Config
 from normlab.device import select_device
 from normlab.errors import ConfigError
 from normlab.study import train_run
-from normlab.train import METRIC_FIELDS
+from normlab.train import METRIC_FIELDS, build_model, one_cycle
 
 CPU = torch.device("cpu")
 
@@ -229,6 +229,35 @@ def test_train_run_is_deterministic(splits, spec: str) -> None:
         assert torch.equal(a.state_dict[k], b.state_dict[k]), k
     assert [r["train_loss"] for r in a.epochs] != [r["train_loss"] for r in c.epochs]
     assert strip(a.epochs) != strip(c.epochs)
+
+
+def test_penalties_add_l1_sign_and_weight_decay_to_the_gradient(splits) -> None:
+    """One SGD step (all 256 images as one batch, no augmentation) of `gn+l1=L` with
+    --weight-decay D moves each conv and linear weight by -lr (1 + momentum) (L sign(w) + D w)
+    more than the step of plain `gn` without decay (Nesterov's first step: the momentum buffer
+    is the gradient); biases and the norms' gamma/beta move alike in both."""
+    train, test, mean, std = splits
+    lam, decay = 1e-3, 1e-2
+    base = Config(epochs=1, batch_size=256, augment=False, device="cpu")
+    plain = base.replace(variants=("gn",), weight_decay=0.0)
+    pen = base.replace(variants=(f"gn+l1={lam:g}",), weight_decay=decay)
+    w0 = build_model(plain, plain.parsed_variants()[0], 0).state_dict()
+    after = {}
+    for name, cfg in (("plain", plain), ("pen", pen)):
+        r = train_run(cfg, cfg.parsed_variants()[0], 0, train, test, mean, std, progress=False)
+        after[name] = r.state_dict
+    lr, momentum = one_cycle(0, 1, base)
+    decayed = {k for k, w in w0.items() if k.endswith("weight") and w.dim() >= 2}
+    assert len(decayed) == len(base.model_config("gn").widths) + 1   # the convs and the head
+    for k, w in w0.items():
+        if not w.is_floating_point():
+            continue
+        want = after["plain"][k]
+        if k in decayed:
+            want = want - lr * (1 + momentum) * (lam * w.sign() + decay * w)
+        torch.testing.assert_close(after["pen"][k], want, rtol=0, atol=1e-6, msg=k)
+        if k in decayed:
+            assert (after["pen"][k] - after["plain"][k]).abs().max() > 1e-5, k
 
 
 def test_train_run_reports_predictions_matching_metrics(splits) -> None:

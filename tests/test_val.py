@@ -414,16 +414,16 @@ def _final_weights(folder: Path, out: Path, variant: str, *args: str) -> dict:
 def test_weight_decay_is_the_decay_of_every_variant_added_to_its_own_l2(
         synthetic_data, tmp_path: Path) -> None:
     """--weight-decay D decays the same weights as a variant's +l2=D: `gn` with D trains bit for
-    bit like `gn+l2=D` without it, and `gn+l2=D` with D like `gn+l2=2D` (the two add). The
-    decay does change the training: the final weights are not those of plain `gn`, and the conv
-    and linear weights are smaller (4 steps of decay 0.05 at the one-cycle's learning rates).
-    config.json records the value."""
-    folder, d = synthetic_data.folder, "0.05"
+    bit like `gn+l2=D` with --weight-decay 0, and `gn+l2=D` with D like `gn+l2=2D` (the two
+    add). The decay does change the training: the final weights are not those of `gn` without
+    decay, and the conv and linear weights are smaller (4 steps of decay 0.05 at the
+    one-cycle's learning rates). config.json records the value."""
+    folder, d, none = synthetic_data.folder, "0.05", ("--weight-decay", "0")
     recipe = _final_weights(folder, tmp_path / "recipe", "gn", "--weight-decay", d)
-    variant = _final_weights(folder, tmp_path / "variant", "gn+l2=0.05")
-    plain = _final_weights(folder, tmp_path / "plain", "gn")
+    variant = _final_weights(folder, tmp_path / "variant", "gn+l2=0.05", *none)
+    plain = _final_weights(folder, tmp_path / "plain", "gn", *none)
     both = _final_weights(folder, tmp_path / "both", "gn+l2=0.05", "--weight-decay", d)
-    double = _final_weights(folder, tmp_path / "double", "gn+l2=0.1")
+    double = _final_weights(folder, tmp_path / "double", "gn+l2=0.1", *none)
     assert recipe.keys() == variant.keys() == plain.keys()
     for k in recipe:
         torch.testing.assert_close(recipe[k], variant[k], rtol=0, atol=0, msg=k)

@@ -274,10 +274,6 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=D(None),
                    help="folder holding the dataset's IDX files; default: $NORMLAB_DATA, the "
                         "cache, then download")
-    p.add_argument("--weight-decay", type=_nonneg_float, default=D(_D.weight_decay),
-                   metavar="DECAY",
-                   help="SGD weight decay of every variant's conv and linear weights (not of "
-                        "biases or the norms' gamma/beta); a variant's +l2 adds to it; 0: none")
     p.add_argument("--device", default=D(_D.device), help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--quiet", action="store_true", default=D(False), help="no progress bars")
     _add_format_flag(p, D)

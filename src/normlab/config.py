@@ -31,6 +31,7 @@ DATASET_NAMES = tuple(DATASETS)
 PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_L1 = 2e-5
 DEFAULT_L2 = 5e-4
+DEFAULT_WEIGHT_DECAY = 5e-4   # chosen on validation data: results/model-selection/weight-decay
 DEFAULT_ARCH = "8s4-16-16-16-12"  # chosen on validation data: results/model-selection
 POOL_ARCH = "8-16-16-16-12"      # the same widths with the max-pool stem (the earlier default)
 MAX_CONVS = 7   # 28 -> 26 -> 13 (pool) -> 11 -> 9 -> 7 -> 5 -> 3 -> 1
@@ -229,7 +230,7 @@ class Config:
     label_smoothing: float = 0.0      # of the training cross-entropy (metrics report plain CE)
     # SGD weight decay of every variant's conv and linear weights (the recipe's; a variant's +l2
     # adds its own decay to it). Biases and the norms' gamma/beta are not decayed.
-    weight_decay: float = 0.0
+    weight_decay: float = DEFAULT_WEIGHT_DECAY
     device: str = "auto"
     # How runs share the machine (see normlab.study). Both change results only by floating-point
     # rounding; the resolved values are saved in config.json.
@@ -271,8 +272,8 @@ class Config:
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ConfigError(f"{flag} must be a number > 0, got {v!r}")
         for name, flag in (("l1_default", "--l1"), ("l2_default", "--l2"),
-                           ("weight_decay", "--weight-decay"), ("rotate", "--rotate"), ("translate", "--translate"),
-                           ("momentum", "--momentum")):
+                           ("weight_decay", "--weight-decay"), ("rotate", "--rotate"),
+                           ("translate", "--translate"), ("momentum", "--momentum")):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ConfigError(f"{flag} must be a number >= 0, got {v!r}")
@@ -343,7 +344,7 @@ class Config:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
-        d = dict(d)
+        d = {**LEGACY_VALUES, **d}
         if "variants" in d and isinstance(d["variants"], list):
             d["variants"] = tuple(d["variants"])
         return cls(**d)
@@ -360,14 +361,19 @@ def config_diff(saved: dict, wanted: dict, keys=None) -> list[str]:
     'resolved') whose value differs between two config dicts (config.json, sweep.json).
 
     A Config field missing from ``saved`` counts as its default: the folder was written before
-    the field existed (e.g. ghost_batch), when it trained as the default does now."""
+    the field existed (e.g. ghost_batch), when it trained as the default does now; or, for the
+    fields of :data:`LEGACY_VALUES`, as it trained then."""
     keys = [k for k in wanted if k != "resolved"] if keys is None else keys
-    saved = {**{k: v for k, v in _FIELD_DEFAULTS.items() if k in wanted}, **saved}
+    saved = {**{k: v for k, v in {**_FIELD_DEFAULTS, **LEGACY_VALUES}.items() if k in wanted},
+             **saved}
     return [f"{k}: saved {saved.get(k)!r}, now {wanted.get(k)!r}" for k in keys
             if saved.get(k) != wanted.get(k)]
 
 
 _FIELD_DEFAULTS = {k: v for k, v in Config().to_dict().items() if k != "variants"}
+# How a folder written before a field existed trained, where that is not the field's default now
+# (folders read with Config.from_dict and compared with config_diff): without weight decay.
+LEGACY_VALUES = {"weight_decay": 0.0}
 
 
 __all__ = ["Config", "config_diff", "parse_arch", "VAL_SEED", "ModelConfig", "Variant", "parse_variant", "parse_variants", "DATASET_NAMES"]
