@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from normlab.config import config_diff
+from normlab.config import completed, config_diff
 from normlab.errors import ConfigError, RunFolderError
 from normlab.runfolder import SweepFolder
 from normlab.stats import paired
@@ -53,10 +53,12 @@ def check_pairable(config_a: dict, config_b: dict, a: str, b: str,
                    differ_in: tuple[str, ...] = ()) -> None:
     """ConfigError unless two points' config.json differ only in the settings ``a`` and ``b``
     (NAME=VALUE) name, those of ``differ_in`` (Config field names), or in
-    :data:`_UNPAIRED_OK`."""
+    :data:`_UNPAIRED_OK`. A field one config predates counts as that folder trained
+    (``config.completed``), whichever of the two points is the older."""
     named = {parse_param(a).name, parse_param(b).name, *differ_in}
-    keys = [k for k in config_b if k not in _UNPAIRED_OK and k not in named]
-    diff = config_diff(config_a, config_b, keys)
+    keys = [k for k in dict.fromkeys([*config_b, *config_a])
+            if k not in _UNPAIRED_OK and k not in named]
+    diff = config_diff(completed(config_a), completed(config_b), keys)
     if diff:
         raise ConfigError(f"the points {a} and {b} also differ in {'; '.join(diff)}; compare "
                           "points whose configs differ only in the settings they name, or list "

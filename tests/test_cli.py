@@ -503,6 +503,18 @@ def test_help_mentions_default_for_every_flag(command: str, capsys) -> None:
             assert str(a.default) in entry, entry
 
 
+def test_sweep_help_names_every_sweepable_setting(capsys) -> None:
+    """`normlab sweep --help` lists, under --param, every setting the sweep accepts
+    (normlab.sweep.SWEEPABLE), so a new sweepable setting cannot be left out of the help."""
+    from normlab.sweep import SWEEPABLE
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", "--help"])
+    assert e.value.code == 0
+    entry = _help_entries(capsys.readouterr().out)["--param"]
+    listed = entry.split("Sweepable:", 1)[1].split("(required", 1)[0]
+    assert [x.strip() for x in listed.split(",")] == list(SWEEPABLE)
+
+
 # ----------------------------------------------------------------------------------------------
 # report and explain
 

@@ -67,3 +67,18 @@ def test_points_of_two_sweeps_must_differ_only_in_what_they_name(script) -> None
         script.check_pairable(base, {**b, "lr": 0.2}, "rotate=10", "arch=8s4-16-16-16-12")
     # A combination: the settings that moved with the named one are listed.
     script.check_pairable(base, {**b, "lr": 0.2}, "rotate=10", "arch=8s4-16-16-16-12", ("lr",))
+
+
+def test_a_point_older_than_weight_decay_pairs_only_with_points_without_it(script) -> None:
+    """A config.json written before --weight-decay existed (no such key) trained without decay:
+    whichever of the two points it is, check_pairable refuses to pair it with a point that
+    trained with the default decay, naming weight_decay, and accepts one with weight_decay 0."""
+    from normlab.config import Config
+    new = Config(val=10_000).to_dict()
+    old = {k: v for k, v in new.items() if k != "weight_decay"}
+    assert new["weight_decay"] > 0
+    for first, second in ((old, new), (new, old)):
+        with pytest.raises(ValueError, match="weight_decay"):
+            script.check_pairable(first, second, "rotate=10", "rotate=15")
+    for first, second in ((old, {**new, "weight_decay": 0.0}), ({**new, "weight_decay": 0.0}, old)):
+        script.check_pairable(first, second, "rotate=10", "rotate=15")

@@ -216,8 +216,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                    help="a setting and its values, e.g. batch_size=2,8,32,128 or l1=0,1e-5,1e-4; "
                         "give it twice for a grid. Sweepable: batch_size, lr, momentum, warmup, l1, "
                         "l2, groups, ghost_batch, augment, rotate, translate, dataset, "
-                        "train_subset, epochs, precision, arch, label_smoothing (required, except "
-                        "with --resume)")
+                        "train_subset, epochs, precision, arch, label_smoothing, weight_decay "
+                        "(required, except with --resume)")
     p.add_argument("--variants", default=D(",".join(_D.variants)), help=variant_help)
     p.add_argument("--seeds", type=_positive_int, default=D(_D.seeds),
                    help="number of seeds per variant and point")

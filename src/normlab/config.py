@@ -364,10 +364,15 @@ def config_diff(saved: dict, wanted: dict, keys=None) -> list[str]:
     the field existed (e.g. ghost_batch), when it trained as the default does now; or, for the
     fields of :data:`LEGACY_VALUES`, as it trained then."""
     keys = [k for k in wanted if k != "resolved"] if keys is None else keys
-    saved = {**{k: v for k, v in {**_FIELD_DEFAULTS, **LEGACY_VALUES}.items() if k in wanted},
-             **saved}
+    saved = {k: v for k, v in completed(saved).items() if k in saved or k in wanted}
     return [f"{k}: saved {saved.get(k)!r}, now {wanted.get(k)!r}" for k in keys
             if saved.get(k) != wanted.get(k)]
+
+
+def completed(saved: dict) -> dict:
+    """A saved config dict with every Config field it predates filled in as that folder trained:
+    the field's default, or its :data:`LEGACY_VALUES` entry."""
+    return {**_FIELD_DEFAULTS, **LEGACY_VALUES, **saved}
 
 
 _FIELD_DEFAULTS = {k: v for k, v in Config().to_dict().items() if k != "variants"}
@@ -376,4 +381,4 @@ _FIELD_DEFAULTS = {k: v for k, v in Config().to_dict().items() if k != "variants
 LEGACY_VALUES = {"weight_decay": 0.0}
 
 
-__all__ = ["Config", "config_diff", "parse_arch", "VAL_SEED", "ModelConfig", "Variant", "parse_variant", "parse_variants", "DATASET_NAMES"]
+__all__ = ["Config", "completed", "config_diff", "parse_arch", "VAL_SEED", "ModelConfig", "Variant", "parse_variant", "parse_variants", "DATASET_NAMES"]
