@@ -16,7 +16,7 @@ from typing import Sequence
 
 from normlab import norms
 from normlab.compare import ALPHA, POWER, Comparison, comparison_table, run_comparisons
-from normlab.config import LEGACY_VALUES
+from normlab.config import completed
 from normlab.errors import ConfigError, DataError, RunFolderError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.findings import findings
@@ -115,7 +115,7 @@ def _what_ran(run: RunData) -> list[str]:
     for key, text in (("batch_size", "batch size {}"), ("lr", "peak learning rate {:g}")):
         if cfg.get(key) is not None:
             training.append(text.format(cfg[key]))
-    decay = cfg.get("weight_decay", LEGACY_VALUES["weight_decay"])   # absent: trained without
+    decay = completed(cfg)["weight_decay"]   # a folder older than the field trained without
     if is_number(decay) and "lr" in cfg:
         training.append(f"weight decay {decay:g}" if decay else "no weight decay")
     if "augment" in cfg:
