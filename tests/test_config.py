@@ -195,6 +195,10 @@ def test_parse_variants_empty(specs) -> None:
         ({"l2_default": -1e-4}, "--l2"),
         ({"weight_decay": -1e-4}, "--weight-decay"),
         ({"weight_decay": float("nan")}, "--weight-decay"),
+        ({"ema": 1.0}, "--ema must be a number in [0, 1)"),
+        ({"ema": -0.5}, "--ema"),
+        ({"ema": float("nan")}, "--ema"),
+        ({"ema": "0.9"}, "--ema"),
         ({"l1_default": float("nan")}, "--l1"),
         ({"epochs": 2.5}, "--epochs"),
         ({"epochs": True}, "--epochs"),
@@ -348,7 +352,7 @@ def test_config_round_trip() -> None:
         lr=0.2, momentum=0.8, warmup=0.3, l1_default=1e-5, l2_default=1e-3, groups=2, ghost_batch=4,
         augment=False, rotate=5.0, translate=1.0, dataset="kmnist", data_dir="/some/where",
         train_subset=1000, eval_batch_size=500, val=100, arch="4-8-12", label_smoothing=0.1,
-        weight_decay=1e-4, device="cpu", group_size=2, workers=1,
+        weight_decay=1e-4, ema=0.99, device="cpu", group_size=2, workers=1,
         precision="bf16", compile=True, diagnostics=False,
     )
     d = cfg.to_dict()

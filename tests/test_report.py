@@ -459,7 +459,7 @@ def test_report_states_the_weight_decay_and_reads_an_older_folder_as_without(
         tmp_path: Path, no_network, make_run) -> None:
     """The report's training line gives the run's weight decay (the default, 0.0005); a
     config.json written before --weight-decay existed (no such key) trained without decay,
-    and the report says so rather than giving today's default."""
+    and the report says so rather than giving today's default. It names --ema when it was on."""
     run = make_run(tmp_path / "run", seeds=1, epochs=2, data_dir=tmp_path / "no-data",
                    wall=False)
     cfg = json.loads(run.config.read_text(encoding="utf-8"))
@@ -471,3 +471,8 @@ def test_report_states_the_weight_decay_and_reads_an_older_folder_as_without(
     run.config.write_text(json.dumps(cfg), encoding="utf-8")
     text = write_report(run.path).read_text(encoding="utf-8")
     assert "peak learning rate 0.1, no weight decay," in text
+    assert "moving average" not in text
+    cfg["ema"] = 0.999    # --ema: the report says which weights its numbers are from
+    run.config.write_text(json.dumps(cfg), encoding="utf-8")
+    text = write_report(run.path).read_text(encoding="utf-8")
+    assert "evaluated with a moving average of the weights (decay 0.999 per step)" in text

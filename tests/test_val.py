@@ -233,6 +233,9 @@ BAD_INPUT = {
     "decay-negative": (["--weight-decay", "-0.001"], "--weight-decay: must be a number >= 0"),
     "decay-nan": (["--weight-decay", "nan"], "--weight-decay"),
     "decay-word": (["--weight-decay", "much"], "argument --weight-decay"),
+    "ema-one": (["--ema", "1"], "--ema must be a number in [0, 1)"),
+    "ema-negative": (["--ema", "-0.9"], "--ema: must be a number >= 0"),
+    "ema-word": (["--ema", "slow"], "argument --ema"),
 }
 
 
@@ -262,7 +265,8 @@ def test_bad_option_exits_2_with_one_line_and_writes_nothing(synthetic_data, emp
     """A bad --val (negative, not a number, leaving no training image, or no image of
     --train-subset), --arch (not two or more whole numbers 1..512 joined by '-', or a width the
     GroupNorm groups do not divide, naming that layer), --label-smoothing (outside [0, 1), not a
-    number) or --weight-decay (negative, not a number) makes `normlab study` exit 2 with one 'normlab: error:' line naming it, and leaves no
+    number), --weight-decay (negative, not a number) or --ema (1 or more, negative, not a
+    number) makes `normlab study` exit 2 with one 'normlab: error:' line naming it, and leaves no
     run folder and nothing in the working directory, even where the data was found and loaded
     (--val larger than the training set)."""
     args, fragment = BAD_INPUT[case]

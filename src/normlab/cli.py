@@ -1,8 +1,5 @@
-"""Command-line interface: ``normlab study``, ``train``, ``sweep``, ``experiment``, ``report``
-and ``explain``.
-
-Bad input prints one line, ``normlab: error: <problem>; <fix>``, and exits with code 2.
-"""
+"""Command-line interface: ``normlab study``, ``train``, ``sweep``, ``experiment``, ``report``,
+``explain``. Bad input prints one line, ``normlab: error: <problem>; <fix>``, and exits 2."""
 
 from __future__ import annotations
 
@@ -90,8 +87,8 @@ def _add_training_flags(p: argparse.ArgumentParser, D) -> None:
     p.add_argument("--lr", type=_positive_float, default=D(_D.lr),
                    help="peak learning rate of the one-cycle schedule (SGD, Nesterov momentum)")
     p.add_argument("--momentum", type=_nonneg_float, default=D(_D.momentum), help="peak SGD momentum")
-    p.add_argument("--warmup", type=float, default=D(_D.warmup),
-                   help="fraction of the steps spent raising the learning rate to its peak")
+    p.add_argument("--warmup", type=float, default=D(_D.warmup), help="fraction of the steps "
+                   "spent raising the learning rate to its peak")
     p.add_argument("--l1", type=_nonneg_float, default=D(DEFAULT_L1), dest="l1_default", metavar="LAMBDA",
                    help="L1 lambda used by a variant written '+l1' without a value")
     p.add_argument("--l2", type=_nonneg_float, default=D(DEFAULT_L2), dest="l2_default", metavar="DECAY",
@@ -134,6 +131,10 @@ def _add_training_flags(p: argparse.ArgumentParser, D) -> None:
                    metavar="DECAY",
                    help="SGD weight decay of every variant's conv and linear weights (not of "
                         "biases or the norms' gamma/beta); a variant's +l2 adds to it; 0: none")
+    p.add_argument("--ema", type=_nonneg_float, default=D(_D.ema), metavar="DECAY",
+                   help="evaluate and save an exponential moving average of the weights with "
+                        "this decay per step (< 1, e.g. 0.999; BatchNorm statistics recomputed "
+                        "for it); train_loss/train_acc stay the trained weights'; 0: off")
     p.add_argument("--device", default=D(_D.device),
                    help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--group-size", type=_nonneg_int, default=D(_D.group_size), metavar="N",
@@ -216,7 +217,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                    help="a setting and its values, e.g. batch_size=2,8,32,128 or l1=0,1e-5,1e-4; "
                         "give it twice for a grid. Sweepable: batch_size, lr, momentum, warmup, l1, "
                         "l2, groups, ghost_batch, augment, rotate, translate, dataset, "
-                        "train_subset, epochs, precision, arch, label_smoothing, weight_decay "
+                        "train_subset, epochs, precision, arch, label_smoothing, weight_decay, ema "
                         "(required, except with --resume)")
     p.add_argument("--variants", default=D(",".join(_D.variants)), help=variant_help)
     p.add_argument("--seeds", type=_positive_int, default=D(_D.seeds),

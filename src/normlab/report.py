@@ -118,6 +118,9 @@ def _what_ran(run: RunData) -> list[str]:
     decay = completed(cfg)["weight_decay"]   # a folder older than the field trained without
     if is_number(decay) and "lr" in cfg:
         training.append(f"weight decay {decay:g}" if decay else "no weight decay")
+    if cfg.get("ema"):
+        training.append(f"evaluated with a moving average of the weights (decay {cfg['ema']:g} "
+                        "per step)")
     if "augment" in cfg:
         training.append("augmentation " + (
             f"on (rotation ±{cfg.get('rotate', 0):g}°, shift ±{cfg.get('translate', 0):g} px)"

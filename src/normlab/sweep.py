@@ -39,7 +39,7 @@ from normlab.runfolder import RunFolder, SweepFolder, load_run
 ALIASES = {"l1": "l1_default", "l2": "l2_default"}
 SWEEPABLE = ("batch_size", "lr", "momentum", "warmup", "l1", "l2", "groups", "ghost_batch",
              "augment", "rotate", "translate", "dataset", "train_subset", "epochs", "precision",
-             "arch", "label_smoothing", "weight_decay")
+             "arch", "label_smoothing", "weight_decay", "ema")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,12 @@ gamma/beta). Regularization per variant, on the same weights:
 * L2: SGD weight decay, added to the recipe's.
 
 ``train_loss`` reports the cross-entropy alone, so variants with and without a penalty compare.
+
+With ``--ema D`` an exponential moving average of the weights (torch's ``AveragedModel``, updated
+after every step with decay D) is what is evaluated and saved. BatchNorm's running statistics
+belong to the weights that produced them, so they are not averaged: before each evaluation they
+are recomputed for the averaged weights (torch's ``update_bn``) from the first
+:data:`EMA_BN_IMAGES` training images, not augmented.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from normlab import diagnostics
 from normlab.batches import DeviceSplit, augment, batch_bounds, random_transforms
@@ -40,6 +47,8 @@ from normlab.runfolder import METRIC_COLUMNS, Predictions, RunResult
 # A cross-entropy above this has diverged even if it is still finite: a chance guess over 10
 # classes scores ln(10) = 2.3, and only logits thousands apart can score 1e4.
 DIVERGED_LOSS = 1e4
+
+EMA_BN_IMAGES = 4096   # training images whose statistics become the averaged weights' BatchNorm's
 
 METRIC_FIELDS = METRIC_COLUMNS[2:] + ("seconds",)  # a run's per-epoch row: metrics.csv's
 # columns after variant and seed, and the epoch's seconds (timing.csv)
@@ -185,15 +194,18 @@ class GroupTrainer:
             g.manual_seed(seed)
             self.gens.append(g)
         self.epoch = 0                         # epochs finished
+        saved_ema = None
         if resume is not None:
             try:
                 self.epoch = _restore(resume, self.runs, nets, self.gens, self.results)
+                saved_ema = _saved_average(cfg, runs, resume) if cfg.ema else None
             except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as e:
                 raise RunFolderError(f"the saved training state of {group_label(runs)} cannot be "
                                      f"restored ({type(e).__name__}: {str(e)[:120]}); delete that "
                                      "state from the run folder to retrain those runs") from None
         self.multi = MultiNet(nets)
         self.multi.to(device, memory_format=self.multi.memory_format)
+        self.ema = _averaged(cfg.ema, self.multi, saved_ema) if cfg.ema else None
         self.opt = torch.optim.SGD(self.multi.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    nesterov=cfg.momentum > 0)
         if resume is not None:
@@ -218,7 +230,21 @@ class GroupTrainer:
         return self.epoch >= self.cfg.epochs or not any(self.alive)
 
     def state(self) -> dict:
-        return group_state(self.epoch, self.runs, self.multi, self.opt, self.gens, self.results)
+        return group_state(self.epoch, self.runs, self.multi, self.opt, self.gens, self.results,
+                           self.ema)
+
+    def evaluated(self) -> MultiNet:
+        """The network that is evaluated and saved: the trained one, or with ``--ema`` the
+        averaged weights with their BatchNorm statistics recomputed."""
+        if self.ema is None:
+            return self.multi
+        net, images = self.ema.module, self.train_split.images
+        bounds = batch_bounds(min(len(images), EMA_BN_IMAGES), self.cfg.batch_size)
+        batches = (((images[a:b] - self.mean) / self.std).expand(-1, net.members, -1, -1)
+                   .contiguous(memory_format=net.memory_format) for a, b in bounds)  # (B, M, H, W)
+        with torch.no_grad(), self.autocast():
+            update_bn(batches, net)
+        return net
 
     def final_outputs(self) -> None:
         """Predictions and final weights of the members that finished (after a resume these
@@ -227,12 +253,13 @@ class GroupTrainer:
                    if r.status == "ok" and (r.predictions is None or r.state_dict is None)]
         if not missing:
             return
+        net = self.evaluated()
         with self.autocast():
-            evals = evaluate_group(self.multi, self.test_split, self.mean, self.std,
+            evals = evaluate_group(net, self.test_split, self.mean, self.std,
                                    self.cfg.eval_batch_size)
         for i in missing:
             self.results[i].predictions = evals[i][2]
-            self.results[i].state_dict = self.multi.member_state_dict(i)
+            self.results[i].state_dict = net.member_state_dict(i)
 
     def train_epoch(self, on_step: Callable[[int, float], None] | None = None) -> list[tuple[int, dict]]:
         """Train and evaluate one epoch; returns ``(member, metrics row)`` for the members still
@@ -272,6 +299,8 @@ class GroupTrainer:
             if self.penalties.active:
                 self.penalties.add_to_grads()
             opt.step()
+            if self.ema is not None:
+                self.ema.update_parameters(multi)
             loss_sum += losses.detach() * b
             correct += (logits.detach().argmax(dim=2) == y).sum(dim=0)
             if step % 50 == 49 or step == len(self.bounds) - 1:
@@ -291,10 +320,11 @@ class GroupTrainer:
                     return []
         train_loss = (loss_sum / n).tolist()
         train_acc = [100.0 * c / n for c in correct.tolist()]   # no float64 on the device (MPS)
+        net = self.evaluated()
         with self.autocast():
-            evals = evaluate_group(multi, self.test_split, self.mean, self.std,
+            evals = evaluate_group(net, self.test_split, self.mean, self.std,
                                    cfg.eval_batch_size)
-            vals = (evaluate_group(multi, self.val_split, self.mean, self.std,
+            vals = (evaluate_group(net, self.val_split, self.mean, self.std,
                                    cfg.eval_batch_size) if self.val_split is not None
                     else [(None, None, None)] * m)
         # Measured after the epoch's last step, while the gradients of that step are still held.
@@ -318,7 +348,7 @@ class GroupTrainer:
             results[i].diagnostics.extend({"epoch": epoch, **d} for d in probed[i])
             if epoch == cfg.epochs:
                 results[i].predictions = preds
-                results[i].state_dict = multi.member_state_dict(i)
+                results[i].state_dict = net.member_state_dict(i)
             rows.append((i, row))
         self.epoch = epoch
         return rows
@@ -342,10 +372,11 @@ def augment_members(x: torch.Tensor, gens: list[torch.Generator], rotate: float,
 
 def group_state(epoch: int, runs: list[tuple[Variant, int]], multi: MultiNet,
                 opt: torch.optim.Optimizer, gens: list[torch.Generator],
-                results: list[RunResult]) -> dict:
+                results: list[RunResult], ema: AveragedModel | None = None) -> dict:
     """Everything needed to continue the group after ``epoch``: per member its weights,
-    momentum buffers, generator state (data order and augmentation) and metrics so far. Plain
-    tensors, numbers and strings only, so ``torch.load(weights_only=True)`` reads it."""
+    momentum buffers, generator state (data order and augmentation), metrics so far and, with
+    ``--ema``, its averaged weights. Plain tensors, numbers and strings only, so
+    ``torch.load(weights_only=True)`` reads it."""
     bufs = {name: opt.state[p]["momentum_buffer"] for name, p in multi.named_parameters()
             if opt.state.get(p, {}).get("momentum_buffer") is not None}
     members = []
@@ -357,7 +388,12 @@ def group_state(epoch: int, runs: list[tuple[Variant, int]], multi: MultiNet,
             "generator": gens[i].get_state().clone(), "epochs": [dict(e) for e in r.epochs],
             "diagnostics": [dict(d) for d in r.diagnostics],
         })
-    return {"epoch": epoch, "members": members}
+        if ema is not None:
+            members[-1]["ema"] = ema.module.member_state_dict(i)
+    state = {"epoch": epoch, "members": members}
+    if ema is not None:
+        state["ema_updates"] = int(ema.n_averaged)
+    return state
 
 
 def _restore(state: dict, runs: list[tuple[Variant, int]], nets: list[Net],
@@ -370,6 +406,29 @@ def _restore(state: dict, runs: list[tuple[Variant, int]], nets: list[Net],
         r.diagnostics = [dict(d) for d in saved.get("diagnostics", [])]
         r.status, r.message = saved["status"], saved["message"]
     return int(state["epoch"])
+
+
+def _saved_average(cfg: Config, runs: list[tuple[Variant, int]],
+                   state: dict) -> tuple[MultiNet, int]:
+    """The averaged weights saved in a training state, and how many updates they average."""
+    nets = [build_model(cfg, v, s) for v, s in runs]
+    for net, saved in zip(nets, state["members"]):
+        net.load_state_dict(saved["ema"])
+    return MultiNet(nets), int(state["ema_updates"])
+
+
+def _averaged(decay: float, multi: MultiNet,
+              saved: tuple[MultiNet, int] | None) -> AveragedModel:
+    """The moving average of ``multi``'s weights (``AveragedModel`` holds a copy and takes
+    its first update's weights as they are), or the saved one continued."""
+    average = get_ema_multi_avg_fn(decay)
+    if saved is None:
+        return AveragedModel(multi, multi_avg_fn=average)
+    net, updates = saved
+    ema = AveragedModel(net.to(multi.head_weight.device, memory_format=multi.memory_format),
+                        multi_avg_fn=average)
+    ema.n_averaged.fill_(updates)
+    return ema
 
 
 def _restore_momentum(state: dict, multi: MultiNet, opt: torch.optim.Optimizer,
