@@ -37,7 +37,8 @@ SECTIONS = {
                                         "weight-decay", "weight-decay-0.0005-paired.md",
                                         "weight-decay-0.002-paired.md",
                                         "weight-decay-4-seeds",
-                                        "weight-decay-4-seeds-paired.md")]
+                                        "weight-decay-4-seeds-paired.md", "ema",
+                                        "ema-paired.md")]
     + [ROOT / "benchmarks" / name for name in (
         "results-step-cpu.jsonl", "results-cpu-batch64.jsonl", "results-cpu-3x3-stem.jsonl",
         "results-cpu-2epochs.jsonl", "results-cpu-repeat.jsonl")],
