@@ -15,7 +15,9 @@
     widths with the max-pool stem: what the stride-2 stem pays) and ``study-nodecay`` (the
     default study without weight decay or diagnostics: what the decay costs, against
     ``normlab-study-nodiag``). images/s = runs x epochs x
-    60,000 / wall time, so seconds per epoch are per model, warm-up included.
+    60,000 / wall time, so seconds per epoch are per model, warm-up included. They run in R
+    interleaved rounds (``timed_studies.study_rows``); each row's images/s and ratio to 0.1.0
+    are medians over the rounds.
 (d) ``group-b<batch>-g<size>``: 3 variants x 2 seeds, 1 epoch of 3,000 images at a small batch,
     with 1 or 3 runs per network (``MultiNet``): what ``--group-size auto`` rests on.
 
@@ -27,7 +29,6 @@ Every number is the MEDIAN over the timed windows. Nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -45,7 +46,7 @@ from PIL import Image
 
 from normlab import data as nl_data
 from normlab.batches import DeviceSplit
-from normlab.config import POOL_ARCH, Config, ModelConfig
+from normlab.config import Config
 from normlab.errors import ConfigError, DataError
 from normlab.model import count_params
 from normlab import study as nl_study
@@ -54,6 +55,7 @@ from normlab.envinfo import peak_rss_mb
 from normlab.store import atomic_write_text
 from normlab.study import train_run
 from normlab.train import build_model
+from timed_studies import bench_grouping, forward_flops, study_rows
 
 EPOCH_IMAGES = 60_000
 TEST_IMAGES = 500
@@ -113,32 +115,6 @@ class EvaNet(nn.Module):
         x = self.conv6(self.conv5(self.conv4(x)))
         x = self.head(self.gap(x))
         return F.log_softmax(x.view(-1, 10), dim=-1)
-
-
-def forward_flops(model: nn.Module) -> int:
-    """FLOPs of one forward pass of a 1x1x28x28 input: 2 x the MACs of every conv and linear."""
-    macs = 0
-
-    def hook(m, inp, out):
-        nonlocal macs
-        if isinstance(m, nn.Conv2d):
-            kh, kw = m.kernel_size
-            macs += out.numel() * (m.in_channels // m.groups) * kh * kw
-        elif isinstance(m, nn.Linear):
-            macs += out.numel() * m.in_features
-
-    hooks = [m.register_forward_hook(hook) for m in model.modules()
-             if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, 1, 28, 28))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    return 2 * macs
 
 
 def bench_reference(images: torch.Tensor, labels: torch.Tensor, warmup: int, windows: int,
@@ -201,83 +177,6 @@ def bench_normlab(norm: str, study, base: Config, seed: int) -> tuple[dict, list
     return info, timed
 
 
-def _timed_study(cfg: Config, device: torch.device, **plan_overrides):
-    """Train every run of ``cfg`` the way ``normlab study`` does (its plan and scheduler, no
-    run folder); returns (plan, results, wall seconds)."""
-    data = nl_study.load_data(cfg, device)
-    plan = nl_study.make_plan(cfg, device, **plan_overrides)
-    t0 = time.perf_counter()
-    results = nl_study.train(plan, data, progress=False)
-    return plan, results, time.perf_counter() - t0, len(data.train), len(data.test)
-
-
-@dataclasses.dataclass(frozen=True)
-class Release010(Config):
-    """normlab 0.1.0's default study, reproduced through ModelConfig: its model (8,522
-    parameters, ReLU before the max pool) and its recipe (batch 128, lr 0.05, rotation 10
-    degrees, no label smoothing, no weight decay)."""
-
-    def model_config(self, variant) -> ModelConfig:
-        return dataclasses.replace(super().model_config(variant), relu_before_pool=True)
-
-
-RELEASE_010 = {"arch": "8-16-16-16-16", "batch_size": 128, "lr": 0.05, "rotate": 10.0,
-               "label_smoothing": 0.0, "weight_decay": 0.0}
-
-
-def bench_study(base: Config, device: torch.device, epochs: int,
-                release_010: bool = False, diagnostics: bool = True,
-                arch: str | None = None, weight_decay: float | None = None
-                ) -> tuple[dict, list[float]]:
-    """The default study's runs trained by normlab's study scheduler, timed as a whole (with
-    ``release_010``: normlab 0.1.0's default model and recipe instead of today's; without
-    ``diagnostics``: as --no-diagnostics trains it; ``arch``: another --arch;
-    ``weight_decay``: another --weight-decay)."""
-    cfg = Config(epochs=epochs, data_dir=base.data_dir, diagnostics=diagnostics,
-                 **({"arch": arch} if arch else {}),
-                 **({"weight_decay": weight_decay} if weight_decay is not None else {}))
-    if release_010:
-        cfg = Release010(epochs=epochs, data_dir=base.data_dir, diagnostics=False, **RELEASE_010)
-    plan, results, wall, n, n_test = _timed_study(cfg, device)
-    epoch_seconds = [row["seconds"] for r in results for row in r.epochs]
-    model = build_model(cfg, cfg.parsed_variants()[0], 0)
-    info = {"params": count_params(model), "flops_per_image_fwd": forward_flops(model),
-            "images_per_s": plan.runs * epochs * n / wall, "train_images": n,
-            "test_images": n_test, "epochs": epochs, "runs": plan.runs,
-            "variants": list(cfg.variants), "arch": cfg.arch, "batch_size": cfg.batch_size,
-            "weight_decay": cfg.weight_decay,
-            "group_size": len(plan.groups[0]),
-            "workers": plan.workers, "threads_per_worker": plan.threads,
-            "wall_seconds": round(wall, 2),
-            "final_test_acc": {r.variant.name: r.epochs[-1]["test_acc"]
-                               for r in results if r.epochs},
-            "note": ("images/s = runs x epochs x train images / wall time (first epoch included); "
-                     "each epoch includes evaluating the full test split")}
-    return info, [round(s, 3) for s in epoch_seconds]
-
-
-def bench_grouping(base: Config, device: torch.device, batch: int, group_size: int,
-                   images: int, repeats: int) -> tuple[dict, list[float]]:
-    """3 variants x 2 seeds, 1 epoch of ``images`` images at ``batch``, trained by the study
-    scheduler with ``group_size`` runs per network (1: each run alone), ``repeats`` times (the
-    median counts): what --group-size auto rests on."""
-    cfg = Config(variants=("bn", "gn", "ln"), seeds=2, epochs=1, batch_size=batch,
-                 train_subset=images, data_dir=base.data_dir)
-    walls = []
-    for _ in range(repeats):
-        plan, results, wall, n, _ = _timed_study(cfg, device, group_size=group_size)
-        walls.append(wall)
-    wall = statistics.median(walls)
-    model = build_model(cfg, cfg.parsed_variants()[0], 0)
-    info = {"params": count_params(model), "flops_per_image_fwd": forward_flops(model),
-            "images_per_s": plan.runs * n / wall, "train_images": n, "epochs": 1,
-            "runs": plan.runs, "batch_size": batch, "group_size": len(plan.groups[0]),
-            "workers": plan.workers, "threads_per_worker": plan.threads,
-            "wall_seconds": round(wall, 2),
-            "note": "images/s = runs x train images / median wall time; test split evaluated once"}
-    return info, [round(w, 3) for w in walls]
-
-
 # ----------------------------------------------------------------------------------------------
 
 
@@ -303,12 +202,14 @@ def record(name: str, info: dict, windows: list[float], ref_epoch_s: float | Non
 
 
 def table(records: list[dict]) -> str:
-    head = ("name", "params", "images/s", "s/epoch(60k)", "ratio", "MFLOP/img fwd",
+    head = ("name", "params", "images/s", "s/epoch(60k)", "ratio", "vs 0.1.0", "MFLOP/img fwd",
             "GFLOP/s", "peak RSS MB", "windows")
     rows = [head]
     for r in records:
+        old = r.get("ratio_vs_0.1.0")
         rows.append((r["name"], str(r["params"]), f"{r['images_per_s']:.0f}",
                      f"{r['epoch_seconds']:.1f}", "-" if r["ratio_vs_reference"] is None else f"{r['ratio_vs_reference']:.2f}x",
+                     "-" if old is None else f"{old:.3f}x",
                      f"{r['flops_per_image_fwd'] / 1e6:.2f}", f"{r['gflops_achieved']:.2f}",
                      f"{r['peak_rss_mb']:.0f}", str(len(r["windows"]))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
@@ -337,8 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subset", type=int, default=None, help="normlab training images")
     p.add_argument("--no-reference", action="store_true", help="skip the reference loop")
     p.add_argument("--study-epochs", type=int, default=None,
-                   help="epochs of the default-study measurement on all 60,000 images "
-                        "(default: 2, --quick: 1; 0 skips it)")
+                   help="epochs of each study row on all 60,000 images "
+                        "(default: 2, --quick: 1; 0 skips them)")
+    p.add_argument("--study-rounds", type=int, default=None,
+                   help="rounds of the study rows, each row once per round in a rotating order; "
+                        "medians over rounds are reported (default: 3, --quick: 1)")
     p.add_argument("--grouping-batches", default="4,16",
                    help="batch sizes at which grouped and separate runs are compared "
                         "(3 variants x 2 seeds, 1 epoch of --grouping-images; '' skips it)")
@@ -363,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads < 1:
             p.error("--threads must be >= 1")
         torch.set_num_threads(args.threads)
+    if args.study_rounds is not None and args.study_rounds < 1:
+        p.error("--study-rounds must be >= 1")
     if epochs < 2:
         print("note: with --epochs 1 the only (first) epoch is timed, warm-up included",
               file=sys.stderr)
@@ -404,31 +310,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(rec), flush=True)
             del study
         if study_epochs > 0:
-            old_epoch_s = diag_rate = None
-            for name, release_010, diag, arch, decay in (
-                    ("study-0.1.0", True, False, None, None),
-                    ("study-pool", False, False, POOL_ARCH, None),  # what the stride-2 stem pays
-                    # what the weight decay costs (against normlab-study-nodiag)
-                    ("study-nodecay", False, False, None, 0.0),
-                    ("normlab-study", False, True, None, None),
-                    ("normlab-study-nodiag", False, False, None, None)):
-                print(f"# {name}: default variants, {study_epochs} epoch(s) on all training "
-                      "images", file=sys.stderr)
-                info, times = bench_study(base, device, study_epochs, release_010, diag, arch,
-                                          decay)
+            rounds = args.study_rounds or (1 if q else 3)
+            for name, info, times in study_rows(base, device, study_epochs, rounds,
+                                                log=lambda m: print(m, file=sys.stderr)):
                 info["device"] = str(device)
-                info["diagnostics"] = diag
                 rec = record(name, info, times, ref_epoch_s)
-                if old_epoch_s is None:
-                    old_epoch_s = rec["epoch_seconds"]
-                else:   # per model-epoch, against 0.1.0's default study in this same run
-                    rec["ratio_vs_0.1.0"] = round(old_epoch_s / rec["epoch_seconds"], 3)
-                if diag:
-                    diag_rate = rec["images_per_s"]
-                elif diag_rate is not None:   # what the diagnostics cost, in this same run
-                    # From images/s, not the s/epoch printed: those are rounded to 0.01 s.
-                    rec["diagnostics_cost_pct"] = round(
-                        100.0 * (rec["images_per_s"] / diag_rate - 1.0), 2)
                 records.append(rec)
                 print(json.dumps(rec), flush=True)
         for batch in [int(b) for b in args.grouping_batches.split(",") if b.strip()]:
@@ -451,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(records))
     print("notes: ratio = reference s/epoch / this s/epoch (higher = faster than the reference); "
           f"normlab epoch times include evaluating {TEST_IMAGES} test images; study rows: "
-          "s/epoch per model = wall / (runs x epochs); training FLOPs = 3 x forward; peak RSS is "
+          "s/epoch per model = wall / (runs x epochs), medians over rounds; vs 0.1.0 = median over "
+          "rounds of the row's speed / study-0.1.0's in the same round; training FLOPs = 3 x "
+          "forward; peak RSS is "
           "this process's peak so far (DataLoader workers not included).")
     return 0
 

@@ -58,7 +58,10 @@ SECTIONS = {
                  ROOT / "benchmarks" / "results-cpu-repeat-decay.jsonl",
                  ROOT / "benchmarks" / "results-cpu-repeat2-decay.jsonl",
                  ROOT / "benchmarks" / "results-cpu-repeat3-decay.jsonl",
-                 ROOT / "benchmarks" / "results-cpu-control-b9c533f.jsonl"],
+                 ROOT / "benchmarks" / "results-cpu-control-b9c533f.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-one-pass.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-rounds-repeat.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-rounds-repeat2.jsonl"],
 }
 
 
