@@ -4,7 +4,7 @@
     ``DataLoader(batch_size=128, shuffle=True, num_workers=2)``, a ~10.7k-parameter "EVA style"
     conv-ReLU-BN-Dropout CNN, SGD(lr=0.01, momentum=0.9), NLL loss; timed as windows of K
     batches after W warm-up batches (wall clock, data loading included).
-(b) ``normlab-<norm>``: one run alone (``normlab.train.train_run``, ``Config()`` defaults, all
+(b) ``normlab-<norm>``: one run alone (``normlab.study.train_run``, ``Config()`` defaults, all
     torch threads) on the first N training images for E epochs with a 500-image test split;
     timed by the per-epoch ``seconds`` of the epochs after the first (evaluation included).
 (c) Studies the way ``normlab study`` trains them (one worker per core, one torch thread each),
@@ -21,7 +21,8 @@
 (d) ``group-b<batch>-g<size>``: 3 variants x 2 seeds, 1 epoch of 3,000 images at a small batch,
     with 1 or 3 runs per network (``MultiNet``): what ``--group-size auto`` rests on.
 
-Every number is the MEDIAN over the timed windows. Nothing here asserts a time.
+Every number is a MEDIAN: over the timed windows (a, b), over the rounds (c), over the repeats (d).
+Nothing here asserts a time.
 
     NORMLAB_DATA=/path/to/mnist python benchmarks/bench_train.py --quick
 """
@@ -333,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         atomic_write_text(Path(args.out), "".join(json.dumps(r) + "\n" for r in records))
     print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} "
-          f"CPUs, device {device}; medians over timed windows; s/epoch = 60,000 / images/s")
+          f"CPUs, device {device}; medians over timed windows, rounds or repeats; "
+          "s/epoch = 60,000 / images/s")
     print(table(records))
     print("notes: ratio = reference s/epoch / this s/epoch (higher = faster than the reference); "
           f"normlab epoch times include evaluating {TEST_IMAGES} test images; study rows: "

@@ -1,10 +1,11 @@
 """Whole studies trained by normlab's own scheduler and timed: the study and grouping rows of
 ``bench_train.py``, and the forward-FLOP count every row of it reports.
 
-The study rows (:data:`STUDY_ROWS`) compare normlab 0.1.0's default study with today's. A shared
-machine drifts by a tenth within minutes, so :func:`study_rows` runs them in *rounds*: every round
-trains each row once, in an order that rotates from round to round, and a row's ratio to 0.1.0 is
-the median over rounds of the ratio within a round (rows timed a minute apart, not ten).
+The study rows (:data:`STUDY_ROWS`) compare normlab 0.1.0's default study with today's. The speed
+of a shared machine swings by a tenth from one minute to the next, so :func:`study_rows` runs them
+in *rounds*: every round trains each row once, in an order that rotates from round to round, and a
+row's ratio to 0.1.0 is the median over rounds of the ratio within a round: a slow spell lowers
+one round's ratios, and the median sets it aside.
 """
 
 from __future__ import annotations

@@ -199,6 +199,7 @@ def test_parse_variants_empty(specs) -> None:
         ({"ema": -0.5}, "--ema"),
         ({"ema": float("nan")}, "--ema"),
         ({"ema": "0.9"}, "--ema"),
+        ({"ema": True}, "--ema"),
         ({"l1_default": float("nan")}, "--l1"),
         ({"epochs": 2.5}, "--epochs"),
         ({"epochs": True}, "--epochs"),

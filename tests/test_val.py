@@ -234,7 +234,8 @@ BAD_INPUT = {
     "decay-nan": (["--weight-decay", "nan"], "--weight-decay"),
     "decay-word": (["--weight-decay", "much"], "argument --weight-decay"),
     "ema-one": (["--ema", "1"], "--ema must be a number in [0, 1)"),
-    "ema-negative": (["--ema", "-0.9"], "--ema: must be a number >= 0"),
+    "ema-negative": (["--ema", "-0.9"], "--ema must be a number in [0, 1)"),
+    "ema-nan": (["--ema", "nan"], "--ema must be a number in [0, 1)"),
     "ema-word": (["--ema", "slow"], "argument --ema"),
 }
 

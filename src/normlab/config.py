@@ -231,9 +231,9 @@ class Config:
     # SGD weight decay of every variant's conv and linear weights (the recipe's; a variant's +l2
     # adds its own decay to it). Biases and the norms' gamma/beta are not decayed.
     weight_decay: float = DEFAULT_WEIGHT_DECAY
-    # Decay per step of an exponential moving average of the weights (0: off). With it, the
-    # averaged weights are the ones evaluated and saved; BatchNorm statistics are recomputed for
-    # them (normlab.train). Chosen on validation data: results/model-selection/ema.
+    # Decay per step of a moving average of the weights (0: off; normlab.ema). With it, the
+    # averaged weights are the ones evaluated and saved. Off by default: its gain on validation
+    # data was within the noise (results/model-selection/ema).
     ema: float = 0.0
     device: str = "auto"
     # How runs share the machine (see normlab.study). Both change results only by floating-point
@@ -281,7 +281,8 @@ class Config:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ConfigError(f"{flag} must be a number >= 0, got {v!r}")
-        if not isinstance(self.ema, (int, float)) or not 0 <= self.ema < 1:
+        if isinstance(self.ema, bool) or not isinstance(self.ema, (int, float)) \
+                or not 0 <= self.ema < 1:
             raise ConfigError(f"--ema must be a number in [0, 1) (0: off; e.g. 0.999), got "
                               f"{self.ema!r}")
         if not 0 < self.warmup < 1:

@@ -22,6 +22,8 @@ every variant and seed). One row per run, epoch and layer (the columns are
   batches the statistics a BatchNorm trains with are far from those it tests with.
 
 A final row per run and epoch, layer ``head``, holds the classifier's weight and gradient norms.
+They always measure the trained weights: with ``--ema`` (:mod:`normlab.ema`) the network that is
+tested is their moving average, and these rows do not describe it.
 
 Measuring changes nothing: no gradient, no running statistic, no random generator is touched, so
 a run gives the same results with or without diagnostics (``--no-diagnostics``). The cost is one

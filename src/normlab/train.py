@@ -17,11 +17,9 @@ gamma/beta). Regularization per variant, on the same weights:
 
 ``train_loss`` reports the cross-entropy alone, so variants with and without a penalty compare.
 
-With ``--ema D`` an exponential moving average of the weights (torch's ``AveragedModel``, updated
-after every step with decay D) is what is evaluated and saved. BatchNorm's running statistics
-belong to the weights that produced them, so they are not averaged: before each evaluation they
-are recomputed for the averaged weights (torch's ``update_bn``) from the first
-:data:`EMA_BN_IMAGES` training images, not augmented.
+With ``--ema D`` a moving average of the weights, updated after every step, is what is evaluated
+and saved, its BatchNorm statistics recomputed (:mod:`normlab.ema`); ``train_loss`` and
+``train_acc`` and the diagnostics stay the trained weights'.
 """
 
 from __future__ import annotations
@@ -34,12 +32,12 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from normlab import diagnostics
 from normlab.batches import DeviceSplit, augment, batch_bounds, random_transforms
 from normlab.config import Config, Variant
 from normlab.device import resolve_precision
+from normlab.ema import WeightAverage
 from normlab.errors import RunFolderError
 from normlab.model import MultiNet, Net, count_params
 from normlab.runfolder import METRIC_COLUMNS, Predictions, RunResult
@@ -47,8 +45,6 @@ from normlab.runfolder import METRIC_COLUMNS, Predictions, RunResult
 # A cross-entropy above this has diverged even if it is still finite: a chance guess over 10
 # classes scores ln(10) = 2.3, and only logits thousands apart can score 1e4.
 DIVERGED_LOSS = 1e4
-
-EMA_BN_IMAGES = 4096   # training images whose statistics become the averaged weights' BatchNorm's
 
 METRIC_FIELDS = METRIC_COLUMNS[2:] + ("seconds",)  # a run's per-epoch row: metrics.csv's
 # columns after variant and seed, and the epoch's seconds (timing.csv)
@@ -205,7 +201,11 @@ class GroupTrainer:
                                      "state from the run folder to retrain those runs") from None
         self.multi = MultiNet(nets)
         self.multi.to(device, memory_format=self.multi.memory_format)
-        self.ema = _averaged(cfg.ema, self.multi, saved_ema) if cfg.ema else None
+        self.ema = None
+        if cfg.ema:   # the saved average goes on, or a new one starts from the initial weights
+            net, updates = saved_ema or (self.multi, 0)
+            self.ema = WeightAverage(net.to(device, memory_format=self.multi.memory_format),
+                                     cfg.ema, updates)
         self.opt = torch.optim.SGD(self.multi.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    nesterov=cfg.momentum > 0)
         if resume is not None:
@@ -238,13 +238,8 @@ class GroupTrainer:
         averaged weights with their BatchNorm statistics recomputed."""
         if self.ema is None:
             return self.multi
-        net, images = self.ema.module, self.train_split.images
-        bounds = batch_bounds(min(len(images), EMA_BN_IMAGES), self.cfg.batch_size)
-        batches = (((images[a:b] - self.mean) / self.std).expand(-1, net.members, -1, -1)
-                   .contiguous(memory_format=net.memory_format) for a, b in bounds)  # (B, M, H, W)
-        with torch.no_grad(), self.autocast():
-            update_bn(batches, net)
-        return net
+        return self.ema.evaluated(self.train_split.images, self.mean, self.std,
+                                  self.cfg.batch_size, self.autocast)
 
     def final_outputs(self) -> None:
         """Predictions and final weights of the members that finished (after a resume these
@@ -300,7 +295,7 @@ class GroupTrainer:
                 self.penalties.add_to_grads()
             opt.step()
             if self.ema is not None:
-                self.ema.update_parameters(multi)
+                self.ema.update(multi)
             loss_sum += losses.detach() * b
             correct += (logits.detach().argmax(dim=2) == y).sum(dim=0)
             if step % 50 == 49 or step == len(self.bounds) - 1:
@@ -372,7 +367,7 @@ def augment_members(x: torch.Tensor, gens: list[torch.Generator], rotate: float,
 
 def group_state(epoch: int, runs: list[tuple[Variant, int]], multi: MultiNet,
                 opt: torch.optim.Optimizer, gens: list[torch.Generator],
-                results: list[RunResult], ema: AveragedModel | None = None) -> dict:
+                results: list[RunResult], ema: WeightAverage | None = None) -> dict:
     """Everything needed to continue the group after ``epoch``: per member its weights,
     momentum buffers, generator state (data order and augmentation), metrics so far and, with
     ``--ema``, its averaged weights. Plain tensors, numbers and strings only, so
@@ -389,10 +384,10 @@ def group_state(epoch: int, runs: list[tuple[Variant, int]], multi: MultiNet,
             "diagnostics": [dict(d) for d in r.diagnostics],
         })
         if ema is not None:
-            members[-1]["ema"] = ema.module.member_state_dict(i)
+            members[-1]["ema"] = ema.net.member_state_dict(i)
     state = {"epoch": epoch, "members": members}
     if ema is not None:
-        state["ema_updates"] = int(ema.n_averaged)
+        state["ema_updates"] = ema.updates
     return state
 
 
@@ -415,20 +410,6 @@ def _saved_average(cfg: Config, runs: list[tuple[Variant, int]],
     for net, saved in zip(nets, state["members"]):
         net.load_state_dict(saved["ema"])
     return MultiNet(nets), int(state["ema_updates"])
-
-
-def _averaged(decay: float, multi: MultiNet,
-              saved: tuple[MultiNet, int] | None) -> AveragedModel:
-    """The moving average of ``multi``'s weights (``AveragedModel`` holds a copy and takes
-    its first update's weights as they are), or the saved one continued."""
-    average = get_ema_multi_avg_fn(decay)
-    if saved is None:
-        return AveragedModel(multi, multi_avg_fn=average)
-    net, updates = saved
-    ema = AveragedModel(net.to(multi.head_weight.device, memory_format=multi.memory_format),
-                        multi_avg_fn=average)
-    ema.n_averaged.fill_(updates)
-    return ema
 
 
 def _restore_momentum(state: dict, multi: MultiNet, opt: torch.optim.Optimizer,
