@@ -139,3 +139,35 @@ def test_without_ema_the_trained_weights_are_evaluated(random_splits) -> None:
     assert trainer.ema is None and "ema_updates" not in trainer.state()
     for key, value in trainer.multi.member_state_dict(0).items():
         assert torch.equal(trainer.results[0].state_dict[key], value), key
+
+
+def test_a_study_with_ema_records_it_and_resumes_from_its_folder(synthetic_data, tmp_path) -> None:
+    """`normlab study --ema 0.9` writes ema 0.9 to config.json and says in report.md that its
+    numbers come from the averaged weights. A study that stopped after its last epoch's training
+    state, before its outputs, makes them again on --resume from the saved average: the same
+    final weights and predictions, byte for byte."""
+    import shutil
+
+    from normlab.cli import main
+    from normlab.runfolder import RunFolder
+
+    whole = tmp_path / "whole"
+    assert main(["study", "--data-dir", str(synthetic_data.folder), "--variants", "bn,gn",
+                 "--epochs", "2", "--batch-size", "32", "--ema", "0.9", "--quiet",
+                 "--out", str(whole)]) == 0
+    folder = RunFolder(whole)
+    assert '"ema": 0.9' in folder.config.read_text(encoding="utf-8")
+    assert "moving average of the weights (decay 0.9 per step)" in \
+        folder.report.read_text(encoding="utf-8")
+    stopped = RunFolder(tmp_path / "stopped")
+    shutil.copytree(whole, stopped.path)
+    for v in ("bn", "gn"):
+        stopped.checkpoint(v, 0).unlink()
+        stopped.predictions(v, 0).unlink()
+    stopped.summary.unlink()
+    assert main(["study", "--resume", str(stopped.path), "--quiet"]) == 0
+    for v in ("bn", "gn"):
+        assert stopped.predictions(v, 0).read_bytes() == folder.predictions(v, 0).read_bytes(), v
+        a = torch.load(folder.checkpoint(v, 0), weights_only=True)["model"]
+        b = torch.load(stopped.checkpoint(v, 0), weights_only=True)["model"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), v
