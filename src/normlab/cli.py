@@ -132,9 +132,10 @@ def _add_training_flags(p: argparse.ArgumentParser, D) -> None:
                    help="SGD weight decay of every variant's conv and linear weights (not of "
                         "biases or the norms' gamma/beta); a variant's +l2 adds to it; 0: none")
     p.add_argument("--ema", type=float, default=D(_D.ema), metavar="DECAY",
-                   help="evaluate and save a moving average of the weights with this decay per "
-                        "step, in [0, 1) (e.g. 0.999; BatchNorm statistics recomputed for it); "
-                        "train_loss/train_acc and the diagnostics stay the trained weights'; 0: off")
+                   help="evaluate and save a moving average of the weights, decay min(DECAY, "
+                        "(1+t)/(10+t)) at update t; DECAY in [0, 1), e.g. 0.999 (BatchNorm "
+                        "statistics recomputed for it); train_loss/train_acc and the diagnostics "
+                        "stay the trained weights'; 0: off")
     p.add_argument("--device", default=D(_D.device),
                    help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--group-size", type=_nonneg_int, default=D(_D.group_size), metavar="N",

@@ -119,8 +119,8 @@ def _what_ran(run: RunData) -> list[str]:
     if is_number(decay) and "lr" in cfg:
         training.append(f"weight decay {decay:g}" if decay else "no weight decay")
     if cfg.get("ema"):
-        training.append(f"evaluated with a moving average of the weights (decay {cfg['ema']:g} "
-                        "per step)")
+        training.append(f"evaluated with a moving average of the weights (decay at most "
+                        f"{cfg['ema']:g} per step)")
     if "augment" in cfg:
         training.append("augmentation " + (
             f"on (rotation ±{cfg.get('rotate', 0):g}°, shift ±{cfg.get('translate', 0):g} px)"
