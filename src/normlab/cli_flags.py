@@ -1,0 +1,157 @@
+"""The argparse pieces the commands of :mod:`normlab.cli` share: the parser that fails in one
+line, the help formatter that states each default, the number types, and the training flags
+(one per field of :class:`~normlab.config.Config`, its default shown in ``--help``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from normlab.config import DATASET_NAMES, DEFAULT_L1, DEFAULT_L2, Config
+from normlab.errors import ConfigError
+from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, FIGURE_FORMATS, parse_formats
+
+DEFAULTS = Config()  # the defaults shown in --help come from the config itself
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message (argparse's default prints the usage block too)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"normlab: error: {message}; see '{self.prog} --help'\n")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows '(default: X)' after each flag's help unless the help already states its default;
+    a switch shows '(default: off)'."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default:" in text or action.default is argparse.SUPPRESS:
+            return text
+        if action.nargs == 0:  # a switch: off unless given
+            return f"{text} (default: off)"
+        return super()._get_help_string(action)
+
+
+def number(kind: type, minimum: float, inclusive: bool):
+    """An argparse type: ``kind`` (int or float) that is finite and >= (or >) ``minimum``."""
+    what = "a whole number" if kind is int else "a number"
+    bound = f"{'>=' if inclusive else '>'} {minimum:g}"
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        ok = v >= minimum if inclusive else v > minimum
+        if not ok or v in (float("inf"), float("-inf")) or v != v:
+            raise argparse.ArgumentTypeError(f"must be {what} {bound}, got {text}")
+        return v
+
+    parse.__name__ = f"{what} {bound}"  # argparse names the type in some messages
+    return parse
+
+
+def figure_formats(text: str) -> tuple[str, ...]:
+    """An argparse type: comma-separated figure formats (:func:`parse_formats`)."""
+    try:
+        return parse_formats(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_format_flag(p: argparse.ArgumentParser, D, what: str = "the figures") -> None:
+    p.add_argument("--format", dest="formats", type=figure_formats, metavar="LIST",
+                   default=D(",".join(DEFAULT_FIGURE_FORMATS)),
+                   help=f"file formats of {what}, comma-separated, of {', '.join(FIGURE_FORMATS)}: "
+                        "each figure is a PNG (the one report.md shows) and, next to it, a file of "
+                        "the same stem per other format (SVG keeps text as text; PDF for LaTeX)")
+
+
+positive_int = number(int, 1, inclusive=True)
+nonneg_int = number(int, 0, inclusive=True)
+positive_float = number(float, 0, inclusive=False)
+nonneg_float = number(float, 0, inclusive=True)
+
+
+def add_training_flags(p: argparse.ArgumentParser, D) -> None:
+    p.add_argument("--epochs", type=positive_int, default=D(DEFAULTS.epochs), help="epochs per run")
+    p.add_argument("--batch-size", type=positive_int, default=D(DEFAULTS.batch_size),
+                   help="training batch size (>= 2 for BatchNorm)")
+    p.add_argument("--lr", type=positive_float, default=D(DEFAULTS.lr),
+                   help="peak learning rate of the one-cycle schedule (SGD, Nesterov momentum)")
+    p.add_argument("--momentum", type=nonneg_float, default=D(DEFAULTS.momentum), help="peak SGD momentum")
+    p.add_argument("--warmup", type=float, default=D(DEFAULTS.warmup), help="fraction of the steps "
+                   "spent raising the learning rate to its peak")
+    p.add_argument("--l1", type=nonneg_float, default=D(DEFAULT_L1), dest="l1_default", metavar="LAMBDA",
+                   help="L1 lambda used by a variant written '+l1' without a value")
+    p.add_argument("--l2", type=nonneg_float, default=D(DEFAULT_L2), dest="l2_default", metavar="DECAY",
+                   help="weight decay used by a variant written '+l2' without a value")
+    p.add_argument("--groups", type=positive_int, default=D(DEFAULTS.groups),
+                   help="GroupNorm groups for 'gn' (must divide every width of --arch)")
+    p.add_argument("--ghost-batch", type=number(int, 2, inclusive=True),
+                   default=D(DEFAULTS.ghost_batch), metavar="N",
+                   help="images per virtual batch of Ghost BatchNorm 'gbn' (>= 2; with N >= "
+                        "--batch-size gbn is bn)")
+    p.add_argument("--no-augment", dest="augment", action="store_false", default=D(True),
+                   help="turn off the random rotation and shift of training batches; "
+                        "augmentation is on unless this flag is given")
+    p.add_argument("--rotate", type=nonneg_float, default=D(DEFAULTS.rotate),
+                   help="max random rotation of training images, degrees")
+    p.add_argument("--translate", type=nonneg_float, default=D(DEFAULTS.translate),
+                   help="max random shift of training images, pixels")
+    p.add_argument("--dataset", default=D(DEFAULTS.dataset), choices=DATASET_NAMES, metavar="NAME",
+                   help=f"dataset: {', '.join(DATASET_NAMES)}")
+    p.add_argument("--data-dir", default=D(None),
+                   help="folder holding the dataset's four IDX files (.gz or not); "
+                        "default: $NORMLAB_DATA, then ~/.cache/normlab/<dataset>, then download")
+    p.add_argument("--train-subset", type=positive_int, default=D(None), metavar="N",
+                   help="train on the first N training images only (quick runs); default: all")
+    p.add_argument("--eval-batch-size", type=positive_int, default=D(DEFAULTS.eval_batch_size),
+                   help="batch size for test evaluation")
+    p.add_argument("--val", type=nonneg_int, default=D(DEFAULTS.val), metavar="N",
+                   help="hold out N training images (the same seeded choice for every variant "
+                        "and seed), train on the rest and report val_loss and val_acc per epoch: "
+                        "choose models and recipes on these, not on the test set; 0: train on all")
+    p.add_argument("--arch", default=D(DEFAULTS.arch), metavar="W1-W2-...",
+                   help="output channels of the model's 3x3 convs, then a linear classifier; "
+                        "the first conv runs at full resolution and a 2x2 max pool follows it, "
+                        "or with an 's' after its width (8s-...) it has stride 2 instead, and a "
+                        "kernel size 2..4 after the 's' (8s4-...) sets its kernel")
+    p.add_argument("--label-smoothing", type=float, default=D(DEFAULTS.label_smoothing), metavar="EPS",
+                   help="label smoothing of the training loss (metrics report the plain "
+                        "cross-entropy); 0: none")
+    p.add_argument("--weight-decay", type=nonneg_float, default=D(DEFAULTS.weight_decay),
+                   metavar="DECAY",
+                   help="SGD weight decay of every variant's conv and linear weights (not of "
+                        "biases or the norms' gamma/beta); a variant's +l2 adds to it; 0: none")
+    p.add_argument("--ema", type=float, default=D(DEFAULTS.ema), metavar="DECAY",
+                   help="evaluate and save a moving average of the weights, decay min(DECAY, "
+                        "(1+t)/(10+t)) at update t; DECAY in [0, 1), e.g. 0.999 (BatchNorm "
+                        "statistics recomputed for it); train_loss/train_acc and the diagnostics "
+                        "stay the trained weights'; 0: off")
+    p.add_argument("--device", default=D(DEFAULTS.device),
+                   help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    p.add_argument("--group-size", type=nonneg_int, default=D(DEFAULTS.group_size), metavar="N",
+                   help="train up to N runs at once as one network; 0: auto (all runs on a GPU; "
+                        "on a CPU one group per worker at batch sizes up to 32, else 1)")
+    p.add_argument("--workers", type=nonneg_int, default=D(DEFAULTS.workers), metavar="N",
+                   help="threads that train groups of runs side by side, one epoch at a time; "
+                        "0: auto (CPU: one per core, GPU: 1)")
+    p.add_argument("--precision", default=D(DEFAULTS.precision), choices=("auto", "fp32", "bf16"),
+                   help="arithmetic of the forward pass: fp32, or bf16 autocast (float32 weights "
+                        "and optimizer); auto: bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--compile", action="store_true", default=D(False),
+                   help="torch.compile the training network (slower start, faster steps on a GPU)")
+    p.add_argument("--no-diagnostics", dest="diagnostics", action="store_false", default=D(True),
+                   help="do not record diagnostics.csv (per epoch and layer, on a fixed probe batch: "
+                        "activation mean/std around each norm, dead ReLU units, weight and "
+                        "gradient norms, BatchNorm's batch-vs-running statistics gap); recorded "
+                        "unless this flag is given, and never changes results")
+    p.add_argument("--out", default=D(None),
+                   help="run folder to create; default: runs/<dataset>-<timestamp>")
+    p.add_argument("--resume", default=D(None), metavar="RUN_DIR",
+                   help="continue the interrupted study in RUN_DIR with its saved config: finished "
+                        "runs are kept, unfinished ones go on from their last finished epoch; "
+                        "default: start a new study")
+    p.add_argument("--quiet", action="store_true", default=D(False), help="no progress bars")
