@@ -84,6 +84,14 @@ def _base_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torc
     return torch.stack([gx.reshape(-1), gy.reshape(-1), torch.ones_like(gx).reshape(-1)])
 
 
+def member_inputs(images: torch.Tensor, mean: float, std: float, net) -> torch.Tensor:
+    """The same images ``(B, 1, H, W)``, normalized, as the input of every member of ``net``
+    (a :class:`~normlab.model.MultiNet`): ``(B, M, H, W)`` in its memory format. What
+    evaluation, the diagnostics' probe and the averaged weights' BatchNorm pass feed it."""
+    x = (images - mean) / std                                                  # (B, 1, H, W)
+    return x.expand(-1, net.members, -1, -1).contiguous(memory_format=net.memory_format)
+
+
 def split_stats(split: DeviceSplit) -> tuple[float, float]:
     """Mean and standard deviation of all pixels (used to normalize every split the same way)."""
     x = split.images

@@ -36,6 +36,7 @@ import math
 
 import torch
 
+from normlab.batches import member_inputs
 from normlab.model import MultiNet
 # PROBE_SIZE images: enough for stable statistics, far below an epoch's cost.
 from normlab.runfolder import PROBE_SIZE, six_digits
@@ -97,9 +98,7 @@ def measure(multi: MultiNet, probe: torch.Tensor, mean: float, std: float,
 
     handles = [block.norm.register_forward_hook(hook(name)) for name, block in blocks]
     try:
-        x = (probe - mean) / std                                             # (P, 1, H, W)
-        x = x.expand(-1, m, -1, -1).contiguous(memory_format=multi.memory_format)  # (P, M, H, W)
-        multi(x)
+        multi(member_inputs(probe, mean, std, multi))                      # (P, M, H, W)
     finally:
         for h in handles:
             h.remove()

@@ -25,7 +25,7 @@ import copy
 import torch
 from torch.optim.swa_utils import update_bn
 
-from normlab.batches import batch_bounds
+from normlab.batches import batch_bounds, member_inputs
 from normlab.model import MultiNet
 
 BN_IMAGES = 4096   # training images whose statistics become the average's BatchNorm statistics
@@ -50,7 +50,7 @@ class WeightAverage:
     def update(self, trained: MultiNet) -> None:
         """Move the average towards ``trained``'s weights (call after every optimizer step)."""
         weight = 1.0 - self.decay_at(self.updates)
-        torch._foreach_lerp_(self.params, [p.detach() for p in trained.parameters()], weight)
+        torch._foreach_lerp_(self.params, list(trained.parameters()), weight)   # under no_grad
         self.updates += 1
 
     def evaluated(self, images: torch.Tensor, mean: float, std: float, batch_size: int,
@@ -60,8 +60,7 @@ class WeightAverage:
         batches of ``batch_size`` as in training."""
         net = self.net
         bounds = batch_bounds(min(len(images), BN_IMAGES), batch_size)
-        batches = (((images[a:b] - mean) / std).expand(-1, net.members, -1, -1)
-                   .contiguous(memory_format=net.memory_format) for a, b in bounds)  # (B, M, H, W)
+        batches = (member_inputs(images[a:b], mean, std, net) for a, b in bounds)  # (B, M, H, W)
         with torch.no_grad(), autocast():
             update_bn(batches, net)
         return net

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from normlab import diagnostics
-from normlab.batches import DeviceSplit, augment, batch_bounds, random_transforms
+from normlab.batches import DeviceSplit, augment, batch_bounds, member_inputs, random_transforms
 from normlab.config import Config, Variant
 from normlab.device import resolve_precision
 from normlab.ema import WeightAverage
@@ -89,10 +89,13 @@ class _Penalties:
 
     def __init__(self, multi: MultiNet, variants: list[Variant], device: torch.device,
                  weight_decay: float = 0.0):
-        self.items: list[tuple[torch.nn.Parameter, torch.Tensor | None, torch.Tensor | None]] = []
+        # (weight, per-row coefficient) of each penalty, for the weights it is not 0 on
+        self.l1_terms: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+        self.l2_terms: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
         l1 = [v.l1 for v in variants]
         l2 = [weight_decay + v.l2 for v in variants]
-        for p in multi.penalized_parameters():
+        self.weights = multi.penalized_parameters()
+        for p in self.weights:
             rows = p.shape[0] // multi.members      # rows of the stacked tensor per member
             shape = (-1,) + (1,) * (p.dim() - 1)
 
@@ -102,22 +105,23 @@ class _Penalties:
                 t = torch.tensor(values, dtype=p.dtype, device=device).repeat_interleave(rows)
                 return t.view(shape)
 
-            self.items.append((p, column(l1), column(l2)))
+            for terms, c in ((self.l1_terms, column(l1)), (self.l2_terms, column(l2))):
+                if c is not None:
+                    terms.append((p, c))
         self.l1 = torch.tensor(l1, device=device)
         self.members = multi.members
-        self.active = any(a is not None or b is not None for _, a, b in self.items)
+        self.active = bool(self.l1_terms or self.l2_terms)
 
     @torch.no_grad()
     def add_to_grads(self) -> None:
         # One multiply-add call per penalty for all weights (torch._foreach_addcmul_) rather
         # than two ops per tensor: a step of this network is short enough for per-op overhead
         # to show.
-        items = [(p, l1, l2) for p, l1, l2 in self.items if p.grad is not None]
-        l1 = [(p, c) for p, c, _ in items if c is not None]
+        l1 = [(p, c) for p, c in self.l1_terms if p.grad is not None]
         if l1:
             torch._foreach_addcmul_([p.grad for p, _ in l1],
                                     torch._foreach_sign([p for p, _ in l1]), [c for _, c in l1])
-        l2 = [(p, c) for p, _, c in items if c is not None]
+        l2 = [(p, c) for p, c in self.l2_terms if p.grad is not None]
         if l2:
             torch._foreach_addcmul_([p.grad for p, _ in l2], [p for p, _ in l2],
                                     [c for _, c in l2])
@@ -125,7 +129,7 @@ class _Penalties:
     @torch.no_grad()
     def l1_values(self) -> torch.Tensor:
         """Per member: l1 * sum(|w|) over its penalized weights, shape (M,)."""
-        sums = sum(p.detach().abs().reshape(self.members, -1).sum(dim=1) for p, _, _ in self.items)
+        sums = sum(p.detach().abs().reshape(self.members, -1).sum(dim=1) for p in self.weights)
         return self.l1 * sums
 
 
@@ -138,8 +142,7 @@ def evaluate_group(multi: MultiNet, split: DeviceSplit, mean: float, std: float,
     loss_sum = torch.zeros(m, device=split.images.device)
     preds, confs = [], []
     for start in range(0, len(split), batch_size):
-        x = (split.images[start:start + batch_size] - mean) / std       # (B, 1, H, W)
-        x = x.expand(-1, m, -1, -1).contiguous(memory_format=multi.memory_format)  # (B, M, H, W)
+        x = member_inputs(split.images[start:start + batch_size], mean, std, multi)  # (B, M, H, W)
         y = split.labels[start:start + batch_size]                       # (B,)
         logits = multi(x).float()                                        # (B, M, classes)
         loss_sum += F.cross_entropy(logits.transpose(1, 2), y[:, None].expand(-1, m),
