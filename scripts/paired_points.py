@@ -8,6 +8,9 @@ all variants pooled and per variant (``normlab.stats.paired``):
     python scripts/paired_points.py results/model-selection/stem-lr \\
         arch=8-16-16-16-12 arch=8s-16-16-16-12 --out results/model-selection/stem-lr-paired.md
 
+Over ``--param l1=...`` (or ``l2``) a variant is named with each point's lambda
+(``bn+l1=2e-05``, ``bn+l1=5e-06``); it pairs under its name with that lambda written bare.
+
 With ``--b-sweep`` the second point comes from another sweep folder (e.g. a new setting against
 the point of an earlier sweep that holds the defaults); the two points' configs must then differ
 in nothing but the settings the two points name and those listed with ``--differ-in`` (a
@@ -36,11 +39,38 @@ def point_values(rows: list[dict], point: str, metric: str) -> dict[tuple[str, i
     name, value = param.name, param.values[0]
     if not rows or name not in rows[0]:
         raise ConfigError(f"the sweep has no setting {name!r}; give a point as NAME=VALUE")
-    out = {(r["variant"], r["seed"]): float(r[metric]) for r in rows
-           if r[name] == value and r["status"] == "ok" and r[metric] is not None}
+    out: dict[tuple[str, int], float] = {}
+    for r in rows:
+        if r[name] == value and r["status"] == "ok" and r[metric] is not None:
+            key = (paired_name(r["variant"], param.field, value), r["seed"])
+            if key in out:
+                raise ConfigError(f"two variants of {point} are both {key[0]!r} without their "
+                                  "penalty's value; compare points with one variant each")
+            out[key] = float(r[metric])
     if not out:
         raise ConfigError(f"no finished run with {point} and a {metric}; check the point's value")
     return out
+
+
+# A sweep over a bare penalty's default (--param l1=...) renames the variants it reaches:
+# `bn+l1` is `bn+l1=2e-05` at one point and `bn+l1=5e-06` at another.
+_DEFAULT_OF = {"l1_default": "l1", "l2_default": "l2"}
+
+
+def paired_name(variant: str, setting: str, value) -> str:
+    """The variant's name with the penalty that the point's ``setting`` (``l1_default`` or
+    ``l2_default``) sets written bare, so the same variant pairs across the points of such a
+    sweep: ``paired_name("bn+l1=5e-06", "l1_default", 5e-6) == "bn+l1"``. Other names, and a
+    penalty whose value is not the point's, are returned as they are."""
+    term = _DEFAULT_OF.get(setting)
+    if term is None:
+        return variant
+    parts = variant.split("+")
+    for i, part in enumerate(parts):
+        name, _, number = part.partition("=")
+        if name == term and number and float(number) == float(value):
+            parts[i] = name
+    return "+".join(parts)
 
 
 # What may differ between two points' configs without unpairing their runs: which variants and
@@ -55,7 +85,7 @@ def check_pairable(config_a: dict, config_b: dict, a: str, b: str,
     (NAME=VALUE) name, those of ``differ_in`` (Config field names), or in
     :data:`_UNPAIRED_OK`. A field one config predates counts as that folder trained
     (``config.completed``), whichever of the two points is the older."""
-    named = {parse_param(a).name, parse_param(b).name, *differ_in}
+    named = {parse_param(a).field, parse_param(b).field, *differ_in}
     keys = [k for k in dict.fromkeys([*config_b, *config_a])
             if k not in _UNPAIRED_OK and k not in named]
     diff = config_diff(completed(config_a), completed(config_b), keys)

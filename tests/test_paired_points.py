@@ -82,3 +82,28 @@ def test_a_point_older_than_weight_decay_pairs_only_with_points_without_it(scrip
             script.check_pairable(first, second, "rotate=10", "rotate=15")
     for first, second in ((old, {**new, "weight_decay": 0.0}), ({**new, "weight_decay": 0.0}, old)):
         script.check_pairable(first, second, "rotate=10", "rotate=15")
+
+
+def test_a_sweep_over_the_l1_default_pairs_the_renamed_variant(script) -> None:
+    """Over --param l1=..., `bn+l1` is named with each point's lambda: the runs pair by variant
+    with the lambda written bare and seed, an explicit lambda other than the point's stays
+    its own variant, and two variants that become one name are refused."""
+    rows = [{"l1": lam, "variant": f"{v}={lam:g}" if v == "bn+l1" else v, "seed": s,
+             "status": "ok", "final_val_acc": acc}
+            for lam, v, s, acc in ((2e-5, "bn+l1", 0, 99.40), (2e-5, "bn+l1", 1, 99.30),
+                                   (5e-6, "bn+l1", 0, 99.46), (5e-6, "bn+l1", 1, 99.34),
+                                   (2e-5, "gn", 0, 99.5), (5e-6, "gn", 0, 99.5))]
+    rows += [{**r, "variant": "bn+l1=5e-05"} for r in rows if r["variant"] == "gn"]
+    text = script.paired_table(rows, "l1=2e-5", "l1=5e-6", "final_val_acc")
+    assert "| `bn+l1` | 2 | +0.050 |" in text
+    assert "| `bn+l1=5e-05` | 1 | +0.000 |" in text and "| all variants | 4 |" in text
+    assert script.paired_name("bn+l1=5e-06+l2=0.0005", "l1_default", 5e-6) == "bn+l1+l2=0.0005"
+    assert script.paired_name("bn+l1=5e-06", "lr", 5e-6) == "bn+l1=5e-06"
+    clash = rows + [{**rows[0], "variant": "bn+l1"}]
+    with pytest.raises(script.ConfigError, match="both 'bn\\+l1'"):
+        script.paired_table(clash, "l1=2e-5", "l1=5e-6", "final_val_acc")
+    from normlab.config import Config
+    base = Config(val=10_000).to_dict()
+    script.check_pairable(base, {**base, "l1_default": 5e-6}, "l1=2e-5", "l1=5e-6")
+    with pytest.raises(ValueError, match="l1_default"):
+        script.check_pairable(base, {**base, "l1_default": 5e-6}, "lr=0.1", "lr=0.1")
