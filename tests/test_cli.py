@@ -303,6 +303,7 @@ BAD_INPUT = {
     "batch-size-1-bn": (["study", "--variants", "bn", "--batch-size", "1"], "--batch-size 1"),
     "lr-negative": (["study", "--lr", "-1"], "--lr"),
     "seeds-0": (["study", "--seeds", "0"], "--seeds"),
+    "first-seed-negative": (["sweep", "--param", "lr=0.1", "--first-seed", "-1"], "--first-seed"),
     "l1-negative": (["study", "--l1", "-1"], "--l1"),
     "groups-3-gn": (["study", "--variants", "gn", "--groups", "3"], "conv1"),
     "ghost-batch-1": (["study", "--variants", "gbn", "--ghost-batch", "1"], "--ghost-batch"),
@@ -364,6 +365,27 @@ def test_ghost_batch_flag_reaches_the_config_and_the_resume_check(tmp_path: Path
     assert main(["study", "--resume", str(folder.path), "--ghost-batch", "8"]) == 2
     err = _stderr_lines(capsys)
     assert len(err) == 1 and "cannot resume" in err[0] and "ghost_batch: saved 4, now 8" in err[0]
+
+
+def test_first_seed_flag_reaches_the_config_and_the_resume_check(tmp_path: Path, capsys) -> None:
+    """--first-seed F (study and sweep, default 0) sets Config.first_seed, so --seeds N runs
+    seeds F..F+N-1; --resume with a --first-seed other than the saved one exits 2 with one line
+    naming both values."""
+    from normlab import __version__
+    from normlab.cli import config_from_args
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["study"])).first_seed == 0
+    for command in (["study"], ["sweep", "--param", "lr=0.1"]):
+        cfg = config_from_args(parser.parse_args([*command, "--seeds", "4", "--first-seed", "4"]))
+        assert cfg.seed_list() == [4, 5, 6, 7]
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    saved = {**Config(seeds=2, first_seed=3).to_dict(), "resolved": {"normlab_version": __version__}}
+    folder.config.write_text(json.dumps(saved))
+    assert main(["study", "--resume", str(folder.path), "--first-seed", "0"]) == 2
+    err = _stderr_lines(capsys)
+    assert len(err) == 1 and "cannot resume" in err[0] and "first_seed: saved 3, now 0" in err[0]
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))

@@ -51,7 +51,10 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                                    "predictions and checkpoints in a run folder.")
     p.add_argument("--variants", default=D(",".join(DEFAULTS.variants)), help=variant_help)
     p.add_argument("--seeds", type=positive_int, default=D(DEFAULTS.seeds),
-                   help="number of seeds per variant: N runs seeds 0..N-1")
+                   help="number of seeds per variant: N runs seeds F..F+N-1, F the --first-seed")
+    p.add_argument("--first-seed", type=nonneg_int, default=D(DEFAULTS.first_seed), metavar="F",
+                   help="the first seed, e.g. --seeds 4 --first-seed 4 runs seeds 4..7 (more "
+                        "seeds beside an earlier study)")
     add_training_flags(p, D)
     add_format_flag(p, D)
 
@@ -79,6 +82,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--variants", default=D(",".join(DEFAULTS.variants)), help=variant_help)
     p.add_argument("--seeds", type=positive_int, default=D(DEFAULTS.seeds),
                    help="number of seeds per variant and point")
+    p.add_argument("--first-seed", type=nonneg_int, default=D(DEFAULTS.first_seed), metavar="F",
+                   help="the first seed: every point runs seeds F..F+N-1")
     p.add_argument("--scale-lr", action="store_true", default=D(False),
                    help="with a swept batch_size: lr = --lr x batch_size / --batch-size "
                         "(linear scaling rule), recorded in each point's config")
@@ -211,7 +216,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     """The Config of ``study``, ``sweep`` (its base) or ``train`` from the parsed flags."""
     kw = {k: getattr(args, k) for k in _TRAINING_KEYS}
     if args.command in ("study", "sweep"):
-        return Config(variants=tuple(args.variants.split(",")), seeds=args.seeds, **kw)
+        return Config(variants=tuple(args.variants.split(",")), seeds=args.seeds,
+                      first_seed=args.first_seed, **kw)
     if "," in args.variant:
         raise NormlabError("--variant takes one variant; use 'normlab study --variants' for several")
     return Config(variants=(args.variant,), seeds=1, first_seed=args.seed, **kw)
