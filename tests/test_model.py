@@ -498,7 +498,7 @@ def test_pool_before_relu_computes_the_same_as_relu_before_pool(norm: str) -> No
 def test_stride_stem_has_the_pool_stems_parameters_and_shape() -> None:
     """The stride-2 stem ("8s-..." in --arch) replaces conv + max pool by a stride-2 conv: the
     same parameters, the same (B, C, 13, 13) map after the stem, no MaxPool2d left."""
-    pool = Net(ModelConfig(norm="gn", stem="pool"))
+    pool = Net(ModelConfig(norm="gn", stem="pool", stem_kernel=3))
     stride = Net(ModelConfig(norm="gn", stem="stride", stem_kernel=3))
     assert count_params(pool) == count_params(stride)
     x = torch.zeros(2, 1, 28, 28)
@@ -506,6 +506,15 @@ def test_stride_stem_has_the_pool_stems_parameters_and_shape() -> None:
     assert not any(isinstance(m, nn.MaxPool2d) for m in stride.modules())
     assert any(isinstance(m, nn.MaxPool2d) for m in pool.modules())
     assert stride.stem[0].conv.stride == (2, 2)
+
+
+def test_pool_stem_refuses_a_kernel_it_would_ignore() -> None:
+    """The pool stem's first conv is 3x3: a ModelConfig with stem="pool" and another
+    stem_kernel (such as the default 4, the stride-2 default's) is a ConfigError naming the fix,
+    not a silently different model."""
+    with pytest.raises(ConfigError, match="pass stem_kernel=3"):
+        Net(ModelConfig(norm="gn", stem="pool"))
+    assert Net(ModelConfig(norm="gn", stem="pool", stem_kernel=3)).stem[0].conv.kernel_size == (3, 3)
 
 
 def test_stride_stem_kernel_4_keeps_the_map_and_adds_7_weights_per_channel() -> None:

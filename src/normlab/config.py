@@ -89,7 +89,8 @@ class ModelConfig:
     # The last full-resolution conv halves the map: "pool" (a 2x2 max pool after it) or "stride"
     # (it has stride 2).
     stem: str = arch_stem(DEFAULT_ARCH)
-    stem_kernel: int = arch_stem_kernel(DEFAULT_ARCH)   # kernel size of that conv ("stride" only)
+    # Kernel size of that conv: 2..4 with "stride"; 3 with "pool" (Net refuses another).
+    stem_kernel: int = arch_stem_kernel(DEFAULT_ARCH)
     relu_before_pool: bool = False   # 0.1.0's order of ReLU and pool: same values, slower
     transition: int = 0   # >0: a 1x1 conv after the pool narrows the features to this many channels
     # conv -> ReLU -> norm. With the norm before the ReLU, LayerNorm (one mean for all channels)

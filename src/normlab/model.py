@@ -89,6 +89,11 @@ class Net(nn.Module):
         norms.get(cfg.norm)  # an unknown name fails here, before any layer is built
         if not 1 <= cfg.full_res < len(cfg.widths):
             raise ConfigError("ModelConfig.full_res must be at least 1 and leave a conv after the pool")
+        if cfg.stem == "pool" and cfg.stem_kernel != 3:
+            # Refused rather than ignored: the pool stem's conv is 3x3, stem_kernel sizes the
+            # stride-2 conv (its default, 4, is the default arch's).
+            raise ConfigError(f"ModelConfig(stem='pool') has a 3x3 conv before its pool, but "
+                              f"stem_kernel={cfg.stem_kernel}; pass stem_kernel=3")
         self.cfg = cfg
         w, f = cfg.widths, cfg.full_res
         stem, cin = [], cfg.in_channels
