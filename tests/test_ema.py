@@ -23,14 +23,18 @@ def _trainer(random_splits, variants: tuple[str, ...], ema: float, batch_size: i
     return GroupTrainer(cfg, runs, train, test, mean, std)
 
 
-def test_the_averaged_weights_are_the_moving_average_of_every_step(random_splits) -> None:
+@pytest.mark.parametrize("engine", [{}, {"precision": "bf16"}, {"compile": True}],
+                         ids=["fp32", "bf16", "compile"])
+def test_the_averaged_weights_are_the_moving_average_of_every_step(random_splits, engine) -> None:
     """With --ema D the evaluated weights start as the initial weights and, after the trained
     weights w_t of each optimizer step t = 0, 1, ..., become d_t e + (1 - d_t) w_t with
     d_t = min(D, (1 + t) / (10 + t)) (computed here by hand; with D = 0.5 the first 8 steps are
     in the warm-up, the other 8 at D), for every member of a group. They are what the run
-    saves, and they are not the trained weights."""
+    saves, and they are not the trained weights. The same holds under bf16 autocast (the
+    average stays float32, its BatchNorm statistics finite) and with the training forward
+    compiled (torch.compile wraps the trained network, not the average)."""
     decay = 0.5
-    trainer = _trainer(random_splits, ("gn", "bn+l1"), decay, batch_size=32)
+    trainer = _trainer(random_splits, ("gn", "bn+l1"), decay, batch_size=32, **engine)
     params = dict(trainer.multi.named_parameters())
     manual = {name: p.detach().clone() for name, p in params.items()}
     steps = 0
@@ -56,6 +60,7 @@ def test_the_averaged_weights_are_the_moving_average_of_every_step(random_splits
     for i, result in enumerate(trainer.results):
         for key, value in trainer.ema.net.member_state_dict(i).items():
             assert torch.equal(result.state_dict[key], value), key
+            assert value.dtype != torch.bfloat16 and torch.isfinite(value.float()).all(), key
 
 
 def test_the_metrics_and_predictions_are_the_averaged_networks(random_splits) -> None:
