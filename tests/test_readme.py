@@ -38,7 +38,8 @@ SECTIONS = {
                                         "weight-decay-0.002-paired.md",
                                         "weight-decay-4-seeds",
                                         "weight-decay-4-seeds-paired.md", "ema",
-                                        "ema-paired.md")]
+                                        "ema-paired.md", "l1", "l1-5e-06-paired.md",
+                                        "l1-1e-05-paired.md")]
     + [ROOT / "benchmarks" / name for name in (
         "results-step-cpu.jsonl", "results-cpu-batch64.jsonl", "results-cpu-3x3-stem.jsonl",
         "results-cpu-2epochs.jsonl", "results-cpu-repeat.jsonl")],
