@@ -27,7 +27,7 @@ from normlab.errors import ConfigError, RunFolderError
 from normlab.runfolder import SweepFolder
 from normlab.stats import paired
 from normlab.store import atomic_write_text
-from normlab.sweep import parse_param
+from normlab.sweep import parse_param, point_name
 
 
 def point_values(rows: list[dict], point: str, metric: str) -> dict[tuple[str, int], float]:
@@ -95,6 +95,12 @@ def check_pairable(config_a: dict, config_b: dict, a: str, b: str,
                           "the others with --differ-in")
 
 
+def point_folder(point: str) -> str:
+    """The folder name the sweep gave a point written NAME=VALUE (``l1=2e-5`` -> ``l1=2e-05``)."""
+    param = parse_param(point)
+    return point_name({param.name: param.values[0]})
+
+
 def paired_table(rows: list[dict], a: str, b: str, metric: str,
                  rows_b: list[dict] | None = None) -> str:
     """The Markdown table of ``b`` minus ``a`` over the runs both have (``b``'s runs from
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             if rows and args.metric not in rows[0]:
                 raise ConfigError(f"the sweep's table has no column {args.metric!r}")
         if args.b_sweep:
-            configs = [SweepFolder(f).point(p).read_saved_config()
+            configs = [SweepFolder(f).point(point_folder(p)).read_saved_config()
                        for f, p in ((args.sweep, args.a), (args.b_sweep, args.b))]
             check_pairable(*configs, args.a, args.b,
                            tuple(n for n in args.differ_in.split(",") if n))

@@ -99,6 +99,9 @@ def test_a_sweep_over_the_l1_default_pairs_the_renamed_variant(script) -> None:
     assert "| `bn+l1=5e-05` | 1 | +0.000 |" in text and "| all variants | 4 |" in text
     assert script.paired_name("bn+l1=5e-06+l2=0.0005", "l1_default", 5e-6) == "bn+l1+l2=0.0005"
     assert script.paired_name("bn+l1=5e-06", "lr", 5e-6) == "bn+l1=5e-06"
+    # The point's folder, as the sweep named it: --b-sweep reads its config.json there.
+    assert script.point_folder("l1=2e-5") == "l1=2e-05"
+    assert script.point_folder("arch=8s4-16-16-16-12") == "arch=8s4-16-16-16-12"
     clash = rows + [{**rows[0], "variant": "bn+l1"}]
     with pytest.raises(script.ConfigError, match="both 'bn\\+l1'"):
         script.paired_table(clash, "l1=2e-5", "l1=5e-6", "final_val_acc")

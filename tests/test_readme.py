@@ -39,7 +39,8 @@ SECTIONS = {
                                         "weight-decay-4-seeds",
                                         "weight-decay-4-seeds-paired.md", "ema",
                                         "ema-paired.md", "l1", "l1-5e-06-paired.md",
-                                        "l1-1e-05-paired.md")]
+                                        "l1-1e-05-paired.md", "l1-higher",
+                                        "l1-4e-05-paired.md", "l1-8e-05-paired.md")]
     + [ROOT / "benchmarks" / name for name in (
         "results-step-cpu.jsonl", "results-cpu-batch64.jsonl", "results-cpu-3x3-stem.jsonl",
         "results-cpu-2epochs.jsonl", "results-cpu-repeat.jsonl")],
