@@ -8,8 +8,9 @@ all variants pooled and per variant (``normlab.stats.paired``):
     python scripts/paired_points.py results/model-selection/stem-lr \\
         arch=8-16-16-16-12 arch=8s-16-16-16-12 --out results/model-selection/stem-lr-paired.md
 
-Over ``--param l1=...`` (or ``l2``) a variant is named with each point's lambda
-(``bn+l1=2e-05``, ``bn+l1=5e-06``); it pairs under its name with that lambda written bare.
+Over ``--param l1=...`` (or ``l2``) a variant written with a bare ``+l1`` is named with each
+point's lambda (``bn+l1=2e-05``, ``bn+l1=5e-06``); it pairs under the name its sweep's
+--variants gave it (``bn+l1``). Only sweeps over one setting compare.
 
 With ``--b-sweep`` the second point comes from another sweep folder (e.g. a new setting against
 the point of an earlier sweep that holds the defaults); the two points' configs must then differ
@@ -22,7 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from normlab.config import completed, config_diff
+from normlab.config import completed, config_diff, parse_variant
 from normlab.errors import ConfigError, RunFolderError
 from normlab.runfolder import SweepFolder
 from normlab.stats import paired
@@ -30,47 +31,44 @@ from normlab.store import atomic_write_text
 from normlab.sweep import parse_param, point_name
 
 
-def point_values(rows: list[dict], point: str, metric: str) -> dict[tuple[str, int], float]:
+def variant_specs(record: dict, field: str, value) -> dict[str, str]:
+    """{the name a sweep gave a variant at the point ``field`` = ``value``: the variant as its
+    --variants wrote it} when the sweep sets a bare penalty's default (``l1_default`` or
+    ``l2_default``, --param l1=... or l2=...), else {}. Such a sweep names ``bn+l1`` with each
+    point's lambda (``bn+l1=2e-05``, ``bn+l1=5e-06``); a variant written with its own lambda
+    (``ln+l1=2e-5``) keeps that name at every point. ``record`` is the sweep's sweep.json."""
+    if field not in ("l1_default", "l2_default"):
+        return {}
+    base = record.get("base_config") or {}
+    defaults = {k: base[k] for k in ("l1_default", "l2_default") if k in base}
+    defaults[field] = value
+    return {parse_variant(spec, **defaults).name: spec for spec in base.get("variants", [])}
+
+
+def point_values(rows: list[dict], point: str, metric: str,
+                 record: dict | None = None) -> dict[tuple[str, int], float]:
     """{(variant, seed): metric} of the runs of ``point`` (``NAME=VALUE``, parsed as --param
-    parses it) that finished; ``rows`` as ``SweepFolder.read_table`` reads them."""
+    parses it) that finished; ``rows`` as ``SweepFolder.read_table`` reads them. With the
+    sweep's ``record`` (sweep.json), a variant renamed by a sweep over l1 or l2 is keyed by its
+    spec as written (:func:`variant_specs`), so it pairs across the sweep's points."""
     param = parse_param(point)
     if len(param.values) != 1:
         raise ConfigError(f"point {point!r} has {len(param.values)} values; give one: NAME=VALUE")
     name, value = param.name, param.values[0]
     if not rows or name not in rows[0]:
         raise ConfigError(f"the sweep has no setting {name!r}; give a point as NAME=VALUE")
+    specs = variant_specs(record or {}, param.field, value)
     out: dict[tuple[str, int], float] = {}
     for r in rows:
         if r[name] == value and r["status"] == "ok" and r[metric] is not None:
-            key = (paired_name(r["variant"], param.field, value), r["seed"])
+            key = (specs.get(r["variant"], r["variant"]), r["seed"])
             if key in out:
-                raise ConfigError(f"two variants of {point} are both {key[0]!r} without their "
-                                  "penalty's value; compare points with one variant each")
+                raise ConfigError(f"{point} has two runs of {key[0]!r}, seed {key[1]}; "
+                                  "compare the points of a sweep over one setting")
             out[key] = float(r[metric])
     if not out:
         raise ConfigError(f"no finished run with {point} and a {metric}; check the point's value")
     return out
-
-
-# A sweep over a bare penalty's default (--param l1=...) renames the variants it reaches:
-# `bn+l1` is `bn+l1=2e-05` at one point and `bn+l1=5e-06` at another.
-_DEFAULT_OF = {"l1_default": "l1", "l2_default": "l2"}
-
-
-def paired_name(variant: str, setting: str, value) -> str:
-    """The variant's name with the penalty that the point's ``setting`` (``l1_default`` or
-    ``l2_default``) sets written bare, so the same variant pairs across the points of such a
-    sweep: ``paired_name("bn+l1=5e-06", "l1_default", 5e-6) == "bn+l1"``. Other names, and a
-    penalty whose value is not the point's, are returned as they are."""
-    term = _DEFAULT_OF.get(setting)
-    if term is None:
-        return variant
-    parts = variant.split("+")
-    for i, part in enumerate(parts):
-        name, _, number = part.partition("=")
-        if name == term and number and float(number) == float(value):
-            parts[i] = name
-    return "+".join(parts)
 
 
 # What may differ between two points' configs without unpairing their runs: which variants and
@@ -101,12 +99,31 @@ def point_folder(point: str) -> str:
     return point_name({param.name: param.values[0]})
 
 
+def point_config(sweep: str, point: str) -> dict:
+    """The config.json of ``point`` (NAME=VALUE) in the sweep folder ``sweep``; ConfigError
+    naming the sweep's points when it has none such."""
+    folder = SweepFolder(sweep)
+    run = folder.point(point_folder(point))
+    if not run.config.exists():
+        names = ", ".join(p.path.name for p in folder.points()) or "none"
+        raise ConfigError(f"{sweep} has no point {point}; its points: {names}")
+    return run.read_saved_config()
+
+
 def paired_table(rows: list[dict], a: str, b: str, metric: str,
-                 rows_b: list[dict] | None = None) -> str:
+                 rows_b: list[dict] | None = None, record: dict | None = None,
+                 record_b: dict | None = None) -> str:
     """The Markdown table of ``b`` minus ``a`` over the runs both have (``b``'s runs from
-    ``rows_b`` when given, else from ``rows``)."""
-    va, vb = point_values(rows, a, metric), point_values(rows if rows_b is None else rows_b, b, metric)
+    ``rows_b`` when given, else from ``rows``; ``record``, ``record_b``: the sweeps'
+    sweep.json, see :func:`point_values`)."""
+    va = point_values(rows, a, metric, record)
+    vb = (point_values(rows, b, metric, record) if rows_b is None
+          else point_values(rows_b, b, metric, record_b))
     keys = sorted(set(va) & set(vb))
+    if not keys:
+        raise ConfigError(f"{a} and {b} share no finished run of the same variant and seed; "
+                          "compare points that ran the same variants and seeds (--seeds, "
+                          "--first-seed)")
     groups = [("all variants", keys)] + [
         (f"`{v}`", [k for k in keys if k[0] == v]) for v in sorted({k[0] for k in keys})]
     lines = [f"`{b}` minus `{a}`, {metric}, paired by variant and seed (percentage points)",
@@ -140,15 +157,21 @@ def main(argv: list[str] | None = None) -> int:
             if not SweepFolder.holds_sweep(folder):
                 raise ConfigError(f"{folder} holds no sweep table; give a sweep folder")
         tables = [SweepFolder(f).read_table() for f in folders]
-        for rows in tables:
+        records = [SweepFolder(f).read_record("re-run the sweep with this version")
+                   for f in folders]
+        for folder, rows, record in zip(folders, tables, records):
             if rows and args.metric not in rows[0]:
                 raise ConfigError(f"the sweep's table has no column {args.metric!r}")
+            swept = [p.get("name") for p in record.get("params", [])]
+            if len(swept) != 1:
+                raise ConfigError(f"{folder} sweeps {', '.join(map(str, swept))}; compare the "
+                                  "points of a sweep over one setting")
         if args.b_sweep:
-            configs = [SweepFolder(f).point(point_folder(p)).read_saved_config()
-                       for f, p in ((args.sweep, args.a), (args.b_sweep, args.b))]
+            configs = [point_config(f, p) for f, p in ((args.sweep, args.a), (args.b_sweep, args.b))]
             check_pairable(*configs, args.a, args.b,
                            tuple(n for n in args.differ_in.split(",") if n))
-        text = paired_table(tables[0], args.a, args.b, args.metric, tables[-1])
+        text = paired_table(tables[0], args.a, args.b, args.metric, tables[-1], records[0],
+                            records[-1])
     except (ConfigError, RunFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -303,7 +303,7 @@ BAD_INPUT = {
     "batch-size-1-bn": (["study", "--variants", "bn", "--batch-size", "1"], "--batch-size 1"),
     "lr-negative": (["study", "--lr", "-1"], "--lr"),
     "seeds-0": (["study", "--seeds", "0"], "--seeds"),
-    "first-seed-negative": (["sweep", "--param", "lr=0.1", "--first-seed", "-1"], "--first-seed"),
+    "first-seed-negative": (["sweep", "--param", "lr=0.1", "--first-seed", "-1"], "argument --first-seed: must be"),
     "l1-negative": (["study", "--l1", "-1"], "--l1"),
     "groups-3-gn": (["study", "--variants", "gn", "--groups", "3"], "conv1"),
     "ghost-batch-1": (["study", "--variants", "gbn", "--ghost-batch", "1"], "--ghost-batch"),

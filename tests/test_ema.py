@@ -35,6 +35,8 @@ def test_the_averaged_weights_are_the_moving_average_of_every_step(random_splits
     compiled (torch.compile wraps the trained network, not the average)."""
     decay = 0.5
     trainer = _trainer(random_splits, ("gn", "bn+l1"), decay, batch_size=32, **engine)
+    assert trainer.precision == engine.get("precision", "fp32")
+    assert (trainer.forward is not trainer.multi) == engine.get("compile", False)
     params = dict(trainer.multi.named_parameters())
     manual = {name: p.detach().clone() for name, p in params.items()}
     steps = 0

@@ -84,29 +84,103 @@ def test_a_point_older_than_weight_decay_pairs_only_with_points_without_it(scrip
         script.check_pairable(first, second, "rotate=10", "rotate=15")
 
 
+def _l1_record(variants: tuple[str, ...], values: tuple[float, ...]) -> dict:
+    """A sweep.json over --param l1=VALUES of ``variants``."""
+    from normlab import __version__
+    from normlab.config import Config
+    return {"normlab_version": __version__, "scale_lr": False,
+            "base_config": Config(variants=variants, val=10).to_dict(),
+            "params": [{"name": "l1", "values": list(values)}]}
+
+
+def _l1_rows(record: dict, accs: dict[tuple[float, str, int], float]) -> list[dict]:
+    """Sweep-table rows of {(lambda, spec as written, seed): accuracy}, each variant named as
+    the sweep names it at that lambda."""
+    from normlab.config import parse_variant
+    l2 = record["base_config"]["l2_default"]
+    return [{"l1": lam, "variant": parse_variant(spec, lam, l2).name, "seed": seed,
+             "status": "ok", "final_val_acc": acc} for (lam, spec, seed), acc in accs.items()]
+
+
 def test_a_sweep_over_the_l1_default_pairs_the_renamed_variant(script) -> None:
-    """Over --param l1=..., `bn+l1` is named with each point's lambda: the runs pair by variant
-    with the lambda written bare and seed, an explicit lambda other than the point's stays
-    its own variant, and two variants that become one name are refused."""
-    rows = [{"l1": lam, "variant": f"{v}={lam:g}" if v == "bn+l1" else v, "seed": s,
-             "status": "ok", "final_val_acc": acc}
-            for lam, v, s, acc in ((2e-5, "bn+l1", 0, 99.40), (2e-5, "bn+l1", 1, 99.30),
-                                   (5e-6, "bn+l1", 0, 99.46), (5e-6, "bn+l1", 1, 99.34),
-                                   (2e-5, "gn", 0, 99.5), (5e-6, "gn", 0, 99.5))]
-    rows += [{**r, "variant": "bn+l1=5e-05"} for r in rows if r["variant"] == "gn"]
+    """Over --param l1=..., a bare `bn+l1` is named with each point's lambda (`bn+l1=2e-05`,
+    `bn+l1=5e-06`): with the sweep's record its runs pair by seed under `bn+l1`; a variant
+    written with its own lambda keeps one name at every point, even at the point whose lambda
+    equals its own (the control `ln+l1=2e-5`), and pairs too."""
+    record = _l1_record(("bn+l1", "ln+l1=2e-5"), (2e-5, 5e-6))
+    rows = _l1_rows(record, {(2e-5, "bn+l1", 0): 99.40, (2e-5, "bn+l1", 1): 99.30,
+                             (5e-6, "bn+l1", 0): 99.46, (5e-6, "bn+l1", 1): 99.34,
+                             (2e-5, "ln+l1=2e-5", 0): 99.5, (5e-6, "ln+l1=2e-5", 0): 99.6})
+    assert {r["variant"] for r in rows} == {"bn+l1=2e-05", "bn+l1=5e-06", "ln+l1=2e-05"}
+    text = script.paired_table(rows, "l1=2e-5", "l1=5e-6", "final_val_acc", record=record)
+    assert "| `bn+l1` | 2 | +0.050 |" in text and "| all variants | 3 |" in text
+    assert "| `ln+l1=2e-5` | 1 | +0.100 |" in text   # as the sweep's --variants wrote it
+    assert script.variant_specs(record, "lr", 0.1) == {}
+    l2 = {**record, "base_config": {**record["base_config"], "variants": ["gn+l2", "bn+l1"]}}
+    assert script.variant_specs(l2, "l2_default", 1e-3) == {"gn+l2=0.001": "gn+l2",
+                                                            "bn+l1=2e-05": "bn+l1"}
+    # Without the record the renamed runs do not pair: nothing in common but the control.
     text = script.paired_table(rows, "l1=2e-5", "l1=5e-6", "final_val_acc")
-    assert "| `bn+l1` | 2 | +0.050 |" in text
-    assert "| `bn+l1=5e-05` | 1 | +0.000 |" in text and "| all variants | 4 |" in text
-    assert script.paired_name("bn+l1=5e-06+l2=0.0005", "l1_default", 5e-6) == "bn+l1+l2=0.0005"
-    assert script.paired_name("bn+l1=5e-06", "lr", 5e-6) == "bn+l1=5e-06"
-    # The point's folder, as the sweep named it: --b-sweep reads its config.json there.
-    assert script.point_folder("l1=2e-5") == "l1=2e-05"
-    assert script.point_folder("arch=8s4-16-16-16-12") == "arch=8s4-16-16-16-12"
-    clash = rows + [{**rows[0], "variant": "bn+l1"}]
-    with pytest.raises(script.ConfigError, match="both 'bn\\+l1'"):
-        script.paired_table(clash, "l1=2e-5", "l1=5e-6", "final_val_acc")
+    assert "| all variants | 1 |" in text
     from normlab.config import Config
     base = Config(val=10_000).to_dict()
     script.check_pairable(base, {**base, "l1_default": 5e-6}, "l1=2e-5", "l1=5e-6")
     with pytest.raises(ValueError, match="l1_default"):
         script.check_pairable(base, {**base, "l1_default": 5e-6}, "lr=0.1", "lr=0.1")
+
+
+def test_points_without_a_common_run_are_a_one_line_error(script) -> None:
+    """Two points that share no (variant, seed), e.g. seeds 0..1 against --first-seed 2, are a
+    ConfigError naming --first-seed, not an empty table or a traceback; two runs of one variant
+    and seed at a point (a grid sweep read as one setting) are refused too."""
+    rows = [{"lr": lr, "variant": "gn", "seed": s, "status": "ok", "final_val_acc": 99.0 + s}
+            for lr, seeds in ((0.1, (0, 1)), (0.2, (2, 3))) for s in seeds]
+    with pytest.raises(script.ConfigError, match="share no finished run.*--first-seed"):
+        script.paired_table(rows, "lr=0.1", "lr=0.2", "final_val_acc")
+    with pytest.raises(script.ConfigError, match="two runs of 'gn', seed 0"):
+        script.paired_table(rows + rows[:1], "lr=0.1", "lr=0.2", "final_val_acc")
+
+
+def _write_sweep(path, record: dict, rows: list[dict]) -> None:
+    """A sweep folder: sweep.json, sweep.csv and each point's config.json."""
+    import json
+
+    from normlab import __version__
+    from normlab.runfolder import SweepFolder
+    from normlab.sweep import point_name
+    folder = SweepFolder(path)
+    folder.create(record)
+    full = [{c: r.get(c) for c in ("variant", "seed", "status", "final_val_acc", "best_val_acc",
+                                    "final_test_acc", "best_test_acc", "final_test_loss",
+                                    "message")} | {"l1": r["l1"]} for r in rows]
+    folder.write_table(("l1",), full)
+    for lam in record["params"][0]["values"]:
+        point = folder.point(point_name({"l1": lam}))
+        point.path.mkdir(parents=True)
+        config = {**record["base_config"], "l1_default": lam,
+                  "resolved": {"normlab_version": __version__}}
+        point.config.write_text(json.dumps(config))
+
+
+def test_main_pairs_a_point_of_another_sweep_by_its_folder(script, tmp_path, capsys) -> None:
+    """main() with --b-sweep reads each point's config.json from the folder the sweep named
+    (`l1=2e-5` is `points/l1=2e-05`) and pairs the renamed variant; a point the sweep lacks,
+    and a sweep over two settings, exit 2 with one line naming the problem."""
+    a, b = _l1_record(("bn+l1",), (2e-5,)), _l1_record(("bn+l1",), (4e-5, 8e-5))
+    _write_sweep(tmp_path / "a", a, _l1_rows(a, {(2e-5, "bn+l1", 0): 99.40,
+                                                 (2e-5, "bn+l1", 1): 99.30}))
+    _write_sweep(tmp_path / "b", b, _l1_rows(b, {(4e-5, "bn+l1", 0): 99.45,
+                                                 (4e-5, "bn+l1", 1): 99.33}))
+    out = tmp_path / "paired.md"
+    argv = [str(tmp_path / "a"), "l1=2e-5", "l1=4e-5", "--b-sweep", str(tmp_path / "b")]
+    assert script.main([*argv, "--out", str(out)]) == 0
+    assert "| `bn+l1` | 2 | +0.040 |" in out.read_text()
+    capsys.readouterr()
+    assert script.main([*argv[:2], "l1=3e-5", *argv[3:]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no point l1=3e-5; its points: l1=4e-05, l1=8e-05" in err and "\n" not in err
+    grid = {**a, "params": [*a["params"], {"name": "lr", "values": [0.1]}]}
+    (tmp_path / "a" / "sweep.json").write_text(__import__("json").dumps(grid))
+    assert script.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "sweeps l1, lr; compare the points of a sweep over one setting" in err

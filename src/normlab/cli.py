@@ -81,7 +81,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                         "(required, except with --resume)")
     p.add_argument("--variants", default=D(",".join(DEFAULTS.variants)), help=variant_help)
     p.add_argument("--seeds", type=positive_int, default=D(DEFAULTS.seeds),
-                   help="number of seeds per variant and point")
+                   help="number of seeds N per variant and point")
     p.add_argument("--first-seed", type=nonneg_int, default=D(DEFAULTS.first_seed), metavar="F",
                    help="the first seed: every point runs seeds F..F+N-1")
     p.add_argument("--scale-lr", action="store_true", default=D(False),

@@ -271,7 +271,8 @@ class Config:
         norms.check_ghost_batch(self.ghost_batch)
         if isinstance(self.first_seed, bool) or not isinstance(self.first_seed, int) \
                 or self.first_seed < 0:
-            raise ConfigError(f"--seed must be a whole number >= 0, got {self.first_seed!r}")
+            raise ConfigError(f"--seed (--first-seed) must be a whole number >= 0, got "
+                              f"{self.first_seed!r}")
         for name, flag in (("lr", "--lr"),):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
