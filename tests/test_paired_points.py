@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from scipy.stats import ttest_rel
 
@@ -85,7 +87,7 @@ def test_a_point_older_than_weight_decay_pairs_only_with_points_without_it(scrip
 
 
 def _l1_record(variants: tuple[str, ...], values: tuple[float, ...]) -> dict:
-    """A sweep.json over --param l1=VALUES of ``variants``."""
+    """A sweep's record over --param l1=VALUES of ``variants``."""
     from normlab import __version__
     from normlab.config import Config
     return {"normlab_version": __version__, "scale_lr": False,
@@ -142,9 +144,7 @@ def test_points_without_a_common_run_are_a_one_line_error(script) -> None:
 
 
 def _write_sweep(path, record: dict, rows: list[dict]) -> None:
-    """A sweep folder: sweep.json, sweep.csv and each point's config.json."""
-    import json
-
+    """A sweep folder: its record, its table and each point's config."""
     from normlab import __version__
     from normlab.runfolder import SweepFolder
     from normlab.sweep import point_name
@@ -180,7 +180,8 @@ def test_main_pairs_a_point_of_another_sweep_by_its_folder(script, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert "has no point l1=3e-5; its points: l1=4e-05, l1=8e-05" in err and "\n" not in err
     grid = {**a, "params": [*a["params"], {"name": "lr", "values": [0.1]}]}
-    (tmp_path / "a" / "sweep.json").write_text(__import__("json").dumps(grid))
+    from normlab.runfolder import SweepFolder
+    SweepFolder(tmp_path / "a").record.write_text(json.dumps(grid))
     assert script.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "sweeps l1, lr; compare the points of a sweep over one setting" in err
