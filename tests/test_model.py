@@ -508,13 +508,16 @@ def test_stride_stem_has_the_pool_stems_parameters_and_shape() -> None:
     assert stride.stem[0].conv.stride == (2, 2)
 
 
-def test_pool_stem_refuses_a_kernel_it_would_ignore() -> None:
-    """The pool stem's first conv is 3x3: a ModelConfig with stem="pool" and another
-    stem_kernel (such as the default 4, the stride-2 default's) is a ConfigError naming the fix,
-    not a silently different model."""
+def test_the_stem_kernel_follows_the_stem_and_the_pool_stem_refuses_another() -> None:
+    """Without a stem_kernel, the pool stem's first conv is 3x3 and the stride-2 stem's 4x4 (the
+    default arch's); the pool stem given another kernel is a ConfigError naming the fix, not a
+    silently different model."""
+    assert ModelConfig(stem="pool") == ModelConfig(stem="pool", stem_kernel=3)
+    assert ModelConfig().stem_kernel == ModelConfig(stem="stride").stem_kernel == 4
+    assert Net(ModelConfig(norm="gn", stem="pool")).stem[0].conv.kernel_size == (3, 3)
+    assert Net(ModelConfig(norm="gn", stem="stride")).stem[0].conv.kernel_size == (4, 4)
     with pytest.raises(ConfigError, match="pass stem_kernel=3"):
-        Net(ModelConfig(norm="gn", stem="pool"))
-    assert Net(ModelConfig(norm="gn", stem="pool", stem_kernel=3)).stem[0].conv.kernel_size == (3, 3)
+        Net(ModelConfig(norm="gn", stem="pool", stem_kernel=4))
 
 
 def test_stride_stem_kernel_4_keeps_the_map_and_adds_7_weights_per_channel() -> None:

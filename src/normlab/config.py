@@ -89,8 +89,9 @@ class ModelConfig:
     # The last full-resolution conv halves the map: "pool" (a 2x2 max pool after it) or "stride"
     # (it has stride 2).
     stem: str = arch_stem(DEFAULT_ARCH)
-    # Kernel size of that conv: 2..4 with "stride"; 3 with "pool" (Net refuses another).
-    stem_kernel: int = arch_stem_kernel(DEFAULT_ARCH)
+    # Kernel size of that conv: 2..4 with "stride", 3 with "pool" (Net refuses another); None
+    # (the default) picks 3 for "pool" and the default arch's (4) for "stride".
+    stem_kernel: int | None = None
     relu_before_pool: bool = False   # 0.1.0's order of ReLU and pool: same values, slower
     transition: int = 0   # >0: a 1x1 conv after the pool narrows the features to this many channels
     # conv -> ReLU -> norm. With the norm before the ReLU, LayerNorm (one mean for all channels)
@@ -98,6 +99,11 @@ class ModelConfig:
     act_first: bool = True
     num_classes: int = 10
     in_channels: int = 1
+
+    def __post_init__(self) -> None:
+        if self.stem_kernel is None:   # frozen: set once, here, so equal configs compare equal
+            kernel = 3 if self.stem == "pool" else arch_stem_kernel(DEFAULT_ARCH)
+            object.__setattr__(self, "stem_kernel", kernel)
 
     def norm_layers(self) -> list[tuple[str, int]]:
         """(layer name, channels) of each conv + norm layer, in the order Net builds them:
