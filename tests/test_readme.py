@@ -148,7 +148,7 @@ QUANTITY = re.compile(
     rf"({'|'.join(UNITS)})(?!\w)")
 RATIO = re.compile(r"(?<![\w.,])(\d+(?:\.\d+)?)[x×](?!\w)")
 # Percentages that are the method's settings, not results: 95% CI, the 5% level.
-METHOD_PERCENT = re.compile(r"\d+% (?:CI|confidence|level)\b")
+METHOD_PERCENT = re.compile(r"\d+%\s+(?:CI|confidence|level|intervals?)\b")
 
 
 def _quantities(text: str) -> list[tuple[str, int, str]]:
@@ -316,6 +316,65 @@ def test_readme_number_check_catches_made_up_numbers() -> None:
     made_up = [f"{wall + 1} s", f"{ratio + 0.01:.2f}x", f"{params + 1:,} parameters",
                f"{wall} epochs", f"{wall} MB", "7 cores", "99 runs", f"{percent}%"]
     assert sorted(_stray_quantities(", ".join(made_up), sources)) == sorted(made_up)
+
+
+MODEL_SELECTION = ROOT / "results" / "model-selection"
+# Numbers of results/model-selection/README.md that no committed result beside it holds, each
+# with the reason: the brief's budget, and step 14's first version of the moving average, which
+# was replaced before the committed run (its folder is in the repository's history, ab4ea9b).
+MODEL_SELECTION_EXCEPTIONS = {"8,000 parameters": "the brief's budget",
+                              "0.008": "step 14's first version (ab4ea9b)",
+                              "71%": "step 14's first version (ab4ea9b)"}
+
+
+def _conv_weight_norms(sweep: Path) -> set[str]:
+    """The mean ``weight_norm`` of the convs per point, variant and epoch in the points'
+    diagnostics.csv (over layers and seeds), at 1 decimal: what step 12 quotes."""
+    out = set()
+    for point in SweepFolder(sweep).points():
+        groups: dict[tuple[str, str], list[float]] = defaultdict(list)
+        with open(point.diagnostics, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                if row["layer"].startswith("conv"):
+                    groups[row["variant"], row["epoch"]].append(float(row["weight_norm"]))
+        out |= {f"{sum(v) / len(v):.1f}" for v in groups.values()}
+    return out
+
+
+def _ema_last_decay(sweep: Path) -> str:
+    """The decay of the last update of the moving-average sweep's runs, at 4 decimals."""
+    from normlab.batches import batch_bounds
+    from normlab.config import Config, ModelConfig
+    from normlab.ema import WeightAverage
+    from normlab.model import MultiNet, Net
+
+    point, = SweepFolder(sweep).points()
+    cfg = Config.from_dict({k: v for k, v in point.read_saved_config().items() if k != "resolved"})
+    steps = cfg.epochs * len(batch_bounds(60_000 - cfg.val, cfg.batch_size))
+    average = WeightAverage(MultiNet([Net(ModelConfig())]), cfg.ema)
+    return f"{average.decay_at(steps - 1):.4f}"
+
+
+def test_model_selection_numbers_come_from_its_results() -> None:
+    """Every number of results/model-selection/README.md comes from the sweep folders and paired
+    tables beside it and the benchmark files it cites, checked as README's sections are; the
+    convs' mean weight norms of step 12 from the weight-decay points' diagnostics.csv; the decay
+    at step 14's last update from normlab.ema; the BatchNorm images from ema.BN_IMAGES. The
+    few exceptions (MODEL_SELECTION_EXCEPTIONS) each occur in it, so none outlives its text."""
+    from normlab import ema
+
+    text = (MODEL_SELECTION / "README.md").read_text(encoding="utf-8")
+    for number in MODEL_SELECTION_EXCEPTIONS:
+        assert number in text, f"{number!r} is no longer in the text; drop its exception"
+        text = text.replace(number, "")
+    text = text.replace(f"{ema.BN_IMAGES:,} images", "")
+    sources = [p for p in sorted(MODEL_SELECTION.iterdir()) if p.name != "README.md"]
+    sources += [p for p in SECTIONS["## Model selection"] if p.suffix == ".jsonl"]
+    allowed = set().union(*(_allowed_decimals(src) for src in sources))
+    allowed |= _conv_weight_norms(MODEL_SELECTION / "weight-decay")
+    allowed.add(_ema_last_decay(MODEL_SELECTION / "ema"))
+    stray = _stray_decimals(text, allowed) + _stray_quantities(text, sources)
+    assert not stray, f"numbers in results/model-selection/README.md not in its results: {stray}"
 
 
 def test_readme_images_exist() -> None:
