@@ -28,7 +28,7 @@ from normlab.errors import ConfigError, RunFolderError
 from normlab.runfolder import SweepFolder
 from normlab.stats import paired
 from normlab.store import atomic_write_text
-from normlab.sweep import parse_param, point_name
+from normlab.sweep import ALIASES, parse_param, point_name
 
 
 def variant_specs(record: dict, field: str, value) -> dict[str, str]:
@@ -37,10 +37,10 @@ def variant_specs(record: dict, field: str, value) -> dict[str, str]:
     ``l2_default``, --param l1=... or l2=...), else {}. Such a sweep names ``bn+l1`` with each
     point's lambda (``bn+l1=2e-05``, ``bn+l1=5e-06``); a variant written with its own lambda
     (``ln+l1=2e-5``) keeps that name at every point. ``record`` is the sweep's sweep.json."""
-    if field not in ("l1_default", "l2_default"):
+    if field not in ALIASES.values():
         return {}
     base = record.get("base_config") or {}
-    defaults = {k: base[k] for k in ("l1_default", "l2_default") if k in base}
+    defaults = {k: base[k] for k in ALIASES.values() if k in base}
     defaults[field] = value
     return {parse_variant(spec, **defaults).name: spec for spec in base.get("variants", [])}
 
@@ -156,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         for folder in folders:
             if not SweepFolder.holds_sweep(folder):
                 raise ConfigError(f"{folder} holds no sweep table; give a sweep folder")
-        tables = [SweepFolder(f).read_table() for f in folders]
-        records = [SweepFolder(f).read_record("re-run the sweep with this version")
-                   for f in folders]
+        sweeps = [SweepFolder(f) for f in folders]
+        tables = [s.read_table() for s in sweeps]
+        records = [s.read_record("re-run the sweep with this version") for s in sweeps]
         for folder, rows, record in zip(folders, tables, records):
             if rows and args.metric not in rows[0]:
                 raise ConfigError(f"the sweep's table has no column {args.metric!r}")

@@ -349,8 +349,9 @@ def _ema_last_decay(sweep: Path) -> str:
     from normlab.model import MultiNet, Net
 
     point, = SweepFolder(sweep).points()
-    cfg = Config.from_dict({k: v for k, v in point.read_saved_config().items() if k != "resolved"})
-    steps = cfg.epochs * len(batch_bounds(60_000 - cfg.val, cfg.batch_size))
+    saved = point.read_saved_config()
+    cfg = Config.from_dict({k: v for k, v in saved.items() if k != "resolved"})
+    steps = cfg.epochs * len(batch_bounds(saved["resolved"]["train_images"], cfg.batch_size))
     average = WeightAverage(MultiNet([Net(ModelConfig())]), cfg.ema)
     return f"{average.decay_at(steps - 1):.4f}"
 

@@ -90,8 +90,8 @@ class Net(nn.Module):
         if not 1 <= cfg.full_res < len(cfg.widths):
             raise ConfigError("ModelConfig.full_res must be at least 1 and leave a conv after the pool")
         if cfg.stem == "pool" and cfg.stem_kernel != 3:
-            # Refused rather than ignored: the pool stem's conv is 3x3, stem_kernel sizes the
-            # stride-2 conv (its default, 4, is the default arch's).
+            # Refused rather than ignored: the pool stem's conv is always 3x3 (stem_kernel sizes
+            # the stride-2 conv; left unset it is 3 with the pool stem).
             raise ConfigError(f"ModelConfig(stem='pool') has a 3x3 conv before its pool, but "
                               f"stem_kernel={cfg.stem_kernel}; pass stem_kernel=3")
         self.cfg = cfg
