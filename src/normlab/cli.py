@@ -12,7 +12,8 @@ from typing import Sequence
 
 from normlab import __version__
 from normlab.cli_flags import (DEFAULTS, HelpFormatter, Parser, add_format_flag, add_training_flags,
-                               nonneg_float, nonneg_int, number, positive_int)
+                               add_variant_seed_flags, nonneg_float, nonneg_int, number,
+                               positive_int)
 from normlab.config import Config, config_diff
 from normlab.errors import NormlabError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
@@ -49,12 +50,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                        description="Train every variant for every seed, evaluating on the test set "
                                    "after each epoch, and save config, metrics, summary, "
                                    "predictions and checkpoints in a run folder.")
-    p.add_argument("--variants", default=D(",".join(DEFAULTS.variants)), help=variant_help)
-    p.add_argument("--seeds", type=positive_int, default=D(DEFAULTS.seeds),
-                   help="number of seeds per variant: N runs seeds F..F+N-1, F the --first-seed")
-    p.add_argument("--first-seed", type=nonneg_int, default=D(DEFAULTS.first_seed), metavar="F",
-                   help="the first seed, e.g. --seeds 4 --first-seed 4 runs seeds 4..7 (more "
-                        "seeds beside an earlier study)")
+    add_variant_seed_flags(p, D, variant_help, "variant")
     add_training_flags(p, D)
     add_format_flag(p, D)
 
@@ -79,11 +75,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                         "l2, groups, ghost_batch, augment, rotate, translate, dataset, "
                         "train_subset, epochs, precision, arch, label_smoothing, weight_decay, ema "
                         "(required, except with --resume)")
-    p.add_argument("--variants", default=D(",".join(DEFAULTS.variants)), help=variant_help)
-    p.add_argument("--seeds", type=positive_int, default=D(DEFAULTS.seeds),
-                   help="number of seeds N per variant and point")
-    p.add_argument("--first-seed", type=nonneg_int, default=D(DEFAULTS.first_seed), metavar="F",
-                   help="the first seed: every point runs seeds F..F+N-1")
+    add_variant_seed_flags(p, D, variant_help, "variant and point")
     p.add_argument("--scale-lr", action="store_true", default=D(False),
                    help="with a swept batch_size: lr = --lr x batch_size / --batch-size "
                         "(linear scaling rule), recorded in each point's config")

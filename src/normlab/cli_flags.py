@@ -74,6 +74,17 @@ positive_float = number(float, 0, inclusive=False)
 nonneg_float = number(float, 0, inclusive=True)
 
 
+def add_variant_seed_flags(p: argparse.ArgumentParser, D, variant_help: str, per: str) -> None:
+    """--variants, --seeds and --first-seed: which runs a study (or each point of a sweep)
+    trains. ``per`` says what the seed count is per ("variant", "variant and point")."""
+    p.add_argument("--variants", default=D(",".join(DEFAULTS.variants)), help=variant_help)
+    p.add_argument("--seeds", type=positive_int, default=D(DEFAULTS.seeds), metavar="N",
+                   help=f"number of seeds per {per}: seeds F..F+N-1 run, F the --first-seed")
+    p.add_argument("--first-seed", type=nonneg_int, default=D(DEFAULTS.first_seed), metavar="F",
+                   help="the first seed, e.g. --seeds 4 --first-seed 4 runs seeds 4..7 (more "
+                        "seeds beside an earlier folder)")
+
+
 def add_training_flags(p: argparse.ArgumentParser, D) -> None:
     p.add_argument("--epochs", type=positive_int, default=D(DEFAULTS.epochs), help="epochs per run")
     p.add_argument("--batch-size", type=positive_int, default=D(DEFAULTS.batch_size),
