@@ -8,6 +8,7 @@ the benchmark's results file.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
 from collections import defaultdict
@@ -93,11 +94,12 @@ def _rounded(text: str) -> set[str]:
     return out
 
 
+@functools.lru_cache(maxsize=None)   # read once per test session; callers only read the result
 def _allowed_decimals(source: Path) -> set[str]:
     """The decimal numbers of a committed result as they may be printed. A run folder: summary
     values at 2 (accuracy) and 4 (loss) decimals, every number in its report and weights table
-    (scripts/l1_weights.py) and its timing record (rounded). A sweep folder: every number of its
-    report, its table, its weights table, an experiment's mechanism.csv and batch_stats.csv,
+    (scripts/l1_weights.py) and its timing record (rounded). A sweep folder: its settings (the record's
+    base config and swept values), every number of its report, its table, its weights table, an experiment's mechanism.csv and batch_stats.csv,
     and its points' reports. A results file (benchmark JSON lines): every number
     in it (rounded)."""
     allowed: set[str] = set()
@@ -115,7 +117,8 @@ def _allowed_decimals(source: Path) -> set[str]:
             allowed |= {f"{st['mean']:.4f}", f"{st['std']:.4f}"}
     paths = {run.report, run.weights, sweep.report, sweep.table, sweep.weights, sweep.mechanism,
              sweep.batch_stats}
-    if SweepFolder.holds_sweep(source):   # the points' reports: their paired comparisons
+    if SweepFolder.holds_sweep(source):   # its settings, and the points' reports
+        allowed |= _rounded(json.dumps(sweep.read_record()))
         paths |= {point.report for point in sweep.points()}
     for path in paths:
         if path.is_file():
@@ -145,7 +148,7 @@ _UNIT_KIND = [(re.compile(rf"(?:{u})\Z"), kind) for u, kind in UNITS.items()]
 QUANTITY = re.compile(
     r"(?<![\w.,\-−+±])(\d{1,3}(?:,\d{3})+|\d+)(?![.,]?\d)"
     r"(?:[ \u00a0-]?)(?:(?:training|test|train|penalized|finished|timed)[ \u00a0])?"
-    rf"({'|'.join(UNITS)})(?!\w)")
+    rf"({'|'.join(UNITS)})(?![\w-])")   # not "8s-16-16" (an --arch)
 RATIO = re.compile(r"(?<![\w.,])(\d+(?:\.\d+)?)[x×](?!\w)")
 # Percentages that are the method's settings, not results: 95% CI, the 5% level.
 METHOD_PERCENT = re.compile(r"\d+%\s+(?:CI|confidence|level|intervals?)\b")
@@ -191,7 +194,7 @@ def _kinds(keys: tuple, v: float) -> Iterator[tuple[str, float]]:
         yield from (("s", v), ("min", v / 60), ("h", v / 3600), ("ms", v * 1000))
     if direct and last.endswith("_mb"):
         yield from (("MB", v), ("GB", v / 1024), ("GB", v / 1000))
-    if last != "n" and any("acc" in n or n.startswith("pct") for n in names):
+    if last != "n" and any("acc" in n or n.startswith("pct") or n.endswith("_pct") for n in names):
         yield "%", v   # an accuracy (not its seed count) or a percentage
     simple = {"params": "params", "weights": "weights", "train_images": "images",
               "test_images": "images", "train_subset": "images", "epochs": "epochs",
@@ -210,6 +213,7 @@ def _run_records(run: RunFolder) -> Iterator[tuple[tuple, float]]:
         yield ("runs",), float(sum(len(s["seeds"]) for s in variants))
 
 
+@functools.lru_cache(maxsize=None)
 def _allowed_quantities(source: Path) -> tuple[dict[str, set[int]], set[str]]:
     """({kind: whole numbers}, ratios as they may be printed) of a committed result: its fields
     read by name (seconds as s, min, h and ms; memory in MB and GB; accuracies and percentages as
@@ -271,6 +275,63 @@ def _stray_quantities(text: str, sources: list[Path]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Blocks and the results they cite
+
+
+def _blocks(text: str) -> list[str]:
+    """``text`` cut into its top-level blocks: a paragraph, a list item (with its indented lines)
+    or a heading; a fenced code block or a table belongs to the block before it (the command or
+    the output that block describes)."""
+    blocks: list[list[str]] = []
+    fence, blank = False, True
+    for line in text.splitlines():
+        starts = (not fence and line.strip() and not line.startswith((" ", "\t", "|", "```"))
+                  and (blank or re.match(r"(?:\d+\.|[*-]) |#", line)))
+        if starts or not blocks:
+            blocks.append([])
+        blocks[-1].append(line)
+        if line.lstrip().startswith("```"):
+            fence = not fence
+        blank = not line.strip() or (not fence and line.startswith("#"))   # a heading ends
+    return ["\n".join(b) for b in blocks]
+
+
+def _cited(block: str, sources: list[Path]) -> list[Path]:
+    """The ``sources`` that ``block`` names: in backticks or as a path in a command, by their
+    name or by a path that ends in it (``l1/``, ``l1/report.md``, ``results/model-selection/l1``
+    or ``benchmarks/results-cpu.jsonl``; ``results/experiments/l1`` is not
+    ``results/model-selection/l1``)."""
+    names = re.findall(r"`([^`\s]+)`", block) + re.findall(r"(?:results|benchmarks)/[\w./=-]+",
+                                                            block)
+    cited = []
+    for src in sources:
+        rel = src.relative_to(ROOT).parts
+        for name in names:
+            parts = [p for p in name.rstrip(".,;:)").split("/") if p]
+            if any(p == src.name and tuple(parts[:i + 1]) == rel[len(rel) - i - 1:]
+                   for i, p in enumerate(parts)):
+                cited.append(src)
+                break
+    return cited
+
+
+def _stray_by_block(text: str, sources: list[Path], extra: frozenset = frozenset()) -> list[str]:
+    """The numbers of ``text`` that its blocks' results do not hold: a block that names some of
+    ``sources`` is checked against those alone; a block that names none against those its
+    subsection (from its heading to the next) names, or, where that names none either, all
+    ``sources``. ``extra``: decimals allowed everywhere."""
+    stray = []
+    for part in re.split(r"\n(?=#)", text):      # the subsections
+        blocks = _blocks(part)
+        scope = _cited(part, sources) or sources
+        for block in blocks:
+            cited = _cited(block, sources) or scope
+            allowed = set(extra).union(*(_allowed_decimals(s) for s in cited))
+            stray += _stray_decimals(block, allowed) + _stray_quantities(block, cited)
+    return stray
+
+
+# ----------------------------------------------------------------------------------------------
 # Tests
 
 
@@ -285,15 +346,13 @@ def test_readme_results_table_matches_summary() -> None:
 
 @pytest.mark.parametrize("heading", list(SECTIONS))
 def test_readme_numbers_come_from_results(heading: str) -> None:
-    """Every number quoted in a results section of the README comes from that section's committed
-    results: each decimal (see _allowed_decimals), each whole number with a unit such as "893 s",
+    """Every number quoted in a results section of the README comes from the committed results
+    its block names (else its subsection's, else the section's; see _stray_by_block): each decimal (see _allowed_decimals), each whole number with a unit such as "893 s",
     "8,522 parameters", "2-core" or "15 runs", and each ratio such as "8.42x" (see
     _allowed_quantities). Percentages that are the method's settings (95% CI, the 5% level) are
     not results."""
     sources = SECTIONS[heading]
-    text = _section(heading)
-    allowed = set().union(*(_allowed_decimals(src) for src in sources))
-    stray = _stray_decimals(text, allowed) + _stray_quantities(text, sources)
+    stray = _stray_by_block(_section(heading), sources)
     assert not stray, f"numbers in README's {heading!r} not in {sources}: {stray}"
 
 
@@ -318,12 +377,57 @@ def test_readme_number_check_catches_made_up_numbers() -> None:
     assert sorted(_stray_quantities(", ".join(made_up), sources)) == sorted(made_up)
 
 
+def test_readme_blocks_and_citations() -> None:
+    """A block is a paragraph, a list item with its indented lines, or a heading; a fenced code
+    block or a table joins the block before it. A block names a result by its name or a path
+    ending in it (a bare name names every result of that name), not by another folder's path
+    with the same last name."""
+    report = SweepFolder(MODEL_SELECTION / "l1").report.name
+    text = (f"Intro `l1/{report}`.\n```\nnormlab sweep --out results/x\n```\n| a |\n| 1 |\n\n"
+            "1. **Step** (`lr/`)\n   more\n\n   ```bash\n   cmd\n   ```\n2. next\n# H\nend\n")
+    assert [b.split("\n")[0] for b in _blocks(text)] == [f"Intro `l1/{report}`.",
+                                                         "1. **Step** (`lr/`)", "2. next",
+                                                         "# H", "end"]
+    assert _blocks(text)[0].endswith("| 1 |\n") and "   cmd" in _blocks(text)[1]
+    ms, ex = MODEL_SELECTION, ROOT / "results" / "experiments"
+    sources = [ms / "l1", ms / "lr", ex / "l1", ROOT / "benchmarks" / "results-cpu.jsonl"]
+    assert _cited(f"`results/model-selection/l1/{report}`, `lr/`", sources) == sources[:2]
+    assert _cited("see `results/experiments/l1`", sources) == [ex / "l1"]
+    assert _cited(f"`l1/{report}`", sources) == [ms / "l1", ex / "l1"]   # a bare name: both
+    assert _cited("`benchmarks/results-cpu.jsonl`; `results-cpu.jsonl`", sources) == sources[3:]
+    assert _cited("the l1 and lr sweeps", sources) == []
+
+
+def _paired_mean(table: Path) -> str:
+    """The 'all variants' mean difference of a paired table (scripts/paired_points.py)."""
+    m = re.search(r"\| all variants \| \d+ \| [−+-]?(\d+\.\d+) \|", table.read_text("utf-8"))
+    assert m, f"{table} has no 'all variants' row"
+    return m.group(1)
+
+
+def test_readme_number_check_follows_citations() -> None:
+    """A number is checked against the results its block names: the mean difference of
+    l1-8e-05-paired.md passes in a block naming that table and is flagged in one naming only
+    l1-5e-06-paired.md, though the section's other result holds it; a block naming none is
+    checked against what its subsection names (all the section's results where that is
+    nothing)."""
+    tables = [MODEL_SELECTION / "l1-5e-06-paired.md", MODEL_SELECTION / "l1-8e-05-paired.md"]
+    number = _paired_mean(tables[1])
+    assert number not in _allowed_decimals(tables[0])
+    assert _stray_by_block(f"−{number} points (`l1-8e-05-paired.md`)", tables) == []
+    assert _stray_by_block(f"−{number} points (`l1-5e-06-paired.md`)", tables) == [number]
+    text = (f"### A\n\nSee `l1-5e-06-paired.md`.\n\n- −{number} points\n\n"
+            f"### B\n\n- −{number} points\n")
+    assert _stray_by_block(text, tables) == [number]   # A's bullet; B's may use either table
+
+
 MODEL_SELECTION = ROOT / "results" / "model-selection"
 # Numbers of results/model-selection/README.md that no committed result beside it holds, each
 # with the reason: the brief's budget, and step 14's first version of the moving average, which
 # was replaced before the committed run (its folder is in the repository's history, ab4ea9b).
 MODEL_SELECTION_EXCEPTIONS = {"8,000 parameters": "the brief's budget",
                               "0.008": "step 14's first version (ab4ea9b)",
+                              "+0.024": "step 14's first version (ab4ea9b)",
                               "71%": "step 14's first version (ab4ea9b)"}
 
 
@@ -357,8 +461,8 @@ def _ema_last_decay(sweep: Path) -> str:
 
 
 def test_model_selection_numbers_come_from_its_results() -> None:
-    """Every number of results/model-selection/README.md comes from the sweep folders and paired
-    tables beside it and the benchmark files it cites, checked as README's sections are; the
+    """Every number of results/model-selection/README.md comes from the sweep folders, paired
+    tables and benchmark files its block names, checked as README's sections are; the
     convs' mean weight norms of step 12 from the weight-decay points' diagnostics.csv; the decay
     at step 14's last update from normlab.ema; the BatchNorm images from ema.BN_IMAGES. The
     few exceptions (MODEL_SELECTION_EXCEPTIONS) each occur in it, so none outlives its text."""
@@ -371,10 +475,9 @@ def test_model_selection_numbers_come_from_its_results() -> None:
     text = text.replace(f"{ema.BN_IMAGES:,} images", "")
     sources = [p for p in sorted(MODEL_SELECTION.iterdir()) if p.name != "README.md"]
     sources += [p for p in SECTIONS["## Model selection"] if p.suffix == ".jsonl"]
-    allowed = set().union(*(_allowed_decimals(src) for src in sources))
-    allowed |= _conv_weight_norms(MODEL_SELECTION / "weight-decay")
-    allowed.add(_ema_last_decay(MODEL_SELECTION / "ema"))
-    stray = _stray_decimals(text, allowed) + _stray_quantities(text, sources)
+    extra = _conv_weight_norms(MODEL_SELECTION / "weight-decay") | {_ema_last_decay(
+        MODEL_SELECTION / "ema")}
+    stray = _stray_by_block(text, sources, frozenset(extra))
     assert not stray, f"numbers in results/model-selection/README.md not in its results: {stray}"
 
 
