@@ -16,6 +16,13 @@ With ``--b-sweep`` the second point comes from another sweep folder (e.g. a new 
 the point of an earlier sweep that holds the defaults); the two points' configs must then differ
 in nothing but the settings the two points name and those listed with ``--differ-in`` (a
 combination of settings against the defaults), checked on their config.json.
+
+With ``--more`` (``--b-more``) the first (second) point's runs also come from a folder of the same
+sweep run again with other seeds, so a comparison grows its seeds without retraining:
+
+    normlab sweep ... --seeds 8 --first-seed 8 --out results/model-selection/l1-seeds-8-15
+    python scripts/paired_points.py results/model-selection/l1 l1=2e-5 l1=5e-6 \\
+        --more results/model-selection/l1-seeds-8-15
 """
 
 from __future__ import annotations
@@ -110,6 +117,36 @@ def point_config(sweep: str, point: str) -> dict:
     return run.read_saved_config()
 
 
+def continued_rows(main: str, more: list[str], point: str, rows: list[dict],
+                   metric: str) -> list[dict]:
+    """``rows`` (the sweep table of the folder ``main``) with the runs of ``point`` that the
+    folders ``more`` add: the same sweep run again with other seeds (``--first-seed``). Each
+    must sweep the same setting, hold ``point`` with a config that differs from ``main``'s only
+    in its seeds (and how it shared the machine), and repeat none of ``main``'s runs of it;
+    ConfigError naming the folder and the fix otherwise."""
+    name = parse_param(point).name
+    seen = point_values(rows, point, metric)
+    out = list(rows)
+    for folder in more:
+        sweep = SweepFolder(folder)
+        if not SweepFolder.holds_sweep(folder):
+            raise ConfigError(f"{folder} holds no sweep table; give a sweep folder")
+        swept = [p.get("name") for p in sweep.read_record().get("params", [])]
+        if swept != [name]:
+            raise ConfigError(f"{folder} sweeps {', '.join(map(str, swept))}, not {name}; give a "
+                              f"folder of the same sweep as {main}, run with other seeds")
+        check_pairable(point_config(main, point), point_config(folder, point), point, point)
+        extra = [r for r in sweep.read_table() if r[name] == parse_param(point).values[0]]
+        twice = sorted(set(seen) & set(point_values(extra, point, metric)))
+        if twice:
+            raise ConfigError(f"{folder} repeats {main}'s run{'s' * (len(twice) > 1)} "
+                              f"{', '.join(f'{v} seed {s}' for v, s in twice)} at {point}; run it "
+                              "with other seeds (--first-seed)")
+        seen.update(point_values(extra, point, metric))
+        out += extra
+    return out
+
+
 def paired_table(rows: list[dict], a: str, b: str, metric: str,
                  rows_b: list[dict] | None = None, record: dict | None = None,
                  record_b: dict | None = None) -> str:
@@ -147,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--differ-in", default="", metavar="NAMES",
                     help="with --b-sweep: comma-separated settings (Config fields, e.g. "
                          "rotate,batch_size,lr) the two points may also differ in (default: none)")
+    ap.add_argument("--more", action="append", default=[], metavar="FOLDER",
+                    help="the first sweep run again with other seeds (--first-seed): its runs of "
+                         "the compared points join the first sweep's (repeatable; default: none)")
+    ap.add_argument("--b-more", action="append", default=[], metavar="FOLDER",
+                    help="the same for --b-sweep's point (repeatable; default: none)")
     ap.add_argument("--metric", default="final_val_acc",
                     help="a column of the sweep's table (default: final_val_acc)")
     ap.add_argument("--out", default=None, help="also write the table to this file")
@@ -170,7 +212,14 @@ def main(argv: list[str] | None = None) -> int:
             configs = [point_config(f, p) for f, p in ((args.sweep, args.a), (args.b_sweep, args.b))]
             check_pairable(*configs, args.a, args.b,
                            tuple(n for n in args.differ_in.split(",") if n))
-        text = paired_table(tables[0], args.a, args.b, args.metric, tables[-1], records[0],
+        if args.b_more and not args.b_sweep:
+            raise ConfigError("--b-more continues --b-sweep's folder; give --b-sweep, or --more "
+                              "for the first sweep")
+        rows_a = continued_rows(args.sweep, args.more, args.a, tables[0], args.metric)
+        rows_b = (continued_rows(args.b_sweep, args.b_more, args.b, tables[1], args.metric)
+                  if args.b_sweep else continued_rows(args.sweep, args.more, args.b, tables[0],
+                                                      args.metric))
+        text = paired_table(rows_a, args.a, args.b, args.metric, rows_b, records[0],
                             records[-1])
     except (ConfigError, RunFolderError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -185,3 +185,48 @@ def test_main_pairs_a_point_of_another_sweep_by_its_folder(script, tmp_path, cap
     assert script.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "sweeps l1, lr; compare the points of a sweep over one setting" in err
+
+
+def test_more_folders_add_seeds_to_a_point(script, tmp_path, capsys) -> None:
+    """--more adds the runs of a folder of the same sweep run with other seeds to both points
+    (--b-more to --b-sweep's point): the table then pairs every seed. A folder that repeats a
+    seed, trained another config or sweeps another setting, and --b-more without --b-sweep, exit
+    2 with one line naming the problem and the fix."""
+    record = _l1_record(("bn+l1",), (2e-5, 5e-6))
+    first = {(2e-5, "bn+l1", 0): 99.40, (2e-5, "bn+l1", 1): 99.30,
+             (5e-6, "bn+l1", 0): 99.46, (5e-6, "bn+l1", 1): 99.34}
+    _write_sweep(tmp_path / "a", record, _l1_rows(record, first))
+    later = {**record, "base_config": {**record["base_config"], "seeds": 2, "first_seed": 2}}
+    more = {(2e-5, "bn+l1", 2): 99.50, (2e-5, "bn+l1", 3): 99.20,
+            (5e-6, "bn+l1", 2): 99.42, (5e-6, "bn+l1", 3): 99.20}
+    _write_sweep(tmp_path / "more", later, _l1_rows(later, more))
+    argv = [str(tmp_path / "a"), "l1=2e-5", "l1=5e-6"]
+    assert script.main([*argv, "--more", str(tmp_path / "more")]) == 0
+    diffs = [first[5e-6, "bn+l1", s] - first[2e-5, "bn+l1", s] for s in (0, 1)]
+    diffs += [more[5e-6, "bn+l1", s] - more[2e-5, "bn+l1", s] for s in (2, 3)]
+    assert f"| `bn+l1` | 4 | {sum(diffs) / 4:+.3f} |" in capsys.readouterr().out
+
+    def error(*args: str) -> str:
+        assert script.main([*argv, *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err
+        return err
+
+    _write_sweep(tmp_path / "again", later, _l1_rows(later, {**more, (2e-5, "bn+l1", 1): 99.3}))
+    assert "repeats" in error("--more", str(tmp_path / "again"))
+    assert "bn+l1=2e-05 seed 1 at l1=2e-5" in error("--more", str(tmp_path / "again"))
+    other = {**later, "base_config": {**later["base_config"], "lr": 0.2}}
+    _write_sweep(tmp_path / "other", other, _l1_rows(other, more))
+    assert "lr: saved 0.1, now 0.2" in error("--more", str(tmp_path / "other"))
+    assert "--b-more continues --b-sweep" in error("--b-more", str(tmp_path / "more"))
+    _write_sweep(tmp_path / "lr", later, _l1_rows(later, more))
+    from normlab.runfolder import SweepFolder
+    SweepFolder(tmp_path / "lr").record.write_text(
+        json.dumps({**later, "params": [{"name": "lr", "values": [0.1]}]}))
+    assert "sweeps lr, not l1" in error("--more", str(tmp_path / "lr"))
+    b_first = _l1_record(("bn+l1",), (5e-6,))
+    _write_sweep(tmp_path / "b", b_first, _l1_rows(b_first, {(5e-6, "bn+l1", 0): 99.46,
+                                                             (5e-6, "bn+l1", 1): 99.34}))
+    assert script.main([*argv, "--b-sweep", str(tmp_path / "b"), "--more", str(tmp_path / "more"),
+                        "--b-more", str(tmp_path / "more")]) == 0
+    assert f"| `bn+l1` | 4 | {sum(diffs) / 4:+.3f} |" in capsys.readouterr().out
