@@ -131,18 +131,23 @@ def continued_rows(main: str, more: list[str], point: str, rows: list[dict],
         sweep = SweepFolder(folder)
         if not SweepFolder.holds_sweep(folder):
             raise ConfigError(f"{folder} holds no sweep table; give a sweep folder")
-        swept = [p.get("name") for p in sweep.read_record().get("params", [])]
+        swept = [p.get("name") for p in
+                 sweep.read_record("re-run the sweep with this version").get("params", [])]
         if swept != [name]:
             raise ConfigError(f"{folder} sweeps {', '.join(map(str, swept))}, not {name}; give a "
                               f"folder of the same sweep as {main}, run with other seeds")
         check_pairable(point_config(main, point), point_config(folder, point), point, point)
         extra = [r for r in sweep.read_table() if r[name] == parse_param(point).values[0]]
-        twice = sorted(set(seen) & set(point_values(extra, point, metric)))
+        if not any(r["status"] == "ok" and r[metric] is not None for r in extra):
+            raise ConfigError(f"{folder} has no finished run at {point}; finish that sweep (run "
+                              "its command again) or leave the folder out")
+        values = point_values(extra, point, metric)
+        twice = sorted(set(seen) & set(values))
         if twice:
             raise ConfigError(f"{folder} repeats {main}'s run{'s' * (len(twice) > 1)} "
                               f"{', '.join(f'{v} seed {s}' for v, s in twice)} at {point}; run it "
                               "with other seeds (--first-seed)")
-        seen.update(point_values(extra, point, metric))
+        seen.update(values)
         out += extra
     return out
 
@@ -186,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                          "rotate,batch_size,lr) the two points may also differ in (default: none)")
     ap.add_argument("--more", action="append", default=[], metavar="FOLDER",
                     help="the first sweep run again with other seeds (--first-seed): its runs of "
-                         "the compared points join the first sweep's (repeatable; default: none)")
+                         "the compared points join the first sweep's (with --b-sweep, of the "
+                         "first point only: give --b-more too) (repeatable; default: none)")
     ap.add_argument("--b-more", action="append", default=[], metavar="FOLDER",
                     help="the same for --b-sweep's point (repeatable; default: none)")
     ap.add_argument("--metric", default="final_val_acc",
@@ -215,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.b_more and not args.b_sweep:
             raise ConfigError("--b-more continues --b-sweep's folder; give --b-sweep, or --more "
                               "for the first sweep")
+        if args.b_sweep and bool(args.more) != bool(args.b_more):
+            raise ConfigError("with --b-sweep, --more adds seeds to the first point and --b-more "
+                              "to the second; give both, or the new seeds would pair with nothing")
         rows_a = continued_rows(args.sweep, args.more, args.a, tables[0], args.metric)
         rows_b = (continued_rows(args.b_sweep, args.b_more, args.b, tables[1], args.metric)
                   if args.b_sweep else continued_rows(args.sweep, args.more, args.b, tables[0],

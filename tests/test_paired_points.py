@@ -190,8 +190,9 @@ def test_main_pairs_a_point_of_another_sweep_by_its_folder(script, tmp_path, cap
 def test_more_folders_add_seeds_to_a_point(script, tmp_path, capsys) -> None:
     """--more adds the runs of a folder of the same sweep run with other seeds to both points
     (--b-more to --b-sweep's point): the table then pairs every seed. A folder that repeats a
-    seed, trained another config or sweeps another setting, and --b-more without --b-sweep, exit
-    2 with one line naming the problem and the fix."""
+    seed, trained another config, sweeps another setting or has no finished run of the point,
+    --b-more without --b-sweep, and only one of --more and --b-more with --b-sweep, exit 2 with
+    one line naming the problem and the fix."""
     record = _l1_record(("bn+l1",), (2e-5, 5e-6))
     first = {(2e-5, "bn+l1", 0): 99.40, (2e-5, "bn+l1", 1): 99.30,
              (5e-6, "bn+l1", 0): 99.46, (5e-6, "bn+l1", 1): 99.34}
@@ -219,6 +220,11 @@ def test_more_folders_add_seeds_to_a_point(script, tmp_path, capsys) -> None:
     _write_sweep(tmp_path / "other", other, _l1_rows(other, more))
     assert "lr: saved 0.1, now 0.2" in error("--more", str(tmp_path / "other"))
     assert "--b-more continues --b-sweep" in error("--b-more", str(tmp_path / "more"))
+    failed = _l1_rows(later, more)
+    for r in failed:
+        r["status"], r["final_val_acc"] = "failed", None
+    _write_sweep(tmp_path / "failed", later, failed)
+    assert "has no finished run at l1=2e-5" in error("--more", str(tmp_path / "failed"))
     _write_sweep(tmp_path / "lr", later, _l1_rows(later, more))
     from normlab.runfolder import SweepFolder
     SweepFolder(tmp_path / "lr").record.write_text(
@@ -227,6 +233,7 @@ def test_more_folders_add_seeds_to_a_point(script, tmp_path, capsys) -> None:
     b_first = _l1_record(("bn+l1",), (5e-6,))
     _write_sweep(tmp_path / "b", b_first, _l1_rows(b_first, {(5e-6, "bn+l1", 0): 99.46,
                                                              (5e-6, "bn+l1", 1): 99.34}))
-    assert script.main([*argv, "--b-sweep", str(tmp_path / "b"), "--more", str(tmp_path / "more"),
-                        "--b-more", str(tmp_path / "more")]) == 0
+    with_b = [*argv, "--b-sweep", str(tmp_path / "b"), "--more", str(tmp_path / "more")]
+    assert "give both" in error(*with_b[3:])   # --more alone would pair with nothing
+    assert script.main([*with_b, "--b-more", str(tmp_path / "more")]) == 0
     assert f"| `bn+l1` | 4 | {sum(diffs) / 4:+.3f} |" in capsys.readouterr().out
