@@ -34,7 +34,7 @@ from normlab.config import completed, config_diff, parse_variant
 from normlab.errors import ConfigError, RunFolderError
 from normlab.runfolder import SweepFolder
 from normlab.stats import paired
-from normlab.store import atomic_write_text
+from normlab.store import print_and_save
 from normlab.sweep import ALIASES, parse_param, point_name
 
 
@@ -233,9 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(text, end="")
-    if args.out:
-        atomic_write_text(args.out, text)
+    print_and_save(text, args.out)
     return 0
 
 

@@ -164,13 +164,15 @@ def allowed_quantities(source: Path) -> tuple[dict[str, frozenset[int]], frozens
     %; parameter, weight, image, epoch, seed, run and core counts), rounded to whole numbers, and
     the quantities its report states. A run folder: config, env, summary and timing (its runs:
     every variant's seeds). A sweep folder: its record, table and weights table, and every
-    point's run folder (its runs: the rows of its table). A results file: its JSON lines, whose
-    ``ratio`` fields give the ratios at 0, 1 and 2 decimals; a Markdown table
-    (scripts/paired_points.py): the quantities it states."""
+    point's run folder (its runs: the rows of its table). A results file: its JSON lines (or one
+    JSON document, a .json), whose ``ratio`` fields give the ratios at 0, 1 and 2 decimals; a
+    Markdown table (scripts/paired_points.py): the quantities it states."""
     records: list[tuple[tuple, float]] = []
     reports: list[Path] = []
     if source.is_file() and source.suffix == ".md":   # a generated table: its stated quantities
         reports.append(source)
+    elif source.is_file() and source.suffix == ".json":   # one JSON document
+        records += json_numbers(json.loads(source.read_text(encoding="utf-8")))
     elif source.is_file():
         for line in source.read_text(encoding="utf-8").splitlines():
             if line.strip():

@@ -64,7 +64,8 @@ SECTIONS = {
                  ROOT / "benchmarks" / "results-cpu-one-pass.jsonl",
                  ROOT / "benchmarks" / "results-cpu-rounds-repeat.jsonl",
                  ROOT / "benchmarks" / "results-cpu-rounds-repeat2.jsonl",
-                 ROOT / "benchmarks" / "results-cpu-rounds-repeat3.jsonl"],
+                 ROOT / "benchmarks" / "results-cpu-rounds-repeat3.jsonl",
+                 ROOT / "benchmarks" / "ratio-summary.json"],
 }
 
 

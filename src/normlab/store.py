@@ -46,6 +46,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def print_and_save(text: str, out: str | Path | None) -> None:
+    """A script's report: ``text`` on stdout and, with ``out`` (its --out), also in that file,
+    written atomically."""
+    print(text, end="")
+    if out:
+        atomic_write_text(out, text)
+
+
 def _jsonable(value: Any) -> Any:
     # NaN/inf are not JSON; a diverged run stores them as null.
     if isinstance(value, float) and not math.isfinite(value):

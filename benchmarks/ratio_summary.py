@@ -1,0 +1,91 @@
+"""Pool the study rows' speed ratios over several runs of ``bench_train.py``: one number with
+its interval instead of a run-by-run list.
+
+Each run of ``bench_train.py`` times every study row in rounds and records, per row, the ratio to
+``study-0.1.0`` within each round (``round_ratios_vs_0.1.0``). Rounds of one run share the
+machine's mood of those minutes, so they are not independent draws; the runs are. This script
+therefore takes each run's geometric mean over its rounds as one observation and reports, per
+row, the geometric mean over runs with its t-based 95% confidence interval
+(``normlab.stats.mean_ci`` on the log ratios), next to every run's median (what the run's table
+prints), the range of the rounds and how many rounds fell below ``--goal``::
+
+    python benchmarks/ratio_summary.py benchmarks/results-cpu.jsonl \\
+        benchmarks/results-cpu-rounds-repeat*.jsonl --out benchmarks/ratio-summary.json
+
+Only runs of one machine type and code should be pooled; the output names the files it read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+from normlab.stats import mean_ci
+from normlab.store import print_and_save
+
+ROUNDS_KEY = "round_ratios_vs_0.1.0"
+
+
+def read_rounds(paths: list[Path], rows: list[str]) -> dict[str, list[list[float]]]:
+    """{row: [the round ratios of each file]} for the ``rows`` named; ValueError with the fix when
+    a file lacks one of them (a run without rounds, or another row name)."""
+    out: dict[str, list[list[float]]] = {row: [] for row in rows}
+    for path in paths:
+        found = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                record = json.loads(line)
+                if record.get("name") in out and ROUNDS_KEY in record:
+                    found[record["name"]] = [float(r) for r in record[ROUNDS_KEY]]
+        for row in rows:
+            if row not in found:
+                raise ValueError(f"{path} has no {ROUNDS_KEY} for row {row!r}; give runs of "
+                                 "bench_train.py with --study-rounds, or other --rows")
+            out[row].append(found[row])
+    return out
+
+
+def summarize(runs: list[list[float]], goal: float) -> dict:
+    """The pooled ratio of one row over runs (each a list of round ratios)."""
+    per_run = [math.fsum(math.log(r) for r in rounds) / len(rounds) for rounds in runs]
+    ci = mean_ci(per_run)
+    rounds = [r for run in runs for r in run]
+    return {
+        "runs": len(runs), "rounds": len(rounds),
+        "ratio_geomean": round(math.exp(ci.mean), 3),
+        "ratio_ci95_lo": round(math.exp(ci.lo), 3) if ci.available else None,
+        "ratio_ci95_hi": round(math.exp(ci.hi), 3) if ci.available else None,
+        "ratio_run_medians": [round(statistics.median(run), 3) for run in runs],
+        "ratio_round_min": min(rounds), "ratio_round_max": max(rounds),
+        "goal": goal, "rounds_below_goal": sum(r < goal for r in rounds),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("files", nargs="+", type=Path, help="JSON-lines outputs of bench_train.py")
+    ap.add_argument("--rows", default="normlab-study,normlab-study-nodiag,study-nodecay",
+                    help="comma-separated study rows to pool (default: %(default)s)")
+    ap.add_argument("--goal", type=float, default=1.3,
+                    help="count the rounds below this ratio (default: %(default)s)")
+    ap.add_argument("--out", type=Path, default=None, help="also write the JSON here (atomically)")
+    args = ap.parse_args(argv)
+    try:
+        rows = [r for r in args.rows.split(",") if r]
+        rounds = read_rounds(args.files, rows)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    summary = {"files": [p.name for p in args.files],
+               "rows": {row: summarize(runs, args.goal) for row, runs in rounds.items()}}
+    text = json.dumps(summary, indent=2) + "\n"
+    print_and_save(text, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""benchmarks/ratio_summary.py: the study rows' round ratios pooled over runs of bench_train.py."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from scipy.stats import ttest_1samp
+
+
+@pytest.fixture(scope="module")
+def script(load_script):
+    return load_script("benchmarks/ratio_summary.py")
+
+
+def _run(path, ratios: dict[str, list[float]]) -> None:
+    """A bench_train.py output holding ``{row: round ratios}`` (and a row without rounds)."""
+    lines = [{"name": "reference", "images_per_s": 1000.0}]
+    lines += [{"name": row, "round_ratios_vs_0.1.0": r} for row, r in ratios.items()]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_runs_are_the_observations(script, tmp_path, capsys) -> None:
+    """Each run's geometric mean over its rounds is one observation: the pooled ratio is their
+    geometric mean and its interval scipy's t interval of their logs, exponentiated; each run's
+    median and the rounds below the goal are reported beside it, and --out holds the same JSON."""
+    runs = [[1.2, 1.4, 1.3], [1.5, 1.45, 1.35], [1.25, 1.31, 1.28]]
+    paths = []
+    for i, r in enumerate(runs):
+        paths.append(tmp_path / f"run{i}.jsonl")
+        _run(paths[-1], {"normlab-study": r, "other": [2.0, 2.0, 2.0]})
+    out = tmp_path / "pooled.json"
+    assert script.main([*map(str, paths), "--rows", "normlab-study", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert json.loads(out.read_text()) == printed
+    row = printed["rows"]["normlab-study"]
+    logs = [sum(math.log(x) for x in r) / len(r) for r in runs]
+    ci = ttest_1samp(logs, 0.0).confidence_interval(0.95)
+    assert row["ratio_geomean"] == round(math.exp(sum(logs) / 3), 3)
+    assert (row["ratio_ci95_lo"], row["ratio_ci95_hi"]) == (round(math.exp(ci.low), 3),
+                                                round(math.exp(ci.high), 3))
+    assert row["ratio_run_medians"] == [1.3, 1.45, 1.28]
+    assert row["rounds_below_goal"] == 3 and (row["ratio_round_min"], row["ratio_round_max"]) == (1.2, 1.5)
+    assert (row["runs"], row["rounds"]) == (3, 9) and printed["files"] == [p.name for p in paths]
+
+
+def test_a_run_without_the_row_is_a_one_line_error(script, tmp_path, capsys) -> None:
+    """A file without round ratios for a requested row (a run without --study-rounds) exits 2
+    with one line naming the file and the fix; nothing is written."""
+    _run(tmp_path / "a.jsonl", {"normlab-study": [1.3, 1.3]})
+    _run(tmp_path / "b.jsonl", {"study-pool": [1.0, 1.0]})
+    out = tmp_path / "pooled.json"
+    argv = [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "--rows", "normlab-study"]
+    assert script.main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "b.jsonl has no round_ratios_vs_0.1.0 for row 'normlab-study'" in err
+    assert "\n" not in err and not out.exists()
