@@ -443,9 +443,9 @@ class RayHead:
 
 
 def test_ray_backend_on_a_loopback_head_node_matches_local(normlab, local_sweep, tmp_path) -> None:
-    """The test's own Ray head node (loopback, 2 CPUs, own temporary folder and ports), the same
-    sweep through --backend ray --ray-address: every run is a Ray task, and the sweep folder holds
-    the same sweep.csv as --backend local, and each point byte-equal metrics.csv and
+    """The test's own Ray head node (loopback, 2 CPUs, own temporary folder, ports and home), the
+    same sweep through --backend ray --ray-address: every run is a Ray task, and the sweep folder
+    holds the same sweep.csv as --backend local, and each point byte-equal metrics.csv and
     summary.json, the same Config and the same keys in config.json (top level and 'resolved'),
     env.json and timing.json, and exactly the files of a local point (see below). A task that
     keeps failing is retried --retries times, then recorded as failed. When the test ends, no
@@ -458,7 +458,12 @@ def test_ray_backend_on_a_loopback_head_node_matches_local(normlab, local_sweep,
 
     attempts = tmp_path / "attempts"
     attempts.mkdir()
-    normlab = normlab.with_env(NORMLAB_TEST_ATTEMPTS=str(attempts))   # seen by the node's workers
+    # NORMLAB_TEST_ATTEMPTS is seen by the node's workers. A home of the test's own: Ray keeps
+    # state there (~/.ray/auth_token, written by any local ray.init), and a token left by an
+    # earlier local cluster makes this node's driver fail to authenticate.
+    home = tmp_path / "home"
+    home.mkdir()
+    normlab = normlab.with_env(NORMLAB_TEST_ATTEMPTS=str(attempts), HOME=str(home))
     temp = Path(tempfile.mkdtemp(prefix="nlray-", dir="/tmp"))  # Ray's socket paths must be short
     head = RayHead(normlab.env, temp, tmp_path / "ray-start.log")
     out, failing = tmp_path / "ray-sweep", tmp_path / "ray-failing"
