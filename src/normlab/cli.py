@@ -13,7 +13,7 @@ from typing import Sequence
 from normlab import __version__
 from normlab.cli_flags import (DEFAULTS, HelpFormatter, Parser, add_format_flag, add_training_flags,
                                add_variant_seed_flags, nonneg_float, nonneg_int, number,
-                               positive_int)
+                               positive_int, seed_int)
 from normlab.config import Config, config_diff
 from normlab.errors import NormlabError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
@@ -59,7 +59,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                        description="Train a single variant (one seed) and save a run folder.")
     p.add_argument("--variant", default=D("bn"), help=variant_help.replace("comma-separated variants",
                                                                         "one variant"))
-    p.add_argument("--seed", type=nonneg_int, default=D(0), help="random seed")
+    p.add_argument("--seed", type=seed_int, default=D(0), help="random seed")
     add_training_flags(p, D)
     add_format_flag(p, D)
 
@@ -141,7 +141,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                                    "kernel; print the statistics and the largest difference "
                                    "from PyTorch's layers (exit code 1 if any exceeds 1e-5), and the "
                                    "parameters each norm adds to normlab's model.")
-    p.add_argument("--seed", type=nonneg_int, default=D(0), help="seed of the example tensor")
+    p.add_argument("--seed", type=seed_int, default=D(0), help="seed of the example tensor")
     p.add_argument("--figure", default=D(None), metavar="PATH",
                    help="also draw which elements share one mean and variance: PATH as a PNG, and "
                         "next to it the other --format files (PATH may end in .svg or .pdf "

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from normlab.config import DATASET_NAMES, DEFAULT_L1, DEFAULT_L2, Config
+from normlab.config import DATASET_NAMES, DEFAULT_L1, DEFAULT_L2, MAX_SEED, MAX_SEEDS, Config
 from normlab.errors import ConfigError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, FIGURE_FORMATS, parse_formats
 
@@ -33,10 +33,15 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def number(kind: type, minimum: float, inclusive: bool):
-    """An argparse type: ``kind`` (int or float) that is finite and >= (or >) ``minimum``."""
+def number(kind: type, minimum: float, inclusive: bool, maximum: float | None = None):
+    """An argparse type: ``kind`` (int or float) that is finite and >= (or >) ``minimum``, and
+    at most ``maximum`` when one is given."""
     what = "a whole number" if kind is int else "a number"
-    bound = f"{'>=' if inclusive else '>'} {minimum:g}"
+    fmt = "d" if kind is int else "g"
+    bound = f"{'>=' if inclusive else '>'} {minimum:{fmt}}"
+    if maximum is not None:
+        bound = (f"from {minimum:{fmt}} to {maximum:{fmt}}" if inclusive
+                 else f"{bound} and <= {maximum:{fmt}}")
 
     def parse(text: str):
         try:
@@ -44,6 +49,8 @@ def number(kind: type, minimum: float, inclusive: bool):
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
         ok = v >= minimum if inclusive else v > minimum
+        if maximum is not None and v > maximum:
+            ok = False
         if not ok or v in (float("inf"), float("-inf")) or v != v:
             raise argparse.ArgumentTypeError(f"must be {what} {bound}, got {text}")
         return v
@@ -70,6 +77,7 @@ def add_format_flag(p: argparse.ArgumentParser, D, what: str = "the figures") ->
 
 positive_int = number(int, 1, inclusive=True)
 nonneg_int = number(int, 0, inclusive=True)
+seed_int = number(int, 0, inclusive=True, maximum=MAX_SEED)
 positive_float = number(float, 0, inclusive=False)
 nonneg_float = number(float, 0, inclusive=True)
 
@@ -78,9 +86,10 @@ def add_variant_seed_flags(p: argparse.ArgumentParser, D, variant_help: str, per
     """--variants, --seeds and --first-seed: which runs a study (or each point of a sweep)
     trains. ``per`` says what the seed count is per ("variant", "variant and point")."""
     p.add_argument("--variants", default=D(",".join(DEFAULTS.variants)), help=variant_help)
-    p.add_argument("--seeds", type=positive_int, default=D(DEFAULTS.seeds), metavar="N",
+    p.add_argument("--seeds", type=number(int, 1, inclusive=True, maximum=MAX_SEEDS),
+                   default=D(DEFAULTS.seeds), metavar="N",
                    help=f"number of seeds per {per}: seeds F..F+N-1 run, F the --first-seed")
-    p.add_argument("--first-seed", type=nonneg_int, default=D(DEFAULTS.first_seed), metavar="F",
+    p.add_argument("--first-seed", type=seed_int, default=D(DEFAULTS.first_seed), metavar="F",
                    help="the first seed, e.g. --seeds 4 --first-seed 4 runs seeds 4..7 (more "
                         "seeds beside an earlier folder)")
 

@@ -36,6 +36,8 @@ DEFAULT_ARCH = "8s4-16-16-16-12"  # chosen on validation data: results/model-sel
 POOL_ARCH = "8-16-16-16-12"      # the same widths with the max-pool stem (the earlier default)
 MAX_CONVS = 7   # 28 -> 26 -> 13 (pool) -> 11 -> 9 -> 7 -> 5 -> 3 -> 1
 VAL_SEED = 20_261_121   # the generator that picks the --val images; fixed, so every run agrees
+MAX_SEED = 2**32 - 1    # the largest seed: torch.manual_seed takes 64 bits, numpy's legacy 32
+MAX_SEEDS = 10_000      # seeds per variant in one study (its seed list is built in memory)
 
 
 _STEM = re.compile(r"([0-9]{1,3})(s([2-4])?)?")   # the first width: "8", "8s" or "8s4"
@@ -270,6 +272,9 @@ class Config:
                 raise ConfigError(f"{flag} must be a whole number >= 1, got {v!r}")
 
         positive_int("seeds", "--seeds")
+        if self.seeds > MAX_SEEDS:
+            raise ConfigError(f"--seeds {self.seeds} is more than {MAX_SEEDS:,} runs per variant; "
+                              "give fewer (more seeds go in another folder with --first-seed)")
         positive_int("epochs", "--epochs")
         positive_int("batch_size", "--batch-size")
         positive_int("eval_batch_size", "--eval-batch-size")
@@ -279,6 +284,10 @@ class Config:
                 or self.first_seed < 0:
             raise ConfigError(f"--seed (--first-seed) must be a whole number >= 0, got "
                               f"{self.first_seed!r}")
+        if self.first_seed + self.seeds - 1 > MAX_SEED:
+            raise ConfigError(f"--seed (--first-seed) {self.first_seed} with --seeds {self.seeds} "
+                              f"runs seeds up to {self.first_seed + self.seeds - 1}, above "
+                              f"{MAX_SEED} (a 32-bit generator seed); give a smaller one")
         for name, flag in (("lr", "--lr"),):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
@@ -289,6 +298,9 @@ class Config:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ConfigError(f"{flag} must be a number >= 0, got {v!r}")
+        if self.momentum >= 1:   # a momentum of 1 or more makes SGD's steps grow without bound
+            raise ConfigError(f"--momentum must be below 1 (e.g. 0.9; 0: none), got "
+                              f"{self.momentum!r}")
         if isinstance(self.ema, bool) or not isinstance(self.ema, (int, float)) \
                 or not 0 <= self.ema < 1:
             raise ConfigError(f"--ema must be a number in [0, 1) (0: off; e.g. 0.999), got "
