@@ -193,6 +193,25 @@ def test_resume_of_a_finished_study_changes_nothing(normlab, reference, tmp_path
     _same_results(out, reference)
 
 
+def test_resume_after_the_data_moved_takes_the_new_data_dir(normlab, reference, tmp_path) -> None:
+    """A study whose data folder has moved since it started resumes with --data-dir pointing at
+    the new place (the files are checked by checksum, so only where they lie changes) and gives
+    the same results; without it, one line names the missing folder."""
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(reference, out)
+    folder = RunFolder(out)
+    saved = json.loads(folder.config.read_text())
+    folder.config.write_text(json.dumps({**saved, "data_dir": str(tmp_path / "moved-away")}))
+    r = normlab.run(STUDY + ["--resume", str(out)])
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "moved-away" in lines[0], r.stderr
+    r = normlab.run(STUDY + ["--data-dir", str(normlab.data), "--resume", str(out)])
+    assert r.returncode == 0, r.stderr
+    _same_results(out, reference)
+
+
 def test_resume_with_a_different_config_is_refused(normlab, reference) -> None:
     """--resume with a flag that differs from the saved config exits 2 with one line that names
     the setting, its saved value and the asked-for value; nothing in the folder changes."""

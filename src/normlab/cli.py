@@ -14,7 +14,7 @@ from normlab import __version__
 from normlab.cli_flags import (DEFAULTS, HelpFormatter, Parser, add_format_flag, add_training_flags,
                                add_variant_seed_flags, nonneg_float, nonneg_int, number,
                                positive_int, seed_int)
-from normlab.config import Config, config_diff
+from normlab.config import RELOCATABLE, Config, config_diff
 from normlab.errors import NormlabError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab import norms
@@ -197,11 +197,13 @@ def _resume_config(argv: Sequence[str], args: argparse.Namespace) -> Config:
                            "with --out") from None
     given = _given(argv)
     wanted = config_from_args(args).to_dict()
-    diff = config_diff(saved, wanted, [k for k in sorted(given) if k in wanted])
+    diff = config_diff(saved, wanted, [k for k in sorted(given)
+                                       if k in wanted and k not in RELOCATABLE])
     if diff:
         raise NormlabError(f"cannot resume {args.resume!r} with a different config "
                            f"({'; '.join(diff)}); drop those flags, or start a new study with --out")
-    return cfg
+    moved = {k: wanted[k] for k in RELOCATABLE if k in given}   # e.g. --data-dir: data moved
+    return dataclasses.replace(cfg, **moved) if moved else cfg
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

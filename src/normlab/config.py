@@ -384,6 +384,11 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
+# Fields that say where a study's inputs lie, not what they are (the data are verified by
+# checksum when loaded): a resumed study may point them elsewhere, e.g. after the data moved.
+RELOCATABLE = ("data_dir",)
+
+
 def config_diff(saved: dict, wanted: dict, keys=None) -> list[str]:
     """``"key: saved X, now Y"`` for each of ``keys`` (default: all of ``wanted``'s but
     'resolved') whose value differs between two config dicts (config.json, sweep.json).
