@@ -305,6 +305,20 @@ def test_bad_sweep_input_exits_2_with_one_line(no_network, tmp_path, monkeypatch
     assert not out.exists() and not any(cwd.iterdir())
 
 
+def test_a_point_too_big_for_the_data_is_bad_input(normlab, tmp_path) -> None:
+    """A swept --train-subset larger than the training set (a check that needs the data's size)
+    exits 2 with one line before any point trains, and leaves no sweep folder, instead of
+    recording failed runs that running the command again cannot fix."""
+    out = tmp_path / "too-big"
+    r = normlab.run(["sweep", "--variants", "gn", "--param", f"train_subset=64,{N_TRAIN + 1}",
+                     "--epochs", "1", "--data-dir", str(normlab.data), "--out", str(out),
+                     "--quiet"])
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert f"--train-subset {N_TRAIN + 1} exceeds the {N_TRAIN} training images" in lines[0]
+    assert not out.exists()
+
+
 def test_sweep_resume_uses_the_saved_sweep(normlab, local_sweep, tmp_path) -> None:
     """`normlab sweep --resume DIR` continues the sweep saved in DIR (here: finished, so nothing
     is retrained and sweep.csv stays the same); with --format png,pdf (not a setting of the

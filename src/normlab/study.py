@@ -69,22 +69,29 @@ def split_val(n: int, val: int) -> tuple[torch.Tensor, torch.Tensor]:
     return perm[val:].sort().values, perm[:val].sort().values
 
 
+def check_split_sizes(cfg: Config, n_train: int) -> None:
+    """ConfigError unless --train-subset and --val fit the dataset's ``n_train`` training
+    images (the checks of the config that need the data's size)."""
+    if cfg.train_subset is not None and cfg.train_subset > n_train:
+        raise ConfigError(f"--train-subset {cfg.train_subset} exceeds the {n_train} training "
+                          "images; use a smaller number")
+    n = n_train if cfg.train_subset is None else cfg.train_subset
+    if cfg.val and cfg.val >= n:
+        raise ConfigError(f"--val {cfg.val} leaves none of the {n} training images to train on; "
+                          "hold out fewer")
+
+
 def load_data(cfg: Config, device: torch.device) -> StudyData:
     """Load, verify and move the dataset to ``device``; normalization stats from the train split."""
     from normlab import data
 
     train_x, train_y = data.load_split(cfg.dataset, train=True, data_dir=cfg.data_dir)
     test_x, test_y = data.load_split(cfg.dataset, train=False, data_dir=cfg.data_dir)
+    check_split_sizes(cfg, len(train_y))
     if cfg.train_subset is not None:
-        if cfg.train_subset > len(train_y):
-            raise ConfigError(f"--train-subset {cfg.train_subset} exceeds the {len(train_y)} "
-                              "training images; use a smaller number")
         train_x, train_y = train_x[: cfg.train_subset], train_y[: cfg.train_subset]
     val = None
     if cfg.val:
-        if cfg.val >= len(train_y):
-            raise ConfigError(f"--val {cfg.val} leaves none of the {len(train_y)} training images "
-                              "to train on; hold out fewer")
         keep, held = split_val(len(train_y), cfg.val)
         val = to_device_split(train_x[held], train_y[held], device)
         train_x, train_y = train_x[keep], train_y[keep]

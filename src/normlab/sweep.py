@@ -257,16 +257,20 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
     The sweep's figures are saved as PNG and the other ``formats``; each point's study draws
     its own in the default formats."""
     from normlab.device import select_device
-    from normlab.study import load_data
+    from normlab.study import check_split_sizes, load_data
     from normlab.sweep_report import write_sweep_outputs
 
     out = Path(out)
     formats = parse_formats(formats)
     points = spec.points(base)                     # bad values fail here, before any training
     device = select_device(base.device)
-    # Check data and folder before the first run: every dataset the sweep touches.
+    # Check data and folder before the first run: every dataset the sweep touches, and every
+    # point's --train-subset and --val against its size (bad input, not a failed run).
     for dataset in sorted({cfg.dataset for _, cfg in points}):
-        load_data(base.replace(dataset=dataset, train_subset=None), device)
+        data = load_data(base.replace(dataset=dataset, train_subset=None, val=0), device)
+        for _, cfg in points:
+            if cfg.dataset == dataset:
+                check_split_sizes(cfg, len(data.train))
     resumed = prepare_sweep_out(out, base, spec)
     runs = sum(len(cfg.parsed_variants()) * cfg.seeds for _, cfg in points)
     log(f"normlab sweep: {len(points)} point(s), {runs} run(s), backend {backend}"
