@@ -646,6 +646,25 @@ def test_explain_command_exit_codes(tmp_path: Path, capsys, monkeypatch) -> None
     assert main(["explain"]) == 1
 
 
+def test_explain_figure_never_overwrites_and_needs_a_figure_name(tmp_path: Path, capsys) -> None:
+    """`normlab explain --figure` refuses, in one line with exit 2 and before printing anything,
+    a path that is not a .png/.svg/.pdf name (an existing text file, a .jpg, '') and a figure
+    whose file or companion file exists already; the existing files keep their bytes."""
+    notes = tmp_path / "notes"
+    notes.write_text("earlier notes\n")
+    companion = tmp_path / "keep.svg"
+    companion.write_text("<svg/>")
+    for path, fragment in ((notes, "is not a figure file name"),
+                           (tmp_path / "a.jpg", "is not a figure file name"),
+                           ("", "is not a figure file name"),
+                           (tmp_path / "keep.png", f"would overwrite {companion}; delete it")):
+        assert main(["explain", "--figure", str(path)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and len(err.strip().splitlines()) == 1 and fragment in err, err
+    assert notes.read_text() == "earlier notes\n" and companion.read_text() == "<svg/>"
+    assert not (tmp_path / "keep.png").exists() and not (tmp_path / "a.jpg").exists()
+
+
 def _copy_run(study_run, tmp_path: Path) -> RunFolder:
     import shutil
 

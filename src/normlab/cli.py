@@ -143,9 +143,10 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                                    "parameters each norm adds to normlab's model.")
     p.add_argument("--seed", type=seed_int, default=D(0), help="seed of the example tensor")
     p.add_argument("--figure", default=D(None), metavar="PATH",
-                   help="also draw which elements share one mean and variance: PATH as a PNG, and "
-                        "next to it the other --format files (PATH may end in .svg or .pdf "
-                        "instead); default: no figure")
+                   help="also draw which elements share one mean and variance: PATH (ending in "
+                        ".png, or .svg or .pdf for that format too) as a PNG, and next to it the "
+                        "other --format files; existing files are not overwritten; default: no "
+                        "figure")
     add_format_flag(p, D, "--figure")
     return parser
 
@@ -157,22 +158,31 @@ _TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(Config)
 
 def _explain(args: argparse.Namespace) -> int:
     from normlab import axes_figure, explain
+    from normlab.runfolder import figure_files
 
-    text, diff = explain.explain_text(seed=args.seed)
-    print(text, end="")
-    if args.figure:
-        from normlab.runfolder import figure_files
-
+    files = {}
+    if args.figure is not None:   # checked before anything is printed or drawn
         png, formats = Path(args.figure), args.formats
+        if png.suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise NormlabError(f"--figure {args.figure!r} is not a figure file name; give a path "
+                               "ending in .png, .svg or .pdf, e.g. norm_axes.png")
         if png.suffix.lower() in (".svg", ".pdf"):   # axes.svg: axes.png and axes.svg
             formats = parse_formats([*formats, png.suffix[1:]])
             png = png.with_suffix(".png")
+        files = figure_files(png, formats)
+        there = [str(f) for f in files.values() if f.exists()]
+        if there:   # nothing already written is replaced
+            raise NormlabError(f"--figure would overwrite {', '.join(there)}; delete "
+                               f"{'them' if len(there) > 1 else 'it'} or choose another path")
+    text, diff = explain.explain_text(seed=args.seed)
+    print(text, end="")
+    if files:
         try:
-            png = axes_figure.draw_norm_axes(png, formats=formats)
+            axes_figure.draw_norm_axes(files["png"], formats=formats)
         except OSError as e:
             raise NormlabError(f"cannot write --figure {args.figure!r} ({e.strerror or e}); "
                                "choose a writable path") from None
-        print(f"figure: {', '.join(str(p) for p in figure_files(png, formats).values())}")
+        print(f"figure: {', '.join(str(p) for p in files.values())}")
     return 1 if diff > explain.TOLERANCE else 0
 
 
