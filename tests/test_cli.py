@@ -709,3 +709,18 @@ def test_report_data_dir_flag(study_run, synthetic_data, tmp_path: Path) -> None
         grid.unlink()
     assert main(["report", str(run.path), "--data-dir", str(folder)]) == 0
     assert all(grid.is_file() for grid in grids)
+
+
+def test_report_with_a_data_dir_without_the_data_is_one_line(study_run, tmp_path: Path,
+                                                             capsys) -> None:
+    """`normlab report --data-dir DIR` where DIR does not hold the test images exits 2 with one
+    line naming DIR, and writes nothing: report.md keeps its bytes (without --data-dir, data
+    that cannot be found only leave the grids out, with a note in report.md)."""
+    run = _copy_run(study_run, tmp_path)
+    before = run.report.read_bytes()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(run.path), "--data-dir", str(empty)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(empty) in err, err
+    assert run.report.read_bytes() == before

@@ -20,7 +20,8 @@ from normlab.config import completed
 from normlab.errors import ConfigError, DataError, RunFolderError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.findings import findings
-from normlab.runfolder import PROBE_SIZE, REBUILD, RunData, is_number, load_run
+from normlab.runfolder import (PROBE_SIZE, REBUILD, RunData, is_number, load_run,
+                               load_test_images)
 from normlab.table import results_table, signed_points
 
 
@@ -238,7 +239,9 @@ def write_report(run_dir: str | Path, mode: str = "confident",
     ``formats`` (png, svg, pdf; a ConfigError names them for an unknown one).
 
     The test images for the grids come from ``data_dir`` if given, else from where the run found
-    its data. If they cannot be found, the grids are left out and report.md says why.
+    its data. If they cannot be found there, the grids are left out and report.md says why; a
+    ``data_dir`` given that does not hold them is a DataError, raised before anything is
+    written.
     """
     from normlab import mistakes, plots
     from normlab.diag_plots import plot_diagnostics
@@ -253,6 +256,8 @@ def write_report(run_dir: str | Path, mode: str = "confident",
         Config.from_dict({k: v for k, v in run.config.items() if k != "resolved"})
     except (ConfigError, TypeError) as e:
         raise RunFolderError(f"{folder.config} holds an invalid config ({e}); {fix}") from None
+    if data_dir is not None:   # asked for: bad input if it fails, checked before any writing
+        load_test_images(run, data_dir)
     try:
         figures = plots.plot_curves(run, formats)
         figures += [p for p in [plot_diagnostics(run, formats)] if p is not None]
