@@ -320,6 +320,13 @@ BAD_INPUT = {
     "ws-with-value": (["study", "--variants", "gn+ws=1"], "ws takes no value"),
     "unknown-dataset": (["study", "--dataset", "cifar10"], "cifar10"),
     "unknown-flag": (["study", "--bogus"], "--bogus"),
+    "flag-of-another-command": (["train", "--variants", "bn"],
+                                "unrecognized arguments: --variants bn; see 'normlab train --help'"),
+    "abbreviated-flag": (["study", "--epoch", "1"], "see 'normlab study --help'"),
+    "param-twice": (["sweep", "--param", "lr=0.1", "--param", "lr=0.2"],
+                    "--param lr is given twice; give each setting once"),
+    "sweep-out-is-a-file": (["sweep", "--param", "lr=0.1", "--out", "{nonempty}/keep.txt"],
+                            "is a file; choose a new --out"),
     "no-command": ([], "COMMAND"),
     "non-empty-out": (["study", "--out", "{nonempty}"], "not empty"),
     "workers-negative": (["study", "--workers", "-1"], "--workers"),
@@ -709,6 +716,18 @@ def test_report_data_dir_flag(study_run, synthetic_data, tmp_path: Path) -> None
         grid.unlink()
     assert main(["report", str(run.path), "--data-dir", str(folder)]) == 0
     assert all(grid.is_file() for grid in grids)
+
+
+def test_report_of_a_sweep_folder_says_to_give_a_point(tmp_path: Path, capsys) -> None:
+    """`normlab report` of a sweep folder exits 2 with one line saying it is a sweep and what to
+    give instead (one of its points), not that a run folder's config is missing."""
+    from normlab.runfolder import SweepFolder
+
+    sweep = SweepFolder(tmp_path / "sweep")
+    sweep.create({"params": [{"name": "lr", "values": [0.1]}]})
+    assert main(["report", str(sweep.path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a sweep folder; give one of its points" in err
 
 
 def test_report_with_a_data_dir_without_the_data_is_one_line(study_run, tmp_path: Path,

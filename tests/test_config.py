@@ -114,7 +114,7 @@ def test_every_norm_is_a_variant(norm: str) -> None:
         ("gn+l2=-0.1", "finite number >= 0"),
         ("bn+l1=nan", "finite number >= 0"),
         ("bn+l1=inf", "finite number >= 0"),
-        ("bn+l1+l1", "l1 given twice"),
+        ("bn+l1+l1", "l1 given twice; give +l1 once"),
         ("gn+l2=1e-4+l2=1e-3", "l2 given twice"),
         ("gn+ws+ws", "ws given twice"),
         ("gn+ws=1", "ws takes no value; write +ws"),

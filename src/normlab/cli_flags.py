@@ -19,6 +19,17 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"normlab: error: {message}; see '{self.prog} --help'\n")
 
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        # argparse reports flags no parser knows from the top-level parser, whose help lists no
+        # command's flags; point at the help of the command they were given to instead.
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(parsed, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            self.exit(2, f"normlab: error: unrecognized arguments: {' '.join(extras)}; see "
+                         f"'{prog} --help'\n")
+        return parsed
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows '(default: X)' after each flag's help unless the help already states its default;

@@ -175,7 +175,7 @@ def parse_variant(spec: str, l1_default: float = DEFAULT_L1, l2_default: float =
                               "+l1=LAMBDA, +l2 or +l2=LAMBDA")
         kind, value = m.group(1), m.group(2)
         if kind in given:
-            raise ConfigError(f"variant {spec!r}: {kind} given twice")
+            raise ConfigError(f"variant {spec!r}: {kind} given twice; give +{kind} once")
         if kind == "ws":
             if value is not None:
                 raise ConfigError(f"variant {spec!r}: ws takes no value; write +ws")

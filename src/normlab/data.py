@@ -43,7 +43,8 @@ from normlab.idx import BAD_FILE_FIX, CHUNK, bad_file, is_gzip, open_content, re
 CACHE_ENV = "NORMLAB_DATA"
 
 _TIMEOUT_S = 30.0  # per network operation (connect / each read), not for the whole download
-_FIX_MD5 = "delete it to download again, or point --data-dir at a good copy"
+_FIX_MD5 = ("point --data-dir at a folder that holds a good copy of this dataset, or delete the "
+            "file to download it again")
 
 
 def default_cache_dir(name: str) -> Path:

@@ -20,8 +20,8 @@ from normlab.config import completed
 from normlab.errors import ConfigError, DataError, RunFolderError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.findings import findings
-from normlab.runfolder import (PROBE_SIZE, REBUILD, RunData, is_number, load_run,
-                               load_test_images)
+from normlab.runfolder import (PROBE_SIZE, REBUILD, RunData, SweepFolder, is_number,
+                               load_run, load_test_images)
 from normlab.table import results_table, signed_points
 
 
@@ -249,6 +249,10 @@ def write_report(run_dir: str | Path, mode: str = "confident",
 
     mistakes.check_mode(mode)
     formats = parse_formats(formats)
+    if SweepFolder.holds_sweep(run_dir):   # not a run folder: say what to give instead
+        raise RunFolderError(f"{run_dir} is a sweep folder; give one of its points (a run "
+                             f"folder under {SweepFolder(run_dir).point('x').path.parent}), or "
+                             "run the sweep's command again to rewrite its own report")
     run = load_run(run_dir)
     folder = run.folder
     fix = f"restore it from a copy of the run folder, or {REBUILD}"

@@ -122,8 +122,10 @@ class SweepSpec:
         names = [p.name for p in self.params]
         if not names:
             raise ConfigError("a sweep needs at least one --param NAME=V1,V2,...")
-        if len(set(names)) != len(names):
-            raise ConfigError("a setting is given to --param twice; give each setting once")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ConfigError(f"--param {', '.join(twice)} is given twice; give each setting "
+                              "once, with all its values: --param NAME=V1,V2,...")
         if self.scale_lr and "batch_size" not in names:
             raise ConfigError("--scale-lr scales the learning rate with a swept batch_size; add "
                               "--param batch_size=... or drop --scale-lr")
@@ -264,6 +266,8 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
     formats = parse_formats(formats)
     points = spec.points(base)                     # bad values fail here, before any training
     device = select_device(base.device)
+    if not SweepFolder.holds_sweep(out):
+        SweepFolder(out).check_new()               # a bad --out fails before the data load
     # Check data and folder before the first run: every dataset the sweep touches, and every
     # point's --train-subset and --val against its size (bad input, not a failed run).
     for dataset in sorted({cfg.dataset for _, cfg in points}):

@@ -398,13 +398,19 @@ class SweepFolder(_Results):
                                  f"{saved.get('normlab_version')}, this is {__version__}; {fix}")
         return saved
 
-    def create(self, record: dict) -> None:
-        """Start a new sweep folder holding ``record`` (sweep.json); refuse a folder that holds
-        files but no sweep, so that earlier results are kept."""
+    def check_new(self) -> None:
+        """ConfigError unless the folder is new or empty: a file, or a folder that holds files
+        but no sweep, is refused, so that earlier results are kept."""
         out = self.path
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"output folder {str(out)!r} is a file; choose a new --out")
+        if out.exists() and any(out.iterdir()):
             raise ConfigError(f"output folder {str(out)!r} is not empty and holds no sweep; "
                               "choose a new --out so earlier results are kept")
+
+    def create(self, record: dict) -> None:
+        """Start a new sweep folder holding ``record`` (sweep.json) (see :meth:`check_new`)."""
+        self.check_new()
         self.ensure_writable()
         write_json(self.record, record)
 
