@@ -83,3 +83,26 @@ def test_environment_records_versions_device_and_code_identity() -> None:
     assert env["normlab"] == __version__ and env["torch"] == torch.__version__
     assert env["device"] == "cpu" and env["backend"] == "ray" and env["cpu"]
     assert len(env.get("git_commit", "")) == 40 and isinstance(env.get("git_dirty"), bool)
+
+
+def test_an_interrupt_while_the_report_is_written_says_how_to_resume(synthetic_data, tmp_path,
+                                                                     monkeypatch) -> None:
+    """Ctrl-C after the last epoch, while the figures and report.md are written, is logged with
+    the resume command, as one during training is; --resume then writes the report."""
+    from normlab import report
+    from normlab.runfolder import RunFolder
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "write_report", interrupted)
+    cfg = Config(variants=("gn",), seeds=1, epochs=1, batch_size=16, device="cpu",
+                 data_dir=str(synthetic_data.folder))
+    logs: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        study.run_study(cfg, tmp_path / "run", progress=False, log=logs.append)
+    assert logs[-1].startswith("interrupted:") and f"--resume {tmp_path / 'run'}" in logs[-1]
+    assert not RunFolder(tmp_path / "run").report.exists()
+    monkeypatch.undo()
+    study.run_study(cfg, tmp_path / "run", progress=False, log=lambda *_: None, resume=True)
+    assert RunFolder(tmp_path / "run").report.is_file()

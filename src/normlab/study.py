@@ -418,10 +418,10 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
             start(folder, plan, data)
         try:
             results = train(plan, data, folder, resume=resume, progress=progress)
+            finish(folder, plan, results, t_start, report=report, resumed=resume, log=log,
+                   formats=formats)   # an interrupt here leaves the report to the resume
         except KeyboardInterrupt:
             log(f"interrupted: every run is saved up to its last finished epoch; continue with "
                 f"'normlab study --resume {folder.path}'")
             raise
-        finish(folder, plan, results, t_start, report=report, resumed=resume, log=log,
-               formats=formats)
     return folder.path
