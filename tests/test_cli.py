@@ -743,3 +743,20 @@ def test_report_with_a_data_dir_without_the_data_is_one_line(study_run, tmp_path
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(empty) in err, err
     assert run.report.read_bytes() == before
+
+
+def test_console_command_ignores_ctrl_c_once_main_has_returned(monkeypatch, capsys) -> None:
+    """The console command (cli.run) exits with main's code, and only after main has returned
+    does it ignore SIGINT (a Ctrl-C during the interpreter's shutdown would print a traceback of
+    its clean-up under a complete result)."""
+    import signal
+
+    import normlab.cli as cli
+
+    calls = []
+    monkeypatch.setattr(cli, "main", lambda: calls.append("main") or 2)
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: calls.append((sig, handler)))
+    with pytest.raises(SystemExit) as exit_:
+        cli.run()
+    assert exit_.value.code == 2
+    assert calls == ["main", (signal.SIGINT, signal.SIG_IGN)]

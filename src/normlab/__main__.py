@@ -1,5 +1,3 @@
-import sys
+from normlab.cli import run
 
-from normlab.cli import main
-
-sys.exit(main())
+run()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -312,5 +313,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def run() -> None:
+    """The console command: :func:`main`, then exit with its code. Once main has returned, a
+    Ctrl-C is ignored: arriving while the interpreter shuts down, it would print a traceback of
+    Python's own clean-up code under a result already complete."""
+    code = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()
