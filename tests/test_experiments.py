@@ -119,7 +119,7 @@ def test_a_small_experiment_end_to_end(synthetic_data, tmp_path) -> None:
     BatchNorm run, the mechanism figure as PNG and SVG, and a report that states the question,
     the protocol, the command and the time and links the figure; the same command again
     changes none of the tables and not the report, which holds the experiment's sections
-    once."""
+    once, also in a copy without the points' final weights (checkpoints/)."""
     out = tmp_path / "exp"
     argv = ["experiment", "batch-size", "--out", str(out), "--seeds", "2", "--epochs", "1",
             "--train-subset", "48", "--data-dir", str(synthetic_data.folder), "--quiet"]
@@ -157,6 +157,16 @@ def test_a_small_experiment_end_to_end(synthetic_data, tmp_path) -> None:
     assert {p: p.read_bytes() for p in before} == before
     write_experiment_outputs(exp, out, ("png",), given)   # the report holds its sections once
     assert sweep.report.read_bytes() == before[sweep.report]
+    # A copy without the final weights (the repository keeps no checkpoints/): the same command
+    # keeps the measurements made on them, instead of blanking them.
+    import shutil
+
+    for point in sweep.points():
+        shutil.rmtree(point.checkpoint("bn", 0).parent)
+    run_experiment("batch-size", out, {"seeds": 2, "epochs": 1, "train_subset": 48,
+                                       "data_dir": str(synthetic_data.folder)},
+                   progress=False, log=lambda *_: None)
+    assert {p: p.read_bytes() for p in before} == before
 
 
 def test_an_unknown_experiment_is_one_line_and_exit_2(capsys) -> None:

@@ -277,9 +277,23 @@ def test_parse_formats() -> None:
 
 
 def test_colours_are_stable_and_colour_blind_safe() -> None:
-    """Variants get the Okabe-Ito colours by position, and the palette is exactly Okabe-Ito's
-    eight colours."""
-    c = style.variant_colors(["gn", "ln", "bn"])
-    assert c == {"gn": style.OKABE_ITO[0], "ln": style.OKABE_ITO[1], "bn": style.OKABE_ITO[2]}
+    """A line gets its norm's Okabe-Ito colour whatever the figure and the order of its lines
+    (the default study's gn, ln, bn the first three; every registered norm its own); a second
+    line of one norm takes a colour no norm of the figure has; the palette is exactly
+    Okabe-Ito's eight colours."""
+    from normlab import norms
+
+    c = style.variant_colors(["gn", "ln", "bn+l1=2e-05"])
+    assert c == {"gn": style.OKABE_ITO[0], "ln": style.OKABE_ITO[1],
+                 "bn+l1=2e-05": style.OKABE_ITO[2]}
+    assert style.variant_colors(["bn", "none", "ln", "gn"]) == {
+        "bn": c["bn+l1=2e-05"], "none": style.variant_colors(["none"])["none"], "ln": c["ln"],
+        "gn": c["gn"]}
+    assert sorted(style.norm_order()) == sorted(norms.NORMS)
+    every = style.variant_colors(list(norms.NORMS))
+    assert len(set(every.values())) == len(norms.NORMS)
+    two = style.variant_colors(["gn, batch_size=8", "gn, batch_size=128", "ln, batch_size=8"])
+    assert two["gn, batch_size=8"] == c["gn"] and len(set(two.values())) == 3
+    assert two["gn, batch_size=128"] not in (c["gn"], c["ln"])   # the figure's norms' colours
     assert {x.upper() for x in style.OKABE_ITO} == {
         "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"}

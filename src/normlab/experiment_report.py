@@ -29,7 +29,7 @@ from normlab.errors import RunFolderError
 from normlab.runfolder import (BATCH_STAT_COLUMNS, MECHANISM_COLUMNS, PROBE_SIZE, SweepFolder,
                                load_diagnostics, load_run, six_digits)
 from normlab.stats import describe, holm, mean_ci, min_detectable, paired
-from normlab.style import DPI, RC, color, plain_log_y, save_figure
+from normlab.style import DPI, RC, plain_log_y, save_figure, variant_colors
 from normlab.sweep import point_name
 from normlab.sweep_report import ValueAxis
 from normlab.table import Table, format_ci, format_p, format_pm, signed_points
@@ -219,8 +219,14 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=(10.0, 3.6 * math.ceil(n / cols) + 0.6), dpi=DPI)
         axes = fig.subplots(math.ceil(n / cols), cols, squeeze=False).flat
-        labels = sorted({(_spec(r),) + tuple(r[o] for o in others) for r in rows}, key=str)
-        colors = {k: color(i) for i, k in enumerate(labels)}
+        # Numbers in numeric order (batch 8 before 128), as the sweep's figure orders them.
+        labels = sorted({(_spec(r),) + tuple(r[o] for o in others) for r in rows},
+                        key=lambda k: (k[0],) + tuple((isinstance(v, str), v if not
+                                                       isinstance(v, str) else 0, str(v))
+                                                      for v in k[1:]))
+        names = {k: ", ".join([k[0]] + [f"{o}={fmt_value(v)}" for o, v in zip(others, k[1:])])
+                 for k in labels}
+        colors = dict(zip(labels, variant_colors([names[k] for k in labels]).values()))
 
         def draw(ax, data, column, label_of, style="-", suffix=""):
             for key in labels:
@@ -233,8 +239,7 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
                     continue
                 xs = sorted(pts)
                 cis = [mean_ci(pts[x]) for x in xs]
-                name = ", ".join([key[0]] +
-                                 [f"{o}={fmt_value(v)}" for o, v in zip(others, key[1:])])
+                name = names[key]
                 ax.errorbar(xs, [c.mean for c in cis],
                             yerr=[[c.mean - c.lo for c in cis], [c.hi - c.mean for c in cis]],
                             marker="o", ms=4, lw=1.6, capsize=3, ls=style, color=colors[key],
@@ -292,10 +297,22 @@ def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | No
     params = [p.split("=", 1)[0] for p in exp.params]
     mech = mechanism_rows(sweep, params, rows)
     batch, grads = posthoc_rows(sweep, params, rows, exp.batch_stats)
-    by_run = {tuple(g[p] for p in params) + (g["variant"], g["seed"]): g["loss_grad_ratio"]
-              for g in grads}
+
+    def run_key(r: dict) -> tuple:
+        return tuple(r[p] for p in params) + (r["variant"], r["seed"])
+
+    # The measurements on final weights need the checkpoints, which a copy of the folder (e.g.
+    # the repository's, without checkpoints/) may lack: a run measured before keeps its values.
+    before = {path: {run_key(r): r for r in sweep.read_rows(path)} if path.is_file() else {}
+              for path in (sweep.mechanism, sweep.batch_stats)}
+    by_run = {run_key(g): g["loss_grad_ratio"] for g in grads}
     for r in mech:
-        r["loss_grad_ratio"] = by_run.get(tuple(r[p] for p in params) + (r["variant"], r["seed"]))
+        old = before[sweep.mechanism].get(run_key(r), {})
+        r["loss_grad_ratio"] = by_run.get(run_key(r), old.get("loss_grad_ratio"))
+    fresh = {run_key(b) for b in batch}
+    order = {run_key(r): i for i, r in enumerate(rows)}
+    batch = sorted(batch + [b for k, b in before[sweep.batch_stats].items() if k not in fresh],
+                   key=lambda b: order.get(run_key(b), len(order)))
     sweep.write_rows(sweep.mechanism, tuple(params) + MECHANISM_COLUMNS, mech)
     if exp.batch_stats:
         sweep.write_rows(sweep.batch_stats, tuple(params) + BATCH_STAT_COLUMNS, batch)

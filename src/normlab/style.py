@@ -3,8 +3,8 @@
 Figures are drawn with matplotlib's object-oriented API on the Agg canvas: ``Figure`` objects are
 made directly, never through ``pyplot``, so nothing needs a display, touches a global figure list,
 or changes the backend a caller (e.g. a notebook) has chosen. Colours come from the Okabe–Ito
-palette (safe for colour-blind readers), assigned by position, so a variant has the same colour in
-every figure of a study.
+palette (safe for colour-blind readers), assigned by norm (:func:`variant_colors`), so a norm
+has the same colour in every figure, of a study, a sweep or an experiment.
 
 Figures are sized for the full width of a two-column paper (~7 in): drawn 8 in wide (8.5 in for
 ``explain``'s), their smallest text (10 pt; 9 pt in ``explain``'s) still prints at >= 7.4 pt when
@@ -23,6 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from normlab import norms
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.runfolder import figure_files
 from normlab.store import atomic_write_bytes
@@ -70,9 +71,35 @@ def color(i: int) -> str:
     return OKABE_ITO[i % len(OKABE_ITO)]
 
 
-def variant_colors(variants: Sequence[str]) -> dict[str, str]:
-    """The colour of each variant, by its position in the study."""
-    return {v: color(i) for i, v in enumerate(variants)}
+def norm_order() -> list[str]:
+    """The norms in colour order: the default study's (Config().variants: gn, ln, bn) first, so
+    its three lines keep the first three colours; then the registry's others, last registered
+    first: the registry ends with the no-norm baseline, the one most often drawn beside the
+    default three, which so gets the next distinct colour (pink, not a second blue)."""
+    from normlab.config import Config, parse_variant
+
+    first = [parse_variant(v).norm for v in Config().variants]
+    return first + [n for n in reversed(list(norms.NORMS)) if n not in first]
+
+
+def variant_colors(labels: Sequence[str]) -> dict[str, str]:
+    """The colour of each line of a figure whose label starts with a variant (``bn+l1=2e-05``,
+    ``gn, batch_size=8``): its norm's colour (:func:`norm_order`), the same in every figure; a
+    second line of a norm already drawn takes the first colour no norm of the figure has."""
+    order = norm_order()
+    norm_of = {label: label.split(",")[0].split("+")[0].strip() for label in labels}
+    taken = {order.index(n) for n in norm_of.values() if n in order}
+    out: dict[str, str] = {}
+    used: set[int] = set()
+    for label in labels:
+        norm = norm_of[label]
+        i = order.index(norm) if norm in order else None
+        if i is None or i in used:
+            i = next(k for k in range(len(OKABE_ITO) + len(labels))
+                     if k not in used and k not in taken)
+        used.add(i)
+        out[label] = color(i)
+    return out
 
 
 def save_figure(fig: Figure, png: str | Path, formats: str | Sequence[str] = DEFAULT_FIGURE_FORMATS,

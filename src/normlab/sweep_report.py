@@ -19,7 +19,7 @@ from normlab.figure_formats import DEFAULT_FIGURE_FORMATS
 from normlab.findings import fmt_value, sweep_findings
 from normlab.runfolder import SweepFolder
 from normlab.stats import describe, mean_ci
-from normlab.style import DPI, FIGSIZE, RC, color, save_figure
+from normlab.style import DPI, FIGSIZE, RC, save_figure, variant_colors
 from normlab.table import Table, format_ci, format_pm
 
 
@@ -91,7 +91,19 @@ class ValueAxis:
         ax.set_xticklabels(["0" if self.numeric and v == 0 else
                             f"{v:g}" if self.numeric else str(v) for v in self.values])
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel(name + (" (log scale)" if self.log else ""))
+        what = AXIS_LABELS.get(name)
+        ax.set_xlabel((f"{what} ({name})" if what else name) + (", log scale" if self.log else ""))
+
+
+# What a swept setting is, with its unit, for axis labels (the setting's name follows it).
+AXIS_LABELS = {
+    "lr": "peak learning rate", "l1": "L1 lambda", "l2": "L2 decay of +l2",
+    "batch_size": "batch size (images)", "rotate": "max rotation (degrees)",
+    "translate": "max shift (pixels)", "weight_decay": "weight decay", "groups": "GroupNorm groups",
+    "ghost_batch": "virtual batch (images)", "momentum": "peak momentum",
+    "warmup": "warm-up (fraction of steps)", "train_subset": "training images",
+    "label_smoothing": "label smoothing", "ema": "weight-average decay", "arch": "conv widths",
+}
 
 
 def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: str | Path,
@@ -119,18 +131,18 @@ def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: 
             missing += 1
     axis = ValueAxis.of(r[param] for r in rows)
     position = axis.position
-    colors = {label: color(i) for i, label in enumerate(order)}
+    colors = variant_colors(order)   # a norm's colour, as in every other figure
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=FIGSIZE, dpi=DPI)
         ax = fig.add_subplot()
-        seeds = 0
+        counts: list[int] = []   # seeds behind each point
         lows, highs = [], []
         for label in order:
             pts = [(position[x], mean_ci(v)) for x, v in series[label].items() if v]
             pts.sort(key=lambda p: p[0])
             if not pts:
                 continue
-            seeds = max(seeds, max(ci.n for _, ci in pts))
+            counts += [ci.n for _, ci in pts]
             xs = [x for x, _ in pts]
             means = [ci.mean for _, ci in pts]
             err = [[ci.mean - ci.lo for _, ci in pts], [ci.hi - ci.mean for _, ci in pts]]
@@ -144,10 +156,13 @@ def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: 
             ax.set_ylim(max(0.0, min(lows) - 0.3), top)
         axis.draw(ax, param)
         ax.set_ylabel(f"final {word} accuracy (%)")
-        bars = ("mean and 95% CI over seeds; bars clipped to the axes" if seeds > 1
-                else "one seed each")
-        note = f"; {missing} run(s) failed or diverged, not shown" if missing else ""
-        ax.set_title(f"Final {word} accuracy against {param}\n({bars}{note})")
+        few, most = min(counts, default=1), max(counts, default=1)
+        n = f"{most}" if few == most else f"{few} to {most}"
+        bars = (f"mean and 95% CI over {n} seeds; bars clipped to the axes"
+                if most > 1 else "one seed each")
+        note = f"\n({missing} run(s) failed or diverged, not shown)" if missing else ""
+        ax.set_title(f"Final {word} accuracy against {AXIS_LABELS.get(param, param)}\n"
+                     f"({bars}){note}")
         ax.legend(loc="best", frameon=False)
         fig.tight_layout()
         return save_figure(fig, path, formats)
