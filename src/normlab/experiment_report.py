@@ -37,10 +37,10 @@ from normlab.table import Table, format_ci, format_p, format_pm, signed_points
 # (column, measure, title, digits)
 MEASURES = (("dead_pct", dead_pct, "dead ReLU units (%)", 2),
             ("weight_norm", conv_weight_norm, "conv ||w||", 2),
-            ("grad_ratio", grad_ratio, "||grad|| / ||w||", 4),
+            ("grad_ratio", grad_ratio, "||grad|| / ||w|| (last step, penalties incl.)", 4),
             ("bn_gap", bn_gap, "BN mean gap (running std)", 3),
             # from the saved final weights (normlab.posthoc), not from diagnostics.csv
-            ("loss_grad_ratio", None, "loss ||dL/dw|| / ||w|| (final weights)", 4))
+            ("loss_grad_ratio", None, "loss-only ||dL/dw|| / ||w|| (final weights)", 4))
 AGAINST = "## Against "   # the first section this module adds after the sweep's own
 MARKER = "\n<!-- normlab experiment sections -->"   # where the added sections begin
 
@@ -268,8 +268,9 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
             ax.set_visible(False)
         handles, names = fig.axes[0].get_legend_handles_labels()
         fig.legend(handles, names, loc="lower center", ncol=min(5, len(names)), frameon=False)
-        fig.suptitle("Final-epoch diagnostics against " + x_param +
-                     " (mean and 95% CI over seeds)")
+        seeds = sorted({r["seed"] for r in rows})
+        fig.suptitle(f"Final-epoch diagnostics against {x_param} (mean and 95% CI over "
+                     f"{len(seeds)} seeds; bars clipped to the axes)")
         fig.tight_layout(rect=(0, 0.06, 1, 0.96))
         return save_figure(fig, path, formats)
 
@@ -357,12 +358,13 @@ def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | No
             f"`normlab.diagnostics`, measured on {PROBE_SIZE} fixed training images), per point "
             "and variant: mean ± std [95% CI] over the N seeds. *Dead ReLU units*: percent of "
             "(channel, position) units zero for every probe image, mean over the conv layers' "
-            "fractions. *conv ||w||*: the norm of all conv kernels. *||grad|| / ||w||*: mean "
+            "fractions. *conv ||w||*: the norm of all conv kernels. *||grad|| / ||w|| (last step, "
+            "penalties incl.)*: mean "
             "over the conv layers of the gradient norm of the epoch's last training step (loss "
             "and penalty; that step's batch may be smaller than the others) over the kernel "
             "norm; times the learning rate, the relative size of a plain SGD step. *BN mean "
             "gap*: distance of a training-size batch's mean from BatchNorm's running mean, in "
-            "running standard deviations. *loss ||dL/dw|| / ||w||*: the same ratio for the "
+            "running standard deviations. *loss-only ||dL/dw|| / ||w||*: the same ratio for the "
             "cross-entropy alone, on the final weights and the whole probe batch in training "
             "mode (`normlab.posthoc`): steadier, and free of the penalty.", "",
             mechanism_table(mech, params).markdown(), ""]
