@@ -295,5 +295,22 @@ def test_colours_are_stable_and_colour_blind_safe() -> None:
     two = style.variant_colors(["gn, batch_size=8", "gn, batch_size=128", "ln, batch_size=8"])
     assert two["gn, batch_size=8"] == c["gn"] and len(set(two.values())) == 3
     assert two["gn, batch_size=128"] not in (c["gn"], c["ln"])   # the figure's norms' colours
+    many = style.variant_colors([f"bn, x={i}" for i in range(9)] + ["gn"])   # > 8 lines
+    assert many["gn"] == c["gn"] and many["bn, x=0"] == c["bn+l1=2e-05"]
+    assert style.variant_colors(["bn", "bn", "gn"]) == {"bn": c["bn+l1=2e-05"], "gn": c["gn"]}
+
+
+def test_sweep_figure_names_its_axis_and_seeds(tmp_path) -> None:
+    """The sweep figure's x axis says what the setting is, with its unit, and its name; the title
+    states how many seeds each bar rests on and, on a line of its own, how many runs failed."""
+    from normlab.sweep_report import sweep_figure
+
+    rows = [{"batch_size": b, "variant": "gn", "seed": s, "status": "ok" if s < 3 else "failed",
+             "final_test_acc": 98.0 + s / 10, "final_val_acc": None}
+            for b in (8, 128) for s in range(4)]
+    png = sweep_figure(rows, "batch_size", [], tmp_path / "sweep.png", ("png", "svg"))
+    svg = png.with_suffix(".svg").read_text(encoding="utf-8")
+    for text in ("batch size, images (batch_size)", "over 3 seeds", "2 run(s) failed"):
+        assert text in svg, text
     assert {x.upper() for x in style.OKABE_ITO} == {
         "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"}

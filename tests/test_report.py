@@ -476,3 +476,14 @@ def test_report_states_the_weight_decay_and_reads_an_older_folder_as_without(
     run.config.write_text(json.dumps(cfg), encoding="utf-8")
     text = write_report(run.path).read_text(encoding="utf-8")
     assert "evaluated with a moving average of the weights (decay at most 0.999 per step)" in text
+
+
+def test_markdown_table_escapes_a_pipe_in_a_cell() -> None:
+    """A '|' inside a header or body cell (e.g. the mechanism table's 'conv ||w||') is written
+    '\\|', so every row keeps its number of cells and the table renders as one."""
+    from normlab.table import Table
+
+    text = Table(["point", "conv ||w||"], [["a|b", "1.5"]], {1}).markdown()
+    rows = text.splitlines()
+    assert rows[0] == r"| point | conv \|\|w\|\| |" and rows[2] == r"| a\|b | 1.5 |"
+    assert all(len(row.replace("\\|", "").split("|")) == 4 for row in rows)

@@ -196,7 +196,8 @@ def test_resume_of_a_finished_study_changes_nothing(normlab, reference, tmp_path
 def test_resume_after_the_data_moved_takes_the_new_data_dir(normlab, reference, tmp_path) -> None:
     """A study whose data folder has moved since it started resumes with --data-dir pointing at
     the new place (the files are checked by checksum, so only where they lie changes) and gives
-    the same results; without it, one line names the missing folder."""
+    the same results, its report's grids drawn from the data there; without it, one line names
+    the missing folder."""
     import shutil
 
     out = tmp_path / "copy"
@@ -210,6 +211,10 @@ def test_resume_after_the_data_moved_takes_the_new_data_dir(normlab, reference, 
     r = normlab.run(STUDY + ["--data-dir", str(normlab.data), "--resume", str(out)])
     assert r.returncode == 0, r.stderr
     _same_results(out, reference)
+    report = folder.report.read_text()   # its grids drawn from the test images there
+    assert "were not made" not in report
+    assert all(folder.misclassified_figure(v).relative_to(out).as_posix() in report
+               for v in dict.fromkeys(v for v, _ in RUNS))
 
 
 def test_resume_with_a_different_config_is_refused(normlab, reference) -> None:

@@ -339,6 +339,31 @@ def test_sweep_resume_uses_the_saved_sweep(normlab, local_sweep, tmp_path) -> No
     assert r.returncode == 2 and "--resume uses the saved sweep" in r.stderr
 
 
+def test_a_sweep_whose_data_moved_continues_with_data_dir(normlab, local_sweep, tmp_path) -> None:
+    """A sweep whose data folder has moved (its record and points name a folder that is gone)
+    continues with --data-dir pointing at the new place, through --resume and through the same
+    command with --out (only where the data lie may change): an unfinished point is finished
+    from the data there, and the table comes out the same."""
+    out = tmp_path / "moved"
+    shutil.copytree(local_sweep, out)
+    sweep = SweepFolder(out)
+    gone = str(tmp_path / "gone")
+    record = json.loads(sweep.record.read_text())
+    sweep.record.write_text(json.dumps({**record, "base_config": {**record["base_config"],
+                                                                  "data_dir": gone}}))
+    for point in sweep.points():
+        point.config.write_text(json.dumps({**json.loads(point.config.read_text()),
+                                            "data_dir": gone}))
+    sweep.point(POINTS[0]).summary.unlink()   # unfinished: its study must load the data again
+    r = normlab.run(["sweep", "--resume", str(out), "--quiet"])
+    assert r.returncode == 2 and "gone" in r.stderr
+    r = normlab.run(["sweep", "--resume", str(out), "--data-dir", str(normlab.data), "--quiet"])
+    assert r.returncode == 0, r.stderr
+    assert sweep.table.read_bytes() == SweepFolder(local_sweep).table.read_bytes()
+    r = normlab.run(SWEEP + ["--data-dir", str(normlab.data), "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+
+
 def test_a_different_sweep_in_the_same_folder_is_refused(normlab, local_sweep) -> None:
     """Another sweep into an existing sweep folder exits 2, naming what differs; nothing there
     changes."""

@@ -239,9 +239,11 @@ def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
             raise NormlabError("give either --resume SWEEP_DIR or --out, not both")
         base, spec = read_sweep_spec(args.resume)
         given = _given(argv) - {"backend", "ray_address", "ray_cpus", "ray_gpus", "retries"}
-        if given:
-            raise NormlabError(f"--resume uses the saved sweep; drop {', '.join(sorted(given))}, "
-                               "or start a new sweep with --out")
+        if given - set(RELOCATABLE):
+            raise NormlabError(f"--resume uses the saved sweep; drop "
+                               f"{', '.join(sorted(given - set(RELOCATABLE)))}, or start a new "
+                               "sweep with --out")
+        base = base.replace(**{k: getattr(args, k) for k in RELOCATABLE if k in given})
         out = args.resume
     else:
         if not args.param:

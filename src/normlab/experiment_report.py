@@ -226,7 +226,8 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
                                                       for v in k[1:]))
         names = {k: ", ".join([k[0]] + [f"{o}={fmt_value(v)}" for o, v in zip(others, k[1:])])
                  for k in labels}
-        colors = dict(zip(labels, variant_colors([names[k] for k in labels]).values()))
+        by_name = variant_colors([names[k] for k in labels])
+        colors = {k: by_name[names[k]] for k in labels}
 
         def draw(ax, data, column, label_of, style="-", suffix=""):
             for key in labels:
@@ -311,9 +312,10 @@ def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | No
         old = before[sweep.mechanism].get(run_key(r), {})
         r["loss_grad_ratio"] = by_run.get(run_key(r), old.get("loss_grad_ratio"))
     fresh = {run_key(b) for b in batch}
-    order = {run_key(r): i for i, r in enumerate(rows)}
-    batch = sorted(batch + [b for k, b in before[sweep.batch_stats].items() if k not in fresh],
-                   key=lambda b: order.get(run_key(b), len(order)))
+    order = {run_key(r): i for i, r in enumerate(rows) if r["status"] == "ok"}   # finished runs
+    batch = sorted(batch + [b for k, b in before[sweep.batch_stats].items()
+                            if k not in fresh and k in order],
+                   key=lambda b: order[run_key(b)])
     sweep.write_rows(sweep.mechanism, tuple(params) + MECHANISM_COLUMNS, mech)
     if exp.batch_stats:
         sweep.write_rows(sweep.batch_stats, tuple(params) + BATCH_STAT_COLUMNS, batch)

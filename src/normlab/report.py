@@ -10,6 +10,7 @@ Made from the saved files alone (:mod:`normlab.runfolder`), never from the train
 from __future__ import annotations
 
 import statistics
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -240,8 +241,8 @@ def write_report(run_dir: str | Path, mode: str = "confident",
 
     The test images for the grids come from ``data_dir`` if given, else from where the run found
     its data. If they cannot be found there, the grids are left out and report.md says why; a
-    ``data_dir`` given that does not hold them is a DataError, raised before anything is
-    written.
+    ``data_dir`` given from which they cannot be loaded (nor from the usual fallbacks:
+    $NORMLAB_DATA, the cache, a download) is a DataError, raised before anything is written.
     """
     from normlab import mistakes, plots
     from normlab.diag_plots import plot_diagnostics
@@ -261,7 +262,9 @@ def write_report(run_dir: str | Path, mode: str = "confident",
     except (ConfigError, TypeError) as e:
         raise RunFolderError(f"{folder.config} holds an invalid config ({e}); {fix}") from None
     if data_dir is not None:   # asked for: bad input if it fails, checked before any writing
-        load_test_images(run, data_dir)
+        with warnings.catch_warnings():   # the grids' own load below says where it found them
+            warnings.simplefilter("ignore")
+            load_test_images(run, data_dir)
     try:
         figures = plots.plot_curves(run, formats)
         figures += [p for p in [plot_diagnostics(run, formats)] if p is not None]

@@ -360,7 +360,8 @@ def finish(folder: RunFolder, plan: Plan, results: list[RunResult], t_start: flo
     if report:
         from normlab.report import write_report  # the same code as `normlab report RUN_DIR`
 
-        write_report(folder.path, formats=formats)
+        write_report(folder.path, data_dir=plan.cfg.data_dir, formats=formats)   # a resumed
+        # study's --data-dir (config.RELOCATABLE) is where the test images are now
     timing["wall_seconds"] = time.perf_counter() - t_start + before.get("wall_seconds", 0.0)
     timing["peak_rss_mb"] = peak_rss_mb()
     folder.write_timing(timing)

@@ -88,18 +88,21 @@ def variant_colors(labels: Sequence[str]) -> dict[str, str]:
     second line of a norm already drawn takes the first colour no norm of the figure has."""
     order = norm_order()
     norm_of = {label: label.split(",")[0].split("+")[0].strip() for label in labels}
-    taken = {order.index(n) for n in norm_of.values() if n in order}
-    out: dict[str, str] = {}
-    used: set[int] = set()
-    for label in labels:
+    taken = {order.index(n) % len(OKABE_ITO) for n in norm_of.values() if n in order}
+    unique = list(dict.fromkeys(labels))   # a repeated label keeps one colour
+    index: dict[str, int] = {}   # palette index (mod its size) of each line
+    for label in unique:   # first, the first line of each norm: its norm's colour
         norm = norm_of[label]
-        i = order.index(norm) if norm in order else None
-        if i is None or i in used:
-            i = next(k for k in range(len(OKABE_ITO) + len(labels))
-                     if k not in used and k not in taken)
-        used.add(i)
-        out[label] = color(i)
-    return out
+        i = order.index(norm) % len(OKABE_ITO) if norm in order else None
+        if i is not None and i not in index.values():
+            index[label] = i
+    for label in unique:   # then the others: a colour no norm of the figure has, if any is left
+        if label not in index:
+            used = set(index.values())
+            free = [k for k in range(len(OKABE_ITO)) if k not in used and k not in taken]
+            spare = [k for k in range(len(OKABE_ITO)) if k not in used]
+            index[label] = (free or spare or [len(index) % len(OKABE_ITO)])[0]
+    return {label: color(index[label]) for label in unique}
 
 
 def save_figure(fig: Figure, png: str | Path, formats: str | Sequence[str] = DEFAULT_FIGURE_FORMATS,

@@ -98,10 +98,10 @@ class ValueAxis:
 # What a swept setting is, with its unit, for axis labels (the setting's name follows it).
 AXIS_LABELS = {
     "lr": "peak learning rate", "l1": "L1 lambda", "l2": "L2 decay of +l2",
-    "batch_size": "batch size (images)", "rotate": "max rotation (degrees)",
-    "translate": "max shift (pixels)", "weight_decay": "weight decay", "groups": "GroupNorm groups",
-    "ghost_batch": "virtual batch (images)", "momentum": "peak momentum",
-    "warmup": "warm-up (fraction of steps)", "train_subset": "training images",
+    "batch_size": "batch size, images", "rotate": "max rotation, degrees",
+    "translate": "max shift, pixels", "weight_decay": "weight decay", "groups": "GroupNorm groups",
+    "ghost_batch": "virtual batch, images", "momentum": "peak momentum",
+    "warmup": "warm-up, fraction of steps", "train_subset": "training images",
     "label_smoothing": "label smoothing", "ema": "weight-average decay", "arch": "conv widths",
 }
 

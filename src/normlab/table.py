@@ -64,7 +64,9 @@ class Table:
 
     def markdown(self) -> str:
         rule = ["--:" if i in self.numeric else "---" for i in range(len(self.columns))]
-        return "\n".join("| " + " | ".join(r) + " |" for r in [self.columns, rule] + self.rows)
+        # A '|' inside a cell (e.g. 'conv ||w||') would end the cell: written as '\|'.
+        cells = [[str(c).replace("|", "\\|") for c in r] for r in [self.columns] + self.rows]
+        return "\n".join("| " + " | ".join(r) + " |" for r in [cells[0], rule] + cells[1:])
 
 
 def _status(s: dict) -> str:
