@@ -310,6 +310,8 @@ BAD_INPUT = {
                                 "4294967295"),
     "seed-above-32-bit-train": (["train", "--seed", "4294967296"], "argument --seed"),
     "seed-above-32-bit-explain": (["explain", "--seed", "4294967296"], "argument --seed"),
+    "explain-format-without-figure": (["explain", "--format", "pdf"],
+                                      "--format sets the files of --figure; give --figure"),
     "last-seed-above-32-bit": (["study", "--seeds", "2", "--first-seed", "4294967295"],
                                "runs seeds up to 4294967296"),
     "seeds-above-limit": (["study", "--seeds", "10001"], "from 1 to 10000, got 10001"),
@@ -387,7 +389,7 @@ def test_ghost_batch_flag_reaches_the_config_and_the_resume_check(tmp_path: Path
 def test_first_seed_flag_reaches_the_config_and_the_resume_check(tmp_path: Path, capsys) -> None:
     """--first-seed F (study and sweep, default 0) sets Config.first_seed, so --seeds N runs
     seeds F..F+N-1; --resume with a --first-seed other than the saved one exits 2 with one line
-    naming both values."""
+    naming both values (for `train`, under its own flag's name, seed)."""
     from normlab import __version__
     from normlab.cli import config_from_args
 
@@ -403,6 +405,12 @@ def test_first_seed_flag_reaches_the_config_and_the_resume_check(tmp_path: Path,
     assert main(["study", "--resume", str(folder.path), "--first-seed", "0"]) == 2
     err = _stderr_lines(capsys)
     assert len(err) == 1 and "cannot resume" in err[0] and "first_seed: saved 3, now 0" in err[0]
+    one = {**Config(variants=("bn",), seeds=1, first_seed=3).to_dict(),
+           "resolved": {"normlab_version": __version__}}
+    folder.config.write_text(json.dumps(one))
+    assert main(["train", "--variant", "bn", "--resume", str(folder.path), "--seed", "0"]) == 2
+    err = _stderr_lines(capsys)   # train's flag is --seed: the clash is named by it
+    assert len(err) == 1 and "(seed: saved 3, now 0)" in err[0]
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))

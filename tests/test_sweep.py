@@ -83,6 +83,8 @@ def test_parse_param_types_and_aliases() -> None:
     ("dropout=0.1,0.2", "cannot be swept"),
     ("batch_size", "NAME=V1,V2"),
     ("batch_size=", "no values"),
+    ("lr=0.1,,0.2", "an empty value in '0.1,,0.2'"),
+    ("lr=0.1,", "an empty value"),
     ("batch_size=8,eight", "'eight' is not a whole number"),
     ("lr=fast", "'fast' is not a number"),
     ("lr=nan", "not a finite number"),

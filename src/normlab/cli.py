@@ -162,6 +162,8 @@ def _explain(args: argparse.Namespace) -> int:
     from normlab.runfolder import figure_files
 
     files = {}
+    if args.figure is None and tuple(args.formats) != tuple(DEFAULT_FIGURE_FORMATS):
+        raise NormlabError("--format sets the files of --figure; give --figure PATH too")
     if args.figure is not None:   # checked before anything is printed or drawn
         png, formats = Path(args.figure), args.formats
         if png.suffix.lower() not in (".png", ".svg", ".pdf"):
@@ -210,6 +212,8 @@ def _resume_config(argv: Sequence[str], args: argparse.Namespace) -> Config:
     wanted = config_from_args(args).to_dict()
     diff = config_diff(saved, wanted, [k for k in sorted(given)
                                        if k in wanted and k not in RELOCATABLE])
+    if args.command == "train":   # name the clash by train's own flag: --seed, not first_seed
+        diff = [d.replace("first_seed:", "seed:", 1) for d in diff]
     if diff:
         raise NormlabError(f"cannot resume {args.resume!r} with a different config "
                            f"({'; '.join(diff)}); drop those flags, or start a new study with --out")

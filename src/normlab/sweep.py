@@ -101,9 +101,12 @@ def parse_param(text: str) -> Param:
     if name not in SWEEPABLE:
         raise ConfigError(f"--param {name!r} cannot be swept; sweepable settings: "
                           f"{', '.join(SWEEPABLE)}")
-    items = [v for v in values.split(",") if v.strip()]
-    if not items:
+    items = values.split(",")
+    if not any(v.strip() for v in items):
         raise ConfigError(f"--param {name}: no values given; write e.g. {name}=V1,V2")
+    if not all(v.strip() for v in items):   # '0.1,,0.2' or a trailing comma: likely a typo
+        raise ConfigError(f"--param {name}: an empty value in {values!r}; separate the values "
+                          "by single commas")
     parsed = tuple(_parse_value(name, v) for v in items)
     if len(set(parsed)) != len(parsed):
         raise ConfigError(f"--param {name}: a value is listed twice; list each value once")

@@ -95,6 +95,7 @@ class ValueAxis:
         ax.set_xlabel((f"{what} ({name})" if what else name) + (", log scale" if self.log else ""))
 
 
+ZOOM_WITHIN = 3.0   # accuracy points: a sweep figure whose means spread wider adds a zoom panel
 # What a swept setting is, with its unit, for axis labels (the setting's name follows it).
 AXIS_LABELS = {
     "lr": "peak learning rate", "l1": "L1 lambda", "l2": "L2 decay of +l2",
@@ -132,30 +133,36 @@ def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: 
     axis = ValueAxis.of(r[param] for r in rows)
     position = axis.position
     colors = variant_colors(order)   # a norm's colour, as in every other figure
+    points = {label: sorted((position[x], mean_ci(v)) for x, v in series[label].items() if v)
+              for label in order}
+    cis = [ci for pts in points.values() for _, ci in pts]
+    # Diverged or untrainable settings stretch the axis over tens of points and flatten the
+    # differences that matter: then a second panel zooms on the points near the best.
+    best = max((ci.mean for ci in cis), default=0.0)
+    near = [ci for ci in cis if ci.mean >= best - ZOOM_WITHIN]
+    zoom = len(near) < len(cis) and best - min(ci.mean for ci in cis) > ZOOM_WITHIN
     with matplotlib.rc_context(RC):
-        fig = Figure(figsize=FIGSIZE, dpi=DPI)
-        ax = fig.add_subplot()
-        counts: list[int] = []   # seeds behind each point
-        lows, highs = [], []
-        for label in order:
-            pts = [(position[x], mean_ci(v)) for x, v in series[label].items() if v]
-            pts.sort(key=lambda p: p[0])
-            if not pts:
-                continue
-            counts += [ci.n for _, ci in pts]
-            xs = [x for x, _ in pts]
-            means = [ci.mean for _, ci in pts]
-            err = [[ci.mean - ci.lo for _, ci in pts], [ci.hi - ci.mean for _, ci in pts]]
-            lows += [min(ci.mean, max(ci.lo, ci.mean - 5)) for _, ci in pts]
-            highs += [ci.hi for _, ci in pts]
-            ax.errorbar(xs, means, yerr=err, marker="o", ms=5, lw=1.8, capsize=4,
-                        color=colors[label], label=label)
-        if lows:
-            # Accuracy cannot exceed 100%; a t-interval of two seeds can be wider than that.
-            top = min(100.0, max(highs)) + 0.1
-            ax.set_ylim(max(0.0, min(lows) - 0.3), top)
-        axis.draw(ax, param)
-        ax.set_ylabel(f"final {word} accuracy (%)")
+        fig = Figure(figsize=(FIGSIZE[0], FIGSIZE[1] * (1.7 if zoom else 1)), dpi=DPI)
+        axes = fig.subplots(2 if zoom else 1, 1, squeeze=False)[:, 0]
+        for ax in axes:
+            for label, pts in points.items():
+                if pts:
+                    ax.errorbar([x for x, _ in pts], [ci.mean for _, ci in pts],
+                                yerr=[[ci.mean - ci.lo for _, ci in pts],
+                                      [ci.hi - ci.mean for _, ci in pts]],
+                                marker="o", ms=5, lw=1.8, capsize=4, color=colors[label],
+                                label=label)
+            axis.draw(ax, param)
+            ax.set_ylabel(f"final {word} accuracy (%)")
+        for ax, shown in zip(axes, (cis, near)):
+            if shown:   # a t-interval of two seeds can pass 100%, which accuracy cannot
+                low = min(min(ci.mean, max(ci.lo, ci.mean - 5)) for ci in shown)
+                ax.set_ylim(max(0.0, low - 0.3), min(100.0, max(ci.hi for ci in shown)) + 0.1)
+        if zoom:
+            axes[1].set_title(f"zoom: the points within {ZOOM_WITHIN:g} points of the best",
+                              fontsize=RC["axes.labelsize"])
+        ax = axes[0]
+        counts = [ci.n for ci in cis]   # seeds behind each point
         few, most = min(counts, default=1), max(counts, default=1)
         n = f"{most}" if few == most else f"{few} to {most}"
         bars = (f"mean and 95% CI over {n} seeds; bars clipped to the axes"
