@@ -181,6 +181,7 @@ def test_study_writes_reads_and_plots_diagnostics(synthetic_data, tmp_path) -> N
     assert run.folder.diagnostics_figure().is_file()
     svg = run.folder.diagnostics_figure().with_suffix(".svg").read_text(encoding="utf-8")
     assert helpers.smallest_printed_pt(svg) >= 7.0   # readable in a two-column paper
+    assert "mean over 2 seeds; band: lowest to highest seed" in svg   # what the band is, of N
     link = run.folder.diagnostics_figure().relative_to(out).as_posix()
     assert link in run.folder.report.read_text()
     off = run_study(dataclasses.replace(cfg, diagnostics=False), tmp_path / "off",

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import matplotlib
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from normlab.runfolder import RunData, load_diagnostics
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS
@@ -91,7 +90,11 @@ def plot_diagnostics(run: RunData, formats=DEFAULT_FIGURE_FORMATS) -> Path | Non
         return None
     colors = variant_colors(run.variants)
     n_seeds = max(len(run.ok_seeds(v)) for v in run.variants)
-    spread = "mean over seeds; band: lowest to highest" if n_seeds > 1 else "one seed"
+    spread = (f"mean over {n_seeds} seeds; band: lowest to highest seed" if n_seeds > 1
+              else "one seed")
+    last = max(r["epoch"] for r in rows)
+    step = 1 if last <= 10 else 5 if last <= 50 else 10
+    ticks = sorted({1, last} | set(range(step, last + 1, step)))   # the last epoch labelled
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=(10.0, 7.0), dpi=DPI)
         axes = fig.subplots(2, 2)
@@ -117,7 +120,7 @@ def plot_diagnostics(run: RunData, formats=DEFAULT_FIGURE_FORMATS) -> Path | Non
                 plain_log_y(ax)
             ax.set_title(title)
             ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xticks(ticks)
             ax.set_ylabel(ylabel, fontsize=10)
         handles, labels = axes.flat[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), frameon=False)
