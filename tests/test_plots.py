@@ -300,6 +300,16 @@ def test_colours_are_stable_and_colour_blind_safe() -> None:
     assert style.variant_colors(["bn", "bn", "gn"]) == {"bn": c["bn+l1=2e-05"], "gn": c["gn"]}
 
 
+def test_lines_of_one_norm_share_its_colour_and_differ_in_style() -> None:
+    """line_styles: every line of a norm in that norm's colour (gn blue at batch 8 and 128 alike),
+    told apart by line style and marker; the first line of each norm solid with round markers."""
+    gn = style.variant_colors(["gn"])["gn"]
+    s = style.line_styles(["gn, batch_size=8", "gn, batch_size=128", "ln, batch_size=8"])
+    assert s["gn, batch_size=8"] == {"color": gn, "linestyle": "-", "marker": "o"}
+    assert s["gn, batch_size=128"] == {"color": gn, "linestyle": "--", "marker": "s"}
+    assert s["ln, batch_size=8"]["linestyle"] == "-" and s["ln, batch_size=8"]["color"] != gn
+
+
 def test_sweep_figure_names_its_axis_and_seeds(tmp_path) -> None:
     """The sweep figure's x axis says what the setting is, with its unit, and its name; the title
     states how many seeds each bar rests on and, on a line of its own, how many runs failed; when

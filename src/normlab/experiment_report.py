@@ -29,7 +29,7 @@ from normlab.errors import RunFolderError
 from normlab.runfolder import (BATCH_STAT_COLUMNS, MECHANISM_COLUMNS, PROBE_SIZE, SweepFolder,
                                load_diagnostics, load_run, six_digits)
 from normlab.stats import describe, holm, mean_ci, min_detectable, paired
-from normlab.style import DPI, RC, plain_log_y, save_figure, variant_colors
+from normlab.style import DPI, RC, line_styles, plain_log_y, save_figure
 from normlab.sweep import point_name
 from normlab.sweep_report import ValueAxis
 from normlab.table import Table, format_ci, format_p, format_pm, signed_points
@@ -226,10 +226,10 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
                                                       for v in k[1:]))
         names = {k: ", ".join([k[0]] + [f"{o}={fmt_value(v)}" for o, v in zip(others, k[1:])])
                  for k in labels}
-        by_name = variant_colors([names[k] for k in labels])
-        colors = {k: by_name[names[k]] for k in labels}
+        by_name = line_styles([names[k] for k in labels])
+        styles = {k: by_name[names[k]] for k in labels}
 
-        def draw(ax, data, column, label_of, style="-", suffix=""):
+        def draw(ax, data, column, label_of, style=None, suffix=""):
             for key in labels:
                 pts = defaultdict(list)
                 for r in data:
@@ -243,8 +243,8 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
                 name = names[key]
                 ax.errorbar(xs, [c.mean for c in cis],
                             yerr=[[c.mean - c.lo for c in cis], [c.hi - c.mean for c in cis]],
-                            marker="o", ms=4, lw=1.6, capsize=3, ls=style, color=colors[key],
-                            label=name + suffix)
+                            ms=4, lw=1.6, capsize=3, label=name + suffix,
+                            **{**styles[key], **({"linestyle": style} if style else {})})
 
         def label_of(r):
             return (_spec(r),) + tuple(r[o] for o in others)

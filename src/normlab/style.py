@@ -105,6 +105,30 @@ def variant_colors(labels: Sequence[str]) -> dict[str, str]:
     return {label: color(index[label]) for label in unique}
 
 
+LINE_STYLES = ("-", "--", ":", "-.")   # the first, second, ... line of one norm in a figure
+MARKERS = ("o", "s", "^", "D")
+
+
+def line_styles(labels: Sequence[str]) -> dict[str, dict]:
+    """matplotlib keywords (color, linestyle, marker) of each line of a figure whose label starts
+    with a variant (see :func:`variant_colors`): every line of a norm in its norm's colour, the
+    first solid with round markers, the next of the same norm dashed with squares, and so on,
+    so that ``gn`` is blue in every figure whatever else a sweep varies."""
+    colors = variant_colors(labels)
+    norm_of = {label: label.split(",")[0].split("+")[0].strip() for label in labels}
+    first: dict[str, str] = {}   # norm -> the colour of its first line
+    seen: dict[str, int] = {}    # norm -> lines of it so far
+    out: dict[str, dict] = {}
+    for label in dict.fromkeys(labels):
+        norm = norm_of[label]
+        k = seen.get(norm, 0)
+        seen[norm] = k + 1
+        color_ = first.setdefault(norm, colors[label])
+        out[label] = {"color": color_, "linestyle": LINE_STYLES[k % len(LINE_STYLES)],
+                      "marker": MARKERS[k % len(MARKERS)]}
+    return out
+
+
 def save_figure(fig: Figure, png: str | Path, formats: str | Sequence[str] = DEFAULT_FIGURE_FORMATS,
                 dpi: int = DPI) -> Path:
     """Write ``fig`` as the PNG ``png`` and as each other of ``formats`` next to it (same stem,

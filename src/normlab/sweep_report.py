@@ -19,7 +19,7 @@ from normlab.figure_formats import DEFAULT_FIGURE_FORMATS
 from normlab.findings import fmt_value, sweep_findings
 from normlab.runfolder import SweepFolder
 from normlab.stats import describe, mean_ci
-from normlab.style import DPI, FIGSIZE, RC, save_figure, variant_colors
+from normlab.style import DPI, FIGSIZE, RC, line_styles, save_figure
 from normlab.table import Table, format_ci, format_pm
 
 
@@ -132,7 +132,7 @@ def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: 
             missing += 1
     axis = ValueAxis.of(r[param] for r in rows)
     position = axis.position
-    colors = variant_colors(order)   # a norm's colour, as in every other figure
+    styles = line_styles(order)   # a norm's colour, as in every other figure
     points = {label: sorted((position[x], mean_ci(v)) for x, v in series[label].items() if v)
               for label in order}
     cis = [ci for pts in points.values() for _, ci in pts]
@@ -150,8 +150,7 @@ def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: 
                     ax.errorbar([x for x, _ in pts], [ci.mean for _, ci in pts],
                                 yerr=[[ci.mean - ci.lo for _, ci in pts],
                                       [ci.hi - ci.mean for _, ci in pts]],
-                                marker="o", ms=5, lw=1.8, capsize=4, color=colors[label],
-                                label=label)
+                                ms=5, lw=1.8, capsize=4, label=label, **styles[label])
             axis.draw(ax, param)
             ax.set_ylabel(f"final {word} accuracy (%)")
         for ax, shown in zip(axes, (cis, near)):
