@@ -167,15 +167,17 @@ def plot_misclassified(run: RunData | str | Path, variant: str, seed: int | None
 
 def make_misclassified(run: RunData | str | Path, mode: str = "confident",
                        data_dir: str | Path | None = None,
-                       formats: Sequence[str] = DEFAULT_FIGURE_FORMATS) -> list[Path]:
+                       formats: Sequence[str] = DEFAULT_FIGURE_FORMATS,
+                       test: tuple | None = None) -> list[Path]:
     """One mistakes grid per variant that has a finished seed (a PNG, and the other ``formats``
-    next to it); the test split is loaded once (from ``data_dir`` if given, else from where the
-    run found its data). Returns the PNGs' paths."""
+    next to it); the test split is ``test`` (images, labels) when the caller has loaded it, else
+    loaded once (from ``data_dir`` if given, else from where the run found its data). Returns
+    the PNGs' paths."""
     check_mode(mode)
     run = run if isinstance(run, RunData) else load_run(run)
     todo = [(v, s) for v in run.variants if (s := _first_ok_seed(run, v)) is not None]
     if not todo:
         return []
-    images, labels = load_test_images(run, data_dir)
+    images, labels = test if test is not None else load_test_images(run, data_dir)
     return [_misclassified_figure(run, v, s, mode, images, labels,
                                   run.folder.misclassified_figure(v), formats) for v, s in todo]

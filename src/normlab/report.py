@@ -10,7 +10,6 @@ Made from the saved files alone (:mod:`normlab.runfolder`), never from the train
 from __future__ import annotations
 
 import statistics
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -261,16 +260,14 @@ def write_report(run_dir: str | Path, mode: str = "confident",
         Config.from_dict({k: v for k, v in run.config.items() if k != "resolved"})
     except (ConfigError, TypeError) as e:
         raise RunFolderError(f"{folder.config} holds an invalid config ({e}); {fix}") from None
-    if data_dir is not None:   # asked for: bad input if it fails, checked before any writing
-        with warnings.catch_warnings():   # the grids' own load below says where it found them
-            warnings.simplefilter("ignore")
-            load_test_images(run, data_dir)
+    # Asked for with data_dir: bad input if they cannot be loaded, checked before any writing.
+    test = load_test_images(run, data_dir) if data_dir is not None else None
     try:
         figures = plots.plot_curves(run, formats)
         figures += [p for p in [plot_diagnostics(run, formats)] if p is not None]
         notes = []
         try:
-            figures += mistakes.make_misclassified(run, mode, data_dir=data_dir,
+            figures += mistakes.make_misclassified(run, mode, data_dir=data_dir, test=test,
                                                    formats=formats)
         except DataError as e:
             notes.append(f"The grids of misclassified images were not made: the test images "
