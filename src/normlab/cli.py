@@ -15,7 +15,7 @@ from normlab import __version__
 from normlab.cli_flags import (DEFAULTS, HelpFormatter, Parser, add_format_flag, add_training_flags,
                                add_variant_seed_flags, nonneg_float, nonneg_int, number,
                                positive_int, seed_int)
-from normlab.config import RELOCATABLE, Config, config_diff
+from normlab.config import RELOCATABLE, Config, continuation_diff
 from normlab.errors import NormlabError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab import norms
@@ -210,15 +210,19 @@ def _resume_config(argv: Sequence[str], args: argparse.Namespace) -> Config:
                            "with --out") from None
     given = _given(argv)
     wanted = config_from_args(args).to_dict()
-    diff = config_diff(saved, wanted, [k for k in sorted(given)
-                                       if k in wanted and k not in RELOCATABLE])
+    diff = continuation_diff(saved, wanted, [k for k in sorted(given) if k in wanted])
     if args.command == "train":   # name the clash by train's own flag: --seed, not first_seed
         diff = [d.replace("first_seed:", "seed:", 1) for d in diff]
     if diff:
         raise NormlabError(f"cannot resume {args.resume!r} with a different config "
                            f"({'; '.join(diff)}); drop those flags, or start a new study with --out")
-    moved = {k: wanted[k] for k in RELOCATABLE if k in given}   # e.g. --data-dir: data moved
-    return dataclasses.replace(cfg, **moved) if moved else cfg
+    return _relocated(cfg, args, given)
+
+
+def _relocated(cfg: Config, args: argparse.Namespace, given: set[str]) -> Config:
+    """``cfg`` continued where its data lie now: the RELOCATABLE flags given (--data-dir after
+    the data moved) replace the saved values."""
+    return cfg.replace(**{k: getattr(args, k) for k in RELOCATABLE if k in given})
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -243,11 +247,11 @@ def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
             raise NormlabError("give either --resume SWEEP_DIR or --out, not both")
         base, spec = read_sweep_spec(args.resume)
         given = _given(argv) - {"backend", "ray_address", "ray_cpus", "ray_gpus", "retries"}
-        if given - set(RELOCATABLE):
-            raise NormlabError(f"--resume uses the saved sweep; drop "
-                               f"{', '.join(sorted(given - set(RELOCATABLE)))}, or start a new "
-                               "sweep with --out")
-        base = base.replace(**{k: getattr(args, k) for k in RELOCATABLE if k in given})
+        fixed = given - set(RELOCATABLE)
+        if fixed:
+            raise NormlabError(f"--resume uses the saved sweep; drop {', '.join(sorted(fixed))}, "
+                               "or start a new sweep with --out")
+        base = _relocated(base, args, given)
         out = args.resume
     else:
         if not args.param:

@@ -402,6 +402,14 @@ def config_diff(saved: dict, wanted: dict, keys=None) -> list[str]:
             if saved.get(k) != wanted.get(k)]
 
 
+def continuation_diff(saved: dict, wanted: dict, keys=None) -> list[str]:
+    """:func:`config_diff` of a saved study or sweep and the config that would continue it:
+    every key (default: all of ``wanted``'s but 'resolved') except where the data lie
+    (:data:`RELOCATABLE`), which may change."""
+    keys = [k for k in wanted if k != "resolved"] if keys is None else keys
+    return config_diff(saved, wanted, [k for k in keys if k not in RELOCATABLE])
+
+
 def completed(saved: dict) -> dict:
     """A saved config dict with every Config field it predates filled in as that folder trained:
     the field's default, or its :data:`LEGACY_VALUES` entry."""

@@ -32,7 +32,7 @@ import torch
 
 from normlab import __version__
 from normlab.batches import DeviceSplit, split_stats, to_device_split
-from normlab.config import RELOCATABLE, VAL_SEED, Config, Variant, config_diff
+from normlab.config import VAL_SEED, Config, Variant, continuation_diff
 from normlab.device import resolve_precision, select_device
 from normlab.envinfo import environment, peak_rss_mb
 from normlab.errors import ConfigError
@@ -171,7 +171,7 @@ def start(folder: RunFolder, plan: Plan, data: StudyData, backend: str = "local"
 def check_same_config(folder: RunFolder, cfg: Config, saved: dict) -> None:
     """A study continues only with the config it was started with (``saved``: config.json),
     except where its data lie (:data:`~normlab.config.RELOCATABLE`)."""
-    diff = config_diff(saved, cfg.to_dict(), [k for k in cfg.to_dict() if k not in RELOCATABLE])
+    diff = continuation_diff(saved, cfg.to_dict())
     if diff:
         raise ConfigError(f"cannot resume {str(folder.path)!r} with a different config "
                           f"({'; '.join(diff)}); drop the differing flags, or start a new study "

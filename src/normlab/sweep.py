@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from normlab import __version__
-from normlab.config import (DATASET_NAMES, PRECISIONS, RELOCATABLE, Config, config_diff,
+from normlab.config import (DATASET_NAMES, PRECISIONS, Config, config_diff, continuation_diff,
                             parse_arch)
 from normlab.errors import ConfigError, NormlabError, RunFolderError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
@@ -189,8 +189,7 @@ def prepare_sweep_out(out: Path, base: Config, spec: SweepSpec) -> bool:
     saved = folder.read_record()
     old = saved.get("base_config") if isinstance(saved.get("base_config"), dict) else {}
     diff = (config_diff(saved, record, ["params", "scale_lr"])
-            + config_diff(old, record["base_config"],   # where the data lie may change
-                          [k for k in record["base_config"] if k not in RELOCATABLE]))
+            + continuation_diff(old, record["base_config"]))
     if diff:
         raise ConfigError(f"{str(out)!r} holds a different sweep ({'; '.join(diff)}); run the "
                           "same command to continue it, or choose a new --out")
