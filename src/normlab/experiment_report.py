@@ -219,11 +219,12 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=(10.0, 3.6 * math.ceil(n / cols) + 0.6), dpi=DPI)
         axes = fig.subplots(math.ceil(n / cols), cols, squeeze=False).flat
-        # Numbers in numeric order (batch 8 before 128), as the sweep's figure orders them.
-        labels = sorted({(_spec(r),) + tuple(r[o] for o in others) for r in rows},
-                        key=lambda k: (k[0],) + tuple((isinstance(v, str), v if not
-                                                       isinstance(v, str) else 0, str(v))
-                                                      for v in k[1:]))
+        def label_of(r):
+            return (_spec(r),) + tuple(r[o] for o in others)
+
+        # In the rows' order (the sweep's points, then the study's variants), as the sweep's
+        # figure orders its lines: batch 8 before 128, each line's style the same in both.
+        labels = list(dict.fromkeys(label_of(r) for r in rows))
         names = {k: ", ".join([k[0]] + [f"{o}={fmt_value(v)}" for o, v in zip(others, k[1:])])
                  for k in labels}
         by_name = line_styles([names[k] for k in labels])
@@ -246,9 +247,6 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
                             ms=4, lw=1.6, capsize=3, label=name + suffix,
                             **{**styles[key], **({"linestyle": style} if style else {})})
 
-        def label_of(r):
-            return (_spec(r),) + tuple(r[o] for o in others)
-
         axis = ValueAxis.of(r[x_param] for r in rows)
         position = axis.position
         for ax, (col, _, title, _) in zip(axes, panels):
@@ -269,9 +267,8 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
             ax.set_visible(False)
         handles, names = fig.axes[0].get_legend_handles_labels()
         fig.legend(handles, names, loc="lower center", ncol=min(5, len(names)), frameon=False)
-        seeds = sorted({r["seed"] for r in rows})
         fig.suptitle(f"Final-epoch diagnostics against {x_param} (mean and 95% CI over "
-                     f"{len(seeds)} seeds; bars clipped to the axes)")
+                     f"{len({r['seed'] for r in rows})} seeds; bars clipped to the axes)")
         fig.tight_layout(rect=(0, 0.06, 1, 0.96))
         return save_figure(fig, path, formats)
 

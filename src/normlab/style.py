@@ -82,12 +82,17 @@ def norm_order() -> list[str]:
     return first + [n for n in reversed(list(norms.NORMS)) if n not in first]
 
 
+def _norm(label: str) -> str:
+    """The norm a line's label starts with: 'bn' of 'bn+l1=2e-05, batch_size=8'."""
+    return label.split(",")[0].split("+")[0].strip()
+
+
 def variant_colors(labels: Sequence[str]) -> dict[str, str]:
     """The colour of each line of a figure whose label starts with a variant (``bn+l1=2e-05``,
     ``gn, batch_size=8``): its norm's colour (:func:`norm_order`), the same in every figure; a
     second line of a norm already drawn takes the first colour no norm of the figure has."""
     order = norm_order()
-    norm_of = {label: label.split(",")[0].split("+")[0].strip() for label in labels}
+    norm_of = {label: _norm(label) for label in labels}
     taken = {order.index(n) % len(OKABE_ITO) for n in norm_of.values() if n in order}
     unique = list(dict.fromkeys(labels))   # a repeated label keeps one colour
     index: dict[str, int] = {}   # palette index (mod its size) of each line
@@ -114,17 +119,16 @@ def line_styles(labels: Sequence[str]) -> dict[str, dict]:
     with a variant (see :func:`variant_colors`): every line of a norm in its norm's colour, the
     first solid with round markers, the next of the same norm dashed with squares, and so on,
     so that ``gn`` is blue in every figure whatever else a sweep varies."""
-    colors = variant_colors(labels)
-    norm_of = {label: label.split(",")[0].split("+")[0].strip() for label in labels}
-    first: dict[str, str] = {}   # norm -> the colour of its first line
+    first: dict[str, str] = {}   # norm -> its first line's label
+    for label in labels:
+        first.setdefault(_norm(label), label)
+    colors = variant_colors(list(first.values()))
     seen: dict[str, int] = {}    # norm -> lines of it so far
     out: dict[str, dict] = {}
     for label in dict.fromkeys(labels):
-        norm = norm_of[label]
-        k = seen.get(norm, 0)
-        seen[norm] = k + 1
-        color_ = first.setdefault(norm, colors[label])
-        out[label] = {"color": color_, "linestyle": LINE_STYLES[k % len(LINE_STYLES)],
+        norm = _norm(label)
+        k = seen[norm] = seen.get(norm, -1) + 1
+        out[label] = {"color": colors[first[norm]], "linestyle": LINE_STYLES[k % len(LINE_STYLES)],
                       "marker": MARKERS[k % len(MARKERS)]}
     return out
 
