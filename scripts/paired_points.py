@@ -117,6 +117,17 @@ def point_config(sweep: str, point: str) -> dict:
     return run.read_saved_config()
 
 
+def read_sweep(folder: str) -> tuple[SweepFolder, dict, list[str]]:
+    """The sweep folder ``folder``, its record (sweep.json) and the names of the settings it
+    sweeps; ConfigError (or the record's RunFolderError) naming the fix when it holds no sweep
+    of this version."""
+    if not SweepFolder.holds_sweep(folder):
+        raise ConfigError(f"{folder} holds no sweep table; give a sweep folder")
+    sweep = SweepFolder(folder)
+    record = sweep.read_record("re-run the sweep with this version")
+    return sweep, record, [p.get("name") for p in record.get("params", [])]
+
+
 def continued_rows(main: str, more: list[str], point: str, rows: list[dict],
                    metric: str) -> list[dict]:
     """``rows`` (the sweep table of the folder ``main``) with the runs of ``point`` that the
@@ -124,20 +135,19 @@ def continued_rows(main: str, more: list[str], point: str, rows: list[dict],
     must sweep the same setting, hold ``point`` with a config that differs from ``main``'s only
     in its seeds (and how it shared the machine), and repeat none of ``main``'s runs of it;
     ConfigError naming the folder and the fix otherwise."""
-    name = parse_param(point).name
+    if not more:
+        return rows
+    param = parse_param(point)
+    name = param.name
     seen = point_values(rows, point, metric)
     out = list(rows)
     for folder in more:
-        sweep = SweepFolder(folder)
-        if not SweepFolder.holds_sweep(folder):
-            raise ConfigError(f"{folder} holds no sweep table; give a sweep folder")
-        swept = [p.get("name") for p in
-                 sweep.read_record("re-run the sweep with this version").get("params", [])]
+        sweep, _, swept = read_sweep(folder)
         if swept != [name]:
             raise ConfigError(f"{folder} sweeps {', '.join(map(str, swept))}, not {name}; give a "
                               f"folder of the same sweep as {main}, run with other seeds")
         check_pairable(point_config(main, point), point_config(folder, point), point, point)
-        extra = [r for r in sweep.read_table() if r[name] == parse_param(point).values[0]]
+        extra = [r for r in sweep.read_table() if r[name] == param.values[0]]
         if not any(r["status"] == "ok" and r[metric] is not None for r in extra):
             raise ConfigError(f"{folder} has no finished run at {point}; finish that sweep (run "
                               "its command again) or leave the folder out")
@@ -201,16 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         folders = [args.sweep] + ([args.b_sweep] if args.b_sweep else [])
-        for folder in folders:
-            if not SweepFolder.holds_sweep(folder):
-                raise ConfigError(f"{folder} holds no sweep table; give a sweep folder")
-        sweeps = [SweepFolder(f) for f in folders]
-        tables = [s.read_table() for s in sweeps]
-        records = [s.read_record("re-run the sweep with this version") for s in sweeps]
-        for folder, rows, record in zip(folders, tables, records):
+        opened = [read_sweep(f) for f in folders]
+        tables = [s.read_table() for s, _, _ in opened]
+        records = [record for _, record, _ in opened]
+        for folder, rows, (_, _, swept) in zip(folders, tables, opened):
             if rows and args.metric not in rows[0]:
                 raise ConfigError(f"the sweep's table has no column {args.metric!r}")
-            swept = [p.get("name") for p in record.get("params", [])]
             if len(swept) != 1:
                 raise ConfigError(f"{folder} sweeps {', '.join(map(str, swept))}; compare the "
                                   "points of a sweep over one setting")
