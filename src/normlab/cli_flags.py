@@ -165,7 +165,7 @@ def add_training_flags(p: argparse.ArgumentParser, D) -> None:
                    help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--group-size", type=nonneg_int, default=D(DEFAULTS.group_size), metavar="N",
                    help="train up to N runs at once as one network; 0: auto (all runs on a GPU; "
-                        "on a CPU one group per worker at batch sizes up to 32, else 1)")
+                        "on a CPU 3 runs per group at batch sizes up to 32, else 1)")
     p.add_argument("--workers", type=nonneg_int, default=D(DEFAULTS.workers), metavar="N",
                    help="threads that train groups of runs side by side, one epoch at a time; "
                         "0: auto (CPU: one per core, GPU: 1)")
