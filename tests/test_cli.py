@@ -562,6 +562,22 @@ def test_sweep_help_names_every_sweepable_setting(capsys) -> None:
     assert [x.strip() for x in listed.split(",")] == list(SWEEPABLE)
 
 
+def test_help_states_the_auto_group_size_and_each_folder_default(capsys) -> None:
+    """--group-size's help states the CPU rule of ``study.auto_group_size`` (its constants), and
+    each command's --out help names the folder that command creates when --out is not given."""
+    from normlab.study import CPU_GROUP_MAX_BATCH, CPU_GROUP_SIZE
+    helps = {}
+    for command in ("study", "sweep"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        helps[command] = _help_entries(capsys.readouterr().out)
+    assert (f"on a CPU {CPU_GROUP_SIZE} runs per group at batch sizes up to "
+            f"{CPU_GROUP_MAX_BATCH}") in helps["study"]["--group-size"]
+    assert "runs/<dataset>-<timestamp>" in helps["study"]["--out"]
+    assert "runs/sweep-<timestamp>" in helps["sweep"]["--out"]
+    assert "interrupted sweep" in helps["sweep"]["--resume"]
+
+
 # ----------------------------------------------------------------------------------------------
 # report and explain
 

@@ -46,7 +46,10 @@ SECTIONS = {
         "results-cpu-2epochs.jsonl", "results-cpu-repeat.jsonl")],
     "## Experiments": [ROOT / "results" / "experiments" / name
                        for name in ("batch-size", "lr", "groups", "l1")]
-    + [ROOT / "results" / "mnist", ROOT / "benchmarks" / "results-diagnostics-cpu.jsonl"],
+    + [ROOT / "results" / "mnist"]
+    + [ROOT / "benchmarks" / name for name in (
+        "results-cpu.jsonl", "results-cpu-rounds-repeat.jsonl",
+        "results-cpu-rounds-repeat2.jsonl", "results-cpu-rounds-repeat3.jsonl")],
     "## Speed": [BENCHMARK, ROOT / "benchmarks" / "results-grouping-cpu.jsonl",
                  ROOT / "benchmarks" / "results-step-cpu.jsonl",
                  ROOT / "benchmarks" / "results-step-cpu-channels-last.jsonl",
@@ -244,3 +247,13 @@ def test_readme_images_exist() -> None:
         owner = path.parent.parent
         assert (ROOT / "results") in path.parents, target
         assert path.parent in (RunFolder(owner).figures, SweepFolder(owner).figures), target
+
+
+def test_readme_names_every_sweepable_setting() -> None:
+    """The Sweeps section lists, in backticks, every setting ``normlab sweep --param`` accepts
+    (``normlab.sweep.SWEEPABLE``), so no sweepable setting is undocumented."""
+    from normlab.sweep import SWEEPABLE
+
+    text = _section("## Sweeps")
+    missing = [name for name in SWEEPABLE if f"`{name}`" not in text]
+    assert not missing, f"README's Sweeps section does not name {missing}"

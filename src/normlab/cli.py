@@ -58,8 +58,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one variant and save a run folder",
                        formatter_class=HelpFormatter,
                        description="Train a single variant (one seed) and save a run folder.")
-    p.add_argument("--variant", default=D("bn"), help=variant_help.replace("comma-separated variants",
-                                                                        "one variant"))
+    p.add_argument("--variant", default=D("bn"),
+                   help=variant_help.replace("comma-separated variants", "one variant")
+                   .replace("'gn,ln,bn+l1', ", ""))
     p.add_argument("--seed", type=seed_int, default=D(0), help="random seed")
     add_training_flags(p, D)
     add_format_flag(p, D)
@@ -92,7 +93,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                    help="GPUs (a fraction is fine, e.g. 0.25) each Ray task declares")
     p.add_argument("--retries", type=nonneg_int, default=D(2),
                    help="times a failed Ray task is retried before its run is recorded as failed")
-    add_training_flags(p, D)
+    add_training_flags(p, D, folder="sweep")
     add_format_flag(p, D, "the sweep's figures (each point's study draws its own as "
                            f"{','.join(DEFAULT_FIGURE_FORMATS)}; 'normlab report' redraws one in "
                            "other formats)")
@@ -138,8 +139,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help=f"compute {explained} by hand and compare with PyTorch",
                        formatter_class=HelpFormatter,
                        description=f"Compute {explained} by hand on a small "
-                                   "example tensor, and weight standardization (+ws) of a small "
-                                   "kernel; print the statistics and the largest difference "
+                                   "example tensor, Ghost BatchNorm on a 4-image one, and weight "
+                                   "standardization (+ws) of a small kernel; print the statistics and the largest difference "
                                    "from PyTorch's layers (exit code 1 if any exceeds 1e-5), and the "
                                    "parameters each norm adds to normlab's model.")
     p.add_argument("--seed", type=seed_int, default=D(0), help="seed of the example tensor")

@@ -105,7 +105,21 @@ def add_variant_seed_flags(p: argparse.ArgumentParser, D, variant_help: str, per
                         "seeds beside an earlier folder)")
 
 
-def add_training_flags(p: argparse.ArgumentParser, D) -> None:
+FOLDER_HELP = {   # what --out and --resume mean: a run folder (study, train) or a sweep folder
+    "study": ("run folder to create; default: runs/<dataset>-<timestamp>", "RUN_DIR",
+              "continue the interrupted study in RUN_DIR with its saved config: finished runs are "
+              "kept, unfinished ones go on from their last finished epoch; default: start a new "
+              "study"),
+    "sweep": ("sweep folder to create, or to continue when it holds the same sweep; default: "
+              "runs/sweep-<timestamp>", "SWEEP_DIR",
+              "continue the interrupted sweep in SWEEP_DIR with its saved config and settings: "
+              "finished points and runs are kept, unfinished ones go on from their last finished "
+              "epoch; default: start a new sweep"),
+}
+
+
+def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study") -> None:
+    """The config's flags, and --out/--resume for a ``folder`` of FOLDER_HELP's kind."""
     p.add_argument("--epochs", type=positive_int, default=D(DEFAULTS.epochs), help="epochs per run")
     p.add_argument("--batch-size", type=positive_int, default=D(DEFAULTS.batch_size),
                    help="training batch size (>= 2 for BatchNorm)")
@@ -171,7 +185,8 @@ def add_training_flags(p: argparse.ArgumentParser, D) -> None:
                         "0: auto (CPU: one per core, GPU: 1)")
     p.add_argument("--precision", default=D(DEFAULTS.precision), choices=("auto", "fp32", "bf16"),
                    help="arithmetic of the forward pass: fp32, or bf16 autocast (float32 weights "
-                        "and optimizer); auto: bf16 on CUDA, fp32 on CPU")
+                        "and optimizer); auto: bf16 on a CUDA GPU of compute capability 8.0 or newer, "
+                        "fp32 elsewhere")
     p.add_argument("--compile", action="store_true", default=D(False),
                    help="torch.compile the training network (slower start, faster steps on a GPU)")
     p.add_argument("--no-diagnostics", dest="diagnostics", action="store_false", default=D(True),
@@ -179,10 +194,7 @@ def add_training_flags(p: argparse.ArgumentParser, D) -> None:
                         "activation mean/std around each norm, dead ReLU units, weight and "
                         "gradient norms, BatchNorm's batch-vs-running statistics gap); recorded "
                         "unless this flag is given, and never changes results")
-    p.add_argument("--out", default=D(None),
-                   help="run folder to create; default: runs/<dataset>-<timestamp>")
-    p.add_argument("--resume", default=D(None), metavar="RUN_DIR",
-                   help="continue the interrupted study in RUN_DIR with its saved config: finished "
-                        "runs are kept, unfinished ones go on from their last finished epoch; "
-                        "default: start a new study")
+    out_help, resume_var, resume_help = FOLDER_HELP[folder]
+    p.add_argument("--out", default=D(None), help=out_help)
+    p.add_argument("--resume", default=D(None), metavar=resume_var, help=resume_help)
     p.add_argument("--quiet", action="store_true", default=D(False), help="no progress bars")

@@ -85,7 +85,7 @@ class ModelConfig:
     groups: int = 4  # GroupNorm groups; must divide every width below
     ghost_batch: int = norms.DEFAULT_GHOST_BATCH   # images per virtual batch of gbn
     ws: bool = False   # weight standardization of every conv kernel (a "+ws" variant)
-    # Output channels of the 3x3 convolutions.
+    # Output channels of the convolutions: 3x3 kernels, except the one that halves the map (below).
     widths: tuple[int, ...] = parse_arch(DEFAULT_ARCH)
     full_res: int = 1     # how many of the convs run at full resolution, before the max pool
     # The last full-resolution conv halves the map: "pool" (a 2x2 max pool after it) or "stride"
@@ -250,7 +250,7 @@ class Config:
     group_size: int = 0               # runs trained as one network; 0: auto (normlab.study)
     workers: int = 0                  # threads training groups side by side; 0: auto (CPU: cores, GPU: 1)
     # Speed options that change numbers beyond rounding (documented in README "Speed").
-    precision: str = "auto"           # fp32 or bf16 (autocast); auto: bf16 on CUDA, fp32 elsewhere
+    precision: str = "auto"           # fp32 or bf16 (autocast); auto: see device.resolve_precision
     compile: bool = False             # torch.compile the training network
     # Per-epoch measurements on a fixed probe batch (normlab.diagnostics); they read the model
     # without changing it, so they never change results.

@@ -9,7 +9,8 @@ has the same colour in every figure, of a study, a sweep or an experiment.
 Figures are sized for the full width of a two-column paper (~7 in): drawn 8 in wide (8.5 in for
 ``explain``'s), their smallest text (10 pt; 9 pt in ``explain``'s) still prints at >= 7.4 pt when
 scaled to 7 in. :func:`save_figure` writes each figure as PNG and, next to it, SVG (text kept as
-text) and PDF (TrueType fonts embedded), the same bytes every time.
+text) and, when asked for (``--format``), PDF (TrueType fonts embedded), the same bytes every
+time.
 """
 
 from __future__ import annotations

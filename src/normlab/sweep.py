@@ -7,7 +7,7 @@ in ``points/<name>/`` with the files of any study run folder; the sweep folder a
 
     sweep.json    the base config, the swept settings and their values
     sweep.csv     one row per run: swept values, variant, seed, status, accuracies, loss, error
-    figures/      final test accuracy against each swept setting
+    figures/      final test accuracy (validation accuracy with --val) against each swept setting
     report.md     the table of every point and generated findings (:mod:`normlab.sweep_report`)
 
 (the names are :class:`normlab.runfolder.SweepFolder`'s).

@@ -3,8 +3,9 @@
 Runs that share a schedule (every run of a study) can train *concurrently* as one
 :class:`~normlab.model.MultiNet`: member m has its own weights, its own data order and
 augmentation (its own seeded generator) and its own penalties, and computes what it would compute
-alone up to floating-point rounding. :func:`train_group` trains such a group; :func:`train_run` is
-the group of one.
+alone up to floating-point rounding. :class:`GroupTrainer` trains such a group one epoch at a
+time; :func:`normlab.study.train_group` and :func:`normlab.study.train_run` (the group of one)
+drive it in memory.
 
 Defaults (see :class:`normlab.config.Config`): SGD with Nesterov momentum, batch 128, a one-cycle
 schedule peaking at lr 0.1 after 25% of the steps and annealing to lr/1000 (cosine), random

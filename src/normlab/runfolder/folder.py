@@ -1,4 +1,4 @@
-"""The run folder and the sweep folder: every file name, column list, writer, reader and check.
+"""The run folder and the sweep folder: every file name, column list, writer and reader.
 
 This module alone knows how a study and a sweep lay out their results; everything else (the study
 driver, the Ray backend, reports, plots, scripts, the notebook, the tests) asks it. Run folder::
