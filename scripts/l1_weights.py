@@ -21,7 +21,7 @@ from normlab.store import load_checkpoint
 
 def weight_stats(run_dir: Path) -> list[tuple]:
     run = load_run(run_dir)
-    cfg = Config.from_dict({k: v for k, v in run.config.items() if k != "resolved"})
+    cfg = Config.from_saved(run.config)
     rows = []
     for name, s in run.summary["variants"].items():
         for seed in s["seeds"]:

@@ -12,6 +12,7 @@ the network or the real data.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import re
@@ -150,3 +151,35 @@ def smallest_printed_pt(svg: str, width_in: float = 7.0) -> float:
     assert sizes, "no text in the SVG"
     return min(sizes) * width_in * 72 / width_pt
 
+
+def csv_rows(path: Path) -> list[dict]:
+    """The rows of a CSV file with a header line, as dicts of strings."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def exit_code(argv: list[str]) -> int:
+    """``normlab.cli.main(argv)``'s exit status: its return value, or the code of the SystemExit
+    that argparse raises for input it rejects (what the console script's exit code becomes)."""
+    from normlab.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def generator(seed: int):
+    """A new CPU ``torch.Generator`` seeded with ``seed`` (for parametrized tests, where no
+    fixture reaches; tests otherwise ask conftest's ``seeded``)."""
+    import torch
+
+    return torch.Generator().manual_seed(seed)
+
+
+def study_figures(run, variants) -> list[Path]:
+    """Where a study's curve figures and the misclassified grids of ``variants`` go (the run
+    folder ``run`` names them), in the order the study draws them."""
+    from normlab.runfolder import FIGURES
+
+    return [run.figure(k) for k in FIGURES] + [run.misclassified_figure(v) for v in variants]

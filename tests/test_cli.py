@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import exit_code
 import torch
 
 from normlab import data
@@ -99,7 +100,7 @@ def test_config_json(study_run, synthetic_data) -> None:
     d = json.loads(RunFolder(out).config.read_text())
     fields = {f.name for f in dataclasses.fields(Config)}
     assert fields <= set(d) and set(d) - fields == {"resolved"}
-    cfg = Config.from_dict({k: v for k, v in d.items() if k != "resolved"})
+    cfg = Config.from_saved(d)
     assert cfg == Config(variants=("gn", "bn+l1"), seeds=2, epochs=2, data_dir=str(folder))
     r = d["resolved"]
     assert r["seed_list"] == list(SEEDS)
@@ -357,15 +358,6 @@ def nonempty(tmp_path: Path, monkeypatch) -> Path:
     return folder
 
 
-def _exit_code(argv: list[str]) -> int:
-    """main(argv)'s exit status: its return value, or the code of the SystemExit that argparse
-    raises for input it rejects (what the console script's sys.exit turns into the exit code)."""
-    try:
-        return main(argv)
-    except SystemExit as e:
-        return e.code
-
-
 def test_ghost_batch_flag_reaches_the_config_and_the_resume_check(tmp_path: Path, capsys) -> None:
     """--ghost-batch sets Config.ghost_batch (default 16), and --resume with a --ghost-batch other
     than the saved one exits 2 with one line naming the saved and the asked-for value."""
@@ -420,7 +412,7 @@ def test_bad_input_exits_2_with_one_line(no_network, nonempty: Path, capsys, cas
     problem; no traceback; the earlier results in the folder are untouched and no run folder is
     created."""
     args, fragment = BAD_INPUT[case]
-    code = _exit_code([a.format(nonempty=nonempty) for a in args])
+    code = exit_code([a.format(nonempty=nonempty) for a in args])
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if line.strip()]
     assert code == 2, captured.err
@@ -438,11 +430,11 @@ def test_help_and_version_exit_zero(capsys) -> None:
     commands and the version on stdout and nothing on stderr."""
     from normlab import __version__
 
-    assert _exit_code(["--help"]) == 0
+    assert exit_code(["--help"]) == 0
     out = capsys.readouterr()
     assert all(c in out.out for c in ("study", "train", "sweep", "report", "explain"))
     assert out.err == ""
-    assert _exit_code(["--version"]) == 0
+    assert exit_code(["--version"]) == 0
     out = capsys.readouterr()
     assert out.out.strip() == f"normlab {__version__}" and out.err == ""
 

@@ -447,3 +447,13 @@ def test_groups_message_equals_the_models() -> None:
     with pytest.raises(ConfigError) as from_net:
         Net(ModelConfig(norm="gn", groups=16))
     assert str(from_config.value) == str(from_net.value)
+
+
+def test_from_saved_reads_a_saved_config_with_its_resolved_record() -> None:
+    """Config.from_saved takes a config.json dict as the study writes it (the fields plus the
+    ``resolved`` record) and gives the Config that wrote it; from_dict refuses the record."""
+    cfg = Config(variants=("gn", "bn+l1"), seeds=3, lr=0.2)
+    saved = {**cfg.to_dict(), "resolved": {"device": "cpu", "seed_list": [0, 1, 2]}}
+    assert Config.from_saved(saved) == cfg
+    with pytest.raises(ConfigError):
+        Config.from_dict(saved)

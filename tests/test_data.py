@@ -21,15 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import MIRRORS, idx_bytes, install, md5
+from helpers import MIRRORS, REPO, idx_bytes, install, md5
 
 from normlab import data, datasets, idx
 from normlab.data import DatasetSpec, FileSpec
 from normlab.errors import ConfigError, DataError
-
-# Read before the autouse fixture clears it, for the real-data test.
-_REAL_ENV = os.environ.get(data.CACHE_ENV)
-_REPO = Path(__file__).resolve().parents[1]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -561,25 +557,12 @@ def test_download_uses_second_mirror(
 # Real data
 
 
-def _real_mnist_dir() -> Path | None:
-    spec = data.DATASETS["mnist"]
-    for candidate in (_REAL_ENV, _REPO.parent / "shared" / "data" / "mnist"):
-        if not candidate:
-            continue
-        for folder in (Path(candidate), Path(candidate) / "mnist"):
-            if not data._match_files(folder, spec)[1]:
-                return folder
-    return None
-
-
-def test_real_mnist() -> None:
+def test_real_mnist(real_mnist: Path) -> None:
     """Real MNIST passes MD5 verification and loads with the right shapes, dtypes and labels.
 
     Train (60000, 28, 28), test (10000, 28, 28), uint8 images; int64 labels covering 0..9.
     """
-    folder = _real_mnist_dir()
-    if folder is None:
-        pytest.skip(f"real MNIST not found (set {data.CACHE_ENV} or provide ../shared/data/mnist)")
+    folder = real_mnist
     assert data.locate("mnist", folder, download=False) == folder
     for train, n in ((True, 60000), (False, 10000)):
         images, labels = data.load_split("mnist", train, folder, download=False)
@@ -644,4 +627,4 @@ def test_specs_and_reader_import_without_the_loader() -> None:
         "import normlab.idx\n"
         "assert 'normlab.data' not in sys.modules\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=_REPO)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -20,15 +20,9 @@ from normlab.axes_figure import draw_norm_axes, figure_title, stat_groups
 from normlab.explain import example_tensor, explain_text, norm_stats
 from normlab.model import ModelConfig, Net, count_params
 
-from helpers import REPO
+from helpers import REPO, generator
 
 EPS = 1e-5
-
-
-def _gen(seed: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
 
 
 def _layer(norm: str, c: int, groups: int) -> nn.Module:
@@ -51,7 +45,7 @@ def test_norm_stats_equals_pytorch_layers(norm, shape, groups):
     """The hand computation's normalized output equals nn.BatchNorm2d (training mode),
     nn.GroupNorm(G, C), nn.GroupNorm(1, C) and nn.GroupNorm(C, C) at default affine, for several
     shapes and values far from zero mean / unit variance."""
-    x = torch.randn(shape, generator=_gen(sum(shape) * 31 + groups)) * 3.0 + 1.5
+    x = torch.randn(shape, generator=generator(sum(shape) * 31 + groups)) * 3.0 + 1.5
     _, _, y = norm_stats(x, norm, groups=groups)
     with torch.no_grad():
         ref = _layer(norm, shape[1], groups)(x)
@@ -62,7 +56,7 @@ def test_norm_stats_equals_pytorch_layers(norm, shape, groups):
 def test_batchnorm_batch_mean_matches_running_mean_update():
     """BatchNorm's hand mean is the batch mean the layer uses: with momentum 0.1 from a zero
     running mean, the layer's running mean after one training step is 0.1 * that mean."""
-    x = torch.randn((4, 3, 5, 5), generator=_gen(7)) + 2.0
+    x = torch.randn((4, 3, 5, 5), generator=generator(7)) + 2.0
     mean, _, _ = norm_stats(x, "bn")
     layer = _layer("bn", 3, 1)
     with torch.no_grad():
@@ -76,7 +70,7 @@ def test_gbn_hand_computation_equals_its_layer_and_the_definition(n, ghost):
     averaged over (N/V, H, W)) gives statistics of shape (V, C) that are each virtual batch's
     per-channel mean and biased variance, and the output of the registry's GhostBatchNorm2d."""
     c = 3
-    x = torch.randn((n, c, 3, 4), generator=_gen(n + ghost)) * 2 + 1
+    x = torch.randn((n, c, 3, 4), generator=generator(n + ghost)) * 2 + 1
     x = x * torch.arange(1, n + 1, dtype=x.dtype).view(n, 1, 1, 1)   # batches differ in scale
     mean, var, y = norm_stats(x, "gbn", ghost_batch=ghost)
     per = min(ghost, n)
@@ -105,7 +99,7 @@ def test_statistics_have_the_documented_shapes():
     """Mean and variance have shape (C,) for bn, (N, G) for gn, (N,) for ln, (N, C) for in and
     (V, C) for gbn."""
     n, c, h, w, g = 4, 6, 4, 5, 3
-    x = torch.randn((n, c, h, w), generator=_gen(1))
+    x = torch.randn((n, c, h, w), generator=generator(1))
     expected = {"bn": (c,), "gn": (n, g), "ln": (n,), "in": (n, c), "gbn": (2, c)}
     for norm, shape in expected.items():
         mean, var, y = norm_stats(x, norm, groups=g, ghost_batch=2)
@@ -188,7 +182,7 @@ def test_standardize_by_hand_is_the_definition():
     of its C_in*kH*kW weights, then (w - mean) / sqrt(var + 1e-5); equal to the layer's."""
     from normlab.layers import standardize_weight
 
-    w = torch.randn((3, 2, 3, 3), generator=_gen(21), dtype=torch.float64) * 0.5 + 0.2
+    w = torch.randn((3, 2, 3, 3), generator=generator(21), dtype=torch.float64) * 0.5 + 0.2
     mean, var, w_hat = explain.standardize_by_hand(w)
     for o in range(3):
         values = w[o].flatten()

@@ -87,9 +87,9 @@ def test_no_import_cycles() -> None:
             visit(m)
 
 
-@pytest.mark.parametrize("folder", ["src", "benchmarks", "scripts"])
+@pytest.mark.parametrize("folder", ["src", "benchmarks", "scripts", "tests"])
 def test_no_private_names_across_modules(folder: str) -> None:
-    """No module, benchmark or script imports another module's private (_name) name."""
+    """No module, benchmark, script or test imports another module's private (_name) name."""
     mods = _modules()
     bad = []
     for path in sorted((ROOT / folder).rglob("*.py")):

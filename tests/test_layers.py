@@ -10,6 +10,7 @@ channel's kernel minus its mean over (C_in, kH, kW), divided by sqrt(biased vari
 from __future__ import annotations
 
 import pytest
+from helpers import generator
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -19,10 +20,6 @@ from normlab.model import ConvNormAct, ModelConfig, Net, count_params
 
 EPS = 1e-5        # BatchNorm2d's default eps, which GhostBatchNorm2d keeps
 MOMENTUM = 0.1    # BatchNorm2d's default momentum
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _randomize(m: nn.Module, g: torch.Generator) -> None:
@@ -69,7 +66,7 @@ def test_gbn_training_matches_hand_computation(n, ghost, chunks) -> None:
     """Training mode: each virtual batch is normalized with its own per-channel mean and biased
     variance, then gamma and beta; the running mean and variance follow one BatchNorm update per
     virtual batch (unbiased variance), and num_batches_tracked counts the virtual batches."""
-    g = _gen(n * 10 + ghost)
+    g = generator(n * 10 + ghost)
     x = torch.randn(n, 3, 4, 5, generator=g, dtype=torch.float64) * 3 + 1
     x = x * torch.arange(1, n + 1, dtype=torch.float64).view(n, 1, 1, 1)   # chunks differ in scale
     m = GhostBatchNorm2d(3, ghost_batch=ghost).double().train()
@@ -89,7 +86,7 @@ def test_gbn_with_one_virtual_batch_is_batchnorm(n, ghost) -> None:
     """With ghost_batch >= the batch size there is one virtual batch, and GhostBatchNorm2d gives
     nn.BatchNorm2d's outputs, gradients and running statistics over two training steps, then its
     eval outputs."""
-    g = _gen(n + ghost)
+    g = generator(n + ghost)
     bn = nn.BatchNorm2d(4)
     _randomize(bn, g)
     gbn = GhostBatchNorm2d(4, ghost_batch=ghost)
@@ -114,7 +111,7 @@ def test_gbn_with_one_virtual_batch_is_batchnorm(n, ghost) -> None:
 def test_gbn_eval_uses_the_running_statistics() -> None:
     """Eval mode: (x - running_mean) / sqrt(running_var + eps) * gamma + beta for any batch,
     whatever the ghost batch, and no running statistic changes."""
-    g = _gen(5)
+    g = generator(5)
     m = GhostBatchNorm2d(3, ghost_batch=2).double()
     _randomize(m, g)
     m.eval()
@@ -132,7 +129,7 @@ def test_gbn_momentum_none_averages_over_virtual_batches() -> None:
     """With momentum=None (BatchNorm's cumulative average), the running mean after one training
     batch is the plain average of its virtual batches' means, and the running variance that of
     their unbiased variances."""
-    g = _gen(6)
+    g = generator(6)
     x = torch.randn(12, 2, 3, 3, generator=g, dtype=torch.float64) * 2 + 3
     m = GhostBatchNorm2d(2, ghost_batch=4, momentum=None).double().train()
     m(x)
@@ -146,7 +143,7 @@ def test_gbn_momentum_none_averages_over_virtual_batches() -> None:
 def test_gbn_image_depends_only_on_its_virtual_batch() -> None:
     """In training mode an image's output depends on the images of its own virtual batch only:
     changing the second virtual batch leaves the first one's outputs as they were."""
-    g = _gen(7)
+    g = generator(7)
     m = GhostBatchNorm2d(3, ghost_batch=4).train()
     x = torch.randn(8, 3, 3, 3, generator=g)
     y = torch.randn(8, 3, 3, 3, generator=g)
@@ -188,7 +185,7 @@ def test_standardize_weight_matches_the_definition() -> None:
     """standardize_weight equals the per-output-channel definition, eps 1e-5 inside the square
     root, and leaves each output channel's kernel with mean 0 and biased variance var/(var+eps)."""
     assert WS_EPS == 1e-5
-    w = torch.randn(5, 3, 3, 3, generator=_gen(8), dtype=torch.float64) * 0.3 + 0.1
+    w = torch.randn(5, 3, 3, 3, generator=generator(8), dtype=torch.float64) * 0.3 + 0.1
     got = standardize_weight(w)
     torch.testing.assert_close(got, _standardize_by_loop(w))
     rows = got.reshape(5, -1)
@@ -201,7 +198,7 @@ def test_standardize_weight_matches_the_definition() -> None:
 def test_ws_conv_convolves_with_the_standardized_kernel(stride, bias) -> None:
     """WSConv2d's output is the convolution with the hand-standardized kernel (plus its bias);
     its gradients are those of that formula; the stored weight is never changed."""
-    g = _gen(9 + stride)
+    g = generator(9 + stride)
     conv = WSConv2d(3, 4, 3, stride=stride, bias=bias).double()
     with torch.no_grad():
         conv.weight.copy_(torch.randn(conv.weight.shape, generator=g, dtype=torch.float64) * 2 + 1)
@@ -221,7 +218,7 @@ def test_ws_conv_convolves_with_the_standardized_kernel(stride, bias) -> None:
 def test_ws_conv_ignores_the_kernels_scale_and_offset() -> None:
     """The paper's point: scaling an output channel's kernel by a positive number or shifting it
     by a constant does not change the output (up to eps, negligible for these weights)."""
-    g = _gen(11)
+    g = generator(11)
     conv = WSConv2d(2, 3, 3, bias=False).double()
     x = torch.randn(2, 2, 6, 6, generator=g, dtype=torch.float64)
     with torch.no_grad():
@@ -249,7 +246,7 @@ def test_net_with_ws_is_the_net_with_standardized_kernels(norm) -> None:
         if key.endswith("conv.weight"):
             state[key] = _standardize_by_loop(state[key])
     plain.load_state_dict(state)
-    x = torch.randn(6, 1, 28, 28, generator=_gen(12))
+    x = torch.randn(6, 1, 28, 28, generator=generator(12))
     for mode in ("train", "eval"):
         with torch.no_grad():
             torch.testing.assert_close(getattr(ws, mode)()(x), getattr(plain, mode)()(x),

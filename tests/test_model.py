@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import generator
 import torch
 import torch.nn as nn
 
@@ -18,12 +19,6 @@ from normlab.model import (
 )
 
 EPS = 1e-5  # PyTorch's default eps for BatchNorm2d / GroupNorm
-
-
-def _gen(seed: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
 
 
 def _randomize_affine(m: nn.Module, g: torch.Generator) -> None:
@@ -79,7 +74,7 @@ def test_output_shape_and_param_count(norm: str, ws: bool) -> None:
     many as BatchNorm's."""
     torch.manual_seed(0)
     model = Net(norm=norm, ws=ws, ghost_batch=2)
-    x = torch.rand(5, 1, 28, 28, generator=_gen(1))
+    x = torch.rand(5, 1, 28, 28, generator=generator(1))
     for mode in (model.train, model.eval):
         mode()
         with torch.no_grad():
@@ -112,7 +107,7 @@ def test_batch_independent_norms(norm: str) -> None:
     with bn they do."""
     torch.manual_seed(0)
     model = Net(norm=norm).train()
-    x = torch.rand(4, 1, 28, 28, generator=_gen(2))
+    x = torch.rand(4, 1, 28, 28, generator=generator(2))
     with torch.no_grad():
         together = model(x)
         alone = torch.cat([model(x[i:i + 1]) for i in range(4)])
@@ -205,7 +200,7 @@ def test_group_counts_dividing_all_widths_are_accepted(groups: int) -> None:
 
 def test_make_norm_bn_matches_hand_computation() -> None:
     """bn in train mode: per channel, mean and biased variance over (N, H, W), then gamma/beta."""
-    g = _gen(3)
+    g = generator(3)
     x = torch.randn(6, 8, 5, 7, generator=g, dtype=torch.float64) * 3 + 1
     m = make_norm("bn", 8).double().train()
     assert isinstance(m, nn.BatchNorm2d)
@@ -220,7 +215,7 @@ def test_make_norm_bn_matches_hand_computation() -> None:
 def test_make_norm_gn_matches_hand_computation(groups: int) -> None:
     """gn: per sample and per group of C/G consecutive channels, mean and biased variance over
     (C/G, H, W), then a per-channel gamma/beta."""
-    g = _gen(4 + groups)
+    g = generator(4 + groups)
     n, c, h, w = 3, 8, 5, 6
     x = torch.randn(n, c, h, w, generator=g, dtype=torch.float64) * 2 - 1
     # Give the groups very different scales so mixing groups up would show.
@@ -241,7 +236,7 @@ def test_make_norm_gn_matches_hand_computation(groups: int) -> None:
 def test_make_norm_ln_matches_hand_computation() -> None:
     """ln: per sample, mean and biased variance over all of (C, H, W), then a per-channel
     gamma/beta."""
-    g = _gen(9)
+    g = generator(9)
     x = torch.randn(4, 8, 5, 5, generator=g, dtype=torch.float64) * 4 + 2
     m = make_norm("ln", 8).double()
     _randomize_affine(m, g)
@@ -253,7 +248,7 @@ def test_make_norm_ln_matches_hand_computation() -> None:
 
 def test_make_norm_in_matches_hand_computation() -> None:
     """in: per sample and channel, mean and biased variance over (H, W), then gamma/beta."""
-    g = _gen(10)
+    g = generator(10)
     x = torch.randn(3, 8, 6, 4, generator=g, dtype=torch.float64) * 2 + 3
     m = make_norm("in", 8).double()
     _randomize_affine(m, g)
@@ -282,7 +277,7 @@ def test_make_norm_gbn_is_ghost_batchnorm_with_its_ghost_batch() -> None:
 def test_make_norm_none_is_identity() -> None:
     """none returns its input unchanged and has no parameters."""
     m = make_norm("none", 8)
-    x = torch.randn(2, 8, 3, 3, generator=_gen(11))
+    x = torch.randn(2, 8, 3, 3, generator=generator(11))
     torch.testing.assert_close(m(x), x)
     assert count_params(m) == 0
 
@@ -311,7 +306,7 @@ def test_l1_penalty_sums_conv_and_linear_weights_only(norm: str) -> None:
     linear) and norm gamma/beta are excluded, even when they are large."""
     torch.manual_seed(0)
     model = Net(norm=norm)
-    g = _gen(12)
+    g = generator(12)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.dim() == 1:  # biases, gamma, beta: make them dominate if wrongly included
@@ -361,7 +356,7 @@ def _nets(specs: list[str], seed: int = 0, stem: str = "pool", ghost_batch: int 
     kernel = 4 if stem == "stride4" else 3
     nets = [Net(ModelConfig(norm=v.norm, ws=v.ws, stem=stem.removesuffix("4"), stem_kernel=kernel,
                             ghost_batch=ghost_batch)) for v in variants]
-    g = _gen(seed + 1)
+    g = generator(seed + 1)
     for net in nets:  # random gammas/betas, so that a mixed-up member would show
         for m in net.modules():
             if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
@@ -389,10 +384,10 @@ def test_multinet_members_compute_what_each_net_computes(norms, stem, fmt) -> No
 
     nets = _nets(norms, stem=stem)
     multi = MultiNet(copy.deepcopy(nets)).to(memory_format=fmt)
-    x = torch.randn(16, len(nets), 28, 28, generator=_gen(3)).contiguous(memory_format=fmt)
+    x = torch.randn(16, len(nets), 28, 28, generator=generator(3)).contiguous(memory_format=fmt)
     out = multi(x)                                                   # (B, M, classes)
     assert out.shape == (16, len(nets), 10)
-    weights = torch.randn(out.shape, generator=_gen(4))
+    weights = torch.randn(out.shape, generator=generator(4))
     (out * weights).sum().backward()
     params = dict(multi.named_parameters())
 
@@ -428,10 +423,10 @@ def test_multinet_member_state_dict_loads_into_a_net() -> None:
     nets = _nets(specs, seed=5)
     multi = MultiNet(nets)
     with torch.no_grad():
-        multi.train()(torch.randn(12, len(specs), 28, 28, generator=_gen(7)))  # move the stats
+        multi.train()(torch.randn(12, len(specs), 28, 28, generator=generator(7)))  # move the stats
     multi.eval()
     assert not any("ws_rows" in key for key in multi.state_dict())
-    x = torch.randn(8, len(specs), 28, 28, generator=_gen(6))
+    x = torch.randn(8, len(specs), 28, 28, generator=generator(6))
     out = multi(x)
     for m, net in enumerate(nets):
         fresh = Net(net.cfg).eval()
@@ -486,7 +481,7 @@ def test_pool_before_relu_computes_the_same_as_relu_before_pool(norm: str) -> No
     new = Net(ModelConfig(norm=norm))
     old = Net(ModelConfig(norm=norm, relu_before_pool=True))
     old.load_state_dict(new.state_dict())
-    x = torch.randn(8, 1, 28, 28, generator=_gen(5))
+    x = torch.randn(8, 1, 28, 28, generator=generator(5))
     a, b = new(x), old(x)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     a.square().sum().backward()

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import generator
 import torch
 import torch.nn as nn
 
@@ -24,12 +25,6 @@ from normlab.model import MultiNet, Net, count_params
 from normlab.norms import NORMS, NormSpec
 
 EPS = 1e-5
-
-
-def _gen(seed: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,7 +163,7 @@ def _check_entry(spec: NormSpec, channels: int = 8, groups: int = 2) -> None:
     if isinstance(layer, nn.BatchNorm2d):
         assert spec.merge == "batch" and spec.batch_stats
         assert spec.stat_groups(channels, groups) is None
-    x = torch.randn(3, channels, 5, 4, generator=_gen(channels)) * 2 + 1
+    x = torch.randn(3, channels, 5, 4, generator=generator(channels)) * 2 + 1
     with torch.no_grad():
         ref = layer(x)
     if not spec.has_stats:
@@ -255,7 +250,7 @@ def test_registered_norm_in_the_model(pair) -> None:
     assert count_params(Net(Config(variants=("xn+ws",)).model_config("xn+ws"))) == count_params(model)
     layers = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
     assert len(layers) == 5 and all(m.num_groups == 2 for m in layers)
-    out = model(torch.rand(4, 1, 28, 28, generator=_gen(1)))
+    out = model(torch.rand(4, 1, 28, 28, generator=generator(1)))
     assert out.shape == (4, 10) and torch.isfinite(out).all()
 
 
@@ -272,7 +267,7 @@ def test_registered_norm_in_a_multinet(monkeypatch, merge) -> None:
     multi = MultiNet(copy.deepcopy(nets)).train()
     segments = multi.stem[0].norm.segments
     assert segments == ([(0, 2), (2, 1)] if merge else [(0, 1), (1, 1), (2, 1)])
-    x = torch.randn(8, len(nets), 28, 28, generator=_gen(2))
+    x = torch.randn(8, len(nets), 28, 28, generator=generator(2))
     with torch.no_grad():
         out = multi(x)
         for m, net in enumerate(nets):
@@ -290,7 +285,7 @@ def test_registered_norm_in_explain(pair, tmp_path) -> None:
     """explain computes the new norm by hand equal to its builder's layer, works it through in
     the printed text (its section, the title line, the parameter counts, the closing line) and
     draws a fourth panel."""
-    x = torch.randn(3, 6, 4, 5, generator=_gen(3)) * 3 - 1
+    x = torch.randn(3, 6, 4, 5, generator=generator(3)) * 3 - 1
     mean, var, y = explain.norm_stats(x, "xn")
     with torch.no_grad():
         torch.testing.assert_close(y, nn.GroupNorm(2, 6, eps=EPS)(x))

@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from helpers import study_figures
 import torch
 
 import helpers
@@ -14,7 +15,7 @@ from normlab import data, mistakes, plots, style
 from normlab.errors import ConfigError, RunFolderError
 from normlab.mistakes import cell_label, mistakes_title, select_mistakes
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, FIGURE_FORMATS, parse_formats
-from normlab.runfolder import FIGURES, RunFolder, figure_files
+from normlab.runfolder import RunFolder, figure_files
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -23,11 +24,6 @@ def png_size(path: Path) -> tuple[int, int]:
     head = path.read_bytes()[:24]
     assert head[:8] == PNG_MAGIC, f"{path} is not a PNG"
     return struct.unpack(">II", head[16:24])
-
-
-def _figures(run: RunFolder, variants) -> list[Path]:
-    """Where the curves and the grids of ``variants`` go, in the order they are drawn."""
-    return [run.figure(k) for k in FIGURES] + [run.misclassified_figure(v) for v in variants]
 
 
 def _files(pngs, formats=DEFAULT_FIGURE_FORMATS) -> list[Path]:
@@ -126,7 +122,7 @@ def test_curves_and_grids_multi_seed(multi_seed_run) -> None:
     800-1400 x 400-1000 pixels, each with its SVG next to it (the default formats), and nothing
     else is in the figures folder."""
     run, paths = multi_seed_run
-    assert paths == _figures(run, ("gn", "ln", "bn"))
+    assert paths == study_figures(run, ("gn", "ln", "bn"))
     for p in paths:
         w, h = png_size(p)
         assert 800 <= w <= 1400 and 400 <= h <= 1000, (p.name, w, h)
@@ -183,7 +179,7 @@ def test_one_seed_few_mistakes_and_diverged(synthetic_data, tmp_path, make_run) 
                    labels=synthetic_data.labels, data_dir=synthetic_data.folder,
                    wrong={"gn": 3}, diverged={"bn": [0]})
     paths = plots.plot_curves(run.path) + mistakes.make_misclassified(run.path, mode="first")
-    assert paths == _figures(run, ("gn", "ln"))
+    assert paths == study_figures(run, ("gn", "ln"))
     for p in paths:
         assert png_size(p)[0] >= 800
     assert not run.misclassified_figure("bn").exists()

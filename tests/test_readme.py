@@ -208,7 +208,7 @@ def _ema_last_decay(sweep: Path) -> str:
 
     point, = SweepFolder(sweep).points()
     saved = point.read_saved_config()
-    cfg = Config.from_dict({k: v for k, v in saved.items() if k != "resolved"})
+    cfg = Config.from_saved(saved)
     steps = cfg.epochs * len(batch_bounds(saved["resolved"]["train_images"], cfg.batch_size))
     average = WeightAverage(MultiNet([Net(ModelConfig())]), cfg.ema)
     return f"{average.decay_at(steps - 1):.4f}"

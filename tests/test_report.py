@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+from helpers import study_figures
 
 from normlab.errors import RunFolderError
 from normlab.findings import findings
@@ -351,10 +352,6 @@ def _links(report: str) -> list[str]:
     return re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", report)
 
 
-def _expected_figures(run: RunFolder, variants) -> list[Path]:
-    return [run.figure(k) for k in FIGURES] + [run.misclassified_figure(v) for v in variants]
-
-
 def test_write_report_multi_seed(synthetic_data, tmp_path: Path, make_run) -> None:
     """Three variants x 3 seeds with the test images found: the report names every variant, links
     exactly the PNGs of the figures made (3 curves + one grid per variant, all inside the run
@@ -372,7 +369,7 @@ def test_write_report_multi_seed(synthetic_data, tmp_path: Path, make_run) -> No
     for v in variants:
         assert f"`{v}`" in text
     links = _links(text)
-    made = sorted(_expected_figures(run, variants))
+    made = sorted(study_figures(run, variants))
     assert sorted(run.path / x for x in links) == made
     assert sorted(run.figures.iterdir()) == sorted(f for p in made
                                                    for f in figure_files(p).values())

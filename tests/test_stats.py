@@ -1,5 +1,4 @@
-"""stats.py against published t quantiles, closed forms, numerical integration and hand-worked
-Welch examples, and describe() against the summary.json rules."""
+"""stats.py against published t quantiles and hand-worked Welch examples, and describe() against the summary.json rules."""
 
 from __future__ import annotations
 
@@ -9,70 +8,9 @@ import statistics
 
 import pytest
 
-from normlab.stats import describe, mean_ci, t_cdf, t_ppf, t_sf, t_sf2, welch
+from scipy.stats import t as student_t
 
-# Two-sided 95% critical values t_{0.975, df} from standard tables.
-T975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445, 5: 2.570582, 10: 2.228139,
-        30: 2.042272, 100: 1.983972}
-
-
-@pytest.mark.parametrize("df, expected", sorted(T975.items()))
-def test_t_ppf_table(df: int, expected: float) -> None:
-    assert t_ppf(0.975, df) == pytest.approx(expected, abs=1e-6)
-    assert t_ppf(0.025, df) == pytest.approx(-expected, abs=1e-6)
-
-
-def test_t_ppf_other_levels_and_large_df() -> None:
-    assert t_ppf(0.995, 4) == pytest.approx(4.604095, abs=1e-6)
-    assert t_ppf(0.95, 10) == pytest.approx(1.812461, abs=1e-6)
-    assert t_ppf(0.975, 1e7) == pytest.approx(1.959964, abs=1e-5)
-    assert t_ppf(0.5, 3) == 0.0
-    for bad in (0.0, 1.0, -0.1, 1.5):
-        with pytest.raises(ValueError):
-            t_ppf(bad, 3)
-    with pytest.raises(ValueError):
-        t_ppf(0.9, 0)
-
-
-def test_t_cdf_closed_forms() -> None:
-    for t in (-30.0, -2.0, -0.3, 0.0, 0.7, 2.0, 12.0):
-        # df = 1 is the Cauchy distribution; df = 2 has F(t) = 1/2 + t / (2 sqrt(2 + t^2)).
-        assert t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, abs=1e-13)
-        assert t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), abs=1e-13)
-        assert t_cdf(t, 7.5) + t_cdf(-t, 7.5) == pytest.approx(1.0, abs=1e-14)
-        assert t_sf(t, 3) == pytest.approx(1 - t_cdf(t, 3), abs=1e-14)
-    assert t_cdf(math.inf, 3) == 1.0 and t_cdf(-math.inf, 3) == 0.0
-
-
-def _t_pdf(x: float, df: float) -> float:
-    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
-    return c * (1 + x * x / df) ** (-(df + 1) / 2)
-
-
-@pytest.mark.parametrize("df", [0.7, 3.0, 6.97, 25.5])
-def test_t_cdf_matches_numerical_integration(df: float) -> None:
-    """P(0 <= T <= x) by Simpson's rule on the density, independent of the beta function."""
-    for x in (0.5, 1.7, 3.2):
-        n = 2000
-        h = x / n
-        s = _t_pdf(0, df) + _t_pdf(x, df) + sum(
-            (4 if i % 2 else 2) * _t_pdf(i * h, df) for i in range(1, n))
-        assert t_cdf(x, df) - 0.5 == pytest.approx(s * h / 3, abs=1e-10)
-
-
-def test_t_ppf_inverts_t_cdf() -> None:
-    for df in (0.5, 1, 2.5, 4, 9.3, 60):
-        for p in (1e-6, 0.01, 0.2, 0.6, 0.975, 0.999999):
-            assert t_cdf(t_ppf(p, df), df) == pytest.approx(p, rel=1e-9, abs=1e-14)
-
-
-def test_tiny_p_values_keep_their_precision() -> None:
-    # P(|T| >= 40) with df = 3, by the closed form of the df = 3 CDF.
-    t, df = 40.0, 3
-    x = t / math.sqrt(df)
-    closed = 1 - 2 * (math.atan(x) + x / (1 + x * x)) / math.pi
-    assert t_sf2(t, df) == pytest.approx(closed, rel=1e-6)
-
+from normlab.stats import describe, mean_ci, welch
 
 def test_mean_ci() -> None:
     mean, lo, hi = mean_ci([1, 2, 3, 4, 5])
@@ -80,7 +18,7 @@ def test_mean_ci() -> None:
     assert mean == 3.0 and lo == pytest.approx(3 - half, abs=1e-6)
     assert hi == pytest.approx(3 + half, abs=1e-6)
     ci = mean_ci([2.0, 4.0], level=0.9)  # t_{0.95,1} = 6.313752
-    assert ci.available and ci.half_width == pytest.approx(6.313752 * math.sqrt(2) / math.sqrt(2),
+    assert ci.available and (ci.hi - ci.lo) / 2 == pytest.approx(6.313752 * math.sqrt(2) / math.sqrt(2),
                                                            abs=1e-6)
 
 
@@ -103,9 +41,9 @@ def test_welch_hand_example() -> None:
     assert w["t"] == pytest.approx(-2.376354, abs=1e-6)
     assert w["df"] == pytest.approx((17 / 6) ** 2 / (0.25 / 4 + (49 / 9) / 5), rel=1e-12)
     assert w["df"] == pytest.approx(6.972256, abs=1e-6)
-    half = t_ppf(0.975, w["df"]) * se
+    half = student_t.ppf(0.975, w["df"]) * se
     assert (w["ci_lo"], w["ci_hi"]) == pytest.approx((-4 - half, -4 + half))
-    assert w["p"] == pytest.approx(2 * t_cdf(w["t"], w["df"]), rel=1e-10)
+    assert w["p"] == pytest.approx(2 * student_t.cdf(w["t"], w["df"]), rel=1e-10)
     assert 0.04 < w["p"] < 0.05 and w["ci_hi"] < 0  # just significant, and the CI agrees
 
 

@@ -11,7 +11,6 @@ sweep or run folder comes from :class:`normlab.runfolder.SweepFolder` /
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import os
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import csv_rows
 
 from normlab.config import Config
 from normlab.errors import ConfigError
@@ -123,10 +123,11 @@ def test_sweep_figure_axes_and_missing_runs(tmp_path) -> None:
     a PDF instead of the SVG); values spanning a decade or more get a log x axis (a 0 among
     them is still placed), narrower spans a linear one; failed runs are left out, not plotted as
     zeros."""
-    from normlab.sweep_report import _is_log_scale, sweep_figure
+    from normlab.sweep_report import ValueAxis, sweep_figure
 
-    assert _is_log_scale([2, 8, 32, 128]) and _is_log_scale([0, 1e-5, 1e-4, 1e-3])
-    assert not _is_log_scale([0.02, 0.05, 0.1]) and not _is_log_scale([16, 32])
+    assert ValueAxis.of([2, 8, 32, 128]).log and ValueAxis.of([0, 1e-5, 1e-4, 1e-3]).log
+    assert not ValueAxis.of([0.02, 0.05, 0.1]).log and not ValueAxis.of([16, 32]).log
+    assert not ValueAxis.of(["8-16-16-16-12", "8s4-16-16-16-12"]).log
     rows = [{"l1": l1, "variant": v, "seed": s, "status": "failed" if l1 == 1e-2 and s else "ok",
              "final_test_acc": None if l1 == 1e-2 and s else 99.0 - 1000 * l1 + 0.1 * s}
             for l1 in (0.0, 1e-4, 1e-3, 1e-2) for v in ("bn+l1",) for s in (0, 1)]
@@ -185,11 +186,6 @@ def normlab(synthetic_subprocess):
     return synthetic_subprocess(N_TRAIN, N_TEST, extra=INJECT_FAILURE, timeout=600)
 
 
-def _rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def _files(folder: RunFolder) -> set[Path]:
     """Every file under a run folder, as a path relative to it."""
     return {p.relative_to(folder.path) for p in folder.path.rglob("*") if p.is_file()}
@@ -210,7 +206,7 @@ def test_sweep_folder(local_sweep) -> None:
     other), the figure of the swept setting and report.md with the table, the findings and the
     figure."""
     sweep = SweepFolder(local_sweep)
-    rows = _rows(sweep.table)
+    rows = csv_rows(sweep.table)
     assert list(rows[0]) == ["batch_size", "variant", "seed", "status", "final_val_acc",
                              "best_val_acc", "final_test_acc", "best_test_acc",
                              "final_test_loss", "message"]
@@ -271,7 +267,7 @@ def test_grid_of_two_params_draws_one_figure_per_param(normlab, tmp_path) -> Non
                      str(out), "--quiet"])
     assert r.returncode == 0, r.stderr
     sweep = SweepFolder(out)
-    rows = _rows(sweep.table)
+    rows = csv_rows(sweep.table)
     assert sorted((x["l1"], x["lr"]) for x in rows) == [("0.0", "0.02"), ("0.0", "0.05"),
                                                        ("0.001", "0.02"), ("0.001", "0.05")]
     for p in ("l1", "lr"):
@@ -527,13 +523,13 @@ def test_ray_backend_on_a_loopback_head_node_matches_local(normlab, local_sweep,
         shutil.rmtree(temp, ignore_errors=True)
     assert head.proc.returncode is not None and not head._left()
 
-    rows = {x["seed"]: x for x in _rows(SweepFolder(failing).table)}
+    rows = {x["seed"]: x for x in csv_rows(SweepFolder(failing).table)}
     assert rows["0"]["status"] == "ok" and float(rows["0"]["final_test_acc"]) >= 0
     assert rows["1"]["status"] == "failed" and "injected failure" in rows["1"]["message"]
     assert "run the same command again" in SweepFolder(failing).report.read_text()
 
     ray_sweep, local = SweepFolder(out), SweepFolder(local_sweep)
-    assert _rows(ray_sweep.table) == _rows(local.table)
+    assert csv_rows(ray_sweep.table) == csv_rows(local.table)
     assert [p.path.name for p in ray_sweep.points()] == list(POINTS)
     for name in POINTS:
         rp, lp = ray_sweep.point(name), local.point(name)

@@ -9,12 +9,12 @@ from :mod:`normlab.runfolder`.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
 
 import pytest
+from helpers import csv_rows, exit_code
 import torch
 import torch.nn.functional as F
 
@@ -33,19 +33,6 @@ N_TRAIN, N_TEST = 120, 40
 SYNTHETIC_DATA = {"n_train": N_TRAIN, "n_test": N_TEST, "seed": 3}   # conftest's synthetic_data
 VAL = 30                 # images held out by the studies below
 CPU = torch.device("cpu")
-
-
-def _read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _exit_code(argv: list[str]) -> int:
-    """main(argv)'s exit status: its return value, or the code of argparse's SystemExit."""
-    try:
-        return main(argv)
-    except SystemExit as e:
-        return e.code
 
 
 def _study(folder: Path, out: Path, *args: str) -> RunFolder:
@@ -155,7 +142,7 @@ def test_val_study_records_val_metrics_for_every_row(val_study: RunFolder) -> No
     """With --val N every metrics.csv row has a finite val_loss and a val_acc in [0, 100] that
     is a whole number of the N held-out images; config.json records val N and the resolved
     split sizes (N held out, the rest trained on)."""
-    rows = _read_csv(val_study.metrics)
+    rows = csv_rows(val_study.metrics)
     assert len(rows) == 2 * 2 * 2
     for r in rows:
         loss, acc = float(r["val_loss"]), float(r["val_acc"])
@@ -172,7 +159,7 @@ def test_val_study_records_val_metrics_for_every_row(val_study: RunFolder) -> No
 def test_val_study_summary_has_val_statistics(val_study: RunFolder) -> None:
     """summary.json has, per variant, final_val_acc (the last epoch's val_acc of each seed) and
     best_val_acc (each seed's highest val_acc), with n = the number of seeds."""
-    rows = _read_csv(val_study.metrics)
+    rows = csv_rows(val_study.metrics)
     summary = json.loads(val_study.summary.read_text())
     for name in ("gn", "bn"):
         s = summary["variants"][name]
@@ -188,7 +175,7 @@ def test_study_without_val_leaves_the_val_cells_empty(plain_study: RunFolder) ->
     """Without --val the val_loss and val_acc cells of metrics.csv are empty, summary.json's
     final_val_acc and best_val_acc have n = 0 and no values, and config.json records 0 held-out
     images."""
-    rows = _read_csv(plain_study.metrics)
+    rows = csv_rows(plain_study.metrics)
     assert rows and all(r["val_loss"] == r["val_acc"] == "" for r in rows)
     s = json.loads(plain_study.summary.read_text())["variants"]["gn"]
     for key in ("final_val_acc", "best_val_acc"):
@@ -249,7 +236,7 @@ def empty_cwd(tmp_path: Path, monkeypatch) -> Path:
 
 
 def _check_refused(argv: list[str], fragment: str, out: Path, cwd: Path, capsys) -> None:
-    code = _exit_code(argv)
+    code = exit_code(argv)
     captured = capsys.readouterr()
     lines = [x for x in captured.err.splitlines() if x.strip()]
     assert code == 2, captured.err
@@ -383,7 +370,7 @@ def test_label_smoothing_trains_on_the_smoothed_loss_and_records_the_plain_one(
     smooth = _study(synthetic_data.folder, tmp_path / "smooth", *common,
                     "--label-smoothing", "0.1")
     plain = _study(synthetic_data.folder, tmp_path / "plain", *common)
-    (s,), (p,) = _read_csv(smooth.metrics), _read_csv(plain.metrics)
+    (s,), (p,) = csv_rows(smooth.metrics), csv_rows(plain.metrics)
     for r in (s, p):
         assert all(math.isfinite(float(r[c])) for c in ("train_loss", "test_loss"))
     assert s["train_loss"] == p["train_loss"]

@@ -203,9 +203,9 @@ def _resume_config(argv: Sequence[str], args: argparse.Namespace) -> Config:
     from normlab.runfolder import RunFolder
 
     folder = RunFolder(args.resume)
-    saved = {k: v for k, v in folder.read_saved_config().items() if k != "resolved"}
+    saved = folder.read_saved_config()
     try:
-        cfg = Config.from_dict(saved)
+        cfg = Config.from_saved(saved)
     except (TypeError, ValueError) as e:
         raise NormlabError(f"{folder.config} is not a valid config ({e}); start a new study "
                            "with --out") from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from normlab.config import DATASET_NAMES, DEFAULT_L1, DEFAULT_L2, MAX_SEED, MAX_SEEDS, Config
+from normlab.config import DATASET_NAMES, DEFAULT_L1, DEFAULT_L2, MAX_SEED, MAX_SEEDS, PRECISIONS, Config
 from normlab.errors import ConfigError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, FIGURE_FORMATS, parse_formats
 
@@ -183,7 +183,7 @@ def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study") -> 
     p.add_argument("--workers", type=nonneg_int, default=D(DEFAULTS.workers), metavar="N",
                    help="threads that train groups of runs side by side, one epoch at a time; "
                         "0: auto (CPU: one per core, GPU: 1)")
-    p.add_argument("--precision", default=D(DEFAULTS.precision), choices=("auto", "fp32", "bf16"),
+    p.add_argument("--precision", default=D(DEFAULTS.precision), choices=PRECISIONS,
                    help="arithmetic of the forward pass: fp32, or bf16 autocast (float32 weights "
                         "and optimizer); auto: bf16 on a CUDA GPU of compute capability 8.0 or newer, "
                         "fp32 elsewhere")

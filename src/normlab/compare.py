@@ -39,7 +39,7 @@ from itertools import combinations
 from normlab.errors import RunFolderError
 from normlab.runfolder import REBUILD, RunData, read_predictions
 from normlab.stats import holm, mcnemar_exact, min_detectable, paired
-from normlab.table import Table, format_p, signed_points
+from normlab.table import Table, format_p, signed_ci, signed_points
 
 ALPHA = 0.05   # level of every test and of the detectable difference
 POWER = 0.8    # power of the detectable difference
@@ -185,8 +185,7 @@ def comparison_table(comparisons: list[Comparison], markdown: bool = True) -> Ta
         return "–" if x is None else fmt(x)
 
     for c in comparisons:
-        ci = (f"[{signed_points(c.ci_lo)}, {signed_points(c.ci_hi)}]"
-              if c.ci_lo is not None else "–")
+        ci = signed_ci(c.ci_lo, c.ci_hi)
         t.rows.append([f"{name(c.a)} vs {name(c.b)}", str(c.n), cell(c.diff, signed_points), ci,
                        cell(c.p, format_p), cell(c.p_holm, format_p),
                        "–" if c.only_a is None else f"{c.only_a} / {c.only_b}",

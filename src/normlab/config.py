@@ -377,6 +377,12 @@ class Config:
             d["variants"] = tuple(d["variants"])
         return cls(**d)
 
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> "Config":
+        """The Config of a folder's saved config.json dict: its fields, without the ``resolved``
+        record the study adds (device, seeds, variants as trained; not a Config field)."""
+        return cls.from_dict({k: v for k, v in saved.items() if k != "resolved"})
+
     def seed_list(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.seeds))
 

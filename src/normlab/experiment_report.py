@@ -32,7 +32,7 @@ from normlab.stats import describe, holm, mean_ci, min_detectable, paired
 from normlab.style import DPI, RC, line_styles, plain_log_y, save_figure
 from normlab.sweep import point_name
 from normlab.sweep_report import ValueAxis
-from normlab.table import Table, format_ci, format_p, format_pm, signed_points
+from normlab.table import Table, format_ci, format_p, format_pm, signed_ci, signed_points
 
 # (column, measure, title, digits)
 MEASURES = (("dead_pct", dead_pct, "dead ReLU units (%)", 2),
@@ -90,10 +90,9 @@ def posthoc_rows(sweep: SweepFolder, params: list[str], rows: list[dict],
         folder = sweep.point(point_name(values))
         if not folder.finished:
             continue
-        cfg = Config.from_dict({k: v for k, v in load_run(folder.path).config.items()
-                                if k != "resolved"})
+        cfg = Config.from_saved(load_run(folder.path).config)
         key = (cfg.dataset, cfg.train_subset, cfg.val, cfg.data_dir)
-        if key not in cache:
+        if key not in cache:   # on the CPU, where the checkpoints load: the same on any machine
             cache[key] = load_data(cfg.replace(device="cpu"), torch.device("cpu"))
         data = cache[key]
         if batch_stats:
@@ -140,8 +139,7 @@ def batch_stats_table(rows: list[dict], params: list[str]) -> Table:
     for key, rs in _groups(rows, params).items():
         run, bat = [r["acc_running"] for r in rs], [r["acc_batch"] for r in rs]
         d = paired(bat, run)
-        ci = (f"[{signed_points(d['ci_lo'])}, {signed_points(d['ci_hi'])}]"
-              if d["ci_lo"] is not None else "–")
+        ci = signed_ci(d["ci_lo"], d["ci_hi"])
         t.rows.append([fmt_value(v) for v in key[:-1]] + [
             f"`{key[-1]}`", str(len(rs)), format_pm(describe(run), 2), format_pm(describe(bat), 2),
             signed_points(d["diff"]), ci])
@@ -197,8 +195,7 @@ def setting_table(comparisons: list[dict], params: list[str], reference) -> Tabl
               numeric=set(range(len(others))) | {len(others) + i for i in range(1, 7)})
     for c in comparisons:
         tested = c.get("diff") is not None
-        ci = (f"[{signed_points(c['lo'])}, {signed_points(c['hi'])}]"
-              if tested and c.get("lo") is not None else "–")
+        ci = signed_ci(c.get("lo") if tested else None, c.get("hi"))
         t.rows.append([fmt_value(c[o]) for o in others] + [
             f"`{c['spec']}`", fmt_value(c[x]), str(c["n"]),
             signed_points(c["diff"]) if tested else "–", ci,
@@ -282,7 +279,7 @@ def cpu_time(sweep: SweepFolder) -> tuple[float, str]:
             continue
         run = load_run(point.path)
         seconds += float((run.timing or {}).get("wall_seconds") or 0.0)
-        cpus.add(str(run.env.get("cpu") or run.env.get("processor") or "unknown CPU"))
+        cpus.add(str(run.env.get("cpu") or "unknown CPU"))
     return seconds, ", ".join(sorted(cpus))
 
 

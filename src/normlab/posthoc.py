@@ -21,8 +21,9 @@ import torch
 from normlab import norms
 from normlab.batches import batch_bounds
 from normlab.config import Config
+from normlab.diagnostics import probe_images
 from normlab.model import Net
-from normlab.runfolder import PROBE_SIZE, RunFolder, six_digits
+from normlab.runfolder import RunFolder, six_digits
 
 
 @torch.no_grad()
@@ -76,7 +77,8 @@ def gradient_rows(folder: RunFolder, cfg: Config, train_images: torch.Tensor,
                   train_labels: torch.Tensor, mean: float, std: float) -> list[dict]:
     """Per finished run of the study ``folder`` (trained with ``cfg``): ``variant``, ``seed`` and
     ``loss_grad_ratio`` (:func:`loss_gradient_ratio` on the first PROBE_SIZE training images)."""
-    images, labels = train_images[:PROBE_SIZE], train_labels[:PROBE_SIZE]
+    images = probe_images(train_images)
+    labels = train_labels[:len(images)]
     return [{"variant": v.name, "seed": seed,
              "loss_grad_ratio": six_digits(loss_gradient_ratio(net, images, labels, mean, std))}
             for v, seed, net in final_nets(folder, cfg)]

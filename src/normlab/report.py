@@ -257,7 +257,7 @@ def write_report(run_dir: str | Path, mode: str = "confident",
     folder = run.folder
     fix = f"restore it from a copy of the run folder, or {REBUILD}"
     try:  # the saved config must still be one normlab accepts
-        Config.from_dict({k: v for k, v in run.config.items() if k != "resolved"})
+        Config.from_saved(run.config)
     except (ConfigError, TypeError) as e:
         raise RunFolderError(f"{folder.config} holds an invalid config ({e}); {fix}") from None
     # Asked for with data_dir: bad input if they cannot be loaded, checked before any writing.

@@ -13,9 +13,6 @@ not decide for us:
   edge cases; :func:`min_detectable`: the smallest true difference that test detects with a
   given power (noncentral t); :func:`mcnemar_exact`: the exact McNemar test on discordant
   counts (``binomtest``); :func:`holm`: Holm's step-down adjustment of several p-values.
-* :func:`t_cdf`, :func:`t_sf`, :func:`t_sf2`, :func:`t_ppf`: one-line wrappers over
-  ``scipy.stats.t`` that return plain floats and raise ValueError on bad arguments (SciPy
-  returns nan instead).
 """
 
 from __future__ import annotations
@@ -25,45 +22,9 @@ import statistics
 import warnings
 from typing import Sequence
 
-from scipy.stats import t as _t
 from scipy.optimize import brentq
 from scipy.stats import binomtest, nct, ttest_1samp, ttest_ind, ttest_rel
-
-
-# ----------------------------------------------------------------------------------------------
-# Student's t (SciPy), with argument checks
-
-
-def _check_df(df: float) -> None:
-    if not (isinstance(df, (int, float)) and df > 0 and not math.isnan(df)):
-        raise ValueError(f"degrees of freedom must be > 0, got {df!r}")
-
-
-def t_sf2(t: float, df: float) -> float:
-    """Two-sided tail probability P(|T| >= |t|) of Student's t with ``df`` degrees of freedom."""
-    _check_df(df)
-    # Twice the upper tail of |t| (not 1 - cdf) so tiny p-values keep their precision.
-    return float(2.0 * _t.sf(abs(t), df))
-
-
-def t_sf(t: float, df: float) -> float:
-    """Upper tail P(T >= t)."""
-    _check_df(df)
-    return float(_t.sf(t, df))
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` (> 0, any real) degrees of freedom."""
-    _check_df(df)
-    return float(_t.cdf(t, df))
-
-
-def t_ppf(p: float, df: float) -> float:
-    """Quantile of Student's t: the t with P(T <= t) = p, for 0 < p < 1."""
-    _check_df(df)
-    if not 0.0 < p < 1.0:
-        raise ValueError(f"t_ppf needs 0 < p < 1, got {p!r}")
-    return float(_t.ppf(p, df))
+from scipy.stats import t as student_t
 
 
 # ----------------------------------------------------------------------------------------------
@@ -102,10 +63,6 @@ class MeanCI(tuple):
     @property
     def available(self) -> bool:
         return self.n >= 2
-
-    @property
-    def half_width(self) -> float:
-        return (self.hi - self.lo) / 2.0
 
     def __repr__(self) -> str:
         return (f"MeanCI(mean={self.mean!r}, lo={self.lo!r}, hi={self.hi!r}, n={self.n}, "
@@ -217,7 +174,7 @@ def min_detectable(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -
     if sd == 0:
         return 0.0
     df = n - 1
-    crit = float(_t.ppf(1 - alpha / 2, df))
+    crit = float(student_t.ppf(1 - alpha / 2, df))
 
     def shortfall(effect: float) -> float:
         ncp = effect * math.sqrt(n) / sd
@@ -252,4 +209,4 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 
 __all__ = ["MeanCI", "describe", "holm", "mcnemar_exact", "mean_ci", "min_detectable", "paired",
-           "t_cdf", "t_ppf", "t_sf", "t_sf2", "welch"]
+           "welch"]

@@ -19,6 +19,12 @@ def signed_points(x: float) -> str:
     return f"{x:+.2f}".replace("-", "−")
 
 
+def signed_ci(lo: float | None, hi: float | None, missing: str = "–") -> str:
+    """A confidence interval of a signed difference in points as "[lo, hi]"; ``missing`` when it
+    has none (fewer than two pairs)."""
+    return missing if lo is None else f"[{signed_points(lo)}, {signed_points(hi)}]"
+
+
 def format_p(p: float) -> str:
     """A p-value as printed: "< 0.001", 3 decimals below 0.1, else 2."""
     if p < 0.001:
