@@ -31,7 +31,7 @@ from normlab.runfolder import (BATCH_STAT_COLUMNS, MECHANISM_COLUMNS, PROBE_SIZE
 from normlab.stats import describe, holm, mean_ci, min_detectable, paired
 from normlab.style import DPI, RC, line_styles, plain_log_y, save_figure
 from normlab.sweep import point_name
-from normlab.sweep_report import ValueAxis
+from normlab.sweep_report import ValueAxis, point_groups
 from normlab.table import Table, format_ci, format_p, format_pm, signed_ci, signed_points
 
 # (column, measure, title, digits)
@@ -109,19 +109,12 @@ def _cell(values: list[float], digits: int) -> str:
     return f"{format_pm(stat, digits)} {format_ci(stat, digits, missing='')}".strip()
 
 
-def _groups(rows: list[dict], params: list[str]) -> dict[tuple, list[dict]]:
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in rows:
-        groups[tuple(r[p] for p in params) + (r["variant"],)].append(r)
-    return groups
-
-
 def mechanism_table(rows: list[dict], params: list[str]) -> Table:
     """One line per point and variant: N and every measure as mean ± std [95% CI]."""
     shown = [m for m in MEASURES if any(r.get(m[0]) is not None for r in rows)]
     t = Table(params + ["variant", "N"] + [title for _, _, title, _ in shown],
               numeric=set(range(len(params))) | set(range(len(params) + 1, len(params) + 2 + len(shown))))
-    for key, rs in _groups(rows, params).items():
+    for key, rs in point_groups(rows, params).items():
         cells = []
         for col, _, _, digits in shown:
             vals = [r[col] for r in rs if r.get(col) is not None and math.isfinite(r[col])]
@@ -136,7 +129,7 @@ def batch_stats_table(rows: list[dict], params: list[str]) -> Table:
     t = Table(params + ["variant", "N", "running stats acc (%)", "batch stats acc (%)",
                         "batch − running (points)", "95% CI"],
               numeric=set(range(len(params))) | {len(params) + i for i in range(1, 6)})
-    for key, rs in _groups(rows, params).items():
+    for key, rs in point_groups(rows, params).items():
         run, bat = [r["acc_running"] for r in rs], [r["acc_batch"] for r in rs]
         d = paired(bat, run)
         ci = signed_ci(d["ci_lo"], d["ci_hi"])

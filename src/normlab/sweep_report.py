@@ -31,6 +31,15 @@ def selection_metric(rows: list[dict]) -> tuple[str, str]:
     return "final_test_acc", "test"
 
 
+def point_groups(rows: list[dict], params: list[str]) -> dict[tuple, list[dict]]:
+    """The runs of ``rows`` (sweep.csv rows) that differ only in their seed, keyed by
+    ``(value of each of params..., variant)``, in the order of their first row."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[p] for p in params) + (r["variant"],), []).append(r)
+    return groups
+
+
 def sweep_table(rows: list[dict], params: list[str]) -> Table:
     """One line per group of runs that differ only in their seed (every swept setting and the
     variant in common): N, the number of its runs that finished (with "of M" when some did not),
@@ -41,10 +50,7 @@ def sweep_table(rows: list[dict], params: list[str]) -> Table:
     t = Table(list(params) + ["variant", "N", f"final {word} acc (%)", "95% CI",
                               f"best {word} acc (%)"],
               numeric=set(range(len(params))) | {len(params) + i for i in (1, 2, 3, 4)})
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(tuple(r[p] for p in params) + (r["variant"],), []).append(r)
-    for key, rs in groups.items():
+    for key, rs in point_groups(rows, params).items():
         ok = [r for r in rs if r["status"] == "ok" and r[metric] is not None]
         fin = describe([r[metric] for r in ok])
         best = describe([r[best_key] for r in ok])
