@@ -14,25 +14,18 @@ from pathlib import Path
 import torch
 
 from normlab.config import Config
-from normlab.model import Net, penalized_weights
+from normlab.model import penalized_weights
+from normlab.posthoc import final_nets
 from normlab.runfolder import WEIGHT_THRESHOLDS, RunFolder, SweepFolder, load_run
-from normlab.store import load_checkpoint
 
 
 def weight_stats(run_dir: Path) -> list[tuple]:
     run = load_run(run_dir)
-    cfg = Config.from_saved(run.config)
     rows = []
-    for name, s in run.summary["variants"].items():
-        for seed in s["seeds"]:
-            if seed in s["diverged_seeds"]:  # a diverged run leaves no checkpoint
-                continue
-            state = load_checkpoint(run.folder.checkpoint(name, seed))
-            model = Net(cfg.model_config(name))   # the canonical spec: norm and +ws
-            model.load_state_dict(state["model"])
-            w = torch.cat([p.detach().flatten() for p in penalized_weights(model)]).abs()
-            rows.append((name, s["l1"], seed, w.numel(), round(float(w.sum()), 4),
-                         *(round(100.0 * float((w < t).float().mean()), 2) for t in WEIGHT_THRESHOLDS)))
+    for v, seed, model in final_nets(run.folder, Config.from_saved(run.config)):
+        w = torch.cat([p.detach().flatten() for p in penalized_weights(model)]).abs()
+        rows.append((v.name, v.l1, seed, w.numel(), round(float(w.sum()), 4),
+                     *(round(100.0 * float((w < t).float().mean()), 2) for t in WEIGHT_THRESHOLDS)))
     return rows
 
 
