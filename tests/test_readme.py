@@ -257,3 +257,20 @@ def test_readme_names_every_sweepable_setting() -> None:
     text = _section("## Sweeps")
     missing = [name for name in SWEEPABLE if f"`{name}`" not in text]
     assert not missing, f"README's Sweeps section does not name {missing}"
+
+
+def test_notebook_run_is_seed_0_of_the_study() -> None:
+    """README says the notebook's committed run (results/mnist-default) and seed 0 of the
+    five-seed study (results/mnist) agree to the last digit: the same config but the seed count,
+    and the same metrics rows for seed 0, so the two committed folders come from one engine."""
+    study = RunFolder(ROOT / "results" / "mnist")
+    notebook = RunFolder(ROOT / "results" / "mnist-default")
+    saved = [json.loads(f.config.read_text()) for f in (study, notebook)]
+    assert [{k: v for k, v in c.items() if k not in ("seeds", "resolved")} for c in saved] \
+        == [{k: v for k, v in saved[0].items() if k not in ("seeds", "resolved")}] * 2
+
+    def seed_0(folder: RunFolder) -> list[dict]:
+        with open(folder.metrics, newline="") as f:
+            return [r for r in csv.DictReader(f) if r["seed"] == "0"]
+
+    assert seed_0(notebook) and seed_0(notebook) == seed_0(study)
