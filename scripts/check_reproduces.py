@@ -1,0 +1,108 @@
+"""Does the code here still train what a committed run folder holds?
+
+Re-trains the first group of runs of a finished study (the runs it trained as one network, with
+its torch threads per worker, on its device) for its first N epochs, with the folder's saved
+config and data, and compares every metric of those epochs with the folder's metrics.csv, bit
+for bit:
+
+    python scripts/check_reproduces.py results/mnist --epochs 1
+
+Exit code 0 when every value is identical, 1 when one differs (the first differences are
+printed), 2 for bad input. Bits hold only for the same engine on the same kind of machine:
+another CPU type (``env.json`` names the one that wrote the folder) may pick kernels of another
+instruction set, which round differently, and the run then takes another path from its first
+steps; so may another number of cores, through the pixel mean and standard deviation, which are
+summed in parallel with every core (compared first, with config.json's record). A difference on
+the machine type that wrote the folder means the engine changed what it computes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from normlab.config import Config
+from normlab.device import select_device
+from normlab.errors import NormlabError
+from normlab.runfolder import METRIC_COLUMNS, load_run
+from normlab.study import load_data, make_plan
+from normlab.train import GroupTrainer
+
+SHOWN = 10   # differences printed at most
+
+
+def same(a, b) -> bool:
+    """Equal to the last bit (both missing counts as equal)."""
+    return (a is None and b is None) or (a is not None and b is not None and float(a) == float(b))
+
+
+def check(run_dir: str, epochs: int = 1, data_dir: str | None = None) -> list[str]:
+    """The differences, one line each, between ``epochs`` re-trained epochs of the first group of
+    runs in ``run_dir`` and its metrics.csv; empty when every value is identical."""
+    run = load_run(run_dir)
+    cfg = Config.from_saved(run.config)
+    if data_dir is not None:
+        cfg = cfg.replace(data_dir=data_dir)
+    if not 1 <= epochs <= cfg.epochs:
+        raise NormlabError(f"--epochs {epochs} is outside the folder's 1..{cfg.epochs} epochs; "
+                           "give a number in that range")
+    resolved = run.config.get("resolved") or {}
+    device = select_device(str(resolved.get("device") or cfg.device))
+    plan = make_plan(cfg, device, group_size=resolved.get("group_size"), workers=1,
+                     threads=resolved.get("threads_per_worker"))
+    group = plan.groups[0]
+    saved = {(r["variant"], r["seed"], r["epoch"]): r for r in run.metrics}
+    # Loaded as the study loads it, before its workers' thread count is set: the pixel mean is a
+    # parallel float32 sum, whose last bits depend on the threads that compute it.
+    data = load_data(cfg, device)
+    differences = [f"pixel {name}: {mine!r} here, {theirs!r} in the folder's config.json"
+                   for name, mine, theirs in (("mean", data.mean, resolved.get("pixel_mean")),
+                                              ("std", data.std, resolved.get("pixel_std")))
+                   if theirs is not None and not same(mine, theirs)]
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(plan.threads)
+    try:
+        trainer = GroupTrainer(cfg, group, data.train, data.test, data.mean, data.std,
+                               val=data.val)
+        for _ in range(epochs):
+            for i, row in trainer.train_epoch():
+                variant, seed = group[i]
+                want = saved.get((variant.name, seed, row["epoch"]))
+                where = f"{variant.name} seed {seed} epoch {row['epoch']}"
+                if want is None:
+                    differences.append(f"{where}: not in the folder's metrics.csv")
+                    continue
+                differences += [f"{where} {col}: {row[col]!r} here, {want[col]!r} in the folder"
+                                for col in METRIC_COLUMNS[3:] if not same(row[col], want[col])]
+    finally:
+        torch.set_num_threads(old_threads)
+    return differences
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Re-train the first epochs of a run folder's first "
+                                "group of runs and compare its metrics bit for bit.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished study's run folder")
+    p.add_argument("--epochs", type=int, default=1, help="epochs to re-train (default: 1)")
+    p.add_argument("--data-dir", default=None,
+                   help="where the dataset is (default: the folder's config, $NORMLAB_DATA, the "
+                        "cache)")
+    args = p.parse_args(argv)
+    try:
+        differences = check(args.run_dir, args.epochs, args.data_dir)
+    except (NormlabError, ValueError) as e:
+        print(f"check_reproduces: error: {e}", file=sys.stderr)
+        return 2
+    if differences:
+        print(f"{len(differences)} values differ from {args.run_dir}:")
+        print("\n".join(differences[:SHOWN]))
+        return 1
+    print(f"the first {args.epochs} epoch(s) of {args.run_dir}'s first group of runs reproduce "
+          "bit for bit")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
