@@ -32,8 +32,8 @@ def test_weight_stats_are_those_of_the_saved_kernels(trained, load_script) -> No
     of those weights below its threshold."""
     script = load_script("scripts/l1_weights.py")
     rows = script.weight_stats(trained.path)
-    assert [(r[0], r[1], r[2]) for r in rows] == [("bn+l1=0.0001", 1e-4, 0), ("bn+l1=0.01", 1e-2, 0),
-                                                  ("gn", 0.0, 0)]
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        ("bn+l1=0.0001", 1e-4, 0), ("bn+l1=0.01", 1e-2, 0), ("gn", 0.0, 0)]
     for name, _, seed, count, total, *shares in rows:
         state = load_checkpoint(trained.checkpoint(name, seed))["model"]
         w = torch.cat([t.flatten() for t in state.values() if t.dim() in (2, 4)]).abs()

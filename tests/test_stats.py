@@ -1,4 +1,5 @@
-"""stats.py against published t quantiles and hand-worked Welch examples, and describe() against the summary.json rules."""
+"""stats.py against published t quantiles and hand-worked Welch examples, and describe() against
+the summary.json rules."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def test_mean_ci() -> None:
     assert mean == 3.0 and lo == pytest.approx(3 - half, abs=1e-6)
     assert hi == pytest.approx(3 + half, abs=1e-6)
     ci = mean_ci([2.0, 4.0], level=0.9)  # t_{0.95,1} = 6.313752
-    assert ci.available and (ci.hi - ci.lo) / 2 == pytest.approx(6.313752 * math.sqrt(2) / math.sqrt(2),
+    half_width = (ci.hi - ci.lo) / 2
+    assert ci.available and half_width == pytest.approx(6.313752 * math.sqrt(2) / math.sqrt(2),
                                                            abs=1e-6)
 
 

@@ -140,7 +140,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                        formatter_class=HelpFormatter,
                        description=f"Compute {explained} by hand on a small "
                                    "example tensor, Ghost BatchNorm on a 4-image one, and weight "
-                                   "standardization (+ws) of a small kernel; print the statistics and the largest difference "
+                                   "standardization (+ws) of a small kernel; print the "
+                                   "statistics and the largest difference "
                                    "from PyTorch's layers (exit code 1 if any exceeds 1e-5), and the "
                                    "parameters each norm adds to normlab's model.")
     p.add_argument("--seed", type=seed_int, default=D(0), help="seed of the example tensor")

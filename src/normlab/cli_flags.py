@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-from normlab.config import DATASET_NAMES, DEFAULT_L1, DEFAULT_L2, MAX_SEED, MAX_SEEDS, PRECISIONS, Config
+from normlab.config import (DATASET_NAMES, DEFAULT_L1, DEFAULT_L2, MAX_SEED, MAX_SEEDS, PRECISIONS,
+                            Config)
 from normlab.errors import ConfigError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, FIGURE_FORMATS, parse_formats
 
@@ -185,8 +186,8 @@ def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study") -> 
                         "0: auto (CPU: one per core, GPU: 1)")
     p.add_argument("--precision", default=D(DEFAULTS.precision), choices=PRECISIONS,
                    help="arithmetic of the forward pass: fp32, or bf16 autocast (float32 weights "
-                        "and optimizer); auto: bf16 on a CUDA GPU of compute capability 8.0 or newer, "
-                        "fp32 elsewhere")
+                        "and optimizer); auto: bf16 on a CUDA GPU of compute capability 8.0 "
+                        "or newer, fp32 elsewhere")
     p.add_argument("--compile", action="store_true", default=D(False),
                    help="torch.compile the training network (slower start, faster steps on a GPU)")
     p.add_argument("--no-diagnostics", dest="diagnostics", action="store_false", default=D(True),
