@@ -11,9 +11,9 @@ Exit code 0 when every value is identical, 1 when one differs (the first differe
 printed), 2 for bad input. Bits hold only for the same engine on the same kind of machine:
 another CPU type (``env.json`` names the one that wrote the folder) may pick kernels of another
 instruction set, which round differently, and the run then takes another path from its first
-steps; so may another number of cores, through the pixel mean and standard deviation, which are
-summed in parallel with every core (compared first, with config.json's record). A difference on
-the machine type that wrote the folder means the engine changed what it computes.
+steps. The pixel mean and standard deviation that normalize the data are compared first, with
+config.json's record. A difference on the machine type that wrote the folder means the engine
+changed what it computes.
 """
 
 from __future__ import annotations
@@ -54,8 +54,6 @@ def check(run_dir: str, epochs: int = 1, data_dir: str | None = None) -> list[st
                      threads=resolved.get("threads_per_worker"))
     group = plan.groups[0]
     saved = {(r["variant"], r["seed"], r["epoch"]): r for r in run.metrics}
-    # Loaded as the study loads it, before its workers' thread count is set: the pixel mean is a
-    # parallel float32 sum, whose last bits depend on the threads that compute it.
     data = load_data(cfg, device)
     differences = [f"pixel {name}: {mine!r} here, {theirs!r} in the folder's config.json"
                    for name, mine, theirs in (("mean", data.mean, resolved.get("pixel_mean")),

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from normlab.batches import augment, batch_bounds
+from normlab.batches import augment, batch_bounds, split_stats, to_device_split
 from normlab.config import Config
 from normlab.device import select_device
 from normlab.errors import ConfigError
@@ -594,3 +594,25 @@ def test_the_network_trains_in_its_memory_format(random_splits, arch, norms, fmt
             # The tolerance of the grouped-training test above: rounding, grown over 2 steps.
             torch.testing.assert_close(twin.multi.member_state_dict(m)[key], v, rtol=1e-3,
                                        atol=1e-4, msg=lambda text, key=key: f"{key}: {text}")
+
+
+@pytest.mark.parametrize("n", [48, 300, 5000])
+def test_split_stats_do_not_depend_on_the_thread_count(n: int, seeded) -> None:
+    """The pixel mean and std that normalize every split are the same with 1 and 2 torch
+    threads, and equal the float64 mean and sample std of the pixels rounded to float32 (a
+    float32 parallel sum gives other last bits with another thread count)."""
+    import numpy as np
+
+    images = torch.randint(0, 256, (n, 28, 28), generator=seeded(n), dtype=torch.uint8)
+    split = to_device_split(images, torch.zeros(n, dtype=torch.long), torch.device("cpu"))
+    pixels = split.images.numpy().astype(np.float64).ravel()
+    want = (float(np.float32(pixels.mean())), float(np.float32(pixels.std(ddof=1))))
+    threads = torch.get_num_threads()
+    try:
+        got = []
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            got.append(split_stats(split))
+    finally:
+        torch.set_num_threads(threads)
+    assert got[0] == got[1] == want
