@@ -140,13 +140,14 @@ def continued_rows(main: str, more: list[str], point: str, rows: list[dict],
     param = parse_param(point)
     name = param.name
     seen = point_values(rows, point, metric)
+    main_config = point_config(main, point)
     out = list(rows)
     for folder in more:
         sweep, _, swept = read_sweep(folder)
         if swept != [name]:
             raise ConfigError(f"{folder} sweeps {', '.join(map(str, swept))}, not {name}; give a "
                               f"folder of the same sweep as {main}, run with other seeds")
-        check_pairable(point_config(main, point), point_config(folder, point), point, point)
+        check_pairable(main_config, point_config(folder, point), point, point)
         extra = [r for r in sweep.read_table() if r[name] == param.values[0]]
         if not any(r["status"] == "ok" and r[metric] is not None for r in extra):
             raise ConfigError(f"{folder} has no finished run at {point}; finish that sweep (run "

@@ -53,8 +53,9 @@ N_TEST = 60   # test images of the synthetic run folders and (default) of synthe
 
 @pytest.fixture(scope="session")
 def seeded() -> Callable[[int], torch.Generator]:
-    """A factory: ``seeded(s)`` is a new CPU torch.Generator seeded with ``s``."""
-    return lambda seed: torch.Generator().manual_seed(seed)
+    """A factory: ``seeded(s)`` is a new CPU torch.Generator seeded with ``s``
+    (:func:`helpers.generator`)."""
+    return helpers.generator
 
 
 @pytest.fixture()

@@ -255,8 +255,8 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
             axis.draw(ax, x_param)
         for ax in list(fig.axes)[n:]:
             ax.set_visible(False)
-        handles, names = fig.axes[0].get_legend_handles_labels()
-        fig.legend(handles, names, loc="lower center", ncol=min(5, len(names)), frameon=False)
+        handles, legend = fig.axes[0].get_legend_handles_labels()
+        fig.legend(handles, legend, loc="lower center", ncol=min(5, len(legend)), frameon=False)
         fig.suptitle(f"Final-epoch diagnostics against {x_param} (mean and 95% CI over "
                      f"{len({r['seed'] for r in rows})} seeds; bars clipped to the axes)")
         fig.tight_layout(rect=(0, 0.06, 1, 0.96))
