@@ -190,6 +190,27 @@ def test_mcnemar_exact_and_holm() -> None:
     assert holm([0.5, 0.9]) == [1.0, 1.0] and holm([]) == []
 
 
+def test_holm_leaves_untested_out_of_the_family() -> None:
+    """A None (a comparison without a test) stays None and does not count: Holm on (0.01, None,
+    0.04, 0.03) adjusts the three p-values as a family of three, (0.03, 0.06, 0.06)."""
+    from normlab.stats import holm
+
+    assert holm([0.01, None, 0.04, 0.03]) == pytest.approx([0.03, None, 0.06, 0.06])
+    assert holm([None, None]) == [None, None]
+
+
+def test_paired_reports_its_detectable_difference() -> None:
+    """paired's ``detectable`` is min_detectable of the differences' sd and the pair count (80%
+    power at 5%); exact differences detect anything (0); one pair has none."""
+    from normlab.stats import min_detectable, paired
+
+    a, b = [99.5, 99.4, 99.6, 99.45], [99.4, 99.42, 99.5, 99.3]
+    r = paired(a, b)
+    assert r["detectable"] == min_detectable(r["sd"], 4)
+    assert paired([2.0, 3.0], [1.0, 2.0])["detectable"] == 0.0
+    assert paired([99.4], [99.3])["detectable"] is None
+
+
 @pytest.mark.parametrize("n", [2, 3, 5, 8, 20])
 def test_min_detectable_has_its_power_for_every_n(n: int) -> None:
     """For 2 to 20 pairs, the returned difference has power 0.80 (two-sided, 5% level) by the

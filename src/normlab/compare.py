@@ -38,11 +38,9 @@ from itertools import combinations
 
 from normlab.errors import RunFolderError
 from normlab.runfolder import REBUILD, RunData, read_predictions
-from normlab.stats import holm, mcnemar_exact, min_detectable, paired
+from normlab.stats import ALPHA, POWER, holm, mcnemar_exact, paired
 from normlab.table import Table, format_p, signed_ci, signed_points
 
-ALPHA = 0.05   # level of every test and of the detectable difference
-POWER = 0.8    # power of the detectable difference
 # Accuracies are percentages of whole test images; differences are rounded to this many
 # decimals so that floating-point noise never poses as a spread of the differences.
 DIFF_DECIMALS = 9
@@ -102,9 +100,7 @@ def compare(accuracy: dict[str, dict[int, float]],
         if seeds:
             t = paired(list(diffs), [0.0] * len(diffs))
             fields = dict(diff=t["diff"], ci_lo=t["ci_lo"], ci_hi=t["ci_hi"], sd=t["sd"],
-                          p=t["p"])
-            if t["sd"] is not None:
-                fields["detectable"] = min_detectable(t["sd"], len(seeds), ALPHA, POWER)
+                          p=t["p"], detectable=t["detectable"])
         counts = discordant.get((a, b), {})
         if seeds and all(s in counts for s in seeds):
             only_a = sum(counts[s][0] for s in seeds)
@@ -112,9 +108,8 @@ def compare(accuracy: dict[str, dict[int, float]],
             fields.update(only_a=only_a, only_b=only_b, mcnemar_p=mcnemar_exact(only_a, only_b))
         out.append(Comparison(a, b, seeds, diffs, **fields))
     for key in ("p", "mcnemar_p"):
-        tested = [i for i, c in enumerate(out) if getattr(c, key) is not None]
-        for i, adj in zip(tested, holm([getattr(out[i], key) for i in tested])):
-            out[i] = replace(out[i], **{f"{key}_holm": adj})
+        adjusted = holm([getattr(c, key) for c in out])
+        out = [replace(c, **{f"{key}_holm": adj}) for c, adj in zip(out, adjusted)]
     return out
 
 
@@ -194,5 +189,5 @@ def comparison_table(comparisons: list[Comparison], markdown: bool = True) -> Ta
     return t
 
 
-__all__ = ["ALPHA", "POWER", "Comparison", "accuracy_from_summary", "compare",
-           "comparison_table", "discordant_counts", "run_comparisons"]
+__all__ = ["Comparison", "accuracy_from_summary", "compare", "comparison_table",
+           "discordant_counts", "run_comparisons"]

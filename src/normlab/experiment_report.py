@@ -28,7 +28,7 @@ from normlab.findings import fmt_value
 from normlab.errors import RunFolderError
 from normlab.runfolder import (BATCH_STAT_COLUMNS, MECHANISM_COLUMNS, PROBE_SIZE, SweepFolder,
                                load_diagnostics, load_run, six_digits)
-from normlab.stats import describe, holm, mean_ci, min_detectable, paired
+from normlab.stats import describe, holm, mean_ci, paired
 from normlab.style import DPI, RC, line_styles, plain_log_y, save_figure
 from normlab.sweep import point_name
 from normlab.sweep_report import ValueAxis, point_groups
@@ -171,12 +171,11 @@ def setting_comparisons(rows: list[dict], params: list[str], reference) -> list[
             if seeds:
                 d = paired([acc[key + (value,)][s] for s in seeds], [base[s] for s in seeds])
                 item.update(diff=d["diff"], lo=d["ci_lo"], hi=d["ci_hi"], p=d["p"],
-                            detectable=min_detectable(d["sd"], d["n"]) if d["sd"] is not None
-                            else None)
+                            detectable=d["detectable"])
             out.append(item)
-    tested = [c for c in out if c.get("p") is not None]
-    for c, adjusted in zip(tested, holm([c["p"] for c in tested])):
-        c["holm_p"] = adjusted
+    for c, adjusted in zip(out, holm([c.get("p") for c in out])):
+        if adjusted is not None:
+            c["holm_p"] = adjusted
     return out
 
 

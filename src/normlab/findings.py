@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import statistics
 
-from normlab.compare import ALPHA, POWER, Comparison, accuracy_from_summary, compare
-from normlab.stats import welch
+from normlab.compare import Comparison, accuracy_from_summary, compare
+from normlab.stats import ALPHA, POWER, welch
 from normlab.table import format_p, signed_points
 
 

@@ -52,11 +52,6 @@ class _Curve:
     def __bool__(self) -> bool:
         return bool(self.epochs)
 
-    def best(self, higher_is_better: bool) -> int:
-        """Index of the best mean point (earliest on ties)."""
-        sign = 1.0 if higher_is_better else -1.0
-        return max(range(len(self.mean)), key=lambda i: (sign * self.mean[i], -i))
-
 
 def _seeds_phrase(curves: Sequence[_Curve], band: bool = True) -> str:
     ns = sorted({c.n for c in curves if c})
@@ -179,7 +174,7 @@ def _curve_figure(run: RunData, column: str, path: Path, formats: Sequence[str])
                 ax.fill_between(c.epochs, c.lo, c.hi, color=color, alpha=0.18, linewidth=0)
             (line,) = ax.plot(c.epochs, c.mean, color=color, linewidth=2.2,
                               marker="o" if markers else None, markersize=4)
-            b = c.best(higher_is_better=accuracy)
+            b = c.epochs.index(run.best_epoch(v, column, higher_is_better=accuracy))
             ax.plot([c.epochs[b]], [c.mean[b]], marker="*", markersize=16, color=color,
                     markeredgecolor="white", markeredgewidth=1.2, linestyle="none", zorder=5)
             handles.append(line)

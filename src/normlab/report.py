@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Sequence
 
 from normlab import norms
-from normlab.compare import ALPHA, POWER, Comparison, comparison_table, run_comparisons
+from normlab.compare import Comparison, comparison_table, run_comparisons
 from normlab.config import completed
 from normlab.errors import ConfigError, DataError, RunFolderError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.findings import findings
 from normlab.runfolder import (PROBE_SIZE, REBUILD, RunData, SweepFolder, is_number,
                                load_run, load_test_images)
+from normlab.stats import ALPHA, POWER
 from normlab.table import results_table, signed_points
 
 
@@ -42,8 +43,8 @@ def variant_results(run: RunData) -> list[VariantResult]:
     out = []
     for name in run.variants:
         s = run.summary["variants"][name]
-        curve = {e: statistics.fmean(v) for e, v in run.per_epoch(name, "test_acc").items()}
-        best_epoch = max(curve, key=lambda e: (curve[e], -e)) if curve else None
+        curve = run.mean_per_epoch(name, "test_acc")
+        best_epoch = run.best_epoch(name, "test_acc")
         gaps = []
         for seed in run.ok_seeds(name):
             rows = run.rows(name, seed)

@@ -10,9 +10,10 @@ not decide for us:
   difference of two means, with normlab's edge cases (fewer than two values: no inference;
   zero variance: an exact difference, where SciPy returns nan).
 * :func:`paired`: the paired t-test (``ttest_rel``) of runs that share a seed, with the same
-  edge cases; :func:`min_detectable`: the smallest true difference that test detects with a
-  given power (noncentral t); :func:`mcnemar_exact`: the exact McNemar test on discordant
-  counts (``binomtest``); :func:`holm`: Holm's step-down adjustment of several p-values.
+  edge cases and the smallest true difference it detects (:func:`min_detectable`, noncentral
+  t, with :data:`POWER` at :data:`ALPHA`); :func:`mcnemar_exact`: the exact McNemar test on
+  discordant counts (``binomtest``); :func:`holm`: Holm's step-down adjustment of several
+  p-values.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from typing import Sequence
 from scipy.optimize import brentq
 from scipy.stats import binomtest, nct, ttest_1samp, ttest_ind, ttest_rel
 from scipy.stats import t as student_t
+
+ALPHA = 0.05   # level of every test normlab reports, and of its detectable difference
+POWER = 0.8    # power of the detectable difference
 
 
 # ----------------------------------------------------------------------------------------------
@@ -138,9 +142,11 @@ def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
 
 def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
     """The paired t-test of ``a[i] - b[i]`` (``scipy.stats.ttest_rel``): runs with the same seed
-    paired across two variants. Returns ``dict(diff, ci_lo, ci_hi, t, df, p, sd, n)``: the mean
-    difference, its confidence interval at ``level``, and the sample sd of the differences.
-    Fewer than two pairs: no inference (None). Differences all equal: the difference is exact."""
+    paired across two variants. Returns ``dict(diff, ci_lo, ci_hi, t, df, p, sd, n, detectable)``:
+    the mean difference, its confidence interval at ``level``, the sample sd of the differences
+    and the smallest true difference the test detects with :data:`POWER` at :data:`ALPHA`
+    (:func:`min_detectable`). Fewer than two pairs: no inference (None). Differences all equal:
+    the difference is exact (and any difference detectable: 0)."""
     _check_level(level)
     if len(a) != len(b) or not a:
         raise ValueError(f"paired needs two equally long, non-empty lists, got {len(a)} and {len(b)}")
@@ -148,23 +154,23 @@ def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
     n = len(d)
     diff = math.fsum(d) / n
     out = {"diff": diff, "ci_lo": None, "ci_hi": None, "t": None, "df": None, "p": None,
-           "sd": None, "n": n}
+           "sd": None, "n": n, "detectable": None}
     if n < 2:
         return out
     sd = statistics.stdev(d)
     if sd == 0.0:
         out.update(ci_lo=diff, ci_hi=diff, sd=0.0, df=float(n - 1),
                    t=0.0 if diff == 0 else math.copysign(math.inf, diff),
-                   p=1.0 if diff == 0 else 0.0)
+                   p=1.0 if diff == 0 else 0.0, detectable=0.0)
         return out
     res = ttest_rel([float(x) for x in a], [float(y) for y in b])
     ci = res.confidence_interval(level)
     out.update(ci_lo=float(ci.low), ci_hi=float(ci.high), t=float(res.statistic),
-               df=float(res.df), p=float(res.pvalue), sd=sd)
+               df=float(res.df), p=float(res.pvalue), sd=sd, detectable=min_detectable(sd, n))
     return out
 
 
-def min_detectable(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float | None:
+def min_detectable(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float | None:
     """The smallest true mean difference that a two-sided paired t-test at ``alpha`` on ``n``
     pairs with differences of spread ``sd`` detects with probability ``power``: the exact
     noncentral-t answer (``scipy.stats.nct``), solved for the effect with ``scipy.optimize``.
@@ -196,17 +202,19 @@ def mcnemar_exact(b: int, c: int) -> float:
     return 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
 
 
-def holm(pvalues: Sequence[float]) -> list[float]:
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     """Holm's step-down adjustment of ``pvalues`` (family-wise error control), in the order
-    given. Hand-written: SciPy offers only false-discovery-rate control
+    given. A None (a comparison without a test, e.g. one pair) stays None and does not count
+    in the family. Hand-written: SciPy offers only false-discovery-rate control
     (``false_discovery_control``), and Holm is four lines."""
-    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
-    adjusted, running = [0.0] * len(pvalues), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(pvalues) - rank) * float(pvalues[i])))
+    tested = sorted((i for i, p in enumerate(pvalues) if p is not None), key=lambda i: pvalues[i])
+    adjusted: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * float(pvalues[i])))
         adjusted[i] = running
     return adjusted
 
 
-__all__ = ["MeanCI", "describe", "holm", "mcnemar_exact", "mean_ci", "min_detectable", "paired",
-           "welch"]
+__all__ = ["ALPHA", "POWER", "MeanCI", "describe", "holm", "mcnemar_exact", "mean_ci",
+           "min_detectable", "paired", "welch"]

@@ -8,6 +8,7 @@ folder. :func:`load_run` gives a :class:`RunData`; predictions are read per run 
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,24 @@ class RunData:
             for r in self.rows(variant, seed):
                 out.setdefault(r["epoch"], []).append(r[column])
         return dict(sorted(out.items()))
+
+    def mean_per_epoch(self, variant: str, column: str) -> dict[int, float]:
+        """The mean of ``column`` by epoch over the finished seeds of ``variant`` (fsum / n, as
+        ``stats.mean_ci``), leaving out non-finite values; an epoch with none is left out."""
+        out = {}
+        for epoch, values in self.per_epoch(variant, column).items():
+            finite = [float(v) for v in values if math.isfinite(v)]
+            if finite:
+                out[epoch] = math.fsum(finite) / len(finite)
+        return out
+
+    def best_epoch(self, variant: str, column: str, higher_is_better: bool = True) -> int | None:
+        """The epoch of the best :meth:`mean_per_epoch` of ``column`` (highest, or lowest with
+        ``higher_is_better=False``), the earliest on ties; None when no epoch has a value. The
+        report's "epoch of best" and the star on Graphs 1 and 2 both come from here."""
+        means = self.mean_per_epoch(variant, column)
+        sign = 1.0 if higher_is_better else -1.0
+        return max(means, key=lambda e: (sign * means[e], -e)) if means else None
 
 
 def is_number(v: object) -> bool:
