@@ -38,7 +38,7 @@ from itertools import combinations
 
 from normlab.errors import RunFolderError
 from normlab.runfolder import REBUILD, RunData, read_predictions
-from normlab.stats import ALPHA, POWER, holm, mcnemar_exact, paired
+from normlab.stats import ALPHA, holm, mcnemar_exact, paired
 from normlab.table import Table, format_p, signed_ci, signed_points
 
 # Accuracies are percentages of whole test images; differences are rounded to this many
