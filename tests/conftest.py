@@ -73,14 +73,14 @@ def _fail_download(url, timeout):
 
 
 def _go_offline(mp: pytest.MonkeyPatch, cache: Path) -> None:
-    mp.setattr(data, "_urlopen", _fail_download)
+    mp.setattr(data, "open_url", _fail_download)
     mp.delenv(data.CACHE_ENV, raising=False)
     mp.setenv("XDG_CACHE_HOME", str(cache))
 
 
 @pytest.fixture()
 def no_network(monkeypatch, tmp_path) -> Path:
-    """In this process: every download fails (``data._urlopen`` raises URLError), $NORMLAB_DATA is
+    """In this process: every download fails (``data.open_url`` raises URLError), $NORMLAB_DATA is
     unset and the cache folder is a new, empty one. Gives the cache root ($XDG_CACHE_HOME)."""
     cache = tmp_path / "xdg-cache"
     _go_offline(monkeypatch, cache)

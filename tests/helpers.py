@@ -32,6 +32,9 @@ MNIST_FILES = (
     "t10k-images-idx3-ubyte.gz",
     "t10k-labels-idx1-ubyte.gz",
 )
+# PyTorch's default eps of BatchNorm2d, GroupNorm and LayerNorm, which normlab's norms (and
+# GhostBatchNorm2d) keep: the tests' hand-written references use it too.
+EPS = 1e-5
 MIRRORS = ("https://mirror-one.invalid/data/", "https://mirror-two.invalid/data/")
 
 

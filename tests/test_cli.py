@@ -6,7 +6,7 @@ synthetic files; sizes set by SYNTHETIC_DATA below). Only what is about the proc
 through a real subprocess (conftest's ``synthetic_subprocess``): the exit code and stderr of the
 installed console script and of ``python -m normlab``, and the missing-data message of a process
 that finds no data and no network in its environment. The network is never used: in-process
-``data._urlopen`` fails (``synthetic_data``, ``no_network``), and subprocesses that reach the
+``data.open_url`` fails (``synthetic_data``, ``no_network``), and subprocesses that reach the
 download step get an unreachable local proxy. Every path of a run folder comes from
 :class:`normlab.runfolder.RunFolder`.
 """
@@ -280,7 +280,7 @@ def test_missing_data_in_process(no_network, tmp_path: Path, capsys) -> None:
         raise OSError("no network")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(data, "_urlopen", refuse)
+        mp.setattr(data, "open_url", refuse)
         code = main(["study", "--data-dir", str(empty), "--epochs", "1", "--out",
                      str(tmp_path / "out"), "--quiet"])
     assert code == 2

@@ -20,9 +20,7 @@ from normlab.axes_figure import draw_norm_axes, figure_title, stat_groups
 from normlab.explain import example_tensor, explain_text, norm_stats
 from normlab.model import ModelConfig, Net, count_params
 
-from helpers import REPO, generator
-
-EPS = 1e-5
+from helpers import EPS, REPO, generator
 
 
 def _layer(norm: str, c: int, groups: int) -> nn.Module:

@@ -104,6 +104,41 @@ def test_no_private_names_across_modules(folder: str) -> None:
     assert not bad, "private names imported across modules:\n" + "\n".join(bad)
 
 
+def _private(name: object) -> bool:
+    return isinstance(name, str) and name.startswith("_") and not name.startswith("__")
+
+
+@pytest.mark.parametrize("folder", ["src", "benchmarks", "scripts", "tests"])
+def test_no_private_names_reached_through_a_module(folder: str) -> None:
+    """Nor reaches one through an imported normlab module: no ``data._name`` read and no
+    ``setattr(data, "_name", ...)`` (a test's monkeypatch included) where ``data`` is another
+    module of normlab; a seam that tests replace is public."""
+    mods = _modules()
+    bad = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        name = next((n for n, p in mods.items() if p == path), path.stem)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        bound = {}   # local name -> the normlab module it is bound to
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                bound.update({a.asname: a.name for a in node.names if a.asname and a.name in mods})
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                bound.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names
+                              if f"{node.module}.{a.name}" in mods})
+        bound = {k: m for k, m in bound.items()
+                 if m != name and not name.startswith(m + ".") and not m.startswith(name + ".")}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                    and node.value.id in bound and _private(node.attr):
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value.id}.{node.attr}")
+            elif isinstance(node, ast.Call) and len(node.args) >= 2 \
+                    and isinstance(node.args[0], ast.Name) and node.args[0].id in bound \
+                    and isinstance(node.args[1], ast.Constant) and _private(node.args[1].value):
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: "
+                           f"{node.args[0].id}, {node.args[1].value!r}")
+    assert not bad, "private names reached through another module:\n" + "\n".join(bad)
+
+
 def test_modules_are_short_and_say_what_they_own() -> None:
     """Every module is under the line budget and opens with a docstring."""
     for name, path in _modules().items():

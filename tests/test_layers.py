@@ -10,7 +10,7 @@ channel's kernel minus its mean over (C_in, kH, kW), divided by sqrt(biased vari
 from __future__ import annotations
 
 import pytest
-from helpers import generator
+from helpers import EPS, generator
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from normlab.layers import WS_EPS, GhostBatchNorm2d, WSConv2d, standardize_weight
 from normlab.model import ConvNormAct, ModelConfig, Net, count_params
 
-EPS = 1e-5        # BatchNorm2d's default eps, which GhostBatchNorm2d keeps
 MOMENTUM = 0.1    # BatchNorm2d's default momentum
 
 

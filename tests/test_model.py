@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import generator
+from helpers import EPS, generator
 import torch
 import torch.nn as nn
 
@@ -17,8 +17,6 @@ from normlab.model import (
     make_norm,
     penalized_weights,
 )
-
-EPS = 1e-5  # PyTorch's default eps for BatchNorm2d / GroupNorm
 
 
 def _randomize_affine(m: nn.Module, g: torch.Generator) -> None:

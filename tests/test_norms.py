@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import generator
+from helpers import EPS, generator
 import torch
 import torch.nn as nn
 
@@ -23,8 +23,6 @@ from normlab.config import Config, Variant, parse_variant
 from normlab.errors import ConfigError
 from normlab.model import MultiNet, Net, count_params
 from normlab.norms import NORMS, NormSpec
-
-EPS = 1e-5
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from normlab import __version__
 from normlab.cli_flags import (DEFAULTS, HelpFormatter, Parser, add_format_flag, add_training_flags,
                                add_variant_seed_flags, nonneg_float, nonneg_int, number,
                                positive_int, seed_int)
-from normlab.config import RELOCATABLE, Config, continuation_diff
+from normlab.config import MISTAKE_MODES, RELOCATABLE, Config, continuation_diff
 from normlab.errors import NormlabError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab import norms
@@ -103,7 +103,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                        description="Regenerate every figure and report.md of a run folder from its "
                                    "saved files, without training.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder written by 'normlab study'")
-    p.add_argument("--mistakes", choices=("confident", "first"), default=D("confident"),
+    p.add_argument("--mistakes", choices=MISTAKE_MODES, default=D("confident"),
                    help="which 10 misclassified test images to show: the most confident mistakes "
                         "or the first ones by test index")
     p.add_argument("--data-dir", default=D(None),

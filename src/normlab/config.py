@@ -29,6 +29,7 @@ from normlab.norms import NORMS
 
 DATASET_NAMES = tuple(DATASETS)
 PRECISIONS = ("auto", "fp32", "bf16")
+MISTAKE_MODES = ("confident", "first")   # which misclassified images a report shows (mistakes.py)
 DEFAULT_L1 = 2e-5
 DEFAULT_L2 = 5e-4
 DEFAULT_WEIGHT_DECAY = 5e-4   # chosen on validation data: results/model-selection/weight-decay
@@ -428,4 +429,5 @@ _FIELD_DEFAULTS = {k: v for k, v in Config().to_dict().items() if k != "variants
 LEGACY_VALUES = {"weight_decay": 0.0}
 
 
-__all__ = ["Config", "completed", "config_diff", "parse_arch", "VAL_SEED", "ModelConfig", "Variant", "parse_variant", "parse_variants", "DATASET_NAMES"]
+__all__ = ["Config", "completed", "config_diff", "parse_arch", "VAL_SEED", "ModelConfig", "Variant",
+           "parse_variant", "parse_variants", "DATASET_NAMES", "MISTAKE_MODES", "PRECISIONS"]

@@ -245,8 +245,9 @@ def locate(name: str, data_dir: str | Path | None = None, download: bool = True)
 # Downloading
 
 
-def _urlopen(url: str, timeout: float) -> BinaryIO:
-    """Open ``url`` for reading. Module-level so tests can replace it (no network in tests)."""
+def open_url(url: str, timeout: float) -> BinaryIO:
+    """Open ``url`` for reading: the one network call normlab makes, public so that a caller
+    (or a test, which has no network) can replace it."""
     # Some mirrors refuse urllib's default User-Agent.
     request = urllib.request.Request(url, headers={"User-Agent": "normlab"})
     return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (fixed https/http URLs)
@@ -273,7 +274,7 @@ def _fetch(url: str, dest: Path, md5: str) -> None:
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
         h = hashlib.md5()
-        with os.fdopen(fd, "wb") as out, _urlopen(url, _TIMEOUT_S) as response:
+        with os.fdopen(fd, "wb") as out, open_url(url, _TIMEOUT_S) as response:
             bar = tqdm(
                 total=_content_length(response),
                 unit="B",
@@ -375,5 +376,5 @@ def load_split(
 
 __all__ = [
     "CACHE_ENV", "DATASETS", "DatasetSpec", "FileSpec", "default_cache_dir", "get_spec",
-    "load_split", "locate", "read_idx",
+    "load_split", "locate", "open_url", "read_idx",
 ]

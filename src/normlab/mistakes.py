@@ -12,12 +12,12 @@ from typing import Sequence
 import matplotlib
 from matplotlib.figure import Figure
 
+from normlab.config import MISTAKE_MODES as MODES
 from normlab.errors import ConfigError, RunFolderError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS
 from normlab.runfolder import RunData, load_run, load_test_images, read_predictions
 from normlab.style import DPI, RC, save_figure
 
-MODES = ("confident", "first")
 GRID_ROWS, GRID_COLS = 2, 5
 
 
