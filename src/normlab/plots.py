@@ -175,15 +175,17 @@ def _curve_figure(run: RunData, column: str, path: Path, formats: Sequence[str])
             (line,) = ax.plot(c.epochs, c.mean, color=color, linewidth=2.2,
                               marker="o" if markers else None, markersize=4)
             b = c.epochs.index(run.best_epoch(v, column, higher_is_better=accuracy))
-            ax.plot([c.epochs[b]], [c.mean[b]], marker="*", markersize=16, color=color,
-                    markeredgecolor="white", markeredgewidth=1.2, linestyle="none", zorder=5)
+            # Hollow: the variants' best epochs are often the same epoch at values a few
+            # hundredths apart, and a filled star would hide the one drawn before it.
+            ax.plot([c.epochs[b]], [c.mean[b]], marker="*", markersize=15, color=color,
+                    markerfacecolor="none", markeredgewidth=1.8, linestyle="none", zorder=5)
             handles.append(line)
             labels.append(_legend_name(run, v))
             final = c.mean[-1]
             ends.append((c.epochs[-1], final, f"{final:.2f}%" if accuracy else f"{final:.4f}",
                          color))
         handles.append(Line2D([], [], marker="*", markersize=14, color="#555555",
-                              markeredgecolor="white", linestyle="none"))
+                              markerfacecolor="none", markeredgewidth=1.8, linestyle="none"))
         labels.append("best epoch (of the mean)" if any(c.n > 1 for c in curves.values())
                       else "best epoch")
 
