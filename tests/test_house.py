@@ -108,34 +108,55 @@ def _private(name: object) -> bool:
     return isinstance(name, str) and name.startswith("_") and not name.startswith("__")
 
 
+_ATTR_CALLS = ("setattr", "getattr", "delattr", "hasattr")
+_DOTTED_PRIVATE = re.compile(r"^(normlab(?:\.[A-Za-z]\w*)*)\.(_[A-Za-z]\w*)$")
+
+
 @pytest.mark.parametrize("folder", ["src", "benchmarks", "scripts", "tests"])
 def test_no_private_names_reached_through_a_module(folder: str) -> None:
-    """Nor reaches one through an imported normlab module: no ``data._name`` read and no
-    ``setattr(data, "_name", ...)`` (a test's monkeypatch included) where ``data`` is another
-    module of normlab; a seam that tests replace is public."""
+    """Nor reaches one through another normlab module: no ``data._name`` or
+    ``normlab.data._name`` read, no ``setattr(data, "_name", ...)`` (getattr, delattr, hasattr,
+    a test's ``monkeypatch.setattr`` included) and no patch target ``"normlab.data._name"``
+    where ``data`` is another module of normlab; a seam that tests replace is public."""
     mods = _modules()
     bad = []
     for path in sorted((ROOT / folder).rglob("*.py")):
         name = next((n for n, p in mods.items() if p == path), path.stem)
+
+        def other(module: str | None) -> bool:
+            return module in mods and module != name and not name.startswith(module + ".") \
+                and not module.startswith(name + ".")
+
         tree = ast.parse(path.read_text(encoding="utf-8"))
         bound = {}   # local name -> the normlab module it is bound to
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                bound.update({a.asname: a.name for a in node.names if a.asname and a.name in mods})
+                bound.update({a.asname: a.name for a in node.names if a.asname})
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                bound.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names
-                              if f"{node.module}.{a.name}" in mods})
-        bound = {k: m for k, m in bound.items()
-                 if m != name and not name.startswith(m + ".") and not m.startswith(name + ".")}
+                bound.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names})
+
+        def module_of(expr: ast.expr) -> str | None:
+            """The normlab module ``expr`` names: a bound name, or a dotted ``normlab.x.y``."""
+            if isinstance(expr, ast.Name):
+                return bound.get(expr.id)
+            return ast.unparse(expr) if isinstance(expr, ast.Attribute) else None
+
+        where = f"{path.relative_to(ROOT)}:"
         for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
-                    and node.value.id in bound and _private(node.attr):
-                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value.id}.{node.attr}")
+            if isinstance(node, ast.Attribute) and _private(node.attr) \
+                    and other(module_of(node.value)):
+                bad.append(f"{where}{node.lineno}: {ast.unparse(node)}")
             elif isinstance(node, ast.Call) and len(node.args) >= 2 \
-                    and isinstance(node.args[0], ast.Name) and node.args[0].id in bound \
-                    and isinstance(node.args[1], ast.Constant) and _private(node.args[1].value):
-                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: "
-                           f"{node.args[0].id}, {node.args[1].value!r}")
+                    and (getattr(node.func, "id", None) in _ATTR_CALLS
+                         or getattr(node.func, "attr", None) in _ATTR_CALLS) \
+                    and isinstance(node.args[1], ast.Constant) and _private(node.args[1].value) \
+                    and other(module_of(node.args[0])):
+                bad.append(f"{where}{node.lineno}: {ast.unparse(node.func)}"
+                           f"({ast.unparse(node.args[0])}, {node.args[1].value!r})")
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                m = _DOTTED_PRIVATE.match(node.value)
+                if m and other(m.group(1)):
+                    bad.append(f"{where}{node.lineno}: {node.value!r}")
     assert not bad, "private names reached through another module:\n" + "\n".join(bad)
 
 

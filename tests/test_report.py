@@ -196,15 +196,18 @@ def test_variant_results(tmp_path: Path, make_run) -> None:
 
 def test_best_epoch_of_the_mean_curve(tmp_path: Path, make_run, monkeypatch) -> None:
     """RunData.best_epoch (the report's "epoch of best" and the graphs' star) is the epoch of the
-    best mean over seeds, highest or lowest as asked, the earliest on ties, leaving out
-    non-finite values (and an epoch that has none)."""
+    best mean over seeds, highest or lowest as asked, the earliest on ties, leaving out missing
+    and non-finite values (and an epoch that has none); the report's column is that epoch."""
     data = load_run(make_run(tmp_path / "r", variants=("gn",), seeds=2, epochs=3).path)
     nan = float("nan")
-    curves = {"a": {1: [1.0, 3.0], 2: [2.0, 2.0], 3: [nan, 1.5], 4: [nan, nan]}}
+    curves = {"a": {1: [1.0, 3.0], 2: [2.0, 2.0], 3: [nan, 1.5], 4: [nan, None]},
+              "test_acc": {1: [98.0, 98.2], 2: [99.3, nan], 3: [99.0, 99.1]}}
     monkeypatch.setattr(data, "per_epoch", lambda variant, column: curves[column])
     assert data.mean_per_epoch("gn", "a") == {1: 2.0, 2: 2.0, 3: 1.5}
     assert data.best_epoch("gn", "a") == 1                           # tie of 1 and 2: earliest
     assert data.best_epoch("gn", "a", higher_is_better=False) == 3   # the nan left out
+    (res,) = variant_results(data)                  # the best mean is epoch 2's one finite seed
+    assert (res.best_epoch, res.best_epoch_acc) == (2, 99.3)
     curves["a"] = {1: [nan]}
     assert data.best_epoch("gn", "a") is None
 

@@ -174,11 +174,12 @@ def _curve_figure(run: RunData, column: str, path: Path, formats: Sequence[str])
                 ax.fill_between(c.epochs, c.lo, c.hi, color=color, alpha=0.18, linewidth=0)
             (line,) = ax.plot(c.epochs, c.mean, color=color, linewidth=2.2,
                               marker="o" if markers else None, markersize=4)
-            b = c.epochs.index(run.best_epoch(v, column, higher_is_better=accuracy))
+            best = run.best_epoch(v, column, higher_is_better=accuracy)
             # Hollow: the variants' best epochs are often the same epoch at values a few
             # hundredths apart, and a filled star would hide the one drawn before it.
-            ax.plot([c.epochs[b]], [c.mean[b]], marker="*", markersize=15, color=color,
-                    markerfacecolor="none", markeredgewidth=1.8, linestyle="none", zorder=5)
+            ax.plot([best], [run.mean_per_epoch(v, column)[best]], marker="*", markersize=15,
+                    color=color, markerfacecolor="none", markeredgewidth=1.8, linestyle="none",
+                    zorder=5)
             handles.append(line)
             labels.append(_legend_name(run, v))
             final = c.mean[-1]

@@ -100,10 +100,11 @@ class RunData:
 
     def mean_per_epoch(self, variant: str, column: str) -> dict[int, float]:
         """The mean of ``column`` by epoch over the finished seeds of ``variant`` (fsum / n, as
-        ``stats.mean_ci``), leaving out non-finite values; an epoch with none is left out."""
+        ``stats.mean_ci``), leaving out missing (None: a ``val_*`` column without --val) and
+        non-finite values; an epoch with none is left out."""
         out = {}
         for epoch, values in self.per_epoch(variant, column).items():
-            finite = [float(v) for v in values if math.isfinite(v)]
+            finite = [float(v) for v in values if v is not None and math.isfinite(v)]
             if finite:
                 out[epoch] = math.fsum(finite) / len(finite)
         return out
