@@ -96,3 +96,40 @@ def test_a_different_pixel_mean_is_found(studies, load_script, tmp_path) -> None
     folder.config.write_text(json.dumps(config))
     differences = script.check(str(folder.path))
     assert len(differences) == 1 and differences[0].startswith("pixel mean: ")
+
+
+def test_rtol_accepts_rounding_and_refuses_a_negative_one(studies, load_script, tmp_path,
+                                                           capsys) -> None:
+    """With --rtol a value 1e-12 away (relative) passes, bit-for-bit it does not; a negative
+    --rtol is bad input (one line, exit code 2)."""
+    import shutil
+
+    script = load_script("scripts/check_reproduces.py")
+    folder = RunFolder(tmp_path / "copy")
+    shutil.copytree(studies["single"].path, folder.path)
+    with open(folder.metrics, newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[0]["test_loss"] = repr(float(rows[0]["test_loss"]) * (1 + 1e-12))
+    with open(folder.metrics, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert len(script.check(str(folder.path))) == 1
+    assert script.check(str(folder.path), rtol=1e-9) == []
+    assert script.main([str(folder.path), "--rtol", "1e-9"]) == 0
+    assert "within 1e-09 of each value" in capsys.readouterr().out
+    assert script.main([str(folder.path), "--rtol", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("check_reproduces: error: --rtol") and "\n" not in err
+
+
+@pytest.mark.parametrize("argv", [["--columns", "train_loss,speed"], ["--columns", ","]])
+def test_unknown_columns_are_bad_input(studies, load_script, capsys, argv) -> None:
+    """--columns names metrics of metrics.csv: another name, or none, is a one-line error
+    listing the valid ones, exit code 2."""
+    script = load_script("scripts/check_reproduces.py")
+    assert script.main([str(studies["single"].path), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("check_reproduces: error: --columns") and "valid: train_loss," in err
+    assert "\n" not in err
+
