@@ -30,7 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from normlab.config import completed, config_diff, parse_variant
+from normlab.config import completed, config_diff, variant_specs
 from normlab.errors import ConfigError, RunFolderError
 from normlab.runfolder import SweepFolder
 from normlab.stats import paired
@@ -38,7 +38,7 @@ from normlab.store import print_and_save
 from normlab.sweep import ALIASES, parse_param, point_name
 
 
-def variant_specs(record: dict, field: str, value) -> dict[str, str]:
+def renamed_specs(record: dict, field: str, value) -> dict[str, str]:
     """{the name a sweep gave a variant at the point ``field`` = ``value``: the variant as its
     --variants wrote it} when the sweep sets a bare penalty's default (``l1_default`` or
     ``l2_default``, --param l1=... or l2=...), else {}. Such a sweep names ``bn+l1`` with each
@@ -49,7 +49,7 @@ def variant_specs(record: dict, field: str, value) -> dict[str, str]:
     base = record.get("base_config") or {}
     defaults = {k: base[k] for k in ALIASES.values() if k in base}
     defaults[field] = value
-    return {parse_variant(spec, **defaults).name: spec for spec in base.get("variants", [])}
+    return variant_specs(base.get("variants", []), **defaults)
 
 
 def point_values(rows: list[dict], point: str, metric: str,
@@ -57,14 +57,14 @@ def point_values(rows: list[dict], point: str, metric: str,
     """{(variant, seed): metric} of the runs of ``point`` (``NAME=VALUE``, parsed as --param
     parses it) that finished; ``rows`` as ``SweepFolder.read_table`` reads them. With the
     sweep's ``record`` (sweep.json), a variant renamed by a sweep over l1 or l2 is keyed by its
-    spec as written (:func:`variant_specs`), so it pairs across the sweep's points."""
+    spec as written (:func:`renamed_specs`), so it pairs across the sweep's points."""
     param = parse_param(point)
     if len(param.values) != 1:
         raise ConfigError(f"point {point!r} has {len(param.values)} values; give one: NAME=VALUE")
     name, value = param.name, param.values[0]
     if not rows or name not in rows[0]:
         raise ConfigError(f"the sweep has no setting {name!r}; give a point as NAME=VALUE")
-    specs = variant_specs(record or {}, param.field, value)
+    specs = renamed_specs(record or {}, param.field, value)
     out: dict[tuple[str, int], float] = {}
     for r in rows:
         if r[name] == value and r["status"] == "ok" and r[metric] is not None:

@@ -153,6 +153,17 @@ def test_parse_variants_string_and_list() -> None:
     assert [v.name for v in from_str] == ["gn", "ln", "bn+l1=2e-05"]
 
 
+def test_variant_specs_map_each_name_to_the_variant_as_written() -> None:
+    """variant_specs gives each canonical name (with the penalty defaults given, as a sweep's
+    point sets them) the variant as written, trimmed and in lower case: a bare penalty takes the
+    point's lambda into its name, one written with its own lambda keeps it."""
+    from normlab.config import variant_specs
+
+    assert variant_specs(["bn+l1", " LN+l1=2e-5 ", "gn"], l1_default=5e-6) == {
+        "bn+l1=5e-06": "bn+l1", "ln+l1=2e-05": "ln+l1=2e-5", "gn": "gn"}
+    assert variant_specs(["gn+l2"], l2_default=1e-3) == {"gn+l2=0.001": "gn+l2"}
+
+
 @pytest.mark.parametrize(
     ("specs", "dupe"),
     [

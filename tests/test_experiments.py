@@ -179,13 +179,13 @@ def test_an_unknown_experiment_is_one_line_and_exit_2(capsys) -> None:
 
 
 def test_setting_comparisons_pair_runs_by_seed() -> None:
-    """Each value against the reference, per variant as written ("bn+l1" at every lambda):
-    the mean of the per-seed differences over the seeds finished at both, scipy's paired
-    t-interval, Holm over all comparisons; a value where no run finished has 0 pairs and no
-    difference."""
+    """Each value against the reference, per variant as written ("bn+l1" at every lambda, as
+    add_specs reads it from the sweep's record): the mean of the per-seed differences over the
+    seeds finished at both, scipy's paired t-interval, Holm over all comparisons; a value where
+    no run finished has 0 pairs and no difference."""
     from scipy.stats import ttest_rel
 
-    from normlab.experiment_report import setting_comparisons
+    from normlab.experiment_report import add_specs, setting_comparisons
     from normlab.stats import holm
 
     acc = {0.0: [98.0, 98.2, 97.9, 98.1], 1e-4: [98.3, 98.4, 98.0, None],
@@ -195,6 +195,9 @@ def test_setting_comparisons_pair_runs_by_seed() -> None:
             for lam, accs in acc.items() for s, a in enumerate(accs)]
     rows += [{"l1": lam, "variant": f"none+l1={lam:g}", "seed": s, "status": "ok",
               "final_test_acc": 50.0 + s + 10 * lam} for lam in acc for s in range(4)]
+    add_specs({"base_config": {"variants": ["bn+l1", "none+l1"], "l1_default": 2e-5}},
+              ["l1"], rows)
+    assert {r["spec"] for r in rows} == {"bn+l1", "none+l1"}
     out = setting_comparisons(rows, ["l1"], 0.0)
     by = {(c["spec"], c["l1"]): c for c in out}
     assert set(by) == {("bn+l1", 1e-4), ("bn+l1", 1e-2), ("none+l1", 1e-4), ("none+l1", 1e-2)}

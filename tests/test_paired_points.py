@@ -117,9 +117,9 @@ def test_a_sweep_over_the_l1_default_pairs_the_renamed_variant(script) -> None:
     text = script.paired_table(rows, "l1=2e-5", "l1=5e-6", "final_val_acc", record=record)
     assert "| `bn+l1` | 2 | +0.050 |" in text and "| all variants | 3 |" in text
     assert "| `ln+l1=2e-5` | 1 | +0.100 |" in text   # as the sweep's --variants wrote it
-    assert script.variant_specs(record, "lr", 0.1) == {}
+    assert script.renamed_specs(record, "lr", 0.1) == {}
     l2 = {**record, "base_config": {**record["base_config"], "variants": ["gn+l2", "bn+l1"]}}
-    assert script.variant_specs(l2, "l2_default", 1e-3) == {"gn+l2=0.001": "gn+l2",
+    assert script.renamed_specs(l2, "l2_default", 1e-3) == {"gn+l2=0.001": "gn+l2",
                                                             "bn+l1=2e-05": "bn+l1"}
     # Without the record the renamed runs do not pair: nothing in common but the control.
     text = script.paired_table(rows, "l1=2e-5", "l1=5e-6", "final_val_acc")

@@ -20,7 +20,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from normlab import norms
 from normlab.datasets import DATASETS
@@ -192,6 +192,16 @@ def parse_variant(spec: str, l1_default: float = DEFAULT_L1, l2_default: float =
     if "l2" in given:
         name += f"+l2={_number_name(l2)}"
     return Variant(name=name, norm=norm, l1=l1, l2=l2, ws=ws)
+
+
+def variant_specs(specs: Sequence[str], l1_default: float = DEFAULT_L1,
+                  l2_default: float = DEFAULT_L2) -> dict[str, str]:
+    """{canonical name: the variant as written (trimmed, lower case)} of ``specs`` parsed with
+    these penalty defaults. A sweep over l1 or l2 renames a bare ``bn+l1`` at each point
+    (``bn+l1=2e-05``, ``bn+l1=5e-06``) while the variant as written stays the same: a sweep's
+    rows carry it as "spec", and experiment reports and paired tables pair runs across points
+    by it."""
+    return {parse_variant(s, l1_default, l2_default).name: s.strip().lower() for s in specs}
 
 
 def parse_variants(specs: str | list[str] | tuple[str, ...], l1_default: float = DEFAULT_L1,
@@ -430,4 +440,4 @@ LEGACY_VALUES = {"weight_decay": 0.0}
 
 
 __all__ = ["Config", "completed", "config_diff", "parse_arch", "VAL_SEED", "ModelConfig", "Variant",
-           "parse_variant", "parse_variants", "DATASET_NAMES", "MISTAKE_MODES", "PRECISIONS"]
+           "parse_variant", "parse_variants", "variant_specs", "DATASET_NAMES", "MISTAKE_MODES", "PRECISIONS"]

@@ -16,13 +16,13 @@ for BatchNorm's batch statistics, each run's saved final weights), never the tra
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
 from matplotlib.figure import Figure
 
+from normlab.config import variant_specs
 from normlab.diag_plots import bn_gap, conv_weight_norm, dead_pct, grad_ratio
 from normlab.findings import fmt_value
 from normlab.errors import RunFolderError
@@ -30,7 +30,7 @@ from normlab.runfolder import (BATCH_STAT_COLUMNS, MECHANISM_COLUMNS, PROBE_SIZE
                                load_diagnostics, load_run, six_digits)
 from normlab.stats import describe, holm, mean_ci, paired
 from normlab.style import DPI, RC, line_styles, plain_log_y, save_figure
-from normlab.sweep import point_name
+from normlab.sweep import ALIASES, point_name
 from normlab.sweep_report import ValueAxis, point_groups
 from normlab.table import Table, format_ci, format_p, format_pm, signed_ci, signed_points
 
@@ -139,15 +139,23 @@ def batch_stats_table(rows: list[dict], params: list[str]) -> Table:
     return t
 
 
-def _spec(row: dict) -> str:
-    """The variant as written, the same at every point: sweep.csv names a variant with its
-    penalty's value ("bn+l1=0.0001" where l1 is swept); without the values, "bn+l1"."""
-    return re.sub(r"=[^+]*", "", row["variant"])
+def add_specs(record: dict, params: list[str], rows: list[dict]) -> None:
+    """Adds "spec" to each of ``rows`` (of sweep.csv, or measured per run): the variant as the
+    sweep's --variants wrote it (``config.variant_specs`` at the row's point), the same at every
+    point where the name carries a swept lambda ("bn+l1" for "bn+l1=0.0001"). ``record``: the
+    sweep's sweep.json."""
+    base = record.get("base_config") or {}
+    for r in rows:
+        point = {**base, **{ALIASES.get(p, p): r[p] for p in params}}
+        written = variant_specs(base.get("variants", []),
+                                **{k: point[k] for k in ALIASES.values() if k in point})
+        r["spec"] = written.get(r["variant"], r["variant"])
 
 
 def setting_comparisons(rows: list[dict], params: list[str], reference) -> list[dict]:
     """Each value of the first swept setting against ``reference``, per spec (the variant as
-    written) and value of the other settings, paired by seed: runs with the same seed start from
+    written, each row's "spec": :func:`add_specs`) and value of the other settings, paired by
+    seed: runs with the same seed start from
     the same weights and draw their data order from the same generator. Per comparison: N pairs
     (seeds finished at both values), the mean difference (value − reference, final test
     accuracy), its 95% CI, the paired t-test's p, Holm-adjusted over every comparison of the
@@ -155,7 +163,7 @@ def setting_comparisons(rows: list[dict], params: list[str], reference) -> list[
     x, others = params[0], params[1:]
     acc: dict[tuple, dict[int, float]] = defaultdict(dict)
     for r in rows:   # every point, also one where no run finished (N pairs 0)
-        key = (_spec(r),) + tuple(r[o] for o in others) + (r[x],)
+        key = (r["spec"],) + tuple(r[o] for o in others) + (r[x],)
         if r["status"] == "ok" and r["final_test_acc"] is not None:
             acc[key][r["seed"]] = r["final_test_acc"]
         else:
@@ -209,7 +217,7 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
         fig = Figure(figsize=(10.0, 3.6 * math.ceil(n / cols) + 0.6), dpi=DPI)
         axes = fig.subplots(math.ceil(n / cols), cols, squeeze=False).flat
         def label_of(r):
-            return (_spec(r),) + tuple(r[o] for o in others)
+            return (r["spec"],) + tuple(r[o] for o in others)
 
         # In the rows' order (the sweep's points, then the study's variants), as the sweep's
         # figure orders its lines: batch 8 before 128, each line's style the same in both.
@@ -285,6 +293,7 @@ def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | No
     params = [p.split("=", 1)[0] for p in exp.params]
     mech = mechanism_rows(sweep, params, rows)
     batch, grads = posthoc_rows(sweep, params, rows, exp.batch_stats)
+    record = sweep.read_record()
 
     def run_key(r: dict) -> tuple:
         return tuple(r[p] for p in params) + (r["variant"], r["seed"])
@@ -305,6 +314,7 @@ def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | No
     sweep.write_rows(sweep.mechanism, tuple(params) + MECHANISM_COLUMNS, mech)
     if exp.batch_stats:
         sweep.write_rows(sweep.batch_stats, tuple(params) + BATCH_STAT_COLUMNS, batch)
+    add_specs(record, params, rows + mech + batch)   # what comparisons and lines pair runs by
     drawable = any(r.get(m[0]) is not None for r in mech for m in MEASURES) or batch
     figure = (mechanism_figure(mech, batch, params, sweep.mechanism_figure(), formats)
               if drawable else None)
@@ -372,6 +382,6 @@ def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | No
     return sweep.write_report(text.rstrip() + "\n")
 
 
-__all__ = ["MEASURES", "posthoc_rows", "batch_stats_table", "cpu_time",
+__all__ = ["MEASURES", "add_specs", "posthoc_rows", "batch_stats_table", "cpu_time",
            "mechanism_figure", "mechanism_rows", "mechanism_table", "setting_comparisons",
            "setting_table", "write_experiment_outputs"]

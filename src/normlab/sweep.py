@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 from normlab import __version__
 from normlab.config import (DATASET_NAMES, PRECISIONS, Config, config_diff, continuation_diff,
-                            parse_arch)
+                            parse_arch, variant_specs)
 from normlab.errors import ConfigError, NormlabError, RunFolderError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.runfolder import RunFolder, SweepFolder, load_run
@@ -331,14 +331,15 @@ def sweep_rows(spec: SweepSpec, outcomes: list[PointOutcome]) -> list[dict]:
                         continue
                     per_run[(v.name, seed)] = saved.epochs
             error = error or "not finished"
-        for v, written in zip(variants, o.cfg.variants):
+        # "spec": the variant as written in --variants ("bn+l1"), the same at every point even
+        # where the canonical name carries the swept lambda ("bn+l1=0.0001").
+        written = variant_specs(o.cfg.variants, o.cfg.l1_default, o.cfg.l2_default)
+        for v in variants:
             for seed in o.cfg.seed_list():
                 st = status.get((v.name, seed), "failed")
                 epochs = per_run.get((v.name, seed)) if st == "ok" else None
-                # "spec": the variant as written in --variants ("bn+l1"), the same at every point
-                # even where the canonical name carries the swept lambda ("bn+l1=0.0001").
                 rows.append({**{p.name: o.values[p.name] for p in spec.params},
-                             "variant": v.name, "spec": written.strip().lower(), "norm": v.norm,
+                             "variant": v.name, "spec": written[v.name], "norm": v.norm,
                              "seed": seed, "status": st, **_run_numbers(epochs),
                              "message": error})   # a failed point's error on all its rows
     return rows
