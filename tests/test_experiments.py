@@ -15,6 +15,7 @@ import torch.nn as nn
 from normlab.posthoc import accuracy
 from normlab.cli import build_parser, config_from_args, main
 from normlab.config import Config
+from normlab.errors import RunFolderError
 from normlab.experiment_report import MEASURES, write_experiment_outputs
 from normlab.experiments import EXPERIMENTS, plan, run_experiment
 from normlab.runfolder import SweepFolder, figure_files
@@ -198,6 +199,8 @@ def test_setting_comparisons_pair_runs_by_seed() -> None:
     add_specs({"base_config": {"variants": ["bn+l1", "none+l1"], "l1_default": 2e-5}},
               ["l1"], rows)
     assert {r["spec"] for r in rows} == {"bn+l1", "none+l1"}
+    with pytest.raises(RunFolderError, match=r"no variant that it names 'none\+l1=0'"):
+        add_specs({"base_config": {"variants": ["bn+l1"]}}, ["l1"], [dict(r) for r in rows])
     out = setting_comparisons(rows, ["l1"], 0.0)
     by = {(c["spec"], c["l1"]): c for c in out}
     assert set(by) == {("bn+l1", 1e-4), ("bn+l1", 1e-2), ("none+l1", 1e-4), ("none+l1", 1e-2)}

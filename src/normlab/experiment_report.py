@@ -149,12 +149,16 @@ def add_specs(record: dict, params: list[str], rows: list[dict]) -> None:
         point = {**base, **{ALIASES.get(p, p): r[p] for p in params}}
         written = variant_specs(base.get("variants", []),
                                 **{k: point[k] for k in ALIASES.values() if k in point})
-        r["spec"] = written.get(r["variant"], r["variant"])
+        if r["variant"] not in written:   # its runs would lose their pairs without a word
+            raise RunFolderError(f"the sweep's sweep.json lists no variant that it names "
+                                 f"{r['variant']!r}; run the experiment's command again with "
+                                 "a new --out")
+        r["spec"] = written[r["variant"]]
 
 
 def setting_comparisons(rows: list[dict], params: list[str], reference) -> list[dict]:
     """Each value of the first swept setting against ``reference``, per spec (the variant as
-    written, each row's "spec": :func:`add_specs`) and value of the other settings, paired by
+    written, each row's "spec": :func:`add_specs`; its name where it has none) and value of the other settings, paired by
     seed: runs with the same seed start from
     the same weights and draw their data order from the same generator. Per comparison: N pairs
     (seeds finished at both values), the mean difference (value − reference, final test
@@ -163,7 +167,7 @@ def setting_comparisons(rows: list[dict], params: list[str], reference) -> list[
     x, others = params[0], params[1:]
     acc: dict[tuple, dict[int, float]] = defaultdict(dict)
     for r in rows:   # every point, also one where no run finished (N pairs 0)
-        key = (r["spec"],) + tuple(r[o] for o in others) + (r[x],)
+        key = (r.get("spec", r["variant"]),) + tuple(r[o] for o in others) + (r[x],)
         if r["status"] == "ok" and r["final_test_acc"] is not None:
             acc[key][r["seed"]] = r["final_test_acc"]
         else:
@@ -217,7 +221,7 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
         fig = Figure(figsize=(10.0, 3.6 * math.ceil(n / cols) + 0.6), dpi=DPI)
         axes = fig.subplots(math.ceil(n / cols), cols, squeeze=False).flat
         def label_of(r):
-            return (r["spec"],) + tuple(r[o] for o in others)
+            return (r.get("spec", r["variant"]),) + tuple(r[o] for o in others)
 
         # In the rows' order (the sweep's points, then the study's variants), as the sweep's
         # figure orders its lines: batch 8 before 128, each line's style the same in both.
