@@ -123,10 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--columns", default=",".join(METRICS), metavar="LIST",
                    help=f"comma-separated metrics to compare (default: all, {','.join(METRICS)})")
     args = p.parse_args(argv)
+    columns = tuple(dict.fromkeys(c.strip() for c in args.columns.split(",") if c.strip()))
     try:
-        differences = check(args.run_dir, args.epochs, args.data_dir, args.rtol,
-                            tuple(dict.fromkeys(c.strip() for c in args.columns.split(",")
-                                                if c.strip())))
+        differences = check(args.run_dir, args.epochs, args.data_dir, args.rtol, columns)
     except (NormlabError, ValueError) as e:
         print(f"check_reproduces: error: {e}", file=sys.stderr)
         return 2
@@ -134,10 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(differences)} values differ from {args.run_dir}:")
         print("\n".join(differences[:SHOWN]))
         return 1
-    columns = [c.strip() for c in args.columns.split(",") if c.strip()]
     how = "bit for bit" if args.rtol == 0 else f"within {args.rtol:g} relative"
     print(f"the first {args.epochs} epoch(s) of {args.run_dir}'s first group of runs reproduce "
-          f"{how} in {', '.join(dict.fromkeys(columns))}")
+          f"{how} in {', '.join(columns)}")
     return 0
 
 

@@ -30,12 +30,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from normlab.config import completed, config_diff, variant_specs
+from normlab.config import completed, config_diff
 from normlab.errors import ConfigError, RunFolderError
 from normlab.runfolder import SweepFolder
 from normlab.stats import paired
 from normlab.store import print_and_save
-from normlab.sweep import ALIASES, parse_param, point_name
+from normlab.sweep import ALIASES, parse_param, point_name, point_specs
 
 
 def renamed_specs(record: dict, field: str, value) -> dict[str, str]:
@@ -44,12 +44,7 @@ def renamed_specs(record: dict, field: str, value) -> dict[str, str]:
     ``l2_default``, --param l1=... or l2=...), else {}. Such a sweep names ``bn+l1`` with each
     point's lambda (``bn+l1=2e-05``, ``bn+l1=5e-06``); a variant written with its own lambda
     (``ln+l1=2e-5``) keeps that name at every point. ``record`` is the sweep's sweep.json."""
-    if field not in ALIASES.values():
-        return {}
-    base = record.get("base_config") or {}
-    defaults = {k: base[k] for k in ALIASES.values() if k in base}
-    defaults[field] = value
-    return variant_specs(base.get("variants", []), **defaults)
+    return point_specs(record, {field: value}) if field in ALIASES.values() else {}
 
 
 def point_values(rows: list[dict], point: str, metric: str,

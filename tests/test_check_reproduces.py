@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 import pytest
+from helpers import csv_rows
 
 from normlab.config import Config
 from normlab.runfolder import RunFolder
@@ -27,6 +28,23 @@ def studies(synthetic_data, tmp_path_factory) -> dict[str, RunFolder]:
     return out
 
 
+def _copy_with_first_row_scaled(studies, tmp_path, column: str, factor: float
+                                ) -> tuple[RunFolder, dict]:
+    """A copy of the single-run study whose metrics.csv has ``column`` of its first row
+    multiplied by ``factor``; the copy and that (changed) row."""
+    import shutil
+
+    folder = RunFolder(tmp_path / "copy")
+    shutil.copytree(studies["single"].path, folder.path)
+    rows = csv_rows(folder.metrics)
+    rows[0][column] = repr(float(rows[0][column]) * factor)
+    with open(folder.metrics, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder, rows[0]
+
+
 @pytest.mark.parametrize("name, runs", [("single", 1), ("grouped", 3)])
 def test_an_untouched_folder_reproduces(studies, load_script, name: str, runs: int) -> None:
     """Re-training the first group (one run, or the three trained as one network) for both
@@ -42,22 +60,11 @@ def test_an_untouched_folder_reproduces(studies, load_script, name: str, runs: i
 def test_a_changed_value_is_found(studies, load_script, tmp_path, capsys) -> None:
     """One metric of the first run changed in its last digits (as another engine's rounding
     would): check() names the run, epoch and column with both values, main() exits 1."""
-    import shutil
-
     script = load_script("scripts/check_reproduces.py")
-    folder = RunFolder(tmp_path / "copy")
-    shutil.copytree(studies["single"].path, folder.path)
-    with open(folder.metrics, newline="") as f:
-        rows = list(csv.DictReader(f))
-    fields = list(rows[0])
-    rows[0]["train_loss"] = repr(float(rows[0]["train_loss"]) * (1 + 1e-12))
-    with open(folder.metrics, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    folder, first = _copy_with_first_row_scaled(studies, tmp_path, "train_loss", 1 + 1e-12)
     differences = script.check(str(folder.path))
     assert len(differences) == 1
-    assert differences[0].startswith(f"{rows[0]['variant']} seed 0 epoch 1 train_loss: ")
+    assert differences[0].startswith(f"{first['variant']} seed 0 epoch 1 train_loss: ")
     assert script.main([str(folder.path)]) == 1
     assert "1 values differ" in capsys.readouterr().out
 
@@ -102,18 +109,8 @@ def test_rtol_accepts_rounding_and_refuses_a_negative_one(studies, load_script, 
                                                            capsys) -> None:
     """With --rtol a value 1e-12 away (relative) passes, bit-for-bit it does not; a negative
     --rtol is bad input (one line, exit code 2)."""
-    import shutil
-
     script = load_script("scripts/check_reproduces.py")
-    folder = RunFolder(tmp_path / "copy")
-    shutil.copytree(studies["single"].path, folder.path)
-    with open(folder.metrics, newline="") as f:
-        rows = list(csv.DictReader(f))
-    rows[0]["test_loss"] = repr(float(rows[0]["test_loss"]) * (1 + 1e-12))
-    with open(folder.metrics, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    folder, _ = _copy_with_first_row_scaled(studies, tmp_path, "test_loss", 1 + 1e-12)
     assert len(script.check(str(folder.path))) == 1
     assert script.check(str(folder.path), rtol=1e-9) == []
     assert script.main([str(folder.path), "--rtol", "1e-9"]) == 0

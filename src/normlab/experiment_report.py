@@ -22,7 +22,6 @@ from pathlib import Path
 import matplotlib
 from matplotlib.figure import Figure
 
-from normlab.config import variant_specs
 from normlab.diag_plots import bn_gap, conv_weight_norm, dead_pct, grad_ratio
 from normlab.findings import fmt_value
 from normlab.errors import RunFolderError
@@ -30,7 +29,7 @@ from normlab.runfolder import (BATCH_STAT_COLUMNS, MECHANISM_COLUMNS, PROBE_SIZE
                                load_diagnostics, load_run, six_digits)
 from normlab.stats import describe, holm, mean_ci, paired
 from normlab.style import DPI, RC, line_styles, plain_log_y, save_figure
-from normlab.sweep import ALIASES, point_name
+from normlab.sweep import point_name, point_specs
 from normlab.sweep_report import ValueAxis, point_groups
 from normlab.table import Table, format_ci, format_p, format_pm, signed_ci, signed_points
 
@@ -141,14 +140,11 @@ def batch_stats_table(rows: list[dict], params: list[str]) -> Table:
 
 def add_specs(record: dict, params: list[str], rows: list[dict]) -> None:
     """Adds "spec" to each of ``rows`` (of sweep.csv, or measured per run): the variant as the
-    sweep's --variants wrote it (``config.variant_specs`` at the row's point), the same at every
+    sweep's --variants wrote it (``sweep.point_specs`` at the row's point), the same at every
     point where the name carries a swept lambda ("bn+l1" for "bn+l1=0.0001"). ``record``: the
     sweep's sweep.json."""
-    base = record.get("base_config") or {}
     for r in rows:
-        point = {**base, **{ALIASES.get(p, p): r[p] for p in params}}
-        written = variant_specs(base.get("variants", []),
-                                **{k: point[k] for k in ALIASES.values() if k in point})
+        written = point_specs(record, {p: r[p] for p in params})
         if r["variant"] not in written:   # its runs would lose their pairs without a word
             raise RunFolderError(f"the sweep's sweep.json lists no variant that it names "
                                  f"{r['variant']!r}; run the experiment's command again with "
@@ -158,9 +154,9 @@ def add_specs(record: dict, params: list[str], rows: list[dict]) -> None:
 
 def setting_comparisons(rows: list[dict], params: list[str], reference) -> list[dict]:
     """Each value of the first swept setting against ``reference``, per spec (the variant as
-    written, each row's "spec": :func:`add_specs`; its name where it has none) and value of the other settings, paired by
-    seed: runs with the same seed start from
-    the same weights and draw their data order from the same generator. Per comparison: N pairs
+    written, each row's "spec": :func:`add_specs`; its name where it has none) and value of the
+    other settings, paired by seed: runs with the same seed start from the same weights and draw
+    their data order from the same generator. Per comparison: N pairs
     (seeds finished at both values), the mean difference (value − reference, final test
     accuracy), its 95% CI, the paired t-test's p, Holm-adjusted over every comparison of the
     experiment, and the difference detectable with 80% power at the observed spread."""

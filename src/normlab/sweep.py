@@ -297,6 +297,17 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
     return out
 
 
+def point_specs(record: dict, values: dict[str, Any]) -> dict[str, str]:
+    """``config.variant_specs`` at one point of a sweep: {the name the sweep of ``record`` (its
+    sweep.json) gives each variant at the point whose settings are ``values`` (a setting's name
+    as swept, ``l1``, or its field, ``l1_default``): the variant as its --variants wrote it}."""
+    base = record.get("base_config") or {}
+    defaults = {k: base[k] for k in ALIASES.values() if k in base}
+    defaults.update({ALIASES.get(k, k): v for k, v in values.items()
+                     if ALIASES.get(k, k) in ALIASES.values()})
+    return variant_specs(base.get("variants", []), **defaults)
+
+
 def sweep_rows(spec: SweepSpec, outcomes: list[PointOutcome]) -> list[dict]:
     """One row per run (values, variant, seed, status, accuracies, loss, message)."""
     rows = []
@@ -357,5 +368,6 @@ def _run_numbers(epochs: list[dict] | None) -> dict:
             "final_test_loss": epochs[-1]["test_loss"] if epochs else None}
 
 
-__all__ = ["Param", "SweepSpec", "PointOutcome", "parse_param", "point_name", "run_sweep",
+__all__ = ["Param", "SweepSpec", "PointOutcome", "parse_param", "point_name", "point_specs",
+           "run_sweep",
            "run_points_locally", "read_sweep_spec", "sweep_rows"]
