@@ -68,7 +68,8 @@ SECTIONS = {
                  ROOT / "benchmarks" / "results-cpu-rounds-repeat.jsonl",
                  ROOT / "benchmarks" / "results-cpu-rounds-repeat2.jsonl",
                  ROOT / "benchmarks" / "results-cpu-rounds-repeat3.jsonl",
-                 ROOT / "benchmarks" / "ratio-summary.json"],
+                 ROOT / "benchmarks" / "ratio-summary.json",
+                 ROOT / "benchmarks" / "results-cpu-engine-control.jsonl"],
 }
 
 

@@ -40,18 +40,19 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     sub.add_parser = lambda *a, **k: _add(*a, allow_abbrev=False, **k)  # type: ignore[method-assign]
     sub.required = True
 
-    variant_help = (
-        "comma-separated variants: a norm ({norms}) with optional '+ws' (weight "
-        "standardization of the convs), '+l1', '+l1=LAMBDA', '+l2', '+l2=DECAY', e.g. "
-        "'gn,ln,bn+l1', 'bn+l1=5e-5' or 'gn+ws'"
-    ).format(norms=", ".join(norms.NORMS))
+    def variant_help(what: str, examples: str) -> str:
+        return (f"{what}: a norm ({', '.join(norms.NORMS)}) with optional '+ws' (weight "
+                "standardization of the convs), '+l1', '+l1=LAMBDA', '+l2', '+l2=DECAY', e.g. "
+                f"{examples}")
+
+    variants_help = variant_help("comma-separated variants", "'gn,ln,bn+l1', 'bn+l1=5e-5' or 'gn+ws'")
 
     p = sub.add_parser("study", help="train several variants x seeds and save a run folder",
                        formatter_class=HelpFormatter,
                        description="Train every variant for every seed, evaluating on the test set "
                                    "after each epoch, and save config, metrics, summary, "
                                    "predictions and checkpoints in a run folder.")
-    add_variant_seed_flags(p, D, variant_help, "variant")
+    add_variant_seed_flags(p, D, variants_help, "variant")
     add_training_flags(p, D)
     add_format_flag(p, D)
 
@@ -59,8 +60,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                        formatter_class=HelpFormatter,
                        description="Train a single variant (one seed) and save a run folder.")
     p.add_argument("--variant", default=D("bn"),
-                   help=variant_help.replace("comma-separated variants", "one variant")
-                   .replace("'gn,ln,bn+l1', ", ""))
+                   help=variant_help("one variant", "'bn+l1=5e-5' or 'gn+ws'"))
     p.add_argument("--seed", type=seed_int, default=D(0), help="random seed")
     add_training_flags(p, D)
     add_format_flag(p, D)
@@ -77,7 +77,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                         "l2, groups, ghost_batch, augment, rotate, translate, dataset, "
                         "train_subset, epochs, precision, arch, label_smoothing, weight_decay, ema "
                         "(required, except with --resume)")
-    add_variant_seed_flags(p, D, variant_help, "variant and point")
+    add_variant_seed_flags(p, D, variants_help, "variant and point")
     p.add_argument("--scale-lr", action="store_true", default=D(False),
                    help="with a swept batch_size: lr = --lr x batch_size / --batch-size "
                         "(linear scaling rule), recorded in each point's config")
