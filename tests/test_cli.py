@@ -335,14 +335,32 @@ BAD_INPUT = {
     "workers-negative": (["study", "--workers", "-1"], "--workers"),
     "group-size-word": (["study", "--group-size", "all"], "--group-size"),
     "precision-unknown": (["study", "--precision", "fp16"], "--precision"),
-    "resume-missing": (["study", "--resume", "{nonempty}/nothing-here"],
-                       f"no {RunFolder('.').config.name} there"),
+    "resume-missing": (["study", "--resume", "{nonempty}/nothing-here"], "no such folder"),
+    "resume-not-a-run": (["study", "--resume", "{nonempty}"],
+                         f"no {RunFolder('.').config.name} there"),
+    "sweep-resume-missing": (["sweep", "--resume", "{nonempty}/nothing-here"], "no such folder"),
+    "report-not-a-run": (["report", "{nonempty}"], "is not a normlab run folder"),
     "resume-and-out": (["study", "--resume", "{nonempty}", "--out", "x"], "not both"),
     "format-unknown-report": (["report", "{nonempty}", "--format", "png,jpg"],
                               "--format: unknown figure format 'jpg'; valid: png, svg, pdf"),
     "format-empty-study": (["study", "--format", ""], "--format: no figure format given"),
     "format-unknown-sweep": (["sweep", "--param", "lr=0.1", "--format", "eps"],
                              "unknown figure format 'eps'; valid: png, svg, pdf"),
+    "ray-flags-without-ray": (["sweep", "--param", "lr=0.1", "--ray-address", "1.2.3.4:1",
+                               "--retries", "3"],
+                              "--ray-address, --retries only apply to --backend ray"),
+    "ray-flag-on-resume-without-ray": (["sweep", "--resume", "{nonempty}", "--ray-cpus", "2"],
+                                       "--ray-cpus only applies to --backend ray"),
+    "augmentation-turned-off": (["study", "--no-augment", "--rotate", "30"],
+                                "--rotate sets the augmentation that --no-augment turns off"),
+    "augmentation-turned-off-sweep": (["sweep", "--param", "lr=0.1", "--no-augment",
+                                       "--rotate", "5", "--translate", "1"],
+                                      "--rotate, --translate set the augmentation"),
+    "rotate-above-180": (["study", "--rotate", "181"], "--rotate 181 is more than 180 degrees"),
+    "translate-above-half": (["train", "--translate", "15"],
+                             "--translate 15 is more than 14 pixels: half the side"),
+    "groups-fit-no-layer": (["train", "--variant", "gn", "--groups", "8"],
+                            "use --groups with one of [1, 2, 4] (they divide every layer's"),
 }
 
 
@@ -626,12 +644,16 @@ def test_report_format_flag(study_run, tmp_path: Path, capsys) -> None:
 
 
 def test_report_command_bad_folder(tmp_path: Path, capsys) -> None:
-    """`normlab report` on a folder without a run exits 2 with one line naming the missing
-    config.json."""
+    """`normlab report` on a folder holding none of a run's files exits 2 with one line saying it
+    is not a run folder; on a run folder that lost its config.json, with one line naming it."""
     assert main(["report", str(tmp_path)]) == 2
     err = _stderr_lines(capsys)
     assert len(err) == 1 and err[0].startswith("normlab: error:")
-    assert str(RunFolder(tmp_path).config) in err[0], err[0]
+    assert f"{tmp_path} is not a normlab run folder" in err[0], err[0]
+    RunFolder(tmp_path).summary.write_text("{}")
+    assert main(["report", str(tmp_path)]) == 2
+    err = _stderr_lines(capsys)
+    assert len(err) == 1 and str(RunFolder(tmp_path).config) in err[0], err[0]
 
 
 def test_explain_command_exit_codes(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -650,7 +672,7 @@ def test_explain_command_exit_codes(tmp_path: Path, capsys, monkeypatch) -> None
 
     right = explain.norm_stats
 
-    def unbiased(x, norm, groups=2, eps=1e-5, ghost_batch=16):
+    def unbiased(x, norm, groups=2, eps=explain.EPS, ghost_batch=16):
         if norm not in ("bn", "gn", "ln"):   # gbn stays right: one wrong norm must be enough
             return right(x, norm, groups, eps, ghost_batch=ghost_batch)
         mean, var, _ = right(x, norm, groups, eps)

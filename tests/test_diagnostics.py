@@ -191,3 +191,26 @@ def test_study_writes_reads_and_plots_diagnostics(synthetic_data, tmp_path) -> N
     assert plot_diagnostics(load_run(off)) is None
     assert link not in load_run(off).folder.report.read_text()
     assert run.folder.metrics.read_bytes() == load_run(off).folder.metrics.read_bytes()
+
+
+@pytest.mark.parametrize("spread, scale", [(1.2, "linear"), (30.0, "log")])
+def test_gradient_panel_is_logarithmic_only_over_a_decade(run, monkeypatch, spread: float,
+                                                          scale: str) -> None:
+    """The gradient-to-weight panel has a log axis when its values span a decade or more, and
+    a linear one within a decade, where a log axis may hold no power of ten to label (a short
+    run's values, e.g. 0.15 to 0.18)."""
+    from normlab import diag_plots
+
+    data = load_run(run.path)
+    rows = [{"variant": v, "seed": s, "epoch": e, "layer": "conv1", "dead_frac": 0.01,
+             "weight_norm": 1.0, "grad_norm": 0.15 * spread ** ((3 - e) / 2),
+             "bn_mean_gap": None}
+            for v in data.variants for s in data.ok_seeds(v) for e in (1, 2, 3)]
+    figures = []
+    monkeypatch.setattr(diag_plots, "load_diagnostics", lambda _: rows)
+    monkeypatch.setattr(diag_plots, "save_figure", lambda fig, *_: figures.append(fig))
+    plot_diagnostics(data)
+    (fig,) = figures
+    panel = next(ax for ax in fig.axes if ax.get_title() == "Gradient / weight norm")
+    assert panel.get_yscale() == scale
+    assert all(ax.get_yscale() == "linear" for ax in fig.axes if ax is not panel)

@@ -114,13 +114,14 @@ def test_loss_gradient_ratio_is_the_cross_entropys_alone(gen: torch.Generator) -
     assert got == pytest.approx(want, rel=1e-5)
 
 
-def test_a_small_experiment_end_to_end(synthetic_data, tmp_path) -> None:
+def test_a_small_experiment_end_to_end(synthetic_data, tmp_path, capsys) -> None:
     """`normlab experiment batch-size` with 2 seeds, 1 epoch and 48 images: the sweep's files,
     mechanism.csv with one row per run and every measure, batch_stats.csv with one row per
     BatchNorm run, the mechanism figure as PNG and SVG, and a report that states the question,
-    the protocol, the command and the time and links the figure; the same command again
-    changes none of the tables and not the report, which holds the experiment's sections
-    once, also in a copy without the points' final weights (checkpoints/)."""
+    the protocol, the command that ran (its overrides included) and the time and links the
+    figure; the same command again changes none of the tables and not the report, which holds
+    the experiment's sections once, also in a copy without the points' final weights
+    (checkpoints/); a plain sweep into the folder is refused."""
     out = tmp_path / "exp"
     argv = ["experiment", "batch-size", "--out", str(out), "--seeds", "2", "--epochs", "1",
             "--train-subset", "48", "--data-dir", str(synthetic_data.folder), "--quiet"]
@@ -146,7 +147,10 @@ def test_a_small_experiment_end_to_end(synthetic_data, tmp_path) -> None:
     given = {"seeds": 2, "epochs": 1, "train_subset": 48, "data_dir": str(synthetic_data.folder)}
     assert "--seeds 2" in exp.command(given) and "--seeds 5" in exp.command()
     assert text.count("## Mechanism") == 1 and text.count("## Against ") == 1
-    for part in (exp.question, exp.command(given), "**Time:**", "## Mechanism",
+    ran = (f"normlab experiment batch-size --seeds 2 --epochs 1 --train-subset 48 "
+           f"--data-dir {synthetic_data.folder}")
+    assert exp.experiment_command({**given, "device": "auto"}) == ran
+    for part in (f"`{ran}`", exp.command(given), "**Time:**", "## Mechanism",
                  "### BatchNorm with batch statistics at test time",
                  sweep.mechanism_figure().relative_to(out).as_posix()):
         assert part in text, part
@@ -158,6 +162,15 @@ def test_a_small_experiment_end_to_end(synthetic_data, tmp_path) -> None:
     assert {p: p.read_bytes() for p in before} == before
     write_experiment_outputs(exp, out, ("png",), given)   # the report holds its sections once
     assert sweep.report.read_bytes() == before[sweep.report]
+    # A plain sweep into the experiment's folder, resumed or as its documented sweep command,
+    # would replace the experiment's report: one line names the experiment's command instead.
+    sweep_argv = shlex.split(exp.command(given))[1:] + ["--out", str(out), "--quiet"]
+    for argv in (["sweep", "--resume", str(out)], sweep_argv):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "holds an experiment" in err, err
+        assert f"'normlab experiment' command on the Command line of {sweep.report}" in err
+        assert {p: p.read_bytes() for p in before} == before
     # A copy without the final weights (the repository keeps no checkpoints/): the same command
     # keeps the measurements made on them, instead of blanking them.
     import shutil

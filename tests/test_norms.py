@@ -117,14 +117,17 @@ def test_check_ghost_batch_rejects(value) -> None:
 
 def test_check_groups() -> None:
     """check_groups rejects, by arithmetic, the first layer whose channels the group count does not
-    divide, with one line naming the layer, the count and the valid counts; norms whose groups do
-    not depend on --groups never fail."""
+    divide, with one line naming the layer, the count and the counts that divide every layer (so
+    that following the advice cannot fail on another layer); norms whose groups do not depend on
+    --groups never fail."""
     layers = [("conv1", 8), ("conv2", 12), ("conv3", 16)]
     norms.check_groups("gn", 4, layers)
     with pytest.raises(ConfigError) as e:
         norms.check_groups("gn", 8, layers)
     assert str(e.value) == ("conv2: GroupNorm with 8 groups does not divide its 12 channels; "
-                            "use --groups with one of [1, 2, 3, 4, 6, 12]")
+                            "use --groups with one of [1, 2, 4] (they divide every layer's channels)")
+    for fit in (1, 2, 4):
+        norms.check_groups("gn", fit, layers)
     with pytest.raises(ConfigError, match="conv1: GroupNorm with 0 groups"):
         norms.check_groups("gn", 0, layers)
     for norm in ("bn", "gbn", "ln", "in", "none"):

@@ -393,7 +393,8 @@ def test_write_report_multi_seed(synthetic_data, tmp_path: Path, make_run) -> No
                                                    for f in figure_files(p).values())
     assert all((run.path / x).is_file() and (run.path / x).parent == run.figures for x in links)
     assert "**Device:** cpu" in text
-    assert "**Total wall time:** 2 min 03 s (all runs, 2 worker(s) x 1 torch thread(s))" in text
+    assert ("**Training time:** 2 min 03 s of wall time (all runs and their evaluations, "
+            "2 worker(s) x 1 torch thread(s))") in text
     assert "**Epochs:** 4 per run; **seeds:** 0, 1, 2 (3 per variant)" in text
     assert ("`bn+l1=2e-05` has the highest final test accuracy: 99.05% (mean of 3 seeds), "
             "measurably ahead of every other variant.") in text
@@ -416,7 +417,7 @@ def test_write_report_one_seed_and_missing_data(tmp_path: Path, no_network, make
     text = write_report(run.path).read_text(encoding="utf-8")
     assert "not conclusive" in text and "significant" not in text
     assert "grids of misclassified images were not made" in text
-    assert "Total wall time" not in text
+    assert "Training time" not in text
     assert sorted(run.path / x for x in _links(text)) == sorted(run.figure(k) for k in FIGURES)
 
 

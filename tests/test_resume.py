@@ -183,13 +183,30 @@ def test_ctrl_c_saves_and_says_how_to_resume(normlab, reference, tmp_path) -> No
 
 
 def test_resume_of_a_finished_study_changes_nothing(normlab, reference, tmp_path) -> None:
-    """Resuming a study that already finished trains nothing and rewrites the same results."""
+    """Resuming a study that already finished, report included, trains nothing, says so and
+    leaves every file as it was (its timing too: no seconds are added). One whose report was
+    interrupted (timing.json without wall_seconds) writes the report and the same results."""
     import shutil
 
     out = tmp_path / "copy"
     shutil.copytree(reference, out)
+
+    def files() -> dict[str, bytes]:
+        return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+                if p.is_file()}
+
+    before = files()
     r = normlab.run(STUDY + ["--data-dir", str(normlab.data), "--resume", str(out)])
     assert r.returncode == 0, r.stderr
+    assert "nothing to resume" in r.stdout and f"normlab report {out}" in r.stdout
+    assert files() == before
+    folder = RunFolder(out)
+    timing = json.loads(folder.timing_json.read_text())
+    folder.timing_json.write_text(json.dumps({**timing, "wall_seconds": None}))
+    folder.report.unlink()
+    r = normlab.run(STUDY + ["--data-dir", str(normlab.data), "--resume", str(out)])
+    assert r.returncode == 0, r.stderr
+    assert "nothing to resume" not in r.stdout and folder.report.exists()
     _same_results(out, reference)
 
 
@@ -197,12 +214,15 @@ def test_resume_after_the_data_moved_takes_the_new_data_dir(normlab, reference, 
     """A study whose data folder has moved since it started resumes with --data-dir pointing at
     the new place (the files are checked by checksum, so only where they lie changes) and gives
     the same results, its report's grids drawn from the data there; without it, one line names
-    the missing folder."""
+    the missing folder. (The study here stopped while writing its report: timing.json without
+    wall_seconds; a complete one has nothing to resume.)"""
     import shutil
 
     out = tmp_path / "copy"
     shutil.copytree(reference, out)
     folder = RunFolder(out)
+    timing = json.loads(folder.timing_json.read_text())
+    folder.timing_json.write_text(json.dumps({**timing, "wall_seconds": None}))
     saved = json.loads(folder.config.read_text())
     folder.config.write_text(json.dumps({**saved, "data_dir": str(tmp_path / "moved-away")}))
     r = normlab.run(STUDY + ["--resume", str(out)])

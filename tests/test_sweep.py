@@ -566,3 +566,22 @@ def test_ray_backend_unreachable_cluster_is_one_line(normlab, tmp_path) -> None:
     lines = [x for x in r.stderr.splitlines() if x.strip() and "normlab" in x]
     assert r.returncode == 2, r.stderr
     assert lines and "ray start --head" in lines[-1]
+
+
+def test_findings_say_a_tie_once_and_still_name_a_collapse() -> None:
+    """Where every value of a setting gives the same mean (e.g. every run collapsed alike), the
+    finding says so once instead of naming one value as both highest and lowest, and still
+    names the collapse; distinct means keep the highest/lowest line with its test."""
+    from normlab.findings import sweep_findings
+
+    def row(b: int, seed: int, acc: float) -> dict:
+        return {"variant": "bn", "batch_size": b, "seed": seed, "status": "ok",
+                "final_test_acc": acc}
+
+    tie = sweep_findings([row(b, s, 10.28) for b in (2, 8) for s in (0, 1)], ["batch_size"])
+    assert tie == ["`bn`: final test accuracy is the same at every batch_size (10.28%). It "
+                   "collapses (mean below 50%) at batch_size=2, batch_size=8."]
+    (apart,) = sweep_findings([row(2, 0, 10.0), row(2, 1, 11.0), row(8, 0, 98.0),
+                               row(8, 1, 98.5)], ["batch_size"])
+    assert apart.startswith("`bn`: final test accuracy is highest at batch_size=8 (98.25%) and "
+                            "lowest at batch_size=2 (10.50%); +87.75 points (95% CI")

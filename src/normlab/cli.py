@@ -67,16 +67,17 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="train variants x seeds for every value of one or two settings",
                        formatter_class=HelpFormatter,
-                       description="Sweep settings of the config: every variant x value (x value of a "
-                                   "second --param) x seed, each point a study folder under "
+                       description="Sweep settings of the config: every variant x value (x value of "
+                                   "each further --param) x seed, each point a study folder under "
                                    "OUT/points/, with sweep.csv, figures/sweep_<param>.png and "
                                    "report.md. Running the same command again continues the sweep.")
     p.add_argument("--param", action="append", required=False, default=D(None), metavar="NAME=V1,V2",
                    help="a setting and its values, e.g. batch_size=2,8,32,128 or l1=0,1e-5,1e-4; "
-                        "give it twice for a grid. Sweepable: batch_size, lr, momentum, warmup, l1, "
+                        "give it again for a grid of every combination. Sweepable: batch_size, lr, "
+                        "momentum, warmup, l1, "
                         "l2, groups, ghost_batch, augment, rotate, translate, dataset, "
                         "train_subset, epochs, precision, arch, label_smoothing, weight_decay, ema "
-                        "(required, except with --resume)")
+                        "(required, except with --resume; default: none)")
     add_variant_seed_flags(p, D, variants_help, "variant and point")
     p.add_argument("--scale-lr", action="store_true", default=D(False),
                    help="with a swept batch_size: lr = --lr x batch_size / --batch-size "
@@ -238,17 +239,30 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(variants=(args.variant,), seeds=1, first_seed=args.seed, **kw)
 
 
+RAY_FLAGS = ("ray_address", "ray_cpus", "ray_gpus", "retries")   # sweep flags for Ray alone
+
+
+def _flag_name(key: str) -> str:
+    """The command-line flag of a parsed argument: ray_cpus -> --ray-cpus."""
+    return "--" + key.replace("_", "-")
+
+
 def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
     import functools
     import time
 
     from normlab.sweep import SweepSpec, parse_param, read_sweep_spec, run_sweep
 
+    ray_only = sorted(_given(argv) & set(RAY_FLAGS))
+    if args.backend != "ray" and ray_only:
+        verb = "apply" if len(ray_only) > 1 else "applies"
+        raise NormlabError(f"{', '.join(map(_flag_name, ray_only))} only {verb} to --backend "
+                           f"ray; add --backend ray, or drop {'them' if len(ray_only) > 1 else 'it'}")
     if args.resume is not None:
         if args.out is not None and args.out != args.resume:
             raise NormlabError("give either --resume SWEEP_DIR or --out, not both")
         base, spec = read_sweep_spec(args.resume)
-        given = _given(argv) - {"backend", "ray_address", "ray_cpus", "ray_gpus", "retries"}
+        given = _given(argv) - {"backend", *RAY_FLAGS}
         fixed = given - set(RELOCATABLE)
         if fixed:
             raise NormlabError(f"--resume uses the saved sweep; drop {', '.join(sorted(fixed))}, "
@@ -304,6 +318,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   formats=args.formats)
             print(f"report: {report}")
             return 0
+        if args.resume is None and not args.augment:
+            unused = sorted(_given(argv) & {"rotate", "translate"})
+            if unused:
+                verb = "set" if len(unused) > 1 else "sets"
+                raise NormlabError(f"{', '.join(map(_flag_name, unused))} {verb} the augmentation "
+                                   "that --no-augment turns off; drop one or the other")
         if args.command == "sweep":
             return _sweep(argv, args)
         from normlab.study import run_study

@@ -107,8 +107,10 @@ def add_variant_seed_flags(p: argparse.ArgumentParser, D, variant_help: str, per
 
 
 FOLDER_HELP = {   # what --out and --resume mean: a run folder (study, train) or a sweep folder
-    "study": ("run folder to create; default: runs/<dataset>-<timestamp>", "RUN_DIR",
-              "continue the interrupted study in RUN_DIR with its saved config: finished runs are "
+    "study": ("run folder to create (a new or empty folder); default: "
+              "runs/<dataset>-<timestamp>", "RUN_DIR",
+              "continue the interrupted run folder RUN_DIR (of 'normlab study' or 'normlab "
+              "train') with its saved config: finished runs are "
               "kept, unfinished ones go on from their last finished epoch; default: start a new "
               "study"),
     "sweep": ("sweep folder to create, or to continue when it holds the same sweep; default: "

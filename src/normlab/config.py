@@ -38,6 +38,8 @@ POOL_ARCH = "8-16-16-16-12"      # the same widths with the max-pool stem (the e
 MAX_CONVS = 7   # 28 -> 26 -> 13 (pool) -> 11 -> 9 -> 7 -> 5 -> 3 -> 1
 VAL_SEED = 20_261_121   # the generator that picks the --val images; fixed, so every run agrees
 MAX_SEED = 2**32 - 1    # the largest seed: torch.manual_seed takes 64 bits, numpy's legacy 32
+MAX_ROTATE = 180        # degrees: --rotate r draws angles in [-r, r], and beyond 180 they repeat
+MAX_TRANSLATE = 14      # pixels: half the side of every dataset's 28x28 images
 MAX_SEEDS = 10_000      # seeds per variant in one study (its seed list is built in memory)
 
 
@@ -309,6 +311,11 @@ class Config:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ConfigError(f"{flag} must be a number >= 0, got {v!r}")
+        for flag, v, top, why in (("--rotate", self.rotate, MAX_ROTATE, "degrees: larger angles "
+                                   "repeat smaller ones"), ("--translate", self.translate,
+                                   MAX_TRANSLATE, "pixels: half the side of the 28x28 images")):
+            if v > top:
+                raise ConfigError(f"{flag} {v:g} is more than {top} {why}; give at most {top}")
         if self.momentum >= 1:   # a momentum of 1 or more makes SGD's steps grow without bound
             raise ConfigError(f"--momentum must be below 1 (e.g. 0.9; 0: none), got "
                               f"{self.momentum!r}")

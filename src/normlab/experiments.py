@@ -47,13 +47,22 @@ class Experiment:
     def command(self, overrides: dict[str, Any] | None = None) -> str:
         """The equivalent `normlab sweep` command (the report prints it), with ``overrides``
         (the flags given to `normlab experiment`) in place of the experiment's own settings."""
-        settings = {**COMMON, **self.config, **(overrides or {})}
         flags = [f"--variants {','.join(self.variants)}"]
         flags += [f"--param {p}" for p in self.params]
         flags += ["--scale-lr"] if self.scale_lr else []
-        flags += [f"--{k.replace('_', '-')} {v}" for k, v in settings.items()
-                  if not (k == "device" and v == "auto")]
+        flags += settings_flags({**COMMON, **self.config, **(overrides or {})})
         return "normlab sweep " + " ".join(flags)
+
+    def experiment_command(self, overrides: dict[str, Any] | None = None) -> str:
+        """The `normlab experiment` command that ran it, its ``overrides`` included."""
+        return " ".join([f"normlab experiment {self.name}", *settings_flags(overrides or {})])
+
+
+def settings_flags(settings: dict[str, Any]) -> list[str]:
+    """Config settings as command-line flags (``train_subset=600`` -> ``--train-subset 600``);
+    the automatic device, the default, is left out."""
+    return [f"--{k.replace('_', '-')} {v}" for k, v in settings.items()
+            if not (k == "device" and v == "auto")]
 
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
@@ -139,7 +148,7 @@ def run_experiment(name: str, out: str | Path, overrides: dict[str, Any] | None 
     exp = get(name)
     base, spec = plan(exp, overrides)
     formats = formats or DEFAULT_FIGURE_FORMATS
-    run_sweep(base, spec, out, progress=progress, log=log, formats=formats)
+    run_sweep(base, spec, out, progress=progress, log=log, formats=formats, experiment=name)
     write_experiment_outputs(exp, out, formats, overrides)
     log(f"experiment {name}: report in {SweepFolder(out).report}")
     return Path(out)

@@ -86,7 +86,9 @@ class Net(nn.Module):
             cfg = ModelConfig(**overrides)
         elif overrides:
             raise TypeError("pass either a ModelConfig or keyword overrides, not both")
-        norms.get(cfg.norm)  # an unknown name fails here, before any layer is built
+        # An unknown name or a group count that does not divide every layer fails here, before
+        # any layer is built, with the message Config's own check gives.
+        norms.check_groups(cfg.norm, cfg.groups, cfg.norm_layers())
         if not 1 <= cfg.full_res < len(cfg.widths):
             raise ConfigError("ModelConfig.full_res must be at least 1 and leave a conv after the pool")
         if cfg.stem == "pool" and cfg.stem_kernel != 3:

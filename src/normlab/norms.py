@@ -32,6 +32,7 @@ paying for it); the builders import it when they run.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -251,11 +252,14 @@ def check_groups(norm: str, groups: int, layers: Iterable[tuple[str, int]]) -> N
     ``groups``, i.e. --groups) do not divide. ``layers``: (layer name, channels) in build order,
     e.g. ``ModelConfig.norm_layers()``. Arithmetic only, so config validation needs no torch."""
     spec = get(norm)
+    layers = list(layers)
     for layer, channels in layers:
         g = spec.stat_groups(channels, groups)
         if g is not None and (g < 1 or channels % g != 0):
-            fix = (f"use --groups with one of {divisors(channels)}" if spec.uses_groups
-                   else f"{norm} does not fit this model; choose another norm")
+            # The values that divide every layer's channels, so that following the advice works.
+            fits = divisors(math.gcd(*(c for _, c in layers)))
+            fix = (f"use --groups with one of {fits} (they divide every layer's channels)"
+                   if spec.uses_groups else f"{norm} does not fit this model; choose another norm")
             raise ConfigError(
                 f"{layer}: {spec.title} with {g} groups does not divide its {channels} channels; "
                 f"{fix}"

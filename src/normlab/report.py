@@ -145,7 +145,10 @@ def _what_ran(run: RunData) -> list[str]:
         if is_number(timing.get("workers")) and is_number(timing.get("threads_per_worker")):
             how = (f", {timing['workers']} worker(s) x {timing['threads_per_worker']} "
                    "torch thread(s)")
-        lines.append(f"**Total wall time:** {_duration(wall)} (all runs{how}).")
+        # train_seconds: from the call to the end of training (data loading and every
+        # evaluation included); timing.json's wall_seconds adds the writing of this report.
+        lines.append(f"**Training time:** {_duration(wall)} of wall time (all runs and their "
+                     f"evaluations{how}).")
     return [f"- {line}" for line in lines]
 
 

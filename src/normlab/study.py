@@ -393,6 +393,12 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
     saved = folder.read_saved_config() if resume else None
     if saved is not None:
         check_same_config(folder, cfg, saved)   # before locking or loading anything
+        if folder.finished and "wall_seconds" in folder.previous_timing():
+            # Complete, report included: nothing is trained or rewritten, so its timing stays
+            # that of the sessions that trained it.
+            log(f"nothing to resume: every run in {folder.path} finished; 'normlab report "
+                f"{folder.path}' redraws its figures and report")
+            return folder.path
         folder.ensure_writable()
     else:
         folder.create()                    # fail on a bad folder before loading anything

@@ -2,8 +2,9 @@
 
     normlab sweep --variants bn,gn,ln --param batch_size=2,8,32,128 --seeds 3 --epochs 5
 
-Two ``--param`` flags make a grid. Each *point* (one combination of values) is a study of its own,
-in ``points/<name>/`` with the files of any study run folder; the sweep folder adds::
+Two or more ``--param`` flags make a grid (every combination). Each *point* (one combination of
+values) is a study of its own, in ``points/<name>/`` with the files of any study run folder; the
+sweep folder adds::
 
     sweep.json    the base config, the swept settings and their values
     sweep.csv     one row per run: swept values, variant, seed, status, accuracies, loss, error
@@ -74,7 +75,10 @@ def _parse_value(name: str, text: str) -> Any:
             return False
         raise ConfigError(f"--param {name}: {text!r} is not true or false; write e.g. {name}=true,false")
     if kind is str and field == "arch":
-        parse_arch(text)
+        try:
+            parse_arch(text)
+        except ConfigError as e:   # its message names --arch; the value came from --param
+            raise ConfigError(f"--param {name}: {e}") from None
         return text
     if kind is str:
         choices = DATASET_NAMES if field == "dataset" else PRECISIONS
@@ -200,6 +204,8 @@ def prepare_sweep_out(out: Path, base: Config, spec: SweepSpec) -> bool:
 def read_sweep_spec(out: str | Path) -> tuple[Config, "SweepSpec"]:
     """The base config and the spec saved in a sweep folder (for --resume)."""
     folder = SweepFolder(out)
+    if not folder.path.is_dir():
+        raise ConfigError(f"--resume {str(out)!r}: no such folder; give the folder a sweep wrote")
     if not folder.record.exists():
         raise ConfigError(f"--resume {str(out)!r}: no sweep.json there; give the folder a sweep "
                           "wrote")
@@ -257,11 +263,14 @@ def run_points_locally(outcomes: list[PointOutcome], log: Callable[[str], None],
 def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | None = None,
               backend: str = "local", progress: bool = True,
               log: Callable[[str], None] = print,
-              formats: str | Sequence[str] = DEFAULT_FIGURE_FORMATS) -> Path:
+              formats: str | Sequence[str] = DEFAULT_FIGURE_FORMATS,
+              experiment: str | None = None) -> Path:
     """Run (or continue) the sweep into ``out`` and write sweep.csv, figures and report.md.
     ``runner`` trains the points (default: one after another here); ``backend`` names it.
     The sweep's figures are saved as PNG and the other ``formats``; each point's study draws
-    its own in the default formats."""
+    its own in the default formats. ``experiment``: the name of the experiment that runs the
+    sweep; without it, the folder of an experiment is refused (its report would be replaced by
+    a plain sweep's)."""
     from normlab.device import select_device
     from normlab.study import check_split_sizes, load_data
     from normlab.sweep_report import write_sweep_outputs
@@ -272,13 +281,20 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
     device = select_device(base.device)
     if not SweepFolder.holds_sweep(out):
         SweepFolder(out).check_new()               # a bad --out fails before the data load
+    elif experiment is None and SweepFolder(out).mechanism.exists():
+        raise ConfigError(f"{str(out)!r} holds an experiment (its mechanism.csv), whose report "
+                          f"a plain sweep would replace; continue it with the 'normlab "
+                          f"experiment' command on the Command line of {SweepFolder(out).report}")
     # Check data and folder before the first run: every dataset the sweep touches, and every
     # point's --train-subset and --val against its size (bad input, not a failed run).
     for dataset in sorted({cfg.dataset for _, cfg in points}):
         data = load_data(base.replace(dataset=dataset, train_subset=None, val=0), device)
-        for _, cfg in points:
+        for values, cfg in points:
             if cfg.dataset == dataset:
-                check_split_sizes(cfg, len(data.train))
+                try:
+                    check_split_sizes(cfg, len(data.train))
+                except ConfigError as e:
+                    raise ConfigError(f"sweep point {point_name(values)}: {e}") from None
     resumed = prepare_sweep_out(out, base, spec)
     runs = sum(len(cfg.parsed_variants()) * cfg.seeds for _, cfg in points)
     log(f"normlab sweep: {len(points)} point(s), {runs} run(s), backend {backend}"

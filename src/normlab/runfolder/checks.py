@@ -290,6 +290,9 @@ def load_run(run_dir: str | Path) -> RunData:
     f = RunFolder(run_dir)
     if not f.path.is_dir():
         raise RunFolderError(f"{f.path} is not a folder; give the run folder a study wrote")
+    if not any(p.exists() for p in (f.config, f.env, f.summary, f.metrics)):
+        raise RunFolderError(f"{f.path} is not a normlab run folder (none of its files are "
+                             "there); give the folder a study wrote")
     fix_config = f"restore it from a copy of this run folder, or {REBUILD}"
     config = read_json_object(f.config, fix_config)
     _check_config(f.config, config)

@@ -303,6 +303,9 @@ class RunFolder(_Results):
     # -- readers ------------------------------------------------------------------------------
     def read_saved_config(self) -> dict:
         """config.json, whole ('resolved' included), checked to come from this normlab version."""
+        if not self.path.is_dir():
+            raise ConfigError(f"--resume {str(self.path)!r}: no such folder; give the run folder "
+                              "a study wrote, or start a new study with --out")
         if not self.config.exists():
             raise ConfigError(f"--resume {str(self.path)!r}: no config.json there; give the folder "
                               "a study wrote, or start a new study with --out")
