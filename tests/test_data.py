@@ -444,6 +444,28 @@ def test_explicit_dir_without_data_falls_back_to_cache_with_warning(
         assert data.locate("mnist", empty, download=False) == cache
 
 
+def test_a_fallback_is_reported_once_per_process(tmp_path: Path, fake_mnist,
+                                                 isolated: Path) -> None:
+    """Looking for the data again (a study does, for training and for its report) repeats no
+    warning, even when the warning filters were changed in between (which resets Python's own
+    once-per-place memory); another folder that lacks the data is reported again."""
+    _, raw = fake_mnist
+    install(isolated, raw)
+    empty, other = tmp_path / "empty", tmp_path / "other"
+    empty.mkdir()
+    other.mkdir()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        data.locate("mnist", empty, download=False)
+        warnings.resetwarnings()
+        warnings.simplefilter("default")
+        data.locate("mnist", empty, download=False)
+        data.locate("mnist", other, download=False)
+    messages = [str(w.message) for w in seen]
+    assert len(messages) == 2, messages
+    assert str(empty) in messages[0] and str(other) in messages[1]
+
+
 def test_partial_folder_is_not_a_match(tmp_path: Path, fake_mnist) -> None:
     """A folder with only three of the four files does not count; the error names the missing one."""
     _, raw = fake_mnist

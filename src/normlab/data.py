@@ -158,9 +158,19 @@ def _how_to_point(spec: DatasetSpec) -> str:
     )
 
 
+# The fallbacks already reported by this process. A study looks for its data for training and
+# again for its report, and Python's once-per-place filter forgets what it showed whenever any
+# library changes the warning filters in between; so each fallback is said once here.
+_REPORTED: set[str] = set()
+
+
 def _warn_passed_over(spec: DatasetSpec, places: list[str], outcome: str) -> None:
-    """Warn that folders the user pointed to lacked the data, and what was done instead."""
-    warnings.warn(f"{spec.name} not found where pointed to ({'; '.join(places)}); {outcome}")
+    """Warn (once per process) that folders the user pointed to lacked the data, and what was
+    done instead."""
+    message = f"{spec.name} not found where pointed to ({'; '.join(places)}); {outcome}"
+    if message not in _REPORTED:
+        _REPORTED.add(message)
+        warnings.warn(message)
 
 
 def _find(
