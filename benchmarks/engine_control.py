@@ -131,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         if value < low:
             print(f"error: {flag} must be at least {low}, got {value}", file=sys.stderr)
             return 2
+    if args.out and not (args.out.parent.is_dir() and os.access(args.out.parent, os.W_OK)):
+        print(f"error: --out {args.out}: its folder is missing or not writable; give a path in "
+              "a writable folder", file=sys.stderr)   # checked before minutes of training
+        return 2
     engine_row = f"engine-{args.commit}"
     with tempfile.TemporaryDirectory(prefix="normlab-engine-") as tmp:
         try:

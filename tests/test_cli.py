@@ -335,10 +335,11 @@ BAD_INPUT = {
     "workers-negative": (["study", "--workers", "-1"], "--workers"),
     "group-size-word": (["study", "--group-size", "all"], "--group-size"),
     "precision-unknown": (["study", "--precision", "fp16"], "--precision"),
-    "resume-missing": (["study", "--resume", "{nonempty}/nothing-here"], "no such folder"),
+    "resume-missing": (["study", "--resume", "{nonempty}/nothing-here"], "not a folder"),
     "resume-not-a-run": (["study", "--resume", "{nonempty}"],
                          f"no {RunFolder('.').config.name} there"),
-    "sweep-resume-missing": (["sweep", "--resume", "{nonempty}/nothing-here"], "no such folder"),
+    "sweep-resume-missing": (["sweep", "--resume", "{nonempty}/nothing-here"], "not a folder"),
+    "resume-a-file": (["study", "--resume", "{nonempty}/keep.txt"], "not a folder"),
     "report-not-a-run": (["report", "{nonempty}"], "is not a normlab run folder"),
     "resume-and-out": (["study", "--resume", "{nonempty}", "--out", "x"], "not both"),
     "format-unknown-report": (["report", "{nonempty}", "--format", "png,jpg"],
@@ -356,9 +357,11 @@ BAD_INPUT = {
     "augmentation-turned-off-sweep": (["sweep", "--param", "lr=0.1", "--no-augment",
                                        "--rotate", "5", "--translate", "1"],
                                       "--rotate, --translate set the augmentation"),
-    "rotate-above-180": (["study", "--rotate", "181"], "--rotate 181 is more than 180 degrees"),
+    "swept-augmentation-turned-off": (["sweep", "--param", "rotate=5,10", "--no-augment"],
+                                      "--rotate sets the augmentation that --no-augment"),
+    "rotate-above-180": (["study", "--rotate", "180.001"], "--rotate 180.001 is more than 180 degrees"),
     "translate-above-half": (["train", "--translate", "15"],
-                             "--translate 15 is more than 14 pixels: half the side"),
+                             "--translate 15.0 is more than 14 pixels: half the side"),
     "groups-fit-no-layer": (["train", "--variant", "gn", "--groups", "8"],
                             "use --groups with one of [1, 2, 4] (they divide every layer's"),
 }
@@ -798,3 +801,16 @@ def test_console_command_ignores_ctrl_c_once_main_has_returned(monkeypatch, caps
         cli.run()
     assert exit_.value.code == 2
     assert calls == ["main", (signal.SIGINT, signal.SIG_IGN)]
+
+
+def test_a_swept_augment_takes_rotate_with_no_augment(tmp_path: Path, capsys) -> None:
+    """When --param sweeps augment itself, --rotate with --no-augment is not refused (the swept
+    points with augmentation use it): the command gets past that check to the next one, here an
+    --out that is a file."""
+    taken = tmp_path / "file.txt"
+    taken.write_text("x")
+    argv = ["sweep", "--param", "augment=true,false", "--no-augment", "--rotate", "30",
+            "--out", str(taken)]
+    assert main(argv) == 2
+    err = _stderr_lines(capsys)
+    assert len(err) == 1 and "is a file" in err[0] and "--no-augment" not in err[0], err

@@ -51,13 +51,14 @@ def test_ratios_are_per_round_and_accuracies_compared_in_every_round(control) ->
     (["--rounds", "0"], "--rounds must be at least 1, got 0"),
     (["--train-subset", "-5"], "--train-subset must be at least 0, got -5"),
     (["--commit", "no-such-commit"], "--commit 'no-such-commit' cannot be checked out"),
+    (["--out", "/no/such/folder/control.jsonl"], "its folder is missing or not writable"),
 ])
 def test_bad_input_is_a_one_line_error(control, tmp_path, capsys, args, message) -> None:
     """A bad flag or a commit git does not know exits 2 with one line naming the problem and
     the fix; nothing is written and no worktree is left behind."""
     before = _worktrees(control)
     out = tmp_path / "control.jsonl"
-    assert control.main([*args, "--out", str(out)]) == 2
+    assert control.main(["--out", str(out), *args]) == 2   # a later --out replaces this one
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert not out.exists() and _worktrees(control) == before

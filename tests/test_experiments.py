@@ -6,6 +6,7 @@ against PyTorch's own batch-statistics mode."""
 from __future__ import annotations
 
 import copy
+import json
 import shlex
 
 import pytest
@@ -148,8 +149,9 @@ def test_a_small_experiment_end_to_end(synthetic_data, tmp_path, capsys) -> None
     assert "--seeds 2" in exp.command(given) and "--seeds 5" in exp.command()
     assert text.count("## Mechanism") == 1 and text.count("## Against ") == 1
     ran = (f"normlab experiment batch-size --seeds 2 --epochs 1 --train-subset 48 "
-           f"--data-dir {synthetic_data.folder}")
-    assert exp.experiment_command({**given, "device": "auto"}) == ran
+           f"--data-dir {synthetic_data.folder} --out {out}")
+    assert exp.experiment_command({**given, "device": "auto"}, out) == ran
+    assert json.loads(sweep.record.read_text())["experiment"] == "batch-size"
     for part in (f"`{ran}`", exp.command(given), "**Time:**", "## Mechanism",
                  "### BatchNorm with batch statistics at test time",
                  sweep.mechanism_figure().relative_to(out).as_posix()):
@@ -168,8 +170,9 @@ def test_a_small_experiment_end_to_end(synthetic_data, tmp_path, capsys) -> None
     for argv in (["sweep", "--resume", str(out)], sweep_argv):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
-        assert "\n" not in err and "holds an experiment" in err, err
-        assert f"'normlab experiment' command on the Command line of {sweep.report}" in err
+        assert "\n" not in err and "holds the experiment batch-size" in err, err
+        assert f"continue it with 'normlab experiment batch-size --out {out}'" in err, err
+        assert "the flags on the Command line of its report.md" in err
         assert {p: p.read_bytes() for p in before} == before
     # A copy without the final weights (the repository keeps no checkpoints/): the same command
     # keeps the measurements made on them, instead of blanking them.

@@ -128,6 +128,9 @@ def test_check_groups() -> None:
                             "use --groups with one of [1, 2, 4] (they divide every layer's channels)")
     for fit in (1, 2, 4):
         norms.check_groups("gn", fit, layers)
+    with pytest.raises(ConfigError) as e:   # one layer (make_norm's check): no claim on others
+        norms.check_groups("gn", 3, layers[:1])
+    assert str(e.value).endswith("use --groups with one of [1, 2, 4, 8]")
     with pytest.raises(ConfigError, match="conv1: GroupNorm with 0 groups"):
         norms.check_groups("gn", 0, layers)
     for norm in ("bn", "gbn", "ln", "in", "none"):

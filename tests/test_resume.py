@@ -200,6 +200,10 @@ def test_resume_of_a_finished_study_changes_nothing(normlab, reference, tmp_path
     assert r.returncode == 0, r.stderr
     assert "nothing to resume" in r.stdout and f"normlab report {out}" in r.stdout
     assert files() == before
+    r = normlab.run(STUDY + ["--data-dir", str(normlab.data), "--resume", str(out), "--format",
+                             "png,pdf"])   # what was asked of the resume goes into the hint
+    assert r.returncode == 0 and f"'normlab report {out} --format png,pdf" in r.stdout, r.stdout
+    assert files() == before
     folder = RunFolder(out)
     timing = json.loads(folder.timing_json.read_text())
     folder.timing_json.write_text(json.dumps({**timing, "wall_seconds": None}))

@@ -570,18 +570,44 @@ def test_ray_backend_unreachable_cluster_is_one_line(normlab, tmp_path) -> None:
 
 def test_findings_say_a_tie_once_and_still_name_a_collapse() -> None:
     """Where every value of a setting gives the same mean (e.g. every run collapsed alike), the
-    finding says so once instead of naming one value as both highest and lowest, and still
-    names the collapse; distinct means keep the highest/lowest line with its test."""
+    finding says so once (means equal as printed, to 0.01 points) instead of naming one value as
+    both highest and lowest, keeps the interval of the difference (what the runs could see),
+    says "every finished" when a value has no finished run, and still names the collapse;
+    distinct means keep the highest/lowest line with its test."""
     from normlab.findings import sweep_findings
 
     def row(b: int, seed: int, acc: float) -> dict:
         return {"variant": "bn", "batch_size": b, "seed": seed, "status": "ok",
                 "final_test_acc": acc}
 
-    tie = sweep_findings([row(b, s, 10.28) for b in (2, 8) for s in (0, 1)], ["batch_size"])
-    assert tie == ["`bn`: final test accuracy is the same at every batch_size (10.28%). It "
-                   "collapses (mean below 50%) at batch_size=2, batch_size=8."]
+    tie = sweep_findings([row(2, 0, 10.1), row(2, 1, 10.2), row(8, 0, 10.15), row(8, 1, 10.15)],
+                         ["batch_size"])   # 10.15 and 10.15 as printed
+    (line,) = tie
+    assert line.startswith("`bn`: final test accuracy is the same at every batch_size (10.15%); "
+                           "+0.00 points (95% CI")   # its interval: the difference it could see
+    assert line.endswith("not significant at the 5% level. It collapses (mean below 50%) at "
+                         "batch_size=2, batch_size=8.")
+    failed = {"variant": "bn", "batch_size": 32, "seed": 0, "status": "diverged",
+              "final_test_acc": None}
+    some = sweep_findings([row(2, 0, 10.0), row(8, 0, 10.0), failed], ["batch_size"])[0]
+    assert some.startswith("`bn`: final test accuracy is the same at every finished batch_size")
     (apart,) = sweep_findings([row(2, 0, 10.0), row(2, 1, 11.0), row(8, 0, 98.0),
                                row(8, 1, 98.5)], ["batch_size"])
     assert apart.startswith("`bn`: final test accuracy is highest at batch_size=8 (98.25%) and "
                             "lowest at batch_size=2 (10.50%); +87.75 points (95% CI")
+
+
+def test_an_experiments_folder_is_known_from_its_start(tmp_path: Path) -> None:
+    """A sweep folder names the experiment that runs it from the moment it is created (so one
+    stopped before its first report is still refused to a plain sweep): experiment_in reads
+    the name from sweep.json; a folder of an earlier version, which does not record it, counts
+    by its mechanism.csv; a plain sweep is none."""
+    from normlab.sweep import experiment_in, prepare_sweep_out
+
+    spec = SweepSpec((parse_param("lr=0.1,0.2"),))
+    prepare_sweep_out(tmp_path / "exp", Config(), spec, experiment="lr")
+    assert experiment_in(tmp_path / "exp") == "lr"
+    prepare_sweep_out(tmp_path / "plain", Config(), spec)
+    assert experiment_in(tmp_path / "plain") is None
+    SweepFolder(tmp_path / "plain").mechanism.write_text("lr,variant\n")
+    assert experiment_in(tmp_path / "plain") == "NAME"

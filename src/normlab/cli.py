@@ -65,7 +65,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     add_training_flags(p, D)
     add_format_flag(p, D)
 
-    p = sub.add_parser("sweep", help="train variants x seeds for every value of one or two settings",
+    p = sub.add_parser("sweep", help="train variants x seeds for every value of one or more settings",
                        formatter_class=HelpFormatter,
                        description="Sweep settings of the config: every variant x value (x value of "
                                    "each further --param) x seed, each point a study folder under "
@@ -239,6 +239,18 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(variants=(args.variant,), seeds=1, first_seed=args.seed, **kw)
 
 
+def _check_augmentation(argv: Sequence[str], args: argparse.Namespace, swept) -> None:
+    """--rotate or --translate, given or swept (``swept``: the swept settings' names), with
+    --no-augment set what it turns off: refused, unless --param sweeps augment itself."""
+    if args.augment or "augment" in swept:
+        return
+    unused = sorted((_given(argv) | set(swept)) & {"rotate", "translate"})
+    if unused:
+        verb = "set" if len(unused) > 1 else "sets"
+        raise NormlabError(f"{', '.join(map(_flag_name, unused))} {verb} the augmentation that "
+                           "--no-augment turns off; drop one or the other")
+
+
 RAY_FLAGS = ("ray_address", "ray_cpus", "ray_gpus", "retries")   # sweep flags for Ray alone
 
 
@@ -274,6 +286,7 @@ def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
             raise NormlabError("give at least one --param NAME=V1,V2,..., e.g. "
                                "--param batch_size=32,128")
         spec = SweepSpec(tuple(parse_param(t) for t in args.param), scale_lr=args.scale_lr)
+        _check_augmentation(argv, args, swept=[p.name for p in spec.params])
         base = config_from_args(args)
         out = args.out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}"
     runner = None
@@ -318,12 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   formats=args.formats)
             print(f"report: {report}")
             return 0
-        if args.resume is None and not args.augment:
-            unused = sorted(_given(argv) & {"rotate", "translate"})
-            if unused:
-                verb = "set" if len(unused) > 1 else "sets"
-                raise NormlabError(f"{', '.join(map(_flag_name, unused))} {verb} the augmentation "
-                                   "that --no-augment turns off; drop one or the other")
+        if args.command != "sweep" and args.resume is None:
+            _check_augmentation(argv, args, swept=())
         if args.command == "sweep":
             return _sweep(argv, args)
         from normlab.study import run_study

@@ -315,7 +315,7 @@ class Config:
                                    "repeat smaller ones"), ("--translate", self.translate,
                                    MAX_TRANSLATE, "pixels: half the side of the 28x28 images")):
             if v > top:
-                raise ConfigError(f"{flag} {v:g} is more than {top} {why}; give at most {top}")
+                raise ConfigError(f"{flag} {v!r} is more than {top} {why}; give at most {top}")
         if self.momentum >= 1:   # a momentum of 1 or more makes SGD's steps grow without bound
             raise ConfigError(f"--momentum must be below 1 (e.g. 0.9; 0: none), got "
                               f"{self.momentum!r}")

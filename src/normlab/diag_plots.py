@@ -117,8 +117,8 @@ def plot_diagnostics(run: RunData, formats=DEFAULT_FIGURE_FORMATS) -> Path | Non
                         else "nothing measured", ha="center",
                         va="center", transform=ax.transAxes, color="#666666")
             elif log and 0 < ax.dataLim.y0 and ax.dataLim.y1 >= 10 * ax.dataLim.y0:
-                plain_log_y(ax)   # over a decade or more; within one, a log axis may hold no
-                # power of ten to label (a short run's values)
+                plain_log_y(ax)   # values over a decade or more (a long run's fall); within
+                # one, a log axis adds little and may hold no labelled tick (a short run's values)
             ax.set_title(title)
             ax.set_xlabel("epoch")
             ax.set_xticks(ticks)

@@ -330,7 +330,7 @@ def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | No
         body = body.split(end, 1)[0]
     head = [f"# Experiment `{exp.name}`", "", f"**Question.** {exp.question}", "",
             f"**Protocol.** {exp.protocol}", "",
-            f"**Command:** `{exp.experiment_command(overrides)}`: the sweep "
+            f"**Command:** `{exp.experiment_command(overrides, out)}`: the sweep "
             f"`{exp.command(overrides)}`, then the measurements below.", "",
             f"**Time:** {seconds / 60:.1f} min of training and evaluation in all (wall time, "
             f"summed over the points' records; the batch-statistics test not included), on "

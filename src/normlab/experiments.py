@@ -53,9 +53,12 @@ class Experiment:
         flags += settings_flags({**COMMON, **self.config, **(overrides or {})})
         return "normlab sweep " + " ".join(flags)
 
-    def experiment_command(self, overrides: dict[str, Any] | None = None) -> str:
-        """The `normlab experiment` command that ran it, its ``overrides`` included."""
-        return " ".join([f"normlab experiment {self.name}", *settings_flags(overrides or {})])
+    def experiment_command(self, overrides: dict[str, Any] | None = None,
+                           out: str | Path | None = None) -> str:
+        """The `normlab experiment` command that ran it into ``out``, its ``overrides``
+        included: the command that continues it."""
+        flags = settings_flags(overrides or {}) + ([f"--out {out}"] if out is not None else [])
+        return " ".join([f"normlab experiment {self.name}", *flags])
 
 
 def settings_flags(settings: dict[str, Any]) -> list[str]:

@@ -193,22 +193,23 @@ def sweep_findings(rows: list[dict], params: list[str], metric: str = "final_tes
             best = max(means, key=lambda v: means[v])
             worst = min(means, key=lambda v: means[v])
             where = f"`{key[0]}`" + "".join(f" ({o}={fmt_value(x)})" for o, x in zip(others, key[1:]))
-            if means[best] == means[worst]:   # a tie (e.g. every value collapsed alike)
-                text = (f"{where}: final {word} accuracy is the same at every {p} "
-                        f"({means[best]:.2f}%).")
+            if f"{means[best]:.2f}" == f"{means[worst]:.2f}":   # a tie, as printed
+                every = "every" if len(done) == len(by_value) else "every finished"
+                text = (f"{where}: final {word} accuracy is the same at {every} {p} "
+                        f"({means[best]:.2f}%)")
             else:
                 text = (f"{where}: final {word} accuracy is highest at {p}={fmt_value(best)} "
                         f"({means[best]:.2f}%) and lowest at {p}={fmt_value(worst)} "
                         f"({means[worst]:.2f}%)")
-                w = welch(done[best], done[worst])
-                if w["p"] is None:
-                    text += (f"; {means[best] - means[worst]:+.2f} points, one seed each: no "
-                             "test possible.")
-                else:
-                    verdict = ("larger than seed-to-seed noise" if w["ci_lo"] > 0 else
-                               "not significant at the 5% level")
-                    text += (f"; {w['diff']:+.2f} points (95% CI {w['ci_lo']:+.2f} to "
-                             f"{w['ci_hi']:+.2f}, Welch's {_p_text(w['p'])}): {verdict}.")
+            w = welch(done[best], done[worst])   # a tie keeps its interval: what it could see
+            if w["p"] is None:
+                text += (f"; {means[best] - means[worst]:+.2f} points, one seed each: no test "
+                         "possible.")
+            else:
+                verdict = ("larger than seed-to-seed noise" if w["ci_lo"] > 0 else
+                           "not significant at the 5% level")
+                text += (f"; {w['diff']:+.2f} points (95% CI {w['ci_lo']:+.2f} to "
+                         f"{w['ci_hi']:+.2f}, Welch's {_p_text(w['p'])}): {verdict}.")
             collapsed = [v for v, m in means.items() if m < 50.0]
             if collapsed:
                 text += (" It collapses (mean below 50%) at " +

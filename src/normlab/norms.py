@@ -258,8 +258,9 @@ def check_groups(norm: str, groups: int, layers: Iterable[tuple[str, int]]) -> N
         if g is not None and (g < 1 or channels % g != 0):
             # The values that divide every layer's channels, so that following the advice works.
             fits = divisors(math.gcd(*(c for _, c in layers)))
-            fix = (f"use --groups with one of {fits} (they divide every layer's channels)"
-                   if spec.uses_groups else f"{norm} does not fit this model; choose another norm")
+            every = " (they divide every layer's channels)" if len(layers) > 1 else ""
+            fix = (f"use --groups with one of {fits}{every}" if spec.uses_groups
+                   else f"{norm} does not fit this model; choose another norm")
             raise ConfigError(
                 f"{layer}: {spec.title} with {g} groups does not divide its {channels} channels; "
                 f"{fix}"

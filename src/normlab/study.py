@@ -393,11 +393,16 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
     saved = folder.read_saved_config() if resume else None
     if saved is not None:
         check_same_config(folder, cfg, saved)   # before locking or loading anything
-        if folder.finished and "wall_seconds" in folder.previous_timing():
+        if folder.finished:
             # Complete, report included: nothing is trained or rewritten, so its timing stays
-            # that of the sessions that trained it.
-            log(f"nothing to resume: every run in {folder.path} finished; 'normlab report "
-                f"{folder.path}' redraws its figures and report")
+            # that of the sessions that trained it. The hint keeps a --format or --data-dir given.
+            hint = f"normlab report {folder.path}"
+            if formats != parse_formats(DEFAULT_FIGURE_FORMATS):
+                hint += f" --format {','.join(formats)}"
+            if cfg.data_dir != saved.get("data_dir"):   # the data moved (--data-dir given)
+                hint += f" --data-dir {cfg.data_dir}"
+            log(f"nothing to resume: every run in {folder.path} finished; '{hint}' redraws its "
+                "figures and report")
             return folder.path
         folder.ensure_writable()
     else:

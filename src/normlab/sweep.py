@@ -182,13 +182,15 @@ def _sweep_record(base: Config, spec: SweepSpec) -> dict:
     return {"normlab_version": __version__, "base_config": base.to_dict(), **spec.to_dict()}
 
 
-def prepare_sweep_out(out: Path, base: Config, spec: SweepSpec) -> bool:
-    """Create the sweep folder, or check that an existing one holds this very sweep.
-    Returns True when it continues an existing sweep."""
+def prepare_sweep_out(out: Path, base: Config, spec: SweepSpec,
+                      experiment: str | None = None) -> bool:
+    """Create the sweep folder (recording the ``experiment`` that runs it, if one does), or
+    check that an existing one holds this very sweep. Returns True when it continues an
+    existing sweep."""
     record = _sweep_record(base, spec)
     folder = SweepFolder(out)
     if not folder.record.exists():
-        folder.create(record)
+        folder.create({**record, **({"experiment": experiment} if experiment else {})})
         return False
     saved = folder.read_record()
     old = saved.get("base_config") if isinstance(saved.get("base_config"), dict) else {}
@@ -201,11 +203,22 @@ def prepare_sweep_out(out: Path, base: Config, spec: SweepSpec) -> bool:
     return True
 
 
+def experiment_in(out: str | Path) -> str | None:
+    """The experiment whose sweep the folder ``out`` holds: the name sweep.json records (from
+    the start of the sweep on), or for a folder of an earlier version, whose sweep.json does not
+    record it, "NAME" when it holds an experiment's mechanism.csv; None for a plain sweep."""
+    folder = SweepFolder(out)
+    name = folder.read_record().get("experiment")
+    if isinstance(name, str) and name:
+        return name
+    return "NAME" if folder.mechanism.exists() else None
+
+
 def read_sweep_spec(out: str | Path) -> tuple[Config, "SweepSpec"]:
     """The base config and the spec saved in a sweep folder (for --resume)."""
     folder = SweepFolder(out)
     if not folder.path.is_dir():
-        raise ConfigError(f"--resume {str(out)!r}: no such folder; give the folder a sweep wrote")
+        raise ConfigError(f"--resume {str(out)!r}: not a folder; give the folder a sweep wrote")
     if not folder.record.exists():
         raise ConfigError(f"--resume {str(out)!r}: no sweep.json there; give the folder a sweep "
                           "wrote")
@@ -269,8 +282,8 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
     ``runner`` trains the points (default: one after another here); ``backend`` names it.
     The sweep's figures are saved as PNG and the other ``formats``; each point's study draws
     its own in the default formats. ``experiment``: the name of the experiment that runs the
-    sweep; without it, the folder of an experiment is refused (its report would be replaced by
-    a plain sweep's)."""
+    sweep (recorded in sweep.json); without it, the folder of an experiment is refused, even one
+    stopped before its first report (its report would be replaced by a plain sweep's)."""
     from normlab.device import select_device
     from normlab.study import check_split_sizes, load_data
     from normlab.sweep_report import write_sweep_outputs
@@ -281,10 +294,10 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
     device = select_device(base.device)
     if not SweepFolder.holds_sweep(out):
         SweepFolder(out).check_new()               # a bad --out fails before the data load
-    elif experiment is None and SweepFolder(out).mechanism.exists():
-        raise ConfigError(f"{str(out)!r} holds an experiment (its mechanism.csv), whose report "
-                          f"a plain sweep would replace; continue it with the 'normlab "
-                          f"experiment' command on the Command line of {SweepFolder(out).report}")
+    elif experiment is None and (name := experiment_in(out)):
+        raise ConfigError(f"{str(out)!r} holds the experiment {name}, whose report a plain sweep "
+                          f"would replace; continue it with 'normlab experiment {name} --out "
+                          f"{out}' and the flags on the Command line of its report.md")
     # Check data and folder before the first run: every dataset the sweep touches, and every
     # point's --train-subset and --val against its size (bad input, not a failed run).
     for dataset in sorted({cfg.dataset for _, cfg in points}):
@@ -295,7 +308,7 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
                     check_split_sizes(cfg, len(data.train))
                 except ConfigError as e:
                     raise ConfigError(f"sweep point {point_name(values)}: {e}") from None
-    resumed = prepare_sweep_out(out, base, spec)
+    resumed = prepare_sweep_out(out, base, spec, experiment)
     runs = sum(len(cfg.parsed_variants()) * cfg.seeds for _, cfg in points)
     log(f"normlab sweep: {len(points)} point(s), {runs} run(s), backend {backend}"
         f"{' (continuing)' if resumed else ''}, out {out}")

@@ -94,7 +94,7 @@ class _Point:
         error, not the sweep's end."""
         from normlab import study
 
-        if self.o.folder.summary.exists() or any((v.name, s) not in self.done
+        if self.o.folder.finished or any((v.name, s) not in self.done
                                                  for v, s in self.wanted):
             return
         try:

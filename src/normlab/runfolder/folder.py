@@ -163,8 +163,8 @@ class RunFolder(_Results):
 
     @property
     def finished(self) -> bool:
-        """Both config.json and summary.json are there: the study ended."""
-        return self.summary.exists() and self.config.exists()
+        """The study ended, report included (timing.json's wall time is written after it)."""
+        return self.summary.exists() and "wall_seconds" in self.previous_timing()
 
     # -- creating and locking ----------------------------------------------------------------
     def create(self) -> "RunFolder":
@@ -304,7 +304,7 @@ class RunFolder(_Results):
     def read_saved_config(self) -> dict:
         """config.json, whole ('resolved' included), checked to come from this normlab version."""
         if not self.path.is_dir():
-            raise ConfigError(f"--resume {str(self.path)!r}: no such folder; give the run folder "
+            raise ConfigError(f"--resume {str(self.path)!r}: not a folder; give the run folder "
                               "a study wrote, or start a new study with --out")
         if not self.config.exists():
             raise ConfigError(f"--resume {str(self.path)!r}: no config.json there; give the folder "
