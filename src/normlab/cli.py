@@ -13,8 +13,8 @@ from typing import Sequence
 
 from normlab import __version__
 from normlab.cli_flags import (DEFAULTS, HelpFormatter, Parser, add_format_flag, add_training_flags,
-                               add_variant_seed_flags, nonneg_float, nonneg_int, number,
-                               positive_int, seed_int)
+                               add_variant_seed_flags, flag_name, nonneg_float, nonneg_int,
+                               number, positive_int, seed_int)
 from normlab.config import MISTAKE_MODES, RELOCATABLE, Config, continuation_diff
 from normlab.errors import NormlabError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
@@ -126,7 +126,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                    help="the experiment's sweep folder; default: runs/experiment-NAME")
     for flag, kind in (("seeds", positive_int), ("epochs", positive_int),
                        ("train_subset", positive_int)):
-        p.add_argument(f"--{flag.replace('_', '-')}", type=kind, default=D(None), metavar="N",
+        p.add_argument(flag_name(flag), type=kind, default=D(None), metavar="N",
                        help=f"override the experiment's {flag} (default: {COMMON[flag]}; fewer "
                             "for a quick check)")
     p.add_argument("--data-dir", default=D(None),
@@ -247,16 +247,11 @@ def _check_augmentation(argv: Sequence[str], args: argparse.Namespace, swept) ->
     unused = sorted((_given(argv) | set(swept)) & {"rotate", "translate"})
     if unused:
         verb = "set" if len(unused) > 1 else "sets"
-        raise NormlabError(f"{', '.join(map(_flag_name, unused))} {verb} the augmentation that "
+        raise NormlabError(f"{', '.join(map(flag_name, unused))} {verb} the augmentation that "
                            "--no-augment turns off; drop one or the other")
 
 
 RAY_FLAGS = ("ray_address", "ray_cpus", "ray_gpus", "retries")   # sweep flags for Ray alone
-
-
-def _flag_name(key: str) -> str:
-    """The command-line flag of a parsed argument: ray_cpus -> --ray-cpus."""
-    return "--" + key.replace("_", "-")
 
 
 def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
@@ -268,7 +263,7 @@ def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
     ray_only = sorted(_given(argv) & set(RAY_FLAGS))
     if args.backend != "ray" and ray_only:
         verb = "apply" if len(ray_only) > 1 else "applies"
-        raise NormlabError(f"{', '.join(map(_flag_name, ray_only))} only {verb} to --backend "
+        raise NormlabError(f"{', '.join(map(flag_name, ray_only))} only {verb} to --backend "
                            f"ray; add --backend ray, or drop {'them' if len(ray_only) > 1 else 'it'}")
     if args.resume is not None:
         if args.out is not None and args.out != args.resume:

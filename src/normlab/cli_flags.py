@@ -45,6 +45,11 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def flag_name(key: str) -> str:
+    """The command-line flag of a config setting or parsed argument: ray_cpus -> --ray-cpus."""
+    return "--" + key.replace("_", "-")
+
+
 def number(kind: type, minimum: float, inclusive: bool, maximum: float | None = None):
     """An argparse type: ``kind`` (int or float) that is finite and >= (or >) ``minimum``, and
     at most ``maximum`` when one is given."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from normlab.cli_flags import flag_name
 from normlab.config import DEFAULT_ARCH, Config
 from normlab.errors import ConfigError
 
@@ -64,7 +65,7 @@ class Experiment:
 def settings_flags(settings: dict[str, Any]) -> list[str]:
     """Config settings as command-line flags (``train_subset=600`` -> ``--train-subset 600``);
     the automatic device, the default, is left out."""
-    return [f"--{k.replace('_', '-')} {v}" for k, v in settings.items()
+    return [f"{flag_name(k)} {v}" for k, v in settings.items()
             if not (k == "device" and v == "auto")]
 
 

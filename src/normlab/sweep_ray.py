@@ -95,7 +95,7 @@ class _Point:
         from normlab import study
 
         if self.o.folder.finished or any((v.name, s) not in self.done
-                                                 for v, s in self.wanted):
+                                         for v, s in self.wanted):
             return
         try:
             study.finish(self.o.folder, self.plan, [self.done[(v.name, s)] for v, s in self.wanted],
