@@ -77,6 +77,12 @@ def reference(normlab, tmp_path_factory):
     return out
 
 
+def _file_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (by its relative path) and its bytes: to show nothing changed."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
 def _check_every_file_parses(run_dir: Path) -> None:
     """Every file in the run folder (not a writer's temporary file, not the lock file) is
     complete: JSON loads, CSVs have rectangular rows under a header, checkpoints load with
@@ -190,20 +196,15 @@ def test_resume_of_a_finished_study_changes_nothing(normlab, reference, tmp_path
 
     out = tmp_path / "copy"
     shutil.copytree(reference, out)
-
-    def files() -> dict[str, bytes]:
-        return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-                if p.is_file()}
-
-    before = files()
+    before = _file_bytes(out)
     r = normlab.run(STUDY + ["--data-dir", str(normlab.data), "--resume", str(out)])
     assert r.returncode == 0, r.stderr
     assert "nothing to resume" in r.stdout and f"normlab report {out}" in r.stdout
-    assert files() == before
+    assert _file_bytes(out) == before
     r = normlab.run(STUDY + ["--data-dir", str(normlab.data), "--resume", str(out), "--format",
                              "png,pdf"])   # what was asked of the resume goes into the hint
     assert r.returncode == 0 and f"'normlab report {out} --format png,pdf" in r.stdout, r.stdout
-    assert files() == before
+    assert _file_bytes(out) == before
     folder = RunFolder(out)
     timing = json.loads(folder.timing_json.read_text())
     folder.timing_json.write_text(json.dumps({**timing, "wall_seconds": None}))
@@ -244,14 +245,14 @@ def test_resume_after_the_data_moved_takes_the_new_data_dir(normlab, reference, 
 def test_resume_with_a_different_config_is_refused(normlab, reference) -> None:
     """--resume with a flag that differs from the saved config exits 2 with one line that names
     the setting, its saved value and the asked-for value; nothing in the folder changes."""
-    before = {p: p.read_bytes() for p in reference.rglob("*") if p.is_file()}
+    before = _file_bytes(reference)
     r = normlab.run(STUDY[:-3] + ["--epochs", "5", "--quiet", "--data-dir", str(normlab.data),
                                   "--resume", str(reference)])
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("normlab: error: cannot resume")
     assert "epochs: saved 4, now 5" in lines[0]
-    assert {p: p.read_bytes() for p in reference.rglob("*") if p.is_file()} == before
+    assert _file_bytes(reference) == before
 
 
 def _pickled_object_checkpoint(path: Path) -> None:
