@@ -27,10 +27,11 @@ import torch
 
 from normlab import data
 from normlab.cli import build_parser, main
-from normlab.config import DEFAULT_L1, Config
+from normlab.config import Config
 from normlab.model import ModelConfig, Net, count_params
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS
 from normlab.runfolder import RunFolder, figure_files
+from normlab.variants import DEFAULT_L1
 
 N_TRAIN, N_TEST = 300, 100
 SYNTHETIC_DATA = {"n_train": N_TRAIN, "n_test": N_TEST, "seed": 0}   # conftest's synthetic_data
@@ -359,6 +360,13 @@ BAD_INPUT = {
                                       "--rotate, --translate set the augmentation"),
     "swept-augmentation-turned-off": (["sweep", "--param", "rotate=5,10", "--no-augment"],
                                       "--rotate sets the augmentation that --no-augment"),
+    "clean-fraction-turned-off": (["study", "--no-augment", "--clean-fraction", "0.2"],
+                                  "--clean-fraction sets the augmentation that --no-augment turns"),
+    "swept-clean-fraction-turned-off": (["sweep", "--param", "clean_fraction=0.2,0.4",
+                                         "--no-augment"],
+                                        "--clean-fraction sets the augmentation that --no-augment"),
+    "clean-fraction-all": (["study", "--clean-fraction", "1"],
+                           "--clean-fraction must be a number in [0, 1)"),
     "rotate-above-180": (["study", "--rotate", "180.001"], "--rotate 180.001 is more than 180 degrees"),
     "translate-above-half": (["train", "--translate", "15"],
                              "--translate 15.0 is more than 14 pixels: half the side"),

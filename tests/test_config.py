@@ -7,17 +7,8 @@ import json
 
 import pytest
 
-from normlab.config import (
-    DATASET_NAMES,
-    DEFAULT_L1,
-    DEFAULT_L2,
-    Config,
-    ModelConfig,
-    Variant,
-    config_diff,
-    parse_variant,
-    parse_variants,
-)
+from normlab.config import DATASET_NAMES, Config, ModelConfig, config_diff
+from normlab.variants import DEFAULT_L1, DEFAULT_L2, Variant, parse_variant, parse_variants
 from normlab.errors import ConfigError
 from normlab.norms import NORMS
 
@@ -157,7 +148,7 @@ def test_variant_specs_map_each_name_to_the_variant_as_written() -> None:
     """variant_specs gives each canonical name (with the penalty defaults given, as a sweep's
     point sets them) the variant as written, trimmed and in lower case: a bare penalty takes the
     point's lambda into its name, one written with its own lambda keeps it."""
-    from normlab.config import variant_specs
+    from normlab.variants import variant_specs
 
     assert variant_specs(["bn+l1", " LN+l1=2e-5 ", "gn"], l1_default=5e-6) == {
         "bn+l1=5e-06": "bn+l1", "ln+l1=2e-05": "ln+l1=2e-5", "gn": "gn"}
@@ -211,6 +202,11 @@ def test_parse_variants_empty(specs) -> None:
         ({"ema": float("nan")}, "--ema"),
         ({"ema": "0.9"}, "--ema"),
         ({"ema": True}, "--ema"),
+        ({"clean_fraction": 1.0}, "--clean-fraction must be a number in [0, 1) (0: every step"),
+        ({"clean_fraction": -0.1}, "--clean-fraction"),
+        ({"clean_fraction": float("nan")}, "--clean-fraction"),
+        ({"clean_fraction": "0.2"}, "--clean-fraction"),
+        ({"clean_fraction": True}, "--clean-fraction"),
         ({"l1_default": float("nan")}, "--l1"),
         ({"epochs": 2.5}, "--epochs"),
         ({"epochs": True}, "--epochs"),
@@ -362,7 +358,8 @@ def test_config_round_trip() -> None:
     cfg = Config(
         variants=("gn", "bn+l1=5e-5", "ln+l2"), seeds=3, first_seed=2, epochs=7, batch_size=32,
         lr=0.2, momentum=0.8, warmup=0.3, l1_default=1e-5, l2_default=1e-3, groups=2, ghost_batch=4,
-        augment=False, rotate=5.0, translate=1.0, dataset="kmnist", data_dir="/some/where",
+        augment=False, rotate=5.0, translate=1.0, clean_fraction=0.5, dataset="kmnist",
+        data_dir="/some/where",
         train_subset=1000, eval_batch_size=500, val=100, arch="4-8-12", label_smoothing=0.1,
         weight_decay=1e-4, ema=0.99, device="cpu", group_size=2, workers=1,
         precision="bf16", compile=True, diagnostics=False,

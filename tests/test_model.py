@@ -347,7 +347,7 @@ from normlab.model import MultiNet  # noqa: E402
 def _nets(specs: list[str], seed: int = 0, stem: str = "pool", ghost_batch: int = 4) -> list[Net]:
     """Nets of the given variant specs ("gn", "gbn", "gn+ws"), virtual batches of ``ghost_batch``
     images for gbn. ``stem``: "pool", "stride" (3x3) or "stride4" (a 4x4 stride-2 kernel)."""
-    from normlab.config import parse_variant
+    from normlab.variants import parse_variant
 
     torch.manual_seed(seed)
     variants = [parse_variant(s) for s in specs]

@@ -19,10 +19,11 @@ import torch
 import torch.nn as nn
 
 from normlab import axes_figure, explain, norms
-from normlab.config import Config, Variant, parse_variant
+from normlab.config import Config
 from normlab.errors import ConfigError
 from normlab.model import MultiNet, Net, count_params
 from normlab.norms import NORMS, NormSpec
+from normlab.variants import Variant, parse_variant
 
 
 # ----------------------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def _l1_record(variants: tuple[str, ...], values: tuple[float, ...]) -> dict:
 def _l1_rows(record: dict, accs: dict[tuple[float, str, int], float]) -> list[dict]:
     """Sweep-table rows of {(lambda, spec as written, seed): accuracy}, each variant named as
     the sweep names it at that lambda."""
-    from normlab.config import parse_variant
+    from normlab.variants import parse_variant
     l2 = record["base_config"]["l2_default"]
     return [{"l1": lam, "variant": parse_variant(spec, lam, l2).name, "seed": seed,
              "status": "ok", "final_val_acc": acc} for (lam, spec, seed), acc in accs.items()]

@@ -1,7 +1,7 @@
 """Property-based tests (hypothesis) of the three readers of untrusted input.
 
 The IDX reader (:func:`normlab.idx.read_idx`), the variant-spec parser
-(:func:`normlab.config.parse_variant` / :func:`~normlab.config.parse_variants`) and the run-folder
+(:func:`normlab.variants.parse_variant` / :func:`~normlab.variants.parse_variants`) and the run-folder
 loader (:func:`normlab.runfolder.load_run`, with :func:`~normlab.runfolder.read_predictions`) are fed
 random and mutated inputs. Each must either give a correct result or raise normlab's documented
 error type for it (DataError, ConfigError, RunFolderError) -- never anything else -- and the IDX
@@ -34,12 +34,12 @@ import torch
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from normlab.config import Variant, parse_variant, parse_variants
 from normlab.errors import ConfigError, DataError, RunFolderError
 from normlab.idx import read_idx
 from normlab.norms import NORMS
 from normlab.runfolder import (PREDICTION_COLUMNS, RunData, RunFolder, load_run,
                                read_predictions)
+from normlab.variants import Variant, parse_variant, parse_variants
 
 FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -492,6 +492,37 @@ def test_no_augmentation_draws_nothing_in_a_group(random_splits) -> None:
         torch.testing.assert_close(a["train_loss"], b["train_loss"], rtol=1e-4, atol=0)
 
 
+def test_clean_fraction_trains_the_last_steps_without_augmentation(random_splits,
+                                                                   monkeypatch) -> None:
+    """--clean-fraction F: the first steps are augmented (one call per step), the last fraction F
+    are not, and the augmented epochs train exactly as without the option (same seed, same
+    losses); the switch may fall inside an epoch (0.5 of 12 steps: step 7, in epoch 2)."""
+    import normlab.train as train_module
+
+    train, test, mean, std = random_splits(0, n_train=128, n_test=32)
+    calls: list[int] = []
+    real = train_module.augment_members
+
+    def counted(x, gens, rotate, translate):
+        calls.append(len(calls))
+        return real(x, gens, rotate, translate)
+
+    monkeypatch.setattr(train_module, "augment_members", counted)
+    base = Config(epochs=3, batch_size=32, variants=("gn",), device="cpu")
+    v = base.parsed_variants()[0]
+    seen, epochs = [], {}
+    for f in (0.0, 1 / 3, 2 / 3, 0.5):
+        calls.clear()
+        r = train_run(base.replace(clean_fraction=f), v, 0, train, test, mean, std,
+                      progress=False)
+        seen.append(len(calls))
+        epochs[f] = [e["train_loss"] for e in r.epochs]
+    assert seen == [12, 8, 4, 6]          # 4 steps per epoch: augmented steps only
+    for f, augmented in ((1 / 3, 2), (2 / 3, 1), (0.5, 1)):   # the epochs wholly augmented
+        assert epochs[f][:augmented] == epochs[0.0][:augmented]
+        assert epochs[f][augmented] != epochs[0.0][augmented]
+
+
 def test_gbn_and_ws_variants_train_in_a_group_as_alone(splits) -> None:
     """Ghost BatchNorm and weight-standardized variants train through the study's engine: in one
     group each run's per-epoch training loss equals its run alone (up to rounding), and its saved

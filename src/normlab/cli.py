@@ -75,7 +75,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                    help="a setting and its values, e.g. batch_size=2,8,32,128 or l1=0,1e-5,1e-4; "
                         "give it again for a grid of every combination. Sweepable: batch_size, lr, "
                         "momentum, warmup, l1, "
-                        "l2, groups, ghost_batch, augment, rotate, translate, dataset, "
+                        "l2, groups, ghost_batch, augment, rotate, translate, clean_fraction, dataset, "
                         "train_subset, epochs, precision, arch, label_smoothing, weight_decay, ema "
                         "(required, except with --resume; default: none)")
     add_variant_seed_flags(p, D, variants_help, "variant and point")
@@ -240,11 +240,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def _check_augmentation(argv: Sequence[str], args: argparse.Namespace, swept) -> None:
-    """--rotate or --translate, given or swept (``swept``: the swept settings' names), with
-    --no-augment set what it turns off: refused, unless --param sweeps augment itself."""
+    """--rotate, --translate or --clean-fraction, given or swept (``swept``: the swept settings'
+    names), with --no-augment set what it turns off: refused, unless --param sweeps augment."""
     if args.augment or "augment" in swept:
         return
-    unused = sorted((_given(argv) | set(swept)) & {"rotate", "translate"})
+    unused = sorted((_given(argv) | set(swept)) & {"rotate", "translate", "clean_fraction"})
     if unused:
         verb = "set" if len(unused) > 1 else "sets"
         raise NormlabError(f"{', '.join(map(flag_name, unused))} {verb} the augmentation that "

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import argparse
 
-from normlab.config import (DATASET_NAMES, DEFAULT_L1, DEFAULT_L2, MAX_SEED, MAX_SEEDS, PRECISIONS,
-                            Config)
+from normlab.config import DATASET_NAMES, MAX_SEED, MAX_SEEDS, PRECISIONS, Config
 from normlab.errors import ConfigError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, FIGURE_FORMATS, parse_formats
+from normlab.variants import DEFAULT_L1, DEFAULT_L2
 
 DEFAULTS = Config()  # the defaults shown in --help come from the config itself
 
@@ -153,6 +153,11 @@ def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study") -> 
                    help="max random rotation of training images, degrees")
     p.add_argument("--translate", type=nonneg_float, default=D(DEFAULTS.translate),
                    help="max random shift of training images, pixels")
+    p.add_argument("--clean-fraction", type=float, default=D(DEFAULTS.clean_fraction),
+                   metavar="F",
+                   help="train the last fraction F of the steps on the images as they are, "
+                        "without the random rotation and shift; F in [0, 1), e.g. 0.2: the last "
+                        "4 of 20 epochs; 0: every step augmented")
     p.add_argument("--dataset", default=D(DEFAULTS.dataset), choices=DATASET_NAMES, metavar="NAME",
                    help=f"dataset: {', '.join(DATASET_NAMES)}")
     p.add_argument("--data-dir", default=D(None),

@@ -1,17 +1,6 @@
 """The config dataclasses (the study's Config, saved with every result, and the network's
-ModelConfig) and the variant-spec parser. No torch here: validation checks the group count against
+ModelConfig). Variant specs ("bn+l1") are parsed by normlab.variants. No torch here: validation checks the group count against
 the model's widths by arithmetic, so configs can be built and checked without loading PyTorch.
-
-A *variant* is a norm plus an optional modifier and optional penalties, written as a spec string::
-
-    gn            GroupNorm, no penalty
-    bn+l1         BatchNorm + L1 with the default lambda (Config.l1_default)
-    bn+l1=5e-5    BatchNorm + L1, lambda 5e-5
-    gn+l2=1e-4    GroupNorm + L2 through SGD weight decay 1e-4
-    gn+ws         GroupNorm, every conv kernel weight-standardized (normlab.layers.WSConv2d)
-
-Terms may come in any order; the canonical name, used in file names and tables, is the norm, then
-``+ws``, then ``+l1=LAMBDA``, then ``+l2=DECAY``: ``ln+l1+ws`` is ``ln+ws+l1=2e-05``.
 """
 
 from __future__ import annotations
@@ -20,18 +9,17 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from normlab import norms
 from normlab.datasets import DATASETS
 from normlab.errors import ConfigError
 from normlab.norms import NORMS
+from normlab.variants import DEFAULT_L1, DEFAULT_L2, Variant, parse_variant, parse_variants
 
 DATASET_NAMES = tuple(DATASETS)
 PRECISIONS = ("auto", "fp32", "bf16")
 MISTAKE_MODES = ("confident", "first")   # which misclassified images a report shows (mistakes.py)
-DEFAULT_L1 = 2e-5
-DEFAULT_L2 = 5e-4
 DEFAULT_WEIGHT_DECAY = 5e-4   # chosen on validation data: results/model-selection/weight-decay
 DEFAULT_ARCH = "8s4-16-16-16-12"  # chosen on validation data: results/model-selection
 POOL_ARCH = "8-16-16-16-12"      # the same widths with the max-pool stem (the earlier default)
@@ -121,106 +109,6 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class Variant:
-    """One parsed variant spec (see the module docstring)."""
-
-    name: str          # canonical spec, e.g. "bn+l1=2e-05"; used in file names and tables
-    norm: str
-    l1: float = 0.0    # lambda of lambda * sum(|w|) over conv and linear weights
-    l2: float = 0.0    # SGD weight decay
-    ws: bool = False   # weight standardization of the conv kernels ("+ws")
-
-    def as_dict(self) -> dict[str, Any]:
-        """The fields as a dict (config.json's resolved variants, checkpoints)."""
-        return dataclasses.asdict(self)
-
-
-_TERM = re.compile(r"^(l1|l2|ws)(?:=(.*))?$")
-
-
-def _spec_number(text: str, what: str, spec: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(
-            f"variant {spec!r}: {what} value {text!r} is not a number; write e.g. {what}=1e-4"
-        ) from None
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"variant {spec!r}: {what} must be a finite number >= 0, got {text}")
-    return value
-
-
-def _number_name(value: float) -> str:
-    """``value`` as written in a canonical variant name: ``%g`` where that is exact, else the
-    shortest exact form; never with ``e+`` (a ``+`` would split the name when re-parsed)."""
-    text = f"{value:g}"
-    if float(text) != value:
-        text = repr(value)
-    return text.replace("e+", "e")
-
-
-def parse_variant(spec: str, l1_default: float = DEFAULT_L1, l2_default: float = DEFAULT_L2) -> Variant:
-    """Parse a variant spec such as ``bn+l1=5e-5``. Raises ConfigError with the fix on bad input."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError("empty variant; write a norm name such as 'gn' or 'bn+l1'")
-    text = spec.strip().lower()
-    norm, *terms = text.split("+")
-    if norm not in NORMS:
-        hint = (f"+{norm} comes after the norm, e.g. gn+{norm}" if _TERM.match(norm) else
-                "the modifier +ws and penalties +l1, +l1=LAMBDA, +l2, +l2=LAMBDA follow the norm")
-        raise ConfigError(f"variant {spec!r}: unknown norm {norm!r}; valid norms: "
-                          f"{', '.join(NORMS)} ({hint})")
-    given: dict[str, float] = {}
-    for term in terms:
-        m = _TERM.match(term)
-        if not m:
-            raise ConfigError(f"variant {spec!r}: unknown term {term!r}; use +ws, +l1, "
-                              "+l1=LAMBDA, +l2 or +l2=LAMBDA")
-        kind, value = m.group(1), m.group(2)
-        if kind in given:
-            raise ConfigError(f"variant {spec!r}: {kind} given twice; give +{kind} once")
-        if kind == "ws":
-            if value is not None:
-                raise ConfigError(f"variant {spec!r}: ws takes no value; write +ws")
-            given[kind] = 1.0
-            continue
-        default = l1_default if kind == "l1" else l2_default
-        given[kind] = default if value is None else _spec_number(value, kind, spec)
-    l1, l2, ws = given.get("l1", 0.0), given.get("l2", 0.0), "ws" in given
-    # The canonical order: norm, modifier, penalties (l1 before l2).
-    name = norm + ("+ws" if ws else "")
-    if "l1" in given:
-        name += f"+l1={_number_name(l1)}"
-    if "l2" in given:
-        name += f"+l2={_number_name(l2)}"
-    return Variant(name=name, norm=norm, l1=l1, l2=l2, ws=ws)
-
-
-def variant_specs(specs: Sequence[str], l1_default: float = DEFAULT_L1,
-                  l2_default: float = DEFAULT_L2) -> dict[str, str]:
-    """{canonical name: the variant as written (trimmed, lower case)} of ``specs`` parsed with
-    these penalty defaults. A sweep over l1 or l2 renames a bare ``bn+l1`` at each point
-    (``bn+l1=2e-05``, ``bn+l1=5e-06``) while the variant as written stays the same: a sweep's
-    rows carry it as "spec", and experiment reports and paired tables pair runs across points
-    by it."""
-    return {parse_variant(s, l1_default, l2_default).name: s.strip().lower() for s in specs}
-
-
-def parse_variants(specs: str | list[str] | tuple[str, ...], l1_default: float = DEFAULT_L1,
-                   l2_default: float = DEFAULT_L2) -> tuple[Variant, ...]:
-    """Parse a comma-separated list (or a list) of specs; duplicates are an error."""
-    items = [s for s in specs.split(",")] if isinstance(specs, str) else list(specs)
-    variants = tuple(parse_variant(s, l1_default, l2_default) for s in items)
-    names = [v.name for v in variants]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ConfigError(f"variant {dupes[0]!r} is listed twice; list each variant once")
-    if not variants:
-        raise ConfigError("no variants given; e.g. --variants gn,ln,bn+l1")
-    return variants
-
-
-@dataclass(frozen=True)
 class Config:
     """Everything that decides a study's results. Saved, fully resolved, as config.json."""
 
@@ -241,6 +129,9 @@ class Config:
     augment: bool = True              # random rotation + translation of training batches
     rotate: float = 15.0              # max rotation, degrees (results/model-selection/rotate)
     translate: float = 2.0            # max shift, pixels
+    # Fraction of the training steps, at the end, that train on the images as they are (no
+    # rotation or shift): the schedule's low-lr tail fits the images the test set resembles.
+    clean_fraction: float = 0.0
     dataset: str = "mnist"
     data_dir: str | None = None
     train_subset: int | None = None   # use the first N training images
@@ -301,10 +192,8 @@ class Config:
             raise ConfigError(f"--seed (--first-seed) {self.first_seed} with --seeds {self.seeds} "
                               f"runs seeds up to {self.first_seed + self.seeds - 1}, above "
                               f"{MAX_SEED} (a 32-bit generator seed); give a smaller one")
-        for name, flag in (("lr", "--lr"),):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise ConfigError(f"{flag} must be a number > 0, got {v!r}")
+        if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
+            raise ConfigError(f"--lr must be a number > 0, got {self.lr!r}")
         for name, flag in (("l1_default", "--l1"), ("l2_default", "--l2"),
                            ("weight_decay", "--weight-decay"), ("rotate", "--rotate"),
                            ("translate", "--translate"), ("momentum", "--momentum")):
@@ -316,11 +205,13 @@ class Config:
                                    MAX_TRANSLATE, "pixels: half the side of the 28x28 images")):
             if v > top:
                 raise ConfigError(f"{flag} {v!r} is more than {top} {why}; give at most {top}")
+        if type(self.clean_fraction) not in (int, float) or not 0 <= self.clean_fraction < 1:
+            raise ConfigError(f"--clean-fraction must be a number in [0, 1) (0: every step "
+                              f"augmented; for none give --no-augment), got {self.clean_fraction!r}")
         if self.momentum >= 1:   # a momentum of 1 or more makes SGD's steps grow without bound
             raise ConfigError(f"--momentum must be below 1 (e.g. 0.9; 0: none), got "
                               f"{self.momentum!r}")
-        if isinstance(self.ema, bool) or not isinstance(self.ema, (int, float)) \
-                or not 0 <= self.ema < 1:
+        if type(self.ema) not in (int, float) or not 0 <= self.ema < 1:
             raise ConfigError(f"--ema must be a number in [0, 1) (0: off; e.g. 0.999), got "
                               f"{self.ema!r}")
         if not 0 < self.warmup < 1:
@@ -446,5 +337,5 @@ _FIELD_DEFAULTS = {k: v for k, v in Config().to_dict().items() if k != "variants
 LEGACY_VALUES = {"weight_decay": 0.0}
 
 
-__all__ = ["Config", "completed", "config_diff", "parse_arch", "VAL_SEED", "ModelConfig", "Variant",
-           "parse_variant", "parse_variants", "variant_specs", "DATASET_NAMES", "MISTAKE_MODES", "PRECISIONS"]
+__all__ = ["Config", "completed", "config_diff", "parse_arch", "VAL_SEED", "ModelConfig",
+           "DATASET_NAMES", "MISTAKE_MODES", "PRECISIONS"]

@@ -24,7 +24,7 @@ share one mean and one variance*:
 ``bn``, ``gbn``, ``gn``, ``ln`` and ``in`` each add 2*C parameters per layer, so the models have
 the same parameter count. Weight standardization (``+ws`` in a variant) is not a norm of this
 registry: it changes the convolutions, not the normalization after them, and combines with any
-norm (see :mod:`normlab.layers` and :class:`normlab.config.Variant`).
+norm (see :mod:`normlab.layers` and :class:`normlab.variants.Variant`).
 
 This module does not import torch (config validation and the CLI's help need the names without
 paying for it); the builders import it when they run.

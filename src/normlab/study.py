@@ -32,7 +32,7 @@ import torch
 
 from normlab import __version__
 from normlab.batches import DeviceSplit, split_stats, to_device_split
-from normlab.config import VAL_SEED, Config, Variant, continuation_diff
+from normlab.config import VAL_SEED, Config, continuation_diff
 from normlab.device import resolve_precision, select_device
 from normlab.envinfo import environment, peak_rss_mb
 from normlab.errors import ConfigError
@@ -40,6 +40,7 @@ from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.runfolder import RunFolder, RunResult
 from normlab.table import results_table
 from normlab.train import GroupTrainer
+from normlab.variants import Variant
 
 # On a CPU, grouping runs into one network pays only at small batches, where the per-step
 # overhead dominates: benchmarks/bench_train.py's small-batch rows measure it (batch 4: 3 runs

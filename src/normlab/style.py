@@ -77,7 +77,8 @@ def norm_order() -> list[str]:
     its three lines keep the first three colours; then the registry's others, last registered
     first: the registry ends with the no-norm baseline, the one most often drawn beside the
     default three, which so gets the next distinct colour (pink, not a second blue)."""
-    from normlab.config import Config, parse_variant
+    from normlab.config import Config
+    from normlab.variants import parse_variant
 
     first = [parse_variant(v).norm for v in Config().variants]
     return first + [n for n in reversed(list(norms.NORMS)) if n not in first]

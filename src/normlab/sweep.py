@@ -32,15 +32,16 @@ from typing import Any, Callable, Sequence
 
 from normlab import __version__
 from normlab.config import (DATASET_NAMES, PRECISIONS, Config, config_diff, continuation_diff,
-                            parse_arch, variant_specs)
+                            parse_arch)
 from normlab.errors import ConfigError, NormlabError, RunFolderError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.runfolder import RunFolder, SweepFolder, load_run
+from normlab.variants import variant_specs
 
 # Settings that can be swept, with the Config field each one sets.
 ALIASES = {"l1": "l1_default", "l2": "l2_default"}
 SWEEPABLE = ("batch_size", "lr", "momentum", "warmup", "l1", "l2", "groups", "ghost_batch",
-             "augment", "rotate", "translate", "dataset", "train_subset", "epochs", "precision",
+             "augment", "rotate", "translate", "clean_fraction", "dataset", "train_subset", "epochs", "precision",
              "arch", "label_smoothing", "weight_decay", "ema")
 
 
@@ -327,7 +328,7 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
 
 
 def point_specs(record: dict, values: dict[str, Any]) -> dict[str, str]:
-    """``config.variant_specs`` at one point of a sweep: {the name the sweep of ``record`` (its
+    """``variants.variant_specs`` at one point of a sweep: {the name the sweep of ``record`` (its
     sweep.json) gives each variant at the point whose settings are ``values`` (a setting's name
     as swept, ``l1``, or its field, ``l1_default``): the variant as its --variants wrote it}."""
     base = record.get("base_config") or {}

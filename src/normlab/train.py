@@ -36,12 +36,13 @@ import torch.nn.functional as F
 
 from normlab import diagnostics
 from normlab.batches import DeviceSplit, augment, batch_bounds, member_inputs, random_transforms
-from normlab.config import Config, Variant
+from normlab.config import Config
 from normlab.device import resolve_precision
 from normlab.ema import WeightAverage
 from normlab.errors import RunFolderError
 from normlab.model import MultiNet, Net, count_params
 from normlab.runfolder import METRIC_COLUMNS, Predictions, RunResult
+from normlab.variants import Variant
 
 # A cross-entropy above this has diverged even if it is still finite: a chance guess over 10
 # classes scores ln(10) = 2.3, and only logits thousands apart can score 1e4.
@@ -188,6 +189,8 @@ class GroupTrainer:
                         for (v, s), n in zip(runs, nets)]
         self.bounds = batch_bounds(len(train), cfg.batch_size)
         self.total_steps = cfg.epochs * len(self.bounds)
+        # The first step of --clean-fraction's tail (total_steps: none): augmentation stops there.
+        self.clean_from = round((1 - cfg.clean_fraction) * self.total_steps)
         self.gens = []
         for _, seed in runs:
             g = torch.Generator(device=device)
@@ -278,7 +281,7 @@ class GroupTrainer:
             b = stop - start
             idx = torch.cat([p[start:stop] for p in perms])                 # (M*B,)
             x, y = train.images[idx], train.labels[idx].view(m, b).T        # (M*B, 1, H, W), (B, M)
-            if cfg.augment:
+            if cfg.augment and (epoch - 1) * len(self.bounds) + step < self.clean_from:
                 x = augment_members(x, self.gens, cfg.rotate, cfg.translate)
             # member-major (M*B, 1, H, W) -> member m's images in channel m: (B, M, H, W)
             x = ((x.view(m, b, h, w) - self.mean) / self.std).permute(1, 0, 2, 3)

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from normlab import __version__
-from normlab.config import Variant
 from normlab.errors import ConfigError, RunFolderError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, FIGURE_FORMATS
 from normlab.runfolder.results import RunResult, summarize
 from normlab.store import (atomic_write_text, ensure_writable, load_checkpoint, read_json_object,
                            remove_stale_temporaries, save_checkpoint, write_csv, write_json)
+from normlab.variants import Variant
 
 # metrics.csv: only what the seed and config decide, so a resumed study writes the same bytes.
 # val_loss, val_acc: on the --val images held out of training; empty without --val.

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from normlab.config import Variant
 from normlab.stats import describe
+from normlab.variants import Variant
 
 
 
