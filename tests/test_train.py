@@ -493,7 +493,7 @@ def test_no_augmentation_draws_nothing_in_a_group(random_splits) -> None:
 
 
 def test_clean_fraction_trains_the_last_steps_without_augmentation(random_splits,
-                                                                   monkeypatch) -> None:
+                                                                     monkeypatch) -> None:
     """--clean-fraction F: the first steps are augmented (one call per step), the last fraction F
     are not, and the augmented epochs train exactly as without the option (same seed, same
     losses); the switch may fall inside an epoch (0.5 of 12 steps: step 7, in epoch 2)."""
