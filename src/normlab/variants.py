@@ -1,6 +1,6 @@
-"""Variant specs: a norm plus an optional modifier and optional penalties, as one string.
+"""Variant specs: what a run trains, written as one string (``--variants gn,ln,bn+l1``).
 
-A *variant* is a norm plus an optional modifier and optional penalties, written as a spec string::
+A *variant* is a norm plus an optional modifier and optional penalties::
 
     gn            GroupNorm, no penalty
     bn+l1         BatchNorm + L1 with the default lambda (Config.l1_default)
