@@ -40,7 +40,9 @@ SECTIONS = {
                                         "weight-decay-4-seeds-paired.md", "ema",
                                         "ema-paired.md", "l1", "l1-5e-06-paired.md",
                                         "l1-1e-05-paired.md", "l1-higher",
-                                        "l1-4e-05-paired.md", "l1-8e-05-paired.md")]
+                                        "l1-4e-05-paired.md", "l1-8e-05-paired.md",
+                                        "clean-fraction", "clean-fraction-0.2-paired.md",
+                                        "clean-fraction-0.4-paired.md")]
     + [ROOT / "benchmarks" / name for name in (
         "results-step-cpu.jsonl", "results-cpu-batch64.jsonl", "results-cpu-3x3-stem.jsonl",
         "results-cpu-2epochs.jsonl", "results-cpu-repeat.jsonl")],
@@ -200,6 +202,24 @@ def _conv_weight_norms(sweep: Path) -> set[str]:
     return out
 
 
+def _last_epoch_fit(sweep: Path, point_name: str | None = None) -> set[str]:
+    """Per point of ``sweep`` (or its point ``point_name``): the last epoch's mean ``train_acc``
+    and ``val_acc`` over the point's runs (metrics.csv) and their gap, at 2 decimals: what
+    step 17 quotes."""
+    out = set()
+    for point in SweepFolder(sweep).points():
+        if point_name is not None and point.path.name != point_name:
+            continue
+        with open(point.metrics, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        last = str(max(int(r["epoch"]) for r in rows))
+        train = [float(r["train_acc"]) for r in rows if r["epoch"] == last]
+        val = [float(r["val_acc"]) for r in rows if r["epoch"] == last]
+        t, v = sum(train) / len(train), sum(val) / len(val)
+        out |= {f"{t:.2f}", f"{v:.2f}", f"{t - v:.2f}"}
+    return out
+
+
 def _ema_last_decay(sweep: Path) -> str:
     """The decay of the last update of the moving-average sweep's runs, at 4 decimals."""
     from normlab.batches import batch_bounds
@@ -231,7 +251,8 @@ def test_model_selection_numbers_come_from_its_results() -> None:
     sources = [p for p in sorted(MODEL_SELECTION.iterdir()) if p.name != "README.md"]
     sources += [p for p in SECTIONS["## Model selection"] if p.suffix == ".jsonl"]
     extra = _conv_weight_norms(MODEL_SELECTION / "weight-decay") | {_ema_last_decay(
-        MODEL_SELECTION / "ema")}
+        MODEL_SELECTION / "ema")} | _last_epoch_fit(MODEL_SELECTION / "clean-fraction") \
+        | _last_epoch_fit(MODEL_SELECTION / "weight-decay-4-seeds", "weight_decay=0.0005")
     stray = stray_by_block(text, sources, frozenset(extra))
     assert not stray, f"numbers in results/model-selection/README.md not in its results: {stray}"
 

@@ -130,7 +130,8 @@ class Config:
     rotate: float = 15.0              # max rotation, degrees (results/model-selection/rotate)
     translate: float = 2.0            # max shift, pixels
     # Fraction of the training steps, at the end, that train on the images as they are (no
-    # rotation or shift): the schedule's low-lr tail fits the images the test set resembles.
+    # rotation or shift). Off by default: on validation data it fitted the training images, not
+    # the held-out ones (results/model-selection/clean-fraction).
     clean_fraction: float = 0.0
     dataset: str = "mnist"
     data_dir: str | None = None
