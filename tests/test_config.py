@@ -8,9 +8,9 @@ import json
 import pytest
 
 from normlab.config import DATASET_NAMES, Config, ModelConfig, config_diff
-from normlab.variants import DEFAULT_L1, DEFAULT_L2, Variant, parse_variant, parse_variants
 from normlab.errors import ConfigError
 from normlab.norms import NORMS
+from normlab.variants import DEFAULT_L1, DEFAULT_L2, Variant, parse_variant, parse_variants
 
 # ----------------------------------------------------------------------------------------------
 # parse_variant
@@ -326,9 +326,11 @@ def test_config_diff_fills_fields_a_folder_predates() -> None:
     compares as its default: resuming such a folder with the default is no difference, with
     another value it is one."""
     saved = Config().to_dict()
-    del saved["ghost_batch"]
+    del saved["ghost_batch"], saved["clean_fraction"]
     assert config_diff(saved, Config().to_dict()) == []
     assert config_diff(saved, Config(ghost_batch=4).to_dict()) == ["ghost_batch: saved 16, now 4"]
+    assert config_diff(saved, Config(clean_fraction=0.2).to_dict()) == [
+        "clean_fraction: saved 0.0, now 0.2"]
     assert config_diff({"scale_lr": True}, {"scale_lr": False}) == [
         "scale_lr: saved True, now False"]
 

@@ -357,6 +357,8 @@ def test_findings_gap_sentences() -> None:
     text = " ".join(findings(s, gaps={"gn": 0.3, "bn": -0.1}, augment=False))
     assert "`gn` has the largest gap (+0.30), so by this measure it overfits the most" in text
     assert "augmented" not in text
+    text = " ".join(findings(s, gaps={"gn": 0.3, "bn": -0.1}, augment=True, clean_fraction=0.2))
+    assert "augmented ones, except in the last 0.2 of the steps, which trained on the plain" in text
     text = " ".join(findings(s, gaps={"gn": 0.11, "bn": 0.10}, augment=False))
     assert "The largest gap, `gn`'s +0.11, is within 0.1 points of `bn`'s +0.10" in text
     assert "overfits the most" not in text
@@ -475,7 +477,8 @@ def test_report_states_the_weight_decay_and_reads_an_older_folder_as_without(
         tmp_path: Path, no_network, make_run) -> None:
     """The report's training line gives the run's weight decay (the default, 0.0005); a
     config.json written before --weight-decay existed (no such key) trained without decay,
-    and the report says so rather than giving today's default. It names --ema when it was on."""
+    and the report says so rather than giving today's default. It names --ema and
+    --clean-fraction when they were on."""
     run = make_run(tmp_path / "run", seeds=1, epochs=2, data_dir=tmp_path / "no-data",
                    wall=False)
     cfg = json.loads(run.config.read_text(encoding="utf-8"))
@@ -492,6 +495,12 @@ def test_report_states_the_weight_decay_and_reads_an_older_folder_as_without(
     run.config.write_text(json.dumps(cfg), encoding="utf-8")
     text = write_report(run.path).read_text(encoding="utf-8")
     assert "evaluated with a moving average of the weights (decay at most 0.999 per step)" in text
+    assert "plain images" not in text   # no --clean-fraction key: every step was augmented
+    cfg["clean_fraction"] = 0.2
+    run.config.write_text(json.dumps(cfg), encoding="utf-8")
+    text = write_report(run.path).read_text(encoding="utf-8")
+    assert ("shift ±2 px), the last 0.2 of the steps on the plain images (--clean-fraction)"
+            in text)
 
 
 def test_markdown_table_escapes_a_pipe_in_a_cell() -> None:

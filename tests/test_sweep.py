@@ -77,6 +77,11 @@ def test_parse_param_types_and_aliases() -> None:
         == [4, 16]
     with pytest.raises(ConfigError, match="ghost_batch=1: --ghost-batch must be"):
         SweepSpec((parse_param("ghost_batch=1,4"),)).points(Config(variants=("gbn",)))
+    clean = parse_param("clean-fraction=0,0.2")
+    assert clean == Param("clean_fraction", (0.0, 0.2))
+    assert [c.clean_fraction for _, c in SweepSpec((clean,)).points(Config())] == [0.0, 0.2]
+    with pytest.raises(ConfigError, match="clean_fraction=1: --clean-fraction must be"):
+        SweepSpec((parse_param("clean_fraction=0.2,1"),)).points(Config())
 
 
 @pytest.mark.parametrize(("text", "fragment"), [

@@ -523,6 +523,41 @@ def test_clean_fraction_trains_the_last_steps_without_augmentation(random_splits
         assert epochs[f][augmented] != epochs[0.0][augmented]
 
 
+def test_clean_fraction_in_a_group_and_across_a_resume(random_splits, tmp_path) -> None:
+    """With --clean-fraction 0.5 over 3 epochs of 4 steps the tail starts at step 7, inside
+    epoch 2. Two runs trained as one group each train as alone (up to rounding), and a group
+    resumed from its training state after epoch 1 (before the switch) or after epoch 2 (after
+    it) ends with the metrics of the group trained without a stop."""
+    from normlab.store import load_checkpoint, save_checkpoint
+    from normlab.study import train_group
+    from normlab.train import GroupTrainer
+
+    train, test, mean, std = random_splits(0, n_train=128, n_test=32)
+    cfg = Config(epochs=3, batch_size=32, variants=("gn",), clean_fraction=0.5, device="cpu",
+                 diagnostics=False)
+    v = cfg.parsed_variants()[0]
+    runs = [(v, 0), (v, 1)]
+    together = train_group(cfg, runs, train, test, mean, std, progress=False)
+    for r, (_, seed) in zip(together, runs):
+        alone = train_run(cfg, v, seed, train, test, mean, std, progress=False)
+        for a, b in zip(r.epochs, alone.epochs):
+            torch.testing.assert_close(a["train_loss"], b["train_loss"], rtol=1e-4, atol=0)
+
+    whole = GroupTrainer(cfg, runs, train, test, mean, std)
+    for epoch in (1, 2, 3):
+        whole.train_epoch()
+        if epoch < 3:
+            save_checkpoint(tmp_path / f"after-{epoch}.pt", whole.state())
+    for epoch in (1, 2):
+        resumed = GroupTrainer(cfg, runs, train, test, mean, std,
+                               resume=load_checkpoint(tmp_path / f"after-{epoch}.pt"))
+        while not resumed.done:
+            resumed.train_epoch()
+        for a, b in zip(whole.results, resumed.results):
+            assert [{**e, "seconds": 0} for e in a.epochs] == \
+                [{**e, "seconds": 0} for e in b.epochs], epoch
+
+
 def test_gbn_and_ws_variants_train_in_a_group_as_alone(splits) -> None:
     """Ghost BatchNorm and weight-standardized variants train through the study's engine: in one
     group each run's per-epoch training loss equals its run alone (up to rounding), and its saved

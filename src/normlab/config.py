@@ -1,6 +1,7 @@
-"""The config dataclasses (the study's Config, saved with every result, and the network's
-ModelConfig). Variant specs ("bn+l1") are parsed by normlab.variants. No torch here: validation checks the group count against
-the model's widths by arithmetic, so configs can be built and checked without loading PyTorch.
+"""The config dataclasses: the study's Config, saved with every result, and the network's
+ModelConfig (variant specs such as "bn+l1" are parsed by normlab.variants). No torch here:
+validation checks the group count against the model's widths by arithmetic, so configs can be
+built and checked without loading PyTorch.
 """
 
 from __future__ import annotations
@@ -130,8 +131,8 @@ class Config:
     rotate: float = 15.0              # max rotation, degrees (results/model-selection/rotate)
     translate: float = 2.0            # max shift, pixels
     # Fraction of the training steps, at the end, that train on the images as they are (no
-    # rotation or shift). Off by default: on validation data it fitted the training images, not
-    # the held-out ones (results/model-selection/clean-fraction).
+    # rotation or shift). Off by default: it did not raise the validation accuracy
+    # (results/model-selection/clean-fraction).
     clean_fraction: float = 0.0
     dataset: str = "mnist"
     data_dir: str | None = None

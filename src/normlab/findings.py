@@ -106,11 +106,13 @@ GAP_MARGIN = 0.1
 
 def findings(summary: dict, gaps: dict[str, float | None] | None = None,
              augment: bool | None = None,
-             comparisons: list[Comparison] | None = None) -> list[str]:
+             comparisons: list[Comparison] | None = None,
+             clean_fraction: float = 0.0) -> list[str]:
     """The Findings sentences, made only from the numbers of ``summary``, its pairwise
     ``comparisons`` (:func:`normlab.compare.compare`; by default from the summary's per-seed
     accuracies, with no per-image test) and the train-test ``gaps`` by variant (percentage
-    points), if given. One string per bullet point."""
+    points), if given. ``augment`` and ``clean_fraction`` (the config's) say which images the
+    training accuracy was measured on. One string per bullet point."""
     variants = summary["variants"]
     out: list[str] = []
     for name, s in variants.items():
@@ -163,7 +165,12 @@ def findings(summary: dict, gaps: dict[str, float | None] | None = None,
             else:
                 text += (" No variant's training accuracy exceeds its test accuracy, so the "
                          "numbers show no overfitting.")
-            if augment:
+            if augment and clean_fraction:
+                text += (" (Training accuracy is the running accuracy on the batches of each "
+                         f"epoch: augmented ones, except in the last {clean_fraction:g} of the "
+                         "steps, which trained on the plain images (--clean-fraction); test "
+                         "accuracy is measured on clean images after it.)")
+            elif augment:
                 text += (" (Training accuracy is the running accuracy on augmented batches during "
                          "each epoch; test accuracy is measured on clean images after it.)")
             out.append(text)

@@ -127,6 +127,9 @@ def _what_ran(run: RunData) -> list[str]:
         training.append("augmentation " + (
             f"on (rotation ±{cfg.get('rotate', 0):g}°, shift ±{cfg.get('translate', 0):g} px)"
             if cfg["augment"] else "off"))
+        if cfg["augment"] and completed(cfg)["clean_fraction"]:
+            training.append(f"the last {completed(cfg)['clean_fraction']:g} of the steps on the "
+                            "plain images (--clean-fraction)")
     if training:
         lines.append(f"**Training:** {', '.join(training)}.")
     device = str(env.get("device", "unknown"))
@@ -204,7 +207,8 @@ def build_report(run: RunData, figures: list[Path], notes: list[str] = ()) -> st
     gaps = {r.name: r.final_gap for r in results}
     out += ["## Findings", ""]
     out += [f"- {s}" for s in findings(run.summary, gaps, augment=bool(run.config.get("augment")),
-                                       comparisons=comparisons)]
+                                       comparisons=comparisons,
+                                       clean_fraction=completed(run.config)["clean_fraction"])]
     out.append("")
 
     f = run.folder

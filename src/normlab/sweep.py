@@ -41,8 +41,8 @@ from normlab.variants import variant_specs
 # Settings that can be swept, with the Config field each one sets.
 ALIASES = {"l1": "l1_default", "l2": "l2_default"}
 SWEEPABLE = ("batch_size", "lr", "momentum", "warmup", "l1", "l2", "groups", "ghost_batch",
-             "augment", "rotate", "translate", "clean_fraction", "dataset", "train_subset", "epochs", "precision",
-             "arch", "label_smoothing", "weight_decay", "ema")
+             "augment", "rotate", "translate", "clean_fraction", "dataset", "train_subset",
+             "epochs", "precision", "arch", "label_smoothing", "weight_decay", "ema")
 
 
 @dataclass(frozen=True)

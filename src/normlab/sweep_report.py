@@ -110,6 +110,7 @@ AXIS_LABELS = {
     "ghost_batch": "virtual batch, images", "momentum": "peak momentum",
     "warmup": "warm-up, fraction of steps", "train_subset": "training images",
     "label_smoothing": "label smoothing", "ema": "weight-average decay", "arch": "conv widths",
+    "clean_fraction": "fraction of the steps without augmentation",
 }
 
 

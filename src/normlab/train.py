@@ -189,8 +189,9 @@ class GroupTrainer:
                         for (v, s), n in zip(runs, nets)]
         self.bounds = batch_bounds(len(train), cfg.batch_size)
         self.total_steps = cfg.epochs * len(self.bounds)
-        # The first step of --clean-fraction's tail (total_steps: none): augmentation stops there.
-        self.clean_from = round((1 - cfg.clean_fraction) * self.total_steps)
+        # --clean-fraction: augmentation stops at this step (0-based), leaving the last
+        # round(F * total) steps on the plain images (none with F = 0).
+        self.clean_from = self.total_steps - round(cfg.clean_fraction * self.total_steps)
         self.gens = []
         for _, seed in runs:
             g = torch.Generator(device=device)
