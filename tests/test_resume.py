@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from normlab import __version__
 from normlab.config import Config
 from normlab.runfolder import RunFolder
 
@@ -291,8 +292,9 @@ def test_resume_refuses_a_hostile_or_damaged_checkpoint(normlab, reference, tmp_
 
 
 def test_resume_refuses_a_folder_from_another_version(normlab, reference, tmp_path) -> None:
-    """A run folder whose config.json was written by another normlab version is refused with the
-    two versions named, in one line."""
+    """A run folder whose config.json was written by another normlab version is not trained
+    further: refused with the two versions named, in one line, and nothing changes. Finished,
+    it has nothing to resume, and this version reports it."""
     import shutil
 
     out = tmp_path / "run"
@@ -302,8 +304,16 @@ def test_resume_refuses_a_folder_from_another_version(normlab, reference, tmp_pa
     cfg["resolved"]["normlab_version"] = "0.0.1"
     f.config.write_text(json.dumps(cfg))
     r = normlab.run(STUDY + ["--data-dir", str(normlab.data), "--resume", str(out)])
+    assert r.returncode == 0 and "nothing to resume" in r.stdout, r.stderr
+    r = normlab.run(["report", str(out)])
+    assert r.returncode == 0 and f.report.exists(), r.stderr
+    timing = json.loads(f.timing_json.read_text())   # stopped while writing its report
+    f.timing_json.write_text(json.dumps({**timing, "wall_seconds": None}))
+    before = _file_bytes(out)
+    r = normlab.run(STUDY + ["--data-dir", str(normlab.data), "--resume", str(out)])
     assert r.returncode == 2
-    assert "normlab 0.0.1" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert f"normlab 0.0.1, this is {__version__}" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and _file_bytes(out) == before
 
 
 def test_resume_on_another_kind_of_device_is_refused(normlab, reference, tmp_path) -> None:

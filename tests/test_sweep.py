@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from helpers import csv_rows
 
+from normlab import __version__
 from normlab.config import Config
 from normlab.errors import ConfigError
 from normlab.runfolder import RunFolder, SweepFolder, figure_files
@@ -376,6 +377,29 @@ def test_a_different_sweep_in_the_same_folder_is_refused(normlab, local_sweep) -
     assert r.returncode == 2 and "holds a different sweep" in r.stderr
     assert "params" in r.stderr
     assert {p: p.read_bytes() for p in local_sweep.rglob("*") if p.is_file()} == before
+
+
+def test_a_sweep_of_another_version_is_reported_but_not_trained_further(normlab, local_sweep,
+                                                                          tmp_path) -> None:
+    """A finished sweep whose sweep.json another normlab version wrote is continued (nothing to
+    train) and its outputs rewritten by this one; with a point left to train it is refused in
+    one line naming both versions, and nothing changes."""
+    out = tmp_path / "old"
+    shutil.copytree(local_sweep, out)
+    sweep = SweepFolder(out)
+    record = json.loads(sweep.record.read_text())
+    sweep.record.write_text(json.dumps({**record, "normlab_version": "0.0.1"}))
+    sweep.report.unlink()
+    r = normlab.run(SWEEP + ["--data-dir", str(normlab.data), "--out", str(out)])
+    assert r.returncode == 0 and sweep.report.exists(), r.stderr
+    point = RunFolder(out / "points" / POINTS[0])
+    timing = json.loads(point.timing_json.read_text())
+    point.timing_json.write_text(json.dumps({**timing, "wall_seconds": None}))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    r = normlab.run(SWEEP + ["--data-dir", str(normlab.data), "--out", str(out)])
+    assert r.returncode == 2 and f"normlab 0.0.1, this is {__version__}" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 # ----------------------------------------------------------------------------------------------

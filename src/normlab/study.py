@@ -37,7 +37,7 @@ from normlab.device import resolve_precision, select_device
 from normlab.envinfo import environment, peak_rss_mb
 from normlab.errors import ConfigError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
-from normlab.runfolder import RunFolder, RunResult
+from normlab.runfolder import RunFolder, RunResult, check_version
 from normlab.table import results_table
 from normlab.train import GroupTrainer
 from normlab.variants import Variant
@@ -405,6 +405,9 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
             log(f"nothing to resume: every run in {folder.path} finished; '{hint}' redraws its "
                 "figures and report")
             return folder.path
+        resolved = saved.get("resolved") if isinstance(saved.get("resolved"), dict) else {}
+        check_version(folder.path, resolved.get("normlab_version"),
+                      "resume it with that version or start a new study with --out")
         folder.ensure_writable()
     else:
         folder.create()                    # fail on a bad folder before loading anything

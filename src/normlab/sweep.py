@@ -35,7 +35,7 @@ from normlab.config import (DATASET_NAMES, PRECISIONS, Config, config_diff, cont
                             parse_arch)
 from normlab.errors import ConfigError, NormlabError, RunFolderError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
-from normlab.runfolder import RunFolder, SweepFolder, load_run
+from normlab.runfolder import RunFolder, SweepFolder, check_version, load_run
 from normlab.variants import variant_specs
 
 # Settings that can be swept, with the Config field each one sets.
@@ -315,6 +315,9 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
         f"{' (continuing)' if resumed else ''}, out {out}")
     sweep = SweepFolder(out)
     outcomes = [PointOutcome(values, cfg, sweep.point(point_name(values))) for values, cfg in points]
+    if resumed and not all(o.folder.finished for o in outcomes):   # runs to train: same engine
+        check_version(out, sweep.read_record().get("normlab_version"),
+                      "continue it with that version or start a new sweep with --out")
     if runner is None:
         run_points_locally(outcomes, log, progress)
     else:

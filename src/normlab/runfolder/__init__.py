@@ -11,12 +11,12 @@ from normlab.runfolder.checks import (RunData, is_number, load_diagnostics, load
 from normlab.runfolder.folder import (BATCH_STAT_COLUMNS, DIAGNOSTIC_COLUMNS, MECHANISM_COLUMNS, FIGURES, PROBE_SIZE, METRIC_COLUMNS, PREDICTION_COLUMNS, REBUILD,
                                       STAT_KEYS, STATUSES, SWEEP_COLUMNS, TIMING_COLUMNS,
                                       VAL_STAT_KEYS, WEIGHT_COLUMNS, WEIGHT_THRESHOLDS,
-                                      RunFolder, SweepFolder, figure_files, run_name,
-                                      six_digits)
+                                      RunFolder, SweepFolder, check_version, figure_files,
+                                      run_name, six_digits)
 
 __all__ = ["BATCH_STAT_COLUMNS", "DIAGNOSTIC_COLUMNS", "MECHANISM_COLUMNS", "FIGURES", "PROBE_SIZE", "figure_files", "load_diagnostics",
            "RunData", "is_number", "load_test_images", "load_run", "load_summary", "read_predictions",
            "METRIC_COLUMNS", "PREDICTION_COLUMNS", "REBUILD", "STAT_KEYS", "STATUSES",
-           "SWEEP_COLUMNS", "TIMING_COLUMNS", "Predictions", "RunFolder", "RunResult",
+           "SWEEP_COLUMNS", "TIMING_COLUMNS", "Predictions", "RunFolder", "RunResult", "check_version",
            "SweepFolder", "run_name", "six_digits", "summarize", "VAL_STAT_KEYS",
            "WEIGHT_COLUMNS", "WEIGHT_THRESHOLDS"]

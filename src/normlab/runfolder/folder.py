@@ -89,6 +89,15 @@ def _cell(v: Any) -> Any:
     return "" if v is None or (isinstance(v, float) and v != v) else v
 
 
+def check_version(path: Path, version: Any, fix: str) -> None:
+    """RunFolderError unless ``version``, the one a folder records, is this normlab's: a folder
+    is trained further only by the version that started it, so that its runs share one engine
+    (any version reads and reports it)."""
+    if version != __version__:
+        raise RunFolderError(f"{path} was written by normlab {version}, this is {__version__}; "
+                             f"{fix}")
+
+
 def run_name(variant: str, seed: int) -> str:
     """The stem of a run's files: predictions/<stem>.csv, checkpoints/<stem>.pt."""
     return f"{variant}-s{seed}"
@@ -302,21 +311,15 @@ class RunFolder(_Results):
 
     # -- readers ------------------------------------------------------------------------------
     def read_saved_config(self) -> dict:
-        """config.json, whole ('resolved' included), checked to come from this normlab version."""
+        """config.json, whole ('resolved' included). Any version's: a folder is read and
+        reported by any version, and trained further only by its own (:func:`check_version`)."""
         if not self.path.is_dir():
             raise ConfigError(f"--resume {str(self.path)!r}: not a folder; give the run folder "
                               "a study wrote, or start a new study with --out")
         if not self.config.exists():
             raise ConfigError(f"--resume {str(self.path)!r}: no config.json there; give the folder "
                               "a study wrote, or start a new study with --out")
-        saved = read_json_object(self.config, "start a new study with --out")
-        resolved = saved.get("resolved") if isinstance(saved.get("resolved"), dict) else {}
-        version = resolved.get("normlab_version")
-        if version != __version__:
-            raise RunFolderError(f"{self.path} was written by normlab {version}, this is "
-                                 f"{__version__}; resume it with that version or start a new "
-                                 "study with --out")
-        return saved
+        return read_json_object(self.config, "start a new study with --out")
 
     def read_run_outputs(self, variant: Variant, seed: int) -> RunResult | None:
         """What :meth:`write_run_outputs` recorded for a finished run, or None when the run has
@@ -394,12 +397,8 @@ class SweepFolder(_Results):
         write_csv(path, header, [tuple(_cell(r.get(c)) for c in header) for r in rows])
 
     def read_record(self, fix: str = "choose a new --out") -> dict:
-        """sweep.json, checked to come from this normlab version."""
-        saved = read_json_object(self.record, fix)
-        if saved.get("normlab_version") != __version__:
-            raise RunFolderError(f"{self.path} was written by normlab "
-                                 f"{saved.get('normlab_version')}, this is {__version__}; {fix}")
-        return saved
+        """sweep.json, of any version (see :func:`check_version`)."""
+        return read_json_object(self.record, fix)
 
     def check_new(self) -> None:
         """ConfigError unless the folder is new or empty: a file, or a folder that holds files
