@@ -115,11 +115,11 @@ def point_config(sweep: str, point: str) -> dict:
 def read_sweep(folder: str) -> tuple[SweepFolder, dict, list[str]]:
     """The sweep folder ``folder``, its record (sweep.json) and the names of the settings it
     sweeps; ConfigError (or the record's RunFolderError) naming the fix when it holds no sweep
-    of this version."""
+    (any normlab version's sweep is read)."""
     if not SweepFolder.holds_sweep(folder):
         raise ConfigError(f"{folder} holds no sweep table; give a sweep folder")
     sweep = SweepFolder(folder)
-    record = sweep.read_record("re-run the sweep with this version")
+    record = sweep.read_record("re-run the sweep into a new --out")
     return sweep, record, [p.get("name") for p in record.get("params", [])]
 
 

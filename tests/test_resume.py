@@ -309,8 +309,8 @@ def test_resume_refuses_a_folder_from_another_version(normlab, reference, tmp_pa
     assert r.returncode == 0 and f.report.exists(), r.stderr
     timing = json.loads(f.timing_json.read_text())   # stopped while writing its report
     f.timing_json.write_text(json.dumps({**timing, "wall_seconds": None}))
-    before = _file_bytes(out)
-    r = normlab.run(STUDY + ["--data-dir", str(normlab.data), "--resume", str(out)])
+    before = _file_bytes(out)   # refused before the data are looked for (none at no-data)
+    r = normlab.run(STUDY + ["--data-dir", str(tmp_path / "no-data"), "--resume", str(out)])
     assert r.returncode == 2
     assert f"normlab 0.0.1, this is {__version__}" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and _file_bytes(out) == before

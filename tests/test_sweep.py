@@ -382,8 +382,10 @@ def test_a_different_sweep_in_the_same_folder_is_refused(normlab, local_sweep) -
 def test_a_sweep_of_another_version_is_reported_but_not_trained_further(normlab, local_sweep,
                                                                           tmp_path) -> None:
     """A finished sweep whose sweep.json another normlab version wrote is continued (nothing to
-    train) and its outputs rewritten by this one; with a point left to train it is refused in
-    one line naming both versions, and nothing changes."""
+    train) and its outputs rewritten by this one. With a point left to train it is refused in
+    one line naming both versions, before the data are looked for (the --data-dir given does not
+    exist), and nothing changes; so is a sweep of this version whose unfinished point another
+    version started."""
     out = tmp_path / "old"
     shutil.copytree(local_sweep, out)
     sweep = SweepFolder(out)
@@ -396,10 +398,17 @@ def test_a_sweep_of_another_version_is_reported_but_not_trained_further(normlab,
     timing = json.loads(point.timing_json.read_text())
     point.timing_json.write_text(json.dumps({**timing, "wall_seconds": None}))
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    r = normlab.run(SWEEP + ["--data-dir", str(normlab.data), "--out", str(out)])
+    r = normlab.run(SWEEP + ["--data-dir", str(tmp_path / "no-data"), "--out", str(out)])
     assert r.returncode == 2 and f"normlab 0.0.1, this is {__version__}" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    assert str(out) in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    sweep.record.write_text(json.dumps(record))           # the sweep this version's again ...
+    config = json.loads(point.config.read_text())         # ... its unfinished point not
+    point.config.write_text(json.dumps({**config, "resolved": {**config["resolved"],
+                                                               "normlab_version": "0.0.1"}}))
+    r = normlab.run(SWEEP + ["--data-dir", str(tmp_path / "no-data"), "--out", str(out)])
+    assert r.returncode == 2 and f"normlab 0.0.1, this is {__version__}" in r.stderr
+    assert str(point.path) in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 # ----------------------------------------------------------------------------------------------

@@ -405,9 +405,8 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
             log(f"nothing to resume: every run in {folder.path} finished; '{hint}' redraws its "
                 "figures and report")
             return folder.path
-        resolved = saved.get("resolved") if isinstance(saved.get("resolved"), dict) else {}
-        check_version(folder.path, resolved.get("normlab_version"),
-                      "resume it with that version or start a new study with --out")
+        check_version(folder.path, saved, "resume it with that version or start a new study "
+                      "with --out")
         folder.ensure_writable()
     else:
         folder.create()                    # fail on a bad folder before loading anything

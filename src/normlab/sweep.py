@@ -204,6 +204,20 @@ def prepare_sweep_out(out: Path, base: Config, spec: SweepSpec,
     return True
 
 
+def check_continuable(out: Path, names: list[str]) -> None:
+    """RunFolderError unless this normlab version may train the unfinished points ``names`` of
+    the sweep in ``out``: the version of its sweep.json and of each started point's config.json
+    (checked before the data load, for every backend)."""
+    sweep = SweepFolder(out)
+    left = [sweep.point(name) for name in names if not sweep.point(name).finished]
+    fix = "continue it with that version or start a new sweep with --out"
+    if left:
+        check_version(out, sweep.read_record(), fix)
+    for point in left:
+        if point.config.exists():
+            check_version(point.path, point.read_saved_config(), fix)
+
+
 def experiment_in(out: str | Path) -> str | None:
     """The experiment whose sweep the folder ``out`` holds: the name sweep.json records (from
     the start of the sweep on), or for a folder of an earlier version, whose sweep.json does not
@@ -299,6 +313,8 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
         raise ConfigError(f"{str(out)!r} holds the experiment {name}, whose report a plain sweep "
                           f"would replace; continue it with 'normlab experiment {name} --out "
                           f"{out}' and the flags on the Command line of its report.md")
+    else:
+        check_continuable(out, [point_name(values) for values, _ in points])
     # Check data and folder before the first run: every dataset the sweep touches, and every
     # point's --train-subset and --val against its size (bad input, not a failed run).
     for dataset in sorted({cfg.dataset for _, cfg in points}):
@@ -315,9 +331,6 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
         f"{' (continuing)' if resumed else ''}, out {out}")
     sweep = SweepFolder(out)
     outcomes = [PointOutcome(values, cfg, sweep.point(point_name(values))) for values, cfg in points]
-    if resumed and not all(o.folder.finished for o in outcomes):   # runs to train: same engine
-        check_version(out, sweep.read_record().get("normlab_version"),
-                      "continue it with that version or start a new sweep with --out")
     if runner is None:
         run_points_locally(outcomes, log, progress)
     else:

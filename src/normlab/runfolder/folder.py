@@ -89,10 +89,11 @@ def _cell(v: Any) -> Any:
     return "" if v is None or (isinstance(v, float) and v != v) else v
 
 
-def check_version(path: Path, version: Any, fix: str) -> None:
-    """RunFolderError unless ``version``, the one a folder records, is this normlab's: a folder
-    is trained further only by the version that started it, so that its runs share one engine
-    (any version reads and reports it)."""
+def check_version(path: Path, saved: dict, fix: str) -> None:
+    """RunFolderError unless ``saved`` (config.json or sweep.json) is this version's: only the
+    version that started a folder trains it further, so its runs share one engine."""
+    resolved = saved.get("resolved")
+    version = (resolved if isinstance(resolved, dict) else saved).get("normlab_version")
     if version != __version__:
         raise RunFolderError(f"{path} was written by normlab {version}, this is {__version__}; "
                              f"{fix}")
