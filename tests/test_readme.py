@@ -51,7 +51,8 @@ SECTIONS = {
     + [ROOT / "results" / "mnist"]
     + [ROOT / "benchmarks" / name for name in (
         "results-cpu.jsonl", "results-cpu-rounds-repeat.jsonl",
-        "results-cpu-rounds-repeat2.jsonl", "results-cpu-rounds-repeat3.jsonl")],
+        "results-cpu-rounds-repeat2.jsonl", "results-cpu-rounds-repeat3.jsonl",
+        "results-cpu-rounds-repeat4.jsonl")],
     "## Speed": [BENCHMARK, ROOT / "benchmarks" / "results-grouping-cpu.jsonl",
                  ROOT / "benchmarks" / "results-step-cpu.jsonl",
                  ROOT / "benchmarks" / "results-step-cpu-channels-last.jsonl",
@@ -70,6 +71,7 @@ SECTIONS = {
                  ROOT / "benchmarks" / "results-cpu-rounds-repeat.jsonl",
                  ROOT / "benchmarks" / "results-cpu-rounds-repeat2.jsonl",
                  ROOT / "benchmarks" / "results-cpu-rounds-repeat3.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-rounds-repeat4.jsonl",
                  ROOT / "benchmarks" / "ratio-summary.json",
                  ROOT / "benchmarks" / "results-cpu-engine-control.jsonl"],
 }
