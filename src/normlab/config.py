@@ -177,6 +177,11 @@ class Config:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{flag} must be a whole number >= 1, got {v!r}")
 
+        def fraction(name: str, flag: str, note: str) -> None:   # a number in [0, 1)
+            v = getattr(self, name)
+            if type(v) not in (int, float) or not 0 <= v < 1:
+                raise ConfigError(f"{flag} must be a number in [0, 1) ({note}), got {v!r}")
+
         positive_int("seeds", "--seeds")
         if self.seeds > MAX_SEEDS:
             raise ConfigError(f"--seeds {self.seeds} is more than {MAX_SEEDS:,} runs per variant; "
@@ -207,15 +212,12 @@ class Config:
                                    MAX_TRANSLATE, "pixels: half the side of the 28x28 images")):
             if v > top:
                 raise ConfigError(f"{flag} {v!r} is more than {top} {why}; give at most {top}")
-        if type(self.clean_fraction) not in (int, float) or not 0 <= self.clean_fraction < 1:
-            raise ConfigError(f"--clean-fraction must be a number in [0, 1) (0: every step "
-                              f"augmented; for none give --no-augment), got {self.clean_fraction!r}")
+        fraction("clean_fraction", "--clean-fraction",
+                 "0: every step augmented; for none give --no-augment")
         if self.momentum >= 1:   # a momentum of 1 or more makes SGD's steps grow without bound
             raise ConfigError(f"--momentum must be below 1 (e.g. 0.9; 0: none), got "
                               f"{self.momentum!r}")
-        if type(self.ema) not in (int, float) or not 0 <= self.ema < 1:
-            raise ConfigError(f"--ema must be a number in [0, 1) (0: off; e.g. 0.999), got "
-                              f"{self.ema!r}")
+        fraction("ema", "--ema", "0: off; e.g. 0.999")
         if not 0 < self.warmup < 1:
             raise ConfigError(f"--warmup must be between 0 and 1 (exclusive), got {self.warmup!r}")
         if self.dataset not in DATASET_NAMES:

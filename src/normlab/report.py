@@ -117,7 +117,8 @@ def _what_ran(run: RunData) -> list[str]:
     for key, text in (("batch_size", "batch size {}"), ("lr", "peak learning rate {:g}")):
         if cfg.get(key) is not None:
             training.append(text.format(cfg[key]))
-    decay = completed(cfg)["weight_decay"]   # a folder older than the field trained without
+    full = completed(cfg)   # a folder older than a field trained as it did then (e.g. no decay)
+    decay = full["weight_decay"]
     if is_number(decay) and "lr" in cfg:
         training.append(f"weight decay {decay:g}" if decay else "no weight decay")
     if cfg.get("ema"):
@@ -127,9 +128,9 @@ def _what_ran(run: RunData) -> list[str]:
         training.append("augmentation " + (
             f"on (rotation ±{cfg.get('rotate', 0):g}°, shift ±{cfg.get('translate', 0):g} px)"
             if cfg["augment"] else "off"))
-        if cfg["augment"] and completed(cfg)["clean_fraction"]:
-            training.append(f"the last {completed(cfg)['clean_fraction']:g} of the steps on the "
-                            "plain images (--clean-fraction)")
+        if cfg["augment"] and full["clean_fraction"]:
+            training.append(f"the last {full['clean_fraction']:g} of the steps on the plain "
+                            "images (--clean-fraction)")
     if training:
         lines.append(f"**Training:** {', '.join(training)}.")
     device = str(env.get("device", "unknown"))

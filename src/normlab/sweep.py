@@ -209,7 +209,7 @@ def check_continuable(out: Path, names: list[str]) -> None:
     the sweep in ``out``: the version of its sweep.json and of each started point's config.json
     (checked before the data load, for every backend)."""
     sweep = SweepFolder(out)
-    left = [sweep.point(name) for name in names if not sweep.point(name).finished]
+    left = [point for point in map(sweep.point, names) if not point.finished]
     fix = "continue it with that version or start a new sweep with --out"
     if left:
         check_version(out, sweep.read_record(), fix)
