@@ -506,6 +506,113 @@ def test_failed_download_lists_mirrors_and_places(
 
 
 # ----------------------------------------------------------------------------------------------
+# Another dataset's files (the three share file names)
+
+
+@pytest.fixture
+def two_datasets(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[DatasetSpec, dict[str, bytes]]]:
+    """Made-up "mnist" (with uncompressed MD5s) and "fashion-mnist" (.gz MD5s only, as the real
+    one is published) registered in place of the real ones: spec and raw files by name."""
+    made = {"mnist": make_dataset(seed=0), "fashion-mnist": make_dataset(
+        seed=1, raw_md5=False, name="fashion-mnist")}
+    for name, (spec, _) in made.items():
+        monkeypatch.setitem(data.DATASETS, name, spec)
+    return made
+
+
+def _mnist_copy(folder: Path, raw: dict[str, bytes], form: str) -> Path:
+    """MNIST's files in ``folder`` as the official .gz, recompressed .gz, or uncompressed."""
+    if form != "recompressed":
+        return install(folder, raw, gz=form == "gz")
+    folder.mkdir(parents=True)
+    for fn, b in raw.items():
+        (folder / fn).write_bytes(gzip.compress(b, compresslevel=1, mtime=99))
+    return folder
+
+
+@pytest.mark.parametrize("form", ["gz", "recompressed", "raw"])
+def test_env_folder_of_another_dataset_is_passed_over(
+    tmp_path: Path, two_datasets, monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    """$NORMLAB_DATA holding MNIST's genuine files (official .gz, recompressed or uncompressed),
+    asked for fashion-mnist: not a checksum error and not used as fashion-mnist, but passed over
+    with a warning that it holds mnist's files; fashion-mnist is downloaded to the cache. Without
+    download, the one error says so too. Neither message suggests deleting MNIST's files."""
+    env = _mnist_copy(tmp_path / "mnist", two_datasets["mnist"][1], form)
+    monkeypatch.setenv(data.CACHE_ENV, str(env))
+    with pytest.raises(DataError) as e:
+        data.locate("fashion-mnist", download=False)
+    assert "holds mnist's files, not fashion-mnist's" in str(e.value) and str(env) in str(e.value)
+    assert "delete" not in str(e.value) and "checksum mismatch" not in str(e.value)
+
+    fashion = two_datasets["fashion-mnist"][1]
+    monkeypatch.setattr(data, "open_url", FakeWeb(gz_files(fashion)))
+    with pytest.warns(UserWarning, match="holds mnist's files, not fashion-mnist's") as seen:
+        folder = data.locate("fashion-mnist")
+    assert folder == data.default_cache_dir("fashion-mnist")
+    assert all("delete" not in str(w.message) for w in seen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a second lookup: "using the copy in <cache>"
+        _, labels = data.load_split("fashion-mnist", True)
+    assert labels.tolist() == list(fashion["train-labels-idx1-ubyte.gz"][8:])
+    assert sorted(p.name for p in env.iterdir()) == sorted(  # MNIST's files left alone
+        fn if form != "raw" else fn.removesuffix(".gz") for fn in two_datasets["mnist"][1])
+
+
+def test_folder_of_fashion_files_is_passed_over_for_mnist(
+    tmp_path: Path, two_datasets, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other way round: official Fashion-MNIST .gz files (known by their .gz MD5 only) in
+    $NORMLAB_DATA, asked for mnist (checked by content MD5), are recognised as fashion-mnist's and
+    passed over for the mnist copy in the cache."""
+    env = install(tmp_path / "fashion", two_datasets["fashion-mnist"][1])
+    cache = install(data.default_cache_dir("mnist"), two_datasets["mnist"][1])
+    monkeypatch.setenv(data.CACHE_ENV, str(env))
+    with pytest.warns(UserWarning, match="holds fashion-mnist's files, not mnist's"):
+        assert data.locate("mnist", download=False) == cache
+
+
+def test_data_dir_of_another_dataset_is_an_error(tmp_path: Path, two_datasets) -> None:
+    """An explicit data_dir holding MNIST's files, asked for fashion-mnist, is a one-line error
+    saying so and how to fix it (even though the cache holds fashion-mnist), not a checksum
+    mismatch advising to delete them; a <data_dir>/fashion-mnist subfolder is still used."""
+    given = install(tmp_path / "d", two_datasets["mnist"][1])
+    install(data.default_cache_dir("fashion-mnist"), two_datasets["fashion-mnist"][1])
+    with pytest.raises(DataError) as e:
+        data.locate("fashion-mnist", given)
+    msg = str(e.value)
+    assert msg == (f"--data-dir {given} holds mnist's files, not fashion-mnist's; point --data-dir "
+                   f"at a folder of fashion-mnist, or leave it out to download it")
+    sub = install(given / "fashion-mnist", two_datasets["fashion-mnist"][1])
+    assert data.locate("fashion-mnist", given, download=False) == sub
+
+
+def test_cache_holding_another_dataset_is_an_error(two_datasets) -> None:
+    """MNIST's files in fashion-mnist's cache folder are an error naming the file and saying to
+    move it, not a checksum mismatch advising to delete it."""
+    install(data.default_cache_dir("fashion-mnist"), two_datasets["mnist"][1])
+    with pytest.raises(DataError, match="is mnist's file .*not fashion-mnist's; move it") as e:
+        data.locate("fashion-mnist")
+    assert "delete" not in str(e.value) and "\n" not in str(e.value)
+
+
+def test_damaged_file_is_still_a_checksum_mismatch(
+    tmp_path: Path, two_datasets, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file matching no registered dataset's file (here a fashion-mnist .gz with one label
+    changed) is not passed over as another dataset's: it stays a checksum mismatch that names the
+    file and offers to delete it, even in $NORMLAB_DATA."""
+    raw = dict(two_datasets["fashion-mnist"][1])
+    raw["train-labels-idx1-ubyte.gz"] = raw["train-labels-idx1-ubyte.gz"][:-1] + b"\x09"
+    env = install(tmp_path / "fashion", raw)
+    monkeypatch.setenv(data.CACHE_ENV, str(env))
+    with pytest.raises(DataError, match="checksum mismatch for fashion-mnist "
+                                        "train-labels-idx1-ubyte.gz") as e:
+        data.locate("fashion-mnist", download=False)
+    assert "delete the file to download it again" in str(e.value)
+
+
+# ----------------------------------------------------------------------------------------------
 # Download
 
 

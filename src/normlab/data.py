@@ -7,7 +7,8 @@ module owns where they live and whether they can be trusted:
 * finds a local copy: the ``data_dir`` argument, then ``$NORMLAB_DATA``, then the cache folder
   (``~/.cache/normlab/<name>``), each but the cache also as ``<dir>/<name>/`` (:func:`locate`);
 * verifies local files by MD5 (of the uncompressed content where known, since local copies of
-  MNIST are often recompressed; else of the official .gz);
+  MNIST are often recompressed; else of the official .gz), and tells another registered dataset's
+  files (the three share file names) from damaged ones: a folder of those is passed over;
 * downloads missing files into the cache, trying each mirror in turn, atomically;
 * loads a split as checked tensors (:func:`load_split`).
 
@@ -81,15 +82,41 @@ def _content_md5(path: Path) -> str:
         raise DataError(f"{path}: corrupt gzip stream ({e}); {_FIX_MD5}") from None
 
 
-# (resolved path, size, mtime_ns, expected md5) of files that passed verification in this process.
-_VERIFIED: set[tuple[str, int, int, str]] = set()
+# (resolved path, size, mtime_ns, expected md5 or None where none is known) of files that passed
+# verification in this process.
+_VERIFIED: set[tuple[str, int, int, str | None]] = set()
+
+
+class _OtherDataset(DataError):
+    """A local file is, by its MD5, another registered dataset's file: the wrong data, not damage."""
+
+    def __init__(self, path: Path, owner: str, dataset: str) -> None:
+        super().__init__(f"{path} is {owner}'s file (by its MD5), not {dataset}'s; move it out of "
+                         f"{path.parent}, to a folder of {owner}")
+        self.owner = owner
+
+
+def _owner(path: Path, found: str, dataset: str) -> str | None:
+    """The registered dataset other than ``dataset`` that ``path`` is a file of, judged by the MD5
+    of the file as stored or of its uncompressed content (``found`` is one of them), or None."""
+    known = {md5: other.name for other in DATASETS.values() if other.name != dataset
+             for f in other.files for md5 in (f.gz_md5, f.raw_md5) if md5}
+    if found in known:
+        return known[found]
+    for compute in (_file_md5, _content_md5) if is_gzip(path) else ():
+        with contextlib.suppress(DataError):  # a damaged stream is no other dataset's file
+            if (md5 := compute(path)) in known:
+                return known[md5]
+    return None
 
 
 def _verify(path: Path, fspec: FileSpec, dataset: str) -> None:
-    """Check a local file against the published MD5; DataError on mismatch.
+    """Check a local file against the published MD5; DataError on mismatch, _OtherDataset when
+    the file is another registered dataset's.
 
     The uncompressed MD5 is used where known, so recompressed copies pass; otherwise the .gz MD5
-    (for gzip files only: an uncompressed file with no known MD5 cannot be checked, and is not).
+    (for gzip files only: an uncompressed file with no known MD5 cannot be checked, and is only
+    compared with the other datasets' files).
     """
     try:
         _check_md5(path, fspec, dataset)
@@ -104,14 +131,16 @@ def _check_md5(path: Path, fspec: FileSpec, dataset: str) -> None:
         expected, kind, compute = fspec.raw_md5, "uncompressed content", _content_md5
     elif gz:
         expected, kind, compute = fspec.gz_md5, "gzip file", _file_md5
-    else:
-        return
+    else:  # none to check it by, but it may still be another dataset's file
+        expected, kind, compute = None, "content", _file_md5
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns, expected)
     if key in _VERIFIED:
         return
     found = compute(path)
-    if found != expected:
+    if found != expected and (owner := _owner(path, found, dataset)) is not None:
+        raise _OtherDataset(path, owner, dataset)
+    if found != expected and expected is not None:
         raise DataError(
             f"{path}: checksum mismatch for {dataset} {fspec.filename}: MD5 of its {kind} is "
             f"{found}, expected {expected}; the file is damaged or from another dataset; {_FIX_MD5}"
@@ -147,6 +176,16 @@ def _verify_all(found: dict[str, Path], spec: DatasetSpec) -> None:
         _verify(found[f.filename], f, spec.name)
 
 
+def _other_owner(found: dict[str, Path], spec: DatasetSpec) -> str | None:
+    """:func:`_verify_all`, but a folder of another registered dataset's files is no error: the
+    name of that dataset, or None when the files are the spec's own."""
+    try:
+        _verify_all(found, spec)
+    except _OtherDataset as e:
+        return e.owner
+    return None
+
+
 def _needed_files(spec: DatasetSpec) -> str:
     return ", ".join(spec_file.filename for spec_file in spec.files) + " (.gz or uncompressed)"
 
@@ -165,8 +204,8 @@ _REPORTED: set[str] = set()
 
 
 def _warn_passed_over(spec: DatasetSpec, places: list[str], outcome: str) -> None:
-    """Warn (once per process) that folders the user pointed to lacked the data, and what was
-    done instead."""
+    """Warn (once per process) that folders the user pointed to lacked the data (or held another
+    dataset's), and what was done instead."""
     message = f"{spec.name} not found where pointed to ({'; '.join(places)}); {outcome}"
     if message not in _REPORTED:
         _REPORTED.add(message)
@@ -199,6 +238,7 @@ def _find(
         # People often point at a parent folder holding one subfolder per dataset. The cache
         # folder is already per-dataset, so it has no such subfolder.
         folders = [root] if origin == "cache" else [root, root / spec.name]
+        foreign: list[tuple[Path, str]] = []  # (folder, owner) of those holding another's files
         for folder in folders:
             key = folder.resolve()
             if key in seen:
@@ -209,7 +249,9 @@ def _find(
                 problem = "no such folder"
             else:
                 found, missing = _match_files(folder, spec)
-                if not missing:
+                # The cache is normlab's own: another dataset's files there are an error (below).
+                owner = None if missing or origin == "cache" else _other_owner(found, spec)
+                if not missing and owner is None:
                     passed_over = [text for o, text in pointed if o != origin]
                     if passed_over:
                         # An explicitly given folder lacked the data: say so rather than
@@ -218,12 +260,22 @@ def _find(
                                           f"using the copy in {folder} ({origin})")
                     _verify_all(found, spec)
                     return folder, found
-                problem = f"missing {', '.join(missing)}"
+                if owner is None:
+                    problem = f"missing {', '.join(missing)}"
+                else:  # the same file names, another dataset: passed over like a folder without
+                    problem = f"holds {owner}'s files, not {spec.name}'s"
+                    foreign.append((folder, owner))
             looked.append(f"{folder} ({origin}): {problem}")
             if origin != "cache":
                 pointed.append((origin, looked[-1]))
             if not exists:
                 break  # a missing folder has no subfolder either
+        if foreign and origin == "--data-dir":
+            # Named for this run, so most likely a mistake (of folder or of --dataset): say so
+            # rather than download another copy.
+            folder, owner = foreign[0]
+            raise DataError(f"--data-dir {folder} holds {owner}'s files, not {spec.name}'s; point "
+                            f"--data-dir at a folder of {spec.name}, or leave it out to download it")
 
     if not download:
         raise DataError(
