@@ -7,7 +7,10 @@ machine's mood of those minutes, so they are not independent draws; the runs are
 therefore takes each run's geometric mean over its rounds as one observation and reports, per
 row, the geometric mean over runs with its t-based 95% confidence interval
 (``normlab.stats.mean_ci`` on the log ratios), next to every run's median (what the run's table
-prints), the range of the rounds and how many rounds fell below ``--goal``::
+prints), the range of the rounds and how many rounds fell below ``--goal``. ``--pairs A/B``
+pools the speed of row A relative to row B the same way: in each round A's ratio divided by
+B's, both taken against the same ``study-0.1.0`` study (e.g. what the weight decay costs:
+``study-nodecay/normlab-study-nodiag``), its rounds below 1 counted::
 
     python benchmarks/ratio_summary.py benchmarks/results-cpu.jsonl \\
         benchmarks/results-cpu-rounds-repeat*.jsonl --out benchmarks/ratio-summary.json
@@ -60,9 +63,27 @@ def summarize(runs: list[list[float]], goal: float) -> dict:
         "ratio_ci95_lo": round(math.exp(ci.lo), 3) if ci.available else None,
         "ratio_ci95_hi": round(math.exp(ci.hi), 3) if ci.available else None,
         "ratio_run_medians": [round(statistics.median(run), 3) for run in runs],
-        "ratio_round_min": min(rounds), "ratio_round_max": max(rounds),
+        "ratio_round_min": round(min(rounds), 3), "ratio_round_max": round(max(rounds), 3),
         "goal": goal, "rounds_below_goal": sum(r < goal for r in rounds),
     }
+
+
+def pair_rounds(rounds: dict[str, list[list[float]]], a: str, b: str) -> list[list[float]]:
+    """Row ``a``'s speed over row ``b``'s, round by round in each run: the ratio of their ratios
+    to the same round's ``study-0.1.0``."""
+    return [[x / y for x, y in zip(ra, rb, strict=True)] for ra, rb in zip(rounds[a], rounds[b])]
+
+
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """'A/B,C/D' -> [(A, B), (C, D)]; ValueError naming the fix for a malformed entry."""
+    pairs = []
+    for item in (t for t in text.split(",") if t):
+        a, sep, b = item.partition("/")
+        if not sep or not a or not b or "/" in b:
+            raise ValueError(f"--pairs entry {item!r} is not ROW_A/ROW_B; e.g. "
+                             "--pairs study-nodecay/normlab-study-nodiag")
+        pairs.append((a, b))
+    return pairs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,16 +93,24 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated study rows to pool (default: %(default)s)")
     ap.add_argument("--goal", type=float, default=1.3,
                     help="count the rounds below this ratio (default: %(default)s)")
+    ap.add_argument("--pairs", default="study-nodecay/normlab-study-nodiag",
+                    help="comma-separated ROW_A/ROW_B: pool A's speed relative to B's, round by "
+                         "round; rounds below 1 counted ('' for none; default: %(default)s)")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here (atomically)")
     args = ap.parse_args(argv)
     try:
         rows = [r for r in args.rows.split(",") if r]
-        rounds = read_rounds(args.files, rows)
+        pairs = parse_pairs(args.pairs)
+        needed = list(dict.fromkeys(rows + [r for pair in pairs for r in pair]))
+        rounds = read_rounds(args.files, needed)
+        relative = {f"{a}/{b}": summarize(pair_rounds(rounds, a, b), 1.0) for a, b in pairs}
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     summary = {"files": [p.name for p in args.files],
-               "rows": {row: summarize(runs, args.goal) for row, runs in rounds.items()}}
+               "rows": {row: summarize(rounds[row], args.goal) for row in rows}}
+    if relative:
+        summary["pairs"] = relative
     text = json.dumps(summary, indent=2) + "\n"
     print_and_save(text, args.out)
     return 0

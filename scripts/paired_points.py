@@ -2,8 +2,9 @@
 
 Runs of two points with the same variant and seed share their initial weights, data order and
 augmentation, so their difference is paired. Prints (and with --out writes) a Markdown table:
-the mean difference (second point minus first) with its 95% CI and the paired t-test's p, over
-all variants pooled and per variant (``normlab.stats.paired``):
+the mean difference (second point minus first) with its 95% CI, the paired t-test's p and the
+smallest true difference that test detects with 80% power at the 5% level given the pairs'
+spread (``detectable``), over all variants pooled and per variant (``normlab.stats.paired``):
 
     python scripts/paired_points.py results/model-selection/stem-lr \\
         arch=8-16-16-16-12 arch=8s-16-16-16-12 --out results/model-selection/stem-lr-paired.md
@@ -175,13 +176,14 @@ def paired_table(rows: list[dict], a: str, b: str, metric: str,
     groups = [("all variants", keys)] + [
         (f"`{v}`", [k for k in keys if k[0] == v]) for v in sorted({k[0] for k in keys})]
     lines = [f"`{b}` minus `{a}`, {metric}, paired by variant and seed (percentage points)",
-             "", "| runs | pairs | mean diff | 95% CI | paired t-test p |",
-             "| --- | --: | --: | --: | --: |"]
+             "", "| runs | pairs | mean diff | 95% CI | paired t-test p | detectable (80% power) |",
+             "| --- | --: | --: | --: | --: | --: |"]
     for label, ks in groups:
         r = paired([vb[k] for k in ks], [va[k] for k in ks])
         ci = (f"[{r['ci_lo']:+.3f}, {r['ci_hi']:+.3f}]" if r["ci_lo"] is not None else "-")
         p = f"{r['p']:.3f}" if r["p"] is not None else "-"
-        lines.append(f"| {label} | {r['n']} | {r['diff']:+.3f} | {ci} | {p} |")
+        detectable = f"{r['detectable']:.3f}" if r["detectable"] is not None else "-"
+        lines.append(f"| {label} | {r['n']} | {r['diff']:+.3f} | {ci} | {p} | {detectable} |")
     return "\n".join(lines) + "\n"
 
 

@@ -104,6 +104,29 @@ def test_holm_is_applied_with_three_variants() -> None:
     assert two.p_holm == two.p and two.mcnemar_p is None
 
 
+def test_detectable_difference_holds_after_holm() -> None:
+    """With 3 pairs, each pair's detectable difference is the one a paired t-test detects with
+    80% power at 5% / 3, Holm's strictest level (so it is found after the adjustment whatever its
+    rank), larger than at 5%; a pair without a test does not count in m; with one pair it is
+    the 5% level's."""
+    acc = {"gn": dict(enumerate([99.0, 99.1, 99.2, 99.0, 99.1])),
+           "ln": dict(enumerate([98.9, 98.95, 99.15, 98.87, 99.1])),
+           "bn": dict(enumerate([99.0, 99.05, 99.1, 99.05, 99.0])),
+           "in": {7: 98.0}}   # no seed in common with the others: 3 pairs without a test
+    comps = compare(acc)
+    assert len(comps) == 6 and sum(c.p is not None for c in comps) == 3
+    for c in comps:
+        if c.p is None:
+            assert c.detectable is None
+            continue
+        sd = statistics.stdev(c.diffs)
+        assert c.detectable == pytest.approx(min_detectable(sd, 5, 0.05 / 3), rel=1e-9)
+        assert c.detectable > min_detectable(sd, 5)
+    (two,) = compare({"gn": acc["gn"], "ln": acc["ln"]})
+    assert two.detectable == pytest.approx(min_detectable(statistics.stdev(two.diffs), 5),
+                                           rel=1e-9)
+
+
 def test_compare_pairs_only_common_seeds_and_marks_the_winner() -> None:
     """Only seeds finished by both variants are paired (here 1 and 2); with one pair there is no
     CI, test or detectable difference; a consistent lead is measurable and names its variant."""

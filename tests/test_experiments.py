@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import statistics
 import shlex
 
 import pytest
@@ -198,12 +199,13 @@ def test_an_unknown_experiment_is_one_line_and_exit_2(capsys) -> None:
 def test_setting_comparisons_pair_runs_by_seed() -> None:
     """Each value against the reference, per variant as written ("bn+l1" at every lambda, as
     add_specs reads it from the sweep's record): the mean of the per-seed differences over the
-    seeds finished at both, scipy's paired t-interval, Holm over all comparisons; a value where
-    no run finished has 0 pairs and no difference."""
+    seeds finished at both, scipy's paired t-interval, Holm over all comparisons and the
+    difference detectable after Holm (min_detectable at 5% / the 3 tested comparisons); a value
+    where no run finished has 0 pairs and no difference."""
     from scipy.stats import ttest_rel
 
     from normlab.experiment_report import add_specs, setting_comparisons
-    from normlab.stats import holm
+    from normlab.stats import holm, min_detectable
 
     acc = {0.0: [98.0, 98.2, 97.9, 98.1], 1e-4: [98.3, 98.4, 98.0, None],
            1e-2: [None, None, None, None]}
@@ -231,4 +233,8 @@ def test_setting_comparisons_pair_runs_by_seed() -> None:
     assert len(tested) == 3
     assert [x["holm_p"] for x in tested] == pytest.approx(holm([x["p"] for x in tested]))
     assert c["holm_p"] >= c["p"]
+    sd = statistics.stdev([x - y for x, y in zip(a, b)])
+    assert c["detectable"] == pytest.approx(min_detectable(sd, 3, 0.05 / 3), rel=1e-9)
+    assert c["detectable"] > min_detectable(sd, 3)
     assert by[("bn+l1", 1e-2)]["n"] == 0 and "diff" not in by[("bn+l1", 1e-2)]
+    assert "detectable" not in by[("bn+l1", 1e-2)] and "sd" not in by[("bn+l1", 1e-2)]

@@ -21,8 +21,13 @@ def _rows(gen_values: dict[tuple[str, str, int], float]) -> list[dict]:
 
 def test_pooled_and_per_variant_rows_are_the_paired_t_test(script) -> None:
     """The pooled row pairs every (variant, seed) both points finished; its mean difference and
-    p are scipy's paired t-test of the second point against the first; a run only one point
-    finished is left out."""
+    p are scipy's paired t-test of the second point against the first, its detectable difference
+    min_detectable of the differences' sd over the pairs (5% level, 80% power); a run only one
+    point finished is left out."""
+    import statistics
+
+    from normlab.stats import min_detectable
+
     a = {("gn", 0): 99.40, ("gn", 1): 99.30, ("ln", 0): 99.50, ("ln", 1): 99.20, ("ln", 2): 99.1}
     b = {("gn", 0): 99.35, ("gn", 1): 99.32, ("ln", 0): 99.41, ("ln", 1): 99.18}
     rows = _rows({("8-16", v, s): x for (v, s), x in a.items()}
@@ -32,7 +37,9 @@ def test_pooled_and_per_variant_rows_are_the_paired_t_test(script) -> None:
     res = ttest_rel([b[k] for k in keys], [a[k] for k in keys])
     diff = sum(b[k] - a[k] for k in keys) / len(keys)
     pooled = next(line for line in text.splitlines() if line.startswith("| all variants"))
-    assert f"| 4 | {diff:+.3f} |" in pooled and pooled.endswith(f"| {res.pvalue:.3f} |")
+    detectable = min_detectable(statistics.stdev([b[k] - a[k] for k in keys]), 4)
+    assert f"| 4 | {diff:+.3f} |" in pooled
+    assert pooled.endswith(f"| {res.pvalue:.3f} | {detectable:.3f} |")
     assert "| `gn` | 2 |" in text and "| `ln` | 2 |" in text
 
 

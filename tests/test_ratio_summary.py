@@ -31,7 +31,8 @@ def test_runs_are_the_observations(script, tmp_path, capsys) -> None:
         paths.append(tmp_path / f"run{i}.jsonl")
         _run(paths[-1], {"normlab-study": r, "other": [2.0, 2.0, 2.0]})
     out = tmp_path / "pooled.json"
-    assert script.main([*map(str, paths), "--rows", "normlab-study", "--out", str(out)]) == 0
+    argv = [*map(str, paths), "--rows", "normlab-study", "--pairs", "", "--out", str(out)]
+    assert script.main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
     assert json.loads(out.read_text()) == printed
     row = printed["rows"]["normlab-study"]
@@ -51,8 +52,43 @@ def test_a_run_without_the_row_is_a_one_line_error(script, tmp_path, capsys) -> 
     _run(tmp_path / "a.jsonl", {"normlab-study": [1.3, 1.3]})
     _run(tmp_path / "b.jsonl", {"study-pool": [1.0, 1.0]})
     out = tmp_path / "pooled.json"
-    argv = [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "--rows", "normlab-study"]
+    argv = [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "--rows", "normlab-study",
+            "--pairs", ""]
     assert script.main([*argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "b.jsonl has no round_ratios_vs_0.1.0 for row 'normlab-study'" in err
     assert "\n" not in err and not out.exists()
+
+
+def test_pairs_pool_one_row_against_another(script, tmp_path, capsys) -> None:
+    """--pairs A/B pools A's speed over B's: in each round A's ratio over B's (both against that
+    round's study-0.1.0), each run's geometric mean one observation, scipy's t interval of their
+    logs; rounds where A was slower than B are counted. The rows themselves are pooled as before."""
+    a_runs = [[1.40, 1.30, 1.35], [1.45, 1.38, 1.32]]
+    b_runs = [[1.35, 1.32, 1.30], [1.40, 1.36, 1.33]]
+    paths = []
+    for i, (a, b) in enumerate(zip(a_runs, b_runs)):
+        paths.append(tmp_path / f"run{i}.jsonl")
+        _run(paths[-1], {"study-nodecay": a, "normlab-study-nodiag": b})
+    argv = [*map(str, paths), "--rows", "normlab-study-nodiag",
+            "--pairs", "study-nodecay/normlab-study-nodiag"]
+    assert script.main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    pair = printed["pairs"]["study-nodecay/normlab-study-nodiag"]
+    rel = [[x / y for x, y in zip(a, b)] for a, b in zip(a_runs, b_runs)]
+    logs = [sum(math.log(x) for x in r) / len(r) for r in rel]
+    ci = ttest_1samp(logs, 0.0).confidence_interval(0.95)
+    assert pair["ratio_geomean"] == round(math.exp(sum(logs) / 2), 3)
+    assert (pair["ratio_ci95_lo"], pair["ratio_ci95_hi"]) == (round(math.exp(ci.low), 3),
+                                                              round(math.exp(ci.high), 3))
+    assert pair["rounds_below_goal"] == sum(x < 1 for r in rel for x in r) == 2
+    assert pair["goal"] == 1.0 and list(printed["rows"]) == ["normlab-study-nodiag"]
+
+
+@pytest.mark.parametrize("bad", ["study-nodecay", "a/b/c", "/b", "a/"])
+def test_a_malformed_pair_is_a_one_line_error(script, tmp_path, capsys, bad) -> None:
+    """A --pairs entry that is not ROW_A/ROW_B exits 2 with one line naming it and the form."""
+    _run(tmp_path / "a.jsonl", {"normlab-study": [1.3, 1.3]})
+    assert script.main([str(tmp_path / "a.jsonl"), "--rows", "normlab-study", "--pairs", bad]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--pairs entry {bad!r} is not ROW_A/ROW_B" in err and "\n" not in err

@@ -30,6 +30,7 @@ SECTIONS = {
     "## Results on MNIST": [ROOT / "results" / "mnist"],
     "## Model selection": [ROOT / "results" / "model-selection" / name
                            for name in ("arch", "recipe", "stem", "lr", "translate", "stem-lr",
+                                        "translate-0-paired.md", "translate-1-paired.md",
                                         "stem-lr-paired.md", "rotate", "rotate-5-paired.md",
                                         "rotate-15-paired.md", "stem-kernel",
                                         "stem-kernel-paired.md", "batch", "batch-32-paired.md",

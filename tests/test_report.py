@@ -287,6 +287,21 @@ def test_findings_no_difference_states_the_detectable_difference() -> None:
     assert "highest" not in text and "ahead" not in text
 
 
+def test_findings_detectable_difference_after_holm() -> None:
+    """With three variants the no-difference sentence gives the difference detectable after
+    Holm's adjustment over the 3 comparisons (min_detectable at 5% / 3) and says so."""
+    from normlab.stats import min_detectable
+
+    gn, ln = [99.0, 99.3, 98.9, 99.2, 99.1], [99.1, 98.9, 99.2, 99.0, 99.0]
+    bn = [99.05, 99.1, 99.0, 99.1, 99.05]
+    text = " ".join(findings(_summary({"gn": gn, "ln": ln, "bn": bn})))
+    sd = _hand_paired(gn, ln)[3]
+    detectable = min_detectable(sd, 5, 0.05 / 3)
+    assert (f"the study could have detected {detectable:.2f} points with 80% power after "
+            "Holm's adjustment over the 3 comparisons.") in text
+    assert f"{min_detectable(sd, 5):.2f} points" not in text
+
+
 def test_findings_one_seed_not_conclusive() -> None:
     """One seed each: the difference on that seed, no CI, no test, and the comparison is called
     not conclusive; nothing is ranked."""

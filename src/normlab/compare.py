@@ -7,9 +7,11 @@ study order, ``a`` before ``b``), :class:`Comparison` holds:
 * the mean paired difference of final test accuracy ``a - b`` in percentage points over the
   paired seeds, its t-based 95% confidence interval and the two-sided paired t-test
   (:func:`normlab.stats.paired`);
-* the smallest true difference that test could detect with 80% power at the 5% level, from the
-  number of pairs and the observed spread of the per-seed differences
-  (:func:`normlab.stats.min_detectable`);
+* the smallest true difference that test could detect with 80% power once Holm's adjustment
+  over the study's pairs is applied: at the level alpha / m (5% over the m pairs that have a
+  test), the strictest Holm uses, so that a difference of that size is found whatever its rank
+  among the pairs. From the number of pairs and the observed spread of the per-seed differences
+  (:func:`normlab.stats.min_detectable`); with one pair it is the 5% level;
 * a per-image test of the final predictions (exact McNemar, :func:`normlab.stats.mcnemar_exact`).
   ``only_a`` (McNemar's b) counts the test images that ``a``'s final model got right and
   ``b``'s got wrong, ``only_b`` (c) the reverse, each **summed over the paired seeds**; one exact
@@ -38,7 +40,7 @@ from itertools import combinations
 
 from normlab.errors import RunFolderError
 from normlab.runfolder import REBUILD, RunData, read_predictions
-from normlab.stats import ALPHA, holm, mcnemar_exact, paired
+from normlab.stats import ALPHA, holm, mcnemar_exact, min_detectable, paired
 from normlab.table import Table, format_p, signed_ci, signed_points
 
 # Accuracies are percentages of whole test images; differences are rounded to this many
@@ -60,7 +62,7 @@ class Comparison:
     sd: float | None = None            # sample sd of the per-seed differences
     p: float | None = None             # two-sided paired t-test
     p_holm: float | None = None        # p adjusted by Holm over the study's pairs
-    detectable: float | None = None    # smallest difference detected with POWER at ALPHA
+    detectable: float | None = None    # smallest difference detected with POWER at ALPHA / m
     only_a: int | None = None          # McNemar's b: images only a got right, summed over seeds
     only_b: int | None = None          # McNemar's c: images only b got right
     mcnemar_p: float | None = None     # exact McNemar on the pooled counts
@@ -100,13 +102,17 @@ def compare(accuracy: dict[str, dict[int, float]],
         if seeds:
             t = paired(list(diffs), [0.0] * len(diffs))
             fields = dict(diff=t["diff"], ci_lo=t["ci_lo"], ci_hi=t["ci_hi"], sd=t["sd"],
-                          p=t["p"], detectable=t["detectable"])
+                          p=t["p"])
         counts = discordant.get((a, b), {})
         if seeds and all(s in counts for s in seeds):
             only_a = sum(counts[s][0] for s in seeds)
             only_b = sum(counts[s][1] for s in seeds)
             fields.update(only_a=only_a, only_b=only_b, mcnemar_p=mcnemar_exact(only_a, only_b))
         out.append(Comparison(a, b, seeds, diffs, **fields))
+    # The difference each test detects after Holm: at its first, strictest level, ALPHA / m.
+    tested = sum(c.p is not None for c in out)
+    out = [replace(c, detectable=min_detectable(c.sd, c.n, ALPHA / tested)) if c.p is not None
+           else c for c in out]
     for key in ("p", "mcnemar_p"):
         adjusted = holm([getattr(c, key) for c in out])
         out = [replace(c, **{f"{key}_holm": adj}) for c, adj in zip(out, adjusted)]

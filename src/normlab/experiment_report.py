@@ -27,7 +27,7 @@ from normlab.findings import fmt_value
 from normlab.errors import RunFolderError
 from normlab.runfolder import (BATCH_STAT_COLUMNS, MECHANISM_COLUMNS, PROBE_SIZE, SweepFolder,
                                load_diagnostics, load_run, six_digits)
-from normlab.stats import describe, holm, mean_ci, paired
+from normlab.stats import ALPHA, describe, holm, mean_ci, min_detectable, paired
 from normlab.style import DPI, RC, line_styles, plain_log_y, save_figure
 from normlab.sweep import point_name, point_specs
 from normlab.sweep_report import ValueAxis, point_groups
@@ -159,7 +159,8 @@ def setting_comparisons(rows: list[dict], params: list[str], reference) -> list[
     their data order from the same generator. Per comparison: N pairs
     (seeds finished at both values), the mean difference (value − reference, final test
     accuracy), its 95% CI, the paired t-test's p, Holm-adjusted over every comparison of the
-    experiment, and the difference detectable with 80% power at the observed spread."""
+    experiment, and the difference detectable with 80% power at the observed spread after that
+    adjustment (at the level 5% / m of the m comparisons with a test, Holm's strictest)."""
     x, others = params[0], params[1:]
     acc: dict[tuple, dict[int, float]] = defaultdict(dict)
     for r in rows:   # every point, also one where no run finished (N pairs 0)
@@ -178,9 +179,14 @@ def setting_comparisons(rows: list[dict], params: list[str], reference) -> list[
             item = {"spec": key[0], **dict(zip(others, key[1:])), x: value, "n": len(seeds)}
             if seeds:
                 d = paired([acc[key + (value,)][s] for s in seeds], [base[s] for s in seeds])
-                item.update(diff=d["diff"], lo=d["ci_lo"], hi=d["ci_hi"], p=d["p"],
-                            detectable=d["detectable"])
+                item.update(diff=d["diff"], lo=d["ci_lo"], hi=d["ci_hi"], p=d["p"], sd=d["sd"])
             out.append(item)
+    tested = sum(c.get("p") is not None for c in out)
+    for c in out:
+        if c.get("p") is not None:
+            c["detectable"] = min_detectable(c.pop("sd"), c["n"], ALPHA / tested)
+        else:
+            c.pop("sd", None)
     for c, adjusted in zip(out, holm([c.get("p") for c in out])):
         if adjusted is not None:
             c["holm_p"] = adjusted
@@ -345,9 +351,11 @@ def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | No
             f"value minus at {fmt_value(exp.reference)}, mean over the N pairs (seeds finished "
             "at both), in percentage points, with its t-based 95% CI; *Holm p*: the paired "
             f"t-test's p, adjusted with Holm's method over the {len(tested)} comparisons of this "
-            "table that have pairs; *detectable*: the smallest difference the paired t-test at "
-            "5% detects with 80% power at the observed spread. A difference whose Holm p is "
-            "above 0.05 is not called a difference. (The Findings above compare each variant's "
+            "table that have pairs; *detectable*: the smallest difference the paired t-test "
+            f"detects with 80% power at the observed spread, at the level 5% / {len(tested)}: "
+            "the strictest level of that adjustment, so a difference of that size is found "
+            "after it whatever its rank. A difference whose Holm p is above 0.05 is not called "
+            "a difference. (The Findings above compare each variant's "
             "best and worst setting with Welch's test, unadjusted: a first look, not a ranking.)",
             "",
             setting_table(comparisons, params, exp.reference).markdown(), ""]

@@ -7,7 +7,7 @@ none are given) and the train-test gaps; :func:`sweep_findings` a sweep's rows.
 Variants are compared in pairs over the seeds both finished (paired t-test, Holm-adjusted over
 the study's pairs). A pair is ranked only when that test rejects a zero difference at the 5%
 level; otherwise the sentence says "no measurable difference" and states the smallest difference
-the study could have detected with 80% power. The pooled per-image McNemar test is reported
+the study could have detected with 80% power after that adjustment. The pooled per-image McNemar test is reported
 beside it but never ranks variants on its own: it leaves out the seed-to-seed variation of
 training (see :mod:`normlab.compare`). A sweep's settings are compared with Welch's t-test
 (runs at different settings need not share their batches).
@@ -68,8 +68,9 @@ def comparison_sentence(c: Comparison, family: int = 1) -> str:
             if c.detectable == 0:
                 text += "; every paired seed gave the same difference"
             else:
+                after = f" after Holm's adjustment over the {family} comparisons" if family > 1 else ""
                 text += (f"; the study could have detected {c.detectable:.2f} points with "
-                         f"{POWER:.0%} power")
+                         f"{POWER:.0%} power{after}")
     if c.mcnemar_p is not None:
         over = "its paired seed" if c.n == 1 else f"the {c.n} paired seeds pooled"
         text += (f". Per test image, over {over}: {c.only_a} images only `{c.a}` got right, "

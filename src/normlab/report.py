@@ -167,6 +167,11 @@ DIAGNOSTICS_CAPTION = (
 def _comparisons_text(comparisons: list[Comparison]) -> str:
     """How the pairs were compared (the paragraph above the comparisons table)."""
     level, power = f"{ALPHA:.0%}", f"{POWER:.0%}"
+    tested = sum(c.p is not None for c in comparisons)
+    detect_level = (f"at the {level} level" if tested <= 1 else
+                    f"at the level {level} / {tested}: the strictest level of Holm's adjustment "
+                    f"over the {tested} tested pairs, so a difference of that size is found after "
+                    "the adjustment whatever its rank")
     holm = ("With one pair, Holm's adjustment changes nothing." if len(comparisons) == 1 else
             f"With {len(comparisons)} pairs, every p-value is adjusted for the multiple "
             "comparisons with Holm's method (*Holm*), the t-tests and the McNemar tests each as "
@@ -184,9 +189,9 @@ def _comparisons_text(comparisons: list[Comparison]) -> str:
         "seed-to-seed variation of training. It tells whether these trained networks differ on "
         "these images, so the Findings rank two variants only when the paired t-test over seeds "
         f"finds a difference at the {level} level (after Holm's adjustment). {holm} *Detectable*: the smallest true mean "
-        f"difference that a two-sided paired t-test at the {level} level (before Holm's "
-        f"adjustment) would detect with {power} power, given N pairs and the observed standard "
-        "deviation of the per-seed differences.")
+        f"difference that a two-sided paired t-test would detect with {power} power, given N "
+        "pairs and the observed standard deviation of the per-seed differences, "
+        f"{detect_level}.")
 
 
 def build_report(run: RunData, figures: list[Path], notes: list[str] = ()) -> str:
