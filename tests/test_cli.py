@@ -372,6 +372,21 @@ BAD_INPUT = {
                              "--translate 15.0 is more than 14 pixels: half the side"),
     "groups-fit-no-layer": (["train", "--variant", "gn", "--groups", "8"],
                             "use --groups with one of [1, 2, 4] (they divide every layer's"),
+    "l1-read-by-no-variant": (["study", "--variants", "bn,gn", "--l1", "1e-3"],
+                              "--l1 is read by no variant of --variants bn,gn (--l1 and --l2 by "
+                              "a bare +l1 or +l2, as in bn+l1;"),
+    "l1-of-an-explicit-lambda": (["study", "--variants", "bn+l1=1e-3", "--l1", "1e-4"],
+                                 "--l1 is read by no variant"),
+    "ghost-batch-and-groups-unused": (["train", "--variant", "bn", "--ghost-batch", "8",
+                                       "--groups", "2"],
+                                      "--ghost-batch, --groups are read by no variant of "
+                                      "--variant bn"),
+    "swept-l2-unused": (["sweep", "--variants", "gn,bn+l1", "--param", "l2=1e-4,1e-3"],
+                        "--l2 is read by no variant of --variants gn,bn+l1"),
+    "swept-and-given": (["sweep", "--param", "batch_size=32,64", "--batch-size", "64",
+                         "--lr", "0.1"],
+                        "--batch-size and --param set the same setting; the swept values "
+                        "replace the flag's, so drop --batch-size"),
 }
 
 
@@ -769,7 +784,9 @@ def test_report_data_dir_flag(study_run, synthetic_data, tmp_path: Path) -> None
 
 def test_report_of_a_sweep_folder_says_to_give_a_point(tmp_path: Path, capsys) -> None:
     """`normlab report` of a sweep folder exits 2 with one line saying it is a sweep and what to
-    give instead (one of its points), not that a run folder's config is missing."""
+    give instead (one of its points), not that a run folder's config is missing, and the command
+    that rewrites its own report: `sweep --resume`, or for an experiment's folder
+    `normlab experiment NAME --out` (a plain sweep into it is refused)."""
     from normlab.runfolder import SweepFolder
 
     sweep = SweepFolder(tmp_path / "sweep")
@@ -777,6 +794,12 @@ def test_report_of_a_sweep_folder_says_to_give_a_point(tmp_path: Path, capsys) -
     assert main(["report", str(sweep.path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is a sweep folder; give one of its points" in err
+    assert f"rewrite its own report with normlab sweep --resume {sweep.path} " in err
+    exp = SweepFolder(tmp_path / "exp")
+    exp.create({"params": [{"name": "l1", "values": [0.0]}], "experiment": "l1"})
+    assert main(["report", str(exp.path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"rewrite its own report with normlab experiment l1 --out {exp.path}")
 
 
 def test_report_with_a_data_dir_without_the_data_is_one_line(study_run, tmp_path: Path,
@@ -811,14 +834,52 @@ def test_console_command_ignores_ctrl_c_once_main_has_returned(monkeypatch, caps
     assert calls == ["main", (signal.SIGINT, signal.SIG_IGN)]
 
 
-def test_a_swept_augment_takes_rotate_with_no_augment(tmp_path: Path, capsys) -> None:
-    """When --param sweeps augment itself, --rotate with --no-augment is not refused (the swept
-    points with augmentation use it): the command gets past that check to the next one, here an
-    --out that is a file."""
+def test_a_swept_augment_takes_rotate(tmp_path: Path, capsys) -> None:
+    """When --param sweeps augment itself, --rotate is not refused (the swept points with
+    augmentation use it): the command gets past that check to the next one, here an --out that
+    is a file. --no-augment beside it is refused: the swept values replace it."""
     taken = tmp_path / "file.txt"
     taken.write_text("x")
-    argv = ["sweep", "--param", "augment=true,false", "--no-augment", "--rotate", "30",
-            "--out", str(taken)]
+    argv = ["sweep", "--param", "augment=true,false", "--rotate", "30", "--out", str(taken)]
     assert main(argv) == 2
     err = _stderr_lines(capsys)
     assert len(err) == 1 and "is a file" in err[0] and "--no-augment" not in err[0], err
+    assert main([*argv, "--no-augment"]) == 2
+    err = _stderr_lines(capsys)
+    assert len(err) == 1 and "--no-augment and --param set the same setting" in err[0], err
+
+
+def test_default_out_folders_started_in_one_second_differ(tmp_path: Path, monkeypatch) -> None:
+    """The default --out of a study or sweep is claimed with an atomic mkdir: three claimed in
+    the same second are three new, empty folders (the time, then -2 and -3), never one shared."""
+    import normlab.store as store
+
+    monkeypatch.setattr(store.time, "strftime", lambda fmt: "20260101-120000")
+    made = [store.new_timestamped_folder(tmp_path / "runs", "mnist") for _ in range(3)]
+    assert [p.name for p in made] == ["mnist-20260101-120000", "mnist-20260101-120000-2",
+                                      "mnist-20260101-120000-3"]
+    assert all(p.is_dir() and not any(p.iterdir()) for p in made)
+
+
+def test_a_failed_sweep_leaves_no_default_folder(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A sweep without --out that fails before training (here: a --data-dir that does not
+    exist) exits 2 and leaves no empty sweep folder under runs/."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["sweep", "--param", "lr=0.1", "--data-dir", str(tmp_path / "missing"), "--quiet"]
+    assert main(argv) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not list((tmp_path / "runs").glob("sweep-*"))
+
+
+def test_study_resume_of_a_sweep_folder_names_sweep_resume(tmp_path: Path, capsys) -> None:
+    """`normlab study --resume` (or train's) of a sweep folder exits 2 with one line saying it is a
+    sweep folder and the command that continues it, not that config.json is missing."""
+    from normlab.runfolder import SweepFolder
+
+    sweep = SweepFolder(tmp_path / "sweep")
+    sweep.create({"params": [{"name": "lr", "values": [0.1]}]})
+    for command in ("study", "train"):
+        assert main([command, "--resume", str(sweep.path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"normlab: error: {sweep.path} is a sweep folder, not a run folder; "
+                       f"continue it with 'normlab sweep --resume {sweep.path}'")

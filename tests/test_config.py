@@ -265,10 +265,47 @@ def test_batch_size_one_allowed_without_bn(variants) -> None:
 
 
 def test_train_subset_one_rejected_with_bn() -> None:
-    """A training subset of one image cannot train bn; it is fine for gn."""
-    with pytest.raises(ConfigError, match="--train-subset"):
+    """A training subset of one image cannot train bn, nor one that --val leaves one image of;
+    both are fine for gn, and two images for bn."""
+    with pytest.raises(ConfigError, match=r"--train-subset 1 leaves 1 training image"):
         Config(variants=("bn",), train_subset=1)
+    with pytest.raises(ConfigError, match=r"--train-subset 2 with --val 1 leaves 1 training image, "
+                                          r"and BatchNorm needs 2 or more"):
+        Config(variants=("gn", "bn"), train_subset=2, val=1)
     assert Config(variants=("gn",), train_subset=1).train_subset == 1
+    assert Config(variants=("gn",), train_subset=2, val=1).val == 1
+    assert Config(variants=("bn",), train_subset=3, val=1).val == 1
+
+
+def test_resume_compares_variants_as_runs() -> None:
+    """continuation_diff takes variants that name the same runs in the same order as equal (case,
+    spaces, a bare +l1 and its default written out), and others, or another order, as different;
+    as written (a sweep's base, where a bare +l1 follows the swept lambda) only case and spaces
+    may differ."""
+    from normlab.config import continuation_diff
+
+    saved = Config(variants=("bn", "gn", "ln+l1")).to_dict()
+    for same in (("BN", " gn", "ln+l1=2e-05"), ("bn", "gn", "LN+L1")):
+        assert continuation_diff(saved, {**saved, "variants": list(same)}) == []
+    for other in (("gn", "bn", "ln+l1"), ("bn", "gn", "ln+l1=1e-4"), ("bn", "gn")):
+        diff = continuation_diff(saved, {**saved, "variants": list(other)})
+        assert len(diff) == 1 and diff[0].startswith("variants: saved"), diff
+    assert continuation_diff(saved, {**saved, "variants": ["BN", "gn ", "ln+l1"]},
+                             as_written=True) == []
+    assert continuation_diff(saved, {**saved, "variants": ["bn", "gn", "ln+l1=2e-05"]},
+                             as_written=True) != []
+
+
+def test_settings_read_by_a_variant() -> None:
+    """settings_read names the settings a variant takes from the flags: a bare +l1 or +l2 its
+    default, gn the group count, gbn the ghost batch; an explicit lambda reads no default."""
+    from normlab.variants import settings_read
+
+    assert settings_read("bn+l1") == {"l1_default"}
+    assert settings_read("bn+l1=1e-3") == set()
+    assert settings_read("gn+ws+l2") == {"groups", "l2_default"}
+    assert settings_read("GBN+L1+l2=1e-4") == {"ghost_batch", "l1_default"}
+    assert settings_read("ln") == set()
 
 
 @pytest.mark.parametrize("groups", [3, 5, 16])

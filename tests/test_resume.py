@@ -189,6 +189,105 @@ def test_ctrl_c_saves_and_says_how_to_resume(normlab, reference, tmp_path) -> No
     _same_results(out, reference)
 
 
+def _longest_run_seconds(folder: RunFolder) -> float:
+    """The most seconds timing.csv records for one run, over all its saved epochs: a run's epochs
+    ran one after another, within the sessions that trained it, so the study took at least that."""
+    with open(folder.timing_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    runs: dict[tuple[str, str], float] = {}
+    for row in rows:
+        key = (row["variant"], row["seed"])
+        runs[key] = runs.get(key, 0.0) + float(row["seconds"])
+    return max(runs.values(), default=0.0)
+
+
+def _training_time_line(folder: RunFolder) -> str:
+    return next(line for line in folder.report.read_text().splitlines()
+                if "**Training time:**" in line)
+
+
+def _stop_study(normlab, out: Path, args: list[str], until, sig: int) -> int:
+    """Start the study ``args`` into ``out``, send it ``sig`` once ``until()`` holds; its exit code."""
+    proc = normlab.start(args + ["--out", str(out)])
+    try:
+        assert _wait_for(until, proc), "the study never reached the point to stop it"
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode
+
+
+def _resume_adds_its_time(normlab, args: list[str], out: Path, first: dict) -> dict:
+    """Resume the study ``args`` in ``out``; check that its train_seconds is ``first``'s plus at
+    most the resume's lifetime, and more than ``first``'s; its final timing.json."""
+    t0 = time.monotonic()
+    r = normlab.run(args + ["--resume", str(out)])
+    lifetime = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    final = json.loads(RunFolder(out).timing_json.read_text())
+    assert first["train_seconds"] < final["train_seconds"] <= first["train_seconds"] + lifetime
+    return final
+
+
+def test_ctrl_c_then_resume_counts_the_time_of_both_sessions(normlab, reference,
+                                                            tmp_path) -> None:
+    """A study stopped with Ctrl-C after saving epochs leaves timing.json holding its time so far
+    (train_seconds at least the longest run's saved epoch seconds; wall_seconds null, so it is
+    not finished). The resumed study's train_seconds is that time plus its own session's (more
+    than the first, at most the first plus the resume process's lifetime), covers every epoch
+    timing.csv records, and is not marked as the last session's only; the results are those of
+    the uninterrupted study."""
+    out = tmp_path / "run"
+    f = RunFolder(out)
+    args = STUDY + ["--data-dir", str(normlab.data)]
+    assert _stop_study(normlab, out, args, lambda: _checkpointed(out), signal.SIGINT) == 130
+    assert f.timing_json.exists(), "the interrupted session left no record of its time"
+    first = json.loads(f.timing_json.read_text())
+    assert first["wall_seconds"] is None and not f.finished
+    assert first["train_seconds"] >= _longest_run_seconds(f) > 0
+    final = _resume_adds_its_time(normlab, args, out, first)
+    assert final["train_seconds"] >= _longest_run_seconds(f)
+    assert final["wall_seconds"] >= final["train_seconds"] and final["resumed"] is True
+    assert "last_session_only" not in final and "last session" not in _training_time_line(f)
+    _same_results(out, reference)
+
+
+def test_a_killed_study_leaves_its_time_for_the_resume(normlab, tmp_path) -> None:
+    """A study killed (SIGKILL) while it trains, after saving epochs, has left timing.json with
+    its time up to its last saved epoch (before any summary.json, wall_seconds null); the resume
+    adds its own session's time to it."""
+    out = tmp_path / "run"
+    f = RunFolder(out)
+    args = STUDY + ["--data-dir", str(normlab.data)]
+    _stop_study(normlab, out, args, lambda: f.timing_json.exists() and not f.summary.exists(),
+                signal.SIGKILL)
+    first = json.loads(f.timing_json.read_text())
+    assert first["train_seconds"] > 0 and first["wall_seconds"] is None
+    _resume_adds_its_time(normlab, args, out, first)
+
+
+def test_resume_without_a_time_record_says_it_covers_the_last_session(normlab, reference,
+                                                                      tmp_path) -> None:
+    """Where earlier sessions saved epochs but left no time record (here removed, like a folder
+    an older normlab left interrupted), the resumed study's timing.json has last_session_only
+    true and its report's training time says it covers only the last session; an uninterrupted
+    study's says neither."""
+    out = tmp_path / "run"
+    f = RunFolder(out)
+    args = STUDY + ["--data-dir", str(normlab.data)]
+    _stop_study(normlab, out, args, lambda: _checkpointed(out), signal.SIGKILL)
+    f.timing_json.unlink(missing_ok=True)
+    r = normlab.run(args + ["--resume", str(out)])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(f.timing_json.read_text()).get("last_session_only") is True
+    assert "last session" in _training_time_line(f)
+    ref = RunFolder(reference)
+    assert "last_session_only" not in json.loads(ref.timing_json.read_text())
+    assert "last session" not in _training_time_line(ref)
+
+
 def test_resume_of_a_finished_study_changes_nothing(normlab, reference, tmp_path) -> None:
     """Resuming a study that already finished, report included, trains nothing, says so and
     leaves every file as it was (its timing too: no seconds are added). One whose report was

@@ -434,7 +434,7 @@ def test_weight_decay_is_the_decay_of_every_variant_added_to_its_own_l2(
 def test_sweep_with_val_is_judged_on_the_held_out_images(synthetic_data, tmp_path: Path) -> None:
     """`normlab sweep --val N` over two values of a setting writes a finished study per point
     and sweep.csv with final_val_acc and best_val_acc filled for every run (in [0, 100], as in
-    each point's summary.json); its
+    each point's summary.json; each point's report names the N held-out images); its
     rows are judged on val accuracy (selection_metric), and report.md says so: the table shows
     val accuracy and the findings say the choice rests on the N held-out images, not the test
     set. Rows without val accuracy are judged on test accuracy."""
@@ -453,6 +453,8 @@ def test_sweep_with_val_is_judged_on_the_held_out_images(synthetic_data, tmp_pat
             assert isinstance(r[key], (int, float)) and 0 <= r[key] <= 100, (key, r)
     for point in sweep.points():
         assert point.finished and point.report.is_file()   # each point a whole study
+        assert (f"training images, {VAL} held-out validation images, "
+                in point.report.read_text())
         lr = json.loads(point.config.read_text())["lr"]
         s = json.loads(point.summary.read_text())["variants"]["gn"]
         mine = sorted((r for r in rows if r["lr"] == lr), key=lambda r: r["seed"])

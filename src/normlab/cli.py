@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import signal
 import sys
@@ -16,8 +17,10 @@ from normlab.cli_flags import (DEFAULTS, HelpFormatter, Parser, add_format_flag,
                                add_variant_seed_flags, flag_name, nonneg_float, nonneg_int,
                                number, positive_int, seed_int)
 from normlab.config import MISTAKE_MODES, RELOCATABLE, Config, continuation_diff
-from normlab.errors import NormlabError
+from normlab.errors import ConfigError, NormlabError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
+from normlab.store import new_timestamped_folder
+from normlab.variants import settings_read
 from normlab import norms
 
 
@@ -103,7 +106,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                        formatter_class=HelpFormatter,
                        description="Regenerate every figure and report.md of a run folder from its "
                                    "saved files, without training.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder written by 'normlab study'")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'normlab study' or 'normlab train' (a sweep's point too)")
     p.add_argument("--mistakes", choices=MISTAKE_MODES, default=D("confident"),
                    help="which 10 misclassified test images to show: the most confident mistakes "
                         "or the first ones by test index")
@@ -151,7 +154,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                         ".png, or .svg or .pdf for that format too) as a PNG, and next to it the "
                         "other --format files; existing files are not overwritten; default: no "
                         "figure")
-    add_format_flag(p, D, "--figure")
+    add_format_flag(p, D, "--figure", png="always written")
     return parser
 
 
@@ -202,8 +205,11 @@ def _given(argv: Sequence[str]) -> set[str]:
 
 def _resume_config(argv: Sequence[str], args: argparse.Namespace) -> Config:
     """The saved config of ``--resume RUN_DIR``; flags given on the command line must agree."""
-    from normlab.runfolder import RunFolder
+    from normlab.runfolder import RunFolder, SweepFolder
 
+    if SweepFolder.holds_sweep(args.resume):
+        raise NormlabError(f"{args.resume} is a sweep folder, not a run folder; continue it with "
+                           f"'normlab sweep --resume {args.resume}'")
     folder = RunFolder(args.resume)
     saved = folder.read_saved_config()
     try:
@@ -251,12 +257,31 @@ def _check_augmentation(argv: Sequence[str], args: argparse.Namespace, swept) ->
                            "--no-augment turns off; drop one or the other")
 
 
+def _check_unused(argv: Sequence[str], args: argparse.Namespace, swept) -> None:
+    """--l1, --l2, --groups or --ghost-batch, given or swept (``swept``: the swept fields), that
+    no variant reads (see :func:`normlab.variants.settings_read`): refused, as they would change
+    nothing."""
+    specs = args.variants.split(",") if args.command in ("study", "sweep") else [args.variant]
+    try:
+        read = set().union(*(settings_read(s) for s in specs))
+    except ConfigError:
+        return   # a bad variant is reported, with its fix, by the config's own check
+    unused = sorted((_given(argv) | set(swept)) & (SETTINGS_READ - read))
+    if unused:
+        flags, one = ", ".join(map(flag_name, unused)), len(unused) == 1
+        which = f"--variant {args.variant}" if args.command == "train" else f"--variants {args.variants}"
+        raise NormlabError(f"{flags} {'is' if one else 'are'} read by no variant of {which} "
+                           "(--l1 and --l2 by a bare +l1 or +l2, as in bn+l1; --groups by gn; "
+                           f"--ghost-batch by gbn); drop {flags}, or add a variant that reads "
+                           f"{'it' if one else 'them'}")
+
+
+SETTINGS_READ = {"l1_default", "l2_default", "groups", "ghost_batch"}
 RAY_FLAGS = ("ray_address", "ray_cpus", "ray_gpus", "retries")   # sweep flags for Ray alone
 
 
 def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
     import functools
-    import time
 
     from normlab.sweep import SweepSpec, parse_param, read_sweep_spec, run_sweep
 
@@ -272,8 +297,9 @@ def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
         given = _given(argv) - {"backend", *RAY_FLAGS}
         fixed = given - set(RELOCATABLE)
         if fixed:
-            raise NormlabError(f"--resume uses the saved sweep; drop {', '.join(sorted(fixed))}, "
-                               "or start a new sweep with --out")
+            raise NormlabError(f"--resume uses the saved sweep; drop "
+                               f"{', '.join(map(flag_name, sorted(fixed)))}, or start a new "
+                               "sweep with --out")
         base = _relocated(base, args, given)
         out = args.resume
     else:
@@ -282,8 +308,16 @@ def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
                                "--param batch_size=32,128")
         spec = SweepSpec(tuple(parse_param(t) for t in args.param), scale_lr=args.scale_lr)
         _check_augmentation(argv, args, swept=[p.name for p in spec.params])
+        _check_unused(argv, args, swept=[p.field for p in spec.params])
+        # (with --scale-lr, --batch-size is the batch the base --lr belongs to: not replaced)
+        both = sorted(_given(argv) & {p.field for p in spec.params}
+                      - ({"batch_size"} if spec.scale_lr else set()))
+        if both:
+            raise NormlabError(f"{', '.join(map(flag_name, both))} and --param set the same "
+                               "setting; the swept values replace the flag's, so drop "
+                               f"{', '.join(map(flag_name, both))}")
         base = config_from_args(args)
-        out = args.out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = args.out or new_timestamped_folder("runs", "sweep")
     runner = None
     if args.backend == "ray":
         from normlab import sweep_ray
@@ -292,8 +326,14 @@ def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
                                    retries=args.retries,
                                    resources={"num_cpus": args.ray_cpus,
                                               "num_gpus": args.ray_gpus})
-    run_sweep(base, spec, out, runner=runner, backend=args.backend, progress=not args.quiet,
-              formats=args.formats)
+    try:
+        run_sweep(base, spec, out, runner=runner, backend=args.backend, progress=not args.quiet,
+                  formats=args.formats)
+    except BaseException:
+        if args.resume is None and args.out is None:   # leave no empty default folder behind
+            with contextlib.suppress(OSError):
+                Path(out).rmdir()
+        raise
     return 0
 
 
@@ -328,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command != "sweep" and args.resume is None:
             _check_augmentation(argv, args, swept=())
+            _check_unused(argv, args, swept=())
         if args.command == "sweep":
             return _sweep(argv, args)
         from normlab.study import run_study

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-from normlab.config import DATASET_NAMES, MAX_SEED, MAX_SEEDS, PRECISIONS, Config
+from normlab.config import (DATASET_NAMES, MAX_ROTATE, MAX_SEED, MAX_SEEDS, MAX_TRANSLATE,
+                            PRECISIONS, Config)
 from normlab.errors import ConfigError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, FIGURE_FORMATS, parse_formats
 from normlab.variants import DEFAULT_L1, DEFAULT_L2
@@ -45,9 +46,15 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+# Settings whose flag is not their name in kebab-case (the flags' ``dest``).
+_FLAGS = {"l1_default": "--l1", "l2_default": "--l2", "augment": "--no-augment",
+          "diagnostics": "--no-diagnostics", "formats": "--format"}
+
+
 def flag_name(key: str) -> str:
-    """The command-line flag of a config setting or parsed argument: ray_cpus -> --ray-cpus."""
-    return "--" + key.replace("_", "-")
+    """The command-line flag of a config setting or parsed argument: ray_cpus -> --ray-cpus,
+    l1_default -> --l1."""
+    return _FLAGS.get(key, "--" + key.replace("_", "-"))
 
 
 def number(kind: type, minimum: float, inclusive: bool, maximum: float | None = None):
@@ -84,11 +91,12 @@ def figure_formats(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def add_format_flag(p: argparse.ArgumentParser, D, what: str = "the figures") -> None:
+def add_format_flag(p: argparse.ArgumentParser, D, what: str = "the figures",
+                    png: str = "the one report.md shows") -> None:
     p.add_argument("--format", dest="formats", type=figure_formats, metavar="LIST",
                    default=D(",".join(DEFAULT_FIGURE_FORMATS)),
                    help=f"file formats of {what}, comma-separated, of {', '.join(FIGURE_FORMATS)}: "
-                        "each figure is a PNG (the one report.md shows) and, next to it, a file of "
+                        f"each figure is a PNG ({png}) and, next to it, a file of "
                         "the same stem per other format (SVG keeps text as text; PDF for LaTeX)")
 
 
@@ -105,7 +113,8 @@ def add_variant_seed_flags(p: argparse.ArgumentParser, D, variant_help: str, per
     p.add_argument("--variants", default=D(",".join(DEFAULTS.variants)), help=variant_help)
     p.add_argument("--seeds", type=number(int, 1, inclusive=True, maximum=MAX_SEEDS),
                    default=D(DEFAULTS.seeds), metavar="N",
-                   help=f"number of seeds per {per}: seeds F..F+N-1 run, F the --first-seed")
+                   help=f"number of seeds per {per}, 1 to {MAX_SEEDS:,}: seeds F..F+N-1 run, F the "
+                        "--first-seed")
     p.add_argument("--first-seed", type=seed_int, default=D(DEFAULTS.first_seed), metavar="F",
                    help="the first seed, e.g. --seeds 4 --first-seed 4 runs seeds 4..7 (more "
                         "seeds beside an earlier folder)")
@@ -116,8 +125,8 @@ FOLDER_HELP = {   # what --out and --resume mean: a run folder (study, train) or
               "runs/<dataset>-<timestamp>", "RUN_DIR",
               "continue the interrupted run folder RUN_DIR (of 'normlab study' or 'normlab "
               "train') with its saved config: finished runs are "
-              "kept, unfinished ones go on from their last finished epoch; default: start a new "
-              "study"),
+              "kept, unfinished ones go on from their last finished epoch; default: start "
+              "afresh in --out"),
     "sweep": ("sweep folder to create, or to continue when it holds the same sweep; default: "
               "runs/sweep-<timestamp>", "SWEEP_DIR",
               "continue the interrupted sweep in SWEEP_DIR with its saved config and settings: "
@@ -133,9 +142,9 @@ def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study") -> 
                    help="training batch size (>= 2 for BatchNorm)")
     p.add_argument("--lr", type=positive_float, default=D(DEFAULTS.lr),
                    help="peak learning rate of the one-cycle schedule (SGD, Nesterov momentum)")
-    p.add_argument("--momentum", type=nonneg_float, default=D(DEFAULTS.momentum), help="peak SGD momentum")
+    p.add_argument("--momentum", type=nonneg_float, default=D(DEFAULTS.momentum), help="peak SGD momentum, in [0, 1)")
     p.add_argument("--warmup", type=float, default=D(DEFAULTS.warmup), help="fraction of the steps "
-                   "spent raising the learning rate to its peak")
+                   "spent raising the learning rate to its peak, in (0, 1)")
     p.add_argument("--l1", type=nonneg_float, default=D(DEFAULT_L1), dest="l1_default", metavar="LAMBDA",
                    help="L1 lambda used by a variant written '+l1' without a value")
     p.add_argument("--l2", type=nonneg_float, default=D(DEFAULT_L2), dest="l2_default", metavar="DECAY",
@@ -150,9 +159,10 @@ def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study") -> 
                    help="turn off the random rotation and shift of training batches; "
                         "augmentation is on unless this flag is given")
     p.add_argument("--rotate", type=nonneg_float, default=D(DEFAULTS.rotate),
-                   help="max random rotation of training images, degrees")
+                   help=f"max random rotation of training images, degrees (at most {MAX_ROTATE})")
     p.add_argument("--translate", type=nonneg_float, default=D(DEFAULTS.translate),
-                   help="max random shift of training images, pixels")
+                   help=f"max random shift of training images, pixels (at most {MAX_TRANSLATE}: half "
+                        "the image side)")
     p.add_argument("--clean-fraction", type=float, default=D(DEFAULTS.clean_fraction),
                    metavar="F",
                    help="train the last fraction F of the steps on the images as they are, "
@@ -177,8 +187,8 @@ def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study") -> 
                         "or with an 's' after its width (8s-...) it has stride 2 instead, and a "
                         "kernel size 2..4 after the 's' (8s4-...) sets its kernel")
     p.add_argument("--label-smoothing", type=float, default=D(DEFAULTS.label_smoothing), metavar="EPS",
-                   help="label smoothing of the training loss (metrics report the plain "
-                        "cross-entropy); 0: none")
+                   help="label smoothing of the training loss, in [0, 1) (metrics report the "
+                        "plain cross-entropy); 0: none")
     p.add_argument("--weight-decay", type=nonneg_float, default=D(DEFAULTS.weight_decay),
                    metavar="DECAY",
                    help="SGD weight decay of every variant's conv and linear weights (not of "

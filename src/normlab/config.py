@@ -16,7 +16,8 @@ from normlab import norms
 from normlab.datasets import DATASETS
 from normlab.errors import ConfigError
 from normlab.norms import NORMS
-from normlab.variants import DEFAULT_L1, DEFAULT_L2, Variant, parse_variant, parse_variants
+from normlab.variants import (DEFAULT_L1, DEFAULT_L2, Variant, parse_variant, parse_variants,
+                              variant_specs)
 
 DATASET_NAMES = tuple(DATASETS)
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -193,10 +194,10 @@ class Config:
         norms.check_ghost_batch(self.ghost_batch)
         if isinstance(self.first_seed, bool) or not isinstance(self.first_seed, int) \
                 or self.first_seed < 0:
-            raise ConfigError(f"--seed (--first-seed) must be a whole number >= 0, got "
+            raise ConfigError(f"--first-seed (train: --seed) must be a whole number >= 0, got "
                               f"{self.first_seed!r}")
         if self.first_seed + self.seeds - 1 > MAX_SEED:
-            raise ConfigError(f"--seed (--first-seed) {self.first_seed} with --seeds {self.seeds} "
+            raise ConfigError(f"--first-seed (train: --seed) {self.first_seed} with --seeds {self.seeds} "
                               f"runs seeds up to {self.first_seed + self.seeds - 1}, above "
                               f"{MAX_SEED} (a 32-bit generator seed); give a smaller one")
         if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
@@ -254,8 +255,11 @@ class Config:
                     f"--batch-size 1 cannot train {batch[0]} (a batch of one has no variance); "
                     f"use --batch-size 2 or more, or a batch-independent norm such as {free}"
                 )
-            if self.train_subset is not None and self.train_subset < 2:
-                raise ConfigError(f"--train-subset must be >= 2 to train {batch[0]}")
+            if self.train_subset is not None and self.train_subset - self.val < 2:
+                held = f" with --val {self.val}" if self.val else ""
+                raise ConfigError(f"--train-subset {self.train_subset}{held} leaves "
+                                  f"{self.train_subset - self.val} training image, and "
+                                  f"{batch[0]} needs 2 or more; train on more images")
         # The group count against every layer's width of the model train.py builds.
         for norm in used:
             norms.check_groups(norm, self.groups, self.model_config(norm).norm_layers())
@@ -321,12 +325,37 @@ def config_diff(saved: dict, wanted: dict, keys=None) -> list[str]:
             if saved.get(k) != wanted.get(k)]
 
 
-def continuation_diff(saved: dict, wanted: dict, keys=None) -> list[str]:
+def continuation_diff(saved: dict, wanted: dict, keys=None, as_written: bool = False) -> list[str]:
     """:func:`config_diff` of a saved study or sweep and the config that would continue it:
     every key (default: all of ``wanted``'s but 'resolved') except where the data lie
-    (:data:`RELOCATABLE`), which may change."""
+    (:data:`RELOCATABLE`), which may change.
+
+    Variants are compared as the runs they name, in order: ``GN``, `` gn`` and ``gn`` are one
+    variant, and so are ``ln+l1`` and ``ln+l1=2e-05`` under an l1 default of 2e-5 (both train
+    the run ``ln+l1=2e-05``). With ``as_written`` (a sweep's base config, where a bare ``+l1``
+    takes each point's swept lambda and an explicit one does not) only case and spaces may
+    differ."""
     keys = [k for k in wanted if k != "resolved"] if keys is None else keys
-    return config_diff(saved, wanted, [k for k in keys if k not in RELOCATABLE])
+    keys = [k for k in keys if k not in RELOCATABLE]
+    if "variants" in keys and _same_variants(saved, wanted, as_written):
+        keys.remove("variants")
+    return config_diff(saved, wanted, keys)
+
+
+def _same_variants(saved: dict, wanted: dict, as_written: bool) -> bool:
+    """Whether the variants of two config dicts name the same runs in the same order (see
+    :func:`continuation_diff`); False where either does not parse."""
+    def runs(d: dict) -> list[str] | None:
+        d = completed(d)
+        specs = d.get("variants")
+        if not isinstance(specs, (list, tuple)):
+            return None
+        try:
+            named = variant_specs(specs, d["l1_default"], d["l2_default"])
+        except (ConfigError, TypeError, ValueError):
+            return None
+        return list(named.values() if as_written else named)
+    return runs(saved) is not None and runs(saved) == runs(wanted)
 
 
 def completed(saved: dict) -> dict:

@@ -104,6 +104,8 @@ def _what_ran(run: RunData) -> list[str]:
     if resolved.get("train_images"):
         subset = " (a subset)" if cfg.get("train_subset") else ""
         sizes.append(f"{resolved['train_images']:,} training images{subset}")
+    if resolved.get("val_images"):   # held out of the training images by --val
+        sizes.append(f"{resolved['val_images']:,} held-out validation images")
     if resolved.get("test_images"):
         sizes.append(f"{resolved['test_images']:,} test images")
     lines.append(data + (f": {', '.join(sizes)}" if sizes else "") + ".")
@@ -150,9 +152,12 @@ def _what_ran(run: RunData) -> list[str]:
             how = (f", {timing['workers']} worker(s) x {timing['threads_per_worker']} "
                    "torch thread(s)")
         # train_seconds: from the call to the end of training (data loading and every
-        # evaluation included); timing.json's wall_seconds adds the writing of this report.
+        # evaluation included), summed over the sessions of a resumed study (those recorded:
+        # runfolder.timing); timing.json's wall_seconds adds the writing of this report.
+        only = ("; the last session of a resumed study only, as the earlier ones left no record "
+                "of their time" if timing.get("last_session_only") is True else "")
         lines.append(f"**Training time:** {_duration(wall)} of wall time (all runs and their "
-                     f"evaluations{how}).")
+                     f"evaluations{how}{only}).")
     return [f"- {line}" for line in lines]
 
 
@@ -264,9 +269,13 @@ def write_report(run_dir: str | Path, mode: str = "confident",
     mistakes.check_mode(mode)
     formats = parse_formats(formats)
     if SweepFolder.holds_sweep(run_dir):   # not a run folder: say what to give instead
+        name = SweepFolder(run_dir).read_record().get("experiment")   # see sweep.experiment_in
+        again = (f"normlab experiment {name} --out {run_dir}" if isinstance(name, str) and name
+                 else f"normlab sweep --resume {run_dir} (normlab experiment NAME --out "
+                 f"{run_dir} for an experiment's folder)")
         raise RunFolderError(f"{run_dir} is a sweep folder; give one of its points (a run "
                              f"folder under {SweepFolder(run_dir).point('x').path.parent}), or "
-                             "run the sweep's command again to rewrite its own report")
+                             f"rewrite its own report with {again}")
     run = load_run(run_dir)
     folder = run.folder
     fix = f"restore it from a copy of the run folder, or {REBUILD}"

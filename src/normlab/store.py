@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -169,3 +171,19 @@ def ensure_writable(folder: str | Path) -> Path:
             "choose another with --out"
         ) from None
     return folder
+
+
+def new_timestamped_folder(parent: str | Path, stem: str) -> Path:
+    """A new, empty folder ``parent/stem-YYYYmmdd-HHMMSS`` (the default --out), claimed with an
+    atomic mkdir: two commands started in the same second get ``...-HHMMSS`` and
+    ``...-HHMMSS-2`` instead of one folder (and one of them refused as in use)."""
+    base = Path(parent) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise AssertionError("unreachable")   # pragma: no cover

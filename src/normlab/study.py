@@ -34,10 +34,11 @@ from normlab import __version__
 from normlab.batches import DeviceSplit, split_stats, to_device_split
 from normlab.config import VAL_SEED, Config, continuation_diff
 from normlab.device import resolve_precision, select_device
-from normlab.envinfo import environment, peak_rss_mb
+from normlab.envinfo import environment
 from normlab.errors import ConfigError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
-from normlab.runfolder import RunFolder, RunResult, check_version
+from normlab.runfolder import RunFolder, RunResult, SessionClock, check_version
+from normlab.store import new_timestamped_folder
 from normlab.table import results_table
 from normlab.train import GroupTrainer
 from normlab.variants import Variant
@@ -228,8 +229,8 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
         per_epoch = len(trainers[0].bounds)
         done_steps = {k: t.epoch * per_epoch for k, t in enumerate(trainers)}
         bar = tqdm(total=sum(t.total_steps for t in trainers), initial=sum(done_steps.values()),
-                   unit="batch", disable=not progress, desc=f"{plan.runs} runs",
-                   dynamic_ncols=True)
+                   unit="batch", disable=not progress,
+                   desc=f"{plan.runs} run{'' if plan.runs == 1 else 's'}", dynamic_ncols=True)
 
         def save(k: int | None) -> None:
             """After an epoch of group k (None: at the start): its state, finished runs, tables."""
@@ -344,34 +345,31 @@ def train_run(cfg: Config, variant: Variant, seed: int, train_split: DeviceSplit
 def finish(folder: RunFolder, plan: Plan, results: list[RunResult], t_start: float,
            report: bool = True, resumed: bool = False,
            log: Callable[[str], None] = print,
-           formats: Sequence[str] = DEFAULT_FIGURE_FORMATS) -> dict:
+           formats: Sequence[str] = DEFAULT_FIGURE_FORMATS,
+           clock: SessionClock | None = None) -> dict:
     """The study's closing files: tables, summary.json, timing.json and (``report``) the figures
-    (PNG and the other ``formats``) and report.md. Returns the summary."""
+    (PNG and the other ``formats``) and report.md. Returns the summary. ``clock``: the session's,
+    made when it started (default: one from ``t_start``, adding the time timing.json holds now)."""
     folder.write_tables(results)
     summary = folder.write_summary(plan.cfg, results)
     log(results_table(summary).text())
     # Seconds from the call on (data loading and checks included); a resumed study adds the time
     # of its earlier sessions. train_seconds ends here, wall_seconds when the report is written.
-    before = folder.previous_timing() if resumed else {}
-    timing = {"train_seconds": time.perf_counter() - t_start + before.get("train_seconds", 0.0),
-              "wall_seconds": None, "workers": plan.workers,
-              "threads_per_worker": plan.threads, "resumed": resumed,
-              "peak_rss_mb": peak_rss_mb()}
-    folder.write_timing(timing)
+    clock = clock or SessionClock(folder.timing_json, t_start, resumed, plan.workers, plan.threads)
+    timing = clock.save()
     if report:
         from normlab.report import write_report  # the same code as `normlab report RUN_DIR`
 
         write_report(folder.path, data_dir=plan.cfg.data_dir, formats=formats)   # a resumed
         # study's --data-dir (config.RELOCATABLE) is where the test images are now
-    timing["wall_seconds"] = time.perf_counter() - t_start + before.get("wall_seconds", 0.0)
-    timing["peak_rss_mb"] = peak_rss_mb()
-    folder.write_timing(timing)
+    timing = clock.save(timing)   # now with wall_seconds
     log(f"results in {folder.path} ({timing['wall_seconds']:.0f} s)")
     return summary
 
 
 def default_out(cfg: Config) -> Path:
-    return Path("runs") / f"{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """A new, empty folder runs/DATASET-TIME (:func:`normlab.store.new_timestamped_folder`)."""
+    return new_timestamped_folder("runs", cfg.dataset)
 
 
 def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
@@ -431,10 +429,20 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
             f"{plan.workers} worker(s) x {plan.threads} thread(s), out {folder.path}")
         if not resume:
             start(folder, plan, data)
+        # timing.json after every saved epoch and at Ctrl-C: the time a resume adds to its own
+        saved_epochs = any(folder.group_state(k).exists() for k in range(len(plan.groups)))
+        clock = SessionClock(folder.timing_json, t_start, resume, plan.workers, plan.threads,
+                             trained_before=resume and saved_epochs)
         try:
-            results = train(plan, data, folder, resume=resume, progress=progress)
+            try:
+                results = train(plan, data, folder, resume=resume, progress=progress,
+                                on_epoch=lambda k, t: clock.save())
+            except KeyboardInterrupt:
+                clock.save()
+                raise
+            # an interrupt in finish leaves the report to the resume
             finish(folder, plan, results, t_start, report=report, resumed=resume, log=log,
-                   formats=formats)   # an interrupt here leaves the report to the resume
+                   formats=formats, clock=clock)
         except KeyboardInterrupt:
             log(f"interrupted: every run is saved up to its last finished epoch; continue with "
                 f"'normlab study --resume {folder.path}'")

@@ -196,7 +196,7 @@ def prepare_sweep_out(out: Path, base: Config, spec: SweepSpec,
     saved = folder.read_record()
     old = saved.get("base_config") if isinstance(saved.get("base_config"), dict) else {}
     diff = (config_diff(saved, record, ["params", "scale_lr"])
-            + continuation_diff(old, record["base_config"]))
+            + continuation_diff(old, record["base_config"], as_written=True))
     if diff:
         raise ConfigError(f"{str(out)!r} holds a different sweep ({'; '.join(diff)}); run the "
                           "same command to continue it, or choose a new --out")
@@ -277,7 +277,9 @@ def run_points_locally(outcomes: list[PointOutcome], log: Callable[[str], None],
             run_study(o.cfg, out=o.folder.path, progress=progress, log=lambda _: None,
                       resume=o.folder.config.exists())
         except KeyboardInterrupt:
-            log("interrupted: finished runs are kept; run the same command to continue")
+            sweep_dir = o.folder.path.parents[1]   # OUT/points/NAME
+            log(f"interrupted: finished runs are kept; continue with 'normlab sweep --resume "
+                f"{sweep_dir}' (or the same command with --out {sweep_dir})")
             raise
         except NormlabError as e:
             o.error = str(e)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from normlab.errors import ConfigError
+from normlab import norms
 from normlab.norms import NORMS
 
 DEFAULT_L1 = 2e-5   # lambda of a bare "+l1" (Config.l1_default; results/model-selection/l1)
@@ -74,7 +75,7 @@ def parse_variant(spec: str, l1_default: float = DEFAULT_L1, l2_default: float =
     norm, *terms = text.split("+")
     if norm not in NORMS:
         hint = (f"+{norm} comes after the norm, e.g. gn+{norm}" if _TERM.match(norm) else
-                "the modifier +ws and penalties +l1, +l1=LAMBDA, +l2, +l2=LAMBDA follow the norm")
+                "the modifier +ws and penalties +l1, +l1=LAMBDA, +l2, +l2=DECAY follow the norm")
         raise ConfigError(f"variant {spec!r}: unknown norm {norm!r}; valid norms: "
                           f"{', '.join(NORMS)} ({hint})")
     given: dict[str, float] = {}
@@ -82,7 +83,7 @@ def parse_variant(spec: str, l1_default: float = DEFAULT_L1, l2_default: float =
         m = _TERM.match(term)
         if not m:
             raise ConfigError(f"variant {spec!r}: unknown term {term!r}; use +ws, +l1, "
-                              "+l1=LAMBDA, +l2 or +l2=LAMBDA")
+                              "+l1=LAMBDA, +l2 or +l2=DECAY")
         kind, value = m.group(1), m.group(2)
         if kind in given:
             raise ConfigError(f"variant {spec!r}: {kind} given twice; give +{kind} once")
@@ -111,6 +112,18 @@ def variant_specs(specs: Sequence[str], l1_default: float = DEFAULT_L1,
     rows carry it as "spec", and experiment reports and paired tables pair runs across points
     by it."""
     return {parse_variant(s, l1_default, l2_default).name: s.strip().lower() for s in specs}
+
+
+def settings_read(spec: str) -> set[str]:
+    """The Config fields a run of ``spec`` reads beyond the recipe: ``l1_default`` (``l2_default``)
+    for a bare ``+l1`` (``+l2``), ``groups`` and ``ghost_batch`` for a norm that uses them. A
+    setting that no variant of a study reads was given for nothing (see the CLI's check)."""
+    variant = parse_variant(spec)
+    terms = spec.strip().lower().split("+")[1:]
+    norm = norms.get(variant.norm)
+    read = {f"{kind}_default" for kind in ("l1", "l2") if kind in terms}
+    return read | {name for name, used in (("groups", norm.uses_groups),
+                                           ("ghost_batch", norm.uses_ghost_batch)) if used}
 
 
 def parse_variants(specs: str | list[str] | tuple[str, ...], l1_default: float = DEFAULT_L1,

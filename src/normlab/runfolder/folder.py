@@ -34,6 +34,7 @@ from normlab import __version__
 from normlab.errors import ConfigError, RunFolderError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, FIGURE_FORMATS
 from normlab.runfolder.results import RunResult, summarize
+from normlab.runfolder.timing import read_timing
 from normlab.store import (atomic_write_text, ensure_writable, load_checkpoint, read_json_object,
                            remove_stale_temporaries, save_checkpoint, write_csv, write_json)
 from normlab.variants import Variant
@@ -307,9 +308,6 @@ class RunFolder(_Results):
         write_json(self.summary, summary)
         return summary
 
-    def write_timing(self, timing: dict) -> None:
-        write_json(self.timing_json, timing)
-
     # -- readers ------------------------------------------------------------------------------
     def read_saved_config(self) -> dict:
         """config.json, whole ('resolved' included). Any version's: a folder is read and
@@ -349,14 +347,10 @@ class RunFolder(_Results):
                                  "delete it to retrain those runs from the start")
         return state
 
-    def previous_timing(self) -> dict[str, float]:
-        """train_seconds and wall_seconds of the earlier sessions of a resumed study."""
-        try:
-            saved = read_json_object(self.timing_json, "")
-        except RunFolderError:
-            return {}
-        return {k: float(saved[k]) for k in ("train_seconds", "wall_seconds")
-                if isinstance(saved.get(k), (int, float))}
+    def previous_timing(self) -> dict:
+        """timing.json as far as a resumed study needs it (:func:`~normlab.runfolder.timing.
+        read_timing`): the time its earlier sessions recorded; written by a SessionClock."""
+        return read_timing(self.timing_json)
 
 
 # ----------------------------------------------------------------------------------------------
