@@ -46,6 +46,7 @@ SECTIONS = {
                                         "clean-fraction-0.4-paired.md")]
     + [ROOT / "benchmarks" / name for name in (
         "results-step-cpu.jsonl", "results-cpu-batch64.jsonl", "results-cpu-3x3-stem.jsonl",
+        "results-cpu-one-pass.jsonl",
         "results-cpu-2epochs.jsonl", "results-cpu-repeat.jsonl")],
     "## Experiments": [ROOT / "results" / "experiments" / name
                        for name in ("batch-size", "lr", "groups", "l1")]
