@@ -71,7 +71,13 @@ def summarize(runs: list[list[float]], goal: float) -> dict:
 def pair_rounds(rounds: dict[str, list[list[float]]], a: str, b: str) -> list[list[float]]:
     """Row ``a``'s speed over row ``b``'s, round by round in each run: the ratio of their ratios
     to the same round's ``study-0.1.0``."""
-    return [[x / y for x, y in zip(ra, rb, strict=True)] for ra, rb in zip(rounds[a], rounds[b])]
+    out = []
+    for k, (ra, rb) in enumerate(zip(rounds[a], rounds[b]), start=1):
+        if len(ra) != len(rb):
+            raise ValueError(f"run {k} timed {a} in {len(ra)} rounds and {b} in {len(rb)}; pair "
+                             "rows that every run timed in the same rounds")
+        out.append([x / y for x, y in zip(ra, rb)])
+    return out
 
 
 def parse_pairs(text: str) -> list[tuple[str, str]]:

@@ -92,3 +92,14 @@ def test_a_malformed_pair_is_a_one_line_error(script, tmp_path, capsys, bad) -> 
     assert script.main([str(tmp_path / "a.jsonl"), "--rows", "normlab-study", "--pairs", bad]) == 2
     err = capsys.readouterr().err.strip()
     assert f"--pairs entry {bad!r} is not ROW_A/ROW_B" in err and "\n" not in err
+
+
+def test_pairs_of_rows_with_other_rounds_are_a_one_line_error(script, tmp_path, capsys) -> None:
+    """A pair whose two rows were timed in different numbers of rounds in a run exits 2 with one
+    line naming the run, the rows and the fix."""
+    _run(tmp_path / "a.jsonl", {"study-nodecay": [1.3, 1.3, 1.2], "normlab-study-nodiag": [1.3]})
+    argv = [str(tmp_path / "a.jsonl"), "--rows", "study-nodecay"]
+    assert script.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert ("run 1 timed study-nodecay in 3 rounds and normlab-study-nodiag in 1; pair rows "
+            "that every run timed in the same rounds") in err and "\n" not in err

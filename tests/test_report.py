@@ -300,6 +300,11 @@ def test_findings_detectable_difference_after_holm() -> None:
     assert (f"the study could have detected {detectable:.2f} points with 80% power after "
             "Holm's adjustment over the 3 comparisons.") in text
     assert f"{min_detectable(sd, 5):.2f} points" not in text
+    # A third variant with one seed adds pairs without a test: Holm adjusts over the one tested
+    # pair, so its detectable difference is at 5% and the sentence names no adjustment.
+    text = " ".join(findings(_summary({"gn": gn, "ln": ln, "bn": [99.0]})))
+    assert (f"the study could have detected {min_detectable(sd, 5):.2f} points with 80% "
+            "power.") in text
 
 
 def test_findings_one_seed_not_conclusive() -> None:

@@ -649,3 +649,31 @@ def test_an_experiments_folder_is_known_from_its_start(tmp_path: Path) -> None:
     assert experiment_in(tmp_path / "plain") is None
     SweepFolder(tmp_path / "plain").mechanism.write_text("lr,variant\n")
     assert experiment_in(tmp_path / "plain") == "NAME"
+
+
+@pytest.mark.parametrize("experiment", [None, "l1"])
+def test_ctrl_c_in_a_sweep_names_the_command_that_continues_it(tmp_path, monkeypatch,
+                                                                 experiment) -> None:
+    """Ctrl-C during a point of a sweep logs, before it propagates, the command that continues
+    that sweep: 'normlab sweep --resume OUT' for a plain sweep, the experiment's own command with
+    --out OUT for an experiment's folder (a sweep --resume of it is refused)."""
+    import normlab.study
+    from normlab.config import Config
+    from normlab.runfolder import SweepFolder
+    from normlab.sweep import PointOutcome, run_points_locally
+
+    sweep = SweepFolder(tmp_path / "sweep")
+    sweep.create({"params": [{"name": "l1", "values": [0.0]}],
+                  **({"experiment": experiment} if experiment else {})})
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(normlab.study, "run_study", interrupted)
+    outcome = PointOutcome({"l1": 0.0}, Config(), sweep.point("l1=0"))
+    logs: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        run_points_locally([outcome], logs.append, progress=False)
+    again = (f"the same 'normlab experiment l1' command with --out {sweep.path}" if experiment
+             else f"'normlab sweep --resume {sweep.path}'")
+    assert logs[-1] == f"interrupted: finished runs are kept; continue with {again}"

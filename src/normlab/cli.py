@@ -257,10 +257,10 @@ def _check_augmentation(argv: Sequence[str], args: argparse.Namespace, swept) ->
                            "--no-augment turns off; drop one or the other")
 
 
-def _check_unused(argv: Sequence[str], args: argparse.Namespace, swept) -> None:
-    """--l1, --l2, --groups or --ghost-batch, given or swept (``swept``: the swept fields), that
-    no variant reads (see :func:`normlab.variants.settings_read`): refused, as they would change
-    nothing."""
+def _check_unused(argv: Sequence[str], args: argparse.Namespace, swept: dict[str, str]) -> None:
+    """--l1, --l2, --groups or --ghost-batch, given or swept (``swept``: {field: "--param NAME"}),
+    that no variant reads (see :func:`normlab.variants.settings_read`): refused, as they would
+    change nothing."""
     specs = args.variants.split(",") if args.command in ("study", "sweep") else [args.variant]
     try:
         read = set().union(*(settings_read(s) for s in specs))
@@ -268,7 +268,8 @@ def _check_unused(argv: Sequence[str], args: argparse.Namespace, swept) -> None:
         return   # a bad variant is reported, with its fix, by the config's own check
     unused = sorted((_given(argv) | set(swept)) & (SETTINGS_READ - read))
     if unused:
-        flags, one = ", ".join(map(flag_name, unused)), len(unused) == 1
+        flags = ", ".join(swept.get(k) or flag_name(k) for k in unused)
+        one = len(unused) == 1
         which = f"--variant {args.variant}" if args.command == "train" else f"--variants {args.variants}"
         raise NormlabError(f"{flags} {'is' if one else 'are'} read by no variant of {which} "
                            "(--l1 and --l2 by a bare +l1 or +l2, as in bn+l1; --groups by gn; "
@@ -308,14 +309,7 @@ def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
                                "--param batch_size=32,128")
         spec = SweepSpec(tuple(parse_param(t) for t in args.param), scale_lr=args.scale_lr)
         _check_augmentation(argv, args, swept=[p.name for p in spec.params])
-        _check_unused(argv, args, swept=[p.field for p in spec.params])
-        # (with --scale-lr, --batch-size is the batch the base --lr belongs to: not replaced)
-        both = sorted(_given(argv) & {p.field for p in spec.params}
-                      - ({"batch_size"} if spec.scale_lr else set()))
-        if both:
-            raise NormlabError(f"{', '.join(map(flag_name, both))} and --param set the same "
-                               "setting; the swept values replace the flag's, so drop "
-                               f"{', '.join(map(flag_name, both))}")
+        _check_unused(argv, args, swept={p.field: f"--param {p.name}" for p in spec.params})
         base = config_from_args(args)
         out = args.out or new_timestamped_folder("runs", "sweep")
     runner = None
@@ -368,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command != "sweep" and args.resume is None:
             _check_augmentation(argv, args, swept=())
-            _check_unused(argv, args, swept=())
+            _check_unused(argv, args, swept={})
         if args.command == "sweep":
             return _sweep(argv, args)
         from normlab.study import run_study

@@ -8,7 +8,8 @@ module owns where they live and whether they can be trusted:
   (``~/.cache/normlab/<name>``), each but the cache also as ``<dir>/<name>/`` (:func:`locate`);
 * verifies local files by MD5 (of the uncompressed content where known, since local copies of
   MNIST are often recompressed; else of the official .gz), and tells another registered dataset's
-  files (the three share file names) from damaged ones: a folder of those is passed over;
+  files (the three share file names) from damaged ones where their checksums are known (every
+  official .gz; uncompressed MNIST): a folder of those is passed over;
 * downloads missing files into the cache, trying each mirror in turn, atomically;
 * loads a split as checked tensors (:func:`load_split`).
 

@@ -27,7 +27,7 @@ from normlab.findings import fmt_value
 from normlab.errors import RunFolderError
 from normlab.runfolder import (BATCH_STAT_COLUMNS, MECHANISM_COLUMNS, PROBE_SIZE, SweepFolder,
                                load_diagnostics, load_run, six_digits)
-from normlab.stats import ALPHA, describe, holm, mean_ci, min_detectable, paired
+from normlab.stats import ALPHA, POWER, describe, holm, mean_ci, min_detectable, paired
 from normlab.style import DPI, RC, line_styles, plain_log_y, save_figure
 from normlab.sweep import point_name, point_specs
 from normlab.sweep_report import ValueAxis, point_groups
@@ -352,9 +352,11 @@ def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | No
             "at both), in percentage points, with its t-based 95% CI; *Holm p*: the paired "
             f"t-test's p, adjusted with Holm's method over the {len(tested)} comparisons of this "
             "table that have pairs; *detectable*: the smallest difference the paired t-test "
-            f"detects with 80% power at the observed spread, at the level 5% / {len(tested)}: "
-            "the strictest level of that adjustment, so a difference of that size is found "
-            "after it whatever its rank. A difference whose Holm p is above 0.05 is not called "
+            f"detects with {POWER:.0%} power at the observed spread, "
+            + (f"at the level {ALPHA:.0%} / {len(tested)}: the strictest level of that "
+               "adjustment, so a difference of that size is found after it whatever its rank"
+               if len(tested) > 1 else f"at the {ALPHA:.0%} level")
+            + f". A difference whose Holm p is above {ALPHA:g} is not called "
             "a difference. (The Findings above compare each variant's "
             "best and worst setting with Welch's test, unadjusted: a first look, not a ranking.)",
             "",

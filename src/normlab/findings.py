@@ -137,7 +137,7 @@ def findings(summary: dict, gaps: dict[str, float | None] | None = None,
         if comparisons is None:
             comparisons = compare(accuracy_from_summary({n: variants[n] for n in ranked}))
         comparisons = [c for c in comparisons if c.a in ranked and c.b in ranked]
-        family = len(comparisons)
+        family = sum(c.p is not None for c in comparisons)   # the tests Holm adjusts over
         out.append(_means_sentence(variants, ranked, comparisons))
         out += [comparison_sentence(c, family) for c in comparisons]
 

@@ -178,12 +178,16 @@ def new_timestamped_folder(parent: str | Path, stem: str) -> Path:
     atomic mkdir: two commands started in the same second get ``...-HHMMSS`` and
     ``...-HHMMSS-2`` instead of one folder (and one of them refused as in use)."""
     base = Path(parent) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    Path(parent).mkdir(parents=True, exist_ok=True)
-    for n in itertools.count(1):
-        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue
-        return path
+    try:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+        for n in itertools.count(1):
+            path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            return path
+    except OSError as e:   # e.g. a file named like the parent, a read-only working folder
+        raise ConfigError(f"cannot create the default output folder under {str(parent)!r} "
+                          f"({e.strerror or e}); give --out a writable folder") from None
     raise AssertionError("unreachable")   # pragma: no cover

@@ -278,8 +278,10 @@ def run_points_locally(outcomes: list[PointOutcome], log: Callable[[str], None],
                       resume=o.folder.config.exists())
         except KeyboardInterrupt:
             sweep_dir = o.folder.path.parents[1]   # OUT/points/NAME
-            log(f"interrupted: finished runs are kept; continue with 'normlab sweep --resume "
-                f"{sweep_dir}' (or the same command with --out {sweep_dir})")
+            name = experiment_in(sweep_dir)
+            again = (f"the same 'normlab experiment {name}' command with --out {sweep_dir}"
+                     if name else f"'normlab sweep --resume {sweep_dir}'")
+            log(f"interrupted: finished runs are kept; continue with {again}")
             raise
         except NormlabError as e:
             o.error = str(e)

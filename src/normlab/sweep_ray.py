@@ -19,7 +19,7 @@ import time
 from typing import Any, Callable
 
 from normlab.errors import ConfigError, RunFolderError
-from normlab.runfolder import Predictions, RunResult
+from normlab.runfolder import Predictions, RunResult, SessionClock
 from normlab.sweep import PointOutcome
 
 
@@ -83,6 +83,11 @@ class _Point:
         self.plan = study.make_plan(o.cfg, group_size=1, workers=1, threads=threads)
         self.wanted = [(v, s) for v in o.cfg.parsed_variants() for s in o.cfg.seed_list()]
         self.resumed = o.folder.config.exists()
+        # Ray sessions record no time until a point finishes: a resumed point's earlier sessions
+        # are counted where timing.json holds them, else the report says "last session only".
+        self.clock = SessionClock(o.folder.timing_json, self.t_start, self.resumed,
+                                  self.plan.workers, self.plan.threads,
+                                  trained_before=self.resumed)
         if not self.resumed:
             # Written before any run is submitted, so that a point whose runs all finish in a
             # session that is then killed can still be completed later.
@@ -99,7 +104,8 @@ class _Point:
             return
         try:
             study.finish(self.o.folder, self.plan, [self.done[(v.name, s)] for v, s in self.wanted],
-                         self.t_start, resumed=self.resumed, log=lambda _: None)
+                         self.t_start, resumed=self.resumed, log=lambda _: None,
+                         clock=self.clock)
         except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
             self.o.error = f"{type(e).__name__}: {e}"
             log(f"{self.o.name}: its study files could not be written ({self.o.error})")
