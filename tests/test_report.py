@@ -321,22 +321,41 @@ def test_findings_one_seed_not_conclusive() -> None:
 
 def test_findings_mixed_seed_counts() -> None:
     """Pairs are made of the seeds both variants finished: a variant with one seed gives one pair
-    (not conclusive) while the others are tested over their 3 pairs; with three variants the
-    sentences say Holm-adjusted, and no winner is named while one of its comparisons is open."""
+    (not conclusive) while the others are tested over their 3 pairs; with one tested pair
+    Holm's adjustment changes nothing, so the sentence gives the plain p (not "Holm-adjusted"),
+    and no winner is named while one of its comparisons is open."""
     gn, bn = [99.0, 99.1, 99.05], [99.5, 99.62, 99.53]
     f = findings(_summary({"gn": gn, "bn": bn, "ln": [98.0]}))
     text = " ".join(f)
     mean, lo, hi, _ = _hand_paired(gn, bn)
     assert any(x.startswith(f"`gn` vs `bn`: {_signed(mean)} points (95% CI {_signed(lo)} to "
                             f"{_signed(hi)}, 3 paired seeds); `bn` is ahead of `gn` by more than "
-                            "the seed-to-seed noise (paired t-test, Holm-adjusted p")
+                            "the seed-to-seed noise (paired t-test, p")
                for x in f)
+    assert "Holm" not in text
     assert ("`gn` vs `ln`: +1.00 points on the one seed both finished (seed 0); one pair gives no "
             "confidence interval, so this comparison is not conclusive.") in f
     assert "`bn` vs `ln`: +1.50 points on the one seed both finished (seed 0)" in text
     assert "highest" not in text
     assert "Mean final test accuracy: `gn` 99.05%, `bn` 99.55%, `ln` 98.00% (over 3, 3 and 1 " \
            "seeds)" in text
+
+
+def test_findings_name_each_tests_own_holm_family() -> None:
+    """Holm adjusts the t-tests over the pairs that have one and the McNemar tests over theirs:
+    with one t-tested pair and three McNemar tests (a variant with one seed), the t-test's p is
+    plain and the McNemar p is called Holm-adjusted."""
+    from normlab.compare import accuracy_from_summary, compare
+
+    gn, bn = [99.0, 99.1, 99.05], [99.5, 99.62, 99.53]
+    summary = _summary({"gn": gn, "bn": bn, "ln": [98.0]})
+    counts = {("gn", "bn"): {s: (5, 20) for s in range(3)}, ("gn", "ln"): {0: (30, 10)},
+              ("bn", "ln"): {0: (40, 5)}}
+    comps = compare(accuracy_from_summary(summary), counts)
+    f = findings(summary, comparisons=comps)
+    line = next(x for x in f if x.startswith("`gn` vs `bn`"))
+    assert "(paired t-test, p" in line and "t-test, Holm" not in line
+    assert "(exact McNemar, Holm-adjusted p" in line
 
 
 def test_findings_holm_turns_a_lone_significance_into_no_difference() -> None:

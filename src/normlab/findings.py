@@ -37,9 +37,10 @@ def _seeds_text(seeds: list[int]) -> str:
     return f"{word} {', '.join(str(s) for s in seeds)}"
 
 
-def comparison_sentence(c: Comparison, family: int = 1) -> str:
+def comparison_sentence(c: Comparison, family: int = 1, mcnemar_family: int | None = None) -> str:
     """The finding of one pair: its mean paired difference and 95% CI over N paired seeds, the
-    verdict of the paired t-test (called Holm-adjusted when the study has ``family`` > 1 pairs)
+    verdict of the paired t-test (called Holm-adjusted when ``family`` > 1 pairs have one; the
+    McNemar test likewise over ``mcnemar_family``, by default the same)
     and, if measurable, which variant is ahead, else the difference the study could have
     detected; then the pooled per-image McNemar test, when the comparison has one."""
     pair = f"`{c.a}` vs `{c.b}`"
@@ -73,8 +74,10 @@ def comparison_sentence(c: Comparison, family: int = 1) -> str:
                          f"{POWER:.0%} power{after}")
     if c.mcnemar_p is not None:
         over = "its paired seed" if c.n == 1 else f"the {c.n} paired seeds pooled"
+        m_holm = holm if mcnemar_family is None else (
+            "Holm-adjusted " if mcnemar_family > 1 else "")
         text += (f". Per test image, over {over}: {c.only_a} images only `{c.a}` got right, "
-                 f"{c.only_b} only `{c.b}` (exact McNemar, {holm}{_p_text(c.mcnemar_p_holm)})")
+                 f"{c.only_b} only `{c.b}` (exact McNemar, {m_holm}{_p_text(c.mcnemar_p_holm)})")
         if not c.measurable and c.mcnemar_p_holm < ALPHA:
             text += ("; these trained networks differ image by image, but this test leaves out "
                      "the seed-to-seed variation of training, so it does not rank the variants")
@@ -138,8 +141,9 @@ def findings(summary: dict, gaps: dict[str, float | None] | None = None,
             comparisons = compare(accuracy_from_summary({n: variants[n] for n in ranked}))
         comparisons = [c for c in comparisons if c.a in ranked and c.b in ranked]
         family = sum(c.p is not None for c in comparisons)   # the tests Holm adjusts over
+        m_family = sum(c.mcnemar_p is not None for c in comparisons)
         out.append(_means_sentence(variants, ranked, comparisons))
-        out += [comparison_sentence(c, family) for c in comparisons]
+        out += [comparison_sentence(c, family, m_family) for c in comparisons]
 
     if gaps:
         known = {n: g for n, g in gaps.items() if g is not None}
