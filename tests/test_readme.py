@@ -75,7 +75,8 @@ SECTIONS = {
                  ROOT / "benchmarks" / "results-cpu-rounds-repeat3.jsonl",
                  ROOT / "benchmarks" / "results-cpu-rounds-repeat4.jsonl",
                  ROOT / "benchmarks" / "ratio-summary.json",
-                 ROOT / "benchmarks" / "results-cpu-engine-control.jsonl"],
+                 ROOT / "benchmarks" / "results-cpu-engine-control.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-engine-control2.jsonl"],
 }
 
 
