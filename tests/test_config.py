@@ -277,6 +277,20 @@ def test_train_subset_one_rejected_with_bn() -> None:
     assert Config(variants=("bn",), train_subset=3, val=1).val == 1
 
 
+def test_val_leaving_one_image_of_the_dataset_is_refused_with_bn() -> None:
+    """Without --train-subset, the size check at data load (study.check_split_sizes) refuses a
+    --val that leaves BatchNorm one of the dataset's images, naming both fixes; two are fine,
+    and gn trains on one."""
+    from normlab.study import check_split_sizes
+
+    with pytest.raises(ConfigError, match=r"^60,000 images with --val 59999 leaves 1 training "
+                                          r"image, and BatchNorm needs 2 or more; train on more "
+                                          r"images, or hold out fewer$"):
+        check_split_sizes(Config(variants=("gn", "bn+l1"), val=59999), 60000)
+    check_split_sizes(Config(variants=("bn",), val=59998), 60000)
+    check_split_sizes(Config(variants=("gn",), val=59999), 60000)
+
+
 def test_resume_compares_variants_as_runs() -> None:
     """continuation_diff takes variants that name the same runs in the same order as equal (case,
     spaces, a bare +l1 and its default written out), and others, or another order, as different;

@@ -255,14 +255,23 @@ class Config:
                     f"--batch-size 1 cannot train {batch[0]} (a batch of one has no variance); "
                     f"use --batch-size 2 or more, or a batch-independent norm such as {free}"
                 )
-            if self.train_subset is not None and self.train_subset - self.val < 2:
-                held = f" with --val {self.val}" if self.val else ""
-                raise ConfigError(f"--train-subset {self.train_subset}{held} leaves "
-                                  f"{self.train_subset - self.val} training image, and "
-                                  f"{batch[0]} needs 2 or more; train on more images")
+        if self.train_subset is not None:
+            self.check_training_images(self.train_subset)
         # The group count against every layer's width of the model train.py builds.
         for norm in used:
             norms.check_groups(norm, self.groups, self.model_config(norm).norm_layers())
+
+    def check_training_images(self, n: int) -> None:
+        """ConfigError when the ``n`` training images (--train-subset, or the dataset's), less
+        the --val held out, leave one image to a variant with batch statistics (BatchNorm)."""
+        batch = [norms.get(v.norm).title for v in self.parsed_variants()
+                 if norms.get(v.norm).batch_stats]
+        if batch and n - self.val < 2:
+            what = f"--train-subset {n}" if self.train_subset is not None else f"{n:,} images"
+            held = f" with --val {self.val}" if self.val else ""
+            raise ConfigError(f"{what}{held} leaves {n - self.val} training image, and "
+                              f"{batch[0]} needs 2 or more; train on more images"
+                              + (", or hold out fewer" if self.val else ""))
 
     def model_config(self, variant: Variant | str) -> ModelConfig:
         """The network a run of ``variant`` trains (train.build_model builds it): its norm and

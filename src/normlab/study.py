@@ -72,8 +72,7 @@ def split_val(n: int, val: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def check_split_sizes(cfg: Config, n_train: int) -> None:
-    """ConfigError unless --train-subset and --val fit the dataset's ``n_train`` training
-    images (the checks of the config that need the data's size)."""
+    """ConfigError unless --train-subset and --val fit the ``n_train`` training images."""
     if cfg.train_subset is not None and cfg.train_subset > n_train:
         raise ConfigError(f"--train-subset {cfg.train_subset} exceeds the {n_train} training "
                           "images; use a smaller number")
@@ -81,6 +80,7 @@ def check_split_sizes(cfg: Config, n_train: int) -> None:
     if cfg.val and cfg.val >= n:
         raise ConfigError(f"--val {cfg.val} leaves none of the {n} training images to train on; "
                           "hold out fewer")
+    cfg.check_training_images(n)
 
 
 def load_data(cfg: Config, device: torch.device) -> StudyData:
