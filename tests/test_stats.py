@@ -228,3 +228,16 @@ def test_min_detectable_has_its_power_for_every_n(n: int) -> None:
     ncp = d * math.sqrt(n) / sd
     upper = 1 - nct.cdf(crit, n - 1, ncp)
     assert upper <= 0.8 + 1e-9 and upper > 0.8 - 1e-3   # the lower tail adds almost nothing
+
+
+def test_detectable_after_holm_uses_the_strictest_level_of_the_family() -> None:
+    """detectable_after_holm gives each test of a family of m tests min_detectable at 0.05 / m
+    (m counting only entries with a test), None where there is no test, 0 for a zero spread,
+    and the 5% level for a family of one."""
+    from normlab.stats import detectable_after_holm, min_detectable
+
+    got = detectable_after_holm([(0.1, 5), (None, 1), (0.2, 4), (0.0, 3)])
+    assert got[1] is None and got[3] == 0.0
+    assert got[0] == pytest.approx(min_detectable(0.1, 5, 0.05 / 3), rel=1e-12)
+    assert got[2] == pytest.approx(min_detectable(0.2, 4, 0.05 / 3), rel=1e-12)
+    assert detectable_after_holm([(0.1, 5), (None, 0)]) == [min_detectable(0.1, 5), None]

@@ -637,18 +637,18 @@ def test_findings_say_a_tie_once_and_still_name_a_collapse() -> None:
 
 def test_an_experiments_folder_is_known_from_its_start(tmp_path: Path) -> None:
     """A sweep folder names the experiment that runs it from the moment it is created (so one
-    stopped before its first report is still refused to a plain sweep): experiment_in reads
+    stopped before its first report is still refused to a plain sweep): its experiment() reads
     the name from sweep.json; a folder of an earlier version, which does not record it, counts
     by its mechanism.csv; a plain sweep is none."""
-    from normlab.sweep import experiment_in, prepare_sweep_out
+    from normlab.sweep import prepare_sweep_out
 
     spec = SweepSpec((parse_param("lr=0.1,0.2"),))
     prepare_sweep_out(tmp_path / "exp", Config(), spec, experiment="lr")
-    assert experiment_in(tmp_path / "exp") == "lr"
+    assert SweepFolder(tmp_path / "exp").experiment() == "lr"
     prepare_sweep_out(tmp_path / "plain", Config(), spec)
-    assert experiment_in(tmp_path / "plain") is None
+    assert SweepFolder(tmp_path / "plain").experiment() is None
     SweepFolder(tmp_path / "plain").mechanism.write_text("lr,variant\n")
-    assert experiment_in(tmp_path / "plain") == "NAME"
+    assert SweepFolder(tmp_path / "plain").experiment() == "NAME"
 
 
 @pytest.mark.parametrize("experiment", [None, "l1"])

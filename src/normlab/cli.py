@@ -20,7 +20,7 @@ from normlab.config import MISTAKE_MODES, RELOCATABLE, Config, continuation_diff
 from normlab.errors import ConfigError, NormlabError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.store import new_timestamped_folder
-from normlab.variants import settings_read
+from normlab.variants import VARIANT_SETTINGS, settings_read
 from normlab import norms
 
 
@@ -266,7 +266,7 @@ def _check_unused(argv: Sequence[str], args: argparse.Namespace, swept: dict[str
         read = set().union(*(settings_read(s) for s in specs))
     except ConfigError:
         return   # a bad variant is reported, with its fix, by the config's own check
-    unused = sorted((_given(argv) | set(swept)) & (SETTINGS_READ - read))
+    unused = sorted((_given(argv) | set(swept)) & (VARIANT_SETTINGS - read))
     if unused:
         flags = ", ".join(swept.get(k) or flag_name(k) for k in unused)
         one = len(unused) == 1
@@ -277,7 +277,6 @@ def _check_unused(argv: Sequence[str], args: argparse.Namespace, swept: dict[str
                            f"{'it' if one else 'them'}")
 
 
-SETTINGS_READ = {"l1_default", "l2_default", "groups", "ghost_batch"}
 RAY_FLAGS = ("ray_address", "ray_cpus", "ray_gpus", "retries")   # sweep flags for Ray alone
 
 

@@ -40,7 +40,7 @@ from itertools import combinations
 
 from normlab.errors import RunFolderError
 from normlab.runfolder import REBUILD, RunData, read_predictions
-from normlab.stats import ALPHA, holm, mcnemar_exact, min_detectable, paired
+from normlab.stats import ALPHA, detectable_after_holm, holm, mcnemar_exact, paired
 from normlab.table import Table, format_p, signed_ci, signed_points
 
 # Accuracies are percentages of whole test images; differences are rounded to this many
@@ -109,10 +109,8 @@ def compare(accuracy: dict[str, dict[int, float]],
             only_b = sum(counts[s][1] for s in seeds)
             fields.update(only_a=only_a, only_b=only_b, mcnemar_p=mcnemar_exact(only_a, only_b))
         out.append(Comparison(a, b, seeds, diffs, **fields))
-    # The difference each test detects after Holm: at its first, strictest level, ALPHA / m.
-    tested = sum(c.p is not None for c in out)
-    out = [replace(c, detectable=min_detectable(c.sd, c.n, ALPHA / tested)) if c.p is not None
-           else c for c in out]
+    detectable = detectable_after_holm([(c.sd, c.n) for c in out])   # c.sd is None: no test
+    out = [replace(c, detectable=d) for c, d in zip(out, detectable)]
     for key in ("p", "mcnemar_p"):
         adjusted = holm([getattr(c, key) for c in out])
         out = [replace(c, **{f"{key}_holm": adj}) for c, adj in zip(out, adjusted)]

@@ -364,7 +364,8 @@ def _same_variants(saved: dict, wanted: dict, as_written: bool) -> bool:
         except (ConfigError, TypeError, ValueError):
             return None
         return list(named.values() if as_written else named)
-    return runs(saved) is not None and runs(saved) == runs(wanted)
+    before = runs(saved)
+    return before is not None and before == runs(wanted)
 
 
 def completed(saved: dict) -> dict:

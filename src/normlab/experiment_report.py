@@ -27,7 +27,7 @@ from normlab.findings import fmt_value
 from normlab.errors import RunFolderError
 from normlab.runfolder import (BATCH_STAT_COLUMNS, MECHANISM_COLUMNS, PROBE_SIZE, SweepFolder,
                                load_diagnostics, load_run, six_digits)
-from normlab.stats import ALPHA, POWER, describe, holm, mean_ci, min_detectable, paired
+from normlab.stats import ALPHA, POWER, describe, detectable_after_holm, holm, mean_ci, paired
 from normlab.style import DPI, RC, line_styles, plain_log_y, save_figure
 from normlab.sweep import point_name, point_specs
 from normlab.sweep_report import ValueAxis, point_groups
@@ -163,6 +163,7 @@ def setting_comparisons(rows: list[dict], params: list[str], reference) -> list[
     adjustment (at the level 5% / m of the m comparisons with a test, Holm's strictest)."""
     x, others = params[0], params[1:]
     acc: dict[tuple, dict[int, float]] = defaultdict(dict)
+    sds: list[float | None] = []   # per comparison, the sd of its paired differences
     for r in rows:   # every point, also one where no run finished (N pairs 0)
         key = (r.get("spec", r["variant"]),) + tuple(r[o] for o in others) + (r[x],)
         if r["status"] == "ok" and r["final_test_acc"] is not None:
@@ -179,14 +180,12 @@ def setting_comparisons(rows: list[dict], params: list[str], reference) -> list[
             item = {"spec": key[0], **dict(zip(others, key[1:])), x: value, "n": len(seeds)}
             if seeds:
                 d = paired([acc[key + (value,)][s] for s in seeds], [base[s] for s in seeds])
-                item.update(diff=d["diff"], lo=d["ci_lo"], hi=d["ci_hi"], p=d["p"], sd=d["sd"])
+                item.update(diff=d["diff"], lo=d["ci_lo"], hi=d["ci_hi"], p=d["p"])
             out.append(item)
-    tested = sum(c.get("p") is not None for c in out)
-    for c in out:
-        if c.get("p") is not None:
-            c["detectable"] = min_detectable(c.pop("sd"), c["n"], ALPHA / tested)
-        else:
-            c.pop("sd", None)
+            sds.append(d["sd"] if seeds else None)
+    for c, detectable in zip(out, detectable_after_holm(list(zip(sds, (c["n"] for c in out))))):
+        if detectable is not None:
+            c["detectable"] = detectable
     for c, adjusted in zip(out, holm([c.get("p") for c in out])):
         if adjusted is not None:
             c["holm_p"] = adjusted

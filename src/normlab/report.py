@@ -269,10 +269,10 @@ def write_report(run_dir: str | Path, mode: str = "confident",
     mistakes.check_mode(mode)
     formats = parse_formats(formats)
     if SweepFolder.holds_sweep(run_dir):   # not a run folder: say what to give instead
-        name = SweepFolder(run_dir).read_record().get("experiment")   # see sweep.experiment_in
-        again = (f"normlab experiment {name} --out {run_dir}" if isinstance(name, str) and name
-                 else f"normlab sweep --resume {run_dir} (normlab experiment NAME --out "
-                 f"{run_dir} for an experiment's folder)")
+        name = SweepFolder(run_dir).experiment()
+        again = (f"normlab experiment {name} --out {run_dir}" if name else
+                 f"normlab sweep --resume {run_dir} (normlab experiment NAME --out {run_dir} for "
+                 "an experiment's folder)")
         raise RunFolderError(f"{run_dir} is a sweep folder; give one of its points (a run "
                              f"folder under {SweepFolder(run_dir).point('x').path.parent}), or "
                              f"rewrite its own report with {again}")

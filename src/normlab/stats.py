@@ -194,6 +194,15 @@ def min_detectable(sd: float, n: int, alpha: float = ALPHA, power: float = POWER
     return float(brentq(shortfall, 0.0, hi, xtol=1e-12 * max(1.0, hi)))
 
 
+def detectable_after_holm(tests: Sequence[tuple[float | None, int]]) -> list[float | None]:
+    """For each paired test ``(sd of its differences, number of pairs)`` of one Holm family (sd
+    None: no test), the smallest true difference it detects with :data:`POWER` once Holm's
+    adjustment over the m tests is applied: :func:`min_detectable` at ALPHA / m, the strictest
+    level Holm uses, so that size is found whatever the test's rank. With one test, ALPHA."""
+    m = sum(sd is not None for sd, _ in tests)
+    return [None if sd is None else min_detectable(sd, n, ALPHA / m) for sd, n in tests]
+
+
 def mcnemar_exact(b: int, c: int) -> float:
     """Exact two-sided McNemar test on ``b`` images only the first model got right and ``c``
     only the second got right (``scipy.stats.binomtest(b, b + c, 0.5)``); 1.0 when b + c = 0."""
@@ -216,5 +225,6 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     return adjusted
 
 
-__all__ = ["ALPHA", "POWER", "MeanCI", "describe", "holm", "mcnemar_exact", "mean_ci",
+__all__ = ["ALPHA", "POWER", "MeanCI", "describe", "detectable_after_holm", "holm",
+           "mcnemar_exact", "mean_ci",
            "min_detectable", "paired", "welch"]

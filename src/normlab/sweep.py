@@ -218,17 +218,6 @@ def check_continuable(out: Path, names: list[str]) -> None:
             check_version(point.path, point.read_saved_config(), fix)
 
 
-def experiment_in(out: str | Path) -> str | None:
-    """The experiment whose sweep the folder ``out`` holds: the name sweep.json records (from
-    the start of the sweep on), or for a folder of an earlier version, whose sweep.json does not
-    record it, "NAME" when it holds an experiment's mechanism.csv; None for a plain sweep."""
-    folder = SweepFolder(out)
-    name = folder.read_record().get("experiment")
-    if isinstance(name, str) and name:
-        return name
-    return "NAME" if folder.mechanism.exists() else None
-
-
 def read_sweep_spec(out: str | Path) -> tuple[Config, "SweepSpec"]:
     """The base config and the spec saved in a sweep folder (for --resume)."""
     folder = SweepFolder(out)
@@ -278,7 +267,7 @@ def run_points_locally(outcomes: list[PointOutcome], log: Callable[[str], None],
                       resume=o.folder.config.exists())
         except KeyboardInterrupt:
             sweep_dir = o.folder.path.parents[1]   # OUT/points/NAME
-            name = experiment_in(sweep_dir)
+            name = SweepFolder(sweep_dir).experiment()
             again = (f"the same 'normlab experiment {name}' command with --out {sweep_dir}"
                      if name else f"'normlab sweep --resume {sweep_dir}'")
             log(f"interrupted: finished runs are kept; continue with {again}")
@@ -313,7 +302,7 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
     device = select_device(base.device)
     if not SweepFolder.holds_sweep(out):
         SweepFolder(out).check_new()               # a bad --out fails before the data load
-    elif experiment is None and (name := experiment_in(out)):
+    elif experiment is None and (name := SweepFolder(out).experiment()):
         raise ConfigError(f"{str(out)!r} holds the experiment {name}, whose report a plain sweep "
                           f"would replace; continue it with 'normlab experiment {name} --out "
                           f"{out}' and the flags on the Command line of its report.md")

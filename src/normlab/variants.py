@@ -114,8 +114,12 @@ def variant_specs(specs: Sequence[str], l1_default: float = DEFAULT_L1,
     return {parse_variant(s, l1_default, l2_default).name: s.strip().lower() for s in specs}
 
 
+# The Config fields that only some variants read (see settings_read).
+VARIANT_SETTINGS = frozenset({"l1_default", "l2_default", "groups", "ghost_batch"})
+
+
 def settings_read(spec: str) -> set[str]:
-    """The Config fields a run of ``spec`` reads beyond the recipe: ``l1_default`` (``l2_default``)
+    """Which of :data:`VARIANT_SETTINGS` a run of ``spec`` reads: ``l1_default`` (``l2_default``)
     for a bare ``+l1`` (``+l2``), ``groups`` and ``ghost_batch`` for a norm that uses them. A
     setting that no variant of a study reads was given for nothing (see the CLI's check)."""
     variant = parse_variant(spec)

@@ -175,7 +175,7 @@ class RunFolder(_Results):
     @property
     def finished(self) -> bool:
         """The study ended, report included (timing.json's wall time is written after it)."""
-        return self.summary.exists() and "wall_seconds" in self.previous_timing()
+        return self.summary.exists() and "wall_seconds" in read_timing(self.timing_json)
 
     # -- creating and locking ----------------------------------------------------------------
     def create(self) -> "RunFolder":
@@ -347,11 +347,6 @@ class RunFolder(_Results):
                                  "delete it to retrain those runs from the start")
         return state
 
-    def previous_timing(self) -> dict:
-        """timing.json as far as a resumed study needs it (:func:`~normlab.runfolder.timing.
-        read_timing`): the time its earlier sessions recorded; written by a SessionClock."""
-        return read_timing(self.timing_json)
-
 
 # ----------------------------------------------------------------------------------------------
 # The sweep folder
@@ -394,6 +389,15 @@ class SweepFolder(_Results):
     def read_record(self, fix: str = "choose a new --out") -> dict:
         """sweep.json, of any version (see :func:`check_version`)."""
         return read_json_object(self.record, fix)
+
+    def experiment(self) -> str | None:
+        """The experiment whose sweep this folder holds: the name sweep.json records (from the
+        start of the sweep on), or for a folder of an earlier version, whose sweep.json does not
+        record it, "NAME" when it holds an experiment's mechanism.csv; None for a plain sweep."""
+        name = self.read_record().get("experiment")
+        if isinstance(name, str) and name:
+            return name
+        return "NAME" if self.mechanism.exists() else None
 
     def check_new(self) -> None:
         """ConfigError unless the folder is new or empty: a file, or a folder that holds files
