@@ -610,6 +610,20 @@ def test_help_states_the_auto_group_size_and_each_folder_default(capsys) -> None
     assert "interrupted sweep" in helps["sweep"]["--resume"]
 
 
+def test_train_offers_no_flags_that_spread_several_runs(capsys) -> None:
+    """`train` trains one run, which --workers and --group-size (flags of study and sweep) could
+    not change: its help leaves them out and giving one is a usage error, exit 2."""
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    entries = _help_entries(capsys.readouterr().out)
+    assert "--seed" in entries and "--workers" not in entries and "--group-size" not in entries
+    for flag in ("--workers", "--group-size"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["train", flag, "2"])
+        assert exit_.value.code == 2
+        assert f"unrecognized arguments: {flag} 2" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------------------------
 # report and explain
 
@@ -796,6 +810,11 @@ def test_report_of_a_sweep_folder_says_to_give_a_point(tmp_path: Path, capsys) -
     assert main(["report", str(exp.path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith(f"rewrite its own report with normlab experiment l1 --out {exp.path}")
+    exp.record.write_text("{not json")   # damaged: still named a sweep folder, with its point
+    assert main(["report", str(exp.path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a sweep folder; give one of its points" in err
+    assert "cannot be rewritten" in err and str(exp.record) in err
 
 
 def test_report_with_a_data_dir_without_the_data_is_one_line(study_run, tmp_path: Path,

@@ -386,6 +386,20 @@ def test_config_diff_fills_fields_a_folder_predates() -> None:
         "scale_lr: saved True, now False"]
 
 
+def test_config_diff_writes_lists_and_sweep_parameters_as_the_command_line_does() -> None:
+    """A difference in a list (variants, a sweep's parameters) reads as the flags that wrote it
+    (``gn,ln``; ``--param lr=0.05,0.1``), not as Python's repr of the saved JSON."""
+    assert config_diff({"variants": ["gn", "ln"]}, {"variants": ["gn"]}) == [
+        "variants: saved gn,ln, now gn"]
+    saved = {"params": [{"name": "lr", "values": [0.05, 0.1]}]}
+    now = {"params": [{"name": "lr", "values": [0.05, 0.2]},
+                      {"name": "batch_size", "values": [32, 64]}]}
+    assert config_diff(saved, now) == ["params: saved --param lr=0.05,0.1, now --param "
+                                       "lr=0.05,0.2 --param batch_size=32,64"]
+    assert config_diff({"params": "damaged"}, {"params": []}) == [
+        "params: saved 'damaged', now none"]
+
+
 def test_config_diff_reads_a_folder_without_weight_decay_as_trained_without_it() -> None:
     """A saved config without weight_decay (written before --weight-decay existed) trained
     without decay: it differs from today's default decay and not from --weight-decay 0."""

@@ -163,7 +163,12 @@ def test_a_small_experiment_end_to_end(synthetic_data, tmp_path, capsys) -> None
                                        "data_dir": str(synthetic_data.folder)},
                    progress=False, log=lambda *_: None)
     assert {p: p.read_bytes() for p in before} == before
+    capsys.readouterr()
     write_experiment_outputs(exp, out, ("png",), given)   # the report holds its sections once
+    assert sweep.report.read_bytes() == before[sweep.report]
+    assert "measuring final weights" not in capsys.readouterr().err   # progress off by default
+    write_experiment_outputs(exp, out, ("png",), given, progress=True)
+    assert "measuring final weights" in capsys.readouterr().err   # a re-run says what it does
     assert sweep.report.read_bytes() == before[sweep.report]
     # A plain sweep into the experiment's folder, resumed or as its documented sweep command,
     # would replace the experiment's report: one line names the experiment's command instead.

@@ -180,7 +180,8 @@ def test_ctrl_c_saves_and_says_how_to_resume(normlab, reference, tmp_path) -> No
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, (stdout, stderr)
-    assert f"normlab study --resume {out}" in stdout + stderr
+    assert f"normlab: interrupted: every run is saved up to its last finished epoch; continue " \
+        f"with 'normlab study --resume {out}'" in stderr.splitlines(), stderr
     assert "Traceback" not in stderr
     _check_every_file_parses(out)
     assert not RunFolder(out).summary.exists()

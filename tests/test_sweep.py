@@ -42,14 +42,15 @@ RUNS = [(v, s) for v in ("gn", "bn") for s in (0, 1)]   # (variant, seed) of eac
 
 # Run inside every subprocess (see conftest's synthetic_subprocess): a run with --rotate 7.5 and
 # seed 1 raises, and leaves one file per attempt in $NORMLAB_TEST_ATTEMPTS (so a test can count
-# Ray's retries).
+# Ray's retries), until a file "healed" appears beside that folder.
 INJECT_FAILURE = """
     from normlab import train
     _init = train.GroupTrainer.__init__
 
     def _failing_init(self, cfg, runs, *args, **kwargs):
-        if cfg.rotate == 7.5 and any(seed == 1 for _, seed in runs):
-            folder = os.environ.get("NORMLAB_TEST_ATTEMPTS")
+        folder = os.environ.get("NORMLAB_TEST_ATTEMPTS")
+        healed = folder and os.path.exists(os.path.join(os.path.dirname(folder), "healed"))
+        if cfg.rotate == 7.5 and any(seed == 1 for _, seed in runs) and not healed:
             if folder:
                 import tempfile
                 tempfile.mkstemp(dir=folder)
@@ -556,15 +557,34 @@ def test_ray_backend_on_a_loopback_head_node_matches_local(normlab, local_sweep,
                          "--ray-address", head.address, "--quiet"])
         assert r.returncode == 0, r.stdout + r.stderr
         assert len(list(attempts.iterdir())) == 2          # the first try and one retry
+        rows = {x["seed"]: x for x in csv_rows(SweepFolder(failing).table)}
+        assert rows["0"]["status"] == "ok" and float(rows["0"]["final_test_acc"]) >= 0
+        assert rows["1"]["status"] == "failed" and "injected failure" in rows["1"]["message"]
+        assert "run the same command again" in SweepFolder(failing).report.read_text()
+        # The same command again, once the failure is gone, resumes the point through Ray: it
+        # trains the failed run only, and as the first session of a Ray point records no time
+        # until the point finishes, the point's timing says it is the last session's alone.
+        point = SweepFolder(failing).point("batch_size=16")
+        first = point.metrics.read_bytes() if point.metrics.exists() else None
+        (attempts.parent / "healed").touch()
+        r = normlab.run(["sweep", "--variants", "gn", "--param", "batch_size=16", "--seeds",
+                         "2", "--epochs", "1", "--rotate", "7.5", "--retries", "1",
+                         "--data-dir", str(folder), "--out", str(failing), "--backend", "ray",
+                         "--ray-address", head.address, "--quiet"])
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "ray: 1 run(s) submitted" in r.stdout, r.stdout
     finally:
         head.stop()
         shutil.rmtree(temp, ignore_errors=True)
     assert head.proc.returncode is not None and not head._left()
 
     rows = {x["seed"]: x for x in csv_rows(SweepFolder(failing).table)}
-    assert rows["0"]["status"] == "ok" and float(rows["0"]["final_test_acc"]) >= 0
-    assert rows["1"]["status"] == "failed" and "injected failure" in rows["1"]["message"]
-    assert "run the same command again" in SweepFolder(failing).report.read_text()
+    assert [rows[s]["status"] for s in ("0", "1")] == ["ok", "ok"]
+    assert first is None or point.metrics.read_bytes().startswith(first)
+    timing = json.loads(point.timing_json.read_text())
+    assert timing["resumed"] is True and timing["last_session_only"] is True
+    assert timing["wall_seconds"] >= timing["train_seconds"] > 0
+    assert "last session" in point.report.read_text()
 
     ray_sweep, local = SweepFolder(out), SweepFolder(local_sweep)
     assert csv_rows(ray_sweep.table) == csv_rows(local.table)
@@ -611,7 +631,8 @@ def test_findings_say_a_tie_once_and_still_name_a_collapse() -> None:
     finding says so once (means equal as printed, to 0.01 points) instead of naming one value as
     both highest and lowest, keeps the interval of the difference (what the runs could see),
     says "every finished" when a value has no finished run, and still names the collapse;
-    distinct means keep the highest/lowest line with its test."""
+    distinct means keep the highest/lowest line with its test. A negative bound has a true minus
+    sign, as in a study's report."""
     from normlab.findings import sweep_findings
 
     def row(b: int, seed: int, acc: float) -> dict:
@@ -622,7 +643,8 @@ def test_findings_say_a_tie_once_and_still_name_a_collapse() -> None:
                          ["batch_size"])   # 10.15 and 10.15 as printed
     (line,) = tie
     assert line.startswith("`bn`: final test accuracy is the same at every batch_size (10.15%); "
-                           "+0.00 points (95% CI")   # its interval: the difference it could see
+                           "+0.00 points (95% CI −")   # its interval: the difference it could see
+    assert "-" not in line.split("95% CI")[1].split("Welch")[0]   # true minus signs, as studies
     assert line.endswith("not significant at the 5% level. It collapses (mean below 50%) at "
                          "batch_size=2, batch_size=8.")
     failed = {"variant": "bn", "batch_size": 32, "seed": 0, "status": "diverged",
@@ -654,8 +676,8 @@ def test_an_experiments_folder_is_known_from_its_start(tmp_path: Path) -> None:
 @pytest.mark.parametrize("experiment", [None, "l1"])
 def test_ctrl_c_in_a_sweep_names_the_command_that_continues_it(tmp_path, monkeypatch,
                                                                  experiment) -> None:
-    """Ctrl-C during a point of a sweep logs, before it propagates, the command that continues
-    that sweep: 'normlab sweep --resume OUT' for a plain sweep, the experiment's own command with
+    """Ctrl-C during a point of a sweep propagates carrying the command that continues that
+    sweep (which the CLI prints on stderr): 'normlab sweep --resume OUT' for a plain sweep, the experiment's own command with
     --out OUT for an experiment's folder (a sweep --resume of it is refused)."""
     import normlab.study
     from normlab.config import Config
@@ -671,9 +693,8 @@ def test_ctrl_c_in_a_sweep_names_the_command_that_continues_it(tmp_path, monkeyp
 
     monkeypatch.setattr(normlab.study, "run_study", interrupted)
     outcome = PointOutcome({"l1": 0.0}, Config(), sweep.point("l1=0"))
-    logs: list[str] = []
-    with pytest.raises(KeyboardInterrupt):
-        run_points_locally([outcome], logs.append, progress=False)
+    with pytest.raises(KeyboardInterrupt) as interrupt:
+        run_points_locally([outcome], lambda *_: None, progress=False)
     again = (f"the same 'normlab experiment l1' command with --out {sweep.path}" if experiment
              else f"'normlab sweep --resume {sweep.path}'")
-    assert logs[-1] == f"interrupted: finished runs are kept; continue with {again}"
+    assert str(interrupt.value) == f"interrupted: finished runs are kept; continue with {again}"

@@ -65,7 +65,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--variant", default=D("bn"),
                    help=variant_help("one variant", "'bn+l1=5e-5' or 'gn+ws'"))
     p.add_argument("--seed", type=seed_int, default=D(0), help="random seed")
-    add_training_flags(p, D)
+    add_training_flags(p, D, several_runs=False)
     add_format_flag(p, D)
 
     p = sub.add_parser("sweep", help="train variants x seeds for every value of one or more settings",
@@ -236,7 +236,7 @@ def _relocated(cfg: Config, args: argparse.Namespace, given: set[str]) -> Config
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """The Config of ``study``, ``sweep`` (its base) or ``train`` from the parsed flags."""
-    kw = {k: getattr(args, k) for k in _TRAINING_KEYS}
+    kw = {k: getattr(args, k) for k in _TRAINING_KEYS if hasattr(args, k)}   # train: no --workers
     if args.command in ("study", "sweep"):
         return Config(variants=tuple(args.variants.split(",")), seeds=args.seeds,
                       first_seed=args.first_seed, **kw)
@@ -378,8 +378,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NormlabError as e:
         print(f"normlab: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130  # run_study has said how to resume
+    except KeyboardInterrupt as e:   # a study or sweep says in it how to continue
+        if e.args:
+            print(f"normlab: {e}", file=sys.stderr)
+        return 130
     return 0
 
 

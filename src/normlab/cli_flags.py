@@ -135,8 +135,11 @@ FOLDER_HELP = {   # what --out and --resume mean: a run folder (study, train) or
 }
 
 
-def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study") -> None:
-    """The config's flags, and --out/--resume for a ``folder`` of FOLDER_HELP's kind."""
+def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study",
+                       several_runs: bool = True) -> None:
+    """The config's flags, and --out/--resume for a ``folder`` of FOLDER_HELP's kind; without
+    ``several_runs`` (``train``: one run) not --group-size and --workers, which only spread
+    several runs."""
     p.add_argument("--epochs", type=positive_int, default=D(DEFAULTS.epochs), help="epochs per run")
     p.add_argument("--batch-size", type=positive_int, default=D(DEFAULTS.batch_size),
                    help="training batch size (>= 2 for BatchNorm)")
@@ -200,12 +203,14 @@ def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study") -> 
                         "stay the trained weights'; 0: off")
     p.add_argument("--device", default=D(DEFAULTS.device),
                    help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    p.add_argument("--group-size", type=nonneg_int, default=D(DEFAULTS.group_size), metavar="N",
-                   help="train up to N runs at once as one network; 0: auto (all runs on a GPU; "
-                        "on a CPU 3 runs per group at batch sizes up to 32, else 1)")
-    p.add_argument("--workers", type=nonneg_int, default=D(DEFAULTS.workers), metavar="N",
-                   help="threads that train groups of runs side by side, one epoch at a time; "
-                        "0: auto (CPU: one per core, GPU: 1)")
+    if several_runs:
+        p.add_argument("--group-size", type=nonneg_int, default=D(DEFAULTS.group_size),
+                       metavar="N", help="train up to N runs at once as one network; 0: auto "
+                       "(all runs on a GPU; on a CPU 3 runs per group at batch sizes up to 32, "
+                       "else 1)")
+        p.add_argument("--workers", type=nonneg_int, default=D(DEFAULTS.workers), metavar="N",
+                       help="threads that train groups of runs side by side, one epoch at a "
+                            "time; 0: auto (CPU: one per core, GPU: 1)")
     p.add_argument("--precision", default=D(DEFAULTS.precision), choices=PRECISIONS,
                    help="arithmetic of the forward pass: fp32, or bf16 autocast (float32 weights "
                         "and optimizer); auto: bf16 on a CUDA GPU of compute capability 8.0 "

@@ -330,8 +330,21 @@ def config_diff(saved: dict, wanted: dict, keys=None) -> list[str]:
     fields of :data:`LEGACY_VALUES`, as it trained then."""
     keys = [k for k in wanted if k != "resolved"] if keys is None else keys
     saved = {k: v for k, v in completed(saved).items() if k in saved or k in wanted}
-    return [f"{k}: saved {saved.get(k)!r}, now {wanted.get(k)!r}" for k in keys
+    return [f"{k}: saved {shown(saved.get(k))}, now {shown(wanted.get(k))}" for k in keys
             if saved.get(k) != wanted.get(k)]
+
+
+def shown(value) -> str:
+    """A saved setting as a message shows it: a list as its items joined by commas (as the
+    command line writes them, e.g. ``gn,ln``), a sweep's parameters as ``--param`` flags,
+    anything else as Python writes it."""
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(v, dict) and set(v) == {"name", "values"}
+                         and isinstance(v["values"], list) for v in value):
+            return " ".join(f"--param {v['name']}={','.join(map(str, v['values']))}"
+                            for v in value)
+        return ",".join(map(str, value)) if value else "none"
+    return repr(value)
 
 
 def continuation_diff(saved: dict, wanted: dict, keys=None, as_written: bool = False) -> list[str]:

@@ -19,3 +19,13 @@ class DataError(NormlabError):
 
 class RunFolderError(NormlabError):
     """A run folder is missing files, holds damaged files, or comes from another version."""
+
+
+def brief(error: BaseException, limit: int = 200) -> str:
+    """``error``'s message on one line (its whitespace and line breaks collapsed), cut at a word
+    boundary to at most about ``limit`` characters, with "..." where it was cut: for quoting a
+    library's exception, which can run to many lines, inside a one-line message."""
+    text = " ".join(str(error).split())
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " ..."

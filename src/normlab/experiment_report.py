@@ -74,18 +74,22 @@ def mechanism_rows(sweep: SweepFolder, params: list[str], rows: list[dict]) -> l
 
 
 def posthoc_rows(sweep: SweepFolder, params: list[str], rows: list[dict],
-                 batch_stats: bool) -> tuple[list[dict], list[dict]]:
+                 batch_stats: bool, progress: bool = False) -> tuple[list[dict], list[dict]]:
     """(BatchNorm tested with running and batch statistics if ``batch_stats``, else [];
     the loss gradient on the final weights), per finished run, with its swept values: the
-    measurements of :mod:`normlab.posthoc` on each point's saved weights."""
+    measurements of :mod:`normlab.posthoc` on each point's saved weights. ``progress``: a
+    progress bar over the points (the measurements take seconds per point)."""
     import torch
+    from tqdm.auto import tqdm
 
     from normlab.config import Config
     from normlab.posthoc import evaluate_point, gradient_rows
     from normlab.study import load_data
 
     batch, grads, cache = [], [], {}
-    for values in _points(rows, params):
+    points = _points(rows, params)
+    for values in tqdm(points, desc="measuring final weights", unit="point",
+                       disable=not progress, leave=False, dynamic_ncols=True):
         folder = sweep.point(point_name(values))
         if not folder.finished:
             continue
@@ -288,16 +292,17 @@ def cpu_time(sweep: SweepFolder) -> tuple[float, str]:
     return seconds, ", ".join(sorted(cpus))
 
 
-def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | None = None
-                             ) -> Path:
+def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | None = None,
+                             progress: bool = False) -> Path:
     """mechanism.csv, batch_stats.csv (if ``exp.batch_stats``), figures/mechanism.png and the
     experiment's sections of report.md, from the finished sweep in ``out`` (run with
-    ``overrides``, as the report's command then shows)."""
+    ``overrides``, as the report's command then shows); ``progress``: a bar while the final
+    weights are measured."""
     sweep = SweepFolder(out)
     rows = sweep.read_table()
     params = [p.split("=", 1)[0] for p in exp.params]
     mech = mechanism_rows(sweep, params, rows)
-    batch, grads = posthoc_rows(sweep, params, rows, exp.batch_stats)
+    batch, grads = posthoc_rows(sweep, params, rows, exp.batch_stats, progress)
     record = sweep.read_record()
 
     def run_key(r: dict) -> tuple:

@@ -153,7 +153,7 @@ def run_experiment(name: str, out: str | Path, overrides: dict[str, Any] | None 
     base, spec = plan(exp, overrides)
     formats = formats or DEFAULT_FIGURE_FORMATS
     run_sweep(base, spec, out, progress=progress, log=log, formats=formats, experiment=name)
-    write_experiment_outputs(exp, out, formats, overrides)
+    write_experiment_outputs(exp, out, formats, overrides, progress=progress)
     log(f"experiment {name}: report in {SweepFolder(out).report}")
     return Path(out)
 

@@ -215,13 +215,13 @@ def sweep_findings(rows: list[dict], params: list[str], metric: str = "final_tes
                         f"({means[worst]:.2f}%)")
             w = welch(done[best], done[worst])   # a tie keeps its interval: what it could see
             if w["p"] is None:
-                text += (f"; {means[best] - means[worst]:+.2f} points, one seed each: no test "
-                         "possible.")
+                text += (f"; {signed_points(means[best] - means[worst])} points, one seed "
+                         "each: no test possible.")
             else:
                 verdict = ("larger than seed-to-seed noise" if w["ci_lo"] > 0 else
                            "not significant at the 5% level")
-                text += (f"; {w['diff']:+.2f} points (95% CI {w['ci_lo']:+.2f} to "
-                         f"{w['ci_hi']:+.2f}, Welch's {_p_text(w['p'])}): {verdict}.")
+                text += (f"; {signed_points(w['diff'])} points (95% CI {signed_points(w['ci_lo'])} to "
+                         f"{signed_points(w['ci_hi'])}, Welch's {_p_text(w['p'])}): {verdict}.")
             collapsed = [v for v, m in means.items() if m < 50.0]
             if collapsed:
                 text += (" It collapses (mean below 50%) at " +

@@ -269,13 +269,18 @@ def write_report(run_dir: str | Path, mode: str = "confident",
     mistakes.check_mode(mode)
     formats = parse_formats(formats)
     if SweepFolder.holds_sweep(run_dir):   # not a run folder: say what to give instead
-        name = SweepFolder(run_dir).experiment()
+        points = SweepFolder(run_dir).point("x").path.parent
+        try:
+            name = SweepFolder(run_dir).experiment("restore it from a copy of the sweep folder")
+        except RunFolderError as e:   # its sweep.json cannot be read: only the points can help
+            raise RunFolderError(f"{run_dir} is a sweep folder; give one of its points (a run "
+                                 f"folder under {points}). Its own report cannot be rewritten: "
+                                 f"{e}") from None
         again = (f"normlab experiment {name} --out {run_dir}" if name else
                  f"normlab sweep --resume {run_dir} (normlab experiment NAME --out {run_dir} for "
                  "an experiment's folder)")
         raise RunFolderError(f"{run_dir} is a sweep folder; give one of its points (a run "
-                             f"folder under {SweepFolder(run_dir).point('x').path.parent}), or "
-                             f"rewrite its own report with {again}")
+                             f"folder under {points}), or rewrite its own report with {again}")
     run = load_run(run_dir)
     folder = run.folder
     fix = f"restore it from a copy of the run folder, or {REBUILD}"

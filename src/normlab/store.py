@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from normlab.errors import ConfigError, RunFolderError
+from normlab.errors import ConfigError, RunFolderError, brief
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -132,7 +132,7 @@ def load_checkpoint(path: str | Path) -> Any:
 
         if not zipfile.is_zipfile(path) or "weights only load failed" not in str(e).lower():
             # not a torch.save archive at all: damaged rather than hostile
-            raise RunFolderError(f"{path} is damaged (not a checkpoint: {str(e)[:120]}); "
+            raise RunFolderError(f"{path} is damaged (not a checkpoint: {brief(e)}); "
                                  "delete it and let normlab write it anew") from None
         raise RunFolderError(
             f"{path} was refused: it holds objects other than tensors and plain data, which "
@@ -143,7 +143,7 @@ def load_checkpoint(path: str | Path) -> Any:
         raise RunFolderError(f"{path} is missing; delete the run folder's checkpoints/ to "
                              "retrain, or start a new study") from None
     except (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError) as e:
-        raise RunFolderError(f"{path} is damaged ({type(e).__name__}: {str(e)[:160]}); "
+        raise RunFolderError(f"{path} is damaged ({type(e).__name__}: {brief(e)}); "
                              "delete it and let normlab write it anew") from None
 
 

@@ -443,8 +443,8 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
             # an interrupt in finish leaves the report to the resume
             finish(folder, plan, results, t_start, report=report, resumed=resume, log=log,
                    formats=formats, clock=clock)
-        except KeyboardInterrupt:
-            log(f"interrupted: every run is saved up to its last finished epoch; continue with "
-                f"'normlab study --resume {folder.path}'")
-            raise
+        except KeyboardInterrupt:   # the CLI prints this message on stderr
+            raise KeyboardInterrupt(f"interrupted: every run is saved up to its last finished "
+                                    f"epoch; continue with 'normlab study --resume "
+                                    f"{folder.path}'") from None
     return folder.path

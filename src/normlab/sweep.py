@@ -270,8 +270,8 @@ def run_points_locally(outcomes: list[PointOutcome], log: Callable[[str], None],
             name = SweepFolder(sweep_dir).experiment()
             again = (f"the same 'normlab experiment {name}' command with --out {sweep_dir}"
                      if name else f"'normlab sweep --resume {sweep_dir}'")
-            log(f"interrupted: finished runs are kept; continue with {again}")
-            raise
+            raise KeyboardInterrupt(f"interrupted: finished runs are kept; continue with "
+                                    f"{again}") from None
         except NormlabError as e:
             o.error = str(e)
             log(f"{o.name}: failed ({e}); continuing")

@@ -18,7 +18,7 @@ import os
 import time
 from typing import Any, Callable
 
-from normlab.errors import ConfigError, RunFolderError
+from normlab.errors import ConfigError, RunFolderError, brief
 from normlab.runfolder import Predictions, RunResult, SessionClock
 from normlab.sweep import PointOutcome
 
@@ -132,7 +132,7 @@ def run_points(outcomes: list[PointOutcome], log: Callable[[str], None],
                 ray.init(num_cpus=os.cpu_count(), log_to_driver=False, include_dashboard=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise ConfigError(f"cannot reach the Ray cluster at {ray_address!r} "
-                              f"({str(e).splitlines()[0][:160]}); start it with 'ray start "
+                              f"({brief(e)}); start it with 'ray start "
                               "--head' or give the right --ray-address") from None
     want_gpus = resources.get("num_gpus", 0) or 0
     have_gpus = ray.cluster_resources().get("GPU", 0)

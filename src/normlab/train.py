@@ -39,7 +39,7 @@ from normlab.batches import DeviceSplit, augment, batch_bounds, member_inputs, r
 from normlab.config import Config
 from normlab.device import resolve_precision
 from normlab.ema import WeightAverage
-from normlab.errors import RunFolderError
+from normlab.errors import RunFolderError, brief
 from normlab.model import MultiNet, Net, count_params
 from normlab.runfolder import METRIC_COLUMNS, Predictions, RunResult
 from normlab.variants import Variant
@@ -205,7 +205,7 @@ class GroupTrainer:
                 saved_ema = _saved_average(cfg, runs, resume) if cfg.ema else None
             except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as e:
                 raise RunFolderError(f"the saved training state of {group_label(runs)} cannot be "
-                                     f"restored ({type(e).__name__}: {str(e)[:120]}); delete that "
+                                     f"restored ({type(e).__name__}: {brief(e)}); delete that "
                                      "state from the run folder to retrain those runs") from None
         self.multi = MultiNet(nets)
         self.multi.to(device, memory_format=self.multi.memory_format)

@@ -390,11 +390,12 @@ class SweepFolder(_Results):
         """sweep.json, of any version (see :func:`check_version`)."""
         return read_json_object(self.record, fix)
 
-    def experiment(self) -> str | None:
+    def experiment(self, fix: str = "choose a new --out") -> str | None:
         """The experiment whose sweep this folder holds: the name sweep.json records (from the
         start of the sweep on), or for a folder of an earlier version, whose sweep.json does not
-        record it, "NAME" when it holds an experiment's mechanism.csv; None for a plain sweep."""
-        name = self.read_record().get("experiment")
+        record it, "NAME" when it holds an experiment's mechanism.csv; None for a plain sweep.
+        ``fix`` ends the error of a damaged sweep.json."""
+        name = self.read_record(fix).get("experiment")
         if isinstance(name, str) and name:
             return name
         return "NAME" if self.mechanism.exists() else None
