@@ -36,8 +36,29 @@ def test_im2col_conv_matches_conv2d(bench, gen, stride: int) -> None:
     torch.testing.assert_close(alt.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("bias", [True, False])
+def test_flip_data_conv_matches_conv2d(bench, gen, fmt, bias: bool) -> None:
+    """The conv whose input gradient is a forward conv with the flipped kernel gives
+    nn.Conv2d's output and all three gradients (input, weight, bias), in either layout."""
+    ref = nn.Conv2d(8, 16, 3, bias=bias).to(memory_format=fmt)
+    alt = bench.FlipDataConv(8, 16, 3, bias=bias).to(memory_format=fmt)
+    alt.load_state_dict(ref.state_dict())
+    x = torch.randn(4, 8, 13, 13, generator=gen).contiguous(memory_format=fmt)
+    x_ref, x_alt = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_ref, y_alt = ref(x_ref), alt(x_alt)
+    torch.testing.assert_close(y_alt, y_ref)
+    g = torch.randn(y_ref.shape, generator=gen).contiguous(memory_format=fmt)
+    y_ref.backward(g)
+    y_alt.backward(g)
+    torch.testing.assert_close(x_alt.grad, x_ref.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(alt.weight.grad, ref.weight.grad)
+    if bias:
+        torch.testing.assert_close(alt.bias.grad, ref.bias.grad)
+
+
 @pytest.mark.parametrize("alternative", ["im2col-stem", "contiguous", "channels-last", "hybrid",
-                                         "no-onednn"])
+                                         "no-onednn", "flip-data"])
 def test_alternatives_compute_the_engine_step(bench, alternative: str) -> None:
     """Every value-keeping alternative's first training loss equals the engine's (to rounding),
     and a measurement reports positive times."""

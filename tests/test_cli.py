@@ -386,6 +386,31 @@ BAD_INPUT = {
 }
 
 
+@pytest.mark.parametrize("variants, param, warned", [
+    ("gn,bn", "groups=1,2", "--param groups: bn does not read it, so its runs are the same"),
+    ("bn+l1,bn,ln", "l1=1e-5,1e-4", "--param l1: bn, ln do not read it, so their runs are the "
+                                     "same"),
+    ("gn,gn+ws", "groups=1,2", None),   # both read it: nothing repeats
+])
+def test_a_sweep_warns_of_variants_that_repeat_at_every_point(monkeypatch, capsys, tmp_path,
+                                                              variants, param, warned) -> None:
+    """A swept setting that only some variants read (--groups by gn, --l1 by a bare +l1) is a
+    one-line warning naming the others, whose runs would repeat alike at every point; the sweep
+    still runs. Where every variant reads it there is no warning."""
+    import normlab.sweep
+
+    ran = []
+    monkeypatch.setattr(normlab.sweep, "run_sweep", lambda *a, **k: ran.append(a))
+    assert main(["sweep", "--variants", variants, "--param", param, "--quiet", "--out",
+                 str(tmp_path / "sweep")]) == 0
+    err = capsys.readouterr().err
+    assert len(ran) == 1
+    if warned is None:
+        assert "warning" not in err
+    else:
+        assert err.count("\n") == 1 and err.startswith(f"normlab: warning: {warned}"), err
+
+
 @pytest.fixture
 def nonempty(tmp_path: Path, monkeypatch) -> Path:
     """A folder holding earlier results, in an otherwise empty working directory (where a study

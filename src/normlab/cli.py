@@ -95,7 +95,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                    metavar="N", help="CPUs each Ray task declares")
     p.add_argument("--ray-gpus", type=nonneg_float, default=D(0.0), metavar="N",
                    help="GPUs (a fraction is fine, e.g. 0.25) each Ray task declares")
-    p.add_argument("--retries", type=nonneg_int, default=D(2),
+    p.add_argument("--retries", metavar="N", type=nonneg_int, default=D(2),
                    help="times a failed Ray task is retried before its run is recorded as failed")
     add_training_flags(p, D, folder="sweep")
     add_format_flag(p, D, "the sweep's figures (each point's study draws its own as "
@@ -110,7 +110,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--mistakes", choices=MISTAKE_MODES, default=D("confident"),
                    help="which 10 misclassified test images to show: the most confident mistakes "
                         "or the first ones by test index")
-    p.add_argument("--data-dir", default=D(None),
+    p.add_argument("--data-dir", metavar="DIR", default=D(None),
                    help="folder with the dataset's IDX files, for the test images of the grids; "
                         "default: the run's own data_dir, then $NORMLAB_DATA, then the cache")
     add_format_flag(p, D)
@@ -125,14 +125,14 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                                    "(mechanism.csv, batch_stats.csv), figure and report.md.")
     p.add_argument("name", metavar="NAME", choices=tuple(EXPERIMENTS),
                    help=f"one of {', '.join(EXPERIMENTS)}")
-    p.add_argument("--out", default=D(None),
+    p.add_argument("--out", metavar="DIR", default=D(None),
                    help="the experiment's sweep folder; default: runs/experiment-NAME")
     for flag, kind in (("seeds", positive_int), ("epochs", positive_int),
                        ("train_subset", positive_int)):
         p.add_argument(flag_name(flag), type=kind, default=D(None), metavar="N",
                        help=f"override the experiment's {flag} (default: {COMMON[flag]}; fewer "
                             "for a quick check)")
-    p.add_argument("--data-dir", default=D(None),
+    p.add_argument("--data-dir", metavar="DIR", default=D(None),
                    help="folder holding the dataset's IDX files; default: $NORMLAB_DATA, the "
                         "cache, then download")
     p.add_argument("--device", default=D(DEFAULTS.device), help="auto, cpu, cuda, cuda:N or mps")
@@ -275,6 +275,15 @@ def _check_unused(argv: Sequence[str], args: argparse.Namespace, swept: dict[str
                            "(--l1 and --l2 by a bare +l1 or +l2, as in bn+l1; --groups by gn; "
                            f"--ghost-batch by gbn); drop {flags}, or add a variant that reads "
                            f"{'it' if one else 'them'}")
+    for field, flag in swept.items():   # read by some variants: the others repeat, warned
+        deaf = [s.strip() for s in specs if field in VARIANT_SETTINGS
+                and field not in settings_read(s)]
+        if deaf:
+            one = len(deaf) == 1
+            its, it = ("its", "it") if one else ("their", "them")
+            warnings.warn(f"{flag}: {', '.join(deaf)} {'does' if one else 'do'} not read it, so "
+                          f"{its} runs are the same at every point of the sweep; train {it} "
+                          f"once, in a study of {its} own, to save that time")
 
 
 RAY_FLAGS = ("ray_address", "ray_cpus", "ray_gpus", "retries")   # sweep flags for Ray alone

@@ -115,7 +115,7 @@ def add_variant_seed_flags(p: argparse.ArgumentParser, D, variant_help: str, per
                    default=D(DEFAULTS.seeds), metavar="N",
                    help=f"number of seeds per {per}, 1 to {MAX_SEEDS:,}: seeds F..F+N-1 run, F the "
                         "--first-seed")
-    p.add_argument("--first-seed", type=seed_int, default=D(DEFAULTS.first_seed), metavar="F",
+    p.add_argument("--first-seed", type=seed_int, default=D(DEFAULTS.first_seed), metavar="SEED",
                    help="the first seed, e.g. --seeds 4 --first-seed 4 runs seeds 4..7 (more "
                         "seeds beside an earlier folder)")
 
@@ -140,19 +140,19 @@ def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study",
     """The config's flags, and --out/--resume for a ``folder`` of FOLDER_HELP's kind; without
     ``several_runs`` (``train``: one run) not --group-size and --workers, which only spread
     several runs."""
-    p.add_argument("--epochs", type=positive_int, default=D(DEFAULTS.epochs), help="epochs per run")
-    p.add_argument("--batch-size", type=positive_int, default=D(DEFAULTS.batch_size),
+    p.add_argument("--epochs", metavar="N", type=positive_int, default=D(DEFAULTS.epochs), help="epochs per run")
+    p.add_argument("--batch-size", metavar="N", type=positive_int, default=D(DEFAULTS.batch_size),
                    help="training batch size (>= 2 for BatchNorm)")
     p.add_argument("--lr", type=positive_float, default=D(DEFAULTS.lr),
                    help="peak learning rate of the one-cycle schedule (SGD, Nesterov momentum)")
-    p.add_argument("--momentum", type=nonneg_float, default=D(DEFAULTS.momentum), help="peak SGD momentum, in [0, 1)")
-    p.add_argument("--warmup", type=float, default=D(DEFAULTS.warmup), help="fraction of the steps "
+    p.add_argument("--momentum", metavar="M", type=nonneg_float, default=D(DEFAULTS.momentum), help="peak SGD momentum, in [0, 1)")
+    p.add_argument("--warmup", metavar="F", type=float, default=D(DEFAULTS.warmup), help="fraction of the steps "
                    "spent raising the learning rate to its peak, in (0, 1)")
     p.add_argument("--l1", type=nonneg_float, default=D(DEFAULT_L1), dest="l1_default", metavar="LAMBDA",
                    help="L1 lambda used by a variant written '+l1' without a value")
     p.add_argument("--l2", type=nonneg_float, default=D(DEFAULT_L2), dest="l2_default", metavar="DECAY",
                    help="weight decay used by a variant written '+l2' without a value")
-    p.add_argument("--groups", type=positive_int, default=D(DEFAULTS.groups),
+    p.add_argument("--groups", metavar="G", type=positive_int, default=D(DEFAULTS.groups),
                    help="GroupNorm groups for 'gn' (must divide every width of --arch)")
     p.add_argument("--ghost-batch", type=number(int, 2, inclusive=True),
                    default=D(DEFAULTS.ghost_batch), metavar="N",
@@ -161,9 +161,9 @@ def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study",
     p.add_argument("--no-augment", dest="augment", action="store_false", default=D(True),
                    help="turn off the random rotation and shift of training batches; "
                         "augmentation is on unless this flag is given")
-    p.add_argument("--rotate", type=nonneg_float, default=D(DEFAULTS.rotate),
+    p.add_argument("--rotate", metavar="DEGREES", type=nonneg_float, default=D(DEFAULTS.rotate),
                    help=f"max random rotation of training images, degrees (at most {MAX_ROTATE})")
-    p.add_argument("--translate", type=nonneg_float, default=D(DEFAULTS.translate),
+    p.add_argument("--translate", metavar="PIXELS", type=nonneg_float, default=D(DEFAULTS.translate),
                    help=f"max random shift of training images, pixels (at most {MAX_TRANSLATE}: half "
                         "the image side)")
     p.add_argument("--clean-fraction", type=float, default=D(DEFAULTS.clean_fraction),
@@ -173,12 +173,12 @@ def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study",
                         "4 of 20 epochs; 0: every step augmented")
     p.add_argument("--dataset", default=D(DEFAULTS.dataset), choices=DATASET_NAMES, metavar="NAME",
                    help=f"dataset: {', '.join(DATASET_NAMES)}")
-    p.add_argument("--data-dir", default=D(None),
+    p.add_argument("--data-dir", metavar="DIR", default=D(None),
                    help="folder holding the dataset's four IDX files (.gz or not); "
                         "default: $NORMLAB_DATA, then ~/.cache/normlab/<dataset>, then download")
     p.add_argument("--train-subset", type=positive_int, default=D(None), metavar="N",
                    help="train on the first N training images only (quick runs); default: all")
-    p.add_argument("--eval-batch-size", type=positive_int, default=D(DEFAULTS.eval_batch_size),
+    p.add_argument("--eval-batch-size", metavar="N", type=positive_int, default=D(DEFAULTS.eval_batch_size),
                    help="batch size for test evaluation")
     p.add_argument("--val", type=nonneg_int, default=D(DEFAULTS.val), metavar="N",
                    help="hold out N training images (the same seeded choice for every variant "
@@ -223,6 +223,6 @@ def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study",
                         "gradient norms, BatchNorm's batch-vs-running statistics gap); recorded "
                         "unless this flag is given, and never changes results")
     out_help, resume_var, resume_help = FOLDER_HELP[folder]
-    p.add_argument("--out", default=D(None), help=out_help)
+    p.add_argument("--out", metavar="DIR", default=D(None), help=out_help)
     p.add_argument("--resume", default=D(None), metavar=resume_var, help=resume_help)
     p.add_argument("--quiet", action="store_true", default=D(False), help="no progress bars")
