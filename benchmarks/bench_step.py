@@ -18,9 +18,8 @@ show it):
 * ``batch-256``: the default step at twice the batch (its time is reported per 128 images).
 * ``flip-data``: every stride-1 conv computes the gradient of its input as a *forward* conv of
   the output gradient, padded by k-1, with the kernel flipped and its channels swapped (the
-  same sums in another order), and only its weight and bias gradients through oneDNN's
-  backward; timed alone, oneDNN's forward kernels ran these shapes faster than its
-  backward-data ones.
+  same sums in another order, run by oneDNN's forward kernels instead of its backward-data
+  ones), and only its weight and bias gradients through oneDNN's backward.
 * ``arch=ARCH`` (``--other-arch``): the engine's step of another model, e.g. a candidate
   default, to weigh its cost in time against its accuracy.
 
@@ -40,7 +39,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -51,6 +49,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from normlab.config import DEFAULT_ARCH, Config
+from normlab.envinfo import cpu_model
 from normlab.errors import ConfigError
 from normlab.model import Net, memory_format
 from normlab.store import atomic_write_text
@@ -261,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                    "first_loss": found[(norm, alt)][0]["first_loss"],
                    **({"profile_pct": found[(norm, alt)][0]["profile_pct"]}
                       if alt == "engine" else {}),
-                   "torch": torch.__version__, "cpu": platform.processor() or platform.machine()}
+                   "torch": torch.__version__, "cpu": cpu_model()}
             lines.append(json.dumps(rec))
             rows.append(f"{norm:4s}  {alt:{width}s}  {ms:10.2f}  {rec['ratio_vs_engine'] or '':>6}")
     print("\n".join(lines))

@@ -386,29 +386,38 @@ BAD_INPUT = {
 }
 
 
-@pytest.mark.parametrize("variants, param, warned", [
-    ("gn,bn", "groups=1,2", "--param groups: bn does not read it, so its runs are the same"),
-    ("bn+l1,bn,ln", "l1=1e-5,1e-4", "--param l1: bn, ln do not read it, so their runs are the "
-                                     "same"),
-    ("gn,gn+ws", "groups=1,2", None),   # both read it: nothing repeats
+@pytest.mark.parametrize("variants, params, warned", [
+    ("gn,bn", ["groups=1,2"], ["--param groups: bn does not read it, so its runs repeat alike "
+                               "at each of its 2 values; leave it out of this sweep"]),
+    ("bn+l1,bn,ln", ["l1=1e-5,1e-4,1e-3"], ["--param l1: bn, ln do not read it, so their runs "
+                                            "repeat alike at each of its 3 values"]),
+    # with another swept setting: still named by the one setting they do not read
+    ("gn,bn", ["groups=1,2", "lr=0.05,0.1"], ["--param groups: bn does not read it"]),
+    ("gn,gbn", ["groups=1,2", "ghost_batch=4,8"], ["--param groups: gbn does not read it",
+                                                   "--param ghost_batch: gn does not read it"]),
+    ("gn,gn+ws", ["groups=1,2"], []),   # both read it: nothing repeats
+    ("gn,bn", ["groups=2"], []),        # one value: nothing to repeat
 ])
 def test_a_sweep_warns_of_variants_that_repeat_at_every_point(monkeypatch, capsys, tmp_path,
-                                                              variants, param, warned) -> None:
-    """A swept setting that only some variants read (--groups by gn, --l1 by a bare +l1) is a
-    one-line warning naming the others, whose runs would repeat alike at every point; the sweep
-    still runs. Where every variant reads it there is no warning."""
+                                                              variants, params, warned) -> None:
+    """A swept setting with several values that only some variants read (--groups by gn,
+    --ghost-batch by gbn, --l1 by a bare +l1) is a one-line warning on stderr naming the others,
+    whose runs would repeat alike at each of its values; the sweep still runs. Where every
+    variant reads it, or it has one value, there is no warning. Given again in the same
+    process, the warning is given again."""
     import normlab.sweep
 
     ran = []
     monkeypatch.setattr(normlab.sweep, "run_sweep", lambda *a, **k: ran.append(a))
-    assert main(["sweep", "--variants", variants, "--param", param, "--quiet", "--out",
-                 str(tmp_path / "sweep")]) == 0
-    err = capsys.readouterr().err
-    assert len(ran) == 1
-    if warned is None:
-        assert "warning" not in err
-    else:
-        assert err.count("\n") == 1 and err.startswith(f"normlab: warning: {warned}"), err
+    argv = ["sweep", "--variants", variants, "--quiet", "--out", str(tmp_path / "sweep")]
+    argv += [x for p in params for x in ("--param", p)]
+    for _ in range(2):
+        assert main(argv) == 0
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == len(warned)
+        for line, start in zip(lines, warned):
+            assert line.startswith(f"normlab: warning: {start}"), line
+    assert len(ran) == 2
 
 
 @pytest.fixture
@@ -444,9 +453,9 @@ def test_ghost_batch_flag_reaches_the_config_and_the_resume_check(tmp_path: Path
 
 
 def test_first_seed_flag_reaches_the_config_and_the_resume_check(tmp_path: Path, capsys) -> None:
-    """--first-seed F (study and sweep, default 0) sets Config.first_seed, so --seeds N runs
-    seeds F..F+N-1; --resume with a --first-seed other than the saved one exits 2 with one line
-    naming both values (for `train`, under its own flag's name, seed)."""
+    """--first-seed SEED (study and sweep, default 0) sets Config.first_seed, so --seeds N runs
+    seeds SEED..SEED+N-1; --resume with a --first-seed other than the saved one exits 2 with one
+    line naming both values (for `train`, under its own flags' names, seed and variant)."""
     from normlab import __version__
     from normlab.cli import config_from_args
 
@@ -468,6 +477,9 @@ def test_first_seed_flag_reaches_the_config_and_the_resume_check(tmp_path: Path,
     assert main(["train", "--variant", "bn", "--resume", str(folder.path), "--seed", "0"]) == 2
     err = _stderr_lines(capsys)   # train's flag is --seed: the clash is named by it
     assert len(err) == 1 and "(seed: saved 3, now 0)" in err[0]
+    assert main(["train", "--variant", "gn", "--resume", str(folder.path), "--seed", "3"]) == 2
+    err = _stderr_lines(capsys)   # and --variant, not variants
+    assert len(err) == 1 and "(variant: saved bn, now gn)" in err[0]
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))
@@ -839,7 +851,7 @@ def test_report_of_a_sweep_folder_says_to_give_a_point(tmp_path: Path, capsys) -
     assert main(["report", str(exp.path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is a sweep folder; give one of its points" in err
-    assert "cannot be rewritten" in err and str(exp.record) in err
+    assert f"can be rewritten once {exp.record} is restored" in err
 
 
 def test_report_with_a_data_dir_without_the_data_is_one_line(study_run, tmp_path: Path,

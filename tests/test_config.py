@@ -398,6 +398,12 @@ def test_config_diff_writes_lists_and_sweep_parameters_as_the_command_line_does(
                                        "lr=0.05,0.2 --param batch_size=32,64"]
     assert config_diff({"params": "damaged"}, {"params": []}) == [
         "params: saved 'damaged', now none"]
+    assert config_diff({"params": [{"name": "augment", "values": [True, False]}]},
+                       {"params": [{"name": "augment", "values": [True]}]}) == [
+        "params: saved --param augment=true,false, now --param augment=true"]
+    # where the command-line form would read alike, Python's shows the difference
+    assert config_diff({"variants": ["1"]}, {"variants": [1]}) == [
+        "variants: saved ['1'], now [1]"]
 
 
 def test_config_diff_reads_a_folder_without_weight_decay_as_trained_without_it() -> None:

@@ -22,3 +22,10 @@ def test_brief_cuts_a_long_message_at_a_word_and_says_so() -> None:
     assert text.endswith(" ...") and len(text) <= 54
     assert str(error).startswith(text[:-4]) and text[:-4].split()[-1] in str(error).split()
     assert brief(ValueError("short"), limit=50) == "short"
+
+
+def test_brief_keeps_a_word_that_ends_at_the_limit_and_cuts_a_spaceless_message() -> None:
+    """A cut that falls just after a whole word keeps that word; a message without spaces is cut
+    at the limit itself."""
+    assert brief(ValueError("aaaa bbbb cccc"), limit=9) == "aaaa bbbb ..."
+    assert brief(ValueError("x" * 30), limit=10) == "x" * 10 + " ..."

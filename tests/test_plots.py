@@ -191,6 +191,23 @@ def test_one_seed_few_mistakes_and_diverged(synthetic_data, tmp_path, make_run) 
         mistakes.plot_misclassified(run.path, "gn", seed=7)
 
 
+def test_train_vs_test_legend_gives_the_reports_gap(tmp_path, make_run) -> None:
+    """The legend of train_vs_test.png states each variant's gap as the report's gap column
+    does (RunData.final_gap: the mean over finished seeds of the last epoch's train − test
+    accuracy), with a true minus sign where it is negative."""
+    from normlab.report import variant_results
+    from normlab.runfolder import load_run
+    from normlab.table import signed_points
+
+    run = make_run(tmp_path / "r", variants=("gn", "bn"), seeds=3, epochs=4,
+                   gap={"gn": 0.25, "bn": -0.4})
+    plots.plot_curves(run.path, ("png", "svg"))
+    svg = figure_files(run.figure("train_vs_test"), ("svg",))["svg"].read_text()
+    for r in variant_results(load_run(run.path)):
+        assert f"{r.name} (gap {signed_points(r.final_gap)} pts)" in svg, r.name
+    assert "(gap −0.40 pts)" in svg and "(gap +0.25 pts)" in svg
+
+
 def test_svg_keeps_text_as_text_and_is_the_same_when_redrawn(multi_seed_run) -> None:
     """Every SVG holds its words as <text> elements in a named font (not as glyph outlines), and
     drawing the figures again gives byte-identical PNGs and SVGs."""

@@ -677,8 +677,9 @@ def test_an_experiments_folder_is_known_from_its_start(tmp_path: Path) -> None:
 def test_ctrl_c_in_a_sweep_names_the_command_that_continues_it(tmp_path, monkeypatch,
                                                                  experiment) -> None:
     """Ctrl-C during a point of a sweep propagates carrying the command that continues that
-    sweep (which the CLI prints on stderr): 'normlab sweep --resume OUT' for a plain sweep, the experiment's own command with
-    --out OUT for an experiment's folder (a sweep --resume of it is refused)."""
+    sweep (which the CLI prints on stderr): 'normlab sweep --resume OUT' for a plain sweep, the
+    experiment's own command with --out OUT for an experiment's folder (a sweep --resume of it
+    is refused)."""
     import normlab.study
     from normlab.config import Config
     from normlab.runfolder import SweepFolder
@@ -698,3 +699,36 @@ def test_ctrl_c_in_a_sweep_names_the_command_that_continues_it(tmp_path, monkeyp
     again = (f"the same 'normlab experiment l1' command with --out {sweep.path}" if experiment
              else f"'normlab sweep --resume {sweep.path}'")
     assert str(interrupt.value) == f"interrupted: finished runs are kept; continue with {again}"
+
+
+def test_ctrl_c_outside_a_local_point_also_names_the_command(tmp_path, synthetic_data,
+                                                             monkeypatch) -> None:
+    """Ctrl-C in a runner other than the local one (Ray's), while a sweep's outputs are written
+    or while an experiment measures its final weights also propagates with the command that
+    continues: 'normlab sweep --resume OUT', or the experiment's own with --out OUT."""
+    import normlab.experiment_report
+    import normlab.sweep
+    from normlab.config import Config
+    from normlab.experiments import run_experiment
+    from normlab.sweep import run_sweep
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    base = Config(variants=("gn",), epochs=1, batch_size=4, device="cpu",
+                  data_dir=str(synthetic_data.folder))
+    out = tmp_path / "sweep"
+    with pytest.raises(KeyboardInterrupt) as interrupt:
+        run_sweep(base, SweepSpec((parse_param("lr=0.1"),)), out, runner=interrupted,
+                  backend="ray", progress=False, log=lambda *_: None)
+    assert str(interrupt.value) == ("interrupted: finished runs are kept; continue with "
+                                    f"'normlab sweep --resume {out}'")
+    monkeypatch.setattr(normlab.sweep, "run_sweep", lambda *a, **k: None)
+    monkeypatch.setattr(normlab.experiment_report, "write_experiment_outputs", interrupted)
+    exp = tmp_path / "exp"
+    SweepFolder(exp).create({"params": [{"name": "l1", "values": [0.0]}], "experiment": "l1"})
+    with pytest.raises(KeyboardInterrupt) as interrupt:
+        run_experiment("l1", exp, progress=False, log=lambda *_: None)
+    assert str(interrupt.value).endswith(f"the same 'normlab experiment l1' command with --out "
+                                         f"{exp}")
+

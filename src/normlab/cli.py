@@ -220,8 +220,9 @@ def _resume_config(argv: Sequence[str], args: argparse.Namespace) -> Config:
     given = _given(argv)
     wanted = config_from_args(args).to_dict()
     diff = continuation_diff(saved, wanted, [k for k in sorted(given) if k in wanted])
-    if args.command == "train":   # name the clash by train's own flag: --seed, not first_seed
-        diff = [d.replace("first_seed:", "seed:", 1) for d in diff]
+    if args.command == "train":   # name the clash by train's own flags: --seed, --variant
+        diff = [d.replace("first_seed:", "seed:", 1).replace("variants:", "variant:", 1)
+                for d in diff]
     if diff:
         raise NormlabError(f"cannot resume {args.resume!r} with a different config "
                            f"({'; '.join(diff)}); drop those flags, or start a new study with --out")
@@ -275,15 +276,26 @@ def _check_unused(argv: Sequence[str], args: argparse.Namespace, swept: dict[str
                            "(--l1 and --l2 by a bare +l1 or +l2, as in bn+l1; --groups by gn; "
                            f"--ghost-batch by gbn); drop {flags}, or add a variant that reads "
                            f"{'it' if one else 'them'}")
-    for field, flag in swept.items():   # read by some variants: the others repeat, warned
-        deaf = [s.strip() for s in specs if field in VARIANT_SETTINGS
-                and field not in settings_read(s)]
-        if deaf:
+
+
+def _warn_repeats(args: argparse.Namespace, params) -> None:
+    """A one-line warning (on stderr; the sweep still runs) for each swept setting of
+    :data:`VARIANT_SETTINGS` with several values that some variants of --variants do not read
+    (refused by :func:`_check_unused` when none does): those variants' runs repeat alike."""
+    specs = args.variants.split(",")
+    try:
+        reads = {s.strip(): settings_read(s) for s in specs}
+    except ConfigError:
+        return   # a bad variant is reported, with its fix, by the config's own check
+    for p in params:
+        deaf = [s for s, read in reads.items() if p.field in VARIANT_SETTINGS and p.field not in read]
+        if deaf and len(p.values) > 1:
             one = len(deaf) == 1
             its, it = ("its", "it") if one else ("their", "them")
-            warnings.warn(f"{flag}: {', '.join(deaf)} {'does' if one else 'do'} not read it, so "
-                          f"{its} runs are the same at every point of the sweep; train {it} "
-                          f"once, in a study of {its} own, to save that time")
+            print(f"normlab: warning: --param {p.name}: {', '.join(deaf)} "
+                  f"{'does' if one else 'do'} not read it, so {its} runs repeat alike at each of "
+                  f"its {len(p.values)} values; leave {it} out of this sweep and train {it} "
+                  "separately to save that time", file=sys.stderr)
 
 
 RAY_FLAGS = ("ray_address", "ray_cpus", "ray_gpus", "retries")   # sweep flags for Ray alone
@@ -318,6 +330,7 @@ def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
         spec = SweepSpec(tuple(parse_param(t) for t in args.param), scale_lr=args.scale_lr)
         _check_augmentation(argv, args, swept=[p.name for p in spec.params])
         _check_unused(argv, args, swept={p.field: f"--param {p.name}" for p in spec.params})
+        _warn_repeats(args, spec.params)
         base = config_from_args(args)
         out = args.out or new_timestamped_folder("runs", "sweep")
     runner = None

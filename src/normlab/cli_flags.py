@@ -113,8 +113,8 @@ def add_variant_seed_flags(p: argparse.ArgumentParser, D, variant_help: str, per
     p.add_argument("--variants", default=D(",".join(DEFAULTS.variants)), help=variant_help)
     p.add_argument("--seeds", type=number(int, 1, inclusive=True, maximum=MAX_SEEDS),
                    default=D(DEFAULTS.seeds), metavar="N",
-                   help=f"number of seeds per {per}, 1 to {MAX_SEEDS:,}: seeds F..F+N-1 run, F the "
-                        "--first-seed")
+                   help=f"number of seeds per {per}, 1 to {MAX_SEEDS:,}: seeds SEED..SEED+N-1 run, "
+                        "SEED the --first-seed")
     p.add_argument("--first-seed", type=seed_int, default=D(DEFAULTS.first_seed), metavar="SEED",
                    help="the first seed, e.g. --seeds 4 --first-seed 4 runs seeds 4..7 (more "
                         "seeds beside an earlier folder)")

@@ -330,20 +330,30 @@ def config_diff(saved: dict, wanted: dict, keys=None) -> list[str]:
     fields of :data:`LEGACY_VALUES`, as it trained then."""
     keys = [k for k in wanted if k != "resolved"] if keys is None else keys
     saved = {k: v for k, v in completed(saved).items() if k in saved or k in wanted}
-    return [f"{k}: saved {shown(saved.get(k))}, now {shown(wanted.get(k))}" for k in keys
-            if saved.get(k) != wanted.get(k)]
+    out = []
+    for k in keys:
+        a, b = saved.get(k), wanted.get(k)
+        if a != b:
+            texts = (shown(a), shown(b))
+            if texts[0] == texts[1]:   # differ only where the command-line form hides it
+                texts = (repr(a), repr(b))
+            out.append(f"{k}: saved {texts[0]}, now {texts[1]}")
+    return out
 
 
 def shown(value) -> str:
     """A saved setting as a message shows it: a list as its items joined by commas (as the
-    command line writes them, e.g. ``gn,ln``), a sweep's parameters as ``--param`` flags,
-    anything else as Python writes it."""
+    command line writes them, e.g. ``gn,ln``; true/false for a flag), a sweep's parameters as
+    ``--param`` flags, anything else as Python writes it."""
+    def item(v) -> str:
+        return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
     if isinstance(value, (list, tuple)):
         if value and all(isinstance(v, dict) and set(v) == {"name", "values"}
                          and isinstance(v["values"], list) for v in value):
-            return " ".join(f"--param {v['name']}={','.join(map(str, v['values']))}"
+            return " ".join(f"--param {v['name']}={','.join(map(item, v['values']))}"
                             for v in value)
-        return ",".join(map(str, value)) if value else "none"
+        return ",".join(map(item, value)) if value else "none"
     return repr(value)
 
 

@@ -28,4 +28,5 @@ def brief(error: BaseException, limit: int = 200) -> str:
     text = " ".join(str(error).split())
     if len(text) <= limit:
         return text
-    return text[:limit].rsplit(" ", 1)[0] + " ..."
+    head = text[:limit + 1]   # a space just after the limit ends a whole word
+    return (head.rsplit(" ", 1)[0] if " " in head else text[:limit]) + " ..."

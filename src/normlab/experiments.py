@@ -147,13 +147,16 @@ def run_experiment(name: str, out: str | Path, overrides: dict[str, Any] | None 
     from normlab.experiment_report import write_experiment_outputs
     from normlab.figure_formats import DEFAULT_FIGURE_FORMATS
     from normlab.runfolder import SweepFolder
-    from normlab.sweep import run_sweep
+    from normlab.sweep import interrupted, run_sweep
 
     exp = get(name)
     base, spec = plan(exp, overrides)
     formats = formats or DEFAULT_FIGURE_FORMATS
     run_sweep(base, spec, out, progress=progress, log=log, formats=formats, experiment=name)
-    write_experiment_outputs(exp, out, formats, overrides, progress=progress)
+    try:
+        write_experiment_outputs(exp, out, formats, overrides, progress=progress)
+    except KeyboardInterrupt:
+        raise interrupted(Path(out)) from None
     log(f"experiment {name}: report in {SweepFolder(out).report}")
     return Path(out)
 

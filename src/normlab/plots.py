@@ -22,6 +22,7 @@ from matplotlib.ticker import LogLocator, MaxNLocator
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS
 from normlab.runfolder import RunData, load_run
 from normlab.stats import mean_ci
+from normlab.table import signed_points
 from normlab.style import DPI, FIGSIZE, RC, plain_log_y, save_figure, variant_colors
 
 # ----------------------------------------------------------------------------------------------
@@ -249,8 +250,7 @@ def _train_vs_test_figure(run: RunData, path: Path, formats: Sequence[str]) -> P
                         marker="o" if markers else None, markersize=3.5, markerfacecolor="white")
                 ax.plot(te.epochs, te.mean, color=color, linewidth=2.2,
                         marker="o" if markers else None, markersize=4)
-                gap = tr.mean[-1] - te.mean[-1]
-                label = f"{v} (gap {gap:+.2f} pts)".replace("(gap -", "(gap −")
+                label = f"{v} (gap {signed_points(run.final_gap(v))} pts)"
             else:
                 label = f"{v}: diverged, not shown"
             handles.append(Line2D([], [], color=color, linewidth=6, solid_capstyle="butt"))

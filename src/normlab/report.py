@@ -9,7 +9,6 @@ Made from the saved files alone (:mod:`normlab.runfolder`), never from the train
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -17,7 +16,7 @@ from typing import Sequence
 from normlab import norms
 from normlab.compare import Comparison, comparison_table, run_comparisons
 from normlab.config import completed
-from normlab.errors import ConfigError, DataError, RunFolderError
+from normlab.errors import ConfigError, DataError, RunFolderError, brief
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.findings import findings
 from normlab.runfolder import (PROBE_SIZE, REBUILD, RunData, SweepFolder, is_number,
@@ -45,15 +44,10 @@ def variant_results(run: RunData) -> list[VariantResult]:
         s = run.summary["variants"][name]
         curve = run.mean_per_epoch(name, "test_acc")
         best_epoch = run.best_epoch(name, "test_acc")
-        gaps = []
-        for seed in run.ok_seeds(name):
-            rows = run.rows(name, seed)
-            if rows:
-                gaps.append(rows[-1]["train_acc"] - rows[-1]["test_acc"])
         out.append(VariantResult(
             name=name, params=s.get("params"), ok_seeds=run.ok_seeds(name), best_epoch=best_epoch,
             best_epoch_acc=curve.get(best_epoch) if best_epoch is not None else None,
-            final_gap=statistics.fmean(gaps) if gaps else None,
+            final_gap=run.final_gap(name),
         ))
     return out
 
@@ -274,8 +268,8 @@ def write_report(run_dir: str | Path, mode: str = "confident",
             name = SweepFolder(run_dir).experiment("restore it from a copy of the sweep folder")
         except RunFolderError as e:   # its sweep.json cannot be read: only the points can help
             raise RunFolderError(f"{run_dir} is a sweep folder; give one of its points (a run "
-                                 f"folder under {points}). Its own report cannot be rewritten: "
-                                 f"{e}") from None
+                                 f"folder under {points}). Its own report can be rewritten once "
+                                 f"{SweepFolder(run_dir).record} is restored: {e}") from None
         again = (f"normlab experiment {name} --out {run_dir}" if name else
                  f"normlab sweep --resume {run_dir} (normlab experiment NAME --out {run_dir} for "
                  "an experiment's folder)")
@@ -313,5 +307,5 @@ def write_report(run_dir: str | Path, mode: str = "confident",
                              "or copy it somewhere writable and report on the copy") from None
     except (TypeError, ValueError, KeyError) as e:
         # load_run checks the fields it needs; anything else damaged shows up here.
-        raise RunFolderError(f"{folder.path} holds a damaged value ({type(e).__name__}: {e}); "
+        raise RunFolderError(f"{folder.path} holds a damaged value ({type(e).__name__}: {brief(e)}); "
                              f"{fix}") from None

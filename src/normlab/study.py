@@ -381,7 +381,7 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
 
     With ``resume``, ``out`` is an existing run folder made with the same config: finished runs
     are kept, unfinished ones continue from their last finished epoch, and the final files are
-    the same as those of an uninterrupted study.
+    those of an uninterrupted study. Ctrl-C: a KeyboardInterrupt naming the resume command.
     """
     t_start = time.perf_counter()
     formats = parse_formats(formats)   # a bad one fails now, not after the training

@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 from normlab import __version__
 from normlab.config import (DATASET_NAMES, PRECISIONS, Config, config_diff, continuation_diff,
                             parse_arch)
-from normlab.errors import ConfigError, NormlabError, RunFolderError
+from normlab.errors import ConfigError, NormlabError, RunFolderError, brief
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.runfolder import RunFolder, SweepFolder, check_version, load_run
 from normlab.variants import variant_specs
@@ -252,6 +252,15 @@ class PointOutcome:
 Runner = Callable[[list[PointOutcome], Callable[[str], None]], None]
 
 
+def interrupted(out: Path) -> KeyboardInterrupt:
+    """The KeyboardInterrupt a sweep into ``out`` stops with: its message names the command
+    that continues it (the CLI prints it)."""
+    name = SweepFolder(out).experiment()
+    again = (f"the same 'normlab experiment {name}' command with --out {out}" if name
+             else f"'normlab sweep --resume {out}'")
+    return KeyboardInterrupt(f"interrupted: finished runs are kept; continue with {again}")
+
+
 def run_points_locally(outcomes: list[PointOutcome], log: Callable[[str], None],
                        progress: bool = True) -> None:
     """Train the points one after another, each a study (continued where it stopped)."""
@@ -266,17 +275,12 @@ def run_points_locally(outcomes: list[PointOutcome], log: Callable[[str], None],
             run_study(o.cfg, out=o.folder.path, progress=progress, log=lambda _: None,
                       resume=o.folder.config.exists())
         except KeyboardInterrupt:
-            sweep_dir = o.folder.path.parents[1]   # OUT/points/NAME
-            name = SweepFolder(sweep_dir).experiment()
-            again = (f"the same 'normlab experiment {name}' command with --out {sweep_dir}"
-                     if name else f"'normlab sweep --resume {sweep_dir}'")
-            raise KeyboardInterrupt(f"interrupted: finished runs are kept; continue with "
-                                    f"{again}") from None
+            raise interrupted(o.folder.path.parents[1]) from None   # OUT/points/NAME
         except NormlabError as e:
             o.error = str(e)
             log(f"{o.name}: failed ({e}); continuing")
         except Exception as e:  # noqa: BLE001 - one failed point must not end the sweep
-            o.error = f"{type(e).__name__}: {e}"
+            o.error = f"{type(e).__name__}: {brief(e, 300)}"
             log(f"{o.name}: failed ({o.error}); continuing")
             traceback.print_exc()
 
@@ -324,12 +328,17 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
         f"{' (continuing)' if resumed else ''}, out {out}")
     sweep = SweepFolder(out)
     outcomes = [PointOutcome(values, cfg, sweep.point(point_name(values))) for values, cfg in points]
-    if runner is None:
-        run_points_locally(outcomes, log, progress)
-    else:
-        runner(outcomes, log)
-    rows = sweep_rows(spec, outcomes)
-    write_sweep_outputs(out, spec, rows, formats)
+    try:
+        if runner is None:
+            run_points_locally(outcomes, log, progress)
+        else:
+            runner(outcomes, log)
+        rows = sweep_rows(spec, outcomes)
+        write_sweep_outputs(out, spec, rows, formats)
+    except KeyboardInterrupt as e:   # from Ray's runner or the outputs: say how to go on
+        if e.args:
+            raise
+        raise interrupted(out) from None
     failed = sum(1 for r in rows if r["status"] == "failed")
     log(f"sweep results in {out}" + (f" ({failed} run(s) failed; run the same command to retry "
                                      "them)" if failed else ""))

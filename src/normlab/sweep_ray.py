@@ -107,7 +107,7 @@ class _Point:
                          self.t_start, resumed=self.resumed, log=lambda _: None,
                          clock=self.clock)
         except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
-            self.o.error = f"{type(e).__name__}: {e}"
+            self.o.error = f"{type(e).__name__}: {brief(e, 300)}"
             log(f"{self.o.name}: its study files could not be written ({self.o.error})")
 
 

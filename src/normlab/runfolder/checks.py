@@ -109,6 +109,14 @@ class RunData:
                 out[epoch] = math.fsum(finite) / len(finite)
         return out
 
+    def final_gap(self, variant: str) -> float | None:
+        """Train minus test accuracy at the last epoch of each finished seed of ``variant``,
+        averaged over those seeds (percentage points); None when none has a row. The report's
+        gap column and the legend of train_vs_test.png both come from here."""
+        gaps = [rows[-1]["train_acc"] - rows[-1]["test_acc"] for seed in self.ok_seeds(variant)
+                if (rows := self.rows(variant, seed))]
+        return math.fsum(gaps) / len(gaps) if gaps else None
+
     def best_epoch(self, variant: str, column: str, higher_is_better: bool = True) -> int | None:
         """The epoch of the best :meth:`mean_per_epoch` of ``column`` (highest, or lowest with
         ``higher_is_better=False``), the earliest on ties; None when no epoch has a value. The
