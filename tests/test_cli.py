@@ -247,15 +247,21 @@ def test_quick_study_with_four_steps(synthetic_data, tmp_path: Path) -> None:
     assert len(rows) == 1
 
 
-def test_diverged_study_still_completes(synthetic_data, tmp_path: Path) -> None:
-    """A study whose only run diverges (lr 1e6, no augmentation) exits 0 and records status
-    'diverged' with empty statistics, writing no predictions and no weights for it (its final
-    checkpoint records the status and the message only)."""
+def test_diverged_study_still_completes(synthetic_data, tmp_path: Path, capsys) -> None:
+    """A study whose only run diverges (lr 1e6, no augmentation) exits 0, warns in one line on
+    stderr that every run diverged, and records status 'diverged' with empty statistics, writing
+    no predictions and no weights for it (its final checkpoint records the status and the
+    message only). A study with a run that finished gives no such warning."""
     folder = synthetic_data.folder
     out = tmp_path / "div"
     code = main(["study", "--variants", "bn", "--lr", "1e6", "--no-augment", "--epochs", "2",
                  "--data-dir", str(folder), "--out", str(out), "--quiet"])
     assert code == 0
+    assert _stderr_lines(capsys) == [f"normlab: warning: every run of {out} diverged; a smaller "
+                                     "--lr may train"]
+    assert main(["study", "--variants", "bn", "--epochs", "1", "--data-dir", str(folder),
+                 "--out", str(tmp_path / "fine"), "--quiet"]) == 0
+    assert not [line for line in _stderr_lines(capsys) if "diverged" in line]
     f = RunFolder(out)
     s = json.loads(f.summary.read_text())["variants"]["bn"]
     assert s["status"] == "diverged" and s["diverged_seeds"] == [0]
@@ -325,8 +331,13 @@ BAD_INPUT = {
     "unknown-dataset": (["study", "--dataset", "cifar10"], "cifar10"),
     "unknown-flag": (["study", "--bogus"], "--bogus"),
     "flag-of-another-command": (["train", "--variants", "bn"],
-                                "unrecognized arguments: --variants bn; see 'normlab train --help'"),
-    "abbreviated-flag": (["study", "--epoch", "1"], "see 'normlab study --help'"),
+                                "unrecognized arguments: --variants bn (did you mean --variant?); "
+                                "see 'normlab train --help'"),
+    "seed-of-train-to-study": (["study", "--seed", "3"],
+                               "--seed 3 (did you mean --first-seed?); see 'normlab study --help'"),
+    "misspelt-flag": (["sweep", "--batchsize", "8"], "(did you mean --batch-size?)"),
+    "abbreviated-flag": (["study", "--epoch", "1"],
+                         "--epoch 1 (did you mean --epochs?); see 'normlab study --help'"),
     "param-twice": (["sweep", "--param", "lr=0.1", "--param", "lr=0.2"],
                     "--param lr is given twice; give each setting once"),
     "sweep-out-is-a-file": (["sweep", "--param", "lr=0.1", "--out", "{nonempty}/keep.txt"],
@@ -336,11 +347,11 @@ BAD_INPUT = {
     "workers-negative": (["study", "--workers", "-1"], "--workers"),
     "group-size-word": (["study", "--group-size", "all"], "--group-size"),
     "precision-unknown": (["study", "--precision", "fp16"], "--precision"),
-    "resume-missing": (["study", "--resume", "{nonempty}/nothing-here"], "not a folder"),
+    "resume-missing": (["study", "--resume", "{nonempty}/nothing-here"], "does not exist"),
     "resume-not-a-run": (["study", "--resume", "{nonempty}"],
                          f"no {RunFolder('.').config.name} there"),
-    "sweep-resume-missing": (["sweep", "--resume", "{nonempty}/nothing-here"], "not a folder"),
-    "resume-a-file": (["study", "--resume", "{nonempty}/keep.txt"], "not a folder"),
+    "sweep-resume-missing": (["sweep", "--resume", "{nonempty}/nothing-here"], "does not exist"),
+    "resume-a-file": (["study", "--resume", "{nonempty}/keep.txt"], "is a file, not a folder"),
     "report-not-a-run": (["report", "{nonempty}"], "is not a normlab run folder"),
     "resume-and-out": (["study", "--resume", "{nonempty}", "--out", "x"], "not both"),
     "format-unknown-report": (["report", "{nonempty}", "--format", "png,jpg"],

@@ -116,7 +116,7 @@ def test_loss_gradient_ratio_is_the_cross_entropys_alone(gen: torch.Generator) -
     assert got == pytest.approx(want, rel=1e-5)
 
 
-def test_a_small_experiment_end_to_end(synthetic_data, tmp_path, capsys) -> None:
+def test_a_small_experiment_end_to_end(synthetic_data, tmp_path, capsys, monkeypatch) -> None:
     """`normlab experiment batch-size` with 2 seeds, 1 epoch and 48 images: the sweep's files,
     mechanism.csv with one row per run and every measure, batch_stats.csv with one row per
     BatchNorm run, the mechanism figure as PNG and SVG, and a report that states the question,
@@ -153,6 +153,11 @@ def test_a_small_experiment_end_to_end(synthetic_data, tmp_path, capsys) -> None
            f"--data-dir {synthetic_data.folder} --out {out}")
     assert exp.experiment_command({**given, "device": "auto"}, out) == ran
     assert json.loads(sweep.record.read_text())["experiment"] == "batch-size"
+    # the Protocol states the design; the report says where this run left it
+    assert ("**This run departs from that design:** --seeds 2 (designed: 5), --epochs 1 "
+            "(designed: 3), --train-subset 48 (designed: 10000); the numbers in the Protocol "
+            "are the design's.") in text
+    assert exp.departures() == [] and exp.departures({"epochs": 3}) == []
     for part in (f"`{ran}`", exp.command(given), "**Time:**", "## Mechanism",
                  "### BatchNorm with batch statistics at test time",
                  sweep.mechanism_figure().relative_to(out).as_posix()):
@@ -190,6 +195,15 @@ def test_a_small_experiment_end_to_end(synthetic_data, tmp_path, capsys) -> None
                                        "data_dir": str(synthetic_data.folder)},
                    progress=False, log=lambda *_: None)
     assert {p: p.read_bytes() for p in before} == before
+    # Where no comparison has the pairs a t-test needs (one seed), the text says so instead of
+    # counting Holm's adjustment over 0 comparisons.
+    import normlab.experiment_report
+
+    monkeypatch.setattr(normlab.experiment_report, "setting_comparisons", lambda *a, **k: [])
+    write_experiment_outputs(exp, out, ("png",), given)
+    text = sweep.report.read_text()
+    assert "over the 0 comparisons" not in text
+    assert "that have pairs (none here: a t-test needs two or more pairs)" in text
 
 
 def test_an_unknown_experiment_is_one_line_and_exit_2(capsys) -> None:

@@ -191,6 +191,23 @@ def test_one_seed_few_mistakes_and_diverged(synthetic_data, tmp_path, make_run) 
         mistakes.plot_misclassified(run.path, "gn", seed=7)
 
 
+def test_accuracy_bands_stay_within_0_and_100_percent(tmp_path, make_run) -> None:
+    """The 95% band of an accuracy curve lies within [0, 100]: a t-interval of two seeds far
+    apart passes both ends, which an accuracy cannot; a loss band is drawn as computed."""
+    from normlab.runfolder import load_run
+    from normlab.stats import mean_ci
+
+    run = load_run(make_run(tmp_path / "r", variants=("gn",), seeds=2, epochs=2,
+                            final={"gn": [20.0, 99.0]}).path)
+    acc = plots.Curve(run, "gn", "test_acc")
+    raw = mean_ci(run.per_epoch("gn", "test_acc")[2])
+    assert raw.lo < 0 and raw.hi > 100   # what the band would be unclipped
+    assert acc.lo[-1] == 0.0 and acc.hi[-1] == 100.0 and acc.mean[-1] == raw.mean
+    loss = plots.Curve(run, "gn", "test_loss")
+    raw = mean_ci(run.per_epoch("gn", "test_loss")[2])
+    assert (loss.lo[-1], loss.hi[-1]) == (raw.lo, raw.hi)
+
+
 def test_train_vs_test_legend_gives_the_reports_gap(tmp_path, make_run) -> None:
     """The legend of train_vs_test.png states each variant's gap as the report's gap column
     does (RunData.final_gap: the mean over finished seeds of the last epoch's train − test

@@ -154,9 +154,13 @@ def test_load_run_damaged_summary_entries(run: RunFolder, change, what: str) -> 
 
 
 def test_load_run_not_a_folder(tmp_path: Path) -> None:
-    """A path that is not a folder: RunFolderError saying so."""
-    with pytest.raises(RunFolderError, match="is not a folder"):
+    """A path that is not a folder: RunFolderError saying that it does not exist, or that it is
+    a file."""
+    with pytest.raises(RunFolderError, match="nothing does not exist; give the run folder"):
         load_run(tmp_path / "nothing")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunFolderError, match="file is a file, not a folder; give the run folder"):
+        load_run(tmp_path / "file")
 
 
 def test_read_predictions_errors(run: RunFolder, n_test: int) -> None:

@@ -204,6 +204,7 @@ def local_sweep(normlab, tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "sweep"
     r = normlab.run(SWEEP + ["--data-dir", str(normlab.data), "--out", str(out)])
     assert r.returncode == 0, r.stderr
+    (out.parent / "stdout.txt").write_text(r.stdout)   # what it printed, for test_sweep_folder
     return out
 
 
@@ -211,9 +212,16 @@ def test_sweep_folder(local_sweep) -> None:
     """A sweep writes sweep.json, sweep.csv with one row per variant x value x seed (the swept
     value, status, final/best accuracy and loss), one finished study folder per point (and no
     other), the figure of the swept setting and report.md with the table, the findings and the
-    figure."""
+    figure. It ends by printing the table of its points (variant names plain, not as code) and
+    where its results and report are."""
     sweep = SweepFolder(local_sweep)
     rows = csv_rows(sweep.table)
+    printed = (local_sweep.parent / "stdout.txt").read_text().splitlines()
+    assert printed[-1] == f"sweep results in {local_sweep}; report: {sweep.report}"
+    table = printed[printed.index(next(p for p in printed if p.startswith("batch_size"))):-1]
+    assert table[0].split()[:3] == ["batch_size", "variant", "N"] and len(table) == 2 + 4
+    assert [line.split()[:3] for line in table[2:]] == [
+        [b, v, "2"] for b in ("16", "32") for v in ("gn", "bn")]
     assert list(rows[0]) == ["batch_size", "variant", "seed", "status", "final_val_acc",
                              "best_val_acc", "final_test_acc", "best_test_acc",
                              "final_test_loss", "message"]

@@ -140,7 +140,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     add_format_flag(p, D)
 
     explained = ", ".join(norms.display_name(n) for n in norms.explained())
-    p = sub.add_parser("explain", help=f"compute {explained} by hand and compare with PyTorch",
+    p = sub.add_parser("explain", help=f"compute {explained}, Ghost BatchNorm and weight "
+                       "standardization by hand and compare with PyTorch",
                        formatter_class=HelpFormatter,
                        description=f"Compute {explained} by hand on a small "
                                    "example tensor, Ghost BatchNorm on a 4-image one, and weight "
@@ -352,6 +353,19 @@ def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_if_none_finished(run_dir: Path) -> None:
+    """A one-line warning on stderr when every run of the study in ``run_dir`` diverged: its
+    table says so, but a script that checks only the exit code (0: the study ran) would not
+    see it."""
+    from normlab.runfolder import load_summary
+
+    variants = load_summary(run_dir)["variants"].values()
+    if variants and all(s.get("seeds") and len(s.get("diverged_seeds", ())) == len(s["seeds"])
+                        for s in variants):
+        print(f"normlab: warning: every run of {run_dir} diverged; a smaller --lr may train",
+              file=sys.stderr)
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     # Warnings (e.g. "data not found where pointed to; downloading") as one line, no source line.
     print(f"normlab: warning: {message}", file=sys.stderr)
@@ -392,11 +406,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.out is not None and args.out != args.resume:
                 raise NormlabError("give either --resume RUN_DIR or --out, not both")
             cfg = _resume_config(argv, args)
-            run_study(cfg, out=args.resume, progress=not args.quiet, resume=True,
-                      formats=args.formats)
+            out = run_study(cfg, out=args.resume, progress=not args.quiet, resume=True,
+                            formats=args.formats)
         else:
-            run_study(config_from_args(args), out=args.out, progress=not args.quiet,
-                      formats=args.formats)
+            out = run_study(config_from_args(args), out=args.out, progress=not args.quiet,
+                            formats=args.formats)
+        _warn_if_none_finished(out)
     except NormlabError as e:
         print(f"normlab: error: {e}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ line, the help formatter that states each default, the number types, and the tra
 from __future__ import annotations
 
 import argparse
+import difflib
 
 from normlab.config import (DATASET_NAMES, MAX_ROTATE, MAX_SEED, MAX_SEEDS, MAX_TRANSLATE,
                             PRECISIONS, Config)
@@ -15,8 +16,28 @@ from normlab.variants import DEFAULT_L1, DEFAULT_L2
 DEFAULTS = Config()  # the defaults shown in --help come from the config itself
 
 
+# A flag of one command given to another, where the closest spelling would mislead: a study's
+# --seed is its --first-seed (its --seeds counts them).
+MEANT = {"--seed": "--first-seed"}
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse with a one-line error message (argparse's default prints the usage block too)."""
+    """argparse with a one-line error message (argparse's default prints the usage block too),
+    which names the nearest flag of the command for one it does not know."""
+
+    def __init__(self, *args, **kwargs):
+        self.flags: list[str] = []        # this parser's --flags, for "did you mean"
+        self.commands: dict[str, Parser] = {}
+        super().__init__(*args, **kwargs)   # adds --help through add_argument
+
+    def add_argument(self, *args, **kwargs):
+        self.flags += [a for a in args if isinstance(a, str) and a.startswith("--")]
+        return super().add_argument(*args, **kwargs)
+
+    def add_subparsers(self, **kwargs):
+        action = super().add_subparsers(**kwargs)
+        self.commands = action.choices   # command name -> its Parser, filled as they are added
+        return action
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"normlab: error: {message}; see '{self.prog} --help'\n")
@@ -28,8 +49,13 @@ class Parser(argparse.ArgumentParser):
         if extras:
             command = getattr(parsed, "command", None)
             prog = f"{self.prog} {command}" if command else self.prog
-            self.exit(2, f"normlab: error: unrecognized arguments: {' '.join(extras)}; see "
-                         f"'{prog} --help'\n")
+            known = self.commands.get(command, self).flags
+            near = [m for e in extras if e.startswith("--")
+                    for m in ([MEANT[e]] if MEANT.get(e) in known else
+                              difflib.get_close_matches(e.split("=", 1)[0], known, n=1))]
+            hint = f" (did you mean {', '.join(dict.fromkeys(near))}?)" if near else ""
+            self.exit(2, f"normlab: error: unrecognized arguments: {' '.join(extras)}{hint}; "
+                         f"see '{prog} --help'\n")
         return parsed
 
 

@@ -273,8 +273,10 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
             ax.set_visible(False)
         handles, legend = fig.axes[0].get_legend_handles_labels()
         fig.legend(handles, legend, loc="lower center", ncol=min(5, len(legend)), frameon=False)
+        seeds = len({r["seed"] for r in rows})
         fig.suptitle(f"Final-epoch diagnostics against {x_param} (mean and 95% CI over "
-                     f"{len({r['seed'] for r in rows})} seeds; bars clipped to the axes)")
+                     f"{seeds} seeds; bars clipped to the axes)" if seeds > 1 else
+                     f"Final-epoch diagnostics against {x_param} (one seed)")
         fig.tight_layout(rect=(0, 0.06, 1, 0.96))
         return save_figure(fig, path, formats)
 
@@ -339,7 +341,11 @@ def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | No
     for end in (MARKER, f"\n{AGAINST}", "\n## Mechanism"):
         body = body.split(end, 1)[0]
     head = [f"# Experiment `{exp.name}`", "", f"**Question.** {exp.question}", "",
-            f"**Protocol.** {exp.protocol}", "",
+            f"**Protocol.** {exp.protocol}", ""]
+    if exp.departures(overrides):
+        head += [f"**This run departs from that design:** {', '.join(exp.departures(overrides))}"
+                 "; the numbers in the Protocol are the design's.", ""]
+    head += [
             f"**Command:** `{exp.experiment_command(overrides, out)}`: the sweep "
             f"`{exp.command(overrides)}`, then the measurements below.", "",
             f"**Time:** {seconds / 60:.1f} min of training and evaluation in all (wall time, "
@@ -354,8 +360,11 @@ def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | No
             "the same generator, so they are paired. *Mean diff*: final test accuracy at the "
             f"value minus at {fmt_value(exp.reference)}, mean over the N pairs (seeds finished "
             "at both), in percentage points, with its t-based 95% CI; *Holm p*: the paired "
-            f"t-test's p, adjusted with Holm's method over the {len(tested)} comparisons of this "
-            "table that have pairs; *detectable*: the smallest difference the paired t-test "
+            + (f"t-test's p, adjusted with Holm's method over the {len(tested)} comparison"
+               f"{'' if len(tested) == 1 else 's'} of this table that have pairs"
+               if tested else "t-test's p, adjusted with Holm's method over the comparisons of "
+               "this table that have pairs (none here: a t-test needs two or more pairs)")
+            + "; *detectable*: the smallest difference the paired t-test "
             f"detects with {POWER:.0%} power at the observed spread, "
             + (f"at the level {ALPHA:.0%} / {len(tested)}: the strictest level of that "
                "adjustment, so a difference of that size is found after it whatever its rank"
@@ -374,7 +383,8 @@ def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | No
             "penalties incl.)*: mean "
             "over the conv layers of the gradient norm of the epoch's last training step (loss "
             "and penalty; that step's batch may be smaller than the others) over the kernel "
-            "norm; times the learning rate, the relative size of a plain SGD step. *BN mean "
+            "norm (multiplied by the learning rate, the relative size of a plain SGD step). *BN "
+            "mean "
             "gap*: distance of a training-size batch's mean from BatchNorm's running mean, in "
             "running standard deviations. *loss-only ||dL/dw|| / ||w||*: the same ratio for the "
             "cross-entropy alone, on the final weights and the whole probe batch in training "

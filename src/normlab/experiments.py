@@ -54,6 +54,14 @@ class Experiment:
         flags += settings_flags({**COMMON, **self.config, **(overrides or {})})
         return "normlab sweep " + " ".join(flags)
 
+    def departures(self, overrides: dict[str, Any] | None = None) -> list[str]:
+        """The settings of ``overrides`` that differ from the experiment's design (its
+        ``COMMON`` and ``config``), as flags with the designed value: ``--epochs 1 (designed:
+        3)``. The Protocol's numbers are the design's; a report says where a run left them."""
+        designed = {**COMMON, **self.config}
+        return [f"{flag_name(k)} {v} (designed: {designed[k]})"
+                for k, v in (overrides or {}).items() if k in designed and v != designed[k]]
+
     def experiment_command(self, overrides: dict[str, Any] | None = None,
                            out: str | Path | None = None) -> str:
         """The `normlab experiment` command that ran it into ``out``, its ``overrides``
@@ -110,7 +118,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         "L1 lambda from 0 to 1e-2 on the conv kernels and the classifier, with BatchNorm "
         "(`bn+l1`) and without any norm (`none+l1`), everything else fixed. The diagnostics "
         "measure the mechanism: the final norm of the conv kernels, and the gradient-to-weight "
-        "norm ratio (times the learning rate, the relative size of a plain SGD step). A conv "
+        "norm ratio (which, multiplied by the learning rate, is the relative size of a plain "
+        "SGD step). A conv "
         "followed by ReLU and BatchNorm computes the same function when its kernel and bias are "
         "scaled together, so L1 (which leaves the bias alone) can shrink the kernel while "
         "changing the output little, and the gradient grows as 1/||w||: the step, relative to "

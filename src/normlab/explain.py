@@ -369,7 +369,8 @@ def explain_text(seed: int = 0) -> tuple[str, float]:
     cfg = ModelConfig()
     add("")
     add(f"== Parameters in normlab's model (Net, default config: widths {cfg.widths}, "
-        f"transition {cfg.transition}, GroupNorm groups {cfg.groups})")
+        f"no 1x1 transition conv, GroupNorm groups {cfg.groups})" if not cfg.transition else
+        f"a 1x1 transition conv to {cfg.transition} channels, GroupNorm groups {cfg.groups})")
     counts = set()
     for key in names:
         total, norm_params, channels = param_summary(key, cfg)

@@ -29,7 +29,7 @@ from normlab.style import DPI, FIGSIZE, RC, plain_log_y, save_figure, variant_co
 # Curves
 
 
-class _Curve:
+class Curve:
     """One variant's per-epoch mean and 95% band of one metric over its finished seeds."""
 
     def __init__(self, run: RunData, variant: str, column: str):
@@ -46,15 +46,18 @@ class _Curve:
             ci = mean_ci(values)
             self.epochs.append(epoch)
             self.mean.append(ci.mean)
-            self.lo.append(ci.lo)
-            self.hi.append(ci.hi)
+            # A t-interval of few seeds can pass 0% or 100%, which an accuracy cannot: the band
+            # is drawn within them.
+            low, high = (0.0, 100.0) if column.endswith("_acc") else (-math.inf, math.inf)
+            self.lo.append(max(low, ci.lo))
+            self.hi.append(min(high, ci.hi))
             self.n = max(self.n, ci.n)
 
     def __bool__(self) -> bool:
         return bool(self.epochs)
 
 
-def _seeds_phrase(curves: Sequence[_Curve], band: bool = True) -> str:
+def _seeds_phrase(curves: Sequence[Curve], band: bool = True) -> str:
     ns = sorted({c.n for c in curves if c})
     if not ns:
         return "no finished runs"
@@ -159,7 +162,7 @@ def _end_labels(fig: Figure, ax, points: list[tuple[float, float, str, str]]) ->
 def _curve_figure(run: RunData, column: str, path: Path, formats: Sequence[str]) -> Path:
     accuracy = column.endswith("acc")
     colors = variant_colors(run.variants)
-    curves = {v: _Curve(run, v, column) for v in run.variants}
+    curves = {v: Curve(run, v, column) for v in run.variants}
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=FIGSIZE, dpi=DPI)
         ax = fig.add_axes((0.1, 0.3, 0.78, 0.59))
@@ -235,8 +238,8 @@ def _below_note(ax, series: Sequence[Sequence[tuple[int, float]]]) -> None:
 
 def _train_vs_test_figure(run: RunData, path: Path, formats: Sequence[str]) -> Path:
     colors = variant_colors(run.variants)
-    test = {v: _Curve(run, v, "test_acc") for v in run.variants}
-    train = {v: _Curve(run, v, "train_acc") for v in run.variants}
+    test = {v: Curve(run, v, "test_acc") for v in run.variants}
+    train = {v: Curve(run, v, "train_acc") for v in run.variants}
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=FIGSIZE, dpi=DPI)
         ax = fig.add_axes((0.1, 0.3, 0.86, 0.59))

@@ -159,7 +159,8 @@ DIAGNOSTICS_CAPTION = (
     f"Measured after every epoch on the same {PROBE_SIZE} unaugmented training images "
     "(diagnostics.csv): "
     "dead ReLU units (zero for every probe image), the conv kernels' norm, the gradient-to-"
-    "weight norm ratio (times the learning rate: the relative size of a step) and, for "
+    "weight norm ratio (as plotted; multiplied by the learning rate it would be the relative "
+    "size of a plain SGD step) and, for "
     "BatchNorm, how far a training batch's mean lies from the running mean used at test time.")
 
 

@@ -191,3 +191,9 @@ def new_timestamped_folder(parent: str | Path, stem: str) -> Path:
         raise ConfigError(f"cannot create the default output folder under {str(parent)!r} "
                           f"({e.strerror or e}); give --out a writable folder") from None
     raise AssertionError("unreachable")   # pragma: no cover
+
+
+def not_a_folder(path: Path) -> str:
+    """What is wrong with ``path`` where a folder was asked for: "does not exist", or, for a
+    file, "is a file, not a folder"."""
+    return "does not exist" if not path.exists() else "is a file, not a folder"

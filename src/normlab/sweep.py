@@ -36,6 +36,7 @@ from normlab.config import (DATASET_NAMES, PRECISIONS, Config, config_diff, cont
 from normlab.errors import ConfigError, NormlabError, RunFolderError, brief
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.runfolder import RunFolder, SweepFolder, check_version, load_run
+from normlab.store import not_a_folder
 from normlab.variants import variant_specs
 
 # Settings that can be swept, with the Config field each one sets.
@@ -222,7 +223,8 @@ def read_sweep_spec(out: str | Path) -> tuple[Config, "SweepSpec"]:
     """The base config and the spec saved in a sweep folder (for --resume)."""
     folder = SweepFolder(out)
     if not folder.path.is_dir():
-        raise ConfigError(f"--resume {str(out)!r}: not a folder; give the folder a sweep wrote")
+        raise ConfigError(f"--resume {str(out)!r} {not_a_folder(folder.path)}; give the folder "
+                          "a sweep wrote")
     if not folder.record.exists():
         raise ConfigError(f"--resume {str(out)!r}: no sweep.json there; give the folder a sweep "
                           "wrote")
@@ -298,7 +300,7 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
     stopped before its first report (its report would be replaced by a plain sweep's)."""
     from normlab.device import select_device
     from normlab.study import check_split_sizes, load_data
-    from normlab.sweep_report import write_sweep_outputs
+    from normlab.sweep_report import sweep_table, write_sweep_outputs
 
     out = Path(out)
     formats = parse_formats(formats)
@@ -340,8 +342,9 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
             raise
         raise interrupted(out) from None
     failed = sum(1 for r in rows if r["status"] == "failed")
+    log(sweep_table(rows, [p.name for p in spec.params], markdown=False).text())
     log(f"sweep results in {out}" + (f" ({failed} run(s) failed; run the same command to retry "
-                                     "them)" if failed else ""))
+                                     "them)" if failed else "") + f"; report: {sweep.report}")
     return out
 
 

@@ -40,11 +40,11 @@ def point_groups(rows: list[dict], params: list[str]) -> dict[tuple, list[dict]]
     return groups
 
 
-def sweep_table(rows: list[dict], params: list[str]) -> Table:
+def sweep_table(rows: list[dict], params: list[str], markdown: bool = True) -> Table:
     """One line per group of runs that differ only in their seed (every swept setting and the
     variant in common): N, the number of its runs that finished (with "of M" when some did not),
     then mean ± sample std and the 95% t-interval of the mean of the final accuracy, and mean ±
-    std of the best accuracy, over those N."""
+    std of the best accuracy, over those N. ``markdown``: variant names as code."""
     metric, word = selection_metric(rows)
     best_key = metric.replace("final_", "best_")
     t = Table(list(params) + ["variant", "N", f"final {word} acc (%)", "95% CI",
@@ -55,7 +55,7 @@ def sweep_table(rows: list[dict], params: list[str]) -> Table:
         fin = describe([r[metric] for r in ok])
         best = describe([r[best_key] for r in ok])
         n = str(len(ok)) if len(ok) == len(rs) else f"{len(ok)} of {len(rs)}"
-        t.rows.append([fmt_value(v) for v in key[:-1]] + [f"`{key[-1]}`", n,
+        t.rows.append([fmt_value(v) for v in key[:-1]] + [f"`{key[-1]}`" if markdown else key[-1], n,
                       format_pm(fin, 2), format_ci(fin, 2), format_pm(best, 2)])
     return t
 
@@ -163,7 +163,9 @@ def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: 
         for ax, shown in zip(axes, (cis, near)):
             if shown:   # a t-interval of two seeds can pass 100%, which accuracy cannot
                 low = min(min(ci.mean, max(ci.lo, ci.mean - 5)) for ci in shown)
-                ax.set_ylim(max(0.0, low - 0.3), min(100.0, max(ci.hi for ci in shown)) + 0.1)
+                bottom, top = max(0.0, low - 0.3), min(100.0, max(ci.hi for ci in shown)) + 0.1
+                pad = 0.04 * (top - bottom)   # a marker at either end is drawn whole
+                ax.set_ylim(bottom - pad, top + pad)
         if zoom:
             axes[1].set_title(f"zoom: the points within {ZOOM_WITHIN:g} points of the best",
                               fontsize=RC["axes.labelsize"])

@@ -16,7 +16,7 @@ from normlab.datasets import DATASETS
 from normlab.errors import RunFolderError
 from normlab.runfolder.folder import (DIAGNOSTIC_COLUMNS, METRIC_COLUMNS, PREDICTION_COLUMNS, REBUILD, STAT_KEYS,
                                       STATUSES, VAL_STAT_KEYS, RunFolder)
-from normlab.store import read_json_object
+from normlab.store import not_a_folder, read_json_object
 
 
 def load_summary(run_dir: str | Path) -> dict:
@@ -297,7 +297,8 @@ def load_run(run_dir: str | Path) -> RunData:
     """
     f = RunFolder(run_dir)
     if not f.path.is_dir():
-        raise RunFolderError(f"{f.path} is not a folder; give the run folder a study wrote")
+        raise RunFolderError(f"{f.path} {not_a_folder(f.path)}; give the run folder a study "
+                             "wrote")
     if not any(p.exists() for p in (f.config, f.env, f.summary, f.metrics)):
         raise RunFolderError(f"{f.path} is not a normlab run folder (none of its files are "
                              "there); give the folder a study wrote")

@@ -35,8 +35,9 @@ from normlab.errors import ConfigError, RunFolderError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, FIGURE_FORMATS
 from normlab.runfolder.results import RunResult, summarize
 from normlab.runfolder.timing import read_timing
-from normlab.store import (atomic_write_text, ensure_writable, load_checkpoint, read_json_object,
-                           remove_stale_temporaries, save_checkpoint, write_csv, write_json)
+from normlab.store import (atomic_write_text, ensure_writable, load_checkpoint, not_a_folder,
+                           read_json_object, remove_stale_temporaries, save_checkpoint, write_csv,
+                           write_json)
 from normlab.variants import Variant
 
 # metrics.csv: only what the seed and config decide, so a resumed study writes the same bytes.
@@ -313,8 +314,8 @@ class RunFolder(_Results):
         """config.json, whole ('resolved' included). Any version's: a folder is read and
         reported by any version, and trained further only by its own (:func:`check_version`)."""
         if not self.path.is_dir():
-            raise ConfigError(f"--resume {str(self.path)!r}: not a folder; give the run folder "
-                              "a study wrote, or start a new study with --out")
+            raise ConfigError(f"--resume {str(self.path)!r} {not_a_folder(self.path)}; give the "
+                              "run folder a study wrote, or start a new study with --out")
         if not self.config.exists():
             raise ConfigError(f"--resume {str(self.path)!r}: no config.json there; give the folder "
                               "a study wrote, or start a new study with --out")
