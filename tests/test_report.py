@@ -407,6 +407,23 @@ def test_findings_gap_sentences() -> None:
     assert "overfits the most" not in text
 
 
+def test_findings_leave_a_variant_that_learned_little_out_of_the_gap_ranking() -> None:
+    """A variant whose mean final test accuracy is below 50% (e.g. near chance after a very
+    short run) keeps its gap in the list but is left out of the overfitting judgment, which
+    says so; with every variant left out, nothing is judged."""
+    s = _summary({"gn": [97.0, 97.2], "bn": [10.3, 10.4]})
+    text = " ".join(findings(s, gaps={"gn": 0.2, "bn": 8.3}, augment=False))
+    assert "`gn` +0.20, `bn` +8.30 percentage points" in text
+    assert ("`bn` is left out of what follows: its mean final test accuracy is below 50%, too "
+            "little learned for a gap to mean overfitting.") in text
+    assert "`bn` has the largest gap" not in text
+    assert "`gn`'s training accuracy is above its test accuracy by +0.20 points." in text
+    s = _summary({"gn": [11.0, 12.0], "bn": [10.3, 10.4]})
+    text = " ".join(findings(s, gaps={"gn": 1.0, "bn": 8.3}, augment=False))
+    assert "`gn`, `bn` are left out of what follows: their mean" in text
+    assert "overfits" not in text and "show no overfitting" not in text
+
+
 # ----------------------------------------------------------------------------------------------
 # The report (RunFolder.report)
 

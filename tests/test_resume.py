@@ -168,7 +168,8 @@ def test_sigkill_at_many_moments_then_resume_gives_the_uninterrupted_result(norm
 
 def test_ctrl_c_saves_and_says_how_to_resume(normlab, reference, tmp_path) -> None:
     """SIGINT stops the study cleanly: exit code 130, a message naming the resume command, every
-    file parses, no summary.json; resuming then gives the uninterrupted result."""
+    file parses, no summary.json; resuming (its header says it continues) then gives the
+    uninterrupted result."""
     out = tmp_path / "run"
     args = STUDY + ["--data-dir", str(normlab.data)]
     proc = normlab.start(args + ["--out", str(out)])
@@ -185,8 +186,10 @@ def test_ctrl_c_saves_and_says_how_to_resume(normlab, reference, tmp_path) -> No
     assert "Traceback" not in stderr
     _check_every_file_parses(out)
     assert not RunFolder(out).summary.exists()
+    assert f"out {out}\n" in stdout   # a new study's header ...
     r = normlab.run(args + ["--resume", str(out)])
     assert r.returncode == 0, r.stderr
+    assert f"out {out} (continuing)\n" in r.stdout   # ... and a resumed one's
     _same_results(out, reference)
 
 

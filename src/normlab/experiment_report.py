@@ -89,7 +89,7 @@ def posthoc_rows(sweep: SweepFolder, params: list[str], rows: list[dict],
     batch, grads, cache = [], [], {}
     points = _points(rows, params)
     for values in tqdm(points, desc="measuring final weights", unit="point",
-                       disable=not progress, leave=False, dynamic_ncols=True):
+                       disable=not progress, dynamic_ncols=True):
         folder = sweep.point(point_name(values))
         if not folder.finished:
             continue

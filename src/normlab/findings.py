@@ -106,6 +106,9 @@ def _means_sentence(variants: dict, ranked: list[str], comparisons: list[Compari
 # Train-test gaps closer than this (percentage points) are not called different: one test
 # image is 0.01 points, and seeds move the gap by several times that.
 GAP_MARGIN = 0.1
+# Below this mean accuracy (percent) a variant or a swept setting "collapsed": it learned too
+# little for its gap to mean overfitting (chance is 10% on the ten-class datasets normlab loads).
+COLLAPSED = 50.0
 
 
 def findings(summary: dict, gaps: dict[str, float | None] | None = None,
@@ -152,9 +155,18 @@ def findings(summary: dict, gaps: dict[str, float | None] | None = None,
             several = any(s["final_test_acc"]["n"] > 1 for s in variants.values())
             text = (f"Train − test accuracy gap at the final epoch"
                     f"{' (mean over seeds)' if several else ''}: {listed} percentage points.")
-            worst = max(known, key=lambda n: known[n])
+            low = [n for n in known if (variants[n]["final_test_acc"].get("mean") or 0.0)
+                   < COLLAPSED]
+            if low:
+                one = len(low) == 1
+                text += (f" {', '.join(f'`{n}`' for n in low)} {'is' if one else 'are'} left "
+                         f"out of what follows: {'its' if one else 'their'} mean final test "
+                         f"accuracy is below {COLLAPSED:g}%, too little learned for a gap to "
+                         "mean overfitting.")
+                known = {n: g for n, g in known.items() if n not in low}
+            worst = max(known, key=lambda n: known[n], default=None)
             others = sorted((g for n, g in known.items() if n != worst), reverse=True)
-            if known[worst] > 0:
+            if worst is not None and known[worst] > 0:
                 if others and known[worst] - others[0] < GAP_MARGIN:
                     runner_up = next(n for n, g in known.items() if n != worst and g == others[0])
                     text += (f" The largest gap, `{worst}`'s {signed_points(known[worst])}, is "
@@ -165,9 +177,9 @@ def findings(summary: dict, gaps: dict[str, float | None] | None = None,
                     text += (f" `{worst}` has the largest gap ({signed_points(known[worst])}), so "
                              "by this measure it overfits the most of these variants.")
                 else:
-                    text += (f" Its training accuracy is above its test accuracy by "
+                    text += (f" `{worst}`'s training accuracy is above its test accuracy by "
                              f"{signed_points(known[worst])} points.")
-            else:
+            elif worst is not None:
                 text += (" No variant's training accuracy exceeds its test accuracy, so the "
                          "numbers show no overfitting.")
             if augment and clean_fraction:
@@ -222,7 +234,7 @@ def sweep_findings(rows: list[dict], params: list[str], metric: str = "final_tes
                            "not significant at the 5% level")
                 text += (f"; {signed_points(w['diff'])} points (95% CI {signed_points(w['ci_lo'])} to "
                          f"{signed_points(w['ci_hi'])}, Welch's {_p_text(w['p'])}): {verdict}.")
-            collapsed = [v for v, m in means.items() if m < 50.0]
+            collapsed = [v for v, m in means.items() if m < COLLAPSED]
             if collapsed:
                 text += (" It collapses (mean below 50%) at " +
                          ", ".join(f"{p}={fmt_value(v)}" for v in collapsed) + ".")

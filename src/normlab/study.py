@@ -359,7 +359,6 @@ def finish(folder: RunFolder, plan: Plan, results: list[RunResult], t_start: flo
     timing = clock.save()
     if report:
         from normlab.report import write_report  # the same code as `normlab report RUN_DIR`
-
         write_report(folder.path, data_dir=plan.cfg.data_dir, formats=formats)   # a resumed
         # study's --data-dir (config.RELOCATABLE) is where the test images are now
     timing = clock.save(timing)   # now with wall_seconds
@@ -426,7 +425,8 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
         if saved is not None:
             check_resumable(folder, plan, saved)
         log(f"normlab {__version__}: device {device}, {len(plan.groups)} group(s) of runs, "
-            f"{plan.workers} worker(s) x {plan.threads} thread(s), out {folder.path}")
+            f"{plan.workers} worker(s) x {plan.threads} thread(s), out {folder.path}"
+            + (" (continuing)" if resume else ""))
         if not resume:
             start(folder, plan, data)
         # timing.json after every saved epoch and at Ctrl-C: the time a resume adds to its own
