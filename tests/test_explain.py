@@ -393,3 +393,18 @@ def test_committed_explain_txt_is_what_explain_prints_now():
     committed = (REPO / "results" / "explain.txt").read_text()
     text, _ = explain_text(0)
     assert _without_rounding_errors(committed) == _without_rounding_errors(text)
+
+
+def test_the_parameter_line_names_the_transition_conv(monkeypatch) -> None:
+    """The heading of explain's parameter section describes the model's 1x1 transition conv:
+    "no 1x1 transition conv" for the default, its width otherwise, the rest of the line kept."""
+    from normlab.config import ModelConfig
+
+    text, _ = explain.explain_text(0)
+    assert ("== Parameters in normlab's model (Net, default config: widths (8, 16, 16, 16, 12), "
+            "no 1x1 transition conv, GroupNorm groups 4)") in text
+    monkeypatch.setattr(explain, "ModelConfig", lambda **kw: ModelConfig(**{"transition": 8, **kw}))
+    text, _ = explain.explain_text(0)
+    assert ("== Parameters in normlab's model (Net, default config: widths (8, 16, 16, 16, 12), "
+            "a 1x1 transition conv to 8 channels, GroupNorm groups 4)") in text
+

@@ -154,13 +154,16 @@ def test_load_run_damaged_summary_entries(run: RunFolder, change, what: str) -> 
 
 
 def test_load_run_not_a_folder(tmp_path: Path) -> None:
-    """A path that is not a folder: RunFolderError saying that it does not exist, or that it is
-    a file."""
+    """A path that is not a folder: RunFolderError saying that it does not exist, that it is a
+    broken link, or that it is a file."""
     with pytest.raises(RunFolderError, match="nothing does not exist; give the run folder"):
         load_run(tmp_path / "nothing")
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunFolderError, match="file is a file, not a folder; give the run folder"):
         load_run(tmp_path / "file")
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    with pytest.raises(RunFolderError, match="link is a broken link; give the run folder"):
+        load_run(tmp_path / "link")
 
 
 def test_read_predictions_errors(run: RunFolder, n_test: int) -> None:
@@ -414,14 +417,17 @@ def test_findings_leave_a_variant_that_learned_little_out_of_the_gap_ranking() -
     s = _summary({"gn": [97.0, 97.2], "bn": [10.3, 10.4]})
     text = " ".join(findings(s, gaps={"gn": 0.2, "bn": 8.3}, augment=False))
     assert "`gn` +0.20, `bn` +8.30 percentage points" in text
-    assert ("`bn` is left out of what follows: its mean final test accuracy is below 50%, too "
-            "little learned for a gap to mean overfitting.") in text
+    assert ("`bn` is not judged for overfitting: its mean final test accuracy is below 50%, too "
+            "little learned for a gap to mean it.") in text
     assert "`bn` has the largest gap" not in text
     assert "`gn`'s training accuracy is above its test accuracy by +0.20 points." in text
     s = _summary({"gn": [11.0, 12.0], "bn": [10.3, 10.4]})
     text = " ".join(findings(s, gaps={"gn": 1.0, "bn": 8.3}, augment=False))
-    assert "`gn`, `bn` are left out of what follows: their mean" in text
+    assert "`gn`, `bn` are not judged for overfitting: their mean" in text
     assert "overfits" not in text and "show no overfitting" not in text
+    s = _summary({"gn": [97.0, 97.2], "bn": [10.3, 10.4]})   # the rest: "no other variant"
+    text = " ".join(findings(s, gaps={"gn": -0.1, "bn": 8.3}, augment=False))
+    assert "No other variant's training accuracy exceeds its test accuracy" in text
 
 
 # ----------------------------------------------------------------------------------------------

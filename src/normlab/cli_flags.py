@@ -50,10 +50,14 @@ class Parser(argparse.ArgumentParser):
             command = getattr(parsed, "command", None)
             prog = f"{self.prog} {command}" if command else self.prog
             known = self.commands.get(command, self).flags
-            near = [m for e in extras if e.startswith("--")
-                    for m in ([MEANT[e]] if MEANT.get(e) in known else
-                              difflib.get_close_matches(e.split("=", 1)[0], known, n=1))]
-            hint = f" (did you mean {', '.join(dict.fromkeys(near))}?)" if near else ""
+            names = [e.split("=", 1)[0] for e in extras if e.startswith("--") and e != "--"]
+            if command and any(n in known for n in names):   # a flag of it, given before it
+                hint = f" (give the flags of '{prog}' after '{command}')"
+            else:
+                near = [m for n in names
+                        for m in (([MEANT[n]] if MEANT[n] in known else []) if n in MEANT
+                                  else difflib.get_close_matches(n, known, n=1))]
+                hint = f" (did you mean {', '.join(dict.fromkeys(near))}?)" if near else ""
             self.exit(2, f"normlab: error: unrecognized arguments: {' '.join(extras)}{hint}; "
                          f"see '{prog} --help'\n")
         return parsed

@@ -368,9 +368,10 @@ def explain_text(seed: int = 0) -> tuple[str, float]:
     # ---- what each norm costs in normlab's own model
     cfg = ModelConfig()
     add("")
+    transition = (f"a 1x1 transition conv to {cfg.transition} channels" if cfg.transition
+                  else "no 1x1 transition conv")
     add(f"== Parameters in normlab's model (Net, default config: widths {cfg.widths}, "
-        f"no 1x1 transition conv, GroupNorm groups {cfg.groups})" if not cfg.transition else
-        f"a 1x1 transition conv to {cfg.transition} channels, GroupNorm groups {cfg.groups})")
+        f"{transition}, GroupNorm groups {cfg.groups})")
     counts = set()
     for key in names:
         total, norm_params, channels = param_summary(key, cfg)

@@ -155,14 +155,14 @@ def findings(summary: dict, gaps: dict[str, float | None] | None = None,
             several = any(s["final_test_acc"]["n"] > 1 for s in variants.values())
             text = (f"Train − test accuracy gap at the final epoch"
                     f"{' (mean over seeds)' if several else ''}: {listed} percentage points.")
-            low = [n for n in known if (variants[n]["final_test_acc"].get("mean") or 0.0)
-                   < COLLAPSED]
+            means = {n: variants[n]["final_test_acc"].get("mean") for n in known}
+            low = [n for n, m in means.items() if isinstance(m, (int, float)) and m < COLLAPSED]
             if low:
                 one = len(low) == 1
-                text += (f" {', '.join(f'`{n}`' for n in low)} {'is' if one else 'are'} left "
-                         f"out of what follows: {'its' if one else 'their'} mean final test "
+                text += (f" {', '.join(f'`{n}`' for n in low)} {'is' if one else 'are'} not "
+                         f"judged for overfitting: {'its' if one else 'their'} mean final test "
                          f"accuracy is below {COLLAPSED:g}%, too little learned for a gap to "
-                         "mean overfitting.")
+                         "mean it.")
                 known = {n: g for n, g in known.items() if n not in low}
             worst = max(known, key=lambda n: known[n], default=None)
             others = sorted((g for n, g in known.items() if n != worst), reverse=True)
@@ -180,8 +180,8 @@ def findings(summary: dict, gaps: dict[str, float | None] | None = None,
                     text += (f" `{worst}`'s training accuracy is above its test accuracy by "
                              f"{signed_points(known[worst])} points.")
             elif worst is not None:
-                text += (" No variant's training accuracy exceeds its test accuracy, so the "
-                         "numbers show no overfitting.")
+                text += (f" No {'other ' if low else ''}variant's training accuracy exceeds its "
+                         "test accuracy, so the numbers show no overfitting.")
             if augment and clean_fraction:
                 text += (" (Training accuracy is the running accuracy on the batches of each "
                          f"epoch: augmented ones, except in the last {clean_fraction:g} of the "
@@ -236,7 +236,7 @@ def sweep_findings(rows: list[dict], params: list[str], metric: str = "final_tes
                          f"{signed_points(w['ci_hi'])}, Welch's {_p_text(w['p'])}): {verdict}.")
             collapsed = [v for v, m in means.items() if m < COLLAPSED]
             if collapsed:
-                text += (" It collapses (mean below 50%) at " +
+                text += (f" It collapses (mean below {COLLAPSED:g}%) at " +
                          ", ".join(f"{p}={fmt_value(v)}" for v in collapsed) + ".")
             out.append(text)
     failed = [r for r in rows if r["status"] == "failed"]

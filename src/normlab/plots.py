@@ -22,8 +22,8 @@ from matplotlib.ticker import LogLocator, MaxNLocator
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS
 from normlab.runfolder import RunData, load_run
 from normlab.stats import mean_ci
-from normlab.table import signed_points
 from normlab.style import DPI, FIGSIZE, RC, plain_log_y, save_figure, variant_colors
+from normlab.table import signed_points
 
 # ----------------------------------------------------------------------------------------------
 # Curves

@@ -194,6 +194,8 @@ def new_timestamped_folder(parent: str | Path, stem: str) -> Path:
 
 
 def not_a_folder(path: Path) -> str:
-    """What is wrong with ``path`` where a folder was asked for: "does not exist", or, for a
-    file, "is a file, not a folder"."""
+    """What is wrong with ``path`` where a folder was asked for: "does not exist", "is a broken
+    link" (a symbolic link to nothing), or "is a file, not a folder"."""
+    if path.is_symlink() and not path.exists():
+        return "is a broken link"
     return "does not exist" if not path.exists() else "is a file, not a folder"
