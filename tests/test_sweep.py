@@ -683,27 +683,26 @@ def test_an_experiments_folder_is_known_from_its_start(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("experiment", [None, "l1"])
 def test_ctrl_c_in_a_sweep_names_the_command_that_continues_it(tmp_path, monkeypatch,
+                                                                 synthetic_data,
                                                                  experiment) -> None:
     """Ctrl-C during a point of a sweep propagates carrying the command that continues that
-    sweep (which the CLI prints on stderr): 'normlab sweep --resume OUT' for a plain sweep, the
-    experiment's own command with --out OUT for an experiment's folder (a sweep --resume of it
-    is refused)."""
+    sweep (which the CLI prints on stderr), in place of the point's own study resume command:
+    'normlab sweep --resume OUT' for a plain sweep, the experiment's own command with --out
+    OUT for an experiment's folder (a sweep --resume of it is refused)."""
     import normlab.study
     from normlab.config import Config
-    from normlab.runfolder import SweepFolder
-    from normlab.sweep import PointOutcome, run_points_locally
+    from normlab.sweep import run_sweep
 
-    sweep = SweepFolder(tmp_path / "sweep")
-    sweep.create({"params": [{"name": "l1", "values": [0.0]}],
-                  **({"experiment": experiment} if experiment else {})})
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
+    def interrupted(cfg, out, **kwargs):   # as run_study stops: naming the point's resume
+        raise KeyboardInterrupt(f"interrupted: ...; continue with 'normlab study --resume {out}'")
 
     monkeypatch.setattr(normlab.study, "run_study", interrupted)
-    outcome = PointOutcome({"l1": 0.0}, Config(), sweep.point("l1=0"))
+    base = Config(variants=("gn",), epochs=1, batch_size=4, device="cpu",
+                  data_dir=str(synthetic_data.folder))
+    sweep = SweepFolder(tmp_path / "sweep")
     with pytest.raises(KeyboardInterrupt) as interrupt:
-        run_points_locally([outcome], lambda *_: None, progress=False)
+        run_sweep(base, SweepSpec((parse_param("l1=0"),)), sweep.path, progress=False,
+                  log=lambda *_: None, experiment=experiment)
     again = (f"the same 'normlab experiment l1' command with --out {sweep.path}" if experiment
              else f"'normlab sweep --resume {sweep.path}'")
     assert str(interrupt.value) == f"interrupted: finished runs are kept; continue with {again}"

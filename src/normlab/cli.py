@@ -259,16 +259,18 @@ def _check_augmentation(argv: Sequence[str], args: argparse.Namespace, swept) ->
                            "--no-augment turns off; drop one or the other")
 
 
-def _check_unused(argv: Sequence[str], args: argparse.Namespace, swept: dict[str, str]) -> None:
-    """--l1, --l2, --groups or --ghost-batch, given or swept (``swept``: {field: "--param NAME"}),
+def _check_unused(argv: Sequence[str], args: argparse.Namespace, params=()) -> None:
+    """--l1, --l2, --groups or --ghost-batch, given or swept (``params``: the sweep's Params),
     that no variant reads (see :func:`normlab.variants.settings_read`): refused, as they would
-    change nothing."""
+    change nothing. A swept one with several values that only some variants read: a one-line
+    warning on stderr (the sweep still runs), as those variants' runs repeat alike."""
     specs = args.variants.split(",") if args.command in ("study", "sweep") else [args.variant]
     try:
-        read = set().union(*(settings_read(s) for s in specs))
+        reads = {s.strip(): settings_read(s) for s in specs}
     except ConfigError:
         return   # a bad variant is reported, with its fix, by the config's own check
-    unused = sorted((_given(argv) | set(swept)) & (VARIANT_SETTINGS - read))
+    swept = {p.field: f"--param {p.name}" for p in params}
+    unused = sorted((_given(argv) | set(swept)) & (VARIANT_SETTINGS - set().union(*reads.values())))
     if unused:
         flags = ", ".join(swept.get(k) or flag_name(k) for k in unused)
         one = len(unused) == 1
@@ -277,17 +279,6 @@ def _check_unused(argv: Sequence[str], args: argparse.Namespace, swept: dict[str
                            "(--l1 and --l2 by a bare +l1 or +l2, as in bn+l1; --groups by gn; "
                            f"--ghost-batch by gbn); drop {flags}, or add a variant that reads "
                            f"{'it' if one else 'them'}")
-
-
-def _warn_repeats(args: argparse.Namespace, params) -> None:
-    """A one-line warning (on stderr; the sweep still runs) for each swept setting of
-    :data:`VARIANT_SETTINGS` with several values that some variants of --variants do not read
-    (refused by :func:`_check_unused` when none does): those variants' runs repeat alike."""
-    specs = args.variants.split(",")
-    try:
-        reads = {s.strip(): settings_read(s) for s in specs}
-    except ConfigError:
-        return   # a bad variant is reported, with its fix, by the config's own check
     for p in params:
         deaf = [s for s, read in reads.items() if p.field in VARIANT_SETTINGS and p.field not in read]
         if deaf and len(p.values) > 1:
@@ -330,8 +321,7 @@ def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
                                "--param batch_size=32,128")
         spec = SweepSpec(tuple(parse_param(t) for t in args.param), scale_lr=args.scale_lr)
         _check_augmentation(argv, args, swept=[p.name for p in spec.params])
-        _check_unused(argv, args, swept={p.field: f"--param {p.name}" for p in spec.params})
-        _warn_repeats(args, spec.params)
+        _check_unused(argv, args, spec.params)
         base = config_from_args(args)
         out = args.out or new_timestamped_folder("runs", "sweep")
     runner = None
@@ -397,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command != "sweep" and args.resume is None:
             _check_augmentation(argv, args, swept=())
-            _check_unused(argv, args, swept={})
+            _check_unused(argv, args)
         if args.command == "sweep":
             return _sweep(argv, args)
         from normlab.study import run_study

@@ -342,9 +342,10 @@ def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | No
         body = body.split(end, 1)[0]
     head = [f"# Experiment `{exp.name}`", "", f"**Question.** {exp.question}", "",
             f"**Protocol.** {exp.protocol}", ""]
-    if exp.departures(overrides):
-        head += [f"**This run departs from that design:** {', '.join(exp.departures(overrides))}"
-                 "; the numbers in the Protocol are the design's.", ""]
+    departures = exp.departures(overrides)
+    if departures:
+        head += [f"**This run departs from that design:** {', '.join(departures)}; the numbers "
+                 "in the Protocol are the design's.", ""]
     head += [
             f"**Command:** `{exp.experiment_command(overrides, out)}`: the sweep "
             f"`{exp.command(overrides)}`, then the measurements below.", "",

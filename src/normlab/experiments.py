@@ -164,9 +164,7 @@ def run_experiment(name: str, out: str | Path, overrides: dict[str, Any] | None 
     run_sweep(base, spec, out, progress=progress, log=log, formats=formats, experiment=name)
     try:
         write_experiment_outputs(exp, out, formats, overrides, progress=progress)
-    except KeyboardInterrupt as e:
-        if e.args:   # already says how to go on
-            raise
+    except KeyboardInterrupt:
         raise interrupted(Path(out)) from None
     log(f"experiment {name}: report in {SweepFolder(out).report}")
     return Path(out)

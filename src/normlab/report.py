@@ -264,13 +264,14 @@ def write_report(run_dir: str | Path, mode: str = "confident",
     mistakes.check_mode(mode)
     formats = parse_formats(formats)
     if SweepFolder.holds_sweep(run_dir):   # not a run folder: say what to give instead
-        points = SweepFolder(run_dir).point("x").path.parent
+        sweep = SweepFolder(run_dir)
+        points = sweep.point("x").path.parent
         try:
-            name = SweepFolder(run_dir).experiment("restore it from a copy of the sweep folder")
+            name = sweep.experiment("restore it from a copy of the sweep folder")
         except RunFolderError as e:   # its sweep.json cannot be read: only the points can help
             raise RunFolderError(f"{run_dir} is a sweep folder; give one of its points (a run "
                                  f"folder under {points}). Its own report can be rewritten once "
-                                 f"{SweepFolder(run_dir).record} is restored: {e}") from None
+                                 f"{sweep.record} is restored: {e}") from None
         again = (f"normlab experiment {name} --out {run_dir}" if name else
                  f"normlab sweep --resume {run_dir} (normlab experiment NAME --out {run_dir} for "
                  "an experiment's folder)")

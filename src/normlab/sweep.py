@@ -273,11 +273,9 @@ def run_points_locally(outcomes: list[PointOutcome], log: Callable[[str], None],
             log(f"[{k}/{len(outcomes)}] {o.name}: done before, skipped")
             continue
         log(f"[{k}/{len(outcomes)}] {o.name}")
-        try:
+        try:   # a Ctrl-C goes up to run_sweep, which names the sweep's continue command
             run_study(o.cfg, out=o.folder.path, progress=progress, log=lambda _: None,
                       resume=o.folder.config.exists())
-        except KeyboardInterrupt:
-            raise interrupted(o.folder.path.parents[1]) from None   # OUT/points/NAME
         except NormlabError as e:
             o.error = str(e)
             log(f"{o.name}: failed ({e}); continuing")
@@ -337,9 +335,9 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
             runner(outcomes, log)
         rows = sweep_rows(spec, outcomes)
         write_sweep_outputs(out, spec, rows, formats)
-    except KeyboardInterrupt as e:   # from Ray's runner or the outputs: say how to go on
-        if e.args:
-            raise
+    except KeyboardInterrupt:
+        # In a point's study (whose message names that point's resume), the Ray runner or the
+        # outputs: the sweep continues by its own command.
         raise interrupted(out) from None
     failed = sum(1 for r in rows if r["status"] == "failed")
     log(sweep_table(rows, [p.name for p in spec.params], markdown=False).text())
