@@ -50,7 +50,7 @@ from normlab.batches import DeviceSplit
 from normlab.config import Config
 from normlab.errors import ConfigError, DataError
 from normlab.model import count_params
-from normlab import study as nl_study
+from normlab.study_data import load_data
 from normlab.device import select_device
 from normlab.envinfo import peak_rss_mb
 from normlab.store import atomic_write_text
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rec), flush=True)
             del images, labels
         if norms:
-            study = nl_study.load_data(base, device)
+            study = load_data(base, device)
             study.test = DeviceSplit(study.test.images[:TEST_IMAGES],
                                      study.test.labels[:TEST_IMAGES])
             for norm in norms:

@@ -43,11 +43,16 @@ RELEASE_COMMIT = "2e90c5c"
 TODAY = ("study-0.1.0", "normlab-study")
 
 # Run in a fresh process with either version of normlab first on sys.path: it uses only what
-# both have (study.load_data / make_plan / train, Config's epochs and train_subset).
+# both have (load_data, study.make_plan / train, Config's epochs and train_subset); load_data
+# moved from normlab.study to normlab.study_data after the old commit.
 CHILD = """
 import json, sys, time, torch
 from normlab import study
 from normlab.config import Config
+try:
+    from normlab.study_data import load_data
+except ImportError:
+    load_data = study.load_data
 row, epochs, subset = sys.argv[1], int(sys.argv[2]), (int(sys.argv[3]) or None)
 if row == "study-0.1.0":
     from timed_studies import RELEASE_010, Release010
@@ -55,7 +60,7 @@ if row == "study-0.1.0":
 else:
     cfg = Config(epochs=epochs, train_subset=subset)
 device = torch.device("cpu")
-data = study.load_data(cfg, device)
+data = load_data(cfg, device)
 plan = study.make_plan(cfg, device)
 t0 = time.perf_counter()
 results = study.train(plan, data, progress=False)

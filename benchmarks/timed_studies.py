@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from normlab import study as nl_study
+from normlab.study_data import load_data
 from normlab.config import POOL_ARCH, Config, ModelConfig
 from normlab.model import count_params
 from normlab.train import build_model
@@ -52,7 +53,7 @@ def forward_flops(model: nn.Module) -> int:
 def timed_study(cfg: Config, device: torch.device, **plan_overrides):
     """Train every run of ``cfg`` the way ``normlab study`` does (its plan and scheduler, no
     run folder); returns (plan, results, wall seconds, training images, test images)."""
-    data = nl_study.load_data(cfg, device)
+    data = load_data(cfg, device)
     plan = nl_study.make_plan(cfg, device, **plan_overrides)
     t0 = time.perf_counter()
     results = nl_study.train(plan, data, progress=False)

@@ -42,7 +42,8 @@ from normlab.config import Config
 from normlab.device import select_device
 from normlab.errors import NormlabError
 from normlab.runfolder import METRIC_COLUMNS, load_run
-from normlab.study import load_data, make_plan
+from normlab.study import make_plan
+from normlab.study_data import load_data
 from normlab.train import GroupTrainer
 
 SHOWN = 10   # differences printed at most

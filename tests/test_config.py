@@ -278,10 +278,10 @@ def test_train_subset_one_rejected_with_bn() -> None:
 
 
 def test_val_leaving_one_image_of_the_dataset_is_refused_with_bn() -> None:
-    """Without --train-subset, the size check at data load (study.check_split_sizes) refuses a
+    """Without --train-subset, the size check at data load (study_data.check_split_sizes) refuses a
     --val that leaves BatchNorm one of the dataset's images, naming both fixes; two are fine,
     and gn trains on one."""
-    from normlab.study import check_split_sizes
+    from normlab.study_data import check_split_sizes
 
     with pytest.raises(ConfigError, match=r"^60,000 images with --val 59999 leaves 1 training "
                                           r"image, and BatchNorm needs 2 or more; train on more "

@@ -10,6 +10,7 @@ import torch
 from normlab import study
 from normlab.config import Config
 from normlab.envinfo import environment, git_provenance
+from normlab.study_data import StudyData
 
 
 @pytest.mark.parametrize("workers", [1, 2, 8])
@@ -43,7 +44,7 @@ def test_plan_resolves_what_config_json_records() -> None:
     that a resume checks against (local and Ray points alike)."""
     cfg = Config(variants=("gn",), seeds=2)
     plan = study.make_plan(cfg, torch.device("cpu"), group_size=1, workers=1, threads=1)
-    data = study.StudyData(train=[0] * 10, test=[0] * 5, mean=0.1, std=0.3, classes=("a", "b"))
+    data = StudyData(train=[0] * 10, test=[0] * 5, mean=0.1, std=0.3, classes=("a", "b"))
     resolved = plan.resolved(data)
     assert {k: v for k, v in resolved.items() if k != "resolved"} == cfg.to_dict()
     r = resolved["resolved"]

@@ -343,7 +343,7 @@ def test_one_epoch_on_10k_images_learns(real_mnist, norm: str) -> None:
     10,000 test images) for bn, gn and ln. A one-epoch schedule: batch 32, no augmentation,
     peak lr 0.05 after 10% of the steps (the 20-epoch defaults spread their warm-up wider)."""
     from normlab.data import load_split
-    from normlab.study import load_data
+    from normlab.study_data import load_data
 
     cfg = Config(epochs=1, train_subset=10000, variants=(norm,), data_dir=str(real_mnist),
                  batch_size=32, augment=False, lr=0.05, warmup=0.1)

@@ -2,7 +2,7 @@
 --label-smoothing and --weight-decay, from the split itself to the columns of metrics.csv, summary.json and sweep.csv
 and the sweep report that chooses on the held-out images.
 
-Everything runs in-process (``normlab.cli.main``, :func:`normlab.study.load_data`) on conftest's
+Everything runs in-process (``normlab.cli.main``, :func:`normlab.study_data.load_data`) on conftest's
 ``synthetic_data`` (sizes below), with the network off. Every path of a run or sweep folder comes
 from :mod:`normlab.runfolder`.
 """
@@ -25,7 +25,7 @@ from normlab.errors import ConfigError
 from normlab.model import Net, count_params
 from normlab.norms import NORMS
 from normlab.runfolder import RunFolder, SweepFolder
-from normlab.study import load_data, split_val
+from normlab.study_data import load_data, split_val
 from normlab.sweep_report import selection_metric
 from normlab.train import build_model
 

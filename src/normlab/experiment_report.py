@@ -84,7 +84,7 @@ def posthoc_rows(sweep: SweepFolder, params: list[str], rows: list[dict],
 
     from normlab.config import Config
     from normlab.posthoc import evaluate_point, gradient_rows
-    from normlab.study import load_data
+    from normlab.study_data import load_data
 
     batch, grads, cache = [], [], {}
     points = _points(rows, params)

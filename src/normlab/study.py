@@ -4,7 +4,7 @@ The one way to run a study, used by ``normlab study``, both sweep backends, the 
 benchmark. Its steps are public so a driver that trains elsewhere (a Ray task) records the same
 files::
 
-    data = load_data(cfg, device)
+    data = load_data(cfg, device)                # normlab.study_data: the splits on the device
     plan = make_plan(cfg, device)                # the runs cut into groups, workers, threads
     start(folder, plan, data)                    # config.json, env.json
     results = train(plan, data, folder)          # checkpoints and tables after every epoch
@@ -31,14 +31,15 @@ from typing import Callable, Sequence
 import torch
 
 from normlab import __version__
-from normlab.batches import DeviceSplit, split_stats, to_device_split
-from normlab.config import VAL_SEED, Config, continuation_diff
+from normlab.batches import DeviceSplit
+from normlab.config import Config, continuation_diff
 from normlab.device import resolve_precision, select_device
 from normlab.envinfo import environment
 from normlab.errors import ConfigError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.runfolder import RunFolder, RunResult, SessionClock, check_version
 from normlab.store import new_timestamped_folder
+from normlab.study_data import StudyData, load_data
 from normlab.table import results_table
 from normlab.train import GroupTrainer
 from normlab.variants import Variant
@@ -50,57 +51,6 @@ from normlab.variants import Variant
 # measured; fixed, so that the grouping, and with it the rounding, does not depend on the cores).
 CPU_GROUP_MAX_BATCH = 32
 CPU_GROUP_SIZE = 3
-
-
-@dataclass
-class StudyData:
-    train: DeviceSplit
-    test: DeviceSplit
-    mean: float
-    std: float
-    classes: tuple[str, ...]
-    val: DeviceSplit | None = None   # the --val images, held out of train
-
-
-def split_val(n: int, val: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train indices, val indices) of ``n`` training images: the --val images are the first
-    ``val`` of a permutation drawn from a generator seeded with VAL_SEED, the same for every
-    variant, seed and machine; both index lists are sorted, so the training images keep their
-    order."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED))
-    return perm[val:].sort().values, perm[:val].sort().values
-
-
-def check_split_sizes(cfg: Config, n_train: int) -> None:
-    """ConfigError unless --train-subset and --val fit the ``n_train`` training images."""
-    if cfg.train_subset is not None and cfg.train_subset > n_train:
-        raise ConfigError(f"--train-subset {cfg.train_subset} exceeds the {n_train} training "
-                          "images; use a smaller number")
-    n = n_train if cfg.train_subset is None else cfg.train_subset
-    if cfg.val and cfg.val >= n:
-        raise ConfigError(f"--val {cfg.val} leaves none of the {n} training images to train on; "
-                          "hold out fewer")
-    cfg.check_training_images(n)
-
-
-def load_data(cfg: Config, device: torch.device) -> StudyData:
-    """Load, verify and move the dataset to ``device``; normalization stats from the train split."""
-    from normlab import data
-
-    train_x, train_y = data.load_split(cfg.dataset, train=True, data_dir=cfg.data_dir)
-    test_x, test_y = data.load_split(cfg.dataset, train=False, data_dir=cfg.data_dir)
-    check_split_sizes(cfg, len(train_y))
-    if cfg.train_subset is not None:
-        train_x, train_y = train_x[: cfg.train_subset], train_y[: cfg.train_subset]
-    val = None
-    if cfg.val:
-        keep, held = split_val(len(train_y), cfg.val)
-        val = to_device_split(train_x[held], train_y[held], device)
-        train_x, train_y = train_x[keep], train_y[keep]
-    train = to_device_split(train_x, train_y, device)
-    test = to_device_split(test_x, test_y, device)
-    mean, std = split_stats(train)   # of the images trained on
-    return StudyData(train, test, mean, std, data.get_spec(cfg.dataset).classes, val)
 
 
 @dataclass

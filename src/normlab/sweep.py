@@ -297,7 +297,7 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
     sweep (recorded in sweep.json); without it, the folder of an experiment is refused, even one
     stopped before its first report (its report would be replaced by a plain sweep's)."""
     from normlab.device import select_device
-    from normlab.study import check_split_sizes, load_data
+    from normlab.study_data import check_split_sizes, load_data
     from normlab.sweep_report import sweep_table, write_sweep_outputs
 
     out = Path(out)

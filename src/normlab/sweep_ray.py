@@ -26,13 +26,14 @@ from normlab.sweep import PointOutcome
 def train_one(cfg_dict: dict, variant_name: str, seed: int, threads: int) -> dict[str, Any]:
     """One run, as a Ray task runs it: plain data back (tensors, numbers, strings)."""
     from normlab import study
+    from normlab.study_data import load_data
     from normlab.config import Config
 
     cfg = Config.from_dict(cfg_dict)
     variant = next(v for v in cfg.parsed_variants() if v.name == variant_name)
     whole = study.make_plan(cfg, group_size=1, workers=1, threads=max(1, threads))
     plan = dataclasses.replace(whole, groups=[[(variant, seed)]])   # this run alone
-    data = study.load_data(cfg, plan.device)
+    data = load_data(cfg, plan.device)
     last: dict = {}   # the training state after the last epoch, as a local study keeps it
 
     def keep_final_state(k: int, t) -> None:
@@ -78,6 +79,7 @@ class _Point:
 
     def __init__(self, o: PointOutcome, threads: int):
         from normlab import study
+        from normlab.study_data import load_data
 
         self.o, self.done, self.t_start = o, {}, time.perf_counter()
         self.plan = study.make_plan(o.cfg, group_size=1, workers=1, threads=threads)
@@ -91,7 +93,7 @@ class _Point:
         if not self.resumed:
             # Written before any run is submitted, so that a point whose runs all finish in a
             # session that is then killed can still be completed later.
-            study.start(o.folder, self.plan, study.load_data(o.cfg, self.plan.device),
+            study.start(o.folder, self.plan, load_data(o.cfg, self.plan.device),
                         backend="ray")
 
     def complete(self, log: Callable[[str], None]) -> None:

@@ -1,7 +1,8 @@
-"""The run folder and the sweep folder: every file name, column list, writer and reader.
+"""The run folder: every file name, column list, writer and reader.
 
-This module alone knows how a study and a sweep lay out their results; everything else (the study
-driver, the Ray backend, reports, plots, scripts, the notebook, the tests) asks it. Run folder::
+This module alone knows how a study lays out its results (and, with
+:mod:`normlab.runfolder.sweepfolder`, a sweep); everything else (the study driver, the Ray
+backend, reports, plots, scripts, the notebook, the tests) asks the package. Run folder::
 
     config.json                         the fully resolved Config (+ 'resolved': device, seeds, ...)
     env.json                            versions, device, threads, normlab version and git commit
@@ -16,16 +17,14 @@ driver, the Ray backend, reports, plots, scripts, the notebook, the tests) asks 
                                         figure a PNG, with an SVG (PDF) of the same stem
     .normlab.lock                       held (flock) while a process writes into the folder
 
-A sweep folder holds ``sweep.json`` (the base config and swept settings), ``sweep.csv`` (one row
-per run), ``points/<setting>=<value>/`` (a run folder per point), ``figures/`` and ``report.md``.
-Every file is written atomically (:mod:`normlab.store`). Reading needs no torch except for
+A sweep folder (:mod:`normlab.runfolder.sweepfolder`) holds a run folder per point. Every file
+is written atomically (:mod:`normlab.store`). Reading needs no torch except for
 checkpoints. The readers that check a finished folder are in :mod:`normlab.runfolder.checks`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -86,7 +85,7 @@ def six_digits(x: float) -> float:
     return float(f"{x:.6g}")
 
 
-def _cell(v: Any) -> Any:
+def csv_cell(v: Any) -> Any:
     """A diagnostics cell: NaN and absent measures are written empty."""
     return "" if v is None or (isinstance(v, float) and v != v) else v
 
@@ -110,7 +109,7 @@ def run_name(variant: str, seed: int) -> str:
 # What a run folder and a sweep folder share
 
 
-class _Results:
+class ResultsFolder:
     """A results folder: its report.md, figures/ and weights.csv (scripts/l1_weights.py)."""
 
     def __init__(self, path: str | Path):
@@ -136,7 +135,7 @@ class _Results:
 # The run folder
 
 
-class RunFolder(_Results):
+class RunFolder(ResultsFolder):
     """Paths, writers and readers of one run folder."""
 
     def __init__(self, path: str | Path):
@@ -278,7 +277,7 @@ class RunFolder(_Results):
                 timing.append((r.variant.name, r.seed, row["epoch"], row["seconds"]))
         write_csv(self.metrics, METRIC_COLUMNS, metrics)
         write_csv(self.timing_csv, TIMING_COLUMNS, timing)
-        diagnostics = [(r.variant.name, r.seed) + tuple(_cell(d.get(k))
+        diagnostics = [(r.variant.name, r.seed) + tuple(csv_cell(d.get(k))
                                                         for k in DIAGNOSTIC_COLUMNS[2:])
                        for r in results for d in r.diagnostics]
         if diagnostics:
@@ -347,104 +346,3 @@ class RunFolder(_Results):
             raise RunFolderError(f"{path} does not hold the training state of runs {names}; "
                                  "delete it to retrain those runs from the start")
         return state
-
-
-# ----------------------------------------------------------------------------------------------
-# The sweep folder
-
-
-class SweepFolder(_Results):
-    """Paths, writers and readers of a sweep folder."""
-
-    def __init__(self, path: str | Path):
-        super().__init__(path)
-        self.record = self.path / "sweep.json"
-        self.table = self.path / "sweep.csv"
-        # An experiment's (normlab.experiments) measurements per run: its final-epoch diagnostics,
-        # and BatchNorm's test accuracy with running vs batch statistics.
-        self.mechanism = self.path / "mechanism.csv"
-        self.batch_stats = self.path / "batch_stats.csv"
-
-    @staticmethod
-    def holds_sweep(path: str | Path) -> bool:
-        return (Path(path) / "sweep.json").exists()
-
-    def point(self, name: str) -> RunFolder:
-        return RunFolder(self.path / "points" / name)
-
-    def points(self) -> list[RunFolder]:
-        """Every point's run folder, by name."""
-        return [RunFolder(p) for p in sorted((self.path / "points").iterdir()) if p.is_dir()]
-
-    def figure(self, param: str) -> Path:
-        return self.figures / f"sweep_{param}.png"
-
-    def mechanism_figure(self) -> Path:
-        return self.figures / "mechanism.png"
-
-    def write_rows(self, path: Path, header: tuple[str, ...], rows: list[dict]) -> None:
-        """One of the sweep's own tables (mechanism.csv, batch_stats.csv): ``header`` columns of
-        ``rows``, None and NaN written empty."""
-        write_csv(path, header, [tuple(_cell(r.get(c)) for c in header) for r in rows])
-
-    def read_record(self, fix: str = "choose a new --out") -> dict:
-        """sweep.json, of any version (see :func:`check_version`)."""
-        return read_json_object(self.record, fix)
-
-    def experiment(self, fix: str = "choose a new --out") -> str | None:
-        """The experiment whose sweep this folder holds: the name sweep.json records (from the
-        start of the sweep on), or for a folder of an earlier version, whose sweep.json does not
-        record it, "NAME" when it holds an experiment's mechanism.csv; None for a plain sweep.
-        ``fix`` ends the error of a damaged sweep.json."""
-        name = self.read_record(fix).get("experiment")
-        if isinstance(name, str) and name:
-            return name
-        return "NAME" if self.mechanism.exists() else None
-
-    def check_new(self) -> None:
-        """ConfigError unless the folder is new or empty: a file, or a folder that holds files
-        but no sweep, is refused, so that earlier results are kept."""
-        out = self.path
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"output folder {str(out)!r} is a file; choose a new --out")
-        if out.exists() and any(out.iterdir()):
-            raise ConfigError(f"output folder {str(out)!r} is not empty and holds no sweep; "
-                              "choose a new --out so earlier results are kept")
-
-    def create(self, record: dict) -> None:
-        """Start a new sweep folder holding ``record`` (sweep.json) (see :meth:`check_new`)."""
-        self.check_new()
-        self.ensure_writable()
-        write_json(self.record, record)
-
-    def write_table(self, params: tuple[str, ...], rows: list[dict]) -> None:
-        header = tuple(params) + SWEEP_COLUMNS
-        write_csv(self.table, header,
-                  [tuple("" if r[c] is None else r[c] for c in header) for r in rows])
-
-    def read_table(self) -> list[dict]:
-        """Rows of sweep.csv with numbers parsed (empty cells are None)."""
-        return self.read_rows(self.table)
-
-    @staticmethod
-    def read_rows(path: Path) -> list[dict]:
-        """Rows of one of the sweep's tables, numbers parsed, empty cells None; RunFolderError
-        with the fix when the table is missing."""
-        try:
-            with open(path, newline="", encoding="utf-8") as f:
-                rows = list(csv.DictReader(f))
-        except FileNotFoundError:
-            raise RunFolderError(f"{path} is missing; run the sweep's (or experiment's) command "
-                                 "again to write it") from None
-        return [{k: _parse_cell(v) for k, v in r.items()} for r in rows]
-
-
-def _parse_cell(v: str) -> Any:
-    if v == "":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(v)
-        except ValueError:
-            pass
-    return v
