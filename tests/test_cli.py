@@ -745,6 +745,30 @@ def test_report_command_bad_folder(tmp_path: Path, capsys) -> None:
     assert len(err) == 1 and str(RunFolder(tmp_path).config) in err[0], err[0]
 
 
+def test_a_path_without_permission_exits_2_with_one_line(tmp_path: Path, capsys,
+                                                        monkeypatch) -> None:
+    """A folder this user may not read (report) or write into (study --out) is bad input: one line
+    naming the path, exit 2, no traceback. (The suite may run as root, whom file modes do not
+    stop, so the refusal the operating system would give is raised where the path is looked at.)"""
+    locked = tmp_path / "locked"
+
+    def refuse(original):
+        def check(self, *args, **kwargs):
+            if self == locked or locked in self.parents:
+                raise PermissionError(13, "Permission denied", str(self))
+            return original(self, *args, **kwargs)
+        return check
+
+    for name in ("exists", "is_dir", "mkdir"):
+        monkeypatch.setattr(Path, name, refuse(getattr(Path, name)))
+    for argv in (["report", str(locked / "run")],
+                 ["study", "--variants", "gn", "--epochs", "1", "--out", str(locked / "run")]):
+        assert main(argv) == 2
+        err = _stderr_lines(capsys)
+        assert len(err) == 1 and err[0].startswith("normlab: error: permission denied on "), err
+        assert str(locked) in err[0] and "you may read and write" in err[0], err[0]
+
+
 def test_explain_command_exit_codes(tmp_path: Path, capsys, monkeypatch) -> None:
     """`normlab explain` exits 0 when the hand computation matches PyTorch, writes --figure (a
     PNG and its SVG; a --figure ending in .pdf gives the PNG and that PDF), and exits 1 when it

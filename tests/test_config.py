@@ -382,13 +382,12 @@ def test_config_diff_fills_fields_a_folder_predates() -> None:
     assert config_diff(saved, Config(ghost_batch=4).to_dict()) == ["ghost_batch: saved 16, now 4"]
     assert config_diff(saved, Config(clean_fraction=0.2).to_dict()) == [
         "clean_fraction: saved 0.0, now 0.2"]
-    assert config_diff({"scale_lr": True}, {"scale_lr": False}) == [
-        "scale_lr: saved True, now False"]
 
 
 def test_config_diff_writes_lists_and_sweep_parameters_as_the_command_line_does() -> None:
-    """A difference in a list (variants, a sweep's parameters) reads as the flags that wrote it
-    (``gn,ln``; ``--param lr=0.05,0.1``), not as Python's repr of the saved JSON."""
+    """A difference in a list (variants, a sweep's parameters) or a flag reads as the command line
+    writes it (``gn,ln``; ``--param lr=0.05,0.1``; ``true``), not as Python's repr of the saved
+    JSON."""
     assert config_diff({"variants": ["gn", "ln"]}, {"variants": ["gn"]}) == [
         "variants: saved gn,ln, now gn"]
     saved = {"params": [{"name": "lr", "values": [0.05, 0.1]}]}
@@ -401,6 +400,12 @@ def test_config_diff_writes_lists_and_sweep_parameters_as_the_command_line_does(
     assert config_diff({"params": [{"name": "augment", "values": [True, False]}]},
                        {"params": [{"name": "augment", "values": [True]}]}) == [
         "params: saved --param augment=true,false, now --param augment=true"]
+    # a flag alone as the command line writes it
+    assert config_diff({"scale_lr": True}, {"scale_lr": False}) == [
+        "scale_lr: saved true, now false"]
+    # a damaged saved flag (a string) keeps its quotes, so the two still read apart
+    assert config_diff({"scale_lr": "true"}, {"scale_lr": True}) == [
+        "scale_lr: saved 'true', now true"]
     # where the command-line form would read alike, Python's shows the difference
     assert config_diff({"variants": ["1"]}, {"variants": [1]}) == [
         "variants: saved ['1'], now [1]"]

@@ -290,6 +290,33 @@ def test_text_prints_at_7pt_or_more_at_full_width(multi_seed_run, tmp_path) -> N
         assert printed >= 7.0, (p.name, printed)
 
 
+def test_every_panel_of_the_mechanism_figure_names_its_axes(tmp_path, monkeypatch) -> None:
+    """Each drawn panel of an experiment's mechanism figure has a title and both axis labels:
+    the swept setting below, and above the measure's own label (those of the diagnostics figure
+    for the per-epoch measures; test accuracy in percent for BatchNorm's panel)."""
+    from normlab import experiment_report
+    from normlab.diag_plots import PANELS
+
+    drawn = []
+    monkeypatch.setattr(experiment_report, "save_figure",
+                        lambda fig, path, formats: drawn.append(fig) or path)
+    mech = [{"lr": lr, "variant": v, "seed": s, "dead_pct": 1.0 + s, "weight_norm": 5.0 + lr,
+             "grad_ratio": 0.1 * (s + 1), "bn_gap": 0.05 if v == "bn" else None,
+             "loss_grad_ratio": 0.01 * (s + 1)}
+            for lr in (0.01, 0.1) for v in ("bn", "gn") for s in (0, 1)]
+    batch = [{"lr": r["lr"], "variant": "bn", "seed": r["seed"], "acc_running": 98.0,
+              "acc_batch": 97.0 + r["seed"]} for r in mech if r["variant"] == "bn"]
+    experiment_report.mechanism_figure(mech, batch, ["lr"], tmp_path / "m.png", ())
+    panels = [ax for ax in drawn[0].axes if ax.get_visible()]
+    assert len(panels) == 6
+    for ax in panels:
+        assert ax.get_title() and "(lr)" in ax.get_xlabel() and ax.get_ylabel(), (
+            ax.get_title(), ax.get_xlabel(), ax.get_ylabel())
+    ylabels = [ax.get_ylabel() for ax in panels]
+    assert ylabels[:4] == [ylabel for _, _, ylabel, _ in PANELS]
+    assert ylabels[5] == "test accuracy (%)"
+
+
 def test_parse_formats() -> None:
     """Formats are a comma-separated list (any case, repeats and blanks ignored) returned in
     png, svg, pdf order; an unknown or empty one is a ConfigError naming the valid ones; the

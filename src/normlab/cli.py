@@ -405,6 +405,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NormlabError as e:
         print(f"normlab: error: {e}", file=sys.stderr)
         return 2
+    except PermissionError as e:   # a path this user may not read or write: bad input, not a bug
+        where = f" on {e.filename!r}" if e.filename else f" ({e.strerror or e})"
+        print(f"normlab: error: permission denied{where}; give a path you may read and write, "
+              "or change its permissions", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as e:   # a study or sweep says in it how to continue
         if e.args:
             print(f"normlab: {e}", file=sys.stderr)

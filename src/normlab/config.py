@@ -344,7 +344,7 @@ def config_diff(saved: dict, wanted: dict, keys=None) -> list[str]:
 def shown(value) -> str:
     """A saved setting as a message shows it: a list as its items joined by commas (as the
     command line writes them, e.g. ``gn,ln``; true/false for a flag), a sweep's parameters as
-    ``--param`` flags, anything else as Python writes it."""
+    ``--param`` flags, a flag alone as true/false, anything else as Python writes it."""
     def item(v) -> str:
         return ("true" if v else "false") if isinstance(v, bool) else str(v)
 
@@ -354,7 +354,7 @@ def shown(value) -> str:
             return " ".join(f"--param {v['name']}={','.join(map(item, v['values']))}"
                             for v in value)
         return ",".join(map(item, value)) if value else "none"
-    return repr(value)
+    return item(value) if isinstance(value, bool) else repr(value)
 
 
 def continuation_diff(saved: dict, wanted: dict, keys=None, as_written: bool = False) -> list[str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import matplotlib
 from matplotlib.figure import Figure
 
-from normlab.diag_plots import bn_gap, conv_weight_norm, dead_pct, grad_ratio
+from normlab.diag_plots import PANELS, bn_gap, conv_weight_norm, dead_pct, grad_ratio
 from normlab.findings import fmt_value
 from normlab.errors import RunFolderError
 from normlab.runfolder import (BATCH_STAT_COLUMNS, MECHANISM_COLUMNS, PROBE_SIZE, SweepFolder,
@@ -33,13 +33,17 @@ from normlab.sweep import point_name, point_specs
 from normlab.sweep_report import ValueAxis, point_groups
 from normlab.table import Table, format_ci, format_p, format_pm, signed_ci, signed_points
 
-# (column, measure, title, digits)
-MEASURES = (("dead_pct", dead_pct, "dead ReLU units (%)", 2),
-            ("weight_norm", conv_weight_norm, "conv ||w||", 2),
-            ("grad_ratio", grad_ratio, "||grad|| / ||w|| (last step, penalties incl.)", 4),
-            ("bn_gap", bn_gap, "BN mean gap (running std)", 3),
+# (column, measure, title, digits, y-axis label); the labels of the per-epoch measures are those
+# of the diagnostics figure (normlab.diag_plots.PANELS), which draws the same numbers over epochs.
+_YLABEL = {value: ylabel for value, _, ylabel, _ in PANELS}
+MEASURES = (("dead_pct", dead_pct, "dead ReLU units (%)", 2, _YLABEL[dead_pct]),
+            ("weight_norm", conv_weight_norm, "conv ||w||", 2, _YLABEL[conv_weight_norm]),
+            ("grad_ratio", grad_ratio, "||grad|| / ||w|| (last step, penalties incl.)", 4,
+             _YLABEL[grad_ratio]),
+            ("bn_gap", bn_gap, "BN mean gap (running std)", 3, _YLABEL[bn_gap]),
             # from the saved final weights (normlab.posthoc), not from diagnostics.csv
-            ("loss_grad_ratio", None, "loss-only ||dL/dw|| / ||w|| (final weights)", 4))
+            ("loss_grad_ratio", None, "loss-only ||dL/dw|| / ||w|| (final weights)", 4,
+             "||dL/dw|| / ||w||, mean over conv layers"))
 AGAINST = "## Against "   # the first section this module adds after the sweep's own
 MARKER = "\n<!-- normlab experiment sections -->"   # where the added sections begin
 
@@ -66,7 +70,7 @@ def mechanism_rows(sweep: SweepFolder, params: list[str], rows: list[dict]) -> l
             if (tuple(values.values()), variant, seed) not in ok:
                 continue
             last = epochs[max(epochs)]
-            measured = {col: f(last) for col, f, _, _ in MEASURES if f}
+            measured = {col: f(last) for col, f, *_ in MEASURES if f}
             out.append({**values, "variant": variant, "seed": seed,
                         **{col: None if v is None else six_digits(v)
                            for col, v in measured.items()}})
@@ -115,11 +119,11 @@ def _cell(values: list[float], digits: int) -> str:
 def mechanism_table(rows: list[dict], params: list[str]) -> Table:
     """One line per point and variant: N and every measure as mean ± std [95% CI]."""
     shown = [m for m in MEASURES if any(r.get(m[0]) is not None for r in rows)]
-    t = Table(params + ["variant", "N"] + [title for _, _, title, _ in shown],
+    t = Table(params + ["variant", "N"] + [title for _, _, title, *_ in shown],
               numeric=set(range(len(params))) | set(range(len(params) + 1, len(params) + 2 + len(shown))))
     for key, rs in point_groups(rows, params).items():
         cells = []
-        for col, _, _, digits in shown:
+        for col, _, _, digits, _ in shown:
             vals = [r[col] for r in rs if r.get(col) is not None and math.isfinite(r[col])]
             cells.append(_cell(vals, digits) if vals else "–")
         t.rows.append([fmt_value(v) for v in key[:-1]] + [f"`{key[-1]}`", str(len(rs))] + cells)
@@ -255,9 +259,10 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
 
         axis = ValueAxis.of(r[x_param] for r in rows)
         position = axis.position
-        for ax, (col, _, title, _) in zip(axes, panels):
+        for ax, (col, _, title, _, ylabel) in zip(axes, panels):
             draw(ax, rows, col, label_of)
             ax.set_title(title)
+            ax.set_ylabel(ylabel, fontsize=10)
             values = [r[col] for r in rows if r.get(col) is not None and math.isfinite(r[col])]
             if values and min(values) > 0 and max(values) / min(values) >= 20:
                 plain_log_y(ax)   # values over decades (a diverging run's weights)
@@ -266,6 +271,7 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
             draw(ax, batch_rows, "acc_running", label_of, "-", " running")
             draw(ax, batch_rows, "acc_batch", label_of, "--", " batch")
             ax.set_title("BatchNorm test acc (%): running vs batch stats")
+            ax.set_ylabel("test accuracy (%)", fontsize=10)
             ax.legend(frameon=False)
         for ax in fig.axes:
             axis.draw(ax, x_param)
