@@ -107,3 +107,21 @@ def test_an_interrupt_while_the_report_is_written_says_how_to_resume(synthetic_d
     monkeypatch.undo()
     study.run_study(cfg, tmp_path / "run", progress=False, log=lambda *_: None, resume=True)
     assert RunFolder(tmp_path / "run").report.is_file()
+
+
+def test_the_progress_bar_says_whose_loss_it_shows(random_splits, capsys) -> None:
+    """A study's progress bar shows the running loss of the group that reported last; with
+    several groups it names that group (they report in turn, so a bare number would jump between
+    runs), with one it shows the loss alone."""
+    from normlab.study_data import StudyData
+
+    train, test, mean, std = random_splits(0, n_train=64, n_test=16)
+    data = StudyData(train, test, mean, std, classes=tuple("0123456789"))
+    for variants, named in ((("gn", "ln"), True), (("gn",), False)):
+        cfg = Config(variants=variants, seeds=1, epochs=1, batch_size=32, device="cpu",
+                     diagnostics=False)
+        plan = study.make_plan(cfg, torch.device("cpu"), group_size=1, workers=1, threads=1)
+        study.train(plan, data, progress=True)
+        bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+        assert "loss=" in bar, bar
+        assert ("run=ln s0" in bar or "run=gn s0" in bar) if named else "run=" not in bar, bar

@@ -41,7 +41,7 @@ from normlab.runfolder import RunFolder, RunResult, SessionClock, check_version
 from normlab.store import new_timestamped_folder
 from normlab.study_data import StudyData, load_data
 from normlab.table import results_table
-from normlab.train import GroupTrainer
+from normlab.train import GroupTrainer, group_label
 from normlab.variants import Variant
 
 # On a CPU, grouping runs into one network pays only at small batches, where the per-step
@@ -177,6 +177,7 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
         busy: set[int] = set()
         errors: list[BaseException] = []
         per_epoch = len(trainers[0].bounds)
+        labels = [group_label(g) for g in plan.groups]
         done_steps = {k: t.epoch * per_epoch for k, t in enumerate(trainers)}
         bar = tqdm(total=sum(t.total_steps for t in trainers), initial=sum(done_steps.values()),
                    unit="batch", disable=not progress,
@@ -219,7 +220,9 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
                         with lock:
                             bar.update(base + steps - done_steps[k])
                             done_steps[k] = base + steps
-                            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                            # With several groups, whose loss this is: they report in turn.
+                            bar.set_postfix(**({"run": labels[k]} if len(trainers) > 1 else {}),
+                                            loss=f"{loss:.4f}", refresh=False)
 
                     try:
                         t.train_epoch(on_step)

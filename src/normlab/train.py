@@ -161,6 +161,8 @@ def evaluate_group(multi: MultiNet, split: DeviceSplit, mean: float, std: float,
 
 
 def group_label(runs: list[tuple[Variant, int]]) -> str:
+    """A group of runs as messages and the progress bar name it: ``gn s0``, ``gn s0 + ln s0``,
+    or ``3 runs`` for more than two."""
     if len(runs) <= 2:
         return " + ".join(f"{v.name} s{s}" for v, s in runs)
     return f"{len(runs)} runs"
