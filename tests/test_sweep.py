@@ -665,6 +665,38 @@ def test_findings_say_a_tie_once_and_still_name_a_collapse() -> None:
                             "lowest at batch_size=2 (10.50%); +87.75 points (95% CI")
 
 
+def test_findings_adjust_the_test_of_the_extremes_for_having_picked_them() -> None:
+    """The highest and the lowest of k settings are picked after looking, so their Welch test is
+    Holm-adjusted over every pair of the k values: a difference whose Welch p is below 5% but
+    whose adjusted p is not is "not significant", and the line gives both p-values; with two
+    values there is one pair and nothing to adjust. Where one side has a single seed, the line
+    says how many each side has instead of "one seed each"."""
+    from scipy import stats as sps
+
+    from normlab.findings import sweep_findings
+    from normlab.stats import holm
+    from normlab.table import format_p
+
+    values = {0.0: [99.44, 99.46], 5e-4: [99.53, 99.56], 2e-3: [99.49, 99.52]}
+    rows = [{"variant": "gn", "weight_decay": v, "seed": i, "status": "ok", "final_val_acc": x}
+            for v, xs in values.items() for i, x in enumerate(xs)]
+    pairs = [(0.0, 5e-4), (0.0, 2e-3), (5e-4, 2e-3)]
+    raw = [sps.ttest_ind(values[a], values[b], equal_var=False).pvalue for a, b in pairs]
+    assert raw[0] < 0.05 < holm(raw)[0]   # the case the adjustment is for
+    (line,) = sweep_findings(rows, ["weight_decay"], "final_val_acc", "val")
+    assert line.startswith("`gn`: final val accuracy is highest at weight_decay=0.0005 (99.55%) "
+                           "and lowest at weight_decay=0 (99.45%); +0.10 points (95% CI ")
+    assert f"Welch's p = {format_p(raw[0])}; Holm's p = {format_p(holm(raw)[0])} over the 3 pairs of " \
+           "weight_decay values" in line, line
+    assert line.endswith("not significant at the 5% level."), line
+    two = [r for r in rows if r["weight_decay"] != 2e-3]   # one pair: Welch's p alone decides
+    (line,) = sweep_findings(two, ["weight_decay"], "final_val_acc", "val")
+    assert "Holm" not in line and line.endswith("larger than seed-to-seed noise."), line
+    (line,) = sweep_findings(two[:3], ["weight_decay"], "final_val_acc", "val")
+    assert line.endswith("points, 1 and 2 seeds: no test possible (it needs two or more seeds "
+                         "on each side)."), line
+
+
 def test_an_experiments_folder_is_known_from_its_start(tmp_path: Path) -> None:
     """A sweep folder names the experiment that runs it from the moment it is created (so one
     stopped before its first report is still refused to a plain sweep): its experiment() reads

@@ -379,7 +379,8 @@ def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | No
                if len(tested) > 1 else f"at the {ALPHA:.0%} level")
             + f". A difference whose Holm p is above {ALPHA:g} is not called "
             "a difference. (The Findings above compare each variant's "
-            "best and worst setting with Welch's test, unadjusted: a first look, not a ranking.)",
+            "best and worst setting with Welch's test, Holm-adjusted over the pairs of that "
+            "setting's values only: a first look, not a ranking.)",
             "",
             setting_table(comparisons, params, exp.reference).markdown(), ""]
     tail += ["## Mechanism", "",

@@ -15,10 +15,11 @@ training (see :mod:`normlab.compare`). A sweep's settings are compared with Welc
 
 from __future__ import annotations
 
+import itertools
 import statistics
 
 from normlab.compare import Comparison, accuracy_from_summary, compare
-from normlab.stats import ALPHA, POWER, welch
+from normlab.stats import ALPHA, POWER, holm, welch
 from normlab.table import format_p, signed_points
 
 
@@ -199,7 +200,10 @@ def sweep_findings(rows: list[dict], params: list[str], metric: str = "final_tes
     """Per variant (and combination of the other swept settings) and per swept setting: the
     value with the highest and the lowest mean final accuracy (``metric``: on the test set,
     or on the --val images when a sweep chooses a model), and whether the difference
-    is larger than seed-to-seed noise (Welch's t-test)."""
+    is larger than seed-to-seed noise: Welch's t-test, its p adjusted with Holm's method over
+    every pair of the setting's values with a test, since the two compared were picked for being
+    the extremes (an unadjusted test of the extremes of six equal settings would call a
+    difference in about one sweep in six)."""
     out = []
     for p in params:
         others = [q for q in params if q != p]
@@ -227,13 +231,28 @@ def sweep_findings(rows: list[dict], params: list[str], metric: str = "final_tes
                         f"({means[worst]:.2f}%)")
             w = welch(done[best], done[worst])   # a tie keeps its interval: what it could see
             if w["p"] is None:
-                text += (f"; {signed_points(means[best] - means[worst])} points, one seed "
-                         "each: no test possible.")
+                n = (len(done[best]), len(done[worst]))
+                seeds = "one seed each" if n == (1, 1) else f"{n[0]} and {n[1]} seeds"
+                text += (f"; {signed_points(means[best] - means[worst])} points, {seeds}: no "
+                         "test possible (it needs two or more seeds on each side).")
             else:
-                verdict = ("larger than seed-to-seed noise" if w["ci_lo"] > 0 else
-                           "not significant at the 5% level")
+                # The two were picked for being the extremes, so their test counts as one of
+                # every pair that could have been picked: Holm over those pairs (one pair with
+                # two values: no adjustment).
+                pairs = list(itertools.combinations(done, 2))
+                adjusted = holm([welch(done[a], done[b])["p"] for a, b in pairs])
+                # (best is worst where every mean is the same: a tie, p = 1 whatever the rest)
+                holm_p = next((q for ab, q in zip(pairs, adjusted) if set(ab) == {best, worst}),
+                              w["p"])
+                tested = sum(q is not None for q in adjusted)
+                verdict = ("larger than seed-to-seed noise" if holm_p < ALPHA else
+                           f"not significant at the {ALPHA:.0%} level")
+                adjust = ("" if tested < 2 else
+                          f"; Holm's {_p_text(holm_p)} over the {tested} pairs of {p} values, "
+                          "as these two were picked for being the highest and the lowest")
                 text += (f"; {signed_points(w['diff'])} points (95% CI {signed_points(w['ci_lo'])} to "
-                         f"{signed_points(w['ci_hi'])}, Welch's {_p_text(w['p'])}): {verdict}.")
+                         f"{signed_points(w['ci_hi'])}, Welch's {_p_text(w['p'])}{adjust}): "
+                         f"{verdict}.")
             collapsed = [v for v, m in means.items() if m < COLLAPSED]
             if collapsed:
                 text += (f" It collapses (mean below {COLLAPSED:g}%) at " +

@@ -96,6 +96,20 @@ class _Point:
             study.start(o.folder, self.plan, load_data(o.cfg, self.plan.device),
                         backend="ray")
 
+    def check_regrouping(self) -> None:
+        """ConfigError when this point was started by the local backend in groups of several
+        runs and has runs left to train: Ray trains one run per task, so they would start again
+        from scratch (a local resume goes on from the last finished epoch) and the folder's
+        training states would be overwritten with ones its own groups cannot read."""
+        resolved = self.o.folder.read_saved_config().get("resolved") or {}
+        size = resolved.get("group_size") if isinstance(resolved, dict) else None
+        left = [v for v, s in self.wanted if (v.name, s) not in self.done]
+        if isinstance(size, int) and size > 1 and left:
+            raise ConfigError(f"sweep point {self.o.name} was started by the local backend, its "
+                              f"runs trained in groups of {size}; Ray would train its "
+                              f"{len(left)} unfinished run(s) one per task, from scratch; "
+                              "continue this sweep with --backend local")
+
     def complete(self, log: Callable[[str], None]) -> None:
         """The point's closing files once all its runs are back; a failure here is the point's
         error, not the sweep's end."""
@@ -154,7 +168,9 @@ def run_points(outcomes: list[PointOutcome], log: Callable[[str], None],
         pending: dict[Any, tuple] = {}
         points: dict[int, _Point] = {}
         for k, o in enumerate(outcomes):
-            if o.folder.summary.exists():
+            # Finished, not merely summarized: a point stopped while it wrote its report has a
+            # summary.json, and is completed below (its runs load from their checkpoints).
+            if o.folder.finished:
                 continue
             o.folder.path.mkdir(parents=True, exist_ok=True)
             held.enter_context(o.folder.lock())   # as a local study locks its folder
@@ -171,8 +187,11 @@ def run_points(outcomes: list[PointOutcome], log: Callable[[str], None],
                     saved = None   # a damaged final checkpoint: train that run again
                 if saved is not None:
                     p.done[(v.name, seed)] = saved
-                    continue
-                pending[task.remote(o.cfg.to_dict(), v.name, seed, threads)] = (k, v, seed)
+            p.check_regrouping()   # every point checked before the first task is submitted
+        for k, p in points.items():
+            for v, seed in p.wanted:
+                if (v.name, seed) not in p.done:
+                    pending[task.remote(p.o.cfg.to_dict(), v.name, seed, threads)] = (k, v, seed)
         log(f"ray: {len(pending)} run(s) submitted")
         errors: dict[int, list[str]] = {}
         while pending:
