@@ -125,3 +125,34 @@ def test_the_progress_bar_says_whose_loss_it_shows(random_splits, capsys) -> Non
         bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
         assert "loss=" in bar, bar
         assert ("run=ln s0" in bar or "run=gn s0" in bar) if named else "run=" not in bar, bar
+
+
+def test_a_second_ctrl_c_still_waits_for_the_workers(random_splits, monkeypatch) -> None:
+    """Ctrl-C pressed twice (or sent to the process and to its group, as `timeout -s INT` does)
+    still stops the study cleanly: the second KeyboardInterrupt, arriving while the workers
+    finish their step, does not cut the wait short, so none is left running when train()
+    raises (one left in a C++ op aborts the interpreter at exit)."""
+    import threading
+    import time as real_time
+
+    from normlab.study_data import StudyData
+
+    train, test, mean, std = random_splits(0, n_train=2048, n_test=16)
+    data = StudyData(train, test, mean, std, classes=tuple("0123456789"))
+    cfg = Config(variants=("gn", "ln"), seeds=1, epochs=5, batch_size=32, device="cpu",
+                 diagnostics=False)
+    plan = study.make_plan(cfg, torch.device("cpu"), group_size=1, workers=2, threads=1)
+    sleep, calls = real_time.sleep, []
+
+    def interrupted_sleep(seconds: float) -> None:
+        calls.append(seconds)
+        if len(calls) <= 2:   # the first in the polling loop, the second in the wait
+            raise KeyboardInterrupt
+        sleep(seconds)
+
+    monkeypatch.setattr(study.time, "sleep", interrupted_sleep)
+    with pytest.raises(KeyboardInterrupt):
+        study.train(plan, data, progress=False)
+    left = [t.name for t in threading.enumerate() if t.name.startswith("normlab-worker")]
+    monkeypatch.undo()
+    assert len(calls) >= 2 and left == [], (calls, left)

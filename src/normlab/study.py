@@ -251,7 +251,13 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
         except KeyboardInterrupt:
             stop.set()
             while any(th.is_alive() for th in workers):
-                time.sleep(0.05)
+                try:
+                    time.sleep(0.05)
+                except KeyboardInterrupt:
+                    # A second Ctrl-C while the workers finish their step: keep waiting. Left
+                    # running in a C++ op when the interpreter exits, they would abort it
+                    # ("terminate called without an active exception", exit code 134).
+                    continue
             raise
         finally:
             bar.close()
