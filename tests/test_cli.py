@@ -381,6 +381,12 @@ BAD_INPUT = {
     "swept-clean-fraction-turned-off": (["sweep", "--param", "clean_fraction=0.2,0.4",
                                          "--no-augment"],
                                         "--clean-fraction sets the augmentation that --no-augment"),
+    "lr-infinite": (["study", "--lr", "inf"], "--lr: must be a finite number > 0, got inf"),
+    "out-empty": (["study", "--out", ""], "--out: an empty path; give a folder or file name"),
+    "report-empty": (["report", ""], "RUN_DIR: an empty path"),
+    "resume-empty": (["sweep", "--resume", ""], "--resume: an empty path"),
+    "unknown-flag-no-false-hint": (["experiment", "lr", "--lr", "0.1"],
+                                   "unrecognized arguments: --lr 0.1; see"),
     "clean-fraction-all": (["study", "--clean-fraction", "1"],
                            "--clean-fraction must be a number in [0, 1)"),
     "rotate-above-180": (["study", "--rotate", "180.001"], "--rotate 180.001 is more than 180 degrees"),
@@ -434,6 +440,36 @@ def test_a_sweep_warns_of_variants_that_repeat_at_every_point(monkeypatch, capsy
         for line, start in zip(lines, warned):
             assert line.startswith(f"normlab: warning: {start}"), line
     assert len(ran) == 2
+
+
+@pytest.mark.parametrize("flags, params, warned", [
+    (["--lr", "0.3"], ["lr=0.05,0.2"], "--lr is also swept by --param lr: every point sets its "
+                                       "own, and --lr only sets the base that sweep.json records"),
+    (["--lr", "0.3", "--rotate", "5"], ["rotate=0,10", "lr=0.1"],
+     "--lr, --rotate are also swept by --param lr, --param rotate:"),
+    (["--batch-size", "64"], ["batch_size=32,128"], "--batch-size is also swept"),
+    (["--batch-size", "64", "--scale-lr"], ["batch_size=32,128"], None),   # lr scales from it
+    (["--lr", "0.3"], ["batch_size=32,128"], None),
+])
+def test_a_sweep_warns_of_a_flag_its_param_overrides(monkeypatch, capsys, tmp_path, flags,
+                                                     params, warned) -> None:
+    """A flag given beside a --param that sweeps the same setting is a one-line warning on
+    stderr (every point sets its own value; the flag only sets the base that sweep.json
+    records), and the sweep still runs with the flag in its base config. With --scale-lr,
+    --batch-size is the batch the learning rate scales from, so it is no warning; nor is a flag
+    for a setting that is not swept."""
+    import normlab.sweep
+
+    ran = []
+    monkeypatch.setattr(normlab.sweep, "run_sweep", lambda base, *a, **k: ran.append(base))
+    argv = ["sweep", "--variants", "gn", "--quiet", "--out", str(tmp_path / "sweep"), *flags]
+    argv += [x for p in params for x in ("--param", p)]
+    assert main(argv) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == (0 if warned is None else 1), lines
+    if warned:
+        assert lines[0].startswith(f"normlab: warning: {warned}"), lines[0]
+    assert len(ran) == 1 and ran[0].lr == (0.3 if "--lr" in flags else Config().lr)
 
 
 @pytest.fixture
@@ -806,17 +842,19 @@ def test_explain_command_exit_codes(tmp_path: Path, capsys, monkeypatch) -> None
 
 def test_explain_figure_never_overwrites_and_needs_a_figure_name(tmp_path: Path, capsys) -> None:
     """`normlab explain --figure` refuses, in one line with exit 2 and before printing anything,
-    a path that is not a .png/.svg/.pdf name (an existing text file, a .jpg, '') and a figure
-    whose file or companion file exists already; the existing files keep their bytes."""
+    a path that is not a .png/.svg/.pdf name (an existing text file, a .jpg), an empty one, one
+    under a file, and a figure whose file or companion file exists already; the existing files
+    keep their bytes."""
     notes = tmp_path / "notes"
     notes.write_text("earlier notes\n")
     companion = tmp_path / "keep.svg"
     companion.write_text("<svg/>")
     for path, fragment in ((notes, "is not a figure file name"),
                            (tmp_path / "a.jpg", "is not a figure file name"),
-                           ("", "is not a figure file name"),
+                           ("", "--figure: an empty path"),
+                           (notes / "sub" / "axes.png", f"{notes} is a file, not a folder"),
                            (tmp_path / "keep.png", f"would overwrite {companion}; delete it")):
-        assert main(["explain", "--figure", str(path)]) == 2
+        assert exit_code(["explain", "--figure", str(path)]) == 2
         out, err = capsys.readouterr()
         assert out == "" and len(err.strip().splitlines()) == 1 and fragment in err, err
     assert notes.read_text() == "earlier notes\n" and companion.read_text() == "<svg/>"
@@ -929,13 +967,14 @@ def test_console_command_ignores_ctrl_c_once_main_has_returned(monkeypatch, caps
 def test_a_swept_augment_takes_rotate_with_no_augment(tmp_path: Path, capsys) -> None:
     """When --param sweeps augment itself, --rotate with --no-augment is not refused (the swept
     points with augmentation use it): the command gets past that check to the next one, here an
-    --out that is a file."""
+    --out that is a file. (--no-augment beside that --param only sets the sweep's base, which a
+    warning says.)"""
     taken = tmp_path / "file.txt"
     taken.write_text("x")
     argv = ["sweep", "--param", "augment=true,false", "--no-augment", "--rotate", "30",
             "--out", str(taken)]
     assert main(argv) == 2
-    err = _stderr_lines(capsys)
+    err = [line for line in _stderr_lines(capsys) if line.startswith("normlab: error")]
     assert len(err) == 1 and "is a file" in err[0] and "--no-augment" not in err[0], err
 
 

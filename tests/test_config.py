@@ -304,6 +304,12 @@ def test_resume_compares_variants_as_runs() -> None:
     for other in (("gn", "bn", "ln+l1"), ("bn", "gn", "ln+l1=1e-4"), ("bn", "gn")):
         diff = continuation_diff(saved, {**saved, "variants": list(other)})
         assert len(diff) == 1 and diff[0].startswith("variants: saved"), diff
+        # only another order of the same runs is told to give the saved order
+        assert diff[0].endswith("(the same runs in another order: give them in the saved "
+                                "order)") == (other == ("gn", "bn", "ln+l1")), diff
+    diff = continuation_diff(saved, {**saved, "variants": ["GN", "BN", "ln+l1=2e-05"]})
+    assert diff == ["variants: saved bn,gn,ln+l1, now GN,BN,ln+l1=2e-05 (the same runs in "
+                    "another order: give them in the saved order)"]
     assert continuation_diff(saved, {**saved, "variants": ["BN", "gn ", "ln+l1"]},
                              as_written=True) == []
     assert continuation_diff(saved, {**saved, "variants": ["bn", "gn", "ln+l1=2e-05"]},
@@ -403,6 +409,9 @@ def test_config_diff_writes_lists_and_sweep_parameters_as_the_command_line_does(
     # a flag alone as the command line writes it
     assert config_diff({"scale_lr": True}, {"scale_lr": False}) == [
         "scale_lr: saved true, now false"]
+    # an unset setting as none (no --train-subset: every image)
+    assert config_diff({"train_subset": 512}, {"train_subset": None}) == [
+        "train_subset: saved 512, now none"]
     # a damaged saved flag (a string) keeps its quotes, so the two still read apart
     assert config_diff({"scale_lr": "true"}, {"scale_lr": True}) == [
         "scale_lr: saved 'true', now true"]

@@ -292,6 +292,14 @@ def test_findings_no_difference_states_the_detectable_difference() -> None:
             "5 paired seeds); no measurable difference (paired t-test, p = ") in text
     assert f"the study could have detected {detectable:.2f} points with 80% power." in text
     assert "highest" not in text and "ahead" not in text
+    assert "scale" not in text
+    # two seeds that disagree widely: no accuracy difference could be detected, and it says so
+    gn, ln = [20.0, 60.0], [30.0, 25.0]
+    text = " ".join(findings(_summary({"gn": gn, "ln": ln})))
+    detectable = min_detectable(statistics.stdev([x - y for x, y in zip(gn, ln)]), 2)
+    assert detectable > 100
+    assert (f"the study could have detected {detectable:.2f} points with 80% power (beyond the "
+            "100-point scale: too few seeds to detect any difference)") in text
 
 
 def test_findings_detectable_difference_after_holm() -> None:
@@ -544,7 +552,7 @@ def test_report_states_the_weight_decay_and_reads_an_older_folder_as_without(
     """The report's training line gives the run's weight decay (the default, 0.0005); a
     config.json written before --weight-decay existed (no such key) trained without decay,
     and the report says so rather than giving today's default. It names --ema and
-    --clean-fraction when they were on."""
+    --clean-fraction when they were on, and a batch larger than the training images."""
     run = make_run(tmp_path / "run", seeds=1, epochs=2, data_dir=tmp_path / "no-data",
                    wall=False)
     cfg = json.loads(run.config.read_text(encoding="utf-8"))
@@ -567,6 +575,12 @@ def test_report_states_the_weight_decay_and_reads_an_older_folder_as_without(
     text = write_report(run.path).read_text(encoding="utf-8")
     assert ("shift ±2 px), the last 0.2 of the steps on the plain images (--clean-fraction)"
             in text)
+    assert "fewer than a batch" not in text   # 300 training images, batch 128
+    cfg["resolved"]["train_images"] = 100   # fewer than the batch: every step is all of them
+    run.config.write_text(json.dumps(cfg), encoding="utf-8")
+    text = write_report(run.path).read_text(encoding="utf-8")
+    assert ("**Training:** batch size 128 (each step all 100 training images: fewer than a "
+            "batch), peak learning rate 0.1," in text)
 
 
 def test_markdown_table_escapes_a_pipe_in_a_cell() -> None:

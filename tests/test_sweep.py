@@ -697,6 +697,26 @@ def test_findings_adjust_the_test_of_the_extremes_for_having_picked_them() -> No
                          "on each side)."), line
 
 
+def test_a_sweep_report_lists_the_variants_as_given(tmp_path: Path) -> None:
+    """A sweep of the L1 lambda names its runs by their lambda (bn+l1=0.0001, bn+l1=0.001), but
+    its report's "Variants" line lists such a variant as --variants gave it, once; a variant
+    whose runs have one name at every point keeps that name (its lambda, when not swept)."""
+    from normlab.sweep import prepare_sweep_out
+    from normlab.sweep_report import write_sweep_report
+
+    spec = SweepSpec((parse_param("l1=1e-4,1e-3"),))
+    prepare_sweep_out(tmp_path / "sw", Config(variants=("bn+l1", "gn")), spec)
+    rows = [{"l1": lam, "variant": v if v == "gn" else f"{v}={lam:g}", "spec": v, "seed": 0,
+             "status": "ok", "final_test_acc": 98.0, "best_test_acc": 98.0,
+             "final_val_acc": None, "best_val_acc": None, "final_test_loss": 0.1}
+            for lam in (1e-4, 1e-3) for v in ("bn+l1", "gn")]
+    text = write_sweep_report(tmp_path / "sw", spec, rows).read_text(encoding="utf-8")
+    assert "- **Variants:** `bn+l1`, `gn`; **seeds:** 0;" in text
+    rows = [{**r, "variant": "bn+l1=2e-05"} if r["spec"] == "bn+l1" else r for r in rows]
+    text = write_sweep_report(tmp_path / "sw", spec, rows).read_text(encoding="utf-8")
+    assert "- **Variants:** `bn+l1=2e-05`, `gn`; **seeds:** 0;" in text
+
+
 def test_an_experiments_folder_is_known_from_its_start(tmp_path: Path) -> None:
     """A sweep folder names the experiment that runs it from the moment it is created (so one
     stopped before its first report is still refused to a plain sweep): its experiment() reads

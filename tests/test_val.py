@@ -217,7 +217,7 @@ BAD_INPUT = {
     "smoothing-big": (["--label-smoothing", "2.5"], "--label-smoothing must be"),
     "smoothing-nan": (["--label-smoothing", "nan"], "--label-smoothing must be"),
     "smoothing-word": (["--label-smoothing", "some"], "argument --label-smoothing"),
-    "decay-negative": (["--weight-decay", "-0.001"], "--weight-decay: must be a number >= 0"),
+    "decay-negative": (["--weight-decay", "-0.001"], "--weight-decay: must be a finite number >= 0"),
     "decay-nan": (["--weight-decay", "nan"], "--weight-decay"),
     "decay-word": (["--weight-decay", "much"], "argument --weight-decay"),
     "ema-one": (["--ema", "1"], "--ema must be a number in [0, 1)"),

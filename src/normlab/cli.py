@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Sequence
 
 from normlab import __version__
+from normlab.cli_checks import check_augmentation, check_unused, warn_overridden
 from normlab.cli_flags import (DEFAULTS, HelpFormatter, Parser, add_format_flag, add_training_flags,
                                add_variant_seed_flags, flag_name, nonneg_float, nonneg_int,
-                               number, positive_int, seed_int)
+                               number, path, positive_int, seed_int)
 from normlab.config import MISTAKE_MODES, RELOCATABLE, Config, continuation_diff
-from normlab.errors import ConfigError, NormlabError
+from normlab.errors import NormlabError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.store import new_timestamped_folder
-from normlab.variants import VARIANT_SETTINGS, settings_read
 from normlab import norms
 
 
@@ -106,11 +106,11 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                        formatter_class=HelpFormatter,
                        description="Regenerate every figure and report.md of a run folder from its "
                                    "saved files, without training.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'normlab study' or 'normlab train' (a sweep's point too)")
+    p.add_argument("run_dir", metavar="RUN_DIR", type=path, help="a run folder written by 'normlab study' or 'normlab train' (a sweep's point too)")
     p.add_argument("--mistakes", choices=MISTAKE_MODES, default=D("confident"),
                    help="which 10 misclassified test images to show: the most confident mistakes "
                         "or the first ones by test index")
-    p.add_argument("--data-dir", metavar="DIR", default=D(None),
+    p.add_argument("--data-dir", metavar="DIR", type=path, default=D(None),
                    help="folder with the dataset's IDX files, for the test images of the grids; "
                         "default: the run's own data_dir, then $NORMLAB_DATA, then the cache")
     add_format_flag(p, D)
@@ -125,14 +125,14 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                                    "(mechanism.csv, batch_stats.csv), figure and report.md.")
     p.add_argument("name", metavar="NAME", choices=tuple(EXPERIMENTS),
                    help=f"one of {', '.join(EXPERIMENTS)}")
-    p.add_argument("--out", metavar="DIR", default=D(None),
+    p.add_argument("--out", metavar="DIR", type=path, default=D(None),
                    help="the experiment's sweep folder; default: runs/experiment-NAME")
     for flag, kind in (("seeds", positive_int), ("epochs", positive_int),
                        ("train_subset", positive_int)):
         p.add_argument(flag_name(flag), type=kind, default=D(None), metavar="N",
                        help=f"override the experiment's {flag} (default: {COMMON[flag]}; fewer "
                             "for a quick check)")
-    p.add_argument("--data-dir", metavar="DIR", default=D(None),
+    p.add_argument("--data-dir", metavar="DIR", type=path, default=D(None),
                    help="folder holding the dataset's IDX files; default: $NORMLAB_DATA, the "
                         "cache, then download")
     p.add_argument("--device", default=D(DEFAULTS.device), help="auto, cpu, cuda, cuda:N or mps")
@@ -150,7 +150,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                                    "from PyTorch's layers (exit code 1 if any exceeds 1e-5), and the "
                                    "parameters each norm adds to normlab's model.")
     p.add_argument("--seed", type=seed_int, default=D(0), help="seed of the example tensor")
-    p.add_argument("--figure", default=D(None), metavar="PATH",
+    p.add_argument("--figure", type=path, default=D(None), metavar="PATH",
                    help="also draw which elements share one mean and variance: PATH (ending in "
                         ".png, or .svg or .pdf for that format too) as a PNG, and next to it the "
                         "other --format files; existing files are not overwritten; default: no "
@@ -180,6 +180,10 @@ def _explain(args: argparse.Namespace) -> int:
             formats = parse_formats([*formats, png.suffix[1:]])
             png = png.with_suffix(".png")
         files = figure_files(png, formats)
+        parent = next(q for q in png.absolute().parents if q.exists())   # the / root exists
+        if not parent.is_dir():
+            raise NormlabError(f"cannot write --figure {args.figure!r}: {parent} is a file, not a "
+                               "folder; choose another path")
         there = [str(f) for f in files.values() if f.exists()]
         if there:   # nothing already written is replaced
             raise NormlabError(f"--figure would overwrite {', '.join(there)}; delete "
@@ -247,49 +251,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(variants=(args.variant,), seeds=1, first_seed=args.seed, **kw)
 
 
-def _check_augmentation(argv: Sequence[str], args: argparse.Namespace, swept) -> None:
-    """--rotate, --translate or --clean-fraction, given or swept (``swept``: the swept settings'
-    names), with --no-augment set what it turns off: refused, unless --param sweeps augment."""
-    if args.augment or "augment" in swept:
-        return
-    unused = sorted((_given(argv) | set(swept)) & {"rotate", "translate", "clean_fraction"})
-    if unused:
-        verb = "set" if len(unused) > 1 else "sets"
-        raise NormlabError(f"{', '.join(map(flag_name, unused))} {verb} the augmentation that "
-                           "--no-augment turns off; drop one or the other")
-
-
-def _check_unused(argv: Sequence[str], args: argparse.Namespace, params=()) -> None:
-    """--l1, --l2, --groups or --ghost-batch, given or swept (``params``: the sweep's Params),
-    that no variant reads (see :func:`normlab.variants.settings_read`): refused, as they would
-    change nothing. A swept one with several values that only some variants read: a one-line
-    warning on stderr (the sweep still runs), as those variants' runs repeat alike."""
-    specs = args.variants.split(",") if args.command in ("study", "sweep") else [args.variant]
-    try:
-        reads = {s.strip(): settings_read(s) for s in specs}
-    except ConfigError:
-        return   # a bad variant is reported, with its fix, by the config's own check
-    swept = {p.field: f"--param {p.name}" for p in params}
-    unused = sorted((_given(argv) | set(swept)) & (VARIANT_SETTINGS - set().union(*reads.values())))
-    if unused:
-        flags = ", ".join(swept.get(k) or flag_name(k) for k in unused)
-        one = len(unused) == 1
-        which = f"--variant {args.variant}" if args.command == "train" else f"--variants {args.variants}"
-        raise NormlabError(f"{flags} {'is' if one else 'are'} read by no variant of {which} "
-                           "(--l1 and --l2 by a bare +l1 or +l2, as in bn+l1; --groups by gn; "
-                           f"--ghost-batch by gbn); drop {flags}, or add a variant that reads "
-                           f"{'it' if one else 'them'}")
-    for p in params:
-        deaf = [s for s, read in reads.items() if p.field in VARIANT_SETTINGS and p.field not in read]
-        if deaf and len(p.values) > 1:
-            one = len(deaf) == 1
-            its, it = ("its", "it") if one else ("their", "them")
-            print(f"normlab: warning: --param {p.name}: {', '.join(deaf)} "
-                  f"{'does' if one else 'do'} not read it, so {its} runs repeat alike at each of "
-                  f"its {len(p.values)} values; leave {it} out of this sweep and train {it} "
-                  "separately to save that time", file=sys.stderr)
-
-
 RAY_FLAGS = ("ray_address", "ray_cpus", "ray_gpus", "retries")   # sweep flags for Ray alone
 
 
@@ -320,8 +281,9 @@ def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
             raise NormlabError("give at least one --param NAME=V1,V2,..., e.g. "
                                "--param batch_size=32,128")
         spec = SweepSpec(tuple(parse_param(t) for t in args.param), scale_lr=args.scale_lr)
-        _check_augmentation(argv, args, swept=[p.name for p in spec.params])
-        _check_unused(argv, args, spec.params)
+        check_augmentation(_given(argv), args, swept=[p.name for p in spec.params])
+        check_unused(_given(argv), args, spec.params)
+        warn_overridden(_given(argv), spec)
         base = config_from_args(args)
         out = args.out or new_timestamped_folder("runs", "sweep")
     runner = None
@@ -386,8 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"report: {report}")
             return 0
         if args.command != "sweep" and args.resume is None:
-            _check_augmentation(argv, args, swept=())
-            _check_unused(argv, args)
+            check_augmentation(_given(argv), args, swept=())
+            check_unused(_given(argv), args)
         if args.command == "sweep":
             return _sweep(argv, args)
         from normlab.study import run_study

@@ -56,11 +56,19 @@ class Parser(argparse.ArgumentParser):
             else:
                 near = [m for n in names
                         for m in (([MEANT[n]] if MEANT[n] in known else []) if n in MEANT
-                                  else difflib.get_close_matches(n, known, n=1))]
+                                  else _close_flag(n, known))]
                 hint = f" (did you mean {', '.join(dict.fromkeys(near))}?)" if near else ""
             self.exit(2, f"normlab: error: unrecognized arguments: {' '.join(extras)}{hint}; "
                          f"see '{prog} --help'\n")
         return parsed
+
+
+def _close_flag(name: str, known) -> list[str]:
+    """The flag of ``known`` closest to the unknown ``name``, if any is close (difflib's ratio of
+    0.6), compared without the leading dashes: with them, every short flag (``--lr``) is as
+    close to ``--help`` as to a real neighbour."""
+    bare = {k.lstrip("-"): k for k in known if k.startswith("--")}
+    return [bare[m] for m in difflib.get_close_matches(name.lstrip("-"), bare, n=1)]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -90,7 +98,7 @@ def flag_name(key: str) -> str:
 def number(kind: type, minimum: float, inclusive: bool, maximum: float | None = None):
     """An argparse type: ``kind`` (int or float) that is finite and >= (or >) ``minimum``, and
     at most ``maximum`` when one is given."""
-    what = "a whole number" if kind is int else "a number"
+    what = "a whole number" if kind is int else "a finite number"
     fmt = "d" if kind is int else "g"
     bound = f"{'>=' if inclusive else '>'} {minimum:{fmt}}"
     if maximum is not None:
@@ -111,6 +119,14 @@ def number(kind: type, minimum: float, inclusive: bool, maximum: float | None = 
 
     parse.__name__ = f"{what} {bound}"  # argparse names the type in some messages
     return parse
+
+
+def path(text: str) -> str:
+    """An argparse type: a file or folder path, refused when empty (Path('') is the current
+    folder, which a study would then write into or a report read)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a folder or file name")
+    return text
 
 
 def figure_formats(text: str) -> tuple[str, ...]:
@@ -203,7 +219,7 @@ def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study",
                         "4 of 20 epochs; 0: every step augmented")
     p.add_argument("--dataset", default=D(DEFAULTS.dataset), choices=DATASET_NAMES, metavar="NAME",
                    help=f"dataset: {', '.join(DATASET_NAMES)}")
-    p.add_argument("--data-dir", metavar="DIR", default=D(None),
+    p.add_argument("--data-dir", metavar="DIR", type=path, default=D(None),
                    help="folder holding the dataset's four IDX files (.gz or not); "
                         "default: $NORMLAB_DATA, then ~/.cache/normlab/<dataset>, then download")
     p.add_argument("--train-subset", type=positive_int, default=D(None), metavar="N",
@@ -253,6 +269,6 @@ def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study",
                         "gradient norms, BatchNorm's batch-vs-running statistics gap); recorded "
                         "unless this flag is given, and never changes results")
     out_help, resume_var, resume_help = FOLDER_HELP[folder]
-    p.add_argument("--out", metavar="DIR", default=D(None), help=out_help)
-    p.add_argument("--resume", default=D(None), metavar=resume_var, help=resume_help)
+    p.add_argument("--out", metavar="DIR", type=path, default=D(None), help=out_help)
+    p.add_argument("--resume", type=path, default=D(None), metavar=resume_var, help=resume_help)
     p.add_argument("--quiet", action="store_true", default=D(False), help="no progress bars")

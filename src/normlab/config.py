@@ -201,13 +201,13 @@ class Config:
                               f"runs seeds up to {self.first_seed + self.seeds - 1}, above "
                               f"{MAX_SEED} (a 32-bit generator seed); give a smaller one")
         if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
-            raise ConfigError(f"--lr must be a number > 0, got {self.lr!r}")
+            raise ConfigError(f"--lr must be a finite number > 0, got {self.lr!r}")
         for name, flag in (("l1_default", "--l1"), ("l2_default", "--l2"),
                            ("weight_decay", "--weight-decay"), ("rotate", "--rotate"),
                            ("translate", "--translate"), ("momentum", "--momentum")):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ConfigError(f"{flag} must be a number >= 0, got {v!r}")
+                raise ConfigError(f"{flag} must be a finite number >= 0, got {v!r}")
         for flag, v, top, why in (("--rotate", self.rotate, MAX_ROTATE, "degrees: larger angles "
                                    "repeat smaller ones"), ("--translate", self.translate,
                                    MAX_TRANSLATE, "pixels: half the side of the 28x28 images")):
@@ -344,7 +344,8 @@ def config_diff(saved: dict, wanted: dict, keys=None) -> list[str]:
 def shown(value) -> str:
     """A saved setting as a message shows it: a list as its items joined by commas (as the
     command line writes them, e.g. ``gn,ln``; true/false for a flag), a sweep's parameters as
-    ``--param`` flags, a flag alone as true/false, anything else as Python writes it."""
+    ``--param`` flags, a flag alone as true/false, an unset setting as none, anything else as
+    Python writes it."""
     def item(v) -> str:
         return ("true" if v else "false") if isinstance(v, bool) else str(v)
 
@@ -354,6 +355,8 @@ def shown(value) -> str:
             return " ".join(f"--param {v['name']}={','.join(map(item, v['values']))}"
                             for v in value)
         return ",".join(map(item, value)) if value else "none"
+    if value is None:   # an unset setting (e.g. no --train-subset: every image)
+        return "none"
     return item(value) if isinstance(value, bool) else repr(value)
 
 
@@ -364,31 +367,35 @@ def continuation_diff(saved: dict, wanted: dict, keys=None, as_written: bool = F
 
     Variants are compared as the runs they name, in order: ``GN``, `` gn`` and ``gn`` are one
     variant, and so are ``ln+l1`` and ``ln+l1=2e-05`` under an l1 default of 2e-5 (both train
-    the run ``ln+l1=2e-05``). With ``as_written`` (a sweep's base config, where a bare ``+l1``
-    takes each point's swept lambda and an explicit one does not) only case and spaces may
-    differ."""
+    the run ``ln+l1=2e-05``). With ``as_written`` (a sweep's base config, where a bare
+    ``+l1`` takes each point's swept lambda and an explicit one does not) only case and spaces
+    may differ. The same runs in another order differ (a study's groups, and their training
+    states, follow the order), and the difference says so."""
     keys = [k for k in wanted if k != "resolved"] if keys is None else keys
     keys = [k for k in keys if k not in RELOCATABLE]
-    if "variants" in keys and _same_variants(saved, wanted, as_written):
+    before, now = _variant_runs(saved, as_written), _variant_runs(wanted, as_written)
+    if "variants" in keys and before is not None and before == now:
         keys.remove("variants")
-    return config_diff(saved, wanted, keys)
+    diff = config_diff(saved, wanted, keys)
+    if before is not None and now is not None and before != now and sorted(before) == sorted(now):
+        # The runs are cut into groups in this order, so a training state fits only it.
+        diff = [f"{d} (the same runs in another order: give them in the saved order)"
+                if d.startswith("variants:") else d for d in diff]
+    return diff
 
 
-def _same_variants(saved: dict, wanted: dict, as_written: bool) -> bool:
-    """Whether the variants of two config dicts name the same runs in the same order (see
-    :func:`continuation_diff`); False where either does not parse."""
-    def runs(d: dict) -> list[str] | None:
-        d = completed(d)
-        specs = d.get("variants")
-        if not isinstance(specs, (list, tuple)):
-            return None
-        try:
-            named = variant_specs(specs, d["l1_default"], d["l2_default"])
-        except (ConfigError, TypeError, ValueError):
-            return None
-        return list(named.values() if as_written else named)
-    before = runs(saved)
-    return before is not None and before == runs(wanted)
+def _variant_runs(d: dict, as_written: bool) -> list[str] | None:
+    """The runs the variants of a config dict name, in order (see :func:`continuation_diff`);
+    None where they do not parse."""
+    d = completed(d)
+    specs = d.get("variants")
+    if not isinstance(specs, (list, tuple)):
+        return None
+    try:
+        named = variant_specs(specs, d["l1_default"], d["l2_default"])
+    except (ConfigError, TypeError, ValueError):
+        return None
+    return list(named.values() if as_written else named)
 
 
 def completed(saved: dict) -> dict:

@@ -43,7 +43,7 @@ def select_device(name: str = "auto") -> torch.device:
     except RuntimeError:
         raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
+        raise ConfigError(f"--device {name} asked for, but no CUDA GPU is available; use --device cpu")
     if device.type == "cuda" and device.index is not None \
             and device.index >= torch.cuda.device_count():
         raise ConfigError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA "

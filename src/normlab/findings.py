@@ -73,6 +73,8 @@ def comparison_sentence(c: Comparison, family: int = 1, mcnemar_family: int | No
                 after = f" after Holm's adjustment over the {family} comparisons" if family > 1 else ""
                 text += (f"; the study could have detected {c.detectable:.2f} points with "
                          f"{POWER:.0%} power{after}")
+                if c.detectable > 100:   # accuracies differ by at most 100 points
+                    text += " (beyond the 100-point scale: too few seeds to detect any difference)"
     if c.mcnemar_p is not None:
         over = "its paired seed" if c.n == 1 else f"the {c.n} paired seeds pooled"
         m_holm = holm if mcnemar_family is None else (

@@ -113,6 +113,9 @@ def _what_ran(run: RunData) -> list[str]:
     for key, text in (("batch_size", "batch size {}"), ("lr", "peak learning rate {:g}")):
         if cfg.get(key) is not None:
             training.append(text.format(cfg[key]))
+    images = resolved.get("train_images")
+    if is_number(cfg.get("batch_size")) and is_number(images) and 0 < images < cfg["batch_size"]:
+        training[0] += f" (each step all {images:,} training images: fewer than a batch)"
     full = completed(cfg)   # a folder older than a field trained as it did then (e.g. no decay)
     decay = full["weight_decay"]
     if is_number(decay) and "lr" in cfg:

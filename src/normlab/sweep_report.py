@@ -196,7 +196,13 @@ def write_sweep_report(out: str | Path, spec, rows: list[dict]) -> Path:
     if spec.scale_lr:
         lines.append(f"- **Learning rate** scaled with the batch size (linear rule): "
                      f"lr = {base.get('lr')} x batch_size / {base.get('batch_size')}.")
-    lines.append(f"- **Variants:** {', '.join(f'`{v}`' for v in dict.fromkeys(r['variant'] for r in rows))}; "
+    # Each run's name (bn+l1=2e-05), or where a swept lambda names its runs bn+l1=0,
+    # bn+l1=2e-05, ..., the variant as --variants wrote it (bn+l1), once.
+    names: dict[str, set] = {}
+    for r in rows:
+        names.setdefault(r.get("spec", r["variant"]), set()).add(r["variant"])
+    variants = [next(iter(n)) if len(n) == 1 else spec for spec, n in names.items()]
+    lines.append(f"- **Variants:** {', '.join(f'`{v}`' for v in variants)}; "
                  f"**seeds:** {', '.join(map(str, seeds))}; **epochs:** {base.get('epochs')}; "
                  f"**dataset:** {base.get('dataset')}"
                  + (f" (first {base['train_subset']} training images)" if base.get("train_subset") else "")
