@@ -127,6 +127,22 @@ def test_the_progress_bar_says_whose_loss_it_shows(random_splits, capsys) -> Non
         assert ("run=ln s0" in bar or "run=gn s0" in bar) if named else "run=" not in bar, bar
 
 
+def test_group_labels_tell_groups_apart() -> None:
+    """A group's label (the progress bar's, and messages') names each variant with its seeds,
+    three or more consecutive seeds as a range, so that the groups of a study read apart."""
+    from normlab.train import group_label
+
+    cfg = Config(variants=("bn", "gn", "ln"), seeds=3, batch_size=32)
+    plan = study.make_plan(cfg, torch.device("cpu"))
+    assert [group_label(g) for g in plan.groups] == ["bn s0-2", "gn s0-2", "ln s0-2"]
+    gn, ln = Config(variants=("gn", "ln")).parsed_variants()
+    assert group_label([(gn, 0)]) == "gn s0"
+    assert group_label([(gn, 3), (gn, 4), (ln, 0)]) == "gn s3 + gn s4 + ln s0"
+    assert group_label([(gn, 0), (gn, 2), (gn, 3)]) == "gn s0 + gn s2 + gn s3"
+    assert group_label([(gn, s) for s in range(5)] + [(ln, s) for s in range(5)]) == \
+        "gn s0-4 + ln s0-4"
+
+
 def test_a_second_ctrl_c_still_waits_for_the_workers(random_splits, monkeypatch) -> None:
     """Ctrl-C pressed twice (or sent to the process and to its group, as `timeout -s INT` does)
     still stops the study cleanly: the second KeyboardInterrupt, arriving while the workers

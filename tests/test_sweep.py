@@ -655,6 +655,9 @@ def test_findings_say_a_tie_once_and_still_name_a_collapse() -> None:
     assert "-" not in line.split("95% CI")[1].split("Welch")[0]   # true minus signs, as studies
     assert line.endswith("not significant at the 5% level. It collapses (mean below 50%) at "
                          "batch_size=2, batch_size=8.")
+    (line,) = sweep_findings([row(b, s, 10.15 + 0.001 * s) for b in (2, 8, 32) for s in (0, 1)],
+                             ["batch_size"])   # a tie of three values names no two: no Holm
+    assert "the same at every batch_size" in line and "Holm" not in line, line
     failed = {"variant": "bn", "batch_size": 32, "seed": 0, "status": "diverged",
               "final_test_acc": None}
     some = sweep_findings([row(2, 0, 10.0), row(8, 0, 10.0), failed], ["batch_size"])[0]
@@ -685,22 +688,25 @@ def test_findings_adjust_the_test_of_the_extremes_for_having_picked_them() -> No
     assert raw[0] < 0.05 < holm(raw)[0]   # the case the adjustment is for
     (line,) = sweep_findings(rows, ["weight_decay"], "final_val_acc", "val")
     assert line.startswith("`gn`: final val accuracy is highest at weight_decay=0.0005 (99.55%) "
-                           "and lowest at weight_decay=0 (99.45%); +0.10 points (95% CI ")
+                           "and lowest at weight_decay=0 (99.45%); +0.10 points (unadjusted 95% "
+                           "CI ")
     assert f"Welch's p = {format_p(raw[0])}; Holm's p = {format_p(holm(raw)[0])} over the 3 pairs of " \
            "weight_decay values" in line, line
     assert line.endswith("not significant at the 5% level."), line
     two = [r for r in rows if r["weight_decay"] != 2e-3]   # one pair: Welch's p alone decides
     (line,) = sweep_findings(two, ["weight_decay"], "final_val_acc", "val")
     assert "Holm" not in line and line.endswith("larger than seed-to-seed noise."), line
+    assert "(95% CI +" in line and "unadjusted" not in line   # one pair: nothing to adjust
     (line,) = sweep_findings(two[:3], ["weight_decay"], "final_val_acc", "val")
-    assert line.endswith("points, 1 and 2 seeds: no test possible (it needs two or more seeds "
-                         "on each side)."), line
+    assert line.endswith("points, 1 seed at weight_decay=0.0005, 2 at weight_decay=0: no test "
+                         "possible (it needs two or more seeds on each side)."), line
 
 
 def test_a_sweep_report_lists_the_variants_as_given(tmp_path: Path) -> None:
     """A sweep of the L1 lambda names its runs by their lambda (bn+l1=0.0001, bn+l1=0.001), but
     its report's "Variants" line lists such a variant as --variants gave it, once; a variant
-    whose runs have one name at every point keeps that name (its lambda, when not swept)."""
+    whose runs have one name at every point keeps that name (its lambda, when not swept). The
+    epochs and training images are the base config's unless swept, when the line says so."""
     from normlab.sweep import prepare_sweep_out
     from normlab.sweep_report import write_sweep_report
 
@@ -714,7 +720,17 @@ def test_a_sweep_report_lists_the_variants_as_given(tmp_path: Path) -> None:
     assert "- **Variants:** `bn+l1`, `gn`; **seeds:** 0;" in text
     rows = [{**r, "variant": "bn+l1=2e-05"} if r["spec"] == "bn+l1" else r for r in rows]
     text = write_sweep_report(tmp_path / "sw", spec, rows).read_text(encoding="utf-8")
-    assert "- **Variants:** `bn+l1=2e-05`, `gn`; **seeds:** 0;" in text
+    assert "- **Variants:** `bn+l1=2e-05`, `gn`; **seeds:** 0; **epochs:** 20; **dataset:** mnist." \
+        in text
+    # a swept setting is not the base config's: its value is the points'
+    spec = SweepSpec((parse_param("epochs=1,2"), parse_param("train_subset=100,200")))
+    prepare_sweep_out(tmp_path / "sw2", Config(variants=("gn",), epochs=5, train_subset=300), spec)
+    rows = [{"epochs": e, "train_subset": n, "variant": "gn", "seed": 0, "status": "ok",
+             "final_test_acc": 98.0, "best_test_acc": 98.0, "final_val_acc": None,
+             "best_val_acc": None, "final_test_loss": 0.1} for e in (1, 2) for n in (100, 200)]
+    text = write_sweep_report(tmp_path / "sw2", spec, rows).read_text(encoding="utf-8")
+    assert ("- **Variants:** `gn`; **seeds:** 0; **epochs:** swept; **dataset:** mnist "
+            "(training images swept).") in text
 
 
 def test_an_experiments_folder_is_known_from_its_start(tmp_path: Path) -> None:

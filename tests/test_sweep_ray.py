@@ -5,6 +5,7 @@ tests need no cluster (``tests/test_sweep.py`` runs the real thing on a loopback
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import pytest
@@ -99,8 +100,9 @@ def test_ray_refuses_a_point_a_local_sweep_trained_in_groups(synthetic_data, tmp
                                                              inline_ray) -> None:
     """At batch 16 a local sweep on a CPU trains a point's three runs as one group. With a run
     left to train, the Ray backend (one run per task) refuses to continue the point, before any
-    task is submitted and without touching its training state, and names the backend that can;
-    the local backend then finishes it."""
+    task is submitted, without touching its training state and without starting a point ahead
+    of it that had not started, and names the backend that can; the local backend then finishes
+    both, in groups of three."""
     out = tmp_path / "sweep"
     _sweep(synthetic_data, out, batch_size=16)
     point = SweepFolder(out).point("lr=0.1")
@@ -108,10 +110,16 @@ def test_ray_refuses_a_point_a_local_sweep_trained_in_groups(synthetic_data, tmp
     _stopped_in_its_report(point)
     point.checkpoint("gn", 2).unlink()   # that run is left to train
     state = point.group_state(0).read_bytes()
+    unstarted = SweepFolder(out).point("lr=0.05")   # a point ahead of it, not started
+    shutil.rmtree(unstarted.path)
     with pytest.raises(ConfigError, match=r"sweep point lr=0\.1 was started by the local backend, "
                        r"its runs trained in groups of 3; .*continue this sweep with --backend "
                        r"local"):
         _sweep(synthetic_data, out, batch_size=16, runner=sweep_ray.run_points)
     assert inline_ray.submitted == [] and point.group_state(0).read_bytes() == state
+    assert not unstarted.path.exists()   # not started by Ray, which would not continue the sweep
     _sweep(synthetic_data, out, batch_size=16)
     assert point.finished and point.checkpoint("gn", 2).is_file()
+    for p in (point, unstarted):
+        assert json.loads(p.config.read_text())["resolved"]["group_size"] == 3
+        assert json.loads(p.env.read_text())["backend"] == "local"

@@ -283,8 +283,8 @@ def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
         spec = SweepSpec(tuple(parse_param(t) for t in args.param), scale_lr=args.scale_lr)
         check_augmentation(_given(argv), args, swept=[p.name for p in spec.params])
         check_unused(_given(argv), args, spec.params)
+        base = config_from_args(args)   # a bad setting is refused before any warning
         warn_overridden(_given(argv), spec)
-        base = config_from_args(args)
         out = args.out or new_timestamped_folder("runs", "sweep")
     runner = None
     if args.backend == "ray":

@@ -223,7 +223,8 @@ def sweep_findings(rows: list[dict], params: list[str], metric: str = "final_tes
             best = max(means, key=lambda v: means[v])
             worst = min(means, key=lambda v: means[v])
             where = f"`{key[0]}`" + "".join(f" ({o}={fmt_value(x)})" for o, x in zip(others, key[1:]))
-            if f"{means[best]:.2f}" == f"{means[worst]:.2f}":   # a tie, as printed
+            tie = f"{means[best]:.2f}" == f"{means[worst]:.2f}"   # as printed
+            if tie:
                 every = "every" if len(done) == len(by_value) else "every finished"
                 text = (f"{where}: final {word} accuracy is the same at {every} {p} "
                         f"({means[best]:.2f}%)")
@@ -234,7 +235,9 @@ def sweep_findings(rows: list[dict], params: list[str], metric: str = "final_tes
             w = welch(done[best], done[worst])   # a tie keeps its interval: what it could see
             if w["p"] is None:
                 n = (len(done[best]), len(done[worst]))
-                seeds = "one seed each" if n == (1, 1) else f"{n[0]} and {n[1]} seeds"
+                seeds = ("one seed each" if n == (1, 1) else
+                         f"{n[0]} seed{'s' if n[0] > 1 else ''} at {p}={fmt_value(best)}, "
+                         f"{n[1]} at {p}={fmt_value(worst)}")
                 text += (f"; {signed_points(means[best] - means[worst])} points, {seeds}: no "
                          "test possible (it needs two or more seeds on each side).")
             else:
@@ -249,11 +252,13 @@ def sweep_findings(rows: list[dict], params: list[str], metric: str = "final_tes
                 tested = sum(q is not None for q in adjusted)
                 verdict = ("larger than seed-to-seed noise" if holm_p < ALPHA else
                            f"not significant at the {ALPHA:.0%} level")
-                adjust = ("" if tested < 2 else
+                adjusted_too = tested > 1 and not tie   # a tie names no two values
+                adjust = ("" if not adjusted_too else
                           f"; Holm's {_p_text(holm_p)} over the {tested} pairs of {p} values, "
                           "as these two were picked for being the highest and the lowest")
-                text += (f"; {signed_points(w['diff'])} points (95% CI {signed_points(w['ci_lo'])} to "
-                         f"{signed_points(w['ci_hi'])}, Welch's {_p_text(w['p'])}{adjust}): "
+                ci = "unadjusted 95% CI" if adjusted_too else "95% CI"
+                text += (f"; {signed_points(w['diff'])} points ({ci} {signed_points(w['ci_lo'])} "
+                         f"to {signed_points(w['ci_hi'])}, Welch's {_p_text(w['p'])}{adjust}): "
                          f"{verdict}.")
             collapsed = [v for v, m in means.items() if m < COLLAPSED]
             if collapsed:

@@ -249,16 +249,18 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
             while any(th.is_alive() for th in workers):
                 time.sleep(0.1)
         except KeyboardInterrupt:
-            stop.set()
-            while any(th.is_alive() for th in workers):
+            while True:
                 try:
+                    stop.set()
+                    if not any(th.is_alive() for th in workers):
+                        break
                     time.sleep(0.05)
                 except KeyboardInterrupt:
                     # A second Ctrl-C while the workers finish their step: keep waiting. Left
                     # running in a C++ op when the interpreter exits, they would abort it
                     # ("terminate called without an active exception", exit code 134).
                     continue
-            raise
+            raise   # the first Ctrl-C
         finally:
             bar.close()
         if errors:

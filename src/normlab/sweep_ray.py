@@ -79,7 +79,6 @@ class _Point:
 
     def __init__(self, o: PointOutcome, threads: int):
         from normlab import study
-        from normlab.study_data import load_data
 
         self.o, self.done, self.t_start = o, {}, time.perf_counter()
         self.plan = study.make_plan(o.cfg, group_size=1, workers=1, threads=threads)
@@ -90,10 +89,23 @@ class _Point:
         self.clock = SessionClock(o.folder.timing_json, self.t_start, self.resumed,
                                   self.plan.workers, self.plan.threads,
                                   trained_before=self.resumed)
+        for v, seed in (self.wanted if self.resumed else ()):   # runs finished before
+            try:
+                saved = o.folder.read_run_outputs(v, seed)
+            except RunFolderError:
+                saved = None   # a damaged final checkpoint: train that run again
+            if saved is not None:
+                self.done[(v.name, seed)] = saved
+
+    def start(self) -> None:
+        """config.json and env.json of a new point, written before any of its runs is
+        submitted, so that a point whose runs all finish in a session that is then killed can
+        still be completed later."""
+        from normlab import study
+        from normlab.study_data import load_data
+
         if not self.resumed:
-            # Written before any run is submitted, so that a point whose runs all finish in a
-            # session that is then killed can still be completed later.
-            study.start(o.folder, self.plan, load_data(o.cfg, self.plan.device),
+            study.start(self.o.folder, self.plan, load_data(self.o.cfg, self.plan.device),
                         backend="ray")
 
     def check_regrouping(self) -> None:
@@ -101,6 +113,8 @@ class _Point:
         runs and has runs left to train: Ray trains one run per task, so they would start again
         from scratch (a local resume goes on from the last finished epoch) and the folder's
         training states would be overwritten with ones its own groups cannot read."""
+        if not self.resumed:   # a new point: Ray starts it, one run per group
+            return
         resolved = self.o.folder.read_saved_config().get("resolved") or {}
         size = resolved.get("group_size") if isinstance(resolved, dict) else None
         left = [v for v, s in self.wanted if (v.name, s) not in self.done]
@@ -167,27 +181,25 @@ def run_points(outcomes: list[PointOutcome], log: Callable[[str], None],
     try:
         pending: dict[Any, tuple] = {}
         points: dict[int, _Point] = {}
-        for k, o in enumerate(outcomes):
-            # Finished, not merely summarized: a point stopped while it wrote its report has a
-            # summary.json, and is completed below (its runs load from their checkpoints).
-            if o.folder.finished:
-                continue
-            o.folder.path.mkdir(parents=True, exist_ok=True)
-            held.enter_context(o.folder.lock())   # as a local study locks its folder
-            try:
-                points[k] = p = _Point(o, threads)
-            except BaseException:
-                held.close()
+        # Every point is read and checked before any is started or any task submitted, so that
+        # a refusal leaves the sweep folder as it was.
+        try:
+            for k, o in enumerate(outcomes):
+                # Finished, not merely summarized: a point stopped while it wrote its report has
+                # a summary.json, and is completed below (its runs load from their checkpoints).
+                if o.folder.finished:
+                    continue
+                o.folder.path.mkdir(parents=True, exist_ok=True)
+                held.enter_context(o.folder.lock())   # as a local study locks its folder
+                points[k] = _Point(o, threads)
+                points[k].check_regrouping()
+            for p in points.values():
+                p.start()
+        except BaseException:
+            held.close()
+            for o in outcomes:
                 o.folder.remove_if_unused()   # no folder holding only a lock file behind
-                raise
-            for v, seed in p.wanted:
-                try:
-                    saved = o.folder.read_run_outputs(v, seed)
-                except RunFolderError:
-                    saved = None   # a damaged final checkpoint: train that run again
-                if saved is not None:
-                    p.done[(v.name, seed)] = saved
-            p.check_regrouping()   # every point checked before the first task is submitted
+            raise
         for k, p in points.items():
             for v, seed in p.wanted:
                 if (v.name, seed) not in p.done:

@@ -202,11 +202,15 @@ def write_sweep_report(out: str | Path, spec, rows: list[dict]) -> Path:
     for r in rows:
         names.setdefault(r.get("spec", r["variant"]), set()).add(r["variant"])
     variants = [next(iter(n)) if len(n) == 1 else spec for spec, n in names.items()]
+    # A swept setting is the points' own, not the base config's (see Swept above).
+    swept = {p.field for p in spec.params}
+    subset = (" (training images swept)" if "train_subset" in swept else
+              f" (first {base['train_subset']} training images)" if base.get("train_subset")
+              else "")
     lines.append(f"- **Variants:** {', '.join(f'`{v}`' for v in variants)}; "
-                 f"**seeds:** {', '.join(map(str, seeds))}; **epochs:** {base.get('epochs')}; "
-                 f"**dataset:** {base.get('dataset')}"
-                 + (f" (first {base['train_subset']} training images)" if base.get("train_subset") else "")
-                 + ".")
+                 f"**seeds:** {', '.join(map(str, seeds))}; **epochs:** "
+                 f"{'swept' if 'epochs' in swept else base.get('epochs')}; **dataset:** "
+                 f"{'swept' if 'dataset' in swept else base.get('dataset')}{subset}.")
     lines.append(f"- **Runs:** {len(rows)}, of which {sum(r['status'] == 'ok' for r in rows)} ok, "
                  f"{sum(r['status'] == 'diverged' for r in rows)} diverged, "
                  f"{sum(r['status'] == 'failed' for r in rows)} failed. Each point's study is in "

@@ -161,11 +161,19 @@ def evaluate_group(multi: MultiNet, split: DeviceSplit, mean: float, std: float,
 
 
 def group_label(runs: list[tuple[Variant, int]]) -> str:
-    """A group of runs as messages and the progress bar name it: ``gn s0``, ``gn s0 + ln s0``,
-    or ``3 runs`` for more than two."""
-    if len(runs) <= 2:
-        return " + ".join(f"{v.name} s{s}" for v, s in runs)
-    return f"{len(runs)} runs"
+    """A group of runs as messages and the progress bar name it: each variant with its seeds,
+    a run of three or more consecutive seeds as a range (``gn s0``, ``gn s0 + ln s0``,
+    ``bn s0-2 + gn s0-2``)."""
+    seeds: dict[str, list[int]] = {}
+    for v, s in runs:
+        seeds.setdefault(v.name, []).append(s)
+    parts = []
+    for name, ss in seeds.items():
+        if len(ss) > 2 and ss == list(range(ss[0], ss[0] + len(ss))):
+            parts.append(f"{name} s{ss[0]}-{ss[-1]}")
+        else:
+            parts += [f"{name} s{s}" for s in ss]
+    return " + ".join(parts)
 
 
 class GroupTrainer:
