@@ -293,7 +293,8 @@ def test_text_prints_at_7pt_or_more_at_full_width(multi_seed_run, tmp_path) -> N
 def test_every_panel_of_the_mechanism_figure_names_its_axes(tmp_path, monkeypatch) -> None:
     """Each drawn panel of an experiment's mechanism figure has a title and both axis labels:
     the swept setting below, and above the measure's own label (those of the diagnostics figure
-    for the per-epoch measures; test accuracy in percent for BatchNorm's panel)."""
+    for the per-epoch measures; test accuracy in percent for BatchNorm's panel). An interval
+    that passes 0, or 100 for a percentage, is drawn within those bounds."""
     from normlab import experiment_report
     from normlab.diag_plots import PANELS
 
@@ -315,6 +316,16 @@ def test_every_panel_of_the_mechanism_figure_names_its_axes(tmp_path, monkeypatc
     ylabels = [ax.get_ylabel() for ax in panels]
     assert ylabels[:4] == [ylabel for _, _, ylabel, _ in PANELS]
     assert ylabels[5] == "test accuracy (%)"
+    # two seeds far apart: their t-intervals pass 0 (and 100), which no measure can; the
+    # axes stop there
+    wide = [{**r, "dead_pct": 5.0 + 90.0 * r["seed"], "weight_norm": 0.5 + 9.0 * r["seed"]}
+            for r in mech]
+    batch = [{**r, "acc_batch": 10.0 + 89.0 * r["seed"]} for r in batch]
+    experiment_report.mechanism_figure(wide, batch, ["lr"], tmp_path / "m2.png", ())
+    panels = [ax for ax in drawn[1].axes if ax.get_visible()]
+    for ax, top in zip([panels[i] for i in (0, 1, 5)], (100.0, None, 100.0)):
+        lo, hi = ax.get_ylim()
+        assert lo == 0.0 and (top is None or hi == top), (ax.get_title(), lo, hi)
 
 
 def test_parse_formats() -> None:

@@ -257,6 +257,12 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
                             ms=4, lw=1.6, capsize=3, label=name + suffix,
                             **{**styles[key], **({"linestyle": style} if style else {})})
 
+        def within(ax, top: float | None = None) -> None:
+            # Every measure is >= 0 and a percentage <= 100: a few seeds' t-interval can pass
+            # both, and is drawn clipped to what the measure can be.
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(max(lo, 0.0), hi if top is None else min(hi, top))
+
         axis = ValueAxis.of(r[x_param] for r in rows)
         position = axis.position
         for ax, (col, _, title, _, ylabel) in zip(axes, panels):
@@ -266,12 +272,15 @@ def mechanism_figure(rows: list[dict], batch_rows: list[dict], params: list[str]
             values = [r[col] for r in rows if r.get(col) is not None and math.isfinite(r[col])]
             if values and min(values) > 0 and max(values) / min(values) >= 20:
                 plain_log_y(ax)   # values over decades (a diverging run's weights)
+            else:
+                within(ax, 100.0 if col == "dead_pct" else None)
         if batch_rows:
             ax = list(fig.axes)[len(panels)]
             draw(ax, batch_rows, "acc_running", label_of, "-", " running")
             draw(ax, batch_rows, "acc_batch", label_of, "--", " batch")
             ax.set_title("BatchNorm test acc (%): running vs batch stats")
             ax.set_ylabel("test accuracy (%)", fontsize=10)
+            within(ax, 100.0)
             ax.legend(frameon=False)
         for ax in fig.axes:
             axis.draw(ax, x_param)
