@@ -208,6 +208,18 @@ def test_accuracy_bands_stay_within_0_and_100_percent(tmp_path, make_run) -> Non
     assert (loss.lo[-1], loss.hi[-1]) == (raw.lo, raw.hi)
 
 
+def test_a_study_whose_runs_all_diverged_says_so_in_its_curve_figures(tmp_path,
+                                                                      make_run) -> None:
+    """With every run diverged there is no curve to draw: each curve figure (test accuracy,
+    test loss, train vs test) says so on its axes instead of showing empty ones."""
+    run = make_run(tmp_path / "r", variants=("gn", "bn"), seeds=2, epochs=3,
+                   diverged={"gn": [0, 1], "bn": [0, 1]})
+    plots.plot_curves(run.path, ("png", "svg"))
+    for kind in ("test_acc", "test_loss", "train_vs_test"):
+        svg = figure_files(run.figure(kind), ("svg",))["svg"].read_text()
+        assert "no curve: every run diverged" in svg, kind
+
+
 def test_train_vs_test_legend_gives_the_reports_gap(tmp_path, make_run) -> None:
     """The legend of train_vs_test.png states each variant's gap as the report's gap column
     does (RunData.final_gap: the mean over finished seeds of the last epoch's train − test

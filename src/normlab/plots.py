@@ -207,6 +207,8 @@ def _curve_figure(run: RunData, column: str, path: Path, formats: Sequence[str])
                 upper = [y for c in curves.values() if c.n > 1 for y in c.hi]
                 ax.set_ylim(*_zoom_accuracy(means, run.epochs, upper))
                 _below_note(ax, means)
+        if not means:
+            _nothing_drawn(ax, accuracy)
         else:
             ax.set_ylabel("test loss (cross-entropy)")
             ys = [y for s in means for _, y in s if y > 0]
@@ -217,6 +219,15 @@ def _curve_figure(run: RunData, column: str, path: Path, formats: Sequence[str])
         _place_legend(fig, ax, handles, labels, max_cols=3, right=0.88)
         _end_labels(fig, ax, ends)
         return save_figure(fig, path, formats)
+
+
+def _nothing_drawn(ax, accuracy: bool) -> None:
+    """Say so on an axis without a curve (every run diverged), on the measure's own scale
+    (0 to 100% for an accuracy) rather than matplotlib's 0 to 1."""
+    ax.text(0.5, 0.5, "no curve: every run diverged", ha="center", va="center",
+            transform=ax.transAxes, color="#666666")
+    if accuracy:
+        ax.set_ylim(0, 100)
 
 
 def _below_note(ax, series: Sequence[Sequence[tuple[int, float]]]) -> None:
@@ -286,6 +297,8 @@ def _train_vs_test_figure(run: RunData, path: Path, formats: Sequence[str]) -> P
         if series:
             ax.set_ylim(*_zoom_accuracy(series, run.epochs))
             _below_note(ax, series)
+        else:
+            _nothing_drawn(ax, accuracy=True)
         _place_legend(fig, ax, handles, labels, max_cols=max_cols, right=0.96,
                       title="gap: train − test accuracy at the final epoch, percentage points")
         return save_figure(fig, path, formats)
