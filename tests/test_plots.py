@@ -220,6 +220,18 @@ def test_a_study_whose_runs_all_diverged_says_so_in_its_curve_figures(tmp_path,
         assert "no curve: every run diverged" in svg, kind
 
 
+def test_each_curve_figure_labels_its_own_measure(tmp_path, make_run) -> None:
+    """The test accuracy figure's y axis is test accuracy in percent and the test loss
+    figure's the cross-entropy; neither says "no curve" when its runs finished."""
+    run = make_run(tmp_path / "r", variants=("gn", "bn"), seeds=2, epochs=3)
+    plots.plot_curves(run.path, ("png", "svg"))
+    acc, loss = (figure_files(run.figure(k), ("svg",))["svg"].read_text()
+                 for k in ("test_acc", "test_loss"))
+    assert "test accuracy (%)" in acc and "cross-entropy" not in acc
+    assert "cross-entropy" in loss and "test accuracy (%)" not in loss
+    assert "no curve" not in acc + loss
+
+
 def test_train_vs_test_legend_gives_the_reports_gap(tmp_path, make_run) -> None:
     """The legend of train_vs_test.png states each variant's gap as the report's gap column
     does (RunData.final_gap: the mean over finished seeds of the last epoch's train − test

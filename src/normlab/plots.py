@@ -207,8 +207,6 @@ def _curve_figure(run: RunData, column: str, path: Path, formats: Sequence[str])
                 upper = [y for c in curves.values() if c.n > 1 for y in c.hi]
                 ax.set_ylim(*_zoom_accuracy(means, run.epochs, upper))
                 _below_note(ax, means)
-        if not means:
-            _nothing_drawn(ax, accuracy)
         else:
             ax.set_ylabel("test loss (cross-entropy)")
             ys = [y for s in means for _, y in s if y > 0]
@@ -216,6 +214,8 @@ def _curve_figure(run: RunData, column: str, path: Path, formats: Sequence[str])
                 plain_log_y(ax)
                 ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
                 ax.set_ylabel("test loss (cross-entropy, log scale)")
+        if not means:
+            _nothing_drawn(ax, accuracy)
         _place_legend(fig, ax, handles, labels, max_cols=3, right=0.88)
         _end_labels(fig, ax, ends)
         return save_figure(fig, path, formats)
