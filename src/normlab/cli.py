@@ -259,7 +259,8 @@ def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
 
     from normlab.sweep import SweepSpec, parse_param, read_sweep_spec, run_sweep
 
-    ray_only = sorted(_given(argv) & set(RAY_FLAGS))
+    given = _given(argv)   # parsed once: it builds and runs a parser of its own
+    ray_only = sorted(given & set(RAY_FLAGS))
     if args.backend != "ray" and ray_only:
         verb = "apply" if len(ray_only) > 1 else "applies"
         raise NormlabError(f"{', '.join(map(flag_name, ray_only))} only {verb} to --backend "
@@ -268,23 +269,23 @@ def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
         if args.out is not None and args.out != args.resume:
             raise NormlabError("give either --resume SWEEP_DIR or --out, not both")
         base, spec = read_sweep_spec(args.resume)
-        given = _given(argv) - {"backend", *RAY_FLAGS}
-        fixed = given - set(RELOCATABLE)
+        kept = given - {"backend", *RAY_FLAGS}
+        fixed = kept - set(RELOCATABLE)
         if fixed:
             raise NormlabError(f"--resume uses the saved sweep; drop "
                                f"{', '.join(map(flag_name, sorted(fixed)))}, or start a new "
                                "sweep with --out")
-        base = _relocated(base, args, given)
+        base = _relocated(base, args, kept)
         out = args.resume
     else:
         if not args.param:
             raise NormlabError("give at least one --param NAME=V1,V2,..., e.g. "
                                "--param batch_size=32,128")
         spec = SweepSpec(tuple(parse_param(t) for t in args.param), scale_lr=args.scale_lr)
-        check_augmentation(_given(argv), args, swept=[p.name for p in spec.params])
-        check_unused(_given(argv), args, spec.params)
+        check_augmentation(given, args, swept=[p.name for p in spec.params])
+        check_unused(given, args, spec.params)
         base = config_from_args(args)   # a bad setting is refused before any warning
-        warn_overridden(_given(argv), spec)
+        warn_overridden(given, spec)
         out = args.out or new_timestamped_folder("runs", "sweep")
     runner = None
     if args.backend == "ray":
@@ -348,8 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"report: {report}")
             return 0
         if args.command != "sweep" and args.resume is None:
-            check_augmentation(_given(argv), args, swept=())
-            check_unused(_given(argv), args)
+            given = _given(argv)
+            check_augmentation(given, args, swept=())
+            check_unused(given, args)
         if args.command == "sweep":
             return _sweep(argv, args)
         from normlab.study import run_study

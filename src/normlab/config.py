@@ -342,10 +342,9 @@ def config_diff(saved: dict, wanted: dict, keys=None) -> list[str]:
 
 
 def shown(value) -> str:
-    """A saved setting as a message shows it: a list as its items joined by commas (as the
-    command line writes them, e.g. ``gn,ln``; true/false for a flag), a sweep's parameters as
-    ``--param`` flags, a flag alone as true/false, an unset setting as none, anything else as
-    Python writes it."""
+    """A saved setting as the command line writes it: a list as its items joined by commas
+    (``gn,ln``), a sweep's parameters as ``--param`` flags, a flag (alone or in a list) as
+    true/false, an unset setting as none, anything else as Python writes it."""
     def item(v) -> str:
         return ("true" if v else "false") if isinstance(v, bool) else str(v)
 
