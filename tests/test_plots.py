@@ -211,18 +211,21 @@ def test_accuracy_bands_stay_within_0_and_100_percent(tmp_path, make_run) -> Non
 def test_a_study_whose_runs_all_diverged_says_so_in_its_curve_figures(tmp_path,
                                                                       make_run) -> None:
     """With every run diverged there is no curve to draw: each curve figure (test accuracy,
-    test loss, train vs test) says so on its axes instead of showing empty ones."""
+    test loss, train vs test) says so on its axes instead of showing empty ones, and the
+    legend has no entry for the best-epoch star, which none of them draws."""
     run = make_run(tmp_path / "r", variants=("gn", "bn"), seeds=2, epochs=3,
                    diverged={"gn": [0, 1], "bn": [0, 1]})
     plots.plot_curves(run.path, ("png", "svg"))
     for kind in ("test_acc", "test_loss", "train_vs_test"):
         svg = figure_files(run.figure(kind), ("svg",))["svg"].read_text()
         assert "no curve: every run diverged" in svg, kind
+        assert "best epoch" not in svg, kind
 
 
 def test_each_curve_figure_labels_its_own_measure(tmp_path, make_run) -> None:
     """The test accuracy figure's y axis is test accuracy in percent and the test loss
-    figure's the cross-entropy; neither says "no curve" when its runs finished."""
+    figure's the cross-entropy; neither says "no curve" when its runs finished, and both
+    name the best-epoch star in their legend."""
     run = make_run(tmp_path / "r", variants=("gn", "bn"), seeds=2, epochs=3)
     plots.plot_curves(run.path, ("png", "svg"))
     acc, loss = (figure_files(run.figure(k), ("svg",))["svg"].read_text()
@@ -230,6 +233,7 @@ def test_each_curve_figure_labels_its_own_measure(tmp_path, make_run) -> None:
     assert "test accuracy (%)" in acc and "cross-entropy" not in acc
     assert "cross-entropy" in loss and "test accuracy (%)" not in loss
     assert "no curve" not in acc + loss
+    assert "best epoch (of the mean)" in acc and "best epoch (of the mean)" in loss
 
 
 def test_train_vs_test_legend_gives_the_reports_gap(tmp_path, make_run) -> None:

@@ -189,10 +189,11 @@ def _curve_figure(run: RunData, column: str, path: Path, formats: Sequence[str])
             final = c.mean[-1]
             ends.append((c.epochs[-1], final, f"{final:.2f}%" if accuracy else f"{final:.4f}",
                          color))
-        handles.append(Line2D([], [], marker="*", markersize=14, color="#555555",
-                              markerfacecolor="none", markeredgewidth=1.8, linestyle="none"))
-        labels.append("best epoch (of the mean)" if any(c.n > 1 for c in curves.values())
-                      else "best epoch")
+        if ends:   # a star was drawn (every run diverged: none, and no legend entry for it)
+            handles.append(Line2D([], [], marker="*", markersize=14, color="#555555",
+                                  markerfacecolor="none", markeredgewidth=1.8, linestyle="none"))
+            labels.append("best epoch (of the mean)" if any(c.n > 1 for c in curves.values())
+                          else "best epoch")
 
         what = "test accuracy" if accuracy else "test loss"
         ax.set_title(f"{run.dataset_title}: {what} per epoch ({_seeds_phrase(curves.values())})",
