@@ -34,7 +34,7 @@ RUNS = [(v.name, s) for v in Config(variants=("gn", "bn+l1")).parsed_variants() 
 # Run inside every subprocess (see conftest's synthetic_subprocess): where $NORMLAB_TEST_GATE is
 # set, loading the dataset waits until that file exists (at most 300 s). A study locks its folder
 # before it loads the data and writes config.json after, so the lock test can hold a study in that
-# window for as long as it probes it.
+# window for as long as it probes it. $NORMLAB_TEST_HOLD holds a study after its first epochs.
 GATE_AT_DATA_LOADING = """
     import time
     _load_split = data.load_split
@@ -47,6 +47,22 @@ GATE_AT_DATA_LOADING = """
         return _load_split(*args, **kwargs)
 
     data.load_split = _gated_load_split
+
+    # Where $NORMLAB_TEST_HOLD is set, every group waits before its second epoch (at most 300 s):
+    # the study has saved an epoch and cannot finish, so a test can stop it there without racing
+    # it to the end. The wait reports progress as a step does, so a Ctrl-C still stops it.
+    from normlab import train
+    _train_epoch = train.GroupTrainer.train_epoch
+
+    def _held_train_epoch(self, on_step=None):
+        end = time.monotonic() + 300
+        while self.epoch >= 1 and os.environ.get("NORMLAB_TEST_HOLD") and time.monotonic() < end:
+            if on_step is not None:
+                on_step(0, 0.0)
+            time.sleep(0.01)
+        return _train_epoch(self, on_step)
+
+    train.GroupTrainer.train_epoch = _held_train_epoch
 
     # Ctrl-C as a terminal delivers it: a test run started in the background (a non-interactive
     # shell's "cmd &") hands its children SIGINT ignored, and Python then installs no
@@ -134,19 +150,22 @@ def test_sigkill_at_many_moments_then_resume_gives_the_uninterrupted_result(norm
     and resuming removes the writers' leftover temporary files."""
     out = tmp_path / "run"
     args = STUDY + ["--data-dir", str(normlab.data)]
+    session_start = 0
 
-    def first_checkpoint() -> bool:
-        return _checkpointed(out)
+    def saved_an_epoch() -> bool:   # this session (not an earlier one) saved a training state
+        states = (RunFolder(out).group_state(k) for k in range(len(RUNS)))
+        return any(p.exists() and p.stat().st_mtime_ns > session_start for p in states)
 
     def writing() -> bool:  # a temporary file of an atomic write exists right now
         return out.is_dir() and any(out.rglob(".*.tmp"))
 
-    # (when to kill, extra delay): after training began, at varied depths into an epoch, and
-    # at the very moment a file is being written.
-    moments = [(first_checkpoint, 0.0), (first_checkpoint, 0.35), (writing, 0.0),
-               (first_checkpoint, 0.8), (writing, 0.0), (first_checkpoint, 0.15)]
+    # (when to kill, extra delay): once the session has trained an epoch, at varied depths into
+    # the next, and at the very moment a file is being written.
+    moments = [(saved_an_epoch, 0.0), (saved_an_epoch, 0.1), (writing, 0.0),
+               (saved_an_epoch, 0.2), (writing, 0.0), (saved_an_epoch, 0.05)]
     kills = 0
     for k, (when, delay) in enumerate(moments):
+        session_start = time.time_ns()
         proc = normlab.start(args + (["--out", str(out)] if k == 0 else ["--resume", str(out)]))
         try:
             if _wait_for(when, proc):
@@ -172,7 +191,7 @@ def test_ctrl_c_saves_and_says_how_to_resume(normlab, reference, tmp_path) -> No
     uninterrupted result."""
     out = tmp_path / "run"
     args = STUDY + ["--data-dir", str(normlab.data)]
-    proc = normlab.start(args + ["--out", str(out)])
+    proc = normlab.with_env(NORMLAB_TEST_HOLD="1").start(args + ["--out", str(out)])
     try:
         assert _wait_for(lambda: _checkpointed(out), proc)
         proc.send_signal(signal.SIGINT)
@@ -246,7 +265,8 @@ def test_ctrl_c_then_resume_counts_the_time_of_both_sessions(normlab, reference,
     out = tmp_path / "run"
     f = RunFolder(out)
     args = STUDY + ["--data-dir", str(normlab.data)]
-    assert _stop_study(normlab, out, args, lambda: _checkpointed(out), signal.SIGINT) == 130
+    held = normlab.with_env(NORMLAB_TEST_HOLD="1")   # it cannot finish before the Ctrl-C
+    assert _stop_study(held, out, args, lambda: _checkpointed(out), signal.SIGINT) == 130
     assert f.timing_json.exists(), "the interrupted session left no record of its time"
     first = json.loads(f.timing_json.read_text())
     assert first["wall_seconds"] is None and not f.finished
@@ -265,8 +285,9 @@ def test_a_killed_study_leaves_its_time_for_the_resume(normlab, tmp_path) -> Non
     out = tmp_path / "run"
     f = RunFolder(out)
     args = STUDY + ["--data-dir", str(normlab.data)]
-    _stop_study(normlab, out, args, lambda: f.timing_json.exists() and not f.summary.exists(),
-                signal.SIGKILL)
+    # Held after its first epochs, the study cannot finish between the check and the kill.
+    _stop_study(normlab.with_env(NORMLAB_TEST_HOLD="1"), out, args,
+                lambda: f.timing_json.exists() and not f.summary.exists(), signal.SIGKILL)
     first = json.loads(f.timing_json.read_text())
     assert first["train_seconds"] > 0 and first["wall_seconds"] is None
     _resume_adds_its_time(normlab, args, out, first)
@@ -281,7 +302,8 @@ def test_resume_without_a_time_record_says_it_covers_the_last_session(normlab, r
     out = tmp_path / "run"
     f = RunFolder(out)
     args = STUDY + ["--data-dir", str(normlab.data)]
-    _stop_study(normlab, out, args, lambda: _checkpointed(out), signal.SIGKILL)
+    _stop_study(normlab.with_env(NORMLAB_TEST_HOLD="1"), out, args, lambda: _checkpointed(out),
+                signal.SIGKILL)
     f.timing_json.unlink(missing_ok=True)
     r = normlab.run(args + ["--resume", str(out)])
     assert r.returncode == 0, r.stderr
