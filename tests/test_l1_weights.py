@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from normlab.config import Config
-from normlab.runfolder import WEIGHT_THRESHOLDS, RunFolder
+from normlab.runfolder import WEIGHT_COLUMNS, WEIGHT_THRESHOLDS, RunFolder
 from normlab.store import load_checkpoint
 from normlab.study import run_study
 
@@ -44,8 +44,15 @@ def test_weight_stats_are_those_of_the_saved_kernels(trained, load_script) -> No
 
 
 def test_main_writes_the_weights_table_into_the_folder(trained, load_script) -> None:
-    """main() writes the rows as the run folder's weights table, one line per run."""
-    load_script("scripts/l1_weights.py").main(str(trained.path))
+    """main() writes weight_stats' rows as the run folder's weights table: the table's header,
+    then one line per run with its values."""
+    script = load_script("scripts/l1_weights.py")
+    script.main(str(trained.path))
     with open(trained.weights, newline="") as f:
         written = list(csv.reader(f))
-    assert len(written) == 1 + 3
+    assert written[0] == list(WEIGHT_COLUMNS)
+    rows = script.weight_stats(trained.path)
+    assert len(written) == 1 + len(rows) == 1 + 3
+    for line, row in zip(written[1:], rows):
+        assert line[0] == row[0]
+        assert [float(c) for c in line[1:]] == pytest.approx([float(c) for c in row[1:]])

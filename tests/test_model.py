@@ -472,12 +472,13 @@ def test_multinet_penalized_parameters_match_nets() -> None:
 
 @pytest.mark.parametrize("norm", ["bn", "gn", "ln"])
 def test_pool_before_relu_computes_the_same_as_relu_before_pool(norm: str) -> None:
-    """The max pool now comes before the ReLU in the first block (a quarter of the elements for
-    the ReLU); 0.1.0's order (relu_before_pool) gives the same logits and the same gradients,
-    since ReLU is monotonic and both pass the gradient to the same maximum."""
+    """In the max-pool stem (``stem="pool"``) the pool now comes before the ReLU (a quarter of
+    the elements for the ReLU); 0.1.0's order (relu_before_pool) gives the same logits and the
+    same gradients, since ReLU is monotonic and both pass the gradient to the same maximum."""
     torch.manual_seed(0)
-    new = Net(ModelConfig(norm=norm))
-    old = Net(ModelConfig(norm=norm, relu_before_pool=True))
+    new = Net(ModelConfig(norm=norm, stem="pool", stem_kernel=3))
+    old = Net(ModelConfig(norm=norm, stem="pool", stem_kernel=3, relu_before_pool=True))
+    assert isinstance(new.stem[0].pool, nn.MaxPool2d)   # the order is there to be tested
     old.load_state_dict(new.state_dict())
     x = torch.randn(8, 1, 28, 28, generator=generator(5))
     a, b = new(x), old(x)

@@ -17,7 +17,7 @@ from normlab.config import Config
 from normlab.device import select_device
 from normlab.errors import ConfigError
 from normlab.study import train_run
-from normlab.train import METRIC_FIELDS, build_model, one_cycle
+from normlab.train import METRIC_FIELDS, GroupTrainer, build_model, one_cycle
 
 CPU = torch.device("cpu")
 
@@ -403,8 +403,6 @@ def test_group_members_are_independent_of_their_neighbours(random_splits) -> Non
     different neighbours trains to the same weights (up to rounding), and a neighbour that
     diverges (lr 1e6 makes every member diverge, so here: a neighbour fed NaN weights) does not
     leak into it."""
-    from normlab.train import GroupTrainer
-
     train, test, mean, std = random_splits(0, n_train=128, n_test=32)
     cfg = Config(epochs=1, batch_size=32, variants=("gn", "bn", "ln"), device="cpu")
     gn, bn, ln = cfg.parsed_variants()
@@ -443,11 +441,13 @@ def test_bf16_autocast_trains_close_to_fp32(random_splits) -> None:
 
 
 def test_compiled_training_matches_eager(random_splits) -> None:
-    """compile=True (torch.compile of the training network) gives the eager metrics within
-    floating-point tolerance."""
+    """compile=True (torch.compile of the training network) trains through the compiled
+    network and gives the eager metrics within floating-point tolerance."""
     train, test, mean, std = random_splits(0, n_train=128, n_test=32)
     cfg = Config(epochs=1, batch_size=64, variants=("bn",), device="cpu")
     variant = cfg.parsed_variants()[0]
+    trainer = GroupTrainer(cfg.replace(compile=True), [(variant, 0)], train, test, mean, std)
+    assert trainer.forward is not trainer.multi   # the compiled module, not the eager one
     eager = train_run(cfg, variant, 0, train, test, mean, std, progress=False)
     compiled = train_run(cfg.replace(compile=True), variant, 0, train, test, mean, std,
                          progress=False)
