@@ -4,7 +4,9 @@ Runs of two points with the same variant and seed share their initial weights, d
 augmentation, so their difference is paired. Prints (and with --out writes) a Markdown table:
 the mean difference (second point minus first) with its 95% CI, the paired t-test's p and the
 smallest true difference that test detects with 80% power at the 5% level given the pairs'
-spread (``detectable``), over all variants pooled and per variant (``normlab.stats.paired``):
+spread (``detectable``), over all variants and per variant (``normlab.stats.paired``). Runs of
+one seed share their data order across variants, so the row over all variants tests one mean
+difference per seed (its variants' mean), with the seeds as the independent units:
 
     python scripts/paired_points.py results/model-selection/stem-lr \\
         arch=8-16-16-16-12 arch=8s-16-16-16-12 --out results/model-selection/stem-lr-paired.md
@@ -29,6 +31,7 @@ sweep run again with other seeds, so a comparison grows its seeds without retrai
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 
 from normlab.config import completed, config_diff
@@ -173,15 +176,26 @@ def paired_table(rows: list[dict], a: str, b: str, metric: str,
         raise ConfigError(f"{a} and {b} share no finished run of the same variant and seed; "
                           "compare points that ran the same variants and seeds (--seeds, "
                           "--first-seed)")
-    groups = [("all variants", keys)] + [
-        (f"`{v}`", [k for k in keys if k[0] == v]) for v in sorted({k[0] for k in keys})]
+    seeds = sorted({k[1] for k in keys})
+    # Runs of one seed share their data order across variants, so their differences are not
+    # independent pairs: the pooled row tests one mean difference per seed (over its variants).
+    per_seed = [statistics.fmean(vb[k] - va[k] for k in keys if k[1] == s) for s in seeds]
+    variants = sorted({k[0] for k in keys})
+    pooled = ("all variants, mean per seed", per_seed, [0.0] * len(seeds))
+    groups = [pooled] + [(f"`{v}`", [vb[k] for k in keys if k[0] == v],
+                          [va[k] for k in keys if k[0] == v]) for v in variants]
     lines = [f"`{b}` minus `{a}`, {metric}, paired by variant and seed (percentage points)",
+             "", f"The first row tests one difference for each of the {len(seeds)} seeds (the "
+             "mean over that seed's variants), as runs of one seed share their data order; the "
+             "variants' rows test that variant's runs, each on its own (no adjustment for the "
+             "several rows).",
              "", "| runs | pairs | mean diff | 95% CI | paired t-test p | detectable (80% power) |",
              "| --- | --: | --: | --: | --: | --: |"]
-    for label, ks in groups:
-        r = paired([vb[k] for k in ks], [va[k] for k in ks])
+    for label, xb, xa in groups:
+        r = paired(xb, xa)
         ci = (f"[{r['ci_lo']:+.3f}, {r['ci_hi']:+.3f}]" if r["ci_lo"] is not None else "-")
-        p = f"{r['p']:.3f}" if r["p"] is not None else "-"
+        p = "-" if r["p"] is None else f"{r['p']:.3f}" + (
+            " (exact sign-flip: the differences are all equal)" if r["ci_lo"] is None else "")
         detectable = f"{r['detectable']:.3f}" if r["detectable"] is not None else "-"
         lines.append(f"| {label} | {r['n']} | {r['diff']:+.3f} | {ci} | {p} | {detectable} |")
     return "\n".join(lines) + "\n"

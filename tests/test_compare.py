@@ -172,3 +172,45 @@ def test_discordant_counts_refuse_files_of_different_images(tmp_path: Path, make
     with pytest.raises(RunFolderError, match="cannot be compared") as e:
         run_comparisons(load_run(run.path))
     assert path.name in str(e.value) and run.predictions("bn+l1=2e-05", 0).name in str(e.value)
+
+
+def test_seeds_that_all_differ_alike_are_not_called_a_difference() -> None:
+    """Two seeds that both put `ln` one test image (0.01 points) behind `gn` have no spread: no
+    t-test, no interval; the exact sign-flip test's p (0.5 with 2 pairs) decides, so neither is
+    called ahead. The finding names that test and the smallest p it can give, and the table
+    marks the p as the sign-flip test's."""
+    from normlab.findings import comparison_sentence
+
+    (c,) = compare({"gn": {0: 99.47, 1: 99.44}, "ln": {0: 99.46, 1: 99.43}})
+    assert c.diffs == (0.01, 0.01) and c.ci_lo is None and c.p == pytest.approx(0.5)
+    assert not c.measurable and c.ahead is None and c.detectable is None
+    text = comparison_sentence(c)
+    assert "exact sign-flip test" in text and "p = 0.50" in text and "ahead" not in text
+    assert "cannot give a p below 0.50" in text
+    (row,) = comparison_table([c]).rows
+    assert row[3] == "–" and row[4] == "0.50 *sign-flip*"
+
+
+def test_compare_points_adjusts_over_every_pair_of_every_point() -> None:
+    """compare_points compares each point's variants as compare() does (the same differences,
+    intervals and raw p), but Holm-adjusts the p-values, and sizes the detectable difference,
+    over all the points' pairs as one family; its table leads with each point's values and
+    has no McNemar column."""
+    from normlab.compare import compare_points, points_table
+    from normlab.stats import detectable_after_holm, holm
+
+    points = {(2,): {"bn": {0: 96.1, 1: 96.9, 2: 96.4}, "gn": {0: 97.6, 1: 97.8, 2: 97.7}},
+              (8,): {"bn": {0: 97.9, 1: 98.1, 2: 97.6}, "gn": {0: 97.8, 1: 98.0, 2: 97.9}},
+              (32,): {"bn": {0: 98.2, 1: 98.0, 2: 98.3}, "gn": {0: 97.9, 1: 98.2, 2: 98.0}}}
+    items = compare_points(points)
+    alone = [c for acc in points.values() for c in compare(acc)]
+    assert [k for k, _ in items] == [(2,), (8,), (32,)]
+    for (_, c), a in zip(items, alone):
+        assert (c.diff, c.ci_lo, c.ci_hi, c.p) == (a.diff, a.ci_lo, a.ci_hi, a.p)
+        assert a.p_holm == a.p   # alone, each point has one pair: nothing to adjust
+    assert [c.p_holm for _, c in items] == holm([a.p for a in alone])
+    assert [c.detectable for _, c in items] == detectable_after_holm([(a.sd, a.n) for a in alone])
+    assert items[0][1].p_holm > items[0][1].p
+    t = points_table(items, ["batch_size"])
+    assert t.columns[:2] == ["batch_size", "pair"] and not any("McNemar" in c for c in t.columns)
+    assert [r[0] for r in t.rows] == ["2", "8", "32"]

@@ -19,28 +19,50 @@ def _rows(gen_values: dict[tuple[str, str, int], float]) -> list[dict]:
             for (arch, v, s), acc in gen_values.items()]
 
 
-def test_pooled_and_per_variant_rows_are_the_paired_t_test(script) -> None:
-    """The pooled row pairs every (variant, seed) both points finished; its mean difference and
-    p are scipy's paired t-test of the second point against the first, its detectable difference
-    min_detectable of the differences' sd over the pairs (5% level, 80% power); a run only one
-    point finished is left out."""
+def test_pooled_row_tests_one_difference_per_seed_and_variant_rows_their_runs(script) -> None:
+    """Runs of one seed share their data order across variants, so the row over all variants
+    tests one difference per seed: the mean over that seed's variants of (second point − first),
+    with scipy's one-sample t-test of those seed means (as many pairs as seeds) and
+    min_detectable of their sd; each variant's row is scipy's paired t-test of its runs. A run
+    only one point finished is left out."""
     import statistics
+
+    from scipy.stats import ttest_1samp
 
     from normlab.stats import min_detectable
 
-    a = {("gn", 0): 99.40, ("gn", 1): 99.30, ("ln", 0): 99.50, ("ln", 1): 99.20, ("ln", 2): 99.1}
-    b = {("gn", 0): 99.35, ("gn", 1): 99.32, ("ln", 0): 99.41, ("ln", 1): 99.18}
+    a = {("gn", 0): 99.40, ("gn", 1): 99.30, ("gn", 2): 99.44, ("ln", 0): 99.50,
+         ("ln", 1): 99.20, ("ln", 2): 99.41, ("ln", 3): 99.1}
+    b = {("gn", 0): 99.35, ("gn", 1): 99.32, ("gn", 2): 99.47, ("ln", 0): 99.41,
+         ("ln", 1): 99.18, ("ln", 2): 99.42}
     rows = _rows({("8-16", v, s): x for (v, s), x in a.items()}
                  | {("8s-16", v, s): x for (v, s), x in b.items()})
     text = script.paired_table(rows, "arch=8-16", "arch=8s-16", "final_val_acc")
-    keys = sorted(b)
-    res = ttest_rel([b[k] for k in keys], [a[k] for k in keys])
-    diff = sum(b[k] - a[k] for k in keys) / len(keys)
-    pooled = next(line for line in text.splitlines() if line.startswith("| all variants"))
-    detectable = min_detectable(statistics.stdev([b[k] - a[k] for k in keys]), 4)
-    assert f"| 4 | {diff:+.3f} |" in pooled
+    seeds = [statistics.fmean(b[v, s] - a[v, s] for v in ("gn", "ln")) for s in (0, 1, 2)]
+    res = ttest_1samp(seeds, 0.0)
+    pooled = next(line for line in text.splitlines()
+                  if line.startswith("| all variants, mean per seed"))
+    detectable = min_detectable(statistics.stdev(seeds), 3)
+    assert f"| 3 | {statistics.fmean(seeds):+.3f} |" in pooled
     assert pooled.endswith(f"| {res.pvalue:.3f} | {detectable:.3f} |")
-    assert "| `gn` | 2 |" in text and "| `ln` | 2 |" in text
+    gn = ttest_rel([b["gn", s] for s in (0, 1, 2)], [a["gn", s] for s in (0, 1, 2)])
+    row = next(line for line in text.splitlines() if line.startswith("| `gn`"))
+    assert row.startswith("| `gn` | 3 |") and f"| {gn.pvalue:.3f} |" in row
+    assert "| `ln` | 3 |" in text
+
+
+def test_differences_without_spread_get_the_exact_sign_flip_test(script) -> None:
+    """Where every pair of a row differs by the same amount (here one validation step on both
+    seeds), the row has no t interval and gives the exact sign-flip test's p (0.5 for 2 pairs),
+    saying so."""
+    a = {("gn", 0): 99.41, ("gn", 1): 99.38}
+    b = {("gn", 0): 99.44, ("gn", 1): 99.41}
+    rows = _rows({("8-16", v, s): x for (v, s), x in a.items()}
+                 | {("8s-16", v, s): x for (v, s), x in b.items()})
+    text = script.paired_table(rows, "arch=8-16", "arch=8s-16", "final_val_acc")
+    row = next(line for line in text.splitlines() if line.startswith("| `gn`"))
+    assert row == ("| `gn` | 2 | +0.030 | - | 0.500 (exact sign-flip: the differences are all "
+                   "equal) | - |")
 
 
 def test_bad_input_is_a_one_line_error(tmp_path, script, capsys) -> None:
@@ -122,7 +144,7 @@ def test_a_sweep_over_the_l1_default_pairs_the_renamed_variant(script) -> None:
                              (2e-5, "ln+l1=2e-5", 0): 99.5, (5e-6, "ln+l1=2e-5", 0): 99.6})
     assert {r["variant"] for r in rows} == {"bn+l1=2e-05", "bn+l1=5e-06", "ln+l1=2e-05"}
     text = script.paired_table(rows, "l1=2e-5", "l1=5e-6", "final_val_acc", record=record)
-    assert "| `bn+l1` | 2 | +0.050 |" in text and "| all variants | 3 |" in text
+    assert "| `bn+l1` | 2 | +0.050 |" in text and "| all variants, mean per seed | 2 |" in text
     assert "| `ln+l1=2e-5` | 1 | +0.100 |" in text   # as the sweep's --variants wrote it
     assert script.renamed_specs(record, "lr", 0.1) == {}
     l2 = {**record, "base_config": {**record["base_config"], "variants": ["gn+l2", "bn+l1"]}}
@@ -130,7 +152,7 @@ def test_a_sweep_over_the_l1_default_pairs_the_renamed_variant(script) -> None:
                                                             "bn+l1=2e-05": "bn+l1"}
     # Without the record the renamed runs do not pair: nothing in common but the control.
     text = script.paired_table(rows, "l1=2e-5", "l1=5e-6", "final_val_acc")
-    assert "| all variants | 1 |" in text
+    assert "| all variants, mean per seed | 1 |" in text   # one variant in common
     from normlab.config import Config
     base = Config(val=10_000).to_dict()
     script.check_pairable(base, {**base, "l1_default": 5e-6}, "l1=2e-5", "l1=5e-6")

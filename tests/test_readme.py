@@ -160,7 +160,8 @@ def test_readme_blocks_and_citations() -> None:
 
 def _paired_mean(table: Path) -> str:
     """The 'all variants' mean difference of a paired table (scripts/paired_points.py)."""
-    m = re.search(r"\| all variants \| \d+ \| [−+-]?(\d+\.\d+) \|", table.read_text("utf-8"))
+    m = re.search(r"\| all variants, mean per seed \| \d+ \| [−+-]?(\d+\.\d+) \|",
+                  table.read_text("utf-8"))
     assert m, f"{table} has no 'all variants' row"
     return m.group(1)
 
@@ -189,7 +190,7 @@ MODEL_SELECTION = ROOT / "results" / "model-selection"
 # was replaced before the committed run (its folder is in the repository's history, ab4ea9b).
 MODEL_SELECTION_EXCEPTIONS = {"8,000 parameters": "the brief's budget",
                               "0.008": "step 14's first version (ab4ea9b)",
-                              "+0.024": "step 14's first version (ab4ea9b)",
+                              "+0.038": "step 14's first version (ab4ea9b)",
                               "71%": "step 14's first version (ab4ea9b)"}
 
 

@@ -14,6 +14,8 @@ from scipy.stats import t as student_t
 from normlab.stats import describe, mean_ci, welch
 
 def test_mean_ci() -> None:
+    """The interval is the mean plus and minus t(0.975, n-1) s / sqrt(n), with the t quantile
+    of the level asked for (here 90% on two values)."""
     mean, lo, hi = mean_ci([1, 2, 3, 4, 5])
     half = 2.776445 * math.sqrt(2.5) / math.sqrt(5)  # t_{0.975,4} * s / sqrt(n)
     assert mean == 3.0 and lo == pytest.approx(3 - half, abs=1e-6)
@@ -25,6 +27,8 @@ def test_mean_ci() -> None:
 
 
 def test_mean_ci_one_value_has_no_interval() -> None:
+    """One value: no interval (not available); none: an error; equal values: a zero-width
+    interval, available (a mean's interval, unlike a test, needs no spread to be stated)."""
     ci = mean_ci([98.5])
     assert tuple(ci) == (98.5, 98.5, 98.5) and not ci.available and ci.n == 1
     with pytest.raises(ValueError):
@@ -63,14 +67,18 @@ def test_welch_equal_variances_gives_pooled_df() -> None:
 
 
 def test_welch_small_and_degenerate_samples() -> None:
+    """One value on a side: no inference. Both sides constant: no t-test (no interval, t or
+    df), and p is the exact permutation test's: 3 vs 2 runs can be dealt in C(5, 2) = 10 ways,
+    the observed split and no other is as extreme, so two-sided p = 2 x 1/10; equal constants
+    give p = 1. One side constant: Welch's test, with df from the other side alone."""
     w = welch([99.0], [98.0, 98.5])
     assert w["diff"] == pytest.approx(0.75)
     assert all(w[k] is None for k in ("ci_lo", "ci_hi", "t", "df", "p"))
     w = welch([1.0, 1.0, 1.0], [2.0, 2.0])
-    assert w["diff"] == -1.0 and w["p"] == 0.0 and w["t"] == -math.inf
-    assert (w["ci_lo"], w["ci_hi"]) == (-1.0, -1.0)
+    assert w["diff"] == -1.0 and w["p"] == pytest.approx(0.2)
+    assert all(w[k] is None for k in ("ci_lo", "ci_hi", "t", "df", "se"))
     w = welch([1.0, 1.0], [1.0, 1.0, 1.0])
-    assert w["diff"] == 0.0 and w["p"] == 1.0 and w["t"] == 0.0
+    assert w["diff"] == 0.0 and w["p"] == 1.0 and w["ci_lo"] is None
     w = welch([5.0, 5.0, 5.0], [1.0, 2.0, 3.0, 4.0])  # one group constant: df = 4 - 1
     assert w["df"] == pytest.approx(3.0) and w["p"] < 0.05
     with pytest.raises(ValueError):
@@ -78,6 +86,8 @@ def test_welch_small_and_degenerate_samples() -> None:
 
 
 def test_welch_ci_excludes_zero_exactly_when_p_below_005() -> None:
+    """Over 300 random pairs of samples, Welch's 95% interval excludes 0 exactly when its
+    two-sided p is below 0.05 (one test, two views of it)."""
     rng = random.Random(0)
     for _ in range(300):
         sd_a = rng.uniform(0.1, 2)
@@ -136,12 +146,21 @@ def test_paired_matches_the_published_sleep_data_test() -> None:
 
 
 def test_paired_edge_cases() -> None:
-    """One pair: no inference; equal differences: exact; unequal lengths: an error."""
+    """One pair: no inference. Differences all equal (no spread): no t-test (no interval, t,
+    df or detectable) and the exact sign-flip test's p, 2 / 2**n (only the observed signs and
+    their reverse are as extreme), or 1 for a zero difference; differences equal up to float
+    rounding (equal accuracy steps from different values) count as equal. Unequal lengths: an
+    error."""
     from normlab.stats import paired
 
     assert paired([99.4], [99.3])["p"] is None
-    exact = paired([2.0, 3.0], [1.0, 2.0])
-    assert (exact["ci_lo"], exact["ci_hi"], exact["p"]) == (1.0, 1.0, 0.0)
+    for n in (2, 3, 6):
+        exact = paired([2.0 + i for i in range(n)], [1.0 + i for i in range(n)])
+        assert exact["p"] == pytest.approx(2 / 2 ** n) and exact["sd"] == 0.0
+        assert all(exact[k] is None for k in ("ci_lo", "ci_hi", "t", "df", "detectable"))
+    assert paired([1.0, 2.0], [1.0, 2.0])["p"] == 1.0
+    rounded = paired([99.41, 99.44], [99.38, 99.41])   # 0.0300000000000011, 0.030000000000001137
+    assert rounded["p"] == pytest.approx(0.5) and rounded["ci_lo"] is None
     with pytest.raises(ValueError):
         paired([1.0, 2.0], [1.0])
 
@@ -156,7 +175,7 @@ def test_min_detectable_matches_published_power() -> None:
     assert 0.98 < d < 1.0
     assert min_detectable(0.05, 10) == pytest.approx(0.05 * d, rel=1e-9)
     assert min_detectable(1.0, 20) < d
-    assert min_detectable(1.0, 1) is None and min_detectable(0.0, 5) == 0.0
+    assert min_detectable(1.0, 1) is None and min_detectable(0.0, 5) is None
 
 
 def test_min_detectable_by_simulation() -> None:
@@ -201,13 +220,13 @@ def test_holm_leaves_untested_out_of_the_family() -> None:
 
 def test_paired_reports_its_detectable_difference() -> None:
     """paired's ``detectable`` is min_detectable of the differences' sd and the pair count (80%
-    power at 5%); exact differences detect anything (0); one pair has none."""
+    power at 5%); differences without spread (no t-test) and one pair have none."""
     from normlab.stats import min_detectable, paired
 
     a, b = [99.5, 99.4, 99.6, 99.45], [99.4, 99.42, 99.5, 99.3]
     r = paired(a, b)
     assert r["detectable"] == min_detectable(r["sd"], 4)
-    assert paired([2.0, 3.0], [1.0, 2.0])["detectable"] == 0.0
+    assert paired([2.0, 3.0], [1.0, 2.0])["detectable"] is None
     assert paired([99.4], [99.3])["detectable"] is None
 
 
@@ -232,12 +251,23 @@ def test_min_detectable_has_its_power_for_every_n(n: int) -> None:
 
 def test_detectable_after_holm_uses_the_strictest_level_of_the_family() -> None:
     """detectable_after_holm gives each test of a family of m tests min_detectable at 0.05 / m
-    (m counting only entries with a test), None where there is no test, 0 for a zero spread,
-    and the 5% level for a family of one."""
+    (m counting only entries with a test, a zero spread included), None where there is no test
+    and for a zero spread (no t-test: an exact test), and the 5% level for a family of one."""
     from normlab.stats import detectable_after_holm, min_detectable
 
     got = detectable_after_holm([(0.1, 5), (None, 1), (0.2, 4), (0.0, 3)])
-    assert got[1] is None and got[3] == 0.0
+    assert got[1] is None and got[3] is None
     assert got[0] == pytest.approx(min_detectable(0.1, 5, 0.05 / 3), rel=1e-12)
     assert got[2] == pytest.approx(min_detectable(0.2, 4, 0.05 / 3), rel=1e-12)
     assert detectable_after_holm([(0.1, 5), (None, 0)]) == [min_detectable(0.1, 5), None]
+
+
+def test_format_p_never_rounds_a_significant_p_up_to_the_level() -> None:
+    """A p just below 5% keeps a fourth decimal ("0.0498", not "0.050", beside a verdict of
+    significance), or is "< 0.05" where that would round up too; elsewhere 3 decimals below 0.1 and 2 above, "< 0.001" below that."""
+    from normlab.table import format_p
+
+    assert format_p(0.04977) == "0.0498" and format_p(0.0499999) == "< 0.05"
+    assert format_p(0.0494) == "0.049" and format_p(0.05) == "0.050"
+    assert format_p(0.0504) == "0.050" and format_p(0.2) == "0.20"
+    assert format_p(0.0009) == "< 0.001"

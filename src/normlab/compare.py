@@ -117,6 +117,33 @@ def compare(accuracy: dict[str, dict[int, float]],
     return out
 
 
+def compare_points(points: dict[tuple, dict[str, dict[int, float]]]) -> list[tuple[tuple, Comparison]]:
+    """Every pair of variants at every point of a sweep (``{point: accuracy}``, each accuracy
+    as :func:`compare` takes it), compared seed by seed as :func:`compare` does, with the
+    t-tests' Holm adjustment and detectable difference taken over all the points' pairs as one
+    family: the family a reader picks from when scanning the points for a difference. (No
+    McNemar: a sweep table holds no predictions.)"""
+    items = [(key, c) for key, accuracy in points.items() for c in compare(accuracy)]
+    adjusted = holm([c.p for _, c in items])
+    detectable = detectable_after_holm([(c.sd, c.n) for _, c in items])
+    return [(key, replace(c, p_holm=q, detectable=d))
+            for (key, c), q, d in zip(items, adjusted, detectable)]
+
+
+def points_table(items: list[tuple[tuple, Comparison]], params: list[str]) -> Table:
+    """:func:`compare_points`' comparisons as a table: each point's values of ``params``, then
+    :func:`comparison_table`'s columns without McNemar's."""
+    t = comparison_table([c for _, c in items])
+    keep = [i for i, name in enumerate(t.columns) if "McNemar" not in name]
+    lead = len(params)
+    out = Table(params + [t.columns[i] for i in keep],
+                numeric={lead + j for j, i in enumerate(keep) if i in t.numeric})
+    for (key, _), row in zip(items, t.rows):
+        out.rows.append([f"{v:g}" if isinstance(v, float) else str(v) for v in key]
+                        + [row[i] for i in keep])
+    return out
+
+
 def accuracy_from_summary(summary: dict) -> dict[str, dict[int, float]]:
     """``{variant: {seed: final test accuracy}}`` from a summary (summary.json): its values are in
     the order of the variant's finished seeds."""
@@ -172,6 +199,12 @@ def run_comparisons(run: RunData) -> list[Comparison]:
     return compare(accuracy, discordant)
 
 
+# Said under a table of paired comparisons where a pair's seeds all differ alike (stats.paired).
+EXACT_NOTE = (" Where every pair differs by the same amount, the differences have no spread: the "
+              "t-test has no answer and no interval, and the p is the exact sign-flip test's "
+              "(2 / 2^N at best: 0.5 with 2 pairs), marked *sign-flip*.")
+
+
 def comparison_table(comparisons: list[Comparison], markdown: bool = True) -> Table:
     """One row per pair: N pairs, mean difference and its 95% CI, the paired t-test's p (raw and
     Holm-adjusted), McNemar's b / c and p (raw and Holm-adjusted), the detectable difference."""
@@ -186,12 +219,15 @@ def comparison_table(comparisons: list[Comparison], markdown: bool = True) -> Ta
     for c in comparisons:
         ci = signed_ci(c.ci_lo, c.ci_hi)
         t.rows.append([f"{name(c.a)} vs {name(c.b)}", str(c.n), cell(c.diff, signed_points), ci,
-                       cell(c.p, format_p), cell(c.p_holm, format_p),
+                       cell(c.p, lambda p: format_p(p) + (" *sign-flip*" if c.ci_lo is None
+                                                          else "")),
+                       cell(c.p_holm, format_p),
                        "–" if c.only_a is None else f"{c.only_a} / {c.only_b}",
                        cell(c.mcnemar_p, format_p), cell(c.mcnemar_p_holm, format_p),
                        cell(c.detectable, lambda x: f"{x:.2f}")])
     return t
 
 
-__all__ = ["Comparison", "accuracy_from_summary", "compare", "comparison_table",
+__all__ = ["EXACT_NOTE", "Comparison", "accuracy_from_summary", "compare", "compare_points",
+           "comparison_table", "points_table",
            "discordant_counts", "run_comparisons"]

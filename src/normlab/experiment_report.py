@@ -22,6 +22,7 @@ from pathlib import Path
 import matplotlib
 from matplotlib.figure import Figure
 
+from normlab.compare import EXACT_NOTE, compare_points, points_table
 from normlab.diag_plots import PANELS, bn_gap, conv_weight_norm, dead_pct, grad_ratio
 from normlab.findings import fmt_value
 from normlab.errors import RunFolderError
@@ -212,7 +213,8 @@ def setting_table(comparisons: list[dict], params: list[str], reference) -> Tabl
         t.rows.append([fmt_value(c[o]) for o in others] + [
             f"`{c['spec']}`", fmt_value(c[x]), str(c["n"]),
             signed_points(c["diff"]) if tested else "–", ci,
-            format_p(c["holm_p"]) if c.get("holm_p") is not None else "–",
+            (format_p(c["holm_p"]) + (" *sign-flip*" if c.get("lo") is None else ""))
+            if c.get("holm_p") is not None else "–",
             f"{c['detectable']:.2f}" if c.get("detectable") is not None else "–"])
     return t
 
@@ -385,13 +387,29 @@ def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | No
             f"detects with {POWER:.0%} power at the observed spread, "
             + (f"at the level {ALPHA:.0%} / {len(tested)}: the strictest level of that "
                "adjustment, so a difference of that size is found after it whatever its rank"
-               if len(tested) > 1 else f"at the {ALPHA:.0%} level")
-            + f". A difference whose Holm p is above {ALPHA:g} is not called "
+               if len(tested) > 1 else f"at the {ALPHA:.0%} level") + "."
+            + (EXACT_NOTE if any(c.get("lo") is None for c in tested) else "")
+            + f" A difference whose Holm p is above {ALPHA:g} is not called "
             "a difference. (The Findings above compare each variant's "
             "best and worst setting with Welch's test, Holm-adjusted over the pairs of that "
             "setting's values only: a first look, not a ranking.)",
             "",
             setting_table(comparisons, params, exp.reference).markdown(), ""]
+    points: dict[tuple, dict] = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        if r["status"] == "ok" and r["final_test_acc"] is not None:
+            points[tuple(r[p] for p in params)][r.get("spec", r["variant"])][r["seed"]] = \
+                r["final_test_acc"]
+    between = compare_points({k: dict(v) for k, v in points.items()})
+    tail += [] if not between else [
+             "### Between variants at every point, adjusted over the experiment", "",
+             "The pairs of variants compared seed by seed as in each point's report, but with "
+             f"Holm's adjustment and the detectable difference over all {len(between)} pairs "
+             "of all points as one family: a difference picked out by scanning the points "
+             "must pass this *Holm t-test p*; each point's own report adjusts over its pairs "
+             "alone." + (EXACT_NOTE if any(c.p is not None and c.ci_lo is None
+                                           for _, c in between) else ""), "",
+             points_table(between, params).markdown(), ""]
     tail += ["## Mechanism", "",
             "Final-epoch diagnostics of every finished run (`mechanism.csv`; defined in "
             f"`normlab.diagnostics`, measured on {PROBE_SIZE} fixed training images), per point "
@@ -413,7 +431,8 @@ def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | No
                  "Each BatchNorm run's final weights tested twice (`batch_stats.csv`): with the "
                  "running statistics evaluation normally uses, and in training mode, each test "
                  "batch of the training batch size normalized by its own statistics. The "
-                 "difference is paired run by run, with its t-based 95% CI over the seeds.", "",
+                 "difference is paired run by run, with its t-based 95% CI over the seeds "
+                 "(each row's on its own, not adjusted for the table's several rows).", "",
                  batch_stats_table(batch, params).markdown(), ""]
     if figure is not None:
         rel = figure.relative_to(sweep.path).as_posix()

@@ -53,22 +53,29 @@ def comparison_sentence(c: Comparison, family: int = 1, mcnemar_family: int | No
                 f"(seed {c.seeds[0]}); one pair gives no confidence interval, so this comparison "
                 "is not conclusive")
     else:
-        text = (f"{pair}: {signed_points(c.diff)} points (95% CI {signed_points(c.ci_lo)} to "
-                f"{signed_points(c.ci_hi)}, {c.n} paired seeds)")
-        test = f"paired t-test, {holm}{_p_text(c.p_holm)}"
+        if c.ci_lo is None:   # every pair differs alike: no spread, no t-test (stats.paired)
+            text = (f"{pair}: {signed_points(c.diff)} points on each of the {c.n} paired seeds")
+            test = (f"exact sign-flip test, as the differences have no spread, "
+                    f"{holm}{_p_text(c.p_holm)}")
+        else:
+            text = (f"{pair}: {signed_points(c.diff)} points (95% CI {signed_points(c.ci_lo)} "
+                    f"to {signed_points(c.ci_hi)}, {c.n} paired seeds)")
+            test = f"paired t-test, {holm}{_p_text(c.p_holm)}"
         if c.measurable:
             behind = c.b if c.ahead == c.a else c.a
             text += (f"; `{c.ahead}` is ahead of `{behind}` by more than the seed-to-seed noise "
                      f"({test})")
         else:
             if c.p < ALPHA:   # significant alone, not once corrected for the other pairs
+                name = "paired t-test" if c.ci_lo is not None else "exact sign-flip test"
                 text += (f"; no measurable difference once corrected for the {family} "
-                         f"comparisons (paired t-test {_p_text(c.p)} alone, Holm-adjusted "
+                         f"comparisons ({name} {_p_text(c.p)} alone, Holm-adjusted "
                          f"{_p_text(c.p_holm)})")
             else:
                 text += f"; no measurable difference ({test})"
-            if c.detectable == 0:
-                text += "; every paired seed gave the same difference"
+            if c.ci_lo is None:
+                text += (f"; with {c.n} pairs that test cannot give a p below "
+                         f"{format_p(2.0 ** (1 - c.n))}")
             else:
                 after = f" after Holm's adjustment over the {family} comparisons" if family > 1 else ""
                 text += (f"; the study could have detected {c.detectable:.2f} points with "
@@ -256,10 +263,14 @@ def sweep_findings(rows: list[dict], params: list[str], metric: str = "final_tes
                 adjust = ("" if not adjusted_too else
                           f"; Holm's {_p_text(holm_p)} over the {tested} pairs of {p} values, "
                           "as these two were picked for being the highest and the lowest")
-                ci = "unadjusted 95% CI" if adjusted_too else "95% CI"
-                text += (f"; {signed_points(w['diff'])} points ({ci} {signed_points(w['ci_lo'])} "
-                         f"to {signed_points(w['ci_hi'])}, Welch's {_p_text(w['p'])}{adjust}): "
-                         f"{verdict}.")
+                if w["ci_lo"] is None:   # every run of each side scored the same (stats.welch)
+                    test = (f"no spread on either side, so no t interval; exact permutation "
+                            f"test's {_p_text(w['p'])}")
+                else:
+                    ci = "unadjusted 95% CI" if adjusted_too else "95% CI"
+                    test = (f"{ci} {signed_points(w['ci_lo'])} to {signed_points(w['ci_hi'])}, "
+                            f"Welch's {_p_text(w['p'])}")
+                text += f"; {signed_points(w['diff'])} points ({test}{adjust}): {verdict}."
             collapsed = [v for v, m in means.items() if m < COLLAPSED]
             if collapsed:
                 text += (f" It collapses (mean below {COLLAPSED:g}%) at " +

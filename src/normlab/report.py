@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from normlab import norms
-from normlab.compare import Comparison, comparison_table, run_comparisons
+from normlab.compare import EXACT_NOTE, Comparison, comparison_table, run_comparisons
 from normlab.config import completed
 from normlab.errors import ConfigError, DataError, RunFolderError, brief
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
@@ -194,7 +194,8 @@ def _comparisons_text(comparisons: list[Comparison]) -> str:
         f"finds a difference at the {level} level (after Holm's adjustment). {holm} *Detectable*: the smallest true mean "
         f"difference that a two-sided paired t-test would detect with {power} power, given N "
         "pairs and the observed standard deviation of the per-seed differences, "
-        f"{detect_level}.")
+        f"{detect_level}." + (EXACT_NOTE if any(c.p is not None and c.ci_lo is None
+                                                for c in comparisons) else ""))
 
 
 def build_report(run: RunData, figures: list[Path], notes: list[str] = ()) -> str:

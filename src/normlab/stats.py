@@ -8,7 +8,8 @@ not decide for us:
   :class:`MeanCI`; one value gives no interval (``.available`` is False).
 * :func:`welch`: Welch's unequal-variance t-test (``ttest_ind(equal_var=False)``) for a
   difference of two means, with normlab's edge cases (fewer than two values: no inference;
-  zero variance: an exact difference, where SciPy returns nan).
+  zero variance, where SciPy returns nan: the exact permutation test instead,
+  :func:`exact_permutation_p`).
 * :func:`paired`: the paired t-test (``ttest_rel``) of runs that share a seed, with the same
   edge cases and the smallest true difference it detects (:func:`min_detectable`, noncentral
   t, with :data:`POWER` at :data:`ALPHA`); :func:`mcnemar_exact`: the exact McNemar test on
@@ -23,12 +24,16 @@ import statistics
 import warnings
 from typing import Sequence
 
+import numpy as np
 from scipy.optimize import brentq
-from scipy.stats import binomtest, nct, ttest_1samp, ttest_ind, ttest_rel
+from scipy.stats import binomtest, nct, permutation_test, ttest_1samp, ttest_ind, ttest_rel
 from scipy.stats import t as student_t
 
 ALPHA = 0.05   # level of every test normlab reports, and of its detectable difference
 POWER = 0.8    # power of the detectable difference
+# Paired differences whose sd is at most this are equal: equal accuracies subtracted from
+# different values differ in their last bits (99.41 - 99.38 != 99.44 - 99.41 in floats).
+NO_SPREAD = 1e-9
 
 
 # ----------------------------------------------------------------------------------------------
@@ -106,8 +111,11 @@ def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
     the t statistic and the two-sided p-value. With fewer than two values in either group, no
     inference is possible: ``ci_lo``, ``ci_hi``, ``t``, ``df``, ``p`` and ``se`` are None.
 
-    Zero variance in both groups (SciPy gives nan): the difference is exact, the interval is
-    ``[diff, diff]``, t is 0 (equal means, p = 1) or ±inf (p = 0), and df is ``n_a + n_b - 2``.
+    Zero variance in both groups (every run of each group scored the same; SciPy gives nan):
+    the t-test has no answer, so ``p`` is that of the exact permutation test of the difference
+    of means (:func:`exact_permutation_p`), and the interval, t, df and se are None. A t-test
+    would call any such difference certain (p = 0), yet accuracies move in steps of one test
+    image, and a few runs agree by chance.
     """
     _check_level(level)
     xa, xb = [float(v) for v in a], [float(v) for v in b]
@@ -121,9 +129,7 @@ def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
         return out
     se2 = statistics.variance(xa) / na + statistics.variance(xb) / nb
     if se2 == 0.0:
-        out.update(ci_lo=diff, ci_hi=diff, se=0.0, df=float(na + nb - 2),
-                   t=0.0 if diff == 0 else math.copysign(math.inf, diff),
-                   p=1.0 if diff == 0 else 0.0)
+        out.update(p=exact_permutation_p(xa, xb, paired=False))
         return out
     with warnings.catch_warnings():
         # One constant group (several seeds with equal accuracy) makes SciPy warn of "catastrophic
@@ -145,8 +151,10 @@ def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
     paired across two variants. Returns ``dict(diff, ci_lo, ci_hi, t, df, p, sd, n, detectable)``:
     the mean difference, its confidence interval at ``level``, the sample sd of the differences
     and the smallest true difference the test detects with :data:`POWER` at :data:`ALPHA`
-    (:func:`min_detectable`). Fewer than two pairs: no inference (None). Differences all equal:
-    the difference is exact (and any difference detectable: 0)."""
+    (:func:`min_detectable`). Fewer than two pairs: no inference (None). Differences all equal
+    (``sd`` 0, or at most :data:`NO_SPREAD`): the t-test has no answer, so ``p`` is that of the exact sign-flip test
+    (:func:`exact_permutation_p`: 1 for a zero difference, else 2 / 2**n), and the interval, t,
+    df and detectable are None."""
     _check_level(level)
     if len(a) != len(b) or not a:
         raise ValueError(f"paired needs two equally long, non-empty lists, got {len(a)} and {len(b)}")
@@ -158,10 +166,8 @@ def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
     if n < 2:
         return out
     sd = statistics.stdev(d)
-    if sd == 0.0:
-        out.update(ci_lo=diff, ci_hi=diff, sd=0.0, df=float(n - 1),
-                   t=0.0 if diff == 0 else math.copysign(math.inf, diff),
-                   p=1.0 if diff == 0 else 0.0, detectable=0.0)
+    if sd <= NO_SPREAD:
+        out.update(sd=0.0, p=exact_permutation_p(a, b, paired=True))
         return out
     res = ttest_rel([float(x) for x in a], [float(y) for y in b])
     ci = res.confidence_interval(level)
@@ -170,15 +176,29 @@ def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
     return out
 
 
+def exact_permutation_p(a: Sequence[float], b: Sequence[float], paired: bool) -> float:
+    """Two-sided p of the exact permutation test of ``mean(a) - mean(b)``
+    (``scipy.stats.permutation_test`` over every permutation): the pairs' members swapped
+    (``paired``: a sign-flip test of the differences) or the runs dealt anew to the two groups.
+    It needs no variance, so it answers where the t-test cannot: runs that all agree."""
+    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+
+    def statistic(x, y, axis):
+        return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+
+    res = permutation_test((xa, xb), statistic, vectorized=True, n_resamples=np.inf,
+                           permutation_type="samples" if paired else "independent",
+                           alternative="two-sided")
+    return float(res.pvalue)
+
+
 def min_detectable(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float | None:
     """The smallest true mean difference that a two-sided paired t-test at ``alpha`` on ``n``
     pairs with differences of spread ``sd`` detects with probability ``power``: the exact
     noncentral-t answer (``scipy.stats.nct``), solved for the effect with ``scipy.optimize``.
-    None with fewer than two pairs; 0 when ``sd`` is 0 (any difference is seen)."""
-    if n < 2:
+    None with fewer than two pairs, and when ``sd`` is 0 (no t-test: see :func:`paired`)."""
+    if n < 2 or sd == 0:
         return None
-    if sd == 0:
-        return 0.0
     df = n - 1
     crit = float(student_t.ppf(1 - alpha / 2, df))
 
@@ -198,7 +218,9 @@ def detectable_after_holm(tests: Sequence[tuple[float | None, int]]) -> list[flo
     """For each paired test ``(sd of its differences, number of pairs)`` of one Holm family (sd
     None: no test), the smallest true difference it detects with :data:`POWER` once Holm's
     adjustment over the m tests is applied: :func:`min_detectable` at ALPHA / m, the strictest
-    level Holm uses, so that size is found whatever the test's rank. With one test, ALPHA."""
+    level Holm uses, so that size is found whatever the test's rank. With one test, ALPHA. A
+    test whose differences have no spread (sd 0, an exact test instead) counts in m and has
+    none (None)."""
     m = sum(sd is not None for sd, _ in tests)
     return [None if sd is None else min_detectable(sd, n, ALPHA / m) for sd, n in tests]
 
@@ -225,6 +247,7 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     return adjusted
 
 
-__all__ = ["ALPHA", "POWER", "MeanCI", "describe", "detectable_after_holm", "holm",
+__all__ = ["ALPHA", "POWER", "MeanCI", "describe", "detectable_after_holm",
+           "exact_permutation_p", "holm",
            "mcnemar_exact", "mean_ci",
            "min_detectable", "paired", "welch"]

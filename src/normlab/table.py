@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from normlab.stats import mean_ci
+from normlab.stats import ALPHA, mean_ci
 
 
 def signed_points(x: float) -> str:
@@ -26,9 +26,13 @@ def signed_ci(lo: float | None, hi: float | None, missing: str = "–") -> str:
 
 
 def format_p(p: float) -> str:
-    """A p-value as printed: "< 0.001", 3 decimals below 0.1, else 2."""
+    """A p-value as printed: "< 0.001", 3 decimals below 0.1, else 2; just below the 5% level
+    (0.0495 to 0.05), which 3 would round up to "0.050" beside a verdict of significance, 4
+    decimals, or "< 0.05" where 4 would too."""
     if p < 0.001:
         return "< 0.001"
+    if p < ALPHA <= round(p, 3):
+        return f"{p:.4f}" if round(p, 4) < ALPHA else f"< {ALPHA:g}"
     return f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
 
 
