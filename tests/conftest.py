@@ -186,7 +186,7 @@ def _build_run(path: str | Path, *, variants=("gn", "bn+l1=2e-05"), seeds: int =
                epochs: int = 3, final: dict | None = None, gap: dict | None = None,
                labels=None, wrong: dict | None = None, diverged: dict | None = None,
                data_dir=None, dataset: str = "mnist", wall: bool = True, augment: bool = True,
-               train_seconds: float = 123.4, workers: int = 2) -> RunFolder:
+               train_seconds: float = 122.6, workers: int = 2) -> RunFolder:
     """A finished run folder as ``normlab study`` leaves it (without its report and figures),
     with made-up results and nothing trained.
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import re
 import statistics
 import sys
@@ -132,7 +133,7 @@ def test_metrics_csv(study_run) -> None:
     for r in rows:
         assert r["val_loss"] == r["val_acc"] == ""   # no --val: nothing held out
         for col in [c for c in METRICS_COLUMNS[3:] if not c.startswith("val_")]:
-            assert float(r[col]) == float(r[col])  # parses, not NaN
+            assert math.isfinite(float(r[col])), (col, r[col])   # parses, not NaN or inf
         assert 0 <= float(r["train_acc"]) <= 100 and 0 <= float(r["test_acc"]) <= 100
     header, timing = _read_csv(f.timing_csv)
     assert header == ["variant", "seed", "epoch", "seconds"]

@@ -188,6 +188,8 @@ def test_parse_variants_empty(specs) -> None:
         ({"epochs": 0}, "--epochs"),
         ({"epochs": -3}, "--epochs"),
         ({"batch_size": 0}, "--batch-size"),
+        ({"batch_size": 10**20}, "--batch-size 100000000000000000000 is more than 2,147,483,647"),
+        ({"eval_batch_size": 2**31}, "--eval-batch-size 2147483648 is more than"),
         ({"seeds": 0}, "--seeds"),
         ({"lr": 0.0}, "--lr"),
         ({"lr": -0.1}, "--lr"),

@@ -196,8 +196,8 @@ def test_study_writes_reads_and_plots_diagnostics(synthetic_data, tmp_path) -> N
 @pytest.mark.parametrize("spread, scale", [(1.2, "linear"), (30.0, "log")])
 def test_gradient_panel_is_logarithmic_only_over_a_decade(run, monkeypatch, spread: float,
                                                           scale: str) -> None:
-    """The gradient-to-weight panel has a log axis when its values span a decade or more, and
-    a linear one within a decade, where a log axis may hold no power of ten to label (a short
+    """The gradient-to-weight panel has a log axis (its label says so) when its values span a
+    decade or more, and a linear one within a decade, where a log axis may hold no power of ten to label (a short
     run's values, e.g. 0.15 to 0.18)."""
     from normlab import diag_plots
 
@@ -213,4 +213,34 @@ def test_gradient_panel_is_logarithmic_only_over_a_decade(run, monkeypatch, spre
     (fig,) = figures
     panel = next(ax for ax in fig.axes if ax.get_title() == "Gradient / weight norm")
     assert panel.get_yscale() == scale
+    assert panel.get_ylabel().endswith("(log scale)") == (scale == "log")
     assert all(ax.get_yscale() == "linear" for ax in fig.axes if ax is not panel)
+
+
+def test_diagnostics_figure_says_how_many_seeds_each_line_holds(tmp_path, make_run,
+                                                                monkeypatch) -> None:
+    """Where a variant lost seeds to divergence, the diagnostics figure's legend names how many
+    of its seeds its line holds and the title does not claim one count for every variant; with
+    every seed finished, the title gives the count and the legend the plain names."""
+    from normlab import diag_plots
+
+    def draw(run) -> tuple[str, list[str]]:
+        data = load_run(run.path)
+        rows = [{"variant": v, "seed": s, "epoch": e, "layer": "conv1", "dead_frac": 0.01,
+                 "weight_norm": 1.0, "grad_norm": 0.1, "bn_mean_gap": None}
+                for v in data.variants for s in data.ok_seeds(v) for e in (1, 2)]
+        figures = []
+        monkeypatch.setattr(diag_plots, "load_diagnostics", lambda _: rows)
+        monkeypatch.setattr(diag_plots, "save_figure", lambda fig, *_: figures.append(fig))
+        plot_diagnostics(data)
+        (fig,) = figures
+        return fig._suptitle.get_text(), [t.get_text() for t in fig.legends[0].get_texts()]
+
+    some = make_run(tmp_path / "some", variants=("gn", "bn"), seeds=3, epochs=2,
+                    diverged={"gn": [1, 2]})
+    title, labels = draw(some)
+    assert labels == ["gn (1 of 3 seeds)", "bn"]
+    assert "each variant's finished seeds" in title and "mean over 3 seeds" not in title
+    every = make_run(tmp_path / "every", variants=("gn", "bn"), seeds=3, epochs=2)
+    title, labels = draw(every)
+    assert labels == ["gn", "bn"] and "mean over 3 seeds" in title

@@ -469,6 +469,7 @@ def test_write_report_multi_seed(synthetic_data, tmp_path: Path, make_run) -> No
                                                    for f in figure_files(p).values())
     assert all((run.path / x).is_file() and (run.path / x).parent == run.figures for x in links)
     assert "**Device:** cpu" in text
+    # make_run's 122.6 s plus the moment finish() takes: 2 min 03 s unless that moment is 0.9 s
     assert ("**Training time:** 2 min 03 s of wall time (all runs and their evaluations, "
             "2 worker(s) x 1 torch thread(s))") in text
     assert "**Epochs:** 4 per run; **seeds:** 0, 1, 2 (3 per variant)" in text

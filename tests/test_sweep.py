@@ -129,7 +129,7 @@ def test_sweep_figure_axes_and_missing_runs(tmp_path) -> None:
     """sweep_figure draws a PNG and, next to it, an SVG (the default formats; formats=("pdf",):
     a PDF instead of the SVG); values spanning a decade or more get a log x axis (a 0 among
     them is still placed), narrower spans a linear one; failed runs are left out, not plotted as
-    zeros."""
+    zeros, and a point that lost some of its runs says how many it holds ("1 of 2")."""
     from normlab.sweep_report import ValueAxis, sweep_figure
 
     assert ValueAxis.of([2, 8, 32, 128]).log and ValueAxis.of([0, 1e-5, 1e-4, 1e-3]).log
@@ -143,7 +143,10 @@ def test_sweep_figure_axes_and_missing_runs(tmp_path) -> None:
     assert path == target
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
     assert sorted(target.parent.iterdir()) == sorted(figure_files(target).values())
-    assert b"<text" in figure_files(target)["svg"].read_bytes()
+    svg = figure_files(target)["svg"].read_text()
+    assert "<text" in svg
+    # The point at 1e-2 holds 1 of its 2 runs: hollow, and labelled so (the others are whole).
+    assert svg.count("1 of 2") == 1 and " of 2" not in svg.replace("1 of 2", "")
     other = tmp_path / "pdf" / target.name
     sweep_figure(rows, "l1", [], other, formats=("pdf",))
     assert sorted(other.parent.iterdir()) == sorted(figure_files(other, ("pdf",)).values())
@@ -350,6 +353,30 @@ def test_sweep_resume_uses_the_saved_sweep(normlab, local_sweep, tmp_path) -> No
         p.name for p in before.iterdir())
     r = normlab.run(["sweep", "--resume", str(out), "--param", "lr=0.1"])
     assert r.returncode == 2 and "--resume uses the saved sweep" in r.stderr
+
+
+def test_a_damaged_or_edited_point_is_refused_before_the_sweep_writes(normlab, local_sweep,
+                                                                       tmp_path) -> None:
+    """Resuming a sweep whose finished point no longer loads (a truncated config.json), or whose
+    point's config.json was edited to another setting, exits 2 with one line naming the point
+    and the fix, and leaves sweep.csv and report.md as they were (before, the point's runs
+    became failed rows, and retrying skipped the point again as done)."""
+    for damage in ("truncated", "edited"):
+        out = tmp_path / damage
+        shutil.copytree(local_sweep, out)
+        sweep = SweepFolder(out)
+        before = (sweep.table.read_bytes(), sweep.report.read_bytes())
+        config = sweep.point(POINTS[1]).config
+        if damage == "truncated":
+            config.write_text(config.read_text()[:40])
+        else:
+            config.write_text(json.dumps({**json.loads(config.read_text()), "lr": 0.3}))
+        r = normlab.run(["sweep", "--resume", str(out), "--quiet"])
+        err = r.stderr.strip()
+        assert r.returncode == 2 and "\n" not in err, err
+        assert f"to train sweep point {POINTS[1]} again" in err, err
+        assert ("lr" in err) if damage == "edited" else (config.name in err), err
+        assert (sweep.table.read_bytes(), sweep.report.read_bytes()) == before
 
 
 def test_a_sweep_whose_data_moved_continues_with_data_dir(normlab, local_sweep, tmp_path) -> None:
@@ -702,6 +729,20 @@ def test_findings_adjust_the_test_of_the_extremes_for_having_picked_them() -> No
                          "possible (it needs two or more seeds on each side)."), line
 
 
+def test_findings_of_settings_whose_runs_all_agree_use_the_exact_test() -> None:
+    """Where every run at each of the two settings scored the same (no spread on either side),
+    Welch's test has no answer: the finding gives no interval and the exact permutation test's
+    p (2 x 2 runs: 2/6 = 0.33), and does not call the difference significant."""
+    from normlab.findings import sweep_findings
+
+    rows = [{"variant": "ln", "lr": lr, "seed": s, "status": "ok", "final_val_acc": acc}
+            for lr, acc in ((0.1, 99.4), (0.2, 99.5)) for s in (0, 1)]
+    (line,) = sweep_findings(rows, ["lr"], "final_val_acc", "val")
+    assert ("+0.10 points (no spread on either side, so no t interval; exact permutation "
+            "test's p = 0.33): not significant at the 5% level.") in line, line
+    assert "CI" not in line
+
+
 def test_a_sweep_report_lists_the_variants_as_given(tmp_path: Path) -> None:
     """A sweep of the L1 lambda names its runs by their lambda (bn+l1=0.0001, bn+l1=0.001), but
     its report's "Variants" line lists such a variant as --variants gave it, once; a variant
@@ -807,3 +848,19 @@ def test_ctrl_c_outside_a_local_point_also_names_the_command(tmp_path, synthetic
     assert str(interrupt.value).endswith(f"the same 'normlab experiment l1' command with --out "
                                          f"{exp}")
 
+
+
+def test_resuming_a_study_folder_as_a_sweep_points_to_study_resume(tmp_path, make_run) -> None:
+    """`sweep --resume` of a study's folder (config.json, no sweep.json) is a one-line
+    ConfigError that names 'normlab study --resume' for it; an empty folder's does not."""
+    from normlab.sweep import read_sweep_spec
+
+    run = make_run(tmp_path / "study", variants=("gn",), seeds=1, epochs=1)
+    with pytest.raises(ConfigError, match="no sweep.json there") as e:
+        read_sweep_spec(run.path)
+    assert f"continue it with 'normlab study --resume {run.path}'" in str(e.value)
+    assert "\n" not in str(e.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no sweep.json there") as e:
+        read_sweep_spec(tmp_path / "empty")
+    assert "study --resume" not in str(e.value)

@@ -188,7 +188,7 @@ def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study",
     several runs."""
     p.add_argument("--epochs", metavar="N", type=positive_int, default=D(DEFAULTS.epochs), help="epochs per run")
     p.add_argument("--batch-size", metavar="N", type=positive_int, default=D(DEFAULTS.batch_size),
-                   help="training batch size (>= 2 for BatchNorm)")
+                   help="training batch size (>= 2 for BatchNorm, at most 2,147,483,647)")
     p.add_argument("--lr", type=positive_float, default=D(DEFAULTS.lr),
                    help="peak learning rate of the one-cycle schedule (SGD, Nesterov momentum)")
     p.add_argument("--momentum", metavar="M", type=nonneg_float, default=D(DEFAULTS.momentum), help="peak SGD momentum, in [0, 1)")

@@ -31,6 +31,7 @@ MAX_SEED = 2**32 - 1    # the largest seed: torch.manual_seed takes 64 bits, num
 MAX_ROTATE = 180        # degrees: --rotate r draws angles in [-r, r], and beyond 180 they repeat
 MAX_TRANSLATE = 14      # pixels: half the side of every dataset's 28x28 images
 MAX_SEEDS = 10_000      # seeds per variant in one study (its seed list is built in memory)
+MAX_BATCH = 2**31 - 1   # images per batch: more overflows torch's 64-bit index arithmetic
 
 
 _STEM = re.compile(r"([0-9]{1,3})(s([2-4])?)?")   # the first width: "8", "8s" or "8s4"
@@ -186,10 +187,15 @@ class Config:
         positive_int("seeds", "--seeds")
         if self.seeds > MAX_SEEDS:
             raise ConfigError(f"--seeds {self.seeds} is more than {MAX_SEEDS:,} runs per variant; "
-                              "give fewer (more seeds go in another folder with --first-seed)")
+                              "give fewer (more seeds go in another folder: a study or sweep with "
+                              "--first-seed)")
         positive_int("epochs", "--epochs")
         positive_int("batch_size", "--batch-size")
         positive_int("eval_batch_size", "--eval-batch-size")
+        for name, flag in (("batch_size", "--batch-size"), ("eval_batch_size", "--eval-batch-size")):
+            if getattr(self, name) > MAX_BATCH:   # beyond what torch's index arithmetic takes
+                raise ConfigError(f"{flag} {getattr(self, name)} is more than {MAX_BATCH:,}; give "
+                                  "at most that (a batch larger than the data takes all of it)")
         positive_int("groups", "--groups")
         norms.check_ghost_batch(self.ghost_batch)
         if isinstance(self.first_seed, bool) or not isinstance(self.first_seed, int) \

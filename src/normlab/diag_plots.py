@@ -89,9 +89,16 @@ def plot_diagnostics(run: RunData, formats=DEFAULT_FIGURE_FORMATS) -> Path | Non
     if not rows:
         return None
     colors = variant_colors(run.variants)
-    n_seeds = max(len(run.ok_seeds(v)) for v in run.variants)
-    spread = (f"mean over {n_seeds} seeds; band: lowest to highest seed" if n_seeds > 1
-              else "one seed")
+    counts = {v: len(run.ok_seeds(v)) for v in run.variants}
+    n_seeds = max(counts.values())
+    alike = len({counts[v] for v in run.variants if counts[v]}) == 1
+    spread = ("one seed" if n_seeds == 1 else
+              f"mean over {n_seeds} seeds; band: lowest to highest seed" if alike else
+              "mean over each variant's finished seeds; band: lowest to highest seed")
+
+    def label(v: str) -> str:   # where some seeds diverged, how many the line holds
+        total = len(run.seeds(v))
+        return v if counts[v] == total else f"{v} ({counts[v]} of {total} seeds)"
     last = max(r["epoch"] for r in rows)
     step = 1 if last <= 10 else 5 if last <= 50 else 10
     ticks = sorted({1, last} | set(range(step, last + 1, step)))   # the last epoch labelled
@@ -107,11 +114,12 @@ def plot_diagnostics(run: RunData, formats=DEFAULT_FIGURE_FORMATS) -> Path | Non
                 epochs = [e for e, _ in points]
                 means = [sum(v) / len(v) for _, v in points]
                 ax.plot(epochs, means, marker="o", ms=3.5, lw=1.8, color=colors[variant],
-                        label=variant)
-                if n_seeds > 1:
+                        label=label(variant))
+                if counts[variant] > 1:
                     ax.fill_between(epochs, [min(v) for _, v in points],
                                     [max(v) for _, v in points], color=colors[variant],
                                     alpha=0.15, lw=0)
+            ax.set_ylabel(ylabel, fontsize=10)
             if not ax.lines:
                 ax.text(0.5, 0.5, "no variant with running statistics" if value is bn_gap
                         else "nothing measured", ha="center",
@@ -122,7 +130,6 @@ def plot_diagnostics(run: RunData, formats=DEFAULT_FIGURE_FORMATS) -> Path | Non
             ax.set_title(title)
             ax.set_xlabel("epoch")
             ax.set_xticks(ticks)
-            ax.set_ylabel(ylabel, fontsize=10)
         handles, labels = axes.flat[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), frameon=False)
         fig.suptitle(f"Diagnostics on a fixed probe batch of training images ({spread})")

@@ -61,8 +61,12 @@ METADATA = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationD
 
 def plain_log_y(ax) -> None:
     """A log y axis labelled with plain numbers (0.01, not 10^-2: mathtext prints the exponent
-    too small to read in print) and no minor labels."""
+    too small to read in print) and no minor labels; the axis label (set before) says "log
+    scale"."""
     ax.set_yscale("log")
+    label = ax.yaxis.label.get_text()
+    if label and "log scale" not in label:
+        ax.yaxis.label.set_text(f"{label} (log scale)")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
 

@@ -36,7 +36,7 @@ from normlab.config import (DATASET_NAMES, PRECISIONS, Config, config_diff, cont
 from normlab.errors import ConfigError, NormlabError, RunFolderError, brief
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.runfolder import RunFolder, SweepFolder, check_version, load_run
-from normlab.store import not_a_folder
+from normlab.store import not_a_folder, read_json_object
 from normlab.variants import variant_specs
 
 # Settings that can be swept, with the Config field each one sets.
@@ -219,6 +219,29 @@ def check_continuable(out: Path, names: list[str]) -> None:
             check_version(point.path, point.read_saved_config(), fix)
 
 
+def check_points(out: Path, points: list[tuple[dict, Config]]) -> None:
+    """ConfigError or RunFolderError, before anything is trained or written, for a started point
+    of the sweep in ``out`` whose config.json is not the config the sweep gives it, or a
+    finished one whose results do not load (its rows would become failed runs, and retrying
+    would skip it again as done)."""
+    sweep = SweepFolder(out)
+    for values, cfg in points:
+        point, name = sweep.point(point_name(values)), point_name(values)
+        if not point.config.exists():
+            continue
+        again = f"delete {point.path} to train sweep point {name} again"
+        diff = continuation_diff(read_json_object(point.config, again), cfg.to_dict())
+        if diff:
+            raise ConfigError(f"sweep point {name} ({point.path}) holds another config than the "
+                              f"sweep gives it ({'; '.join(diff)}); restore its config.json, or "
+                              f"{again}")
+        if point.finished:
+            try:
+                load_run(point.path)
+            except RunFolderError as e:
+                raise RunFolderError(f"{e}; or {again}") from None
+
+
 def read_sweep_spec(out: str | Path) -> tuple[Config, "SweepSpec"]:
     """The base config and the spec saved in a sweep folder (for --resume)."""
     folder = SweepFolder(out)
@@ -226,8 +249,10 @@ def read_sweep_spec(out: str | Path) -> tuple[Config, "SweepSpec"]:
         raise ConfigError(f"--resume {str(out)!r} {not_a_folder(folder.path)}; give the folder "
                           "a sweep wrote")
     if not folder.record.exists():
+        study = (f" ({str(out)!r} holds a study: continue it with 'normlab study --resume "
+                 f"{out}')" if RunFolder(out).config.exists() else "")
         raise ConfigError(f"--resume {str(out)!r}: no sweep.json there; give the folder a sweep "
-                          "wrote")
+                          f"wrote{study}")
     saved = folder.read_record("start a new sweep with --out")
     try:
         base = Config.from_dict(saved["base_config"])
@@ -312,6 +337,7 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
                           f"{out}' and the flags on the Command line of its report.md")
     else:
         check_continuable(out, [point_name(values) for values, _ in points])
+        check_points(out, points)
     # Check data and folder before the first run: every dataset the sweep touches, and every
     # point's --train-subset and --val against its size (bad input, not a failed run).
     for dataset in sorted({cfg.dataset for _, cfg in points}):
