@@ -132,8 +132,10 @@ def plot_diagnostics(run: RunData, formats=DEFAULT_FIGURE_FORMATS) -> Path | Non
             ax.set_xticks(ticks)
         handles, labels = axes.flat[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), frameon=False)
-        fig.suptitle(f"Diagnostics on a fixed probe batch of training images ({spread})")
-        fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+        # The longer note of uneven seed counts goes on a line of its own, within the width.
+        sep = " " if alike else "\n"
+        fig.suptitle(f"Diagnostics on a fixed probe batch of training images{sep}({spread})")
+        fig.tight_layout(rect=(0, 0.05, 1, 0.97 if alike else 0.94))
         return save_figure(fig, path, formats)
 
 
