@@ -39,6 +39,7 @@ from normlab.errors import ConfigError, RunFolderError
 from normlab.runfolder import SweepFolder
 from normlab.stats import paired
 from normlab.store import print_and_save
+from normlab.table import format_p
 from normlab.sweep import ALIASES, parse_param, point_name, point_specs
 
 
@@ -194,7 +195,7 @@ def paired_table(rows: list[dict], a: str, b: str, metric: str,
     for label, xb, xa in groups:
         r = paired(xb, xa)
         ci = (f"[{r['ci_lo']:+.3f}, {r['ci_hi']:+.3f}]" if r["ci_lo"] is not None else "-")
-        p = "-" if r["p"] is None else f"{r['p']:.3f}" + (
+        p = "-" if r["p"] is None else format_p(r["p"], decimals=3) + (
             " (exact sign-flip: the differences are all equal)" if r["ci_lo"] is None else "")
         detectable = f"{r['detectable']:.3f}" if r["detectable"] is not None else "-"
         lines.append(f"| {label} | {r['n']} | {r['diff']:+.3f} | {ci} | {p} | {detectable} |")

@@ -186,7 +186,7 @@ def test_seeds_that_all_differ_alike_are_not_called_a_difference() -> None:
     assert not c.measurable and c.ahead is None and c.detectable is None
     text = comparison_sentence(c)
     assert "exact sign-flip test" in text and "p = 0.50" in text and "ahead" not in text
-    assert "cannot give a p below 0.50" in text
+    assert "with 2 pairs that test's smallest possible p is 0.5" in text
     (row,) = comparison_table([c]).rows
     assert row[3] == "–" and row[4] == "0.50 *sign-flip*"
 

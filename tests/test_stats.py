@@ -79,6 +79,10 @@ def test_welch_small_and_degenerate_samples() -> None:
     assert all(w[k] is None for k in ("ci_lo", "ci_hi", "t", "df", "se"))
     w = welch([1.0, 1.0], [1.0, 1.0, 1.0])
     assert w["diff"] == 0.0 and w["p"] == 1.0 and w["ci_lo"] is None
+    from scipy.stats import permutation_test   # what the closed form stands for
+    ref = permutation_test(([1.0] * 4, [2.0] * 3), lambda x, y, axis: x.mean(axis) - y.mean(axis),
+                           n_resamples=float("inf"), vectorized=True)
+    assert welch([1.0] * 4, [2.0] * 3)["p"] == pytest.approx(ref.pvalue)
     w = welch([5.0, 5.0, 5.0], [1.0, 2.0, 3.0, 4.0])  # one group constant: df = 4 - 1
     assert w["df"] == pytest.approx(3.0) and w["p"] < 0.05
     with pytest.raises(ValueError):
@@ -161,6 +165,9 @@ def test_paired_edge_cases() -> None:
     assert paired([1.0, 2.0], [1.0, 2.0])["p"] == 1.0
     rounded = paired([99.41, 99.44], [99.38, 99.41])   # 0.0300000000000011, 0.030000000000001137
     assert rounded["p"] == pytest.approx(0.5) and rounded["ci_lo"] is None
+    # A difference of float noise is no difference; 20 seeds take no time (closed form).
+    assert paired([1e-16, 2e-16, 1.5e-16, 1e-16, 3e-16, 2e-16], [0.0] * 6)["p"] == 1.0
+    assert paired([1.0] * 20, [0.0] * 20)["p"] == pytest.approx(2 / 2 ** 20)
     with pytest.raises(ValueError):
         paired([1.0, 2.0], [1.0])
 

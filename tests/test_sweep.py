@@ -360,7 +360,8 @@ def test_a_damaged_or_edited_point_is_refused_before_the_sweep_writes(normlab, l
     """Resuming a sweep whose finished point no longer loads (a truncated config.json), or whose
     point's config.json was edited to another setting, exits 2 with one line naming the point
     and the fix, and leaves sweep.csv and report.md as they were (before, the point's runs
-    became failed rows, and retrying skipped the point again as done)."""
+    became failed rows, and retrying skipped the point again as done). The same command with a
+    changed flag is refused as a different sweep, without blaming a point."""
     for damage in ("truncated", "edited"):
         out = tmp_path / damage
         shutil.copytree(local_sweep, out)
@@ -377,6 +378,11 @@ def test_a_damaged_or_edited_point_is_refused_before_the_sweep_writes(normlab, l
         assert f"to train sweep point {POINTS[1]} again" in err, err
         assert ("lr" in err) if damage == "edited" else (config.name in err), err
         assert (sweep.table.read_bytes(), sweep.report.read_bytes()) == before
+    # A changed flag is the sweep's difference, not its points': no advice to delete one.
+    r = normlab.run(SWEEP + ["--epochs", "3", "--data-dir", str(normlab.data), "--out",
+                             str(local_sweep)])
+    assert r.returncode == 2 and "holds a different sweep" in r.stderr, r.stderr
+    assert "sweep point" not in r.stderr
 
 
 def test_a_sweep_whose_data_moved_continues_with_data_dir(normlab, local_sweep, tmp_path) -> None:

@@ -448,6 +448,11 @@ def test_compiled_training_matches_eager(random_splits) -> None:
     variant = cfg.parsed_variants()[0]
     trainer = GroupTrainer(cfg.replace(compile=True), [(variant, 0)], train, test, mean, std)
     assert trainer.forward is not trainer.multi   # the compiled module, not the eager one
+    eager_trainer = GroupTrainer(cfg, [(variant, 0)], train, test, mean, std)
+    calls = []   # and a training step calls that module (here the eager one, spied on)
+    eager_trainer.forward = lambda x: calls.append(x.shape) or eager_trainer.multi(x)
+    eager_trainer.train_epoch()
+    assert len(calls) == len(eager_trainer.bounds)
     eager = train_run(cfg, variant, 0, train, test, mean, std, progress=False)
     compiled = train_run(cfg.replace(compile=True), variant, 0, train, test, mean, std,
                          progress=False)

@@ -136,8 +136,10 @@ def points_table(items: list[tuple[tuple, Comparison]], params: list[str]) -> Ta
     t = comparison_table([c for _, c in items])
     keep = [i for i, name in enumerate(t.columns) if "McNemar" not in name]
     lead = len(params)
+    numbers = {j for j in range(lead)   # a swept number is right-aligned, as in sweep tables
+               if all(isinstance(key[j], (int, float)) for key, _ in items)}
     out = Table(params + [t.columns[i] for i in keep],
-                numeric={lead + j for j, i in enumerate(keep) if i in t.numeric})
+                numeric=numbers | {lead + j for j, i in enumerate(keep) if i in t.numeric})
     for (key, _), row in zip(items, t.rows):
         out.rows.append([f"{v:g}" if isinstance(v, float) else str(v) for v in key]
                         + [row[i] for i in keep])

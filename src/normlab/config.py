@@ -31,7 +31,7 @@ MAX_SEED = 2**32 - 1    # the largest seed: torch.manual_seed takes 64 bits, num
 MAX_ROTATE = 180        # degrees: --rotate r draws angles in [-r, r], and beyond 180 they repeat
 MAX_TRANSLATE = 14      # pixels: half the side of every dataset's 28x28 images
 MAX_SEEDS = 10_000      # seeds per variant in one study (its seed list is built in memory)
-MAX_BATCH = 2**31 - 1   # images per batch: more overflows torch's 64-bit index arithmetic
+MAX_BATCH = 2**31 - 1   # images per batch, a 32-bit count; far more crashed BatchNorm's stats
 
 
 _STEM = re.compile(r"([0-9]{1,3})(s([2-4])?)?")   # the first width: "8", "8s" or "8s4"

@@ -119,6 +119,7 @@ def plot_diagnostics(run: RunData, formats=DEFAULT_FIGURE_FORMATS) -> Path | Non
                     ax.fill_between(epochs, [min(v) for _, v in points],
                                     [max(v) for _, v in points], color=colors[variant],
                                     alpha=0.15, lw=0)
+            ax.set_title(title)
             ax.set_ylabel(ylabel, fontsize=10)
             if not ax.lines:
                 ax.text(0.5, 0.5, "no variant with running statistics" if value is bn_gap
@@ -127,7 +128,6 @@ def plot_diagnostics(run: RunData, formats=DEFAULT_FIGURE_FORMATS) -> Path | Non
             elif log and 0 < ax.dataLim.y0 and ax.dataLim.y1 >= 10 * ax.dataLim.y0:
                 plain_log_y(ax)   # values over a decade or more (a long run's fall); within
                 # one, a log axis adds little and may hold no labelled tick (a short run's values)
-            ax.set_title(title)
             ax.set_xlabel("epoch")
             ax.set_xticks(ticks)
         handles, labels = axes.flat[0].get_legend_handles_labels()

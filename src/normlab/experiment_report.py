@@ -139,11 +139,11 @@ def batch_stats_table(rows: list[dict], params: list[str]) -> Table:
               numeric=set(range(len(params))) | {len(params) + i for i in range(1, 6)})
     for key, rs in point_groups(rows, params).items():
         run, bat = [r["acc_running"] for r in rs], [r["acc_batch"] for r in rs]
-        d = paired(bat, run)
-        ci = signed_ci(d["ci_lo"], d["ci_hi"])
+        d = mean_ci([b - r for b, r in zip(bat, run)])   # an interval even where all agree
+        ci = signed_ci(d.lo, d.hi) if d.available else "–"
         t.rows.append([fmt_value(v) for v in key[:-1]] + [
             f"`{key[-1]}`", str(len(rs)), format_pm(describe(run), 2), format_pm(describe(bat), 2),
-            signed_points(d["diff"]), ci])
+            signed_points(d.mean), ci])
     return t
 
 

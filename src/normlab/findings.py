@@ -74,8 +74,8 @@ def comparison_sentence(c: Comparison, family: int = 1, mcnemar_family: int | No
             else:
                 text += f"; no measurable difference ({test})"
             if c.ci_lo is None:
-                text += (f"; with {c.n} pairs that test cannot give a p below "
-                         f"{format_p(2.0 ** (1 - c.n))}")
+                text += (f"; with {c.n} pairs that test's smallest possible p is "
+                         f"{2.0 ** (1 - c.n):.3g}")
             else:
                 after = f" after Holm's adjustment over the {family} comparisons" if family > 1 else ""
                 text += (f"; the study could have detected {c.detectable:.2f} points with "

@@ -212,7 +212,7 @@ def _curve_figure(run: RunData, column: str, path: Path, formats: Sequence[str])
             ax.set_ylabel("test loss (cross-entropy)")
             ys = [y for s in means for _, y in s if y > 0]
             if ys and max(ys) / min(ys) > 3:
-                plain_log_y(ax)
+                plain_log_y(ax, say=False)   # the y label says it
                 ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
                 ax.set_ylabel("test loss (cross-entropy, log scale)")
         if not means:

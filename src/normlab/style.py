@@ -59,14 +59,16 @@ SAVE_RC = {"svg.fonttype": "none", "svg.hashsalt": "normlab", "pdf.fonttype": 42
 METADATA = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
 
 
-def plain_log_y(ax) -> None:
+def plain_log_y(ax, say: bool = True) -> None:
     """A log y axis labelled with plain numbers (0.01, not 10^-2: mathtext prints the exponent
-    too small to read in print) and no minor labels; the axis label (set before) says "log
-    scale"."""
+    too small to read in print) and no minor labels. With ``say``, the axes' title (set before)
+    ends in "log scale" (a panel's y label has no room for it; a caller whose label says it
+    passes False)."""
     ax.set_yscale("log")
-    label = ax.yaxis.label.get_text()
-    if label and "log scale" not in label:
-        ax.yaxis.label.set_text(f"{label} (log scale)")
+    title = ax.title.get_text()
+    if say and title and "log scale" not in title:
+        # A long title (a mechanism panel's) takes it on a line of its own, within the panel.
+        ax.title.set_text(f"{title}\n(log scale)" if len(title) > 36 else f"{title}, log scale")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
 

@@ -337,7 +337,6 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
                           f"{out}' and the flags on the Command line of its report.md")
     else:
         check_continuable(out, [point_name(values) for values, _ in points])
-        check_points(out, points)
     # Check data and folder before the first run: every dataset the sweep touches, and every
     # point's --train-subset and --val against its size (bad input, not a failed run).
     for dataset in sorted({cfg.dataset for _, cfg in points}):
@@ -348,7 +347,9 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
                     check_split_sizes(cfg, len(data.train))
                 except ConfigError as e:
                     raise ConfigError(f"sweep point {point_name(values)}: {e}") from None
-    resumed = prepare_sweep_out(out, base, spec, experiment)
+    resumed = prepare_sweep_out(out, base, spec, experiment)   # the same sweep, or refused
+    if resumed:
+        check_points(out, points)   # then its points: what a changed flag would not explain
     runs = sum(len(cfg.parsed_variants()) * cfg.seeds for _, cfg in points)
     log(f"normlab sweep: {len(points)} point(s), {runs} run(s), backend {backend}"
         f"{' (continuing)' if resumed else ''}, out {out}")

@@ -25,14 +25,17 @@ def signed_ci(lo: float | None, hi: float | None, missing: str = "–") -> str:
     return missing if lo is None else f"[{signed_points(lo)}, {signed_points(hi)}]"
 
 
-def format_p(p: float) -> str:
+def format_p(p: float, decimals: int | None = None) -> str:
     """A p-value as printed: "< 0.001", 3 decimals below 0.1, else 2; just below the 5% level
     (0.0495 to 0.05), which 3 would round up to "0.050" beside a verdict of significance, 4
-    decimals, or "< 0.05" where 4 would too."""
+    decimals, or "< 0.05" where 4 would too. ``decimals``: that many at every p from 0.001 on
+    (a table of p-values in one column width)."""
     if p < 0.001:
         return "< 0.001"
     if p < ALPHA <= round(p, 3):
         return f"{p:.4f}" if round(p, 4) < ALPHA else f"< {ALPHA:g}"
+    if decimals is not None:
+        return f"{p:.{decimals}f}"
     return f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
 
 
