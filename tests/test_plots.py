@@ -398,12 +398,15 @@ def test_colours_are_stable_and_colour_blind_safe() -> None:
 
 def test_lines_of_one_norm_share_its_colour_and_differ_in_style() -> None:
     """line_styles: every line of a norm in that norm's colour (gn blue at batch 8 and 128 alike),
-    told apart by line style and marker; the first line of each norm solid with round markers."""
+    told apart by line style and marker (16 lines of one norm, e.g. the groups experiment's,
+    all differ); the first line of each norm solid with round markers."""
     gn = style.variant_colors(["gn"])["gn"]
     s = style.line_styles(["gn, batch_size=8", "gn, batch_size=128", "ln, batch_size=8"])
     assert s["gn, batch_size=8"] == {"color": gn, "linestyle": "-", "marker": "o"}
     assert s["gn, batch_size=128"] == {"color": gn, "linestyle": "--", "marker": "s"}
     assert s["ln, batch_size=8"]["linestyle"] == "-" and s["ln, batch_size=8"]["color"] != gn
+    many = style.line_styles([f"gn, groups={g}" for g in range(16)])   # one norm, 16 lines
+    assert len({(v["linestyle"], v["marker"]) for v in many.values()}) == 16
 
 
 def test_sweep_figure_names_its_axis_and_seeds(tmp_path) -> None:

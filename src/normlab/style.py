@@ -125,8 +125,9 @@ MARKERS = ("o", "s", "^", "D")
 def line_styles(labels: Sequence[str]) -> dict[str, dict]:
     """matplotlib keywords (color, linestyle, marker) of each line of a figure whose label starts
     with a variant (see :func:`variant_colors`): every line of a norm in its norm's colour, the
-    first solid with round markers, the next of the same norm dashed with squares, and so on,
-    so that ``gn`` is blue in every figure whatever else a sweep varies."""
+    first solid with round markers, the next of the same norm dashed with squares, and so on
+    (no two of a norm's first 16 lines alike), so that ``gn`` is blue in every figure whatever
+    else a sweep varies."""
     first: dict[str, str] = {}   # norm -> its first line's label
     for label in labels:
         first.setdefault(_norm(label), label)
@@ -136,8 +137,10 @@ def line_styles(labels: Sequence[str]) -> dict[str, dict]:
     for label in dict.fromkeys(labels):
         norm = _norm(label)
         k = seen[norm] = seen.get(norm, -1) + 1
+        # The marker moves on by one more every len(LINE_STYLES) lines, so that the fifth line
+        # of a norm (solid again) has squares, not the first's circles: 16 distinct pairs.
         out[label] = {"color": colors[first[norm]], "linestyle": LINE_STYLES[k % len(LINE_STYLES)],
-                      "marker": MARKERS[k % len(MARKERS)]}
+                      "marker": MARKERS[(k + k // len(LINE_STYLES)) % len(MARKERS)]}
     return out
 
 
