@@ -317,7 +317,8 @@ def test_resume_without_a_time_record_says_it_covers_the_last_session(normlab, r
 def test_resume_of_a_finished_study_changes_nothing(normlab, reference, tmp_path) -> None:
     """Resuming a study that already finished, report included, trains nothing, says so and
     leaves every file as it was (its timing too: no seconds are added). One whose report was
-    interrupted (timing.json without wall_seconds) writes the report and the same results."""
+    interrupted (timing.json without wall_seconds) writes the report and the same results. One
+    whose metrics.csv is damaged is refused, naming that file (one line, exit 2)."""
     import shutil
 
     out = tmp_path / "copy"
@@ -339,6 +340,13 @@ def test_resume_of_a_finished_study_changes_nothing(normlab, reference, tmp_path
     assert r.returncode == 0, r.stderr
     assert "nothing to resume" not in r.stdout and folder.report.exists()
     _same_results(out, reference)
+    # A finished folder whose table is damaged says so, instead of "nothing to resume" and a
+    # hint at a report that would fail on that table.
+    folder.metrics.write_text(folder.metrics.read_text()[:200])
+    r = normlab.run(STUDY + ["--data-dir", str(normlab.data), "--resume", str(out)])
+    err = r.stderr.strip()
+    assert r.returncode == 2 and "nothing to resume" not in r.stdout, (r.stdout, err)
+    assert folder.metrics.name in err and "\n" not in err, err
 
 
 def test_resume_after_the_data_moved_takes_the_new_data_dir(normlab, reference, tmp_path) -> None:

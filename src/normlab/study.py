@@ -37,7 +37,7 @@ from normlab.device import resolve_precision, select_device
 from normlab.envinfo import environment
 from normlab.errors import ConfigError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
-from normlab.runfolder import RunFolder, RunResult, SessionClock, check_version
+from normlab.runfolder import RunFolder, RunResult, SessionClock, check_version, load_run
 from normlab.store import new_timestamped_folder
 from normlab.study_data import StudyData, load_data
 from normlab.table import results_table
@@ -355,6 +355,7 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
         if folder.finished:
             # Complete, report included: nothing is trained or rewritten, so its timing stays
             # that of the sessions that trained it. The hint keeps a --format or --data-dir given.
+            load_run(folder.path)   # a damaged file is named now, not by the report hinted at
             hint = f"normlab report {folder.path}"
             if formats != parse_formats(DEFAULT_FIGURE_FORMATS):
                 hint += f" --format {','.join(formats)}"
