@@ -197,8 +197,8 @@ def test_study_writes_reads_and_plots_diagnostics(synthetic_data, tmp_path) -> N
 def test_gradient_panel_is_logarithmic_only_over_a_decade(run, monkeypatch, spread: float,
                                                           scale: str) -> None:
     """The gradient-to-weight panel has a log axis (its title says so) when its values span a
-    decade or more, and a linear one within a decade, where a log axis may hold no power of ten to label (a short
-    run's values, e.g. 0.15 to 0.18)."""
+    decade or more, and a linear one within a decade, where a log axis may hold no power of ten
+    to label (a short run's values, e.g. 0.15 to 0.18)."""
     from normlab import diag_plots
 
     data = load_run(run.path)

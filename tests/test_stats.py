@@ -271,7 +271,8 @@ def test_detectable_after_holm_uses_the_strictest_level_of_the_family() -> None:
 
 def test_format_p_never_rounds_a_significant_p_up_to_the_level() -> None:
     """A p just below 5% keeps a fourth decimal ("0.0498", not "0.050", beside a verdict of
-    significance), or is "< 0.05" where that would round up too; elsewhere 3 decimals below 0.1 and 2 above, "< 0.001" below that."""
+    significance), or is "< 0.05" where that would round up too; elsewhere 3 decimals below 0.1
+    and 2 above, "< 0.001" below that."""
     from normlab.table import format_p
 
     assert format_p(0.04977) == "0.0498" and format_p(0.0499999) == "< 0.05"

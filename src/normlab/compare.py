@@ -74,6 +74,12 @@ class Comparison:
         return len(self.seeds)
 
     @property
+    def exact(self) -> bool:
+        """True when every paired seed differs alike: no spread, so no t-test and no interval;
+        ``p`` is the exact sign-flip test's (:func:`normlab.stats.paired`)."""
+        return self.p is not None and self.ci_lo is None
+
+    @property
     def measurable(self) -> bool:
         """True when the paired t-test, Holm-adjusted, rejects a zero difference at ALPHA."""
         return self.p_holm is not None and self.p_holm < ALPHA
@@ -117,7 +123,8 @@ def compare(accuracy: dict[str, dict[int, float]],
     return out
 
 
-def compare_points(points: dict[tuple, dict[str, dict[int, float]]]) -> list[tuple[tuple, Comparison]]:
+def compare_points(points: dict[tuple, dict[str, dict[int, float]]]
+                   ) -> list[tuple[tuple, Comparison]]:
     """Every pair of variants at every point of a sweep (``{point: accuracy}``, each accuracy
     as :func:`compare` takes it), compared seed by seed as :func:`compare` does, with the
     t-tests' Holm adjustment and detectable difference taken over all the points' pairs as one
@@ -221,8 +228,7 @@ def comparison_table(comparisons: list[Comparison], markdown: bool = True) -> Ta
     for c in comparisons:
         ci = signed_ci(c.ci_lo, c.ci_hi)
         t.rows.append([f"{name(c.a)} vs {name(c.b)}", str(c.n), cell(c.diff, signed_points), ci,
-                       cell(c.p, lambda p: format_p(p) + (" *sign-flip*" if c.ci_lo is None
-                                                          else "")),
+                       cell(c.p, lambda p: format_p(p) + (" *sign-flip*" if c.exact else "")),
                        cell(c.p_holm, format_p),
                        "–" if c.only_a is None else f"{c.only_a} / {c.only_b}",
                        cell(c.mcnemar_p, format_p), cell(c.mcnemar_p_holm, format_p),

@@ -407,8 +407,7 @@ def write_experiment_outputs(exp, out: str | Path, formats, overrides: dict | No
              f"Holm's adjustment and the detectable difference over all {len(between)} pairs "
              "of all points as one family: a difference picked out by scanning the points "
              "must pass this *Holm t-test p*; each point's own report adjusts over its pairs "
-             "alone." + (EXACT_NOTE if any(c.p is not None and c.ci_lo is None
-                                           for _, c in between) else ""), "",
+             "alone." + (EXACT_NOTE if any(c.exact for _, c in between) else ""), "",
              points_table(between, params).markdown(), ""]
     tail += ["## Mechanism", "",
             "Final-epoch diagnostics of every finished run (`mechanism.csv`; defined in "

@@ -53,27 +53,27 @@ def comparison_sentence(c: Comparison, family: int = 1, mcnemar_family: int | No
                 f"(seed {c.seeds[0]}); one pair gives no confidence interval, so this comparison "
                 "is not conclusive")
     else:
-        if c.ci_lo is None:   # every pair differs alike: no spread, no t-test (stats.paired)
-            text = (f"{pair}: {signed_points(c.diff)} points on each of the {c.n} paired seeds")
-            test = (f"exact sign-flip test, as the differences have no spread, "
-                    f"{holm}{_p_text(c.p_holm)}")
+        if c.exact:   # every pair differs alike: no spread, no t-test
+            text = f"{pair}: {signed_points(c.diff)} points on each of the {c.n} paired seeds"
+            name = "exact sign-flip test"
+            test = f"{name}, as the differences have no spread, {holm}{_p_text(c.p_holm)}"
         else:
             text = (f"{pair}: {signed_points(c.diff)} points (95% CI {signed_points(c.ci_lo)} "
                     f"to {signed_points(c.ci_hi)}, {c.n} paired seeds)")
-            test = f"paired t-test, {holm}{_p_text(c.p_holm)}"
+            name = "paired t-test"
+            test = f"{name}, {holm}{_p_text(c.p_holm)}"
         if c.measurable:
             behind = c.b if c.ahead == c.a else c.a
             text += (f"; `{c.ahead}` is ahead of `{behind}` by more than the seed-to-seed noise "
                      f"({test})")
         else:
             if c.p < ALPHA:   # significant alone, not once corrected for the other pairs
-                name = "paired t-test" if c.ci_lo is not None else "exact sign-flip test"
                 text += (f"; no measurable difference once corrected for the {family} "
                          f"comparisons ({name} {_p_text(c.p)} alone, Holm-adjusted "
                          f"{_p_text(c.p_holm)})")
             else:
                 text += f"; no measurable difference ({test})"
-            if c.ci_lo is None:
+            if c.exact:
                 text += (f"; with {c.n} pairs that test's smallest possible p is "
                          f"{2.0 ** (1 - c.n):.3g}")
             else:

@@ -194,8 +194,7 @@ def _comparisons_text(comparisons: list[Comparison]) -> str:
         f"finds a difference at the {level} level (after Holm's adjustment). {holm} *Detectable*: the smallest true mean "
         f"difference that a two-sided paired t-test would detect with {power} power, given N "
         "pairs and the observed standard deviation of the per-seed differences, "
-        f"{detect_level}." + (EXACT_NOTE if any(c.p is not None and c.ci_lo is None
-                                                for c in comparisons) else ""))
+        f"{detect_level}." + (EXACT_NOTE if any(c.exact for c in comparisons) else ""))
 
 
 def build_report(run: RunData, figures: list[Path], notes: list[str] = ()) -> str:

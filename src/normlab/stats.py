@@ -151,9 +151,9 @@ def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
     the mean difference, its confidence interval at ``level``, the sample sd of the differences
     and the smallest true difference the test detects with :data:`POWER` at :data:`ALPHA`
     (:func:`min_detectable`). Fewer than two pairs: no inference (None). Differences all equal
-    (``sd`` 0, or at most :data:`NO_SPREAD`): the t-test has no answer, so ``p`` is that of the exact sign-flip test
-    (:func:`exact_permutation_p`: 1 for a zero difference, else 2 / 2**n), and the interval, t,
-    df and detectable are None."""
+    (``sd`` 0, or at most :data:`NO_SPREAD`): the t-test has no answer, so ``p`` is that of
+    the exact sign-flip test (:func:`exact_permutation_p`: 1 for a zero difference, else
+    2 / 2**n), and the interval, t, df and detectable are None."""
     _check_level(level)
     if len(a) != len(b) or not a:
         raise ValueError(f"paired needs two equally long, non-empty lists, got {len(a)} and {len(b)}")

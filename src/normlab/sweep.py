@@ -226,7 +226,8 @@ def check_points(out: Path, points: list[tuple[dict, Config]]) -> None:
     would skip it again as done)."""
     sweep = SweepFolder(out)
     for values, cfg in points:
-        point, name = sweep.point(point_name(values)), point_name(values)
+        name = point_name(values)
+        point = sweep.point(name)
         if not point.config.exists():
             continue
         again = f"delete {point.path} to train sweep point {name} again"

@@ -119,8 +119,9 @@ def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: 
     """Final accuracy (test, or val when the sweep held out --val images) against the swept
     ``param``: one line per variant (and per value of the ``others`` swept settings), mean over
     seeds with 95% t-confidence bars. Failed and diverged runs are left out (and counted in the
-    title's note); a point that lost some of its runs is hollow and labelled "k of n". Log x where the values span decades; a value 0 on a log axis is drawn at the
-    left edge and labelled 0. Saved as the PNG ``path`` and in the other ``formats`` next to it;
+    title's note); a point that lost some of its runs is hollow and labelled "k of n". Log x
+    where the values span decades; a value 0 on a log axis is drawn at the left edge and
+    labelled 0. Saved as the PNG ``path`` and in the other ``formats`` next to it;
     returns the PNG's path."""
     metric, word = selection_metric(list(rows))
     path = Path(path)
@@ -162,14 +163,15 @@ def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: 
                                 ms=5, lw=1.8, capsize=4, label=label, **styles[label])
                 # A point some of whose runs failed or diverged is hollow and says how many it
                 # holds: beside its neighbours it would read as the same evidence.
+                at, color = dict(pts), styles[label].get("color")
                 for x, v in series[label].items():
                     if v and len(v) < totals[label, x]:
-                        ci = mean_ci(v)
-                        ax.plot([position[x]], [ci.mean], marker="o", ms=8, mfc="white",
-                                mec=styles[label].get("color"), mew=1.8, ls="none", zorder=4)
-                        ax.annotate(f"{len(v)} of {totals[label, x]}", (position[x], ci.mean),
+                        mean = at[position[x]].mean
+                        ax.plot([position[x]], [mean], marker="o", ms=8, mfc="white", mec=color,
+                                mew=1.8, ls="none", zorder=4)
+                        ax.annotate(f"{len(v)} of {totals[label, x]}", (position[x], mean),
                                     xytext=(6, 6), textcoords="offset points", fontsize=9,
-                                    color=styles[label].get("color"))
+                                    color=color)
             axis.draw(ax, param)
             ax.set_ylabel(f"final {word} accuracy (%)")
         for ax, shown in zip(axes, (cis, near)):
