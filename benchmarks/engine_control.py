@@ -14,7 +14,13 @@ in an order that rotates from round to round (as ``bench_train.py``'s study rows
 * ``normlab-study``: today's default study, diagnostics included.
 
 Each process times ``study.train`` alone (every run of the study, its evaluations included; the
-import and the data loading are left out) and prints the final test accuracy of every run. The
+imports and the data loading are left out) and prints the final test accuracy of every run.
+Left out with the imports: the first ``torch.optim`` optimizer of a process imports
+``torch._dynamo`` (about 1.5 s, once per process, in either engine), so the process builds a
+throwaway optimizer before the clock starts; a 2-epoch study would otherwise count 1.5 s of
+import among 3 model-epochs of each worker. Besides the wall time each row records the process's
+CPU time over the same span (``cpu_seconds``, user + system, both workers together): a shared
+machine's slow spells stretch the wall time more than the work. The
 JSON line of each row has its seconds per round and, for the two rows of today's engine, the
 ratio to ``engine-<commit>`` within each round (``round_ratios_vs_engine``, higher: faster) and
 their median; ``study-0.1.0``'s line says whether it trained the very numbers of the old engine
@@ -34,6 +40,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from normlab.envinfo import cpu_model
 from normlab.store import print_and_save
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +53,7 @@ TODAY = ("study-0.1.0", "normlab-study")
 # both have (load_data, study.make_plan / train, Config's epochs and train_subset); load_data
 # moved from normlab.study to normlab.study_data after the old commit.
 CHILD = """
-import json, sys, time, torch
+import json, resource, sys, time, torch
 from normlab import study
 from normlab.config import Config
 try:
@@ -62,10 +69,20 @@ else:
 device = torch.device("cpu")
 data = load_data(cfg, device)
 plan = study.make_plan(cfg, device)
-t0 = time.perf_counter()
+torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)   # its one-time import, unclocked
+warm = "torch._dynamo" in sys.modules
+
+
+def cpu() -> float:
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
+t0, c0 = time.perf_counter(), cpu()
 results = study.train(plan, data, progress=False)
-seconds = time.perf_counter() - t0
-print(json.dumps({"seconds": seconds, "arch": cfg.arch, "normlab": study.__file__,
+seconds, cpu_seconds = time.perf_counter() - t0, cpu() - c0
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "imports_warm": warm,
+                  "arch": cfg.arch, "normlab": study.__file__,
                   "final_test_acc": {f"{r.variant.name}/{r.seed}": r.epochs[-1]["test_acc"]
                                      for r in results}}))
 """
@@ -93,14 +110,17 @@ def summarize(rounds: list[dict[str, dict]], engine_row: str) -> list[dict]:
     """One JSON line per row from the rounds' results ({row: child JSON} per round)."""
     lines = []
     for row in [engine_row, *TODAY]:
-        seconds = [r[row]["seconds"] for r in rounds]
-        line = {"name": row, "arch": rounds[0][row]["arch"], "round_seconds":
-                [round(s, 2) for s in seconds], "seconds": round(statistics.median(seconds), 2),
+        line = {"name": row, "arch": rounds[0][row]["arch"],
                 "final_test_acc": rounds[0][row]["final_test_acc"]}
-        if row != engine_row:
-            ratios = [r[engine_row]["seconds"] / r[row]["seconds"] for r in rounds]
-            line["round_ratios_vs_engine"] = [round(x, 3) for x in ratios]
-            line["ratio_vs_engine"] = round(statistics.median(ratios), 3)
+        for key, prefix in (("seconds", ""), ("cpu_seconds", "cpu_")):
+            seconds = [r[row][key] for r in rounds]
+            line[f"round_{key}"] = [round(s, 2) for s in seconds]
+            line[key] = round(statistics.median(seconds), 2)
+            if row != engine_row:
+                ratios = [r[engine_row][key] / r[row][key] for r in rounds]
+                line[f"round_{prefix}ratios_vs_engine"] = [round(x, 3) for x in ratios]
+                line[f"{prefix}ratio_vs_engine"] = round(statistics.median(ratios), 3)
+        line["imports_warm"] = all(r[row].get("imports_warm", False) for r in rounds)
         if row == "study-0.1.0":
             line["same_accuracies"] = all(r[row]["final_test_acc"] == r[engine_row]["final_test_acc"]
                                           for r in rounds)
@@ -164,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                             str(Path(tmp) / "tree")], capture_output=True)
     lines = summarize(rounds, engine_row)
     text = "".join(json.dumps({**line, "commit": args.commit, "epochs": args.epochs,
-                               "train_subset": args.train_subset or None}) + "\n"
+                               "train_subset": args.train_subset or None,
+                               "cpu": cpu_model(), "cpus": os.cpu_count()}) + "\n"
                    for line in lines)
     print_and_save(text, args.out)
     return 0

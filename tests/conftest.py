@@ -3,7 +3,8 @@
 Test modules get everything they share from here, never from each other:
 
 * ``seeded`` / ``gen``: explicit, seeded :class:`torch.Generator` objects (the global RNG is
-  never used for test data);
+  never used for test data); ``global_rng_restored`` (automatic): a test that seeds the global
+  RNG to initialize a model's weights leaves it as it found it;
 * ``idx_bytes``: the IDX encoder; ``synthetic_dataset``: made-up MNIST-format IDX datasets
   installed in a temporary folder;
   ``synthetic_data``: one registered as 'mnist' for a whole test module, with the network off
@@ -62,6 +63,15 @@ def seeded() -> Callable[[int], torch.Generator]:
 def gen(seeded) -> torch.Generator:
     """A fresh CPU torch.Generator seeded with 0."""
     return seeded(0)
+
+
+@pytest.fixture(autouse=True)
+def global_rng_restored():
+    """Every test leaves torch's global CPU generator as it found it. Tests that build a model
+    seed that generator (a module's weight init takes no generator); restoring it keeps every
+    test's outcome independent of which tests ran before it."""
+    with torch.random.fork_rng(devices=[]):
+        yield
 
 
 # ----------------------------------------------------------------------------------------------
@@ -212,7 +222,8 @@ def _build_run(path: str | Path, *, variants=("gn", "bn+l1=2e-05"), seeds: int =
     device = torch.device("cpu")
     plan = study.make_plan(cfg, device, workers=workers, threads=1)
     fake_data = SimpleNamespace(train=range(300), test=range(len(labels)), mean=0.13, std=0.31,
-                                classes=data.get_spec(dataset).classes, val=None)
+                                classes=data.get_spec(dataset).classes, val=None,
+                                folder=None)
     folder = RunFolder(path).create()
     study.start(folder, plan, fake_data)
 

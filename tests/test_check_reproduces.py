@@ -17,11 +17,12 @@ SYNTHETIC_DATA = {"n_train": 48, "n_test": 40, "seed": 5}
 @pytest.fixture(scope="module")
 def studies(synthetic_data, tmp_path_factory) -> dict[str, RunFolder]:
     """Two finished studies, 2 epochs on 48 images: at batch 128 (one run per network) and at
-    batch 16 (on a CPU the three runs train as one network)."""
+    batch 16 (on a CPU the three runs train as one network; the CPU also on a GPU machine)."""
     out = {}
     for name, batch in (("single", 128), ("grouped", 16)):
         cfg = Config(variants=("gn", "ln", "bn+l1"), seeds=1, epochs=2, batch_size=batch,
-                     train_subset=48, data_dir=str(synthetic_data.folder), diagnostics=False)
+                     device="cpu", train_subset=48, data_dir=str(synthetic_data.folder),
+                     diagnostics=False)
         path = tmp_path_factory.mktemp("repro") / name
         run_study(cfg, out=path, progress=False, report=False, log=lambda *_: None)
         out[name] = RunFolder(path)

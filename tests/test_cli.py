@@ -84,19 +84,22 @@ def test_study_exits_zero_and_writes_every_file(study_run) -> None:
     expected = {f.config, f.env, f.metrics, f.summary, f.report, f.timing_csv, f.timing_json,
                 f.lock_file, f.diagnostics}
     expected |= {f.predictions(v, s) for v, s in RUNS} | {f.checkpoint(v, s) for v, s in RUNS}
-    # one training state per group of runs (2 workers on a CPU at batch 128: a group is one run)
-    expected |= {f.group_state(k) for k in range(len(RUNS))}
+    # one training state per group of runs: on a CPU at batch 128 a group is one run, on a GPU
+    # one group holds them all (the plan config.json records)
+    group_size = json.loads(f.config.read_text())["resolved"]["group_size"]
+    groups = -(-len(RUNS) // group_size)
+    expected |= {f.group_state(k) for k in range(groups)}
     figures = [f.figure(kind) for kind in CURVES] + [f.misclassified_figure(v) for v in VARIANTS]
     figures.append(f.diagnostics_figure())
     expected |= {p for fig in figures for p in figure_files(fig).values()}
     found = {p for p in out.rglob("*") if p.is_file()}
     assert found == expected
-    assert len(expected) == 9 + 2 * len(RUNS) + len(RUNS) + 2 * (len(CURVES) + len(VARIANTS) + 1)
+    assert len(expected) == 9 + 2 * len(RUNS) + groups + 2 * (len(CURVES) + len(VARIANTS) + 1)
 
 
 def test_config_json(study_run, synthetic_data) -> None:
     """config.json has every Config field with the values given, rebuilds the same Config, and
-    has a 'resolved' block with the parsed variants, seeds and data sizes."""
+    has a 'resolved' block with the parsed variants, seeds, data sizes and the data's folder."""
     code, out = study_run
     folder = synthetic_data.folder
     d = json.loads(RunFolder(out).config.read_text())
@@ -109,6 +112,26 @@ def test_config_json(study_run, synthetic_data) -> None:
     assert [v["name"] for v in r["variants"]] == list(VARIANTS)
     assert r["train_images"] == N_TRAIN and r["test_images"] == N_TEST
     assert isinstance(r["pixel_mean"], float) and r["pixel_std"] > 0
+    assert r["data_folder"] == str(folder)
+
+
+def test_config_json_names_the_folder_the_data_came_from(synthetic_data, tmp_path, monkeypatch,
+                                                         capsys) -> None:
+    """Given a --data-dir that holds no data, the study takes the copy in $NORMLAB_DATA (and
+    warns, naming the folder passed over); config.json keeps the --data-dir given, and its
+    resolved block names the folder the data came from."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv(data.CACHE_ENV, str(synthetic_data.folder))
+    out = tmp_path / "study"
+    code = main(["study", "--data-dir", str(empty), "--epochs", "1", "--variants", "gn",
+                 "--no-diagnostics", "--format", "png", "--out", str(out), "--quiet"])
+    assert code == 0
+    warning = capsys.readouterr().err
+    assert f"{empty} (--data-dir)" in warning and "($NORMLAB_DATA)" in warning
+    d = json.loads(RunFolder(out).config.read_text())
+    assert d["data_dir"] == str(empty)
+    assert d["resolved"]["data_folder"] == str(synthetic_data.folder)
 
 
 def test_env_json(study_run) -> None:

@@ -7,6 +7,7 @@ never touched (an autouse fixture makes ``data.open_url`` fail unless a test ins
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import MIRRORS, REPO, idx_bytes, install, md5
+from helpers import MIRRORS, REPO, idx_bytes, install, md5, synthetic_mnist
 
 from normlab import data, datasets, idx
 from normlab.data import DatasetSpec, FileSpec
@@ -29,7 +30,7 @@ from normlab.errors import ConfigError, DataError
 
 
 # ----------------------------------------------------------------------------------------------
-# Helpers (idx_bytes, md5, install and MIRRORS come from helpers.py)
+# Helpers (idx_bytes, md5, install, synthetic_mnist and MIRRORS come from helpers.py)
 
 
 def write(path: Path, payload: bytes, gz: bool = False) -> Path:
@@ -38,22 +39,18 @@ def write(path: Path, payload: bytes, gz: bool = False) -> Path:
     return path
 
 
-def make_dataset(
-    n_train: int = 6, n_test: int = 4, seed: int = 0, raw_md5: bool = True, name: str = "mnist"
-) -> tuple[DatasetSpec, dict[str, bytes]]:
-    """A made-up dataset: its spec (with correct MD5s) and its files' raw IDX bytes by filename."""
-    rng = np.random.default_rng(seed)
-    raw = {
-        "train-images-idx3-ubyte.gz": idx_bytes(rng.integers(0, 256, (n_train, 28, 28))),
-        "train-labels-idx1-ubyte.gz": idx_bytes(rng.integers(0, 10, (n_train,))),
-        "t10k-images-idx3-ubyte.gz": idx_bytes(rng.integers(0, 256, (n_test, 28, 28))),
-        "t10k-labels-idx1-ubyte.gz": idx_bytes(rng.integers(0, 10, (n_test,))),
-    }
-    specs = [
-        FileSpec(fn, md5(gzip.compress(b, mtime=0)), md5(b) if raw_md5 else None)
-        for fn, b in raw.items()
-    ]
-    spec = DatasetSpec(name, MIRRORS, *specs, classes=tuple(str(d) for d in range(10)))
+# DatasetSpec's four file fields, in the order of its .files
+FILE_FIELDS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def make_dataset(n_train: int = 6, n_test: int = 4, seed: int = 0, raw_md5: bool = True,
+                 name: str = "mnist") -> tuple[DatasetSpec, dict[str, bytes]]:
+    """A made-up dataset (helpers.synthetic_mnist): its spec, with correct MD5s (without those of
+    the uncompressed files unless ``raw_md5``), and its files' raw IDX bytes by filename."""
+    spec, raw, _ = synthetic_mnist(n_train, n_test, seed=seed, name=name)
+    if not raw_md5:
+        spec = dataclasses.replace(spec, **{key: dataclasses.replace(f, raw_md5=None) for key, f
+                                            in zip(FILE_FIELDS, spec.files)})
     return spec, raw
 
 
@@ -75,16 +72,10 @@ def gz_files(raw: dict[str, bytes]) -> dict[str, bytes]:
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Private cache folder, no $NORMLAB_DATA, and no network access; returns the cache folder."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv(data.CACHE_ENV, raising=False)
-
-    def no_network(url: str, timeout: float):
-        raise urllib.error.URLError("network disabled in tests")
-
-    monkeypatch.setattr(data, "open_url", no_network)
-    return tmp_path / "xdg" / "normlab" / "mnist"
+def isolated(no_network: Path) -> Path:
+    """conftest's no_network for every test here (private cache folder, no $NORMLAB_DATA, no
+    network access); returns the cache folder of "mnist"."""
+    return no_network / "normlab" / "mnist"
 
 
 @pytest.fixture

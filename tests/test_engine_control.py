@@ -22,15 +22,18 @@ def _worktrees(control) -> list[str]:
 
 def test_ratios_are_per_round_and_accuracies_compared_in_every_round(control) -> None:
     """Each of today's rows gets the engine row's seconds over its own within every round (not a
-    ratio of medians), and their median; study-0.1.0's same_accuracies holds only when every
-    round trained the engine row's accuracies."""
+    ratio of medians), and their median, and likewise for the CPU seconds; study-0.1.0's
+    same_accuracies, and a row's imports_warm, hold only when they held in every round."""
     engine = "engine-abc"
     acc = {"gn/0": 99.1}
 
     def rnd(old: float, stand_in: float, today: float, stand_in_acc=acc) -> dict:
-        return {engine: {"seconds": old, "arch": "8-16", "final_test_acc": acc},
-                "study-0.1.0": {"seconds": stand_in, "arch": "8-16", "final_test_acc": stand_in_acc},
-                "normlab-study": {"seconds": today, "arch": "8s4", "final_test_acc": {"gn/0": 99.2}}}
+        # CPU seconds: twice the wall seconds, except today's row, which spends 3x its wall time
+        def row(seconds, arch, accs, cpu=2.0):
+            return {"seconds": seconds, "cpu_seconds": cpu * seconds, "imports_warm": True,
+                    "arch": arch, "final_test_acc": accs}
+        return {engine: row(old, "8-16", acc), "study-0.1.0": row(stand_in, "8-16", stand_in_acc),
+                "normlab-study": row(today, "8s4", {"gn/0": 99.2}, cpu=3.0)}
 
     rounds = [rnd(30.0, 30.0, 20.0), rnd(20.0, 21.0, 20.0), rnd(26.0, 25.0, 20.0)]
     lines = {line["name"]: line for line in control.summarize(rounds, engine)}
@@ -40,10 +43,17 @@ def test_ratios_are_per_round_and_accuracies_compared_in_every_round(control) ->
     today = lines["normlab-study"]
     assert today["round_ratios_vs_engine"] == [1.5, 1.0, 1.3] and today["ratio_vs_engine"] == 1.3
     assert today["arch"] == "8s4" and "same_accuracies" not in today
+    assert today["round_cpu_seconds"] == [60.0, 60.0, 60.0] and today["cpu_seconds"] == 60.0
+    assert today["round_cpu_ratios_vs_engine"] == [1.0, round(2 / 3, 3), round(2.6 / 3, 3)]
+    assert today["cpu_ratio_vs_engine"] == round(2.6 / 3, 3)
+    assert all(line["imports_warm"] for line in lines.values())
     assert lines["study-0.1.0"]["round_ratios_vs_engine"] == [1.0, round(20 / 21, 3), 1.04]
     assert lines["study-0.1.0"]["same_accuracies"] is True
     rounds[2] = rnd(26.0, 25.0, 20.0, stand_in_acc={"gn/0": 99.11})
-    assert control.summarize(rounds, engine)[1]["same_accuracies"] is False
+    rounds[1]["normlab-study"]["imports_warm"] = False
+    lines = control.summarize(rounds, engine)
+    assert lines[1]["same_accuracies"] is False
+    assert lines[2]["imports_warm"] is False and lines[0]["imports_warm"] is True
 
 
 @pytest.mark.parametrize("args, message", [
@@ -69,7 +79,8 @@ def test_the_stand_in_trains_what_the_old_engine_trains(control, real_mnist, tmp
     """On real MNIST (one epoch of 600 images), the commit before this release's model work
     trains its default study with its own code (0.1.0's 8,522-parameter model), and
     bench_train.py's stand-in, today's engine with timed_studies.Release010, trains the same
-    final test accuracy for every run; the temporary worktree is removed afterwards."""
+    final test accuracy for every run; every process had imported what its first optimizer
+    imports before its clock started; the temporary worktree is removed afterwards."""
     found = subprocess.run(["git", "-C", str(control.ROOT), "cat-file", "-e",
                             f"{control.RELEASE_COMMIT}^{{commit}}"], capture_output=True)
     if found.returncode != 0:
@@ -85,5 +96,7 @@ def test_the_stand_in_trains_what_the_old_engine_trains(control, real_mnist, tmp
     assert lines["study-0.1.0"]["same_accuracies"] is True
     assert lines["study-0.1.0"]["final_test_acc"] == old["final_test_acc"]
     assert lines["normlab-study"]["arch"] == "8s4-16-16-16-12"
+    # each process imported what its first optimizer imports before its clock started
+    assert all(line["imports_warm"] and line["cpu_seconds"] > 0 for line in lines.values())
     assert capsys.readouterr().out == out.read_text()
     assert _worktrees(control) == before

@@ -76,7 +76,9 @@ SECTIONS = {
                  ROOT / "benchmarks" / "results-cpu-rounds-repeat4.jsonl",
                  ROOT / "benchmarks" / "ratio-summary.json",
                  ROOT / "benchmarks" / "results-cpu-engine-control.jsonl",
-                 ROOT / "benchmarks" / "results-cpu-engine-control2.jsonl"],
+                 ROOT / "benchmarks" / "results-cpu-engine-control2.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-engine-control-xeon1.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-engine-control-xeon2.jsonl"],
 }
 
 

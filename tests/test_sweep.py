@@ -11,6 +11,7 @@ sweep or run folder comes from :class:`normlab.runfolder.SweepFolder` /
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -457,10 +458,14 @@ def test_a_sweep_of_another_version_is_reported_but_not_trained_further(normlab,
 # Ray
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on loopback now: each socket stays bound until all are chosen,
+    so no two can get the same port (another process may still take one before Ray binds it)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 # Every port a Ray head node listens on, each given a free one, so that this node shares none with
@@ -514,7 +519,8 @@ class RayHead:
 
     def __init__(self, environ: dict, temp: Path, log: Path, num_cpus: int = 2):
         ray = str(Path(sys.executable).with_name("ray"))
-        self.ports = {flag: _free_port() for flag in _ray_port_flags(ray)}
+        flags = _ray_port_flags(ray)
+        self.ports = dict(zip(flags, _free_ports(len(flags))))
         self.address = f"127.0.0.1:{self.ports['--port']}"
         self.temp = temp
         command = [ray, "start", "--head", "--block",
@@ -661,7 +667,7 @@ def test_ray_backend_unreachable_cluster_is_one_line(normlab, tmp_path) -> None:
     pytest.importorskip("ray")
     r = normlab.run(["sweep", "--param", "lr=0.05", "--epochs", "1", "--data-dir",
                      str(normlab.data), "--out", str(tmp_path / "x"), "--backend", "ray",
-                     "--ray-address", f"127.0.0.1:{_free_port()}", "--quiet"], timeout=300)
+                     "--ray-address", f"127.0.0.1:{_free_ports(1)[0]}", "--quiet"], timeout=300)
     lines = [x for x in r.stderr.splitlines() if x.strip() and "normlab" in x]
     assert r.returncode == 2, r.stderr
     assert lines and "ray start --head" in lines[-1]

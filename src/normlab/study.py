@@ -77,6 +77,7 @@ class Plan:
             "variants": [v.as_dict() for v in self.cfg.parsed_variants()],
             "train_images": len(data.train), "test_images": len(data.test),
             "val_images": 0 if data.val is None else len(data.val),
+            "data_folder": None if data.folder is None else str(data.folder),
             "pixel_mean": data.mean, "pixel_std": data.std, "classes": list(data.classes),
             "precision": self.precision, "group_size": len(self.groups[0]),
             "workers": self.workers, "threads_per_worker": self.threads,

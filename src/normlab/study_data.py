@@ -8,6 +8,7 @@ benchmarks) loads its data here, so that a held-out image is the same one everyw
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -25,6 +26,7 @@ class StudyData:
     std: float
     classes: tuple[str, ...]
     val: DeviceSplit | None = None   # the --val images, held out of train
+    folder: Path | None = None       # where the dataset's files were found (or downloaded to)
 
 
 def split_val(n: int, val: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,9 +51,13 @@ def check_split_sizes(cfg: Config, n_train: int) -> None:
 
 
 def load_data(cfg: Config, device: torch.device) -> StudyData:
-    """Load, verify and move the dataset to ``device``; normalization stats from the train split."""
-    train_x, train_y = data.load_split(cfg.dataset, train=True, data_dir=cfg.data_dir)
-    test_x, test_y = data.load_split(cfg.dataset, train=False, data_dir=cfg.data_dir)
+    """Load, verify and move the dataset to ``device``; normalization stats from the train split.
+
+    The folder the files come from is recorded: it is ``cfg.data_dir`` only where that folder
+    holds them (data.locate falls back to $NORMLAB_DATA, the cache or a download, and says so)."""
+    folder = data.locate(cfg.dataset, cfg.data_dir)
+    train_x, train_y = data.load_split(cfg.dataset, train=True, data_dir=folder)
+    test_x, test_y = data.load_split(cfg.dataset, train=False, data_dir=folder)
     check_split_sizes(cfg, len(train_y))
     if cfg.train_subset is not None:
         train_x, train_y = train_x[: cfg.train_subset], train_y[: cfg.train_subset]
@@ -63,4 +69,4 @@ def load_data(cfg: Config, device: torch.device) -> StudyData:
     train = to_device_split(train_x, train_y, device)
     test = to_device_split(test_x, test_y, device)
     mean, std = split_stats(train)   # of the images trained on
-    return StudyData(train, test, mean, std, data.get_spec(cfg.dataset).classes, val)
+    return StudyData(train, test, mean, std, data.get_spec(cfg.dataset).classes, val, folder)
