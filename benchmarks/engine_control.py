@@ -16,13 +16,14 @@ in an order that rotates from round to round (as ``bench_train.py``'s study rows
 Each process times ``study.train`` alone (every run of the study, its evaluations included; the
 imports and the data loading are left out) and prints the final test accuracy of every run.
 Left out with the imports: the first ``torch.optim`` optimizer of a process imports
-``torch._dynamo`` (about 1.5 s, once per process, in either engine), so the process builds a
-throwaway optimizer before the clock starts; a 2-epoch study would otherwise count 1.5 s of
-import among 3 model-epochs of each worker. Besides the wall time each row records the process's
-CPU time over the same span (``cpu_seconds``, user + system, both workers together): a shared
-machine's slow spells stretch the wall time more than the work. The
-JSON line of each row has its seconds per round and, for the two rows of today's engine, the
-ratio to ``engine-<commit>`` within each round (``round_ratios_vs_engine``, higher: faster) and
+``torch._dynamo`` (once per process, in either engine), so the process builds a throwaway
+optimizer before the clock starts (its seconds are the row's ``import_seconds``, the median
+over rounds); a 2-epoch study would otherwise count that import among the 3 model-epochs of
+each worker. Besides the wall time each row records the process's CPU time over the same span
+(``cpu_seconds``, user + system, both workers together): a shared machine's slow spells
+stretch the wall time more than the work. The JSON line of each row has its seconds per round
+and, for the two rows of today's engine, the ratio to ``engine-<commit>`` within each round
+(``round_ratios_vs_engine``, higher: faster; ``round_cpu_ratios_vs_engine`` in CPU time) and
 their median; ``study-0.1.0``'s line says whether it trained the very numbers of the old engine
 (``same_accuracies``: every run's final test accuracy equal). Nothing here asserts a time.
 
@@ -69,8 +70,9 @@ else:
 device = torch.device("cpu")
 data = load_data(cfg, device)
 plan = study.make_plan(cfg, device)
+t_import = time.perf_counter()
 torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)   # its one-time import, unclocked
-warm = "torch._dynamo" in sys.modules
+import_seconds, warm = time.perf_counter() - t_import, "torch._dynamo" in sys.modules
 
 
 def cpu() -> float:
@@ -82,6 +84,7 @@ t0, c0 = time.perf_counter(), cpu()
 results = study.train(plan, data, progress=False)
 seconds, cpu_seconds = time.perf_counter() - t0, cpu() - c0
 print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "imports_warm": warm,
+                  "import_seconds": import_seconds,
                   "arch": cfg.arch, "normlab": study.__file__,
                   "final_test_acc": {f"{r.variant.name}/{r.seed}": r.epochs[-1]["test_acc"]
                                      for r in results}}))
@@ -121,6 +124,7 @@ def summarize(rounds: list[dict[str, dict]], engine_row: str) -> list[dict]:
                 line[f"round_{prefix}ratios_vs_engine"] = [round(x, 3) for x in ratios]
                 line[f"{prefix}ratio_vs_engine"] = round(statistics.median(ratios), 3)
         line["imports_warm"] = all(r[row].get("imports_warm", False) for r in rounds)
+        line["import_seconds"] = round(statistics.median(r[row]["import_seconds"] for r in rounds), 2)
         if row == "study-0.1.0":
             line["same_accuracies"] = all(r[row]["final_test_acc"] == r[engine_row]["final_test_acc"]
                                           for r in rounds)

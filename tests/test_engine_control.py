@@ -31,6 +31,7 @@ def test_ratios_are_per_round_and_accuracies_compared_in_every_round(control) ->
         # CPU seconds: twice the wall seconds, except today's row, which spends 3x its wall time
         def row(seconds, arch, accs, cpu=2.0):
             return {"seconds": seconds, "cpu_seconds": cpu * seconds, "imports_warm": True,
+                    "import_seconds": seconds / 10,
                     "arch": arch, "final_test_acc": accs}
         return {engine: row(old, "8-16", acc), "study-0.1.0": row(stand_in, "8-16", stand_in_acc),
                 "normlab-study": row(today, "8s4", {"gn/0": 99.2}, cpu=3.0)}
@@ -47,6 +48,7 @@ def test_ratios_are_per_round_and_accuracies_compared_in_every_round(control) ->
     assert today["round_cpu_ratios_vs_engine"] == [1.0, round(2 / 3, 3), round(2.6 / 3, 3)]
     assert today["cpu_ratio_vs_engine"] == round(2.6 / 3, 3)
     assert all(line["imports_warm"] for line in lines.values())
+    assert today["import_seconds"] == 2.0 and lines[engine]["import_seconds"] == 2.6
     assert lines["study-0.1.0"]["round_ratios_vs_engine"] == [1.0, round(20 / 21, 3), 1.04]
     assert lines["study-0.1.0"]["same_accuracies"] is True
     rounds[2] = rnd(26.0, 25.0, 20.0, stand_in_acc={"gn/0": 99.11})
@@ -97,6 +99,7 @@ def test_the_stand_in_trains_what_the_old_engine_trains(control, real_mnist, tmp
     assert lines["study-0.1.0"]["final_test_acc"] == old["final_test_acc"]
     assert lines["normlab-study"]["arch"] == "8s4-16-16-16-12"
     # each process imported what its first optimizer imports before its clock started
-    assert all(line["imports_warm"] and line["cpu_seconds"] > 0 for line in lines.values())
+    assert all(line["imports_warm"] and line["cpu_seconds"] > 0 and line["import_seconds"] > 0
+               for line in lines.values())
     assert capsys.readouterr().out == out.read_text()
     assert _worktrees(control) == before
