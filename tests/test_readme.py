@@ -78,7 +78,8 @@ SECTIONS = {
                  ROOT / "benchmarks" / "results-cpu-engine-control.jsonl",
                  ROOT / "benchmarks" / "results-cpu-engine-control2.jsonl",
                  ROOT / "benchmarks" / "results-cpu-engine-control-xeon1.jsonl",
-                 ROOT / "benchmarks" / "results-cpu-engine-control-xeon2.jsonl"],
+                 ROOT / "benchmarks" / "results-cpu-engine-control-xeon2.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-engine-control-xeon3.jsonl"],
 }
 
 
