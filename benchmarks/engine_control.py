@@ -18,14 +18,17 @@ imports and the data loading are left out) and prints the final test accuracy of
 Left out with the imports: the first ``torch.optim`` optimizer of a process imports
 ``torch._dynamo`` (once per process, in either engine), so the process builds a throwaway
 optimizer before the clock starts (its seconds are the row's ``import_seconds``, the median
-over rounds); a 2-epoch study would otherwise count that import among the 3 model-epochs of
-each worker. Besides the wall time each row records the process's CPU time over the same span
+over rounds; ``imports_warm``: ``torch._dynamo`` was loaded before the clock started, in every
+round); a 2-epoch study would otherwise count that import among the 3 model-epochs of each
+worker. Besides the wall time each row records the process's CPU time over the same span
 (``cpu_seconds``, user + system, both workers together): a shared machine's slow spells
 stretch the wall time more than the work. The JSON line of each row has its seconds per round
 and, for the two rows of today's engine, the ratio to ``engine-<commit>`` within each round
 (``round_ratios_vs_engine``, higher: faster; ``round_cpu_ratios_vs_engine`` in CPU time) and
 their median; ``study-0.1.0``'s line says whether it trained the very numbers of the old engine
-(``same_accuracies``: every run's final test accuracy equal). Nothing here asserts a time.
+(``same_accuracies``: every run's final test accuracy equal). Every line also names the CPU
+(``cpu``, its model name) and its count (``cpus``). Nothing here asserts a time. POSIX only
+(the CPU seconds come from ``resource.getrusage``).
 
     NORMLAB_DATA=/path/to/mnist python benchmarks/engine_control.py --out control.jsonl
 """
@@ -123,7 +126,7 @@ def summarize(rounds: list[dict[str, dict]], engine_row: str) -> list[dict]:
                 ratios = [r[engine_row][key] / r[row][key] for r in rounds]
                 line[f"round_{prefix}ratios_vs_engine"] = [round(x, 3) for x in ratios]
                 line[f"{prefix}ratio_vs_engine"] = round(statistics.median(ratios), 3)
-        line["imports_warm"] = all(r[row].get("imports_warm", False) for r in rounds)
+        line["imports_warm"] = all(r[row]["imports_warm"] for r in rounds)
         line["import_seconds"] = round(statistics.median(r[row]["import_seconds"] for r in rounds), 2)
         if row == "study-0.1.0":
             line["same_accuracies"] = all(r[row]["final_test_acc"] == r[engine_row]["final_test_acc"]

@@ -26,7 +26,7 @@ import pytest
 from helpers import exit_code
 import torch
 
-from normlab import data
+from normlab import data, study
 from normlab.cli import build_parser, main
 from normlab.config import Config
 from normlab.model import ModelConfig, Net, count_params
@@ -85,8 +85,11 @@ def test_study_exits_zero_and_writes_every_file(study_run) -> None:
                 f.lock_file, f.diagnostics}
     expected |= {f.predictions(v, s) for v, s in RUNS} | {f.checkpoint(v, s) for v, s in RUNS}
     # one training state per group of runs: on a CPU at batch 128 a group is one run, on a GPU
-    # one group holds them all (the plan config.json records)
-    group_size = json.loads(f.config.read_text())["resolved"]["group_size"]
+    # one group holds them all (the device config.json records)
+    saved = json.loads(f.config.read_text())
+    group_size = saved["resolved"]["group_size"]
+    assert group_size == study.auto_group_size(Config.from_saved(saved),
+                                               torch.device(saved["resolved"]["device"]), len(RUNS))
     groups = -(-len(RUNS) // group_size)
     expected |= {f.group_state(k) for k in range(groups)}
     figures = [f.figure(kind) for kind in CURVES] + [f.misclassified_figure(v) for v in VARIANTS]

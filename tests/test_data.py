@@ -39,7 +39,7 @@ def write(path: Path, payload: bytes, gz: bool = False) -> Path:
     return path
 
 
-# DatasetSpec's four file fields, in the order of its .files
+# DatasetSpec's four file fields
 FILE_FIELDS = ("train_images", "train_labels", "test_images", "test_labels")
 
 
@@ -49,8 +49,9 @@ def make_dataset(n_train: int = 6, n_test: int = 4, seed: int = 0, raw_md5: bool
     the uncompressed files unless ``raw_md5``), and its files' raw IDX bytes by filename."""
     spec, raw, _ = synthetic_mnist(n_train, n_test, seed=seed, name=name)
     if not raw_md5:
-        spec = dataclasses.replace(spec, **{key: dataclasses.replace(f, raw_md5=None) for key, f
-                                            in zip(FILE_FIELDS, spec.files)})
+        spec = dataclasses.replace(spec, **{key: dataclasses.replace(getattr(spec, key),
+                                                                     raw_md5=None)
+                                            for key in FILE_FIELDS})
     return spec, raw
 
 

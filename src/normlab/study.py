@@ -77,7 +77,9 @@ class Plan:
             "variants": [v.as_dict() for v in self.cfg.parsed_variants()],
             "train_images": len(data.train), "test_images": len(data.test),
             "val_images": 0 if data.val is None else len(data.val),
-            "data_folder": None if data.folder is None else str(data.folder),
+            # where this session found the data (a resumed session may find it elsewhere:
+            # --data-dir is relocatable, and config.json keeps the first session's)
+            "data_folder": None if data.folder is None else str(data.folder.absolute()),
             "pixel_mean": data.mean, "pixel_std": data.std, "classes": list(data.classes),
             "precision": self.precision, "group_size": len(self.groups[0]),
             "workers": self.workers, "threads_per_worker": self.threads,
