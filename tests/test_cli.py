@@ -137,6 +137,20 @@ def test_config_json_names_the_folder_the_data_came_from(synthetic_data, tmp_pat
     assert d["resolved"]["data_folder"] == str(synthetic_data.folder)
 
 
+def test_config_json_names_the_dataset_subfolder_of_data_dir(synthetic_data, tmp_path) -> None:
+    """A --data-dir whose <dir>/mnist subfolder holds the files: config.json keeps the folder
+    given, and its resolved block names the subfolder the data came from."""
+    parent = synthetic_data.folder.parent
+    assert synthetic_data.folder == parent / "mnist"
+    out = tmp_path / "study"
+    code = main(["study", "--data-dir", str(parent), "--epochs", "1", "--variants", "gn",
+                 "--no-diagnostics", "--format", "png", "--out", str(out), "--quiet"])
+    assert code == 0
+    d = json.loads(RunFolder(out).config.read_text())
+    assert d["data_dir"] == str(parent)
+    assert d["resolved"]["data_folder"] == str(synthetic_data.folder)
+
+
 def test_env_json(study_run) -> None:
     """env.json parses and records the torch version, the device and the local backend."""
     _, out = study_run
