@@ -214,6 +214,12 @@ EXACT_NOTE = (" Where every pair differs by the same amount, the differences hav
               "(2 / 2^N at best: 0.5 with 2 pairs), marked *sign-flip*.")
 
 
+def format_paired_p(p: float, exact: bool) -> str:
+    """A paired comparison's p as its tables print it (:func:`normlab.table.format_p`), marked
+    *sign-flip* where it is the exact sign-flip test's (see :data:`EXACT_NOTE`)."""
+    return format_p(p) + (" *sign-flip*" if exact else "")
+
+
 def comparison_table(comparisons: list[Comparison], markdown: bool = True) -> Table:
     """One row per pair: N pairs, mean difference and its 95% CI, the paired t-test's p (raw and
     Holm-adjusted), McNemar's b / c and p (raw and Holm-adjusted), the detectable difference."""
@@ -228,7 +234,7 @@ def comparison_table(comparisons: list[Comparison], markdown: bool = True) -> Ta
     for c in comparisons:
         ci = signed_ci(c.ci_lo, c.ci_hi)
         t.rows.append([f"{name(c.a)} vs {name(c.b)}", str(c.n), cell(c.diff, signed_points), ci,
-                       cell(c.p, lambda p: format_p(p) + (" *sign-flip*" if c.exact else "")),
+                       cell(c.p, lambda p: format_paired_p(p, c.exact)),
                        cell(c.p_holm, format_p),
                        "–" if c.only_a is None else f"{c.only_a} / {c.only_b}",
                        cell(c.mcnemar_p, format_p), cell(c.mcnemar_p_holm, format_p),
@@ -237,5 +243,5 @@ def comparison_table(comparisons: list[Comparison], markdown: bool = True) -> Ta
 
 
 __all__ = ["EXACT_NOTE", "Comparison", "accuracy_from_summary", "compare", "compare_points",
-           "comparison_table", "points_table",
+           "comparison_table", "format_paired_p", "points_table",
            "discordant_counts", "run_comparisons"]

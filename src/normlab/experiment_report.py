@@ -22,7 +22,7 @@ from pathlib import Path
 import matplotlib
 from matplotlib.figure import Figure
 
-from normlab.compare import EXACT_NOTE, compare_points, points_table
+from normlab.compare import EXACT_NOTE, compare_points, format_paired_p, points_table
 from normlab.diag_plots import PANELS, bn_gap, conv_weight_norm, dead_pct, grad_ratio
 from normlab.findings import fmt_value
 from normlab.errors import RunFolderError
@@ -32,7 +32,7 @@ from normlab.stats import ALPHA, POWER, describe, detectable_after_holm, holm, m
 from normlab.style import DPI, RC, line_styles, plain_log_y, save_figure
 from normlab.sweep import point_name, point_specs
 from normlab.sweep_report import ValueAxis, point_groups
-from normlab.table import Table, format_ci, format_p, format_pm, signed_ci, signed_points
+from normlab.table import Table, format_ci, format_pm, signed_ci, signed_points
 
 # (column, measure, title, digits, y-axis label); the labels of the per-epoch measures are those
 # of the diagnostics figure (normlab.diag_plots.PANELS), which draws the same numbers over epochs.
@@ -213,7 +213,7 @@ def setting_table(comparisons: list[dict], params: list[str], reference) -> Tabl
         t.rows.append([fmt_value(c[o]) for o in others] + [
             f"`{c['spec']}`", fmt_value(c[x]), str(c["n"]),
             signed_points(c["diff"]) if tested else "–", ci,
-            (format_p(c["holm_p"]) + (" *sign-flip*" if c.get("lo") is None else ""))
+            format_paired_p(c["holm_p"], exact=c.get("lo") is None)
             if c.get("holm_p") is not None else "–",
             f"{c['detectable']:.2f}" if c.get("detectable") is not None else "–"])
     return t
