@@ -40,7 +40,7 @@ from normlab.runfolder import SweepFolder
 from normlab.stats import paired
 from normlab.store import print_and_save
 from normlab.table import format_p
-from normlab.sweep import ALIASES, parse_param, point_name, point_specs
+from normlab.sweep_spec import ALIASES, parse_param, point_name, point_specs
 
 
 def renamed_specs(record: dict, field: str, value) -> dict[str, str]:

@@ -19,6 +19,7 @@ import json
 import math
 import re
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -372,8 +373,18 @@ BAD_INPUT = {
     "unknown-dataset": (["study", "--dataset", "cifar10"], "cifar10"),
     "unknown-flag": (["study", "--bogus"], "--bogus"),
     "flag-of-another-command": (["train", "--variants", "bn"],
-                                "unrecognized arguments: --variants bn (did you mean --variant?); "
+                                "unrecognized arguments: --variants bn (did you mean --variant?; "
+                                "--variants is a flag of 'normlab study' and 'normlab sweep'); "
                                 "see 'normlab train --help'"),
+    "flag-of-other-commands-only": (["train", "--group-size", "2"],
+                                    "--group-size 2 (--group-size is a flag of 'normlab study' "
+                                    "and 'normlab sweep'); see 'normlab train --help'"),
+    "three-commands-flag": (["train", "--seeds", "3"],
+                            "(did you mean --seed?; --seeds is a flag of 'normlab study', "
+                            "'normlab sweep' and 'normlab experiment')"),
+    "unknown-flag-no-far-hint": (["study", "--frobnicate"],
+                                 "unrecognized arguments: --frobnicate; see 'normlab study --help'"),
+    "misspelt-out": (["study", "--output", "x"], "--output x (did you mean --out?)"),
     "seed-of-train-to-study": (["study", "--seed", "3"],
                                "--seed 3 (did you mean --first-seed?); see 'normlab study --help'"),
     "misspelt-flag": (["sweep", "--batchsize", "8"], "(did you mean --batch-size?)"),
@@ -427,10 +438,15 @@ BAD_INPUT = {
     "report-empty": (["report", ""], "RUN_DIR: an empty path"),
     "resume-empty": (["sweep", "--resume", ""], "--resume: an empty path"),
     "unknown-flag-no-false-hint": (["experiment", "lr", "--lr", "0.1"],
-                                   "unrecognized arguments: --lr 0.1; see"),
+                                   "unrecognized arguments: --lr 0.1 (--lr is a flag of 'normlab "
+                                   "study', 'normlab train' and 'normlab sweep'); see"),
     "clean-fraction-all": (["study", "--clean-fraction", "1"],
                            "--clean-fraction must be a number in [0, 1)"),
     "rotate-above-180": (["study", "--rotate", "180.001"], "--rotate 180.001 is more than 180 degrees"),
+    "epochs-typo": (["study", "--epochs", "100000000000000000000"],
+                    "--epochs: must be a whole number from 1 to 10000, got 1000000000"),
+    "experiment-epochs-typo": (["experiment", "lr", "--epochs", "20000"],
+                               "--epochs 20000 is more than 10,000; give at most that"),
     "translate-above-half": (["train", "--translate", "15"],
                              "--translate 15.0 is more than 14 pixels: half the side"),
     "groups-fit-no-layer": (["train", "--variant", "gn", "--groups", "8"],
@@ -668,6 +684,29 @@ def test_missing_data_subprocess_one_line(normlab, tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("closed", ["stdout", "both"])
+def test_a_reader_that_goes_away_does_not_stop_the_study(normlab, tmp_path: Path,
+                                                        closed: str) -> None:
+    """`normlab study | head -1` (and `2>&1 | head -1`): once the reader of normlab's output
+    has gone, the study still finishes its run folder, report included, and exits 0 without
+    a traceback; unbuffered output makes the first print after the close meet the closed pipe."""
+    out = tmp_path / "out"
+    env = {**normlab.env, "PYTHONUNBUFFERED": "1"}
+    stderr = subprocess.STDOUT if closed == "both" else subprocess.PIPE
+    p = subprocess.Popen([*normlab.command, "study", "--data-dir", str(normlab.data),
+                          "--variants", "gn", "--seeds", "1", "--epochs", "1", "--batch-size",
+                          "4", "--out", str(out)], env=env, cwd=tmp_path, text=True,
+                         stdout=subprocess.PIPE, stderr=stderr)
+    p.stdout.readline()   # the first line, as `head -1` reads it, then the reader goes away
+    p.stdout.close()
+    err = p.stderr.read() if p.stderr is not None else ""
+    assert p.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    folder = RunFolder(out)
+    assert folder.report.is_file()
+    assert json.loads(folder.timing_json.read_text())["wall_seconds"] is not None
+
+
 # ----------------------------------------------------------------------------------------------
 # --help
 
@@ -714,8 +753,8 @@ def test_help_mentions_default_for_every_flag(command: str, capsys) -> None:
 
 def test_sweep_help_names_every_sweepable_setting(capsys) -> None:
     """`normlab sweep --help` lists, under --param, every setting the sweep accepts
-    (normlab.sweep.SWEEPABLE), so a new sweepable setting cannot be left out of the help."""
-    from normlab.sweep import SWEEPABLE
+    (normlab.sweep_spec.SWEEPABLE), so a new sweepable setting cannot be left out of the help."""
+    from normlab.sweep_spec import SWEEPABLE
     with pytest.raises(SystemExit) as e:
         main(["sweep", "--help"])
     assert e.value.code == 0

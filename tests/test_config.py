@@ -187,6 +187,7 @@ def test_parse_variants_empty(specs) -> None:
     [
         ({"epochs": 0}, "--epochs"),
         ({"epochs": -3}, "--epochs"),
+        ({"epochs": 10_001}, "--epochs 10001 is more than 10,000; give at most that"),
         ({"batch_size": 0}, "--batch-size"),
         ({"batch_size": 10**20}, "--batch-size 100000000000000000000 is more than 2,147,483,647"),
         ({"eval_batch_size": 2**31}, "--eval-batch-size 2147483648 is more than"),

@@ -329,7 +329,8 @@ def test_checksum_mismatch_by_raw_md5(
 ) -> None:
     """A file whose content MD5 differs from the spec's is an error.
 
-    The message names the file, the expected and the found MD5, and the fix.
+    The message names the file as it is (the .gz name for a gzip file, the name without .gz for
+    an uncompressed one), the expected and the found MD5, and the fix.
     """
     spec, raw = make_dataset()
     wrong = "0" * 32
@@ -341,7 +342,8 @@ def test_checksum_mismatch_by_raw_md5(
     with pytest.raises(DataError) as e:
         data.locate("mnist", folder, download=False)
     msg = str(e.value)
-    assert "t10k-labels-idx1-ubyte" in msg and wrong in msg
+    name = "t10k-labels-idx1-ubyte.gz" if gz else "t10k-labels-idx1-ubyte:"
+    assert f"checksum mismatch for mnist {name}" in msg and wrong in msg
     assert md5(raw["t10k-labels-idx1-ubyte.gz"]) in msg and "--data-dir" in msg
 
 

@@ -21,7 +21,7 @@ from normlab.errors import RunFolderError
 from normlab.experiment_report import MEASURES, write_experiment_outputs
 from normlab.experiments import EXPERIMENTS, plan, run_experiment
 from normlab.runfolder import SweepFolder, figure_files
-from normlab.sweep import SweepSpec, parse_param
+from normlab.sweep_spec import SweepSpec, parse_param
 from normlab.train import build_model
 
 SYNTHETIC_DATA = {"n_train": 48, "n_test": 40, "seed": 5}
@@ -123,12 +123,17 @@ def test_a_small_experiment_end_to_end(synthetic_data, tmp_path, capsys, monkeyp
     the protocol, the command that ran (its overrides included) and the time and links the
     figure; the same command again changes none of the tables and not the report, which holds
     the experiment's sections once, also in a copy without the points' final weights
-    (checkpoints/); a plain sweep into the folder is refused."""
+    (checkpoints/); a plain sweep into the folder is refused. One printed line names the
+    report, the last: the experiment's, which replaces the sweep's."""
     out = tmp_path / "exp"
     argv = ["experiment", "batch-size", "--out", str(out), "--seeds", "2", "--epochs", "1",
             "--train-subset", "48", "--data-dir", str(synthetic_data.folder), "--quiet"]
+    capsys.readouterr()
     assert main(argv) == 0
     sweep = SweepFolder(out)
+    printed = capsys.readouterr().out.splitlines()
+    assert [line for line in printed if "report" in line] == [
+        f"experiment batch-size: report in {sweep.report}"] == printed[-1:], printed
     runs = sweep.read_table()
     assert len(runs) == 6 * 3 * 2
     mech = sweep.read_rows(sweep.mechanism)

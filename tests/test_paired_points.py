@@ -176,7 +176,7 @@ def _write_sweep(path, record: dict, rows: list[dict]) -> None:
     """A sweep folder: its record, its table and each point's config."""
     from normlab import __version__
     from normlab.runfolder import SweepFolder
-    from normlab.sweep import point_name
+    from normlab.sweep_spec import point_name
     folder = SweepFolder(path)
     folder.create(record)
     full = [{c: r.get(c) for c in ("variant", "seed", "status", "final_val_acc", "best_val_acc",

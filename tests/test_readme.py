@@ -282,8 +282,8 @@ def test_readme_images_exist() -> None:
 
 def test_readme_names_every_sweepable_setting() -> None:
     """The Sweeps section lists, in backticks, every setting ``normlab sweep --param`` accepts
-    (``normlab.sweep.SWEEPABLE``), so no sweepable setting is undocumented."""
-    from normlab.sweep import SWEEPABLE
+    (``normlab.sweep_spec.SWEEPABLE``), so no sweepable setting is undocumented."""
+    from normlab.sweep_spec import SWEEPABLE
 
     text = _section("## Sweeps")
     missing = [name for name in SWEEPABLE if f"`{name}`" not in text]

@@ -30,7 +30,7 @@ from normlab import __version__
 from normlab.config import Config
 from normlab.errors import ConfigError
 from normlab.runfolder import RunFolder, SweepFolder, figure_files
-from normlab.sweep import Param, SweepSpec, parse_param, point_name
+from normlab.sweep_spec import Param, SweepSpec, parse_param, point_name
 
 N_TRAIN, N_TEST = 256, 64
 # --group-size 1: every run trained alone, as a Ray task trains it, so that the Ray test can ask
@@ -800,6 +800,51 @@ def test_an_experiments_folder_is_known_from_its_start(tmp_path: Path) -> None:
     assert SweepFolder(tmp_path / "plain").experiment() is None
     SweepFolder(tmp_path / "plain").mechanism.write_text("lr,variant\n")
     assert SweepFolder(tmp_path / "plain").experiment() == "NAME"
+
+
+def test_an_experiment_into_another_experiments_folder_names_that_experiment(
+        tmp_path: Path, synthetic_data) -> None:
+    """An experiment run into the folder of another experiment (the name its sweep.json
+    records) is a ConfigError naming the experiment the folder holds and the command that
+    continues it, before anything is read or trained; the folder is unchanged. A folder of an
+    earlier version, which records no name, is left to the comparison of the two sweeps."""
+    from normlab.sweep import prepare_sweep_out, run_sweep
+
+    base = Config(variants=("gn",), epochs=1, batch_size=4, device="cpu",
+                  data_dir=str(synthetic_data.folder))
+    out = tmp_path / "exp"
+    prepare_sweep_out(out, base, SweepSpec((parse_param("batch_size=2,4"),)),
+                      experiment="batch-size")
+    before = sorted(out.rglob("*"))
+    with pytest.raises(ConfigError) as e:
+        run_sweep(base, SweepSpec((parse_param("lr=0.1"),)), out, progress=False,
+                  log=lambda *_: None, experiment="lr")
+    assert str(e.value) == (f"{str(out)!r} holds the experiment batch-size, not lr; continue it "
+                            f"with 'normlab experiment batch-size --out {out}' and the flags on "
+                            "the Command line of its report.md, or choose a new --out")
+    assert sorted(out.rglob("*")) == before
+    old = tmp_path / "old"   # no name recorded: the sweeps differ, and that is what is said
+    prepare_sweep_out(old, base, SweepSpec((parse_param("batch_size=2,4"),)))
+    with pytest.raises(ConfigError, match="holds a different sweep"):
+        run_sweep(base, SweepSpec((parse_param("lr=0.1"),)), old, progress=False,
+                  log=lambda *_: None, experiment="lr")
+
+
+def test_a_refused_point_says_its_setting_comes_from_param() -> None:
+    """A point whose config is refused names the point; where the error's fix names the flag
+    of a swept setting ('use --groups ...'), it adds that the point's value comes from
+    --param, where it must change. A fix naming a flag that is not swept gets no such note."""
+    with pytest.raises(ConfigError) as e:
+        SweepSpec((parse_param("groups=3"),)).points(Config(variants=("gn",)))
+    assert str(e.value).startswith("sweep point groups=3: conv1: ")
+    assert str(e.value).endswith("use --groups with one of [1, 2, 4] (they divide every "
+                                 "layer's channels); this point's groups comes from --param "
+                                 "groups, so change its values there")
+    with pytest.raises(ConfigError) as e:   # groups is the base's: the flag is the fix
+        SweepSpec((parse_param("arch=8s4-16-16-16-12"),)).points(
+            Config(variants=("gn",), arch="8s4-16-16-16-16", groups=8))
+    assert str(e.value).startswith("sweep point arch=8s4-16-16-16-12: ")
+    assert str(e.value).endswith("(they divide every layer's channels)"), str(e.value)
 
 
 @pytest.mark.parametrize("experiment", [None, "l1"])

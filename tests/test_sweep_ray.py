@@ -14,7 +14,8 @@ from normlab import sweep_ray
 from normlab.config import Config
 from normlab.errors import ConfigError
 from normlab.runfolder import SweepFolder
-from normlab.sweep import SweepSpec, parse_param, run_sweep
+from normlab.sweep import run_sweep
+from normlab.sweep_spec import SweepSpec, parse_param
 
 
 class InlineRay:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
 import signal
 import sys
 import warnings
@@ -257,7 +258,8 @@ RAY_FLAGS = ("ray_address", "ray_cpus", "ray_gpus", "retries")   # sweep flags f
 def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
     import functools
 
-    from normlab.sweep import SweepSpec, parse_param, read_sweep_spec, run_sweep
+    from normlab.sweep import read_sweep_spec, run_sweep
+    from normlab.sweep_spec import SweepSpec, parse_param
 
     given = _given(argv)   # parsed once: it builds and runs a parser of its own
     ray_only = sorted(given & set(RAY_FLAGS))
@@ -381,11 +383,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+class _LogStream:
+    """stdout or stderr of the console command, which goes quiet when its reader goes away
+    (``normlab study | head -1``). What normlab prints is a log of the work; the run folder is
+    the result, so the work goes on and is saved instead of stopping at a BrokenPipeError with
+    half its files written."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self.silence()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self.silence()
+
+    def silence(self) -> None:
+        """Point the stream's file descriptor at the null device: the rest of the log, and the
+        flush at exit, go there instead of raising again."""
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, self.stream.fileno())
+        os.close(null)
+
+    def __getattr__(self, name: str):   # isatty, fileno, encoding, ... of the real stream
+        return getattr(self.stream, name)
+
+
 def run() -> None:
-    """The console command: :func:`main`, then exit with its code. Once main has returned, a
-    Ctrl-C is ignored: arriving while the interpreter shuts down, it would print a traceback of
-    Python's own clean-up code under a result already complete."""
-    code = main()
+    """The console command: :func:`main`, then exit with its code. Its output streams go quiet
+    when their reader goes away (:class:`_LogStream`). Once main has returned, a Ctrl-C is
+    ignored: arriving while the interpreter shuts down, it would print a traceback of Python's
+    own clean-up code under a result already complete."""
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _LogStream(sys.stdout), _LogStream(sys.stderr)
+    try:
+        code = main()
+    finally:
+        sys.stdout.flush()   # what is still buffered, through the guard
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = streams
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import difflib
 
-from normlab.config import (DATASET_NAMES, MAX_ROTATE, MAX_SEED, MAX_SEEDS, MAX_TRANSLATE,
+from normlab.config import (DATASET_NAMES, MAX_EPOCHS, MAX_ROTATE, MAX_SEED, MAX_SEEDS, MAX_TRANSLATE,
                             PRECISIONS, Config)
 from normlab.errors import ConfigError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, FIGURE_FORMATS, parse_formats
@@ -54,21 +54,39 @@ class Parser(argparse.ArgumentParser):
             if command and any(n in known for n in names):   # a flag of it, given before it
                 hint = f" (give the flags of '{prog}' after '{command}')"
             else:
-                near = [m for n in names
-                        for m in (([MEANT[n]] if MEANT[n] in known else []) if n in MEANT
-                                  else _close_flag(n, known))]
-                hint = f" (did you mean {', '.join(dict.fromkeys(near))}?)" if near else ""
+                hint = self._hint(names, known, command)
             self.exit(2, f"normlab: error: unrecognized arguments: {' '.join(extras)}{hint}; "
                          f"see '{prog} --help'\n")
         return parsed
 
+    def _hint(self, names: list[str], known: list[str], command: str | None) -> str:
+        """What the unknown flags ``names`` of ``command`` may have meant: the command's nearest
+        flag, if one is close, and for a flag of another command that command too (``train
+        --seeds``: --seed, or study's and sweep's --seeds; ``train --group-size``: only theirs,
+        as --groups is a mere look-alike)."""
+        near, elsewhere = [], []
+        for n in names:
+            others = [f"'{self.prog} {c}'" for c, p in self.commands.items()
+                      if c != command and n in p.flags]
+            if n in MEANT:
+                near += [MEANT[n]] if MEANT[n] in known else []
+                continue
+            near += _close_flag(n, known, cutoff=0.85 if others else 0.65)
+            if others:
+                listed = " and ".join(filter(None, [", ".join(others[:-1]), others[-1]]))
+                elsewhere.append(f"{n} is a flag of {listed}")
+        parts = ([f"did you mean {', '.join(dict.fromkeys(near))}?"] if near else []) + elsewhere
+        return f" ({'; '.join(parts)})" if parts else ""
 
-def _close_flag(name: str, known) -> list[str]:
-    """The flag of ``known`` closest to the unknown ``name``, if any is close (difflib's ratio of
-    0.6), compared without the leading dashes: with them, every short flag (``--lr``) is as
-    close to ``--help`` as to a real neighbour."""
+
+def _close_flag(name: str, known, cutoff: float) -> list[str]:
+    """The flag of ``known`` closest to the unknown ``name``, if any is close (difflib's ratio
+    of at least ``cutoff``; 0.65 gives ``--out`` for ``--output``, not ``--rotate`` for
+    ``--frobnicate``), compared without the leading dashes: with them, every short flag
+    (``--lr``) is as close to ``--help`` as to a real neighbour."""
     bare = {k.lstrip("-"): k for k in known if k.startswith("--")}
-    return [bare[m] for m in difflib.get_close_matches(name.lstrip("-"), bare, n=1)]
+    return [bare[m] for m in difflib.get_close_matches(name.lstrip("-"), bare, n=1,
+                                                       cutoff=cutoff)]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -186,7 +204,8 @@ def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study",
     """The config's flags, and --out/--resume for a ``folder`` of FOLDER_HELP's kind; without
     ``several_runs`` (``train``: one run) not --group-size and --workers, which only spread
     several runs."""
-    p.add_argument("--epochs", metavar="N", type=positive_int, default=D(DEFAULTS.epochs), help="epochs per run")
+    p.add_argument("--epochs", metavar="N", type=number(int, 1, inclusive=True, maximum=MAX_EPOCHS),
+                   default=D(DEFAULTS.epochs), help=f"epochs per run, 1 to {MAX_EPOCHS:,}")
     p.add_argument("--batch-size", metavar="N", type=positive_int, default=D(DEFAULTS.batch_size),
                    help="training batch size (>= 2 for BatchNorm, at most 2,147,483,647)")
     p.add_argument("--lr", type=positive_float, default=D(DEFAULTS.lr),
@@ -231,10 +250,12 @@ def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study",
                         "and seed), train on the rest and report val_loss and val_acc per epoch: "
                         "choose models and recipes on these, not on the test set; 0: train on all")
     p.add_argument("--arch", default=D(DEFAULTS.arch), metavar="W1-W2-...",
-                   help="output channels of the model's 3x3 convs, then a linear classifier; "
-                        "the first conv runs at full resolution and a 2x2 max pool follows it, "
-                        "or with an 's' after its width (8s-...) it has stride 2 instead, and a "
-                        "kernel size 2..4 after the 's' (8s4-...) sets its kernel")
+                   help="output channels of the model's convs, then global average pooling and "
+                        "a linear classifier; the first width says how the 28x28 image is "
+                        "halved: '8s4' (the default's) is a 4x4 conv with stride 2, '8s' the "
+                        "same with a 3x3 kernel ('8s2'..'8s4' set the kernel), a plain '8' a 3x3 "
+                        "conv at full resolution followed by a 2x2 max pool; every later conv "
+                        "is 3x3")
     p.add_argument("--label-smoothing", type=float, default=D(DEFAULTS.label_smoothing), metavar="EPS",
                    help="label smoothing of the training loss, in [0, 1) (metrics report the "
                         "plain cross-entropy); 0: none")
@@ -256,7 +277,7 @@ def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study",
                        "else 1)")
         p.add_argument("--workers", type=nonneg_int, default=D(DEFAULTS.workers), metavar="N",
                        help="threads that train groups of runs side by side, one epoch at a "
-                            "time; 0: auto (CPU: one per core, GPU: 1)")
+                            "time, at most one per group; 0: auto (CPU: one per core, GPU: 1)")
     p.add_argument("--precision", default=D(DEFAULTS.precision), choices=PRECISIONS,
                    help="arithmetic of the forward pass: fp32, or bf16 autocast (float32 weights "
                         "and optimizer); auto: bf16 on a CUDA GPU of compute capability 8.0 "

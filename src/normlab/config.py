@@ -31,6 +31,7 @@ MAX_SEED = 2**32 - 1    # the largest seed: torch.manual_seed takes 64 bits, num
 MAX_ROTATE = 180        # degrees: --rotate r draws angles in [-r, r], and beyond 180 they repeat
 MAX_TRANSLATE = 14      # pixels: half the side of every dataset's 28x28 images
 MAX_SEEDS = 10_000      # seeds per variant in one study (its seed list is built in memory)
+MAX_EPOCHS = 10_000     # epochs per run: a guard against typos (10,000 MNIST epochs are weeks on a CPU)
 MAX_BATCH = 2**31 - 1   # images per batch, a 32-bit count; far more crashed BatchNorm's stats
 
 
@@ -190,6 +191,9 @@ class Config:
                               "give fewer (more seeds go in another folder: a study or sweep with "
                               "--first-seed)")
         positive_int("epochs", "--epochs")
+        if self.epochs > MAX_EPOCHS:
+            raise ConfigError(f"--epochs {self.epochs} is more than {MAX_EPOCHS:,}; give at most "
+                              "that (the default is 20)")
         positive_int("batch_size", "--batch-size")
         positive_int("eval_batch_size", "--eval-batch-size")
         for name, flag in (("batch_size", "--batch-size"), ("eval_batch_size", "--eval-batch-size")):

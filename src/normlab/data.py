@@ -143,8 +143,9 @@ def _check_md5(path: Path, fspec: FileSpec, dataset: str) -> None:
         raise _OtherDataset(path, owner, dataset)
     if found != expected and expected is not None:
         raise DataError(
-            f"{path}: checksum mismatch for {dataset} {fspec.filename}: MD5 of its {kind} is "
-            f"{found}, expected {expected}; the file is damaged or from another dataset; {_FIX_MD5}"
+            f"{path}: checksum mismatch for {dataset} {fspec.filename if gz else fspec.raw_name}: "
+            f"MD5 of its {kind} is {found}, expected {expected}; the file is damaged (cut short, "
+            f"for instance) or from another dataset; {_FIX_MD5}"
         )
     _VERIFIED.add(key)
 

@@ -30,7 +30,7 @@ from normlab.runfolder import (BATCH_STAT_COLUMNS, MECHANISM_COLUMNS, PROBE_SIZE
                                load_diagnostics, load_run, six_digits)
 from normlab.stats import ALPHA, POWER, describe, detectable_after_holm, holm, mean_ci, paired
 from normlab.style import DPI, RC, line_styles, plain_log_y, save_figure
-from normlab.sweep import point_name, point_specs
+from normlab.sweep_spec import point_name, point_specs
 from normlab.sweep_report import ValueAxis, point_groups
 from normlab.table import Table, format_ci, format_pm, signed_ci, signed_points
 

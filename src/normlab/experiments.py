@@ -140,7 +140,7 @@ def get(name: str) -> Experiment:
 def plan(exp: Experiment, overrides: dict[str, Any] | None = None):
     """(base Config, SweepSpec) of ``exp``; ``overrides`` (e.g. seeds, epochs, data_dir for a
     quick check) replace the experiment's own settings."""
-    from normlab.sweep import SweepSpec, parse_param
+    from normlab.sweep_spec import SweepSpec, parse_param
 
     settings = {**COMMON, **exp.config, **(overrides or {})}
     base = Config(variants=exp.variants, **settings)

@@ -22,159 +22,19 @@ training; another backend (``normlab.sweep_ray.run_points``) is passed in as ``r
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
-import math
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from normlab import __version__
-from normlab.config import (DATASET_NAMES, PRECISIONS, Config, config_diff, continuation_diff,
-                            parse_arch)
+from normlab.config import Config, config_diff, continuation_diff
 from normlab.errors import ConfigError, NormlabError, RunFolderError, brief
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.runfolder import RunFolder, SweepFolder, check_version, load_run
 from normlab.store import not_a_folder, read_json_object
+from normlab.sweep_spec import Param, SweepSpec, point_error, point_name
 from normlab.variants import variant_specs
-
-# Settings that can be swept, with the Config field each one sets.
-ALIASES = {"l1": "l1_default", "l2": "l2_default"}
-SWEEPABLE = ("batch_size", "lr", "momentum", "warmup", "l1", "l2", "groups", "ghost_batch",
-             "augment", "rotate", "translate", "clean_fraction", "dataset", "train_subset",
-             "epochs", "precision", "arch", "label_smoothing", "weight_decay", "ema")
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str                    # as written by the user (e.g. "l1", "batch_size")
-    values: tuple[Any, ...]
-
-    @property
-    def field(self) -> str:
-        return ALIASES.get(self.name, self.name)
-
-
-def _field_type(field: str) -> type:
-    f = {f.name: f for f in dataclasses.fields(Config)}[field]
-    text = str(f.type)
-    for kind, word in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str")):
-        if text.startswith(word) or text == kind.__name__:
-            return kind
-    raise AssertionError(f"unhandled config type {text} of {field}")
-
-
-def _parse_value(name: str, text: str) -> Any:
-    field = ALIASES.get(name, name)
-    kind = _field_type(field)
-    text = text.strip()
-    if kind is bool:
-        lowered = text.lower()
-        if lowered in ("1", "true", "on", "yes"):
-            return True
-        if lowered in ("0", "false", "off", "no"):
-            return False
-        raise ConfigError(f"--param {name}: {text!r} is not true or false; write e.g. {name}=true,false")
-    if kind is str and field == "arch":
-        try:
-            parse_arch(text)
-        except ConfigError as e:   # its message names --arch; the value came from --param
-            raise ConfigError(f"--param {name}: {e}") from None
-        return text
-    if kind is str:
-        choices = DATASET_NAMES if field == "dataset" else PRECISIONS
-        if text not in choices:
-            raise ConfigError(f"--param {name}: unknown value {text!r}; valid: {', '.join(choices)}")
-        return text
-    try:
-        value = kind(text) if kind is float else int(text)
-    except ValueError:
-        what = "a whole number" if kind is int else "a number"
-        raise ConfigError(f"--param {name}: {text!r} is not {what}; write e.g. "
-                          f"{name}={'1,2,4' if kind is int else '1e-4,1e-3'}") from None
-    if kind is float and not math.isfinite(value):
-        raise ConfigError(f"--param {name}: {text!r} is not a finite number")
-    return value
-
-
-def parse_param(text: str) -> Param:
-    """``name=v1,v2,...`` (``-`` or ``_`` in the name) -> Param. ConfigError on bad input."""
-    name, sep, values = text.partition("=")
-    name = name.strip().replace("-", "_")
-    if not sep or not name:
-        raise ConfigError(f"--param {text!r}: write NAME=V1,V2,..., e.g. batch_size=32,128")
-    if name not in SWEEPABLE:
-        raise ConfigError(f"--param {name!r} cannot be swept; sweepable settings: "
-                          f"{', '.join(SWEEPABLE)}")
-    items = values.split(",")
-    if not any(v.strip() for v in items):
-        raise ConfigError(f"--param {name}: no values given; write e.g. {name}=V1,V2")
-    if not all(v.strip() for v in items):   # '0.1,,0.2' or a trailing comma: likely a typo
-        raise ConfigError(f"--param {name}: an empty value in {values!r}; separate the values "
-                          "by single commas")
-    parsed = tuple(_parse_value(name, v) for v in items)
-    if len(set(parsed)) != len(parsed):
-        raise ConfigError(f"--param {name}: a value is listed twice; list each value once")
-    texts = [_value_text(v) for v in parsed]   # the points' folder names must differ
-    if len(set(texts)) != len(texts):
-        raise ConfigError(f"--param {name}: values {', '.join(items)} differ beyond 6 "
-                          "significant digits; give values that differ sooner")
-    return Param(name, parsed)
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    params: tuple[Param, ...]
-    scale_lr: bool = False       # lr = base lr * batch_size / base batch_size (linear rule)
-
-    def __post_init__(self) -> None:
-        names = [p.name for p in self.params]
-        if not names:
-            raise ConfigError("a sweep needs at least one --param NAME=V1,V2,...")
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ConfigError(f"--param {', '.join(twice)} is given twice; give each setting "
-                              "once, with all its values: --param NAME=V1,V2,...")
-        if self.scale_lr and "batch_size" not in names:
-            raise ConfigError("--scale-lr scales the learning rate with a swept batch_size; add "
-                              "--param batch_size=... or drop --scale-lr")
-        if self.scale_lr and "lr" in names:
-            raise ConfigError("--scale-lr sets lr from the batch size; do not sweep lr as well")
-
-
-    def to_dict(self) -> dict:
-        return {"params": [{"name": p.name, "values": list(p.values)} for p in self.params],
-                "scale_lr": self.scale_lr}
-
-    def points(self, base: Config) -> list[tuple[dict[str, Any], Config]]:
-        """Every combination of values, as (values by param name, the point's Config)."""
-        out = []
-        for combo in itertools.product(*(p.values for p in self.params)):
-            values = {p.name: v for p, v in zip(self.params, combo)}
-            changes = {ALIASES.get(k, k): v for k, v in values.items()}
-            if self.scale_lr:
-                changes["lr"] = base.lr * values["batch_size"] / base.batch_size
-            try:
-                cfg = base.replace(**changes)
-            except ConfigError as e:
-                raise ConfigError(f"sweep point {point_name(values)}: {e}") from None
-            out.append((values, cfg))
-        return out
-
-
-def _value_text(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
-
-
-def point_name(values: dict[str, Any]) -> str:
-    """Folder name of a point, e.g. ``batch_size=32`` or ``batch_size=32,l1=1e-05``."""
-    return ",".join(f"{k}={_value_text(v)}" for k, v in values.items())
-
 
 # ----------------------------------------------------------------------------------------------
 # The sweep folder
@@ -336,6 +196,11 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
         raise ConfigError(f"{str(out)!r} holds the experiment {name}, whose report a plain sweep "
                           f"would replace; continue it with 'normlab experiment {name} --out "
                           f"{out}' and the flags on the Command line of its report.md")
+    elif experiment is not None and (name := SweepFolder(out).experiment()) not in (
+            experiment, "NAME", None):   # another experiment, by the name sweep.json records
+        raise ConfigError(f"{str(out)!r} holds the experiment {name}, not {experiment}; continue "
+                          f"it with 'normlab experiment {name} --out {out}' and the flags on the "
+                          "Command line of its report.md, or choose a new --out")
     else:
         check_continuable(out, [point_name(values) for values, _ in points])
     # Check data and folder before the first run: every dataset the sweep touches, and every
@@ -347,7 +212,7 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
                 try:
                     check_split_sizes(cfg, len(data.train))
                 except ConfigError as e:
-                    raise ConfigError(f"sweep point {point_name(values)}: {e}") from None
+                    raise point_error(values, e) from None
     resumed = prepare_sweep_out(out, base, spec, experiment)   # the same sweep, or refused
     if resumed:
         check_points(out, points)   # then its points: what a changed flag would not explain
@@ -369,20 +234,11 @@ def run_sweep(base: Config, spec: SweepSpec, out: str | Path, runner: Runner | N
         raise interrupted(out) from None
     failed = sum(1 for r in rows if r["status"] == "failed")
     log(sweep_table(rows, [p.name for p in spec.params], markdown=False).text())
+    # An experiment replaces this report with its own and names that one when it is written.
+    report = "" if experiment else f"; report: {sweep.report}"
     log(f"sweep results in {out}" + (f" ({failed} run(s) failed; run the same command to retry "
-                                     "them)" if failed else "") + f"; report: {sweep.report}")
+                                     "them)" if failed else "") + report)
     return out
-
-
-def point_specs(record: dict, values: dict[str, Any]) -> dict[str, str]:
-    """``variants.variant_specs`` at one point of a sweep: {the name the sweep of ``record`` (its
-    sweep.json) gives each variant at the point whose settings are ``values`` (a setting's name
-    as swept, ``l1``, or its field, ``l1_default``): the variant as its --variants wrote it}."""
-    base = record.get("base_config") or {}
-    defaults = {k: base[k] for k in ALIASES.values() if k in base}
-    defaults.update({ALIASES.get(k, k): v for k, v in values.items()
-                     if ALIASES.get(k, k) in ALIASES.values()})
-    return variant_specs(base.get("variants", []), **defaults)
 
 
 def sweep_rows(spec: SweepSpec, outcomes: list[PointOutcome]) -> list[dict]:
@@ -445,6 +301,4 @@ def _run_numbers(epochs: list[dict] | None) -> dict:
             "final_test_loss": epochs[-1]["test_loss"] if epochs else None}
 
 
-__all__ = ["Param", "SweepSpec", "PointOutcome", "parse_param", "point_name", "point_specs",
-           "run_sweep",
-           "run_points_locally", "read_sweep_spec", "sweep_rows"]
+__all__ = ["PointOutcome", "run_sweep", "run_points_locally", "read_sweep_spec", "sweep_rows"]
