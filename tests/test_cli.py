@@ -17,6 +17,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import re
 import statistics
 import subprocess
@@ -386,11 +387,13 @@ BAD_INPUT = {
                                  "unrecognized arguments: --frobnicate; see 'normlab study --help'"),
     "misspelt-out": (["study", "--output", "x"], "--output x (did you mean --out?)"),
     "seed-of-train-to-study": (["study", "--seed", "3"],
-                               "--seed 3 (did you mean --first-seed?); see 'normlab study --help'"),
+                               "--seed 3 (did you mean --first-seed?; --seed is a flag of "
+                               "'normlab train' and 'normlab explain'); see 'normlab study --help'"),
     "misspelt-flag": (["sweep", "--batchsize", "8"], "(did you mean --batch-size?)"),
-    "seed-with-equals": (["study", "--seed=3"], "--seed=3 (did you mean --first-seed?)"),
+    "seed-with-equals": (["study", "--seed=3"], "--seed=3 (did you mean --first-seed?;"),
     "seed-to-experiment": (["experiment", "l1", "--seed", "3"],
-                           "unrecognized arguments: --seed 3; see 'normlab experiment --help'"),
+                           "unrecognized arguments: --seed 3 (--seed is a flag of 'normlab train' "
+                           "and 'normlab explain'); see 'normlab experiment --help'"),
     "flag-before-command": (["--quiet", "study"],
                             "--quiet (give the flags of 'normlab study' after 'study')"),
     "abbreviated-flag": (["study", "--epoch", "1"],
@@ -684,21 +687,27 @@ def test_missing_data_subprocess_one_line(normlab, tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("closed", ["stdout", "both"])
+@pytest.mark.parametrize("closed", ["stdout", "both", "no-stdout"])
 def test_a_reader_that_goes_away_does_not_stop_the_study(normlab, tmp_path: Path,
                                                         closed: str) -> None:
     """`normlab study | head -1` (and `2>&1 | head -1`): once the reader of normlab's output
     has gone, the study still finishes its run folder, report included, and exits 0 without
-    a traceback; unbuffered output makes the first print after the close meet the closed pipe."""
+    a traceback. Here the pipe's reading end is closed before the process starts, so its
+    every write meets the closed pipe. A process started with its stdout closed altogether
+    (``>&-``: Python's sys.stdout is None) finishes alike."""
     out = tmp_path / "out"
-    env = {**normlab.env, "PYTHONUNBUFFERED": "1"}
-    stderr = subprocess.STDOUT if closed == "both" else subprocess.PIPE
-    p = subprocess.Popen([*normlab.command, "study", "--data-dir", str(normlab.data),
-                          "--variants", "gn", "--seeds", "1", "--epochs", "1", "--batch-size",
-                          "4", "--out", str(out)], env=env, cwd=tmp_path, text=True,
-                         stdout=subprocess.PIPE, stderr=stderr)
-    p.stdout.readline()   # the first line, as `head -1` reads it, then the reader goes away
-    p.stdout.close()
+    args = [*normlab.command, "study", "--data-dir", str(normlab.data), "--variants", "gn",
+            "--seeds", "1", "--epochs", "1", "--batch-size", "4", "--out", str(out)]
+    read, write = os.pipe()
+    os.close(read)
+    streams = {"stdout": {"stdout": write, "stderr": subprocess.PIPE},
+               "both": {"stdout": write, "stderr": write},
+               "no-stdout": {"stderr": subprocess.PIPE,
+                             "preexec_fn": lambda: os.close(1)}}[closed]
+    try:
+        p = subprocess.Popen(args, env=normlab.env, cwd=tmp_path, text=True, **streams)
+    finally:
+        os.close(write)
     err = p.stderr.read() if p.stderr is not None else ""
     assert p.wait(timeout=120) == 0, err
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
@@ -1036,6 +1045,8 @@ def test_console_command_ignores_ctrl_c_once_main_has_returned(monkeypatch, caps
     import normlab.cli as cli
 
     calls = []
+    monkeypatch.setattr(sys, "stdout", sys.stdout)   # run() guards them for the rest of the
+    monkeypatch.setattr(sys, "stderr", sys.stderr)   # process: restored after this test
     monkeypatch.setattr(cli, "main", lambda: calls.append("main") or 2)
     monkeypatch.setattr(signal, "signal", lambda sig, handler: calls.append((sig, handler)))
     with pytest.raises(SystemExit) as exit_:

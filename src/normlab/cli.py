@@ -421,14 +421,13 @@ def run() -> None:
     when their reader goes away (:class:`_LogStream`). Once main has returned, a Ctrl-C is
     ignored: arriving while the interpreter shuts down, it would print a traceback of Python's
     own clean-up code under a result already complete."""
-    streams = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _LogStream(sys.stdout), _LogStream(sys.stderr)
-    try:
-        code = main()
-    finally:
-        sys.stdout.flush()   # what is still buffered, through the guard
-        sys.stderr.flush()
-        sys.stdout, sys.stderr = streams
+    # Kept until the process ends: at-exit flushes meet a closed pipe too. A stream Python set
+    # to None (its descriptor closed at start) stays None, which print() skips.
+    if sys.stdout is not None:
+        sys.stdout = _LogStream(sys.stdout)
+    if sys.stderr is not None:
+        sys.stderr = _LogStream(sys.stderr)
+    code = main()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code)
 

@@ -61,17 +61,17 @@ class Parser(argparse.ArgumentParser):
 
     def _hint(self, names: list[str], known: list[str], command: str | None) -> str:
         """What the unknown flags ``names`` of ``command`` may have meant: the command's nearest
-        flag, if one is close, and for a flag of another command that command too (``train
-        --seeds``: --seed, or study's and sweep's --seeds; ``train --group-size``: only theirs,
-        as --groups is a mere look-alike)."""
+        flag, if one is close, and for a flag of other commands those commands too (``train
+        --seeds``: --seed, or the --seeds of study, sweep and experiment; ``train --group-size``:
+        only theirs, as --groups is a mere look-alike)."""
         near, elsewhere = [], []
         for n in names:
             others = [f"'{self.prog} {c}'" for c, p in self.commands.items()
                       if c != command and n in p.flags]
             if n in MEANT:
                 near += [MEANT[n]] if MEANT[n] in known else []
-                continue
-            near += _close_flag(n, known, cutoff=0.85 if others else 0.65)
+            else:
+                near += _close_flag(n, known, cutoff=0.85 if others else 0.65)
             if others:
                 listed = " and ".join(filter(None, [", ".join(others[:-1]), others[-1]]))
                 elsewhere.append(f"{n} is a flag of {listed}")

@@ -193,7 +193,7 @@ class Config:
         positive_int("epochs", "--epochs")
         if self.epochs > MAX_EPOCHS:
             raise ConfigError(f"--epochs {self.epochs} is more than {MAX_EPOCHS:,}; give at most "
-                              "that (the default is 20)")
+                              "that")
         positive_int("batch_size", "--batch-size")
         positive_int("eval_batch_size", "--eval-batch-size")
         for name, flag in (("batch_size", "--batch-size"), ("eval_batch_size", "--eval-batch-size")):

@@ -149,7 +149,7 @@ def batch_stats_table(rows: list[dict], params: list[str]) -> Table:
 
 def add_specs(record: dict, params: list[str], rows: list[dict]) -> None:
     """Adds "spec" to each of ``rows`` (of sweep.csv, or measured per run): the variant as the
-    sweep's --variants wrote it (``sweep.point_specs`` at the row's point), the same at every
+    sweep's --variants wrote it (``sweep_spec.point_specs`` at the row's point), the same at every
     point where the name carries a swept lambda ("bn+l1" for "bn+l1=0.0001"). ``record``: the
     sweep's sweep.json."""
     for r in rows:
