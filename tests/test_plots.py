@@ -413,7 +413,7 @@ def test_sweep_figure_names_its_axis_and_seeds(tmp_path) -> None:
     """The sweep figure's x axis says what the setting is, with its unit, and its name; the title
     states how many seeds each bar rests on and, on a line of its own, how many runs failed; when
     the means spread over more than ZOOM_WITHIN points (an untrainable variant), a second panel
-    zooms on the points near the best."""
+    zooms on the y-range of the means near the best (others may cross it)."""
     from normlab.sweep_report import sweep_figure
 
     rows = [{"batch_size": b, "variant": "gn", "seed": s, "status": "ok" if s < 3 else "failed",
@@ -426,7 +426,7 @@ def test_sweep_figure_names_its_axis_and_seeds(tmp_path) -> None:
     assert "zoom" not in svg   # every mean within ZOOM_WITHIN of the best: one panel
     rows += [{**r, "variant": "none", "final_test_acc": 11.35} for r in rows]   # untrainable
     png = sweep_figure(rows, "batch_size", [], tmp_path / "wide.png", ("png", "svg"))
-    assert "zoom: the points within 3 points of the best" in png.with_suffix(".svg").read_text(
-        encoding="utf-8")
+    assert "zoom: the y-range of the means within 3 points of the best" in png.with_suffix(
+        ".svg").read_text(encoding="utf-8")
     assert {x.upper() for x in style.OKABE_ITO} == {
         "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"}

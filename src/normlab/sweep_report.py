@@ -181,8 +181,8 @@ def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: 
                 pad = 0.04 * (top - bottom)   # a marker at either end is drawn whole
                 ax.set_ylim(bottom - pad, top + pad)
         if zoom:
-            axes[1].set_title(f"zoom: the points within {ZOOM_WITHIN:g} points of the best",
-                              fontsize=RC["axes.labelsize"])
+            axes[1].set_title(f"zoom: the y-range of the means within {ZOOM_WITHIN:g} points of "
+                              "the best", fontsize=RC["axes.labelsize"])
         ax = axes[0]
         counts = [ci.n for ci in cis]   # seeds behind each point
         few, most = min(counts, default=1), max(counts, default=1)
