@@ -31,6 +31,7 @@ import torch
 from normlab import data, study
 from normlab.cli import build_parser, main
 from normlab.config import Config
+from normlab.errors import NormlabError
 from normlab.model import ModelConfig, Net, count_params
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS
 from normlab.runfolder import RunFolder, figure_files
@@ -500,6 +501,41 @@ def test_a_sweep_warns_of_variants_that_repeat_at_every_point(monkeypatch, capsy
         for line, start in zip(lines, warned):
             assert line.startswith(f"normlab: warning: {start}"), line
     assert len(ran) == 2
+
+
+GHOST = ("normlab: warning: gbn at {pairs} normalizes each batch as one virtual batch, which is "
+         "plain BatchNorm (bn); give a --ghost-batch below the batch size to train with ghost "
+         "batches")
+
+
+@pytest.mark.parametrize("argv, pairs", [
+    (["train", "--variant", "gbn", "--batch-size", "8"], "--ghost-batch 16 with --batch-size 8"),
+    (["train", "--variant", "gbn", "--batch-size", "16"], "--ghost-batch 16 with --batch-size 16"),
+    (["train", "--variant", "gbn", "--batch-size", "8", "--ghost-batch", "4"], None),
+    (["study", "--variants", "bn,gn", "--batch-size", "8"], None),   # no variant reads it
+    (["sweep", "--variants", "gbn,bn", "--param", "batch_size=8,32", "--ghost-batch", "16"],
+     "--ghost-batch 16 with --batch-size 8"),
+    (["sweep", "--variants", "gbn", "--param", "ghost_batch=4,128", "--param", "batch_size=8,256"],
+     "--ghost-batch 128 with --batch-size 8"),
+])
+def test_gbn_whose_ghost_batch_is_the_whole_batch_is_a_warning(monkeypatch, capsys, tmp_path,
+                                                              argv, pairs) -> None:
+    """gbn with a --ghost-batch at least its batch size (given, or at a point of a sweep) is
+    plain BatchNorm: a one-line warning on stderr names each such pair, and the command goes
+    on; with ghost batches below every batch size, or no variant that reads --ghost-batch,
+    there is none."""
+    import normlab.study
+    import normlab.sweep
+
+    def stop(*args, **kwargs):
+        raise NormlabError("stopped")
+
+    monkeypatch.setattr(normlab.study, "run_study", stop)
+    monkeypatch.setattr(normlab.sweep, "run_sweep", stop)
+    assert main([*argv, "--quiet", "--out", str(tmp_path / "out")]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1] == "normlab: error: stopped"
+    assert lines[:-1] == ([GHOST.format(pairs=pairs)] if pairs else [])
 
 
 @pytest.mark.parametrize("flags, params, warned", [

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Sequence
 
 from normlab import __version__
-from normlab.cli_checks import check_augmentation, check_unused, warn_overridden
+from normlab.cli_checks import (check_augmentation, check_unused, warn_overridden,
+                                warn_plain_ghost_batch)
 from normlab.cli_flags import (DEFAULTS, HelpFormatter, Parser, add_format_flag, add_training_flags,
                                add_variant_seed_flags, flag_name, nonneg_float, nonneg_int,
                                number, path, positive_int, seed_int)
@@ -287,6 +288,8 @@ def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
         check_augmentation(given, args, swept=[p.name for p in spec.params])
         check_unused(given, args, spec.params)
         base = config_from_args(args)   # a bad setting is refused before any warning
+        spec.points(base)               # and a bad point's
+        warn_plain_ghost_batch(args, spec.params)
         warn_overridden(given, spec)
         out = args.out or new_timestamped_folder("runs", "sweep")
     runner = None
@@ -365,8 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = run_study(cfg, out=args.resume, progress=not args.quiet, resume=True,
                             formats=args.formats)
         else:
-            out = run_study(config_from_args(args), out=args.out, progress=not args.quiet,
-                            formats=args.formats)
+            cfg = config_from_args(args)   # a bad setting is refused before any warning
+            warn_plain_ghost_batch(args)
+            out = run_study(cfg, out=args.out, progress=not args.quiet, formats=args.formats)
         _warn_if_none_finished(out)
     except NormlabError as e:
         print(f"normlab: error: {e}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """The checks of a command line against the settings it gives: a setting that the command
 would not use (an augmentation setting with --no-augment, a penalty or group count no variant
-reads) is refused; a swept setting that repeats runs, or a flag that a --param overrides, gets a
-one-line warning on stderr.
+reads) is refused; a swept setting that repeats runs, a flag that a --param overrides, or a
+ghost batch as large as the batch gets a one-line warning on stderr.
 
 Each check takes ``given``: the config keys whose flags the command line names
 (``normlab.cli`` parses them), so that a default is never mistaken for a choice.
@@ -58,6 +58,26 @@ def check_unused(given: set[str], args: argparse.Namespace, params=()) -> None:
                   f"{'does' if one else 'do'} not read it, so {its} runs repeat alike at each of "
                   f"its {len(p.values)} values; leave {it} out of this sweep and train {it} "
                   "separately to save that time", file=sys.stderr)
+
+
+def warn_plain_ghost_batch(args: argparse.Namespace, params=()) -> None:
+    """A one-line warning on stderr where a variant reading --ghost-batch (gbn) gets a ghost
+    batch at least as large as the batch: it then normalizes each batch as one virtual batch,
+    which is plain BatchNorm, and its runs repeat bn's. For a sweep (``params``), at each swept
+    batch size and ghost batch."""
+    specs = args.variants.split(",") if args.command in ("study", "sweep") else [args.variant]
+    try:
+        ghostly = [s.strip() for s in specs if "ghost_batch" in settings_read(s)]
+    except ConfigError:
+        return   # a bad variant is reported, with its fix, by the config's own check
+    swept = {p.field: p.values for p in params}
+    pairs = [(g, b) for b in swept.get("batch_size", [args.batch_size])
+             for g in swept.get("ghost_batch", [args.ghost_batch]) if g >= b]
+    if ghostly and pairs:
+        at = ", ".join(f"--ghost-batch {g} with --batch-size {b}" for g, b in pairs)
+        print(f"normlab: warning: {', '.join(ghostly)} at {at} normalizes each batch as one "
+              "virtual batch, which is plain BatchNorm (bn); give a --ghost-batch below the "
+              "batch size to train with ghost batches", file=sys.stderr)
 
 
 def warn_overridden(given: set[str], spec) -> None:
