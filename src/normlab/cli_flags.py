@@ -117,7 +117,7 @@ def number(kind: type, minimum: float, inclusive: bool, maximum: float | None = 
     """An argparse type: ``kind`` (int or float) that is finite and >= (or >) ``minimum``, and
     at most ``maximum`` when one is given."""
     what = "a whole number" if kind is int else "a finite number"
-    fmt = "d" if kind is int else "g"
+    fmt = ",d" if kind is int else "g"   # 10,000 as Config's own messages write it
     bound = f"{'>=' if inclusive else '>'} {minimum:{fmt}}"
     if maximum is not None:
         bound = (f"from {minimum:{fmt}} to {maximum:{fmt}}" if inclusive
