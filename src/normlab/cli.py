@@ -288,8 +288,7 @@ def _sweep(argv: Sequence[str], args: argparse.Namespace) -> int:
         check_augmentation(given, args, swept=[p.name for p in spec.params])
         check_unused(given, args, spec.params)
         base = config_from_args(args)   # a bad setting is refused before any warning
-        spec.points(base)               # and a bad point's
-        warn_plain_ghost_batch(args, spec.params)
+        warn_plain_ghost_batch(cfg for _, cfg in spec.points(base))   # a bad point fails here
         warn_overridden(given, spec)
         out = args.out or new_timestamped_folder("runs", "sweep")
     runner = None
@@ -369,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             formats=args.formats)
         else:
             cfg = config_from_args(args)   # a bad setting is refused before any warning
-            warn_plain_ghost_batch(args)
+            warn_plain_ghost_batch([cfg])
             out = run_study(cfg, out=args.out, progress=not args.quiet, formats=args.formats)
         _warn_if_none_finished(out)
     except NormlabError as e:

@@ -3,16 +3,19 @@ would not use (an augmentation setting with --no-augment, a penalty or group cou
 reads) is refused; a swept setting that repeats runs, a flag that a --param overrides, or a
 ghost batch as large as the batch gets a one-line warning on stderr.
 
-Each check takes ``given``: the config keys whose flags the command line names
-(``normlab.cli`` parses them), so that a default is never mistaken for a choice.
+The checks of what was given take ``given``: the config keys whose flags the command line names
+(``normlab.cli`` parses them), so that a default is never mistaken for a choice. The ghost-batch
+warning reads the checked configs that will train instead, as a default size matters there too.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Iterable
 
 from normlab.cli_flags import flag_name
+from normlab.config import Config
 from normlab.errors import ConfigError, NormlabError
 from normlab.variants import VARIANT_SETTINGS, settings_read
 
@@ -60,20 +63,18 @@ def check_unused(given: set[str], args: argparse.Namespace, params=()) -> None:
                   "separately to save that time", file=sys.stderr)
 
 
-def warn_plain_ghost_batch(args: argparse.Namespace, params=()) -> None:
+def warn_plain_ghost_batch(configs: Iterable[Config]) -> None:
     """A one-line warning on stderr where a variant reading --ghost-batch (gbn) gets a ghost
     batch at least as large as the batch: it then normalizes each batch as one virtual batch,
-    which is plain BatchNorm, and its runs repeat bn's. For a sweep (``params``), at each swept
-    batch size and ghost batch."""
-    specs = args.variants.split(",") if args.command in ("study", "sweep") else [args.variant]
-    try:
-        ghostly = [s.strip() for s in specs if "ghost_batch" in settings_read(s)]
-    except ConfigError:
-        return   # a bad variant is reported, with its fix, by the config's own check
-    swept = {p.field: p.values for p in params}
-    pairs = [(g, b) for b in swept.get("batch_size", [args.batch_size])
-             for g in swept.get("ghost_batch", [args.ghost_batch]) if g >= b]
-    if ghostly and pairs:
+    which is plain BatchNorm, and its runs repeat bn's. ``configs``: the checked configs that
+    will train (a study's, or every point's of a sweep), so each swept size is named as set."""
+    ghostly, pairs = {}, {}
+    for cfg in configs:
+        reads = [v for v in cfg.variants if "ghost_batch" in settings_read(v)]
+        if reads and cfg.ghost_batch >= cfg.batch_size:
+            ghostly.update(dict.fromkeys(reads))
+            pairs[cfg.ghost_batch, cfg.batch_size] = None
+    if pairs:
         at = ", ".join(f"--ghost-batch {g} with --batch-size {b}" for g, b in pairs)
         print(f"normlab: warning: {', '.join(ghostly)} at {at} normalizes each batch as one "
               "virtual batch, which is plain BatchNorm (bn); give a --ghost-batch below the "
