@@ -16,9 +16,23 @@ from normlab.variants import DEFAULT_L1, DEFAULT_L2
 DEFAULTS = Config()  # the defaults shown in --help come from the config itself
 
 
-# A flag of one command given to another, where the closest spelling would mislead: a study's
-# --seed is its --first-seed (its --seeds counts them).
-MEANT = {"--seed": "--first-seed"}
+# Flags whose closest spelling would mislead, and the one meant: a study's --seed is its
+# --first-seed (its --seeds counts them); the rest are other tools' names for normlab's flags
+# (pytorch/examples' mnist script, common training scripts), which difflib matches to a look-alike
+# (--lrate to --rotate, --data to --dataset) or to nothing. The first of the command's flags
+# in the list is named, with the value to give where one is written.
+MEANT: dict[str, tuple[str, ...]] = {
+    "--seed": ("--first-seed",),
+    **dict.fromkeys(("--lrate", "--learning-rate", "--max-lr", "--lr-max"), ("--lr",)),
+    **dict.fromkeys(("--bs", "--batch"), ("--batch-size",)),
+    "--test-batch-size": ("--eval-batch-size",),
+    "--wd": ("--weight-decay",),
+    **dict.fromkeys(("--data", "--data-root", "--root"), ("--data-dir",)),
+    **dict.fromkeys(("--output-dir", "--outdir", "--save-dir", "--log-dir"), ("--out",)),
+    **dict.fromkeys(("--norm", "--norms"), ("--variants", "--variant")),
+    **dict.fromkeys(("--no-cuda", "--cpu"), ("--device cpu",)),
+    "--no-progress": ("--quiet",),
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -69,7 +83,7 @@ class Parser(argparse.ArgumentParser):
             others = [f"'{self.prog} {c}'" for c, p in self.commands.items()
                       if c != command and n in p.flags]
             if n in MEANT:
-                near += [MEANT[n]] if MEANT[n] in known else []
+                near += [m for m in MEANT[n] if m.split()[0] in known][:1]
             else:
                 near += _close_flag(n, known, cutoff=0.85 if others else 0.65)
             if others:
