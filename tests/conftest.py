@@ -197,8 +197,8 @@ def _build_run(path: str | Path, *, variants=("gn", "bn+l1=2e-05"), seeds: int =
                labels=None, wrong: dict | None = None, diverged: dict | None = None,
                data_dir=None, dataset: str = "mnist", wall: bool = True, augment: bool = True,
                train_seconds: float = 122.6, workers: int = 2) -> RunFolder:
-    """A finished run folder as ``normlab study`` leaves it (without its report and figures),
-    with made-up results and nothing trained.
+    """A finished run folder as ``normlab study --no-diagnostics`` leaves it (without its report
+    and figures), with made-up results and nothing trained.
 
     Written by the study's own steps: :func:`normlab.study.start` (the saved config and
     environment), :meth:`RunFolder.write_run_outputs` (each run's predictions and checkpoint), and
@@ -218,7 +218,8 @@ def _build_run(path: str | Path, *, variants=("gn", "bn+l1=2e-05"), seeds: int =
     final, gap, wrong, diverged = final or {}, gap or {}, wrong or {}, diverged or {}
     labels = list(range(N_TEST)) if labels is None else [int(x) % 10 for x in labels]
     cfg = Config(variants=tuple(variants), seeds=seeds, epochs=epochs, dataset=dataset,
-                 data_dir=None if data_dir is None else str(data_dir), augment=augment)
+                 data_dir=None if data_dir is None else str(data_dir), augment=augment,
+                 diagnostics=False)   # nothing trained, so nothing measured: no diagnostics.csv
     device = torch.device("cpu")
     plan = study.make_plan(cfg, device, workers=workers, threads=1)
     fake_data = SimpleNamespace(train=range(300), test=range(len(labels)), mean=0.13, std=0.31,

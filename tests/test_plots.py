@@ -6,7 +6,9 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import matplotlib
 import pytest
+from matplotlib.figure import Figure
 from helpers import study_figures
 import torch
 
@@ -236,6 +238,28 @@ def test_each_curve_figure_labels_its_own_measure(tmp_path, make_run) -> None:
     assert "best epoch (of the mean)" in acc and "best epoch (of the mean)" in loss
 
 
+def test_end_labels_of_any_loss_fit_where_an_accuracys_does() -> None:
+    """A curve's end label, right of the axes, is no wider than the widest accuracy label
+    (100.00%) for any loss, a nearly diverged run's 8375.5859 included (at 4 decimals it ran off
+    the figure), and keeps at least 3 significant digits (reads back within 0.5%); a loss below
+    10 keeps 4 decimals."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    def width(fig, text: str) -> float:
+        return fig.text(0, 0, text, fontsize=11, fontweight="bold").get_window_extent(
+            fig.canvas.get_renderer()).width
+
+    assert plots.end_value(0.02153, False) == "0.0215" and plots.end_value(99.5, True) == "99.50%"
+    with matplotlib.rc_context(style.RC):
+        fig = Figure(figsize=style.FIGSIZE, dpi=style.DPI)
+        FigureCanvasAgg(fig)
+        widest = width(fig, plots.end_value(100.0, True))
+        for loss in (0.0215, 9.99999, 12.3456, 8375.5859, 99999.4, 123456.7, 1e9):
+            text = plots.end_value(loss, False)
+            assert width(fig, text) <= widest, text
+            assert float(text) == pytest.approx(loss, rel=5e-3), text
+
+
 def test_train_vs_test_legend_gives_the_reports_gap(tmp_path, make_run) -> None:
     """The legend of train_vs_test.png states each variant's gap as the report's gap column
     does (RunData.final_gap: the mean over finished seeds of the last epoch's train − test
@@ -413,7 +437,8 @@ def test_sweep_figure_names_its_axis_and_seeds(tmp_path) -> None:
     """The sweep figure's x axis says what the setting is, with its unit, and its name; the title
     states how many seeds each bar rests on and, on a line of its own, how many runs failed; when
     the means spread over more than ZOOM_WITHIN points (an untrainable variant), a second panel
-    zooms on the y-range of the means near the best (others may cross it)."""
+    zooms on the y-range of the means near the best (others may cross it), if two or more are
+    near it."""
     from normlab.sweep_report import sweep_figure
 
     rows = [{"batch_size": b, "variant": "gn", "seed": s, "status": "ok" if s < 3 else "failed",
@@ -428,5 +453,9 @@ def test_sweep_figure_names_its_axis_and_seeds(tmp_path) -> None:
     png = sweep_figure(rows, "batch_size", [], tmp_path / "wide.png", ("png", "svg"))
     assert "zoom: the y-range of the means within 3 points of the best" in png.with_suffix(
         ".svg").read_text(encoding="utf-8")
+    alone = [{**r, "final_test_acc": r["final_test_acc"] - 20 * (r["batch_size"] == 128)}
+             for r in rows if r["variant"] == "gn"]   # one mean near the best: nothing to zoom on
+    png = sweep_figure(alone, "batch_size", [], tmp_path / "alone.png", ("png", "svg"))
+    assert "zoom" not in png.with_suffix(".svg").read_text(encoding="utf-8")
     assert {x.upper() for x in style.OKABE_ITO} == {
         "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"}

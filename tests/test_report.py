@@ -101,7 +101,7 @@ def test_load_run_non_numeric_metrics_cell(run: RunFolder) -> None:
     lines[2] = ",".join(cells)
     _damage(run.metrics, "\n".join(lines) + "\n")
     with pytest.raises(RunFolderError, match=re.escape(run.metrics.name) +
-                       r", line 3, column 'test_acc': 'ninety' is not a number"):
+                       r", line 3, column 'test_acc': 'ninety' is not a percentage from 0 to 100"):
         load_run(run.path)
 
 
@@ -136,9 +136,83 @@ def test_load_run_metrics_from_another_run(run: RunFolder) -> None:
         load_run(run.path)
 
 
+def _set_metrics_cell(run: RunFolder, line: int, column: str, text: str) -> None:
+    lines = _metrics_lines(run)
+    cells = lines[line - 1].split(",")
+    cells[METRIC_COLUMNS.index(column)] = text
+    lines[line - 1] = ",".join(cells)
+    _damage(run.metrics, "\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("column, text, what", [
+    ("test_loss", "nan", "is not a finite number >= 0"),
+    ("train_loss", "inf", "is not a finite number >= 0"),
+    ("lr", "-0.1", "is not a finite number >= 0"),
+    ("test_acc", "100.5", "is not a percentage from 0 to 100"),
+    ("train_acc", "-1", "is not a percentage from 0 to 100"),
+    ("val_acc", "nan", "is not a percentage from 0 to 100 or empty"),
+])
+def test_load_run_metrics_value_no_epoch_writes(run: RunFolder, column: str, text: str,
+                                                what: str) -> None:
+    """A metrics cell that no trained epoch writes (rows are written only for epochs that did not
+    diverge: a non-finite loss, an accuracy outside [0, 100], a negative loss or learning rate):
+    the error names the file, line, column and cell, before any figure could use it."""
+    _set_metrics_cell(run, 3, column, text)
+    with pytest.raises(RunFolderError, match=re.escape(
+            f"{run.metrics.name}, line 3, column {column!r}: {text!r} {what}; re-run the study")):
+        load_run(run.path)
+
+
+def test_load_run_metrics_rows_repeated_missing_or_contradicting_the_summary(
+        run: RunFolder) -> None:
+    """metrics.csv must hold each (variant, seed, epoch) once, every epoch of a finished run, and
+    the final test accuracies summary.json gives (the results table reads the one, the curves
+    and comparisons the other): a repeated row, a missing middle epoch and an edited final
+    accuracy are each an error naming the file and the run."""
+    lines = _metrics_lines(run)
+    header, rows = lines[0], lines[1:]
+    key = {tuple(r.split(",")[:3]): i for i, r in enumerate(rows)}
+    _damage(run.metrics, "\n".join(lines + [rows[0]]) + "\n")
+    v, seed, epoch = rows[0].split(",")[:3]
+    with pytest.raises(RunFolderError, match=re.escape(
+            f"{run.metrics.name} has two rows for variant {v!r} seed {seed} epoch {epoch}")):
+        load_run(run.path)
+    middle = key[("gn", "1", "2")]
+    _damage(run.metrics, "\n".join([header] + rows[:middle] + rows[middle + 1:]) + "\n")
+    with pytest.raises(RunFolderError, match=re.escape(
+            f"{run.metrics.name}: variant 'gn' seed 1 has no row for epoch 2")):
+        load_run(run.path)
+    _damage(run.metrics, "\n".join(lines) + "\n")
+    load_run(run.path)   # as written, the two files agree
+    _set_metrics_cell(run, 2 + key[("gn", "0", "3")], "test_acc", "97.25")
+    with pytest.raises(RunFolderError, match=re.escape(
+            f"{run.metrics.name} and {run.summary.name} disagree on the final test accuracies "
+            "of variant 'gn'")):
+        load_run(run.path)
+
+
+def test_load_run_missing_diagnostics_of_a_study_that_recorded_them(run: RunFolder) -> None:
+    """A folder whose config.json says the runs recorded diagnostics (the default) but whose
+    diagnostics.csv is gone: an error naming the file (without it the report would silently
+    drop its Diagnostics section). A --no-diagnostics folder needs none."""
+    load_run(run.path)   # make_run's folders are --no-diagnostics ones
+    cfg = json.loads(run.config.read_text(encoding="utf-8"))
+    run.config.write_text(json.dumps(cfg | {"diagnostics": True}), encoding="utf-8")
+    with pytest.raises(RunFolderError, match=re.escape(
+            f"{run.diagnostics} is missing, but {run.config.name} says the runs recorded "
+            "diagnostics")):
+        load_run(run.path)
+
+
 @pytest.mark.parametrize("change, what", [
     (lambda s: s["variants"]["gn"].pop("final_test_acc"), "'final_test_acc' is missing"),
-    (lambda s: s["variants"]["gn"]["best_test_acc"].update(values=["x"]), "not a list of numbers"),
+    (lambda s: s["variants"]["gn"]["best_test_acc"].update(values=["x"]), "not a list of finite numbers"),
+    (lambda s: s["variants"]["gn"]["final_test_acc"].update(values=[float("nan"), 98.0]),
+     "not a list of finite numbers"),
+    (lambda s: s["variants"]["gn"]["final_test_acc"].update(values=[101.0, 98.0]),
+     "a value is outside [0, 100]"),
+    (lambda s: s["variants"]["gn"]["final_test_acc"].update(mean=float("inf")),
+     "'mean' is not a finite number"),
     (lambda s: s["variants"]["gn"].update(status="fine"), "status 'fine'"),
     (lambda s: s["variants"]["gn"].update(seeds="0,1"), "'seeds' is not a list"),
 ])
@@ -468,7 +542,9 @@ def test_write_report_multi_seed(synthetic_data, tmp_path: Path, make_run) -> No
     assert sorted(run.figures.iterdir()) == sorted(f for p in made
                                                    for f in figure_files(p).values())
     assert all((run.path / x).is_file() and (run.path / x).parent == run.figures for x in links)
-    assert "**Device:** cpu" in text
+    # The process's torch threads are not the workers': the timing line says how they trained.
+    device = next(x for x in text.splitlines() if "**Device:** cpu" in x)
+    assert "CPU cores" in device and "torch threads" not in device, device
     # make_run's 122.6 s plus the moment finish() takes: 2 min 03 s unless that moment is 0.9 s
     assert ("**Training time:** 2 min 03 s of wall time (all runs and their evaluations, "
             "2 worker(s) x 1 torch thread(s))") in text
@@ -485,13 +561,63 @@ def test_write_report_multi_seed(synthetic_data, tmp_path: Path, make_run) -> No
     assert not list(run.path.glob("*.tmp")) and not list(run.figures.glob(".*"))
 
 
+@pytest.mark.filterwarnings("ignore:.*leaves out the grids")   # its folder has no test images
+def test_report_says_when_a_ci_reaches_past_the_scale(tmp_path: Path, make_run) -> None:
+    """Two seeds far apart give a t-interval past 0 and 100%: the Results legend names the
+    variant and says why, and the table writes the interval's negative end with a true minus
+    sign (as the comparisons do); seeds close together get no such sentence."""
+    run = make_run(tmp_path / "wide", variants=("gn", "ln"), seeds=2, epochs=2,
+                   final={"gn": [40.0, 99.0], "ln": [98.0, 98.2]}, data_dir=tmp_path / "none")
+    text = write_report(run.path).read_text(encoding="utf-8")
+    assert ("The CI of `gn` reaches past 0 or 100%: its seeds lie too far apart for so few of "
+            "them to pin the mean down") in text
+    row = next(x for x in text.splitlines() if x.startswith("| `gn` |"))
+    assert "[−" in row and "[-" not in row
+    close = make_run(tmp_path / "close", variants=("gn", "ln"), seeds=2, epochs=2,
+                     final={"gn": [98.0, 98.1], "ln": [98.0, 98.2]}, data_dir=tmp_path / "none")
+    assert "reaches past" not in write_report(close.path).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("damage", ["predictions", "diagnostics", "metrics"])
+def test_write_report_checks_every_file_before_drawing(synthetic_data, tmp_path: Path, make_run,
+                                                       damage: str) -> None:
+    """A damaged file that the report reads (the last grid's predictions cut mid-row, a
+    diagnostics.csv of the wrong columns, a non-finite metrics cell) is a RunFolderError naming
+    it, raised before the first figure is drawn: every file of the folder keeps its bytes and
+    its modification time."""
+    from normlab.runfolder import DIAGNOSTIC_COLUMNS
+
+    run = make_run(tmp_path / "run", variants=("gn", "ln"), seeds=1, epochs=2,
+                   labels=synthetic_data.labels, data_dir=synthetic_data.folder)
+    write_report(run.path)
+    damaged = {"predictions": run.predictions("ln", 0), "diagnostics": run.diagnostics,
+               "metrics": run.metrics}[damage]
+    if damage == "predictions":
+        _damage(damaged, damaged.read_text(encoding="utf-8")[:200])
+    elif damage == "diagnostics":
+        _damage(damaged, ",".join(DIAGNOSTIC_COLUMNS[:-1]) + "\n")
+    else:
+        _set_metrics_cell(run, 2, "test_loss", "nan")
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.path.rglob("*")
+              if p.is_file()}
+    with pytest.raises(RunFolderError, match=re.escape(damaged.name)):
+        write_report(run.path)
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.path.rglob("*")
+             if p.is_file()}
+    assert after == before
+
+
 def test_write_report_one_seed_and_missing_data(tmp_path: Path, no_network, make_run) -> None:
-    """One seed: no CI; the test images cannot be found: curves and report still made, and the
-    report says why the grids are missing. Without a timing record there is no wall-time line."""
+    """One seed: no CI; the test images cannot be found: curves and report still made, the
+    report says why the grids are missing and a warning says how to draw them. Without a timing
+    record there is no wall-time line."""
     run = make_run(tmp_path / "run", seeds=1, epochs=2, data_dir=tmp_path / "no-data",
                    wall=False)
     assert not run.timing_json.exists()
-    text = write_report(run.path).read_text(encoding="utf-8")
+    with pytest.warns(UserWarning, match=re.escape(
+            f"{run.report} leaves out the grids of misclassified images: the test images of "
+            f"mnist were not found; to draw them, run 'normlab report {run.path} --data-dir DIR'")):
+        text = write_report(run.path).read_text(encoding="utf-8")
     assert "not conclusive" in text and "significant" not in text
     assert "grids of misclassified images were not made" in text
     assert "Training time" not in text
@@ -506,7 +632,8 @@ def test_report_describes_ghost_batchnorm_and_weight_standardization(tmp_path: P
                    data_dir=tmp_path / "no-data", wall=False)
     summary = json.loads(run.summary.read_text(encoding="utf-8"))["variants"]
     assert [(s["norm"], s["ws"]) for s in summary.values()] == [("gbn", False), ("gn", True)]
-    text = write_report(run.path).read_text(encoding="utf-8")
+    with pytest.warns(UserWarning, match="leaves out the grids"):   # no test images
+        text = write_report(run.path).read_text(encoding="utf-8")
     assert ("**Variants:** `gbn` (Ghost BatchNorm, virtual batches of 16), `gn+ws+l1=2e-05` "
             "(GroupNorm, 4 groups + weight standardization + L1 λ = 2e-05).") in text
 
@@ -548,6 +675,7 @@ def test_commands_without_torch(argv: list[str], tmp_path: Path, make_run, run_p
             run.report.read_text(encoding="utf-8")
 
 
+@pytest.mark.filterwarnings("ignore:.*leaves out the grids")   # its folder has no test images
 def test_report_states_the_weight_decay_and_reads_an_older_folder_as_without(
         tmp_path: Path, no_network, make_run) -> None:
     """The report's training line gives the run's weight decay (the default, 0.0005); a

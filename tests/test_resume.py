@@ -402,7 +402,7 @@ def test_resume_refuses_a_hostile_or_damaged_checkpoint(normlab, reference, tmp_
                                                         damage) -> None:
     """A group checkpoint that carries arbitrary pickled objects is refused (weights_only=True),
     and a truncated or garbage one is reported as damaged: exit 2, one line naming the file and
-    the fix."""
+    the fix, and never torch's advice to load it with weights_only=False (the unsafe way)."""
     import shutil
 
     out = tmp_path / "run"
@@ -421,7 +421,8 @@ def test_resume_refuses_a_hostile_or_damaged_checkpoint(normlab, reference, tmp_
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and str(target) in lines[0], lines
     assert ("refused" if damage == "pickled-object" else "damaged") in lines[0]
-    assert "delete it" in lines[0]
+    assert "delete it" in lines[0] and "weights_only=False" not in lines[0].replace(
+        "` set to `", "=").replace("`", "")
 
 
 def test_resume_refuses_a_folder_from_another_version(normlab, reference, tmp_path) -> None:

@@ -79,13 +79,16 @@ PANELS = (
 )
 
 
-def plot_diagnostics(run: RunData, formats=DEFAULT_FIGURE_FORMATS) -> Path | None:
+def plot_diagnostics(run: RunData, formats=DEFAULT_FIGURE_FORMATS,
+                     rows: list[dict] | None = None) -> Path | None:
     """Draw the four diagnostics panels of ``run`` (its folder's diagnostics figure); None,
     nothing drawn, when the run folder has no diagnostics. ``formats``: as
-    :func:`normlab.style.save_figure`."""
+    :func:`normlab.style.save_figure`; ``rows``: the folder's diagnostics when the caller has
+    read them (:func:`~normlab.runfolder.load_diagnostics`)."""
     path = run.folder.diagnostics_figure()
     finished = {(v, s) for v in run.variants for s in run.ok_seeds(v)}
-    rows = [r for r in load_diagnostics(run.folder.path) if (r["variant"], r["seed"]) in finished]
+    rows = load_diagnostics(run.folder.path) if rows is None else rows
+    rows = [r for r in rows if (r["variant"], r["seed"]) in finished]
     if not rows:
         return None
     colors = variant_colors(run.variants)

@@ -83,9 +83,12 @@ def _first_ok_seed(run: RunData, variant: str) -> int | None:
     return ok[0] if ok else None
 
 
-def _misclassified_figure(run: RunData, variant: str, seed: int, mode: str, images, labels,
-                          path: Path, formats: Sequence[str]) -> Path:
-    rows = read_predictions(run.folder.predictions(variant, seed), labels, n_images=len(images))
+def _predictions(run: RunData, variant: str, seed: int, images, labels) -> list[dict]:
+    return read_predictions(run.folder.predictions(variant, seed), labels, n_images=len(images))
+
+
+def _misclassified_figure(run: RunData, variant: str, seed: int, mode: str, images,
+                          rows: list[dict], path: Path, formats: Sequence[str]) -> Path:
     chosen = select_mistakes(rows, GRID_ROWS * GRID_COLS, mode)
     n_wrong = sum(r["pred"] != r["label"] for r in rows)
     last = run.rows(variant, seed)
@@ -161,7 +164,8 @@ def plot_misclassified(run: RunData | str | Path, variant: str, seed: int | None
     labels = None
     if images is None:
         images, labels = load_test_images(run, data_dir)
-    return _misclassified_figure(run, variant, seed, mode, images, labels,
+    return _misclassified_figure(run, variant, seed, mode, images,
+                                 _predictions(run, variant, seed, images, labels),
                                  run.folder.misclassified_figure(variant), formats)
 
 
@@ -171,13 +175,15 @@ def make_misclassified(run: RunData | str | Path, mode: str = "confident",
                        test: tuple | None = None) -> list[Path]:
     """One mistakes grid per variant that has a finished seed (a PNG, and the other ``formats``
     next to it); the test split is ``test`` (images, labels) when the caller has loaded it, else
-    loaded once (from ``data_dir`` if given, else from where the run found its data). Returns
-    the PNGs' paths."""
+    loaded once (from ``data_dir`` if given, else from where the run found its data). Every
+    predictions file is read and checked before the first grid is drawn. Returns the PNGs'
+    paths."""
     check_mode(mode)
     run = run if isinstance(run, RunData) else load_run(run)
     todo = [(v, s) for v in run.variants if (s := _first_ok_seed(run, v)) is not None]
     if not todo:
         return []
     images, labels = test if test is not None else load_test_images(run, data_dir)
-    return [_misclassified_figure(run, v, s, mode, images, labels,
-                                  run.folder.misclassified_figure(v), formats) for v, s in todo]
+    rows = [_predictions(run, v, s, images, labels) for v, s in todo]
+    return [_misclassified_figure(run, v, s, mode, images, r, run.folder.misclassified_figure(v),
+                                  formats) for (v, s), r in zip(todo, rows)]

@@ -133,6 +133,18 @@ def _spread(positions: list[float], gap: float, low: float, high: float) -> list
     return out
 
 
+def end_value(final: float, accuracy: bool) -> str:
+    """A curve's final value as its end label writes it: an accuracy at 2 decimals, a loss at 4,
+    or in at most 7 characters (what fits right of the axes) when it is 10 or more, as the loss
+    of a run that nearly diverged can be."""
+    if accuracy:
+        return f"{final:.2f}%"
+    if final < 1e5:
+        return f"{final:.4f}" if final < 10 else f"{final:.5g}"
+    mantissa, exponent = f"{final:.2e}".split("e")
+    return f"{mantissa}e{int(exponent)}"   # 1.23e5: Python's 1.23e+05 is too wide
+
+
 def _end_labels(fig: Figure, ax, points: list[tuple[float, float, str, str]]) -> None:
     """Write each curve's final value just right of the axes, moved apart so none overlap."""
     if not points:
@@ -187,8 +199,7 @@ def _curve_figure(run: RunData, column: str, path: Path, formats: Sequence[str])
             handles.append(line)
             labels.append(_legend_name(run, v))
             final = c.mean[-1]
-            ends.append((c.epochs[-1], final, f"{final:.2f}%" if accuracy else f"{final:.4f}",
-                         color))
+            ends.append((c.epochs[-1], final, end_value(final, accuracy), color))
         if ends:   # a star was drawn (every run diverged: none, and no legend entry for it)
             handles.append(Line2D([], [], marker="*", markersize=14, color="#555555",
                                   markerfacecolor="none", markeredgewidth=1.8, linestyle="none"))

@@ -9,6 +9,7 @@ Made from the saved files alone (:mod:`normlab.runfolder`), never from the train
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,8 +21,8 @@ from normlab.errors import ConfigError, DataError, RunFolderError, brief
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.findings import findings
 from normlab.runfolder import (PROBE_SIZE, REBUILD, RunData, SweepFolder, is_number,
-                               load_run, load_test_images)
-from normlab.stats import ALPHA, POWER
+                               load_diagnostics, load_run, load_test_images)
+from normlab.stats import ALPHA, POWER, mean_ci
 from normlab.table import results_table, signed_points
 
 
@@ -136,16 +137,20 @@ def _what_ran(run: RunData) -> list[str]:
     extra = []
     if env.get("gpu"):
         extra.append(str(env["gpu"]))
+    timing = run.timing or {}
+    split = is_number(timing.get("workers")) and is_number(timing.get("threads_per_worker"))
     if device == "cpu" and env.get("cpu_count"):
-        extra.append(f"{env['cpu_count']} CPU cores, {env.get('torch_threads', '?')} torch threads")
+        # The process's torch threads, unless the timing line below says how the workers used
+        # them (each worker sets its own count, so the process's says nothing of training).
+        threads = "" if split else f", {env.get('torch_threads', '?')} torch threads"
+        extra.append(f"{env['cpu_count']} CPU cores{threads}")
     if env.get("torch"):
         extra.append(f"torch {env['torch']}")
     lines.append(f"**Device:** {device}" + (f" ({'; '.join(extra)})" if extra else "") + ".")
-    timing = run.timing or {}
     wall = timing.get("train_seconds")
     if is_number(wall):
         how = ""
-        if is_number(timing.get("workers")) and is_number(timing.get("threads_per_worker")):
+        if split:
             how = (f", {timing['workers']} worker(s) x {timing['threads_per_worker']} "
                    "torch thread(s)")
         # train_seconds: from the call to the end of training (data loading and every
@@ -197,6 +202,22 @@ def _comparisons_text(comparisons: list[Comparison]) -> str:
         f"{detect_level}." + (EXACT_NOTE if any(c.exact for c in comparisons) else ""))
 
 
+def _ci_past_the_scale(run: RunData) -> str:
+    """A sentence for the Results legend when a variant's CI reaches past 0 or 100%, which a
+    t-interval of few, widely spread seeds can (accuracy itself cannot); else ""."""
+    past = []
+    for v in run.variants:
+        values = run.summary["variants"][v]["final_test_acc"]["values"]
+        ci = mean_ci(values) if len(values) > 1 else None
+        if ci is not None and not 0 <= ci.lo <= ci.hi <= 100:
+            past.append(v)
+    if not past:
+        return ""
+    names = ", ".join(f"`{v}`" for v in past)
+    return (f" The CI of {names} reaches past 0 or 100%: its seeds lie too far apart for so few "
+            "of them to pin the mean down (the accuracy itself lies within 0 and 100%).")
+
+
 def build_report(run: RunData, figures: list[Path], notes: list[str] = ()) -> str:
     """The text of report.md for ``run``, linking the figures given (paths in run/figures)."""
     results = variant_results(run)
@@ -208,7 +229,7 @@ def build_report(run: RunData, figures: list[Path], notes: list[str] = ()) -> st
             "t-based confidence interval of the mean final test accuracy. *Epoch of best*: the "
             "epoch where the mean test-accuracy curve is highest. *Train − test gap*: training "
             "accuracy minus test accuracy at the final epoch, mean over seeds, in percentage "
-            "points.", "", _table(run, results), ""]
+            "points." + _ci_past_the_scale(run), "", _table(run, results), ""]
     comparisons = run_comparisons(run)
     if comparisons:
         out += ["## Comparisons", "", _comparisons_text(comparisons), "",
@@ -256,9 +277,12 @@ def write_report(run_dir: str | Path, mode: str = "confident",
     ``formats`` (png, svg, pdf; a ConfigError names them for an unknown one).
 
     The test images for the grids come from ``data_dir`` if given, else from where the run found
-    its data. If they cannot be found there, the grids are left out and report.md says why; a
-    ``data_dir`` given from which they cannot be loaded (nor from the usual fallbacks:
-    $NORMLAB_DATA, the cache, a download) is a DataError, raised before anything is written.
+    its data. If they cannot be found there, the grids are left out, report.md says why and a
+    warning says how to give them; a ``data_dir`` given from which they cannot be loaded (nor
+    from the usual fallbacks: $NORMLAB_DATA, the cache, a download) is a DataError, raised
+    before anything is written. Every file the report reads (metrics, diagnostics, predictions)
+    is read and checked before the first figure is drawn, so a damaged one leaves the folder as
+    it was.
     """
     from normlab import mistakes, plots
     from normlab.diag_plots import plot_diagnostics
@@ -289,17 +313,25 @@ def write_report(run_dir: str | Path, mode: str = "confident",
         raise RunFolderError(f"{folder.config} holds an invalid config ({e}); {fix}") from None
     # Asked for with data_dir: bad input if they cannot be loaded, checked before any writing.
     test = load_test_images(run, data_dir) if data_dir is not None else None
-    try:
-        figures = plots.plot_curves(run, formats)
-        figures += [p for p in [plot_diagnostics(run, formats)] if p is not None]
-        notes = []
+    notes = []
+    if test is None and any(run.ok_seeds(v) for v in run.variants):
         try:
-            figures += mistakes.make_misclassified(run, mode, data_dir=data_dir, test=test,
-                                                   formats=formats)
+            test = load_test_images(run)
         except DataError as e:
             notes.append(f"The grids of misclassified images were not made: the test images "
                          f"could not be loaded ({e}).")
-        if any(f in figures for f in map(folder.misclassified_figure, run.variants)):
+            warnings.warn(f"{folder.report} leaves out the grids of misclassified images: the "
+                          f"test images of {run.dataset} were not found; to draw them, run "
+                          f"'normlab report {folder.path} --data-dir DIR' with the folder of its "
+                          "IDX files, or set $NORMLAB_DATA")
+    diagnostics = load_diagnostics(folder.path)   # read and checked before anything is drawn
+    try:
+        # The grids first: they read (and check) every predictions file before drawing one.
+        grids = mistakes.make_misclassified(run, mode, test=test, formats=formats) if test is not None else []
+        figures = plots.plot_curves(run, formats)
+        figures += [p for p in [plot_diagnostics(run, formats, diagnostics)] if p is not None]
+        figures += grids
+        if grids:
             what = ("the 10 most confident mistakes" if mode == "confident"
                     else "the first 10 mistakes by test index")
             notes.insert(0, f"For each variant, {what} of its first finished seed, with the true "

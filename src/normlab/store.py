@@ -131,8 +131,9 @@ def load_checkpoint(path: str | Path) -> Any:
         import zipfile
 
         if not zipfile.is_zipfile(path) or "weights only load failed" not in str(e).lower():
-            # not a torch.save archive at all: damaged rather than hostile
-            raise RunFolderError(f"{path} is damaged (not a checkpoint: {brief(e)}); "
+            # Not a torch.save archive at all: damaged rather than hostile. torch's message is
+            # not quoted: it suggests loading with weights_only=False, the unsafe way.
+            raise RunFolderError(f"{path} is damaged (not a torch.save archive); "
                                  "delete it and let normlab write it anew") from None
         raise RunFolderError(
             f"{path} was refused: it holds objects other than tensors and plain data, which "

@@ -147,10 +147,11 @@ def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: 
               for label in order}
     cis = [ci for pts in points.values() for _, ci in pts]
     # Diverged or untrainable settings stretch the axis over tens of points and flatten the
-    # differences that matter: then a second panel zooms on the points near the best.
+    # differences that matter: then a second panel zooms on the points near the best (if there
+    # are two: one alone has nothing to be compared with).
     best = max((ci.mean for ci in cis), default=0.0)
     near = [ci for ci in cis if ci.mean >= best - ZOOM_WITHIN]
-    zoom = len(near) < len(cis) and best - min(ci.mean for ci in cis) > ZOOM_WITHIN
+    zoom = 2 <= len(near) < len(cis)
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=(FIGSIZE[0], FIGSIZE[1] * (1.7 if zoom else 1)), dpi=DPI)
         axes = fig.subplots(2 if zoom else 1, 1, squeeze=False)[:, 0]

@@ -54,7 +54,7 @@ def format_ci(stat: dict, digits: int, missing: str = "–") -> str:
     if len(values) < 2:
         return missing
     ci = mean_ci(values)
-    return f"[{ci.lo:.{digits}f}, {ci.hi:.{digits}f}]"
+    return f"[{ci.lo:.{digits}f}, {ci.hi:.{digits}f}]".replace("-", "−")   # a true minus sign
 
 
 @dataclass

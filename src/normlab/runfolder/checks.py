@@ -152,14 +152,17 @@ def _check_stat(path: Path, name: str, key: str, stat: object) -> None:
     if not isinstance(stat, dict):
         raise RunFolderError(f"{where} is missing or not an object; {REBUILD}")
     values = stat.get("values")
-    if not isinstance(values, list) or not all(is_number(v) for v in values):
-        raise RunFolderError(f"{where}: 'values' is not a list of numbers; {REBUILD}")
+    if not isinstance(values, list) or not all(is_number(v) and math.isfinite(v) for v in values):
+        raise RunFolderError(f"{where}: 'values' is not a list of finite numbers; {REBUILD}")
+    high = 100 if key.endswith("_acc") else math.inf
+    if not all(0 <= v <= high for v in values):
+        raise RunFolderError(f"{where}: a value is outside [0, {high:g}]; {REBUILD}")
     if stat.get("n") != len(values):
         raise RunFolderError(f"{where}: 'n' does not match the number of values; {REBUILD}")
     for k in ("mean", "std"):
         v = stat.get(k)
-        if not (v is None or is_number(v)) or (v is None and values):
-            raise RunFolderError(f"{where}: {k!r} is not a number; {REBUILD}")
+        if not (v is None or is_number(v) and math.isfinite(v)) or (v is None and values):
+            raise RunFolderError(f"{where}: {k!r} is not a finite number; {REBUILD}")
 
 
 def _check_summary(path: Path, summary: dict) -> None:
@@ -250,11 +253,33 @@ def _optional_float(text: str) -> float | None:
     return None if text == "" else float(text)
 
 
-_METRIC_TYPES = {c: (str, "text") if c == "variant" else
-                 (int, "a whole number") if c in _INT_COLUMNS else
-                 (_optional_float, "a number or empty") if c.startswith("val_") else
-                 (float, "a number")
-                 for c in METRIC_COLUMNS}
+def _bounded(low: float, high: float = math.inf, optional: bool = False):
+    """A cell reader for a finite number in [low, high] (an empty cell is None if ``optional``):
+    a metrics row is written only for an epoch that trained without diverging, so its losses
+    and accuracies are finite, and a value outside its range was edited or damaged."""
+    def read(text: str) -> float | None:
+        if optional and text == "":
+            return None
+        v = float(text)
+        if not (math.isfinite(v) and low <= v <= high):
+            raise ValueError(text)
+        return v
+    return read
+
+
+def _metric_type(column: str) -> tuple:
+    optional = column.startswith("val_")
+    empty = " or empty" if optional else ""
+    if column == "variant":
+        return str, "text"
+    if column in _INT_COLUMNS:
+        return int, "a whole number"
+    if column.endswith("_acc"):
+        return _bounded(0.0, 100.0, optional), f"a percentage from 0 to 100{empty}"
+    return _bounded(0.0, optional=optional), f"a finite number >= 0{empty}"   # losses, lr
+
+
+_METRIC_TYPES = {c: _metric_type(c) for c in METRIC_COLUMNS}
 _DIAGNOSTIC_TYPES = {c: (str, "text") if c in ("variant", "layer") else
                      (int, "a whole number") if c in ("seed", "epoch") else
                      (_optional_float, "a number or empty")
@@ -272,11 +297,22 @@ def _check_consistency(path: Path, summary: dict, metrics: list[dict]) -> None:
             f"two files come from different runs; {REBUILD}"
         )
     epochs = summary.get("epochs")
+    seen: set[tuple[str, int, int]] = set()
+    for r in metrics:
+        key = (r["variant"], r["seed"], r["epoch"])
+        if key in seen:
+            raise RunFolderError(f"{path} has two rows for variant {key[0]!r} seed {key[1]} "
+                                 f"epoch {key[2]}; the file was edited or damaged; {REBUILD}")
+        seen.add(key)
     for name, s in variants.items():
+        finals = []
         for seed in s["seeds"]:
             if seed in s["diverged_seeds"]:
                 continue
-            done = sorted(r["epoch"] for r in metrics if r["variant"] == name and r["seed"] == seed)
+            rows = sorted((r["epoch"], r["test_acc"]) for r in metrics
+                          if r["variant"] == name and r["seed"] == seed)
+            done = [e for e, _ in rows]
+            finals += [rows[-1][1]] if rows else []
             if not done:
                 raise RunFolderError(
                     f"{path} has no rows for variant {name!r} seed {seed}, which summary.json "
@@ -288,6 +324,17 @@ def _check_consistency(path: Path, summary: dict, metrics: list[dict]) -> None:
                     f"summary.json says {epochs} epochs; metrics.csv is truncated or from another "
                     f"run; {REBUILD}"
                 )
+            if done != list(range(1, done[-1] + 1)):
+                missing = sorted(set(range(1, done[-1] + 1)) - set(done))
+                raise RunFolderError(f"{path}: variant {name!r} seed {seed} has no row for epoch "
+                                     f"{missing[0]}; the file was edited or damaged; {REBUILD}")
+        # The results table reads summary.json, the curves and comparisons metrics.csv: they must
+        # tell the same final accuracies (both are written from the same numbers, in full).
+        told = s["final_test_acc"]["values"]
+        if len(told) != len(finals) or not all(math.isclose(a, b, abs_tol=1e-9) for a, b in
+                                               zip(sorted(told), sorted(finals))):
+            raise RunFolderError(f"{path} and summary.json disagree on the final test accuracies "
+                                 f"of variant {name!r}; one of them was edited; {REBUILD}")
 
 
 def load_run(run_dir: str | Path) -> RunData:
@@ -316,6 +363,10 @@ def load_run(run_dir: str | Path) -> RunData:
     _check_summary(f.summary, summary)
     metrics = _read_typed_csv(f.metrics, _METRIC_TYPES, REBUILD)
     _check_consistency(f.metrics, summary, metrics)
+    if config.get("diagnostics") and metrics and not f.diagnostics.exists():
+        raise RunFolderError(f"{f.diagnostics} is missing, but {f.config.name} says the runs "
+                             f"recorded diagnostics; restore it from a copy of this run folder, "
+                             f"or {REBUILD}")
     timing = read_json_object(f.timing_json, REBUILD) if f.timing_json.exists() else None
     return RunData(f.path, config, summary, metrics, env, timing)
 
