@@ -475,7 +475,7 @@ def test_resume_on_another_kind_of_device_is_refused(normlab, reference, tmp_pat
 # The first study of the lock test: long enough (many epochs, one worker) that a second study
 # can try its --resume many times while it runs. One torch thread each, so that the first study
 # trains on one core and the second ones start on the other.
-LONG_EPOCHS = 48
+LONG_EPOCHS = 32   # about 9 refused attempts on a 2-core CPU, MIN_REFUSALS of them needed
 LONG_STUDY = ["study", "--variants", "gn,bn+l1", "--seeds", "2", "--epochs", str(LONG_EPOCHS),
               "--batch-size", "32", "--workers", "1", "--quiet"]
 MIN_REFUSALS = 5   # second studies that must be refused while the first holds the folder
