@@ -156,6 +156,34 @@ def test_val_study_records_val_metrics_for_every_row(val_study: RunFolder) -> No
     assert cfg["resolved"]["train_images"] == N_TRAIN - VAL
 
 
+def test_a_run_whose_validation_loss_breaks_ends_as_diverged(synthetic_data, tmp_path,
+                                                             monkeypatch) -> None:
+    """The epoch's health check covers the validation loss too: when it is not finite (here made
+    nan from epoch 2 on, the test loss left as it is), the run ends as diverged with a message
+    naming it, and metrics.csv keeps only the healthy epoch, so every row a study writes has
+    finite losses (which the run-folder reader relies on)."""
+    from normlab import train
+
+    real = train.evaluate_group
+
+    def broken_val(net, split, *args):
+        out = real(net, split, *args)
+        if len(split) == VAL and calls.append(1) is None and len(calls) >= 2:
+            return [(math.nan, acc, preds) for _, acc, preds in out]
+        return out
+
+    calls: list[int] = []
+    monkeypatch.setattr(train, "evaluate_group", broken_val)
+    run = _study(synthetic_data.folder, tmp_path / "s", "--variants", "gn", "--epochs", "3",
+                 "--batch-size", "32", "--val", str(VAL), "--no-diagnostics")
+    rows = csv_rows(run.metrics)
+    assert [int(r["epoch"]) for r in rows] == [1] and math.isfinite(float(rows[0]["val_loss"]))
+    summary = json.loads(run.summary.read_text())["variants"]["gn"]
+    assert summary["status"] == "diverged"
+    saved = run.read_run_outputs(Config(variants=("gn",)).parsed_variants()[0], 0)
+    assert saved.message.endswith(" / nan (validation) at epoch 2"), saved.message
+
+
 def test_val_study_summary_has_val_statistics(val_study: RunFolder) -> None:
     """summary.json has, per variant, final_val_acc (the last epoch's val_acc of each seed) and
     best_val_acc (each seed's highest val_acc), with n = the number of seeds."""

@@ -348,11 +348,13 @@ class GroupTrainer:
         for i, ((test_loss, test_acc, preds), (val_loss, val_acc, _)) in enumerate(zip(evals, vals)):
             if not alive[i]:
                 continue
-            if not (_healthy(train_loss[i]) and _healthy(test_loss)):
+            if not (_healthy(train_loss[i]) and _healthy(test_loss)
+                    and (val_loss is None or _healthy(val_loss))):
                 alive[i] = False
                 results[i].status = "diverged"
+                val = "" if val_loss is None else f" / {val_loss:.4g} (validation)"
                 results[i].message = (f"loss reached {train_loss[i]:.4g} (train) / "
-                                      f"{test_loss:.4g} (test) at epoch {epoch}")
+                                      f"{test_loss:.4g} (test){val} at epoch {epoch}")
                 continue
             row = {"epoch": epoch, "train_loss": train_loss[i], "train_acc": train_acc[i],
                    "val_loss": val_loss, "val_acc": val_acc,

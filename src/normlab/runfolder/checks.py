@@ -255,8 +255,9 @@ def _optional_float(text: str) -> float | None:
 
 def _bounded(low: float, high: float = math.inf, optional: bool = False):
     """A cell reader for a finite number in [low, high] (an empty cell is None if ``optional``):
-    a metrics row is written only for an epoch that trained without diverging, so its losses
-    and accuracies are finite, and a value outside its range was edited or damaged."""
+    a metrics row is written only for an epoch whose losses passed the health check (finite and
+    below DIVERGED_LOSS, normlab.train), an accuracy is a share of images, a learning rate a
+    schedule's value; a cell outside its range was edited or damaged."""
     def read(text: str) -> float | None:
         if optional and text == "":
             return None
