@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from pathlib import Path
 
 from normlab.config import completed, config_diff
 from normlab.errors import ConfigError, RunFolderError
@@ -73,6 +74,9 @@ def point_values(rows: list[dict], point: str, metric: str,
                 raise ConfigError(f"{point} has two runs of {key[0]!r}, seed {key[1]}; "
                                   "compare the points of a sweep over one setting")
             out[key] = float(r[metric])
+    if not out and metric == "final_val_acc" and all(r[metric] is None for r in rows):
+        raise ConfigError("the sweep's runs have no final_val_acc (it was run without --val); "
+                          "give --metric final_test_acc")
     if not out:
         raise ConfigError(f"no finished run with {point} and a {metric}; check the point's value")
     return out
@@ -202,6 +206,16 @@ def paired_table(rows: list[dict], a: str, b: str, metric: str,
     return "\n".join(lines) + "\n"
 
 
+def _is_paired_table(path: Path) -> bool:
+    """Whether ``path`` is a file this script wrote (its first line says how it pairs): the
+    one kind of file its --out replaces."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return path.is_file() and "paired by variant and seed" in f.readline()
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("sweep", help="a sweep folder")
@@ -223,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="also write the table to this file")
     args = ap.parse_args(argv)
     try:
+        if args.out and Path(args.out).exists() and not _is_paired_table(Path(args.out)):
+            raise ConfigError(f"--out {args.out} exists and is not a table of this script; "
+                              "choose another --out (nothing was overwritten)")
         folders = [args.sweep] + ([args.b_sweep] if args.b_sweep else [])
         opened = [read_sweep(f) for f in folders]
         tables = [s.read_table() for s, _, _ in opened]

@@ -1083,7 +1083,8 @@ def test_report_with_a_data_dir_without_the_data_is_one_line(study_run, tmp_path
 def test_console_command_ignores_ctrl_c_once_main_has_returned(monkeypatch, capsys) -> None:
     """The console command (cli.run) exits with main's code, and only after main has returned
     does it ignore SIGINT (a Ctrl-C during the interpreter's shutdown would print a traceback of
-    its clean-up under a complete result)."""
+    its clean-up under a complete result); a KeyboardInterrupt that main lets through (or that
+    arrives just as it returns) exits 130 without a traceback."""
     import signal
 
     import normlab.cli as cli
@@ -1096,6 +1097,17 @@ def test_console_command_ignores_ctrl_c_once_main_has_returned(monkeypatch, caps
     with pytest.raises(SystemExit) as exit_:
         cli.run()
     assert exit_.value.code == 2
+    assert calls == ["main", (signal.SIGINT, signal.SIG_IGN)]
+
+    def interrupted():   # a Ctrl-C that main does not catch, or one just as it returns
+        calls.append("main")
+        raise KeyboardInterrupt
+
+    calls.clear()
+    monkeypatch.setattr(cli, "main", interrupted)
+    with pytest.raises(SystemExit) as exit_:   # no traceback: the shell's 130, SIGINT ignored
+        cli.run()
+    assert exit_.value.code == 130
     assert calls == ["main", (signal.SIGINT, signal.SIG_IGN)]
 
 

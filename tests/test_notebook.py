@@ -13,13 +13,16 @@ NOTEBOOK = ROOT / "notebooks" / "normalization_study.ipynb"
 
 def test_notebook_has_parameters_cell() -> None:
     """The notebook has exactly one cell tagged 'parameters' (papermill), setting epochs, seeds
-    and train_subset."""
+    and train_subset, and no cell of papermill's own ('injected-parameters', left by the run
+    that made its saved outputs): that cell would override the parameters on a plain Run All,
+    writing into the committed run folder."""
     nbformat = pytest.importorskip("nbformat")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1
     for name in ("epochs", "seeds", "train_subset"):
         assert f"{name} =" in tagged[0].source
+    assert not [c for c in nb.cells if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
 
 
 def test_notebook_executes_and_makes_figures(tmp_path: Path, real_mnist: Path) -> None:

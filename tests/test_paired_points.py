@@ -216,6 +216,37 @@ def test_main_pairs_a_point_of_another_sweep_by_its_folder(script, tmp_path, cap
     assert "sweeps l1, lr; compare the points of a sweep over one setting" in err
 
 
+def test_out_replaces_only_its_own_tables_and_a_missing_metric_names_the_flag(
+        script, tmp_path, capsys) -> None:
+    """--out writes over a table this script wrote (a re-run of the same command), but not over
+    any other file: that exits 2 with one line and leaves the file as it was. A sweep run without
+    --val has no final_val_acc (the default --metric): the error says so and names --metric."""
+    a = _l1_record(("bn+l1",), (2e-5, 4e-5))
+    _write_sweep(tmp_path / "a", a, _l1_rows(a, {(2e-5, "bn+l1", 0): 99.40,
+                                                 (2e-5, "bn+l1", 1): 99.30,
+                                                 (4e-5, "bn+l1", 0): 99.45,
+                                                 (4e-5, "bn+l1", 1): 99.33}))
+    argv = [str(tmp_path / "a"), "l1=2e-5", "l1=4e-5"]
+    out = tmp_path / "paired.md"
+    assert script.main([*argv, "--out", str(out)]) == 0
+    assert script.main([*argv, "--out", str(out)]) == 0   # its own table: written again
+    keep = tmp_path / "keep.txt"
+    keep.write_text("precious\n")
+    capsys.readouterr()
+    assert script.main([*argv, "--out", str(keep)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not a table of this script; choose another --out" in err and "\n" not in err
+    assert keep.read_text() == "precious\n"
+    rows = [{**r, "final_test_acc": r["final_val_acc"], "final_val_acc": None}
+            for r in _l1_rows(a, {(2e-5, "bn+l1", 0): 99.4, (4e-5, "bn+l1", 0): 99.5})]
+    # (a sweep without --val)
+    _write_sweep(tmp_path / "test-only", a, rows)
+    assert script.main([str(tmp_path / "test-only"), "l1=2e-5", "l1=4e-5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("the sweep's runs have no final_val_acc (it was run without --val); "
+                        "give --metric final_test_acc"), err
+
+
 def test_more_folders_add_seeds_to_a_point(script, tmp_path, capsys) -> None:
     """--more adds the runs of a folder of the same sweep run with other seeds to both points
     (--b-more to --b-sweep's point): the table then pairs every seed. A folder that repeats a

@@ -433,6 +433,27 @@ def test_lines_of_one_norm_share_its_colour_and_differ_in_style() -> None:
     assert len({(v["linestyle"], v["marker"]) for v in many.values()}) == 16
 
 
+def test_sweep_figure_zoom_spans_the_near_means_and_no_axis_passes_100(tmp_path,
+                                                                       monkeypatch) -> None:
+    """With one untrainable variant and two seeds far apart (t-intervals far past 100%), the
+    zoom panel's y-range is that of the means within ZOOM_WITHIN points of the best (a few
+    points, not the wide bars), and neither panel's axis goes past 100.5%."""
+    from normlab import sweep_report
+
+    drawn = []
+    monkeypatch.setattr(sweep_report, "save_figure",
+                        lambda fig, path, formats: drawn.append(fig) or path)
+    accs = {("gn", 8): [90.0, 99.0], ("gn", 128): [91.0, 98.0], ("none", 8): [11.0, 12.0],
+            ("none", 128): [11.5, 11.0]}
+    rows = [{"batch_size": b, "variant": v, "seed": s, "status": "ok", "final_test_acc": x,
+             "final_val_acc": None} for (v, b), xs in accs.items() for s, x in enumerate(xs)]
+    sweep_report.sweep_figure(rows, "batch_size", [], tmp_path / "s.png", ("png",))
+    main, zoom = drawn[0].axes[:2]
+    assert main.get_ylim()[1] <= 100.5 and zoom.get_ylim()[1] <= 100.5
+    low, high = zoom.get_ylim()
+    assert low < 94.5 < high and high - low < 3, (low, high)   # the means 94.5 and 94.5
+
+
 def test_sweep_figure_names_its_axis_and_seeds(tmp_path) -> None:
     """The sweep figure's x axis says what the setting is, with its unit, and its name; the title
     states how many seeds each bar rests on and, on a line of its own, how many runs failed; when

@@ -677,7 +677,8 @@ def test_findings_say_a_tie_once_and_still_name_a_collapse() -> None:
     """Where every value of a setting gives the same mean (e.g. every run collapsed alike), the
     finding says so once (means equal as printed, to 0.01 points) instead of naming one value as
     both highest and lowest, keeps the interval of the difference (what the runs could see),
-    says "every finished" when a value has no finished run, and still names the collapse;
+    says "every finished" when a value has no finished run, and still names the values whose
+    mean is below 50% (a fact about the means, not a test);
     distinct means keep the highest/lowest line with its test. A negative bound has a true minus
     sign, as in a study's report."""
     from normlab.findings import sweep_findings
@@ -692,7 +693,7 @@ def test_findings_say_a_tie_once_and_still_name_a_collapse() -> None:
     assert line.startswith("`bn`: final test accuracy is the same at every batch_size (10.15%); "
                            "+0.00 points (95% CI −")   # its interval: the difference it could see
     assert "-" not in line.split("95% CI")[1].split("Welch")[0]   # true minus signs, as studies
-    assert line.endswith("not significant at the 5% level. It collapses (mean below 50%) at "
+    assert line.endswith("not significant at the 5% level. Its mean is below 50% at "
                          "batch_size=2, batch_size=8.")
     (line,) = sweep_findings([row(b, s, 10.15 + 0.001 * s) for b in (2, 8, 32) for s in (0, 1)],
                              ["batch_size"])   # a tie of three values names no two: no Holm
@@ -739,6 +740,39 @@ def test_findings_adjust_the_test_of_the_extremes_for_having_picked_them() -> No
     (line,) = sweep_findings(two[:3], ["weight_decay"], "final_val_acc", "val")
     assert line.endswith("points, 1 seed at weight_decay=0.0005, 2 at weight_decay=0: no test "
                          "possible (it needs two or more seeds on each side)."), line
+
+
+def test_findings_of_a_grid_are_one_family() -> None:
+    """A grid of settings gives a finding per variant, setting and combination of the others,
+    each testing its extremes: their p-values are Holm-adjusted together, over every pair any
+    finding compares, so a p of 0.04 among 8 tests is not called a difference; the other
+    settings of a line are written in one parenthesis."""
+    from scipy import stats as sps
+
+    from normlab.findings import sweep_findings
+    from normlab.stats import holm
+    from normlab.table import format_p
+
+    accs = {(0.05, 0): ([97.0, 97.3], [98.6, 98.8]), (0.05, 15): ([97.1, 97.6], [97.2, 97.4]),
+            (0.1, 0): ([97.3, 97.2], [97.5, 97.0]), (0.1, 15): ([97.4, 97.6], [97.3, 97.7])}
+    rows = [{"variant": "ln", "lr": lr, "rotate": rot, "batch_size": b, "seed": i,
+             "status": "ok", "final_test_acc": x}
+            for (lr, rot), by_batch in accs.items() for b, xs in zip((32, 64), by_batch)
+            for i, x in enumerate(xs)]
+    lines = sweep_findings(rows, ["batch_size", "lr", "rotate"])
+    assert len(lines) == 3 * 4   # per setting, one line per combination of the other two
+    raw = sps.ttest_ind([98.6, 98.8], [97.0, 97.3], equal_var=False).pvalue
+    assert raw < 0.05
+    line = next(x for x in lines if x.startswith("`ln` (lr=0.05, rotate=0): final test accuracy "
+                                                  "is highest at batch_size=64"))
+    family = [sps.ttest_ind(a, b, equal_var=False).pvalue for a, b in
+              [(xs[0], xs[1]) for xs in accs.values()] +
+              [(accs[0.05, r][i], accs[0.1, r][i]) for r in (0, 15) for i in (0, 1)] +
+              [(accs[lr, 0][i], accs[lr, 15][i]) for lr in (0.05, 0.1) for i in (0, 1)]]
+    holm_p = holm(family)[0]
+    assert f"Welch's p = {format_p(raw)}; Holm's p = {format_p(holm_p)} over the 12 pairs of " \
+           "setting values these findings compare" in line, line
+    assert line.endswith("not significant at the 5% level."), line
 
 
 def test_findings_of_settings_whose_runs_all_agree_use_the_exact_test() -> None:

@@ -430,8 +430,12 @@ def run() -> None:
         sys.stdout = _LogStream(sys.stdout)
     if sys.stderr is not None:
         sys.stderr = _LogStream(sys.stderr)
-    code = main()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code = main()
+    except KeyboardInterrupt:   # where main does not catch it, or just as it returned
+        code = 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code)
 
 

@@ -210,10 +210,12 @@ def sweep_findings(rows: list[dict], params: list[str], metric: str = "final_tes
     value with the highest and the lowest mean final accuracy (``metric``: on the test set,
     or on the --val images when a sweep chooses a model), and whether the difference
     is larger than seed-to-seed noise: Welch's t-test, its p adjusted with Holm's method over
-    every pair of the setting's values with a test, since the two compared were picked for being
-    the extremes (an unadjusted test of the extremes of six equal settings would call a
-    difference in about one sweep in six)."""
-    out = []
+    every pair of setting values that any finding of the sweep could have tested (one family:
+    the two compared were picked for being the extremes, and a grid of settings gives many such
+    lines; an unadjusted test of the extremes of six equal settings would call a difference in
+    about one sweep in six, and one of 24 unadjusted lines would in most grids)."""
+    out: list[str] = []
+    found = []   # (text so far, done, best, worst, tie, welch of the extremes, pairs, collapsed)
     for p in params:
         others = [q for q in params if q != p]
         groups: dict[tuple, dict[object, list[float]]] = {}
@@ -229,7 +231,8 @@ def sweep_findings(rows: list[dict], params: list[str], metric: str = "final_tes
             means = {v: statistics.fmean(xs) for v, xs in done.items()}
             best = max(means, key=lambda v: means[v])
             worst = min(means, key=lambda v: means[v])
-            where = f"`{key[0]}`" + "".join(f" ({o}={fmt_value(x)})" for o, x in zip(others, key[1:]))
+            settings = ", ".join(f"{o}={fmt_value(x)}" for o, x in zip(others, key[1:]))
+            where = f"`{key[0]}`" + (f" ({settings})" if settings else "")
             tie = f"{means[best]:.2f}" == f"{means[worst]:.2f}"   # as printed
             if tie:
                 every = "every" if len(done) == len(by_value) else "every finished"
@@ -239,43 +242,49 @@ def sweep_findings(rows: list[dict], params: list[str], metric: str = "final_tes
                 text = (f"{where}: final {word} accuracy is highest at {p}={fmt_value(best)} "
                         f"({means[best]:.2f}%) and lowest at {p}={fmt_value(worst)} "
                         f"({means[worst]:.2f}%)")
-            w = welch(done[best], done[worst])   # a tie keeps its interval: what it could see
-            if w["p"] is None:
-                n = (len(done[best]), len(done[worst]))
-                seeds = ("one seed each" if n == (1, 1) else
-                         f"{n[0]} seed{'s' if n[0] > 1 else ''} at {p}={fmt_value(best)}, "
-                         f"{n[1]} at {p}={fmt_value(worst)}")
-                text += (f"; {signed_points(means[best] - means[worst])} points, {seeds}: no "
-                         "test possible (it needs two or more seeds on each side).")
+            pairs = [(a, b, welch(done[a], done[b])["p"])
+                     for a, b in itertools.combinations(done, 2)]
+            collapsed = [f"{p}={fmt_value(v)}" for v, m in means.items() if m < COLLAPSED]
+            found.append((text, p, done, best, worst, tie, pairs, collapsed))
+    # One Holm family: every pair of every finding, in the order found.
+    family = holm([q for *_, pairs, _ in found for _, _, q in pairs])
+    tested = sum(q is not None for q in family)
+    at = 0
+    for text, p, done, best, worst, tie, pairs, collapsed in found:
+        adjusted = family[at:at + len(pairs)]
+        at += len(pairs)
+        w = welch(done[best], done[worst])   # a tie keeps its interval: what it could see
+        if w["p"] is None:
+            n = (len(done[best]), len(done[worst]))
+            seeds = ("one seed each" if n == (1, 1) else
+                     f"{n[0]} seed{'s' if n[0] > 1 else ''} at {p}={fmt_value(best)}, "
+                     f"{n[1]} at {p}={fmt_value(worst)}")
+            diff = statistics.fmean(done[best]) - statistics.fmean(done[worst])
+            text += (f"; {signed_points(diff)} points, {seeds}: no "
+                     "test possible (it needs two or more seeds on each side).")
+        else:
+            # (best is worst where every mean is the same: a tie, p = 1 whatever the rest)
+            holm_p = next((q for (a, b, _), q in zip(pairs, adjusted) if {a, b} == {best, worst}),
+                          w["p"])
+            verdict = ("larger than seed-to-seed noise" if holm_p < ALPHA else
+                       f"not significant at the {ALPHA:.0%} level")
+            adjusted_too = tested > 1 and not tie   # a tie names no two values
+            what = (f"the {tested} pairs of {p} values" if tested == len(pairs) else
+                    f"the {tested} pairs of setting values these findings compare")
+            adjust = ("" if not adjusted_too else
+                      f"; Holm's {_p_text(holm_p)} over {what}, as these two were picked for "
+                      "being the highest and the lowest")
+            if w["ci_lo"] is None:   # every run of each side scored the same (stats.welch)
+                test = (f"no spread on either side, so no t interval; exact permutation "
+                        f"test's {_p_text(w['p'])}")
             else:
-                # The two were picked for being the extremes, so their test counts as one of
-                # every pair that could have been picked: Holm over those pairs (one pair with
-                # two values: no adjustment).
-                pairs = list(itertools.combinations(done, 2))
-                adjusted = holm([welch(done[a], done[b])["p"] for a, b in pairs])
-                # (best is worst where every mean is the same: a tie, p = 1 whatever the rest)
-                holm_p = next((q for ab, q in zip(pairs, adjusted) if set(ab) == {best, worst}),
-                              w["p"])
-                tested = sum(q is not None for q in adjusted)
-                verdict = ("larger than seed-to-seed noise" if holm_p < ALPHA else
-                           f"not significant at the {ALPHA:.0%} level")
-                adjusted_too = tested > 1 and not tie   # a tie names no two values
-                adjust = ("" if not adjusted_too else
-                          f"; Holm's {_p_text(holm_p)} over the {tested} pairs of {p} values, "
-                          "as these two were picked for being the highest and the lowest")
-                if w["ci_lo"] is None:   # every run of each side scored the same (stats.welch)
-                    test = (f"no spread on either side, so no t interval; exact permutation "
-                            f"test's {_p_text(w['p'])}")
-                else:
-                    ci = "unadjusted 95% CI" if adjusted_too else "95% CI"
-                    test = (f"{ci} {signed_points(w['ci_lo'])} to {signed_points(w['ci_hi'])}, "
-                            f"Welch's {_p_text(w['p'])}")
-                text += f"; {signed_points(w['diff'])} points ({test}{adjust}): {verdict}."
-            collapsed = [v for v, m in means.items() if m < COLLAPSED]
-            if collapsed:
-                text += (f" It collapses (mean below {COLLAPSED:g}%) at " +
-                         ", ".join(f"{p}={fmt_value(v)}" for v in collapsed) + ".")
-            out.append(text)
+                ci = "unadjusted 95% CI" if adjusted_too else "95% CI"
+                test = (f"{ci} {signed_points(w['ci_lo'])} to {signed_points(w['ci_hi'])}, "
+                        f"Welch's {_p_text(w['p'])}")
+            text += f"; {signed_points(w['diff'])} points ({test}{adjust}): {verdict}."
+        if collapsed:
+            text += f" Its mean is below {COLLAPSED:g}% at " + ", ".join(collapsed) + "."
+        out.append(text)
     failed = [r for r in rows if r["status"] == "failed"]
     diverged = [r for r in rows if r["status"] == "diverged"]
     if diverged:

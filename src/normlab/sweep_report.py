@@ -176,11 +176,19 @@ def sweep_figure(rows: Sequence[dict], param: str, others: Sequence[str], path: 
             axis.draw(ax, param)
             ax.set_ylabel(f"final {word} accuracy (%)")
         for ax, shown in zip(axes, (cis, near)):
-            if shown:   # a t-interval of two seeds can pass 100%, which accuracy cannot
+            if not shown:
+                continue
+            if ax is axes[0]:   # every point with its interval (up to 5 points below its mean)
                 low = min(min(ci.mean, max(ci.lo, ci.mean - 5)) for ci in shown)
                 bottom, top = max(0.0, low - 0.3), min(100.0, max(ci.hi for ci in shown)) + 0.1
-                pad = 0.04 * (top - bottom)   # a marker at either end is drawn whole
-                ax.set_ylim(bottom - pad, top + pad)
+            else:   # the zoom: the means near the best, their bars clipped
+                means = [ci.mean for ci in shown]
+                margin = max(0.1, 0.15 * (max(means) - min(means)))
+                bottom, top = max(0.0, min(means) - margin), min(100.0, max(means) + margin)
+            pad = 0.04 * (top - bottom)   # a marker at either end is drawn whole
+            # A t-interval of two seeds can pass 100%, which accuracy cannot: the axis stops
+            # just above it.
+            ax.set_ylim(bottom - pad, min(top + pad, 100.5))
         if zoom:
             axes[1].set_title(f"zoom: the y-range of the means within {ZOOM_WITHIN:g} points of "
                               "the best", fontsize=RC["axes.labelsize"])
