@@ -127,6 +127,22 @@ def test_detectable_difference_holds_after_holm() -> None:
                                            rel=1e-9)
 
 
+def test_a_detectable_difference_past_the_scale_is_marked_in_the_table() -> None:
+    """Two seeds that disagree by tens of points give a detectable difference of more than 100
+    points, which no accuracy difference can reach: the comparison table marks it "beyond the
+    100-point scale", as the findings do, and leaves an ordinary one as a number."""
+    acc = {"gn": {0: 97.0, 1: 40.0}, "ln": {0: 96.0, 1: 95.0}, "bn": {0: 97.1, 1: 97.0}}
+    comps = compare(acc)
+    text = comparison_table(comps).markdown()
+    wide = [c for c in comps if c.detectable is not None and c.detectable > 100]
+    narrow = [c for c in comps if c.detectable is not None and c.detectable <= 100]
+    assert wide and narrow
+    for c in wide:
+        assert f"{c.detectable:.2f} (beyond the 100-point scale) |" in text
+    for c in narrow:
+        assert f"| {c.detectable:.2f} |" in text
+
+
 def test_compare_pairs_only_common_seeds_and_marks_the_winner() -> None:
     """Only seeds finished by both variants are paired (here 1 and 2); with one pair there is no
     CI, test or detectable difference; a consistent lead is measurable and names its variant."""

@@ -41,7 +41,7 @@ from itertools import combinations
 from normlab.errors import RunFolderError
 from normlab.runfolder import REBUILD, RunData, read_predictions
 from normlab.stats import ALPHA, detectable_after_holm, holm, mcnemar_exact, paired
-from normlab.table import Table, format_p, signed_ci, signed_points
+from normlab.table import Table, format_detectable, format_p, signed_ci, signed_points
 
 # Accuracies are percentages of whole test images; differences are rounded to this many
 # decimals so that floating-point noise never poses as a spread of the differences.
@@ -238,7 +238,7 @@ def comparison_table(comparisons: list[Comparison], markdown: bool = True) -> Ta
                        cell(c.p_holm, format_p),
                        "–" if c.only_a is None else f"{c.only_a} / {c.only_b}",
                        cell(c.mcnemar_p, format_p), cell(c.mcnemar_p_holm, format_p),
-                       cell(c.detectable, lambda x: f"{x:.2f}")])
+                       cell(c.detectable, format_detectable)])
     return t
 
 

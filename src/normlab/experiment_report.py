@@ -32,7 +32,8 @@ from normlab.stats import ALPHA, POWER, describe, detectable_after_holm, holm, m
 from normlab.style import DPI, RC, line_styles, plain_log_y, save_figure
 from normlab.sweep_spec import point_name, point_specs
 from normlab.sweep_report import ValueAxis, point_groups
-from normlab.table import Table, format_ci, format_pm, signed_ci, signed_points
+from normlab.table import (Table, format_ci, format_detectable, format_pm, signed_ci,
+                           signed_points)
 
 # (column, measure, title, digits, y-axis label); the labels of the per-epoch measures are those
 # of the diagnostics figure (normlab.diag_plots.PANELS), which draws the same numbers over epochs.
@@ -215,7 +216,7 @@ def setting_table(comparisons: list[dict], params: list[str], reference) -> Tabl
             signed_points(c["diff"]) if tested else "–", ci,
             format_paired_p(c["holm_p"], exact=c.get("lo") is None)
             if c.get("holm_p") is not None else "–",
-            f"{c['detectable']:.2f}" if c.get("detectable") is not None else "–"])
+            format_detectable(c["detectable"]) if c.get("detectable") is not None else "–"])
     return t
 
 

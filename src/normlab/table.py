@@ -25,6 +25,12 @@ def signed_ci(lo: float | None, hi: float | None, missing: str = "–") -> str:
     return missing if lo is None else f"[{signed_points(lo)}, {signed_points(hi)}]"
 
 
+def format_detectable(x: float) -> str:
+    """A detectable difference in points, marked where it lies past the 100-point scale of an
+    accuracy (too few or too spread seeds to detect any difference)."""
+    return f"{x:.2f}" + (" (beyond the 100-point scale)" if x > 100 else "")
+
+
 def format_p(p: float, decimals: int | None = None) -> str:
     """A p-value as printed: "< 0.001", 3 decimals below 0.1, else 2; just below the 5% level
     (0.0495 to 0.05), which 3 would round up to "0.050" beside a verdict of significance, 4
