@@ -955,3 +955,20 @@ def test_resuming_a_study_folder_as_a_sweep_points_to_study_resume(tmp_path, mak
     with pytest.raises(ConfigError, match="no sweep.json there") as e:
         read_sweep_spec(tmp_path / "empty")
     assert "study --resume" not in str(e.value)
+
+
+def test_a_diverged_run_says_why_in_sweep_csv(synthetic_data, tmp_path: Path, capsys) -> None:
+    """A run that diverged keeps its reason in sweep.csv's message (from the run's final
+    checkpoint), where the row of a finished point had an empty one; a run that trained has
+    none."""
+    from normlab.cli import main
+
+    out = tmp_path / "s"
+    assert main(["sweep", "--variants", "gn,ln", "--param", "lr=1e6", "--seeds", "1",
+                 "--epochs", "2", "--batch-size", "4", "--no-augment", "--no-diagnostics",
+                 "--data-dir", str(synthetic_data.folder), "--out", str(out), "--quiet"]) == 0
+    rows = csv_rows(SweepFolder(out).table)
+    diverged = [r for r in rows if r["status"] == "diverged"]
+    assert diverged, rows   # lr 1e6 diverges (as tests/test_train.py's absurd lr)
+    assert all(r["message"].startswith("loss reached ") for r in diverged), diverged
+    assert all(not r["message"] for r in rows if r["status"] == "ok")

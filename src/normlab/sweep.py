@@ -248,6 +248,7 @@ def sweep_rows(spec: SweepSpec, outcomes: list[PointOutcome]) -> list[dict]:
         variants = o.cfg.parsed_variants()
         per_run: dict[tuple[str, int], list[dict]] = {}   # each run's epochs
         status: dict[tuple[str, int], str] = {}
+        messages: dict[tuple[str, int], str | None] = {}   # a diverged run's message
         error = o.error
         if o.folder.finished and not error:
             try:
@@ -258,6 +259,13 @@ def sweep_rows(spec: SweepSpec, outcomes: list[PointOutcome]) -> list[dict]:
                 for name, s in run.summary["variants"].items():
                     for seed in s["seeds"]:
                         status[(name, seed)] = "diverged" if seed in s["diverged_seeds"] else "ok"
+                for v in variants:   # why a run diverged is in its final checkpoint
+                    for seed in run.summary["variants"].get(v.name, {}).get("diverged_seeds", []):
+                        try:
+                            saved = o.folder.read_run_outputs(v, seed)
+                        except RunFolderError:
+                            saved = None
+                        messages[(v.name, seed)] = saved.message if saved else None
                 for m in run.metrics:
                     per_run.setdefault((m["variant"], m["seed"]), []).append(m)
         else:
@@ -271,6 +279,7 @@ def sweep_rows(spec: SweepSpec, outcomes: list[PointOutcome]) -> list[dict]:
                     if saved is None:
                         continue
                     status[(v.name, seed)] = saved.status   # a run diverged in epoch 1 has no rows
+                    messages[(v.name, seed)] = saved.message
                     if not saved.epochs:
                         continue
                     per_run[(v.name, seed)] = saved.epochs
@@ -285,7 +294,8 @@ def sweep_rows(spec: SweepSpec, outcomes: list[PointOutcome]) -> list[dict]:
                 rows.append({**{p.name: o.values[p.name] for p in spec.params},
                              "variant": v.name, "spec": written[v.name], "norm": v.norm,
                              "seed": seed, "status": st, **_run_numbers(epochs),
-                             "message": error})   # a failed point's error on all its rows
+                             # a failed point's error on all its rows, else the run's own
+                             "message": error or messages.get((v.name, seed)) or None})
     return rows
 
 
