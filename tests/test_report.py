@@ -93,13 +93,17 @@ def test_load_run_names_a_missing_or_damaged_file(run: RunFolder, case: str) -> 
     assert "re-run" in msg or "restore" in msg  # the fix
 
 
+def _set_metrics_cell(run: RunFolder, line: int, column: str, text: str) -> None:
+    lines = _metrics_lines(run)
+    cells = lines[line - 1].split(",")
+    cells[METRIC_COLUMNS.index(column)] = text
+    lines[line - 1] = ",".join(cells)
+    _damage(run.metrics, "\n".join(lines) + "\n")
+
+
 def test_load_run_non_numeric_metrics_cell(run: RunFolder) -> None:
     """A word in a numeric metrics cell: the error names the file, line, column and cell."""
-    lines = _metrics_lines(run)
-    cells = lines[2].split(",")
-    cells[METRIC_COLUMNS.index("test_acc")] = "ninety"
-    lines[2] = ",".join(cells)
-    _damage(run.metrics, "\n".join(lines) + "\n")
+    _set_metrics_cell(run, 3, "test_acc", "ninety")
     with pytest.raises(RunFolderError, match=re.escape(run.metrics.name) +
                        r", line 3, column 'test_acc': 'ninety' is not a percentage from 0 to 100"):
         load_run(run.path)
@@ -134,14 +138,6 @@ def test_load_run_metrics_from_another_run(run: RunFolder) -> None:
     with pytest.raises(RunFolderError,
                        match=re.escape(f"variant 'ln', which {run.summary.name} does not list")):
         load_run(run.path)
-
-
-def _set_metrics_cell(run: RunFolder, line: int, column: str, text: str) -> None:
-    lines = _metrics_lines(run)
-    cells = lines[line - 1].split(",")
-    cells[METRIC_COLUMNS.index(column)] = text
-    lines[line - 1] = ",".join(cells)
-    _damage(run.metrics, "\n".join(lines) + "\n")
 
 
 @pytest.mark.parametrize("column, text, what", [

@@ -775,6 +775,21 @@ def test_findings_of_a_grid_are_one_family() -> None:
     assert line.endswith("not significant at the 5% level."), line
 
 
+def test_findings_name_the_family_by_whose_pairs_it_holds() -> None:
+    """A line names its Holm family "the N pairs of <setting> values" only when the family is
+    its own pairs; here its three pairs include two without a test (one value has one seed) and
+    the family's three tested pairs span three lines, which it then says."""
+    from normlab.findings import sweep_findings
+
+    accs = {("gn", 8): [98.0, 98.2], ("gn", 16): [97.0, 97.3], ("gn", 32): [97.5],
+            ("ln", 8): [98.0, 98.1], ("ln", 16): [97.9, 98.3],
+            ("bn", 8): [96.0, 96.4], ("bn", 16): [97.0, 97.2]}
+    rows = [{"variant": v, "batch_size": b, "seed": i, "status": "ok", "final_test_acc": x}
+            for (v, b), xs in accs.items() for i, x in enumerate(xs)]
+    line = next(x for x in sweep_findings(rows, ["batch_size"]) if x.startswith("`gn`"))
+    assert "over the 3 pairs of setting values these findings compare" in line, line
+
+
 def test_findings_of_settings_whose_runs_all_agree_use_the_exact_test() -> None:
     """Where every run at each of the two settings scored the same (no spread on either side),
     Welch's test has no answer: the finding gives no interval and the exact permutation test's

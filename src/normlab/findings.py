@@ -215,7 +215,7 @@ def sweep_findings(rows: list[dict], params: list[str], metric: str = "final_tes
     lines; an unadjusted test of the extremes of six equal settings would call a difference in
     about one sweep in six, and one of 24 unadjusted lines would in most grids)."""
     out: list[str] = []
-    found = []   # (text so far, done, best, worst, tie, welch of the extremes, pairs, collapsed)
+    found = []   # (text so far, setting, runs per value, best, worst, tie, pairs, collapsed)
     for p in params:
         others = [q for q in params if q != p]
         groups: dict[tuple, dict[object, list[float]]] = {}
@@ -269,7 +269,8 @@ def sweep_findings(rows: list[dict], params: list[str], metric: str = "final_tes
             verdict = ("larger than seed-to-seed noise" if holm_p < ALPHA else
                        f"not significant at the {ALPHA:.0%} level")
             adjusted_too = tested > 1 and not tie   # a tie names no two values
-            what = (f"the {tested} pairs of {p} values" if tested == len(pairs) else
+            mine = sum(q is not None for q in adjusted)   # this line's tested pairs
+            what = (f"the {tested} pairs of {p} values" if mine == tested else
                     f"the {tested} pairs of setting values these findings compare")
             adjust = ("" if not adjusted_too else
                       f"; Holm's {_p_text(holm_p)} over {what}, as these two were picked for "

@@ -327,7 +327,8 @@ def write_report(run_dir: str | Path, mode: str = "confident",
     diagnostics = load_diagnostics(folder.path)   # read and checked before anything is drawn
     try:
         # The grids first: they read (and check) every predictions file before drawing one.
-        grids = mistakes.make_misclassified(run, mode, test=test, formats=formats) if test is not None else []
+        grids = ([] if test is None else
+                 mistakes.make_misclassified(run, mode, test=test, formats=formats))
         figures = plots.plot_curves(run, formats)
         figures += [p for p in [plot_diagnostics(run, formats, diagnostics)] if p is not None]
         figures += grids

@@ -313,7 +313,6 @@ def _check_consistency(path: Path, summary: dict, metrics: list[dict]) -> None:
             rows = sorted((r["epoch"], r["test_acc"]) for r in metrics
                           if r["variant"] == name and r["seed"] == seed)
             done = [e for e, _ in rows]
-            finals += [rows[-1][1]] if rows else []
             if not done:
                 raise RunFolderError(
                     f"{path} has no rows for variant {name!r} seed {seed}, which summary.json "
@@ -329,6 +328,7 @@ def _check_consistency(path: Path, summary: dict, metrics: list[dict]) -> None:
                 missing = sorted(set(range(1, done[-1] + 1)) - set(done))
                 raise RunFolderError(f"{path}: variant {name!r} seed {seed} has no row for epoch "
                                      f"{missing[0]}; the file was edited or damaged; {REBUILD}")
+            finals.append(rows[-1][1])
         # The results table reads summary.json, the curves and comparisons metrics.csv: they must
         # tell the same final accuracies (both are written from the same numbers, in full).
         told = s["final_test_acc"]["values"]
