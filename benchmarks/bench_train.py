@@ -14,7 +14,9 @@
     recipe through ModelConfig: this release's speed-up in one run), ``study-pool`` (today's
     widths with the max-pool stem: what the stride-2 stem pays) and ``study-nodecay`` (the
     default study without weight decay or diagnostics: what the decay costs, against
-    ``normlab-study-nodiag``). images/s = runs x epochs x
+    ``normlab-study-nodiag``) and ``study-threads`` (the default study with its worker threads
+    training in this process, as before ``normlab.epoch_process``: what the worker processes
+    pay, ``normlab-study``'s ``ratio_vs_threads``). images/s = runs x epochs x
     60,000 / wall time, so seconds per epoch are per model, warm-up included. They run in R
     interleaved rounds (``timed_studies.study_rows``); each row's images/s and ratio to 0.1.0
     are medians over the rounds.

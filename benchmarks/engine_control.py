@@ -21,7 +21,8 @@ optimizer before the clock starts (its seconds are the row's ``import_seconds``,
 over rounds; ``imports_warm``: ``torch._dynamo`` was loaded before the clock started, in every
 round); a 2-epoch study would otherwise count that import among the 3 model-epochs of each
 worker. Besides the wall time each row records the process's CPU time over the same span
-(``cpu_seconds``, user + system, both workers together): a shared machine's slow spells
+(``cpu_seconds``, user + system, both workers together, the worker processes of today's engine
+included: they end, and are counted, before ``study.train`` returns): a shared machine's slow spells
 stretch the wall time more than the work. The JSON line of each row has its seconds per round
 and, for the two rows of today's engine, the ratio to ``engine-<commit>`` within each round
 (``round_ratios_vs_engine``, higher: faster; ``round_cpu_ratios_vs_engine`` in CPU time) and
@@ -78,9 +79,9 @@ torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)   # its one-time i
 import_seconds, warm = time.perf_counter() - t_import, "torch._dynamo" in sys.modules
 
 
-def cpu() -> float:
-    use = resource.getrusage(resource.RUSAGE_SELF)
-    return use.ru_utime + use.ru_stime
+def cpu() -> float:   # this process and its ended children (today's worker processes)
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 t0, c0 = time.perf_counter(), cpu()

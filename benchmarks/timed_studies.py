@@ -50,11 +50,16 @@ def forward_flops(model: nn.Module) -> int:
     return 2 * macs
 
 
-def timed_study(cfg: Config, device: torch.device, **plan_overrides):
+def timed_study(cfg: Config, device: torch.device, processes: bool | None = None,
+                **plan_overrides):
     """Train every run of ``cfg`` the way ``normlab study`` does (its plan and scheduler, no
-    run folder); returns (plan, results, wall seconds, training images, test images)."""
+    run folder; ``processes=False``: its worker threads train in this process, as before
+    ``normlab.epoch_process``); returns (plan, results, wall seconds, training images, test
+    images)."""
     data = load_data(cfg, device)
     plan = nl_study.make_plan(cfg, device, **plan_overrides)
+    if processes is not None:
+        plan = dataclasses.replace(plan, processes=processes and plan.processes)
     t0 = time.perf_counter()
     results = nl_study.train(plan, data, progress=False)
     return plan, results, time.perf_counter() - t0, len(data.train), len(data.test)
@@ -73,30 +78,32 @@ class Release010(Config):
 RELEASE_010 = {"arch": "8-16-16-16-16", "batch_size": 128, "lr": 0.05, "rotate": 10.0,
                "label_smoothing": 0.0, "weight_decay": 0.0}
 
-# name -> (0.1.0's study?, diagnostics?, --arch, --weight-decay); None: the default's
+# name -> (0.1.0's study?, diagnostics?, --arch, --weight-decay, worker processes?); None: the
+# default's
 STUDY_ROWS = {
-    "study-0.1.0": (True, False, None, None),
-    "study-pool": (False, False, POOL_ARCH, None),     # what the stride-2 stem pays
-    "study-nodecay": (False, False, None, 0.0),        # what the decay costs (vs -nodiag)
-    "normlab-study": (False, True, None, None),
-    "normlab-study-nodiag": (False, False, None, None),
+    "study-0.1.0": (True, False, None, None, None),
+    "study-pool": (False, False, POOL_ARCH, None, None),     # what the stride-2 stem pays
+    "study-nodecay": (False, False, None, 0.0, None),        # what the decay costs (vs -nodiag)
+    "study-threads": (False, True, None, None, False),       # what the processes pay
+    "normlab-study": (False, True, None, None, None),
+    "normlab-study-nodiag": (False, False, None, None, None),
 }
 
 
 def bench_study(base: Config, device: torch.device, epochs: int,
                 release_010: bool = False, diagnostics: bool = True,
-                arch: str | None = None, weight_decay: float | None = None
-                ) -> tuple[dict, list[float]]:
+                arch: str | None = None, weight_decay: float | None = None,
+                processes: bool | None = None) -> tuple[dict, list[float]]:
     """The default study's runs trained by normlab's study scheduler, timed as a whole (with
     ``release_010``: normlab 0.1.0's default model and recipe instead of today's; without
     ``diagnostics``: as --no-diagnostics trains it; ``arch``: another --arch;
-    ``weight_decay``: another --weight-decay)."""
+    ``weight_decay``: another --weight-decay; ``processes=False``: worker threads alone)."""
     cfg = Config(epochs=epochs, data_dir=base.data_dir, diagnostics=diagnostics,
                  **({"arch": arch} if arch else {}),
                  **({"weight_decay": weight_decay} if weight_decay is not None else {}))
     if release_010:
         cfg = Release010(epochs=epochs, data_dir=base.data_dir, diagnostics=False, **RELEASE_010)
-    plan, results, wall, n, n_test = timed_study(cfg, device)
+    plan, results, wall, n, n_test = timed_study(cfg, device, processes)
     epoch_seconds = [row["seconds"] for r in results for row in r.epochs]
     model = build_model(cfg, cfg.parsed_variants()[0], 0)
     info = {"params": count_params(model), "flops_per_image_fwd": forward_flops(model),
@@ -106,6 +113,7 @@ def bench_study(base: Config, device: torch.device, epochs: int,
             "weight_decay": cfg.weight_decay,
             "group_size": len(plan.groups[0]),
             "workers": plan.workers, "threads_per_worker": plan.threads,
+            "worker_processes": plan.processes,
             "wall_seconds": round(wall, 2),
             "final_test_acc": {r.variant.name: r.epochs[-1]["test_acc"]
                                for r in results if r.epochs},
@@ -119,16 +127,18 @@ def study_rows(base: Config, device: torch.device, epochs: int, rounds: int,
     """Every row of :data:`STUDY_ROWS`, timed once per round, ``rounds`` rounds, round r in the
     table's order rotated by r. Per row: (name, info, every epoch's seconds); ``info`` holds
     ``images_per_s`` (median over rounds), ``round_images_per_s``, ``round_ratios_vs_0.1.0``
-    and ``ratio_vs_0.1.0`` (their median), and for ``normlab-study-nodiag``
-    ``diagnostics_cost_pct`` (median over rounds of what the diagnostics cost)."""
+    and ``ratio_vs_0.1.0`` (their median), for ``normlab-study`` ``round_ratios_vs_threads``
+    and ``ratio_vs_threads`` (against ``study-threads``: what the worker processes pay), and
+    for ``normlab-study-nodiag`` ``diagnostics_cost_pct`` (median over rounds of what the
+    diagnostics cost)."""
     names = list(STUDY_ROWS)
     runs: dict[str, list[tuple[dict, list[float]]]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             log(f"# round {r + 1}/{rounds}, {name}: default variants, {epochs} epoch(s) on all "
                 "training images")
-            release_010, diag, arch, decay = STUDY_ROWS[name]
-            info, seconds = bench_study(base, device, epochs, release_010, diag, arch, decay)
+            info, seconds = bench_study(base, device, epochs, *STUDY_ROWS[name])
+            diag = STUDY_ROWS[name][1]
             info["diagnostics"] = diag
             runs[name].append((info, seconds))
     old = [info["images_per_s"] for info, _ in runs["study-0.1.0"]]
@@ -145,6 +155,11 @@ def study_rows(base: Config, device: torch.device, epochs: int, rounds: int,
             ratios = [x / o for x, o in zip(rates, old)]
             info["round_ratios_vs_0.1.0"] = [round(x, 3) for x in ratios]
             info["ratio_vs_0.1.0"] = round(statistics.median(ratios), 3)
+        if name == "normlab-study":   # what the worker processes pay, round by round
+            threads = [info["images_per_s"] for info, _ in runs["study-threads"]]
+            ratios = [x / t for x, t in zip(rates, threads)]
+            info["round_ratios_vs_threads"] = [round(x, 3) for x in ratios]
+            info["ratio_vs_threads"] = round(statistics.median(ratios), 3)
         if name == "normlab-study-nodiag":   # what the diagnostics cost, round by round
             info["diagnostics_cost_pct"] = round(statistics.median(
                 100.0 * (x / d - 1.0) for x, d in zip(rates, with_diag)), 2)
@@ -169,6 +184,7 @@ def bench_grouping(base: Config, device: torch.device, batch: int, group_size: i
             "images_per_s": plan.runs * n / wall, "train_images": n, "epochs": 1,
             "runs": plan.runs, "batch_size": batch, "group_size": len(plan.groups[0]),
             "workers": plan.workers, "threads_per_worker": plan.threads,
+            "worker_processes": plan.processes,
             "wall_seconds": round(wall, 2),
             "note": "images/s = runs x train images / median wall time; test split evaluated once"}
     return info, [round(w, 3) for w in walls]

@@ -39,6 +39,15 @@ def test_auto_groups_everything_on_an_accelerator_and_explicit_sizes_win() -> No
     assert (len(plan.groups), plan.workers, plan.threads) == (6, 1, 3)
 
 
+def test_worker_processes_on_a_cpu_with_several_workers_only() -> None:
+    """A CPU plan of two or more workers trains in worker processes; one worker trains in this
+    process, and so does an accelerator (whose tensors a forked child cannot use)."""
+    cfg = Config(variants=("bn", "gn"), seeds=2, workers=2, precision="fp32")
+    assert study.make_plan(cfg, torch.device("cpu"), group_size=1).processes
+    assert not study.make_plan(cfg, torch.device("cpu"), group_size=1, workers=1).processes
+    assert not study.make_plan(cfg, torch.device("cuda"), group_size=1).processes
+
+
 def test_plan_resolves_what_config_json_records() -> None:
     """Plan.resolved holds the Config's fields and the resolved group size, workers and threads
     that a resume checks against (local and Ray points alike)."""
@@ -148,6 +157,7 @@ def test_a_second_ctrl_c_still_waits_for_the_workers(random_splits, monkeypatch)
     still stops the study cleanly: the second KeyboardInterrupt, arriving while the workers
     finish their step, does not cut the wait short, so none is left running when train()
     raises (one left in a C++ op aborts the interpreter at exit)."""
+    import multiprocessing
     import threading
     import time as real_time
 
@@ -170,5 +180,7 @@ def test_a_second_ctrl_c_still_waits_for_the_workers(random_splits, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         study.train(plan, data, progress=False)
     left = [t.name for t in threading.enumerate() if t.name.startswith("normlab-worker")]
+    left += [p.name for p in multiprocessing.active_children()]   # nor their processes
     monkeypatch.undo()
+    assert plan.processes
     assert len(calls) >= 2 and left == [], (calls, left)

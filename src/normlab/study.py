@@ -13,9 +13,11 @@ files::
 How the runs share the machine: runs are cut into *groups* of ``group_size`` runs, each trained
 as one network (:class:`normlab.train.GroupTrainer`), and ``workers`` threads train groups side by
 side, one epoch at a time, always picking the group that is furthest behind. On a CPU each worker
-uses ``cores // workers`` torch threads: tiny convolutions scale poorly across threads. None of
-this changes a run's numbers beyond floating-point rounding, and the same config on the same
-machine gives the same numbers whichever worker trains which epoch.
+uses ``cores // workers`` torch threads: tiny convolutions scale poorly across threads; with more
+than one worker, each thread has the epochs trained in a process of its own
+(:mod:`normlab.epoch_process`) and stays the one that schedules and writes. None of this changes
+a run's numbers beyond floating-point rounding, and the same config on the same machine gives the
+same numbers whichever worker trains which epoch.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from normlab.batches import DeviceSplit
 from normlab.config import Config, continuation_diff
 from normlab.device import resolve_precision, select_device
 from normlab.envinfo import environment
+from normlab.epoch_process import EpochProcess, build_trainer
 from normlab.errors import ConfigError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.runfolder import RunFolder, RunResult, SessionClock, check_version, load_run
@@ -63,6 +66,7 @@ class Plan:
     workers: int
     threads: int            # torch threads per worker
     precision: str
+    processes: bool = False   # each worker thread trains in a process of its own (CPU, 2+ workers)
 
     @property
     def runs(self) -> int:
@@ -115,7 +119,10 @@ def make_plan(cfg: Config, device: torch.device | None = None, group_size: int |
     n_workers = max(1, min(want_workers, len(groups)))
     if threads is None:
         threads = cores if (cfg.compile or device.type != "cpu") else max(1, cores // n_workers)
-    return Plan(cfg, device, groups, n_workers, threads, resolve_precision(cfg.precision, device))
+    # On a CPU, worker threads of one process train about 5% slower than processes
+    # (benchmarks/bench_train.py's study-threads row): each gets one (normlab.epoch_process).
+    return Plan(cfg, device, groups, n_workers, threads, resolve_precision(cfg.precision, device),
+                processes=n_workers > 1 and device.type == "cpu")
 
 
 def start(folder: RunFolder, plan: Plan, data: StudyData, backend: str = "local") -> None:
@@ -172,11 +179,14 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
               for k, n in enumerate(names)]
     old_threads = torch.get_num_threads()
     torch.set_num_threads(plan.threads)
+    processes: list[EpochProcess] = []
+    stop = threading.Event()
     try:
-        trainers = [GroupTrainer(plan.cfg, g, data.train, data.test, data.mean, data.std,
-                                 resume=st, val=data.val)
-                    for g, st in zip(plan.groups, states)]
-        lock, stop = threading.Lock(), threading.Event()
+        trainers = [build_trainer(plan, data, k, st) for k, st in enumerate(states)]
+        if plan.processes:
+            for i in range(plan.workers):
+                processes.append(EpochProcess(plan, data, f"normlab-worker-{i}"))
+        lock = threading.Lock()
         busy: set[int] = set()
         errors: list[BaseException] = []
         per_epoch = len(trainers[0].bounds)
@@ -206,7 +216,7 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
                 diagnostics=[d for d in list(r.diagnostics) if d["epoch"] <= t.epoch])
                 for t in trainers for r in t.results])
 
-        def work() -> None:
+        def work(i: int) -> None:
             try:
                 while not stop.is_set():
                     with lock:
@@ -228,10 +238,17 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
                                             loss=f"{loss:.4f}", refresh=False)
 
                     try:
-                        t.train_epoch(on_step)
+                        if processes:
+                            state, finals = processes[i].train_epoch(k, t, on_step)
+                        else:
+                            t.train_epoch(on_step)
                     except _Stop:
                         return
                     with lock:
+                        if processes:   # the driver's copy of the group, as the process left it
+                            t = trainers[k] = build_trainer(plan, data, k, state)
+                            for m, (preds, weights) in finals.items():
+                                t.results[m].predictions, t.results[m].state_dict = preds, weights
                         save(k)
                         if on_epoch is not None:
                             on_epoch(k, t)
@@ -242,8 +259,8 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
 
         with lock:
             save(None)
-        workers = [threading.Thread(target=work, name=f"normlab-worker-{i}", daemon=True)
-                   for i in range(plan.workers)]
+        workers = [threading.Thread(target=work, args=(i,), name=f"normlab-worker-{i}",
+                                    daemon=True) for i in range(plan.workers)]
         try:
             for th in workers:
                 th.start()
@@ -269,6 +286,8 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
         if errors:
             raise errors[0]
     finally:
+        for p in processes:
+            p.close(stop=stop.is_set())
         torch.set_num_threads(old_threads)
     return [r for t in trainers for r in t.results]
 
