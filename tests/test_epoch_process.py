@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -69,6 +70,7 @@ def made(monkeypatch) -> list:
     return seen
 
 
+@pytest.mark.skipif(not LINUX, reason="worker processes are Linux's")
 def test_worker_processes_train_what_one_thread_trains(data, made) -> None:
     """Four runs on two workers train in two processes, and every run's rows, diagnostics,
     predictions and final weights are bitwise those of the same study on one worker in this
@@ -82,6 +84,7 @@ def test_worker_processes_train_what_one_thread_trains(data, made) -> None:
     _assert_same(two, alone)
 
 
+@pytest.mark.skipif(not LINUX, reason="worker processes are Linux's")
 def test_a_group_moved_between_processes_trains_what_it_trains_in_one(data) -> None:
     """A group trained epoch 1 in process p, epoch 2 in q (rebuilt there from the driver's
     state) and epoch 3 in p again (which held it at epoch 1, so it is rebuilt too), or all three
@@ -106,6 +109,8 @@ def test_a_group_moved_between_processes_trains_what_it_trains_in_one(data) -> N
                 state, finals = proc.train_epoch(0, t)
                 t = epoch_process.build_trainer(plan, data, 0, state)
             assert set(finals) == {0}
+            # plain bytes crossed the pipe: no tensor came back in shared memory
+            assert not any(v.is_shared() for v in finals[0][1].values())
             got = t.state()
             def rows(state: dict) -> list:   # all but the seconds an epoch took
                 return [{k: v for k, v in e.items() if k != "seconds"}
@@ -127,23 +132,14 @@ def test_a_group_moved_between_processes_trains_what_it_trains_in_one(data) -> N
     assert multiprocessing.active_children() == []
 
 
-def test_spawned_worker_processes_train_the_same(data, made, monkeypatch) -> None:
-    """A worker started by ``spawn`` (where the platform cannot fork, or a worker of several
-    torch threads) gets the data through shared memory and trains the same numbers."""
-    cfg = _cfg(variants=("ln",), epochs=2)
-    forked = _train(cfg, data, workers=2)
-    monkeypatch.setattr(epoch_process, "start_method", lambda threads: "spawn")
-    spawned = _train(cfg, data, workers=2)
-    assert len(made) == 4
-    _assert_same(spawned, forked)
-
-
-@pytest.mark.skipif(not LINUX, reason="fork is Linux's start method here")
-def test_the_start_method_forks_only_single_threaded_workers() -> None:
-    """A worker of one torch thread is forked; one of more threads is spawned (GNU OpenMP cannot
-    start threads in a forked child of a process that used it: such a child hangs)."""
-    assert epoch_process.start_method(1) == "fork"
-    assert epoch_process.start_method(2) == "spawn"
+def test_worker_processes_only_where_a_fork_is_safe() -> None:
+    """Workers fork only on Linux, on a CPU, with one torch thread each (GNU OpenMP cannot
+    start threads in a forked child of a process that used it: such a child hangs); elsewhere
+    they are threads of this process."""
+    cpu = torch.device("cpu")
+    assert epoch_process.available(cpu, 1) == LINUX
+    assert not epoch_process.available(cpu, 2)
+    assert not epoch_process.available(torch.device("cuda"), 1)
 
 
 @pytest.mark.skipif(not LINUX, reason="the patched method reaches the child by fork")
@@ -161,6 +157,27 @@ def test_an_error_in_a_worker_process_reaches_the_driver(data, monkeypatch) -> N
     with pytest.raises(ValueError, match="boom in") as raised:
         _train(_cfg(), data, workers=2)
     assert str(os.getpid()) not in str(raised.value)   # raised in a worker, not here
+    cause = raised.value.__cause__   # where it was raised there
+    assert isinstance(cause, epoch_process.WorkerTraceback) and "in failing" in str(cause)
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.skipif(not LINUX, reason="worker processes are Linux's")
+def test_a_stop_abandons_the_epoch_in_flight(data, monkeypatch) -> None:
+    """The driver's stop ends its wait for an epoch within a poll, even when the process sends
+    nothing (here: it is stuck), and close(stop=True) ends the process."""
+    monkeypatch.setattr(GroupTrainer, "train_epoch", lambda self, on_step=None: time.sleep(60))
+    plan = study.make_plan(_cfg(), torch.device("cpu"), group_size=1, workers=2, threads=1)
+    proc = epoch_process.EpochProcess(plan, data)
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(epoch_process.Stopped):
+            proc.train_epoch(0, epoch_process.build_trainer(plan, data, 0, None), stop=stop)
+        assert time.monotonic() - t0 < 5
+    finally:
+        proc.close(stop=True)
     assert multiprocessing.active_children() == []
 
 
@@ -226,7 +243,7 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-@pytest.mark.skipif(not LINUX, reason="prctl(PR_SET_PDEATHSIG) and /proc are Linux's")
+@pytest.mark.skipif(not LINUX, reason="worker processes, prctl and /proc are Linux's")
 def test_killing_the_driver_kills_its_worker_processes() -> None:
     """A study killed with SIGKILL leaves no worker process training on (a forked worker holds
     the run folder's lock, which a resume needs): the kernel ends them with it."""

@@ -37,7 +37,8 @@ from normlab.batches import DeviceSplit
 from normlab.config import Config, continuation_diff
 from normlab.device import resolve_precision, select_device
 from normlab.envinfo import environment
-from normlab.epoch_process import EpochProcess, build_trainer
+from normlab import epoch_process
+from normlab.epoch_process import EpochProcess, Stopped, build_trainer
 from normlab.errors import ConfigError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.runfolder import RunFolder, RunResult, SessionClock, check_version, load_run
@@ -66,7 +67,7 @@ class Plan:
     workers: int
     threads: int            # torch threads per worker
     precision: str
-    processes: bool = False   # each worker thread trains in a process of its own (CPU, 2+ workers)
+    processes: bool = False   # each worker thread trains in a process (normlab.epoch_process)
 
     @property
     def runs(self) -> int:
@@ -120,9 +121,9 @@ def make_plan(cfg: Config, device: torch.device | None = None, group_size: int |
     if threads is None:
         threads = cores if (cfg.compile or device.type != "cpu") else max(1, cores // n_workers)
     # On a CPU, worker threads of one process train about 5% slower than processes
-    # (benchmarks/bench_train.py's study-threads row): each gets one (normlab.epoch_process).
+    # (benchmarks/bench_train.py's study-threads row): each gets one where it can.
     return Plan(cfg, device, groups, n_workers, threads, resolve_precision(cfg.precision, device),
-                processes=n_workers > 1 and device.type == "cpu")
+                processes=n_workers > 1 and epoch_process.available(device, threads))
 
 
 def start(folder: RunFolder, plan: Plan, data: StudyData, backend: str = "local") -> None:
@@ -239,13 +240,14 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
 
                     try:
                         if processes:
-                            state, finals = processes[i].train_epoch(k, t, on_step)
+                            state, finals = processes[i].train_epoch(k, t, on_step, stop)
                         else:
                             t.train_epoch(on_step)
-                    except _Stop:
+                    except (_Stop, Stopped):
                         return
                     with lock:
                         if processes:   # the driver's copy of the group, as the process left it
+                            # (built under the lock: building seeds the global RNG, fork_rng)
                             t = trainers[k] = build_trainer(plan, data, k, state)
                             for m, (preds, weights) in finals.items():
                                 t.results[m].predictions, t.results[m].state_dict = preds, weights
@@ -285,6 +287,9 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
             bar.close()
         if errors:
             raise errors[0]
+    except BaseException:
+        stop.set()   # worker processes are stopped, not waited for
+        raise
     finally:
         for p in processes:
             p.close(stop=stop.is_set())

