@@ -11,7 +11,8 @@
     on all 60,000 training images and the 10,000 test images, for S epochs: ``normlab-study``
     (the default study, diagnostics included), ``normlab-study-nodiag`` (without; its
     ``diagnostics_cost_pct`` is what they add), ``study-0.1.0`` (normlab 0.1.0's model and
-    recipe through ModelConfig: this release's speed-up in one run), ``study-pool`` (today's
+    recipe through ModelConfig, trained by worker threads as 0.1.0 trained it: this release's
+    speed-up in one run), ``study-pool`` (today's
     widths with the max-pool stem: what the stride-2 stem pays) and ``study-nodecay`` (the
     default study without weight decay or diagnostics: what the decay costs, against
     ``normlab-study-nodiag``) and ``study-threads`` (the default study with its worker threads

@@ -10,7 +10,8 @@ in an order that rotates from round to round (as ``bench_train.py``'s study rows
 
 * ``engine-<commit>``: that commit's ``normlab`` (first on ``PYTHONPATH``) training its own
   default study;
-* ``study-0.1.0``: ``bench_train.py``'s stand-in, today's engine;
+* ``study-0.1.0``: ``bench_train.py``'s stand-in, today's engine with 0.1.0's worker threads
+  (no worker processes: ``Plan.processes`` off);
 * ``normlab-study``: today's default study, diagnostics included.
 
 Each process times ``study.train`` alone (every run of the study, its evaluations included; the
@@ -74,6 +75,9 @@ else:
 device = torch.device("cpu")
 data = load_data(cfg, device)
 plan = study.make_plan(cfg, device)
+if row == "study-0.1.0" and getattr(plan, "processes", False):   # 0.1.0 trained in threads
+    import dataclasses
+    plan = dataclasses.replace(plan, processes=False)
 t_import = time.perf_counter()
 torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)   # its one-time import, unclocked
 import_seconds, warm = time.perf_counter() - t_import, "torch._dynamo" in sys.modules

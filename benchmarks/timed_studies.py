@@ -81,7 +81,7 @@ RELEASE_010 = {"arch": "8-16-16-16-16", "batch_size": 128, "lr": 0.05, "rotate":
 # name -> (0.1.0's study?, diagnostics?, --arch, --weight-decay, worker processes?); None: the
 # default's
 STUDY_ROWS = {
-    "study-0.1.0": (True, False, None, None, None),
+    "study-0.1.0": (True, False, None, None, False),       # 0.1.0's worker threads too
     "study-pool": (False, False, POOL_ARCH, None, None),     # what the stride-2 stem pays
     "study-nodecay": (False, False, None, 0.0, None),        # what the decay costs (vs -nodiag)
     "study-threads": (False, True, None, None, False),       # what the processes pay
