@@ -290,8 +290,9 @@ def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study",
                        "(all runs on a GPU; on a CPU 3 runs per group at batch sizes up to 32, "
                        "else 1)")
         p.add_argument("--workers", type=nonneg_int, default=D(DEFAULTS.workers), metavar="N",
-                       help="threads that train groups of runs side by side, one epoch at a "
-                            "time, at most one per group; 0: auto (CPU: one per core, GPU: 1)")
+                       help="workers that train groups of runs side by side, one epoch at a "
+                            "time, at most one per group, on a CPU under Linux each in a process "
+                            "of its own; 0: auto (CPU: one per core, GPU: 1)")
     p.add_argument("--precision", default=D(DEFAULTS.precision), choices=PRECISIONS,
                    help="arithmetic of the forward pass: fp32, or bf16 autocast (float32 weights "
                         "and optimizer); auto: bf16 on a CUDA GPU of compute capability 8.0 "

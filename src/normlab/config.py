@@ -157,7 +157,7 @@ class Config:
     # How runs share the machine (see normlab.study). Both change results only by floating-point
     # rounding; the resolved values are saved in config.json.
     group_size: int = 0               # runs trained as one network; 0: auto (normlab.study)
-    workers: int = 0                  # threads training groups side by side; 0: auto (CPU: cores, GPU: 1)
+    workers: int = 0                  # workers training groups side by side; 0: auto (CPU: cores, GPU: 1)
     # Speed options that change numbers beyond rounding (documented in README "Speed").
     precision: str = "auto"           # fp32 or bf16 (autocast); auto: see device.resolve_precision
     compile: bool = False             # torch.compile the training network
