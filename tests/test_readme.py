@@ -80,7 +80,11 @@ SECTIONS = {
                  ROOT / "benchmarks" / "results-cpu-engine-control2.jsonl",
                  ROOT / "benchmarks" / "results-cpu-engine-control-xeon1.jsonl",
                  ROOT / "benchmarks" / "results-cpu-engine-control-xeon2.jsonl",
-                 ROOT / "benchmarks" / "results-cpu-engine-control-xeon3.jsonl"],
+                 ROOT / "benchmarks" / "results-cpu-engine-control-xeon3.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-engine-control-xeon4.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-engine-control-xeon5.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-processes.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-processes-repeat.jsonl"],
 }
 
 
