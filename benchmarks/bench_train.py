@@ -55,7 +55,7 @@ from normlab.errors import ConfigError, DataError
 from normlab.model import count_params
 from normlab.study_data import load_data
 from normlab.device import select_device
-from normlab.envinfo import peak_rss_mb
+from normlab.envinfo import cpu_model, peak_rss_mb
 from normlab.store import atomic_write_text
 from normlab.study import train_run
 from normlab.train import build_model
@@ -200,6 +200,7 @@ def record(name: str, info: dict, windows: list[float], ref_epoch_s: float | Non
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "windows": [round(w, 4) for w in windows],
         "threads": info.pop("threads_per_worker", torch.get_num_threads()),
+        "cpu": cpu_model(),   # the same study takes twice as long on some CPUs as on others
     }
     rec.update(info)
     return rec

@@ -92,6 +92,7 @@ t0, c0 = time.perf_counter(), cpu()
 results = study.train(plan, data, progress=False)
 seconds, cpu_seconds = time.perf_counter() - t0, cpu() - c0
 print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "imports_warm": warm,
+                  "worker_processes": getattr(plan, "processes", False),
                   "import_seconds": import_seconds,
                   "arch": cfg.arch, "normlab": study.__file__,
                   "final_test_acc": {f"{r.variant.name}/{r.seed}": r.epochs[-1]["test_acc"]
@@ -132,6 +133,7 @@ def summarize(rounds: list[dict[str, dict]], engine_row: str) -> list[dict]:
                 line[f"round_{prefix}ratios_vs_engine"] = [round(x, 3) for x in ratios]
                 line[f"{prefix}ratio_vs_engine"] = round(statistics.median(ratios), 3)
         line["imports_warm"] = all(r[row]["imports_warm"] for r in rounds)
+        line["worker_processes"] = any(r[row].get("worker_processes") for r in rounds)
         line["import_seconds"] = round(statistics.median(r[row]["import_seconds"] for r in rounds), 2)
         if row == "study-0.1.0":
             line["same_accuracies"] = all(r[row]["final_test_acc"] == r[engine_row]["final_test_acc"]

@@ -3,6 +3,7 @@ and deaths reported, nothing left running."""
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -34,8 +35,10 @@ def _cfg(**overrides) -> Config:
     return Config(**(base | overrides))
 
 
-def _train(cfg: Config, data: StudyData, workers: int) -> list:
+def _train(cfg: Config, data: StudyData, workers: int, processes: bool = True) -> list:
     plan = study.make_plan(cfg, torch.device("cpu"), group_size=1, workers=workers, threads=1)
+    if not processes:   # the worker threads train in this process
+        plan = dataclasses.replace(plan, processes=False)
     return study.train(plan, data, progress=False)
 
 
@@ -74,14 +77,17 @@ def made(monkeypatch) -> list:
 def test_worker_processes_train_what_one_thread_trains(data, made) -> None:
     """Four runs on two workers train in two processes, and every run's rows, diagnostics,
     predictions and final weights are bitwise those of the same study on one worker in this
-    process; when train() returns, no process is left."""
+    process, and on two worker threads of this process; when train() returns, no process is
+    left."""
     cfg = _cfg()
     alone = _train(cfg, data, workers=1)
-    assert made == []                      # one worker: no process
+    threads = _train(cfg, data, workers=2, processes=False)
+    assert made == []                      # one worker, or threads: no process
     two = _train(cfg, data, workers=2)
     assert len(made) == 2
     assert multiprocessing.active_children() == []
     _assert_same(two, alone)
+    _assert_same(two, threads)
 
 
 @pytest.mark.skipif(not LINUX, reason="worker processes are Linux's")
