@@ -8,7 +8,9 @@ session that is stopped, or crashes or is killed after saving epochs, leaves its
 (a killed session's time after its last saved epoch is lost, like the work it did). Where earlier
 sessions saved epochs but left no record (a kill before the first one, a folder from an older
 normlab), ``last_session_only`` (written only then) says that the time is the last session's
-alone, and the report says so.
+alone, and the report says so. ``peak_rss_mb`` is the driver process's peak resident memory;
+worker processes (:mod:`normlab.epoch_process`) share its pages copy-on-write and add their own
+working memory, which it leaves out.
 """
 
 from __future__ import annotations
