@@ -280,3 +280,18 @@ def _state(pid: int) -> str:
             return f.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "Z"
+
+
+@pytest.mark.skipif(not LINUX, reason="worker processes are Linux's")
+def test_the_study_header_says_the_workers_are_processes(synthetic_data, tmp_path) -> None:
+    """`normlab study`'s first line says when its workers train in processes, and not when
+    they are threads (one worker)."""
+    said: list[str] = []
+    for workers in (2, 1):
+        cfg = Config(variants=("gn", "ln"), seeds=1, epochs=1, batch_size=32, device="cpu",
+                     workers=workers, group_size=1, data_dir=str(synthetic_data.folder))
+        study.run_study(cfg, tmp_path / f"w{workers}", progress=False, log=said.append,
+                        report=False)
+    headers = [line for line in said if line.startswith("normlab ")]
+    assert "2 worker(s) (processes) x 1 thread(s)" in headers[0], headers
+    assert "1 worker(s) x" in headers[1] and "processes" not in headers[1], headers

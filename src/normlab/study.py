@@ -414,7 +414,8 @@ def run_study(cfg: Config, out: str | Path | None = None, progress: bool = True,
         if saved is not None:
             check_resumable(folder, plan, saved)
         log(f"normlab {__version__}: device {device}, {len(plan.groups)} group(s) of runs, "
-            f"{plan.workers} worker(s) x {plan.threads} thread(s), out {folder.path}"
+            f"{plan.workers} worker(s){' (processes)' if plan.processes else ''} x "
+            f"{plan.threads} thread(s), out {folder.path}"
             + (" (continuing)" if resume else ""))
         if not resume:
             start(folder, plan, data)
