@@ -63,7 +63,8 @@ class WorkerDied(RuntimeError):
 
 
 class Stopped(Exception):
-    """The driver stopped while its process trained an epoch: the epoch is abandoned."""
+    """The driver stopped (Ctrl-C, an error in another worker) while a worker trained an epoch,
+    in its process or in the worker thread itself: the epoch is abandoned."""
 
 
 class WorkerTraceback(Exception):

@@ -37,8 +37,7 @@ from normlab.batches import DeviceSplit
 from normlab.config import Config, continuation_diff
 from normlab.device import resolve_precision, select_device
 from normlab.envinfo import environment
-from normlab import epoch_process
-from normlab.epoch_process import EpochProcess, Stopped, build_trainer
+from normlab.epoch_process import EpochProcess, Stopped, available, build_trainer
 from normlab.errors import ConfigError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, parse_formats
 from normlab.runfolder import RunFolder, RunResult, SessionClock, check_version, load_run
@@ -123,7 +122,7 @@ def make_plan(cfg: Config, device: torch.device | None = None, group_size: int |
     # On a CPU, worker threads of one process train about 5% slower than processes
     # (benchmarks/bench_train.py's study-threads row): each gets one where it can.
     return Plan(cfg, device, groups, n_workers, threads, resolve_precision(cfg.precision, device),
-                processes=n_workers > 1 and epoch_process.available(device, threads))
+                processes=n_workers > 1 and available(device, threads))
 
 
 def start(folder: RunFolder, plan: Plan, data: StudyData, backend: str = "local") -> None:
@@ -156,10 +155,6 @@ def check_resumable(folder: RunFolder, plan: Plan, saved: dict) -> None:
         raise ConfigError(f"{folder.path} trained its runs in groups of {saved_size}, here they "
                           f"would be groups of {size}; its training state cannot be regrouped, so "
                           "start a new study with --out")
-
-
-class _Stop(Exception):
-    """Raised inside a worker to abandon its epoch (Ctrl-C in the main thread)."""
 
 
 EpochHook = Callable[[int, GroupTrainer], None]
@@ -230,7 +225,7 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
 
                     def on_step(steps: int, loss: float, k=k, base=base) -> None:
                         if stop.is_set():
-                            raise _Stop
+                            raise Stopped   # abandons the epoch (Ctrl-C, an error)
                         with lock:
                             bar.update(base + steps - done_steps[k])
                             done_steps[k] = base + steps
@@ -243,7 +238,7 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
                             state, finals = processes[i].train_epoch(k, t, on_step, stop)
                         else:
                             t.train_epoch(on_step)
-                    except (_Stop, Stopped):
+                    except Stopped:
                         return
                     with lock:
                         if processes:   # the driver's copy of the group, as the process left it
