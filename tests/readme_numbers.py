@@ -96,6 +96,10 @@ QUANTITY = re.compile(
 RATIO = re.compile(r"(?<![\w.,])(\d+(?:\.\d+)?)[x×](?!\w)")
 # Percentages that are the method's settings, not results: 95% CI, the 5% level.
 METHOD_PERCENT = re.compile(r"\d+%\s+(?:CI|confidence|level|intervals?)\b")
+# Goals set before any result, written as such: "the target of at least 99.5%", "a budget of
+# 8,000 parameters". Only these words mark one; "reached 99.5%" is a result like any other.
+GOAL = re.compile(r"\b(?:target|budget)\s+of\s+(?:at\s+(?:least|most)\s+)?"
+                  r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:%|\s+parameters)?")
 
 
 def quantities(text: str) -> list[tuple[str, int, str]]:
@@ -288,6 +292,7 @@ def stray_by_block(text: str, sources: list[Path], extra: frozenset = frozenset(
         scope = cited_results(part, sources) or sources
         for block in split_blocks(part):
             cited = cited_results(block, sources) or scope
+            block = GOAL.sub("", block)
             allowed = set(extra).union(*(allowed_decimals(s) for s in cited))
             stray += stray_decimals(block, allowed) + stray_quantities(block, cited)
     return stray

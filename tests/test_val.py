@@ -291,6 +291,51 @@ def test_bad_option_exits_2_with_one_line_and_writes_nothing(synthetic_data, emp
                     "--out", str(out), "--quiet", *args], fragment, out, empty_cwd, capsys)
 
 
+# The --val cases refused alike by the three commands that train: (arguments, error fragment).
+VAL_REFUSED = {
+    "negative": (["--val", "-1"], "argument --val"),
+    "non-ascii-digit": (["--val", "\u0663"], "argument --val"),
+    "all-images": (["--val", str(N_TRAIN)], f"--val {N_TRAIN} leaves none of the {N_TRAIN}"),
+    "whole-subset": (["--val", "50", "--train-subset", "50"],
+                     "--val 50 leaves none of the 50 images of --train-subset"),
+}
+VAL_COMMANDS = {"train": ["train", "--variant", "gn"],
+                "sweep": ["sweep", "--variants", "gn", "--param", "lr=0.02,0.05"]}
+
+
+@pytest.mark.parametrize("command", list(VAL_COMMANDS))
+@pytest.mark.parametrize("case", list(VAL_REFUSED))
+def test_train_and_sweep_refuse_a_bad_val_in_one_line(synthetic_data, empty_cwd: Path,
+                                                     tmp_path: Path, capsys, command: str,
+                                                     case: str) -> None:
+    """`normlab train` and `normlab sweep` refuse a bad --val as `study` does (negative, not
+    ASCII digits, leaving no training image, or none of --train-subset): exit 2, one line
+    naming it, nothing written."""
+    args, fragment = VAL_REFUSED[case]
+    out = tmp_path / "out"
+    _check_refused([*VAL_COMMANDS[command], "--epochs", "1", "--data-dir",
+                    str(synthetic_data.folder), "--out", str(out), "--quiet", *args],
+                   fragment, out, empty_cwd, capsys)
+
+
+def test_train_with_val_records_the_held_out_accuracy(synthetic_data, tmp_path: Path) -> None:
+    """`normlab train --val N` trains one run on the other images and fills its val_loss and
+    val_acc cells (accuracy in [0, 100]) in every metrics row, and summary.json's final_val_acc
+    is the last row's; config.json records the N held-out images."""
+    out = tmp_path / "run"
+    assert main(["train", "--variant", "gn", "--epochs", "2", "--val", str(VAL), "--data-dir",
+                 str(synthetic_data.folder), "--out", str(out), "--quiet"]) == 0
+    run = RunFolder(out)
+    rows = csv_rows(run.metrics)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    for r in rows:
+        assert float(r["val_loss"]) >= 0 and 0 <= float(r["val_acc"]) <= 100, r
+    s = json.loads(run.summary.read_text())["variants"]["gn"]
+    assert s["final_val_acc"]["values"] == [float(rows[-1]["val_acc"])]
+    resolved = json.loads(run.config.read_text())["resolved"]
+    assert resolved["val_images"] == VAL and resolved["train_images"] == N_TRAIN - VAL
+
+
 @pytest.mark.parametrize("arch", ["²-16", "٨-16", "8-8-8-8-8-8-8-8"])
 def test_arch_the_model_cannot_build_is_one_line(synthetic_data, empty_cwd: Path, tmp_path: Path,
                                                  capsys, arch: str) -> None:

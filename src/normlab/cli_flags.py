@@ -139,6 +139,8 @@ def number(kind: type, minimum: float, inclusive: bool, maximum: float | None = 
 
     def parse(text: str):
         try:
+            if not text.isascii():   # int() and float() read '٣' as 3: refused, as --arch does
+                raise ValueError(text)
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
@@ -260,9 +262,11 @@ def add_training_flags(p: argparse.ArgumentParser, D, folder: str = "study",
     p.add_argument("--eval-batch-size", metavar="N", type=positive_int, default=D(DEFAULTS.eval_batch_size),
                    help="batch size for test evaluation")
     p.add_argument("--val", type=nonneg_int, default=D(DEFAULTS.val), metavar="N",
-                   help="hold out N training images (the same seeded choice for every variant "
-                        "and seed), train on the rest and report val_loss and val_acc per epoch: "
-                        "choose models and recipes on these, not on the test set; 0: train on all")
+                   help="hold out N training images (the first N of one fixed seeded "
+                        "permutation of the training images, after --train-subset: the same for "
+                        "every variant, seed and machine), train on the rest and report val_loss "
+                        "and val_acc per epoch: choose models and recipes on these, not on the "
+                        "test set; 0: train on all")
     p.add_argument("--arch", default=D(DEFAULTS.arch), metavar="W1-W2-...",
                    help="output channels of the model's convs, then global average pooling and "
                         "a linear classifier; the first width says how the 28x28 image is "
