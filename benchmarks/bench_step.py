@@ -22,6 +22,10 @@ show it):
   ones), and only its weight and bias gradients through oneDNN's backward.
 * ``arch=ARCH`` (``--other-arch``): the engine's step of another model, e.g. a candidate
   default, to weigh its cost in time against its accuracy.
+* ``gather-indexing`` / ``gather-index-select``: not a step, but the gather of a training batch
+  of 128 images from the 60,000 of MNIST (``images[idx]``, and ``images.index_select(0, idx)``
+  as the engine gathers it; the same rows, ``first_loss`` is their sum), timed alone, so that
+  its share of the engine's step is measured.
 
 Every alternative runs in its own fresh process (allocator settings are process-wide), one torch
 thread (as each study worker has), and the rounds interleave the alternatives so that a slow
@@ -55,7 +59,8 @@ from normlab.model import Net, memory_format
 from normlab.store import atomic_write_text
 
 ALTERNATIVES = ("engine", "im2col-stem", "contiguous", "channels-last", "hybrid", "no-onednn",
-                "keep-memory", "batch-256", "flip-data")
+                "keep-memory", "batch-256", "flip-data", "gather-indexing", "gather-index-select")
+GATHER_IMAGES = 60_000   # the MNIST training set the gather alternatives draw batches from
 NORMS = ("gn", "ln", "bn")
 
 
@@ -124,11 +129,38 @@ def keep_freed_memory() -> None:
     libc.mallopt(m_trim_threshold, 1 << 30)
 
 
+def time_gather(alternative: str, warmup: int, windows: int, steps: int) -> dict:
+    """ms per batch of 128 images gathered from GATHER_IMAGES by seeded random indices, with
+    indexing or ``index_select`` (see the module docstring); ``first_loss`` is the sum of the
+    first batch, the same for both."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(GATHER_IMAGES, 1, 28, 28, generator=g)     # (N, 1, H, W), as the engine's
+    batches = torch.randperm(GATHER_IMAGES, generator=g)[:128 * (warmup + windows * steps + 1)]
+    gather = ((lambda idx: images[idx]) if alternative == "gather-indexing"
+              else (lambda idx: images.index_select(0, idx)))
+    batches = batches.view(-1, 128)
+    first = gather(batches[0]).sum().item()
+    for i in range(warmup):
+        gather(batches[1 + i])
+    times, i = [], 1 + warmup
+    for _ in range(windows):
+        t = time.perf_counter()
+        for _ in range(steps):
+            gather(batches[i])
+            i += 1
+        times.append((time.perf_counter() - t) / steps * 1e3)
+    return {"ms_per_128": statistics.median(times), "windows_ms": [round(t, 4) for t in times],
+            "first_loss": first}
+
+
 def time_one(alternative: str, norm: str, warmup: int, windows: int, steps: int,
              arch: str = DEFAULT_ARCH) -> dict:
     """ms per 128 images of one training step of the ``arch`` model, in this process (see the
     module docstring)."""
     torch.set_num_threads(1)
+    if alternative.startswith("gather-"):
+        return {"alternative": alternative, "norm": norm, "arch": arch,
+                **time_gather(alternative, warmup, windows, steps)}
     if alternative == "keep-memory":
         keep_freed_memory()
     torch.manual_seed(0)

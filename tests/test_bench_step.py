@@ -72,6 +72,19 @@ def test_alternatives_compute_the_engine_step(bench, alternative: str) -> None:
     assert got["ms_per_128"] > 0 and base["profile_pct"]
 
 
+def test_the_two_gathers_take_the_same_rows(bench) -> None:
+    """gather-indexing and gather-index-select time the gather of the same batches: their first
+    batches sum alike (bit for bit), and each reports a positive time per batch."""
+    threads = torch.get_num_threads()
+    try:
+        a, b = (bench.time_one(alt, "gn", warmup=1, windows=2, steps=3)
+                for alt in ("gather-indexing", "gather-index-select"))
+    finally:
+        torch.set_num_threads(threads)
+    assert a["first_loss"] == b["first_loss"] and a["first_loss"] > 0
+    assert a["ms_per_128"] > 0 and b["ms_per_128"] > 0 and len(a["windows_ms"]) == 2
+
+
 def test_bad_alternative_is_a_one_line_error() -> None:
     """An unknown alternative exits with code 2 and one line naming the valid ones."""
     out = subprocess.run([sys.executable, str(SCRIPT), "--alternatives", "fast"],
