@@ -22,6 +22,9 @@ show it):
   ones), and only its weight and bias gradients through oneDNN's backward.
 * ``arch=ARCH`` (``--other-arch``): the engine's step of another model, e.g. a candidate
   default, to weigh its cost in time against its accuracy.
+* ``sgd-for-loop``: SGD's for-loop implementation (one Python iteration per parameter) instead
+  of its foreach implementation, which the engine uses; each line also records its optimizer
+  step alone (``optimizer_ms``, the median over steps and rounds).
 * ``gather-indexing`` / ``gather-index-select``: not a step, but the gather of a training batch
   of 128 images from the 60,000 of MNIST (``images[idx]``, and ``images.index_select(0, idx)``
   as the engine gathers it; the same rows, ``first_loss`` is their sum), timed alone, so that
@@ -59,7 +62,8 @@ from normlab.model import Net, memory_format
 from normlab.store import atomic_write_text
 
 ALTERNATIVES = ("engine", "im2col-stem", "contiguous", "channels-last", "hybrid", "no-onednn",
-                "keep-memory", "batch-256", "flip-data", "gather-indexing", "gather-index-select")
+                "keep-memory", "batch-256", "flip-data", "sgd-for-loop", "gather-indexing",
+                "gather-index-select")
 GATHER_IMAGES = 60_000   # the MNIST training set the gather alternatives draw batches from
 NORMS = ("gn", "ln", "bn")
 
@@ -186,13 +190,18 @@ def time_one(alternative: str, norm: str, warmup: int, windows: int, steps: int,
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 1, 28, 28, generator=g).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), generator=g)
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    # The engine's optimizer (normlab.train): SGD's foreach implementation
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True,
+                          foreach=alternative != "sgd-for-loop")
+    opt_ms: list[float] = []   # each step's optimizer step alone
 
     def step() -> float:
         loss = F.cross_entropy(net(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        t = time.perf_counter()
         opt.step()
+        opt_ms.append((time.perf_counter() - t) * 1e3)
         return loss.item()
 
     onednn = torch.backends.mkldnn.enabled
@@ -202,6 +211,7 @@ def time_one(alternative: str, norm: str, warmup: int, windows: int, steps: int,
         for _ in range(warmup):
             step()
         times = []
+        del opt_ms[:]
         for _ in range(windows):
             t = time.perf_counter()
             for _ in range(steps):
@@ -211,7 +221,8 @@ def time_one(alternative: str, norm: str, warmup: int, windows: int, steps: int,
         torch.backends.mkldnn.enabled = onednn
     rec = {"alternative": alternative, "norm": norm, "arch": arch,
            "ms_per_128": statistics.median(times),
-           "windows_ms": [round(t, 4) for t in times], "first_loss": first_loss}
+           "windows_ms": [round(t, 4) for t in times], "first_loss": first_loss,
+           "optimizer_ms": statistics.median(opt_ms)}
     if alternative == "engine":   # where its time goes
         rec["profile_pct"] = profile_shares(step, steps)
     return rec
@@ -290,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
                    "ratio_vs_engine": round(base / ms, 3) if base else None,
                    "rounds_ms": [round(m["ms_per_128"], 3) for m in found[(norm, alt)]],
                    "first_loss": found[(norm, alt)][0]["first_loss"],
+                   **({"optimizer_ms": round(statistics.median(
+                       m["optimizer_ms"] for m in found[(norm, alt)]), 4)}
+                      if "optimizer_ms" in found[(norm, alt)][0] else {}),
                    **({"profile_pct": found[(norm, alt)][0]["profile_pct"]}
                       if alt == "engine" else {}),
                    "torch": torch.__version__, "cpu": cpu_model()}

@@ -58,7 +58,7 @@ def test_flip_data_conv_matches_conv2d(bench, gen, fmt, bias: bool) -> None:
 
 
 @pytest.mark.parametrize("alternative", ["im2col-stem", "contiguous", "channels-last", "hybrid",
-                                         "no-onednn", "flip-data"])
+                                         "no-onednn", "flip-data", "sgd-for-loop"])
 def test_alternatives_compute_the_engine_step(bench, alternative: str) -> None:
     """Every value-keeping alternative's first training loss equals the engine's (to rounding),
     and a measurement reports positive times."""
@@ -70,6 +70,7 @@ def test_alternatives_compute_the_engine_step(bench, alternative: str) -> None:
         torch.set_num_threads(threads)
     assert got["first_loss"] == pytest.approx(base["first_loss"], rel=1e-5)
     assert got["ms_per_128"] > 0 and base["profile_pct"]
+    assert 0 < got["optimizer_ms"] < got["ms_per_128"]
 
 
 def test_the_two_gathers_take_the_same_rows(bench) -> None:

@@ -687,3 +687,26 @@ def test_split_stats_do_not_depend_on_the_thread_count(n: int, seeded) -> None:
     finally:
         torch.set_num_threads(threads)
     assert got[0] == got[1] == want
+
+
+def test_the_optimizer_is_sgds_foreach_with_the_for_loops_bits(random_splits) -> None:
+    """The trainer steps with SGD's foreach implementation, and an epoch of it (Nesterov
+    momentum, the one-cycle schedule, L1 and weight decay added to the gradients) leaves the
+    weights and momentum buffers that SGD's for-loop leaves, bit for bit: the committed results,
+    trained with the for-loop, are what the engine trains."""
+    from normlab.train import GroupTrainer
+
+    train, test, mean, std = random_splits(3, n_train=192, n_test=32)
+    cfg = Config(epochs=2, batch_size=32, variants=("gn", "bn+l1"), weight_decay=5e-4,
+                 device="cpu", diagnostics=False)
+    runs = [(v, 0) for v in cfg.parsed_variants()]
+    a = GroupTrainer(cfg, runs, train, test, mean, std)
+    b = GroupTrainer(cfg, runs, train, test, mean, std)
+    assert all(g["foreach"] for g in a.opt.param_groups)
+    b.opt = torch.optim.SGD(b.multi.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                            nesterov=True, foreach=False)
+    a.train_epoch()
+    b.train_epoch()
+    for (name, p), q in zip(a.multi.named_parameters(), b.multi.parameters()):
+        assert torch.equal(p, q), name
+        assert torch.equal(a.opt.state[p]["momentum_buffer"], b.opt.state[q]["momentum_buffer"])
