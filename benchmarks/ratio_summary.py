@@ -15,6 +15,12 @@ B's, both taken against the same ``study-0.1.0`` study (e.g. what the weight dec
     python benchmarks/ratio_summary.py benchmarks/results-cpu.jsonl \\
         benchmarks/results-cpu-rounds-repeat*.jsonl --out benchmarks/ratio-summary.json
 
+With ``--against engine`` it pools runs of ``engine_control.py`` instead, whose rounds record
+each row's ratio to the old commit's own study (``round_ratios_vs_engine``)::
+
+    python benchmarks/ratio_summary.py benchmarks/results-cpu-engine-control-xeon6.jsonl \
+        ... --against engine --rows normlab-study,study-0.1.0 --pairs ''
+
 Only runs of one machine type and code should be pooled; the output names the files it read.
 """
 
@@ -30,24 +36,31 @@ from pathlib import Path
 from normlab.stats import mean_ci
 from normlab.store import print_and_save
 
-ROUNDS_KEY = "round_ratios_vs_0.1.0"
+# --against: the reference of the ratios -> the field of a row's JSON line holding its rounds'
+ROUNDS_KEYS = {"0.1.0": "round_ratios_vs_0.1.0",      # bench_train.py: the stand-in study-0.1.0
+               "engine": "round_ratios_vs_engine"}    # engine_control.py: the old commit itself
+ROUNDS_KEY = ROUNDS_KEYS["0.1.0"]
 
 
-def read_rounds(paths: list[Path], rows: list[str]) -> dict[str, list[list[float]]]:
-    """{row: [the round ratios of each file]} for the ``rows`` named; ValueError with the fix when
-    a file lacks one of them (a run without rounds, or another row name)."""
+def read_rounds(paths: list[Path], rows: list[str], key: str = ROUNDS_KEY
+                ) -> dict[str, list[list[float]]]:
+    """{row: [the round ratios of each file]} for the ``rows`` named, read from the field ``key``;
+    ValueError with the fix when a file lacks one of them (a run without rounds, another row
+    name, or a file of the other script)."""
     out: dict[str, list[list[float]]] = {row: [] for row in rows}
     for path in paths:
         found = {}
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 record = json.loads(line)
-                if record.get("name") in out and ROUNDS_KEY in record:
-                    found[record["name"]] = [float(r) for r in record[ROUNDS_KEY]]
+                if record.get("name") in out and key in record:
+                    found[record["name"]] = [float(r) for r in record[key]]
         for row in rows:
             if row not in found:
-                raise ValueError(f"{path} has no {ROUNDS_KEY} for row {row!r}; give runs of "
-                                 "bench_train.py with --study-rounds, or other --rows")
+                script = "engine_control.py" if key == ROUNDS_KEYS["engine"] else \
+                    "bench_train.py with --study-rounds"
+                raise ValueError(f"{path} has no {key} for row {row!r}; give runs of {script}, "
+                                 "other --rows, or the other --against")
             out[row].append(found[row])
     return out
 
@@ -94,7 +107,12 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("files", nargs="+", type=Path, help="JSON-lines outputs of bench_train.py")
+    ap.add_argument("files", nargs="+", type=Path,
+                    help="JSON-lines outputs of bench_train.py (or of engine_control.py, with "
+                         "--against engine)")
+    ap.add_argument("--against", choices=sorted(ROUNDS_KEYS), default="0.1.0",
+                    help="the ratios' reference: the stand-in study-0.1.0 of bench_train.py, or "
+                         "the old commit's own study of engine_control.py (default: %(default)s)")
     ap.add_argument("--rows", default="normlab-study,normlab-study-nodiag,study-nodecay",
                     help="comma-separated study rows to pool (default: %(default)s)")
     ap.add_argument("--goal", type=float, default=1.3,
@@ -108,12 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in args.rows.split(",") if r]
         pairs = parse_pairs(args.pairs)
         needed = list(dict.fromkeys(rows + [r for pair in pairs for r in pair]))
-        rounds = read_rounds(args.files, needed)
+        rounds = read_rounds(args.files, needed, ROUNDS_KEYS[args.against])
         relative = {f"{a}/{b}": summarize(pair_rounds(rounds, a, b), 1.0) for a, b in pairs}
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    summary = {"files": [p.name for p in args.files],
+    summary = {"files": [p.name for p in args.files], "against": args.against,
                "rows": {row: summarize(rounds[row], args.goal) for row in rows}}
     if relative:
         summary["pairs"] = relative

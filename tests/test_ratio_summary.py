@@ -103,3 +103,29 @@ def test_pairs_of_rows_with_other_rounds_are_a_one_line_error(script, tmp_path, 
     err = capsys.readouterr().err.strip()
     assert ("run 1 timed study-nodecay in 3 rounds and normlab-study-nodiag in 1; pair rows "
             "that every run timed in the same rounds") in err and "\n" not in err
+
+
+def test_against_engine_pools_engine_control_runs(script, tmp_path, capsys) -> None:
+    """With --against engine the rounds are engine_control.py's ratios to the old commit
+    (round_ratios_vs_engine), pooled the same way and recorded as such; a bench_train.py output
+    given with --against engine is a one-line error naming engine_control.py."""
+    runs = [[1.3, 1.2, 1.4], [1.35, 1.5]]
+    paths = []
+    for i, r in enumerate(runs):
+        paths.append(tmp_path / f"control{i}.jsonl")
+        paths[-1].write_text(json.dumps({"name": "engine-2e90c5c", "seconds": 20.0}) + "\n"
+                             + json.dumps({"name": "normlab-study",
+                                           "round_ratios_vs_engine": r}) + "\n")
+    argv = [*map(str, paths), "--against", "engine", "--rows", "normlab-study", "--pairs", ""]
+    assert script.main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    logs = [sum(math.log(x) for x in r) / len(r) for r in runs]
+    assert printed["against"] == "engine"
+    assert printed["rows"]["normlab-study"]["ratio_geomean"] == round(math.exp(sum(logs) / 2), 3)
+    assert printed["rows"]["normlab-study"]["rounds"] == 5
+    _run(tmp_path / "bench.jsonl", {"normlab-study": [1.3, 1.3]})
+    assert script.main([str(tmp_path / "bench.jsonl"), "--against", "engine", "--rows",
+                        "normlab-study", "--pairs", ""]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no round_ratios_vs_engine" in err and "engine_control.py" in err
+    assert "\n" not in err
