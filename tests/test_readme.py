@@ -84,7 +84,13 @@ SECTIONS = {
                  ROOT / "benchmarks" / "results-cpu-engine-control-xeon4.jsonl",
                  ROOT / "benchmarks" / "results-cpu-engine-control-xeon5.jsonl",
                  ROOT / "benchmarks" / "results-cpu-processes.jsonl",
-                 ROOT / "benchmarks" / "results-cpu-processes-repeat.jsonl"],
+                 ROOT / "benchmarks" / "results-cpu-processes-repeat.jsonl",
+                 ROOT / "benchmarks" / "results-step-cpu-foreach.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-engine-control-xeon6.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-engine-control-xeon7.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-engine-control-xeon8.jsonl",
+                 ROOT / "benchmarks" / "ratio-summary-engine-control.json",
+                 ROOT / "benchmarks" / "results-cpu-foreach.jsonl"],
 }
 
 
