@@ -215,14 +215,14 @@ def time_one(alternative: str, norm: str, warmup: int, windows: int, steps: int,
         for _ in range(windows):
             t = time.perf_counter()
             for _ in range(steps):
-                step()
+                last_loss = step()
             times.append((time.perf_counter() - t) / steps * 1e3 * 128 / batch)
     finally:
         torch.backends.mkldnn.enabled = onednn
     rec = {"alternative": alternative, "norm": norm, "arch": arch,
            "ms_per_128": statistics.median(times),
            "windows_ms": [round(t, 4) for t in times], "first_loss": first_loss,
-           "optimizer_ms": statistics.median(opt_ms)}
+           "last_loss": last_loss, "optimizer_ms": statistics.median(opt_ms)}
     if alternative == "engine":   # where its time goes
         rec["profile_pct"] = profile_shares(step, steps)
     return rec

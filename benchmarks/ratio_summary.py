@@ -18,8 +18,8 @@ B's, both taken against the same ``study-0.1.0`` study (e.g. what the weight dec
 With ``--against engine`` it pools runs of ``engine_control.py`` instead, whose rounds record
 each row's ratio to the old commit's own study (``round_ratios_vs_engine``)::
 
-    python benchmarks/ratio_summary.py benchmarks/results-cpu-engine-control-xeon6.jsonl \
-        ... --against engine --rows normlab-study,study-0.1.0 --pairs ''
+    python benchmarks/ratio_summary.py --against engine \\
+        benchmarks/results-cpu-engine-control-xeon6.jsonl ...
 
 Only runs of one machine type and code should be pooled; the output names the files it read.
 """
@@ -40,6 +40,10 @@ from normlab.store import print_and_save
 ROUNDS_KEYS = {"0.1.0": "round_ratios_vs_0.1.0",      # bench_train.py: the stand-in study-0.1.0
                "engine": "round_ratios_vs_engine"}    # engine_control.py: the old commit itself
 ROUNDS_KEY = ROUNDS_KEYS["0.1.0"]
+# per --against: the rows pooled and the pairs compared when --rows and --pairs are not given
+DEFAULT_ROWS = {"0.1.0": "normlab-study,normlab-study-nodiag,study-nodecay",
+                "engine": "normlab-study,study-0.1.0"}
+DEFAULT_PAIRS = {"0.1.0": "study-nodecay/normlab-study-nodiag", "engine": ""}
 
 
 def read_rounds(paths: list[Path], rows: list[str], key: str = ROUNDS_KEY
@@ -113,18 +117,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--against", choices=sorted(ROUNDS_KEYS), default="0.1.0",
                     help="the ratios' reference: the stand-in study-0.1.0 of bench_train.py, or "
                          "the old commit's own study of engine_control.py (default: %(default)s)")
-    ap.add_argument("--rows", default="normlab-study,normlab-study-nodiag,study-nodecay",
-                    help="comma-separated study rows to pool (default: %(default)s)")
+    ap.add_argument("--rows", default=None,
+                    help="comma-separated study rows to pool (default: "
+                         f"{DEFAULT_ROWS['0.1.0']}; with --against engine, "
+                         f"{DEFAULT_ROWS['engine']})")
     ap.add_argument("--goal", type=float, default=1.3,
                     help="count the rounds below this ratio (default: %(default)s)")
-    ap.add_argument("--pairs", default="study-nodecay/normlab-study-nodiag",
+    ap.add_argument("--pairs", default=None,
                     help="comma-separated ROW_A/ROW_B: pool A's speed relative to B's, round by "
-                         "round; rounds below 1 counted ('' for none; default: %(default)s)")
+                         "round; rounds below 1 counted ('' for none; default: "
+                         f"{DEFAULT_PAIRS['0.1.0']}; with --against engine, none)")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here (atomically)")
     args = ap.parse_args(argv)
     try:
-        rows = [r for r in args.rows.split(",") if r]
-        pairs = parse_pairs(args.pairs)
+        rows = [r for r in (args.rows if args.rows is not None
+                            else DEFAULT_ROWS[args.against]).split(",") if r]
+        pairs = parse_pairs(args.pairs if args.pairs is not None else DEFAULT_PAIRS[args.against])
         needed = list(dict.fromkeys(rows + [r for pair in pairs for r in pair]))
         rounds = read_rounds(args.files, needed, ROUNDS_KEYS[args.against])
         relative = {f"{a}/{b}": summarize(pair_rounds(rounds, a, b), 1.0) for a, b in pairs}

@@ -73,6 +73,18 @@ def test_alternatives_compute_the_engine_step(bench, alternative: str) -> None:
     assert 0 < got["optimizer_ms"] < got["ms_per_128"]
 
 
+def test_sgd_for_loop_steps_to_the_engines_bits(bench) -> None:
+    """sgd-for-loop changes only how the optimizer runs: after 40 steps its loss is the
+    engine's bit for bit (the first loss, before any step, cannot tell them apart)."""
+    threads = torch.get_num_threads()
+    try:
+        base, alt = (bench.time_one(a, "gn", warmup=20, windows=2, steps=10)
+                     for a in ("engine", "sgd-for-loop"))
+    finally:
+        torch.set_num_threads(threads)
+    assert alt["last_loss"] == base["last_loss"] != base["first_loss"]
+
+
 def test_the_two_gathers_take_the_same_rows(bench) -> None:
     """gather-indexing and gather-index-select time the gather of the same batches: their first
     batches sum alike (bit for bit), and each reports a positive time per batch."""

@@ -100,6 +100,7 @@ def test_every_norm_is_a_variant(norm: str) -> None:
         ("bn+dropout", "unknown term 'dropout'"),
         ("bn+", "unknown term ''"),
         ("bn+l1=abc", "'abc' is not a number"),
+        ("bn+l1=\u0662e-5", "is not a number"),      # a non-ASCII digit, as the flags refuse it
         ("bn+l2=1e-4x", "is not a number"),
         ("bn+l1=-1e-5", "finite number >= 0"),
         ("gn+l2=-0.1", "finite number >= 0"),

@@ -116,9 +116,12 @@ def test_against_engine_pools_engine_control_runs(script, tmp_path, capsys) -> N
         paths[-1].write_text(json.dumps({"name": "engine-2e90c5c", "seconds": 20.0}) + "\n"
                              + json.dumps({"name": "normlab-study",
                                            "round_ratios_vs_engine": r}) + "\n")
-    argv = [*map(str, paths), "--against", "engine", "--rows", "normlab-study", "--pairs", ""]
-    assert script.main(argv) == 0
+    for path, r in zip(paths, runs):   # and the stand-in's rounds, pooled by default too
+        with path.open("a") as f:
+            f.write(json.dumps({"name": "study-0.1.0", "round_ratios_vs_engine": r}) + "\n")
+    assert script.main([*map(str, paths), "--against", "engine"]) == 0
     printed = json.loads(capsys.readouterr().out)
+    assert sorted(printed["rows"]) == ["normlab-study", "study-0.1.0"] and "pairs" not in printed
     logs = [sum(math.log(x) for x in r) / len(r) for r in runs]
     assert printed["against"] == "engine"
     assert printed["rows"]["normlab-study"]["ratio_geomean"] == round(math.exp(sum(logs) / 2), 3)

@@ -155,6 +155,8 @@ def test_readme_number_check_passes_goals_only_when_written_as_goals() -> None:
     assert stray_by_block(goals, sources) == []
     claims = "reached 99.5% with 8,001 parameters, a target met by 99.57"
     assert sorted(stray_by_block(claims, sources)) == ["8,001 parameters", "99.5"]
+    other_goals = "the target of 99.93% within a budget of 8,001 parameters"
+    assert sorted(stray_by_block(other_goals, sources)) == ["8,001 parameters", "99.93"]
 
 
 def test_readme_blocks_and_citations() -> None:

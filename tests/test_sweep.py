@@ -94,6 +94,8 @@ def test_parse_param_types_and_aliases() -> None:
     ("lr=0.1,,0.2", "an empty value in '0.1,,0.2'"),
     ("lr=0.1,", "an empty value"),
     ("batch_size=8,eight", "'eight' is not a whole number"),
+    ("epochs=\u0663", "is not a whole number"),      # an Arabic-Indic 3, as the flags refuse it
+    ("lr=\u0661e-3", "is not a number"),
     ("lr=fast", "'fast' is not a number"),
     ("lr=nan", "not a finite number"),
     ("dataset=cifar10", "unknown value 'cifar10'"),

@@ -66,6 +66,8 @@ def _parse_value(name: str, text: str) -> Any:
             raise ConfigError(f"--param {name}: unknown value {text!r}; valid: {', '.join(choices)}")
         return text
     try:
+        if not text.isascii():   # float() and int() read '٣' as 3; the flags refuse it
+            raise ValueError(text)
         value = kind(text) if kind is float else int(text)
     except ValueError:
         what = "a whole number" if kind is int else "a number"

@@ -224,9 +224,9 @@ class GroupTrainer:
             net, updates = saved_ema or (self.multi, 0)
             self.ema = WeightAverage(net.to(device, memory_format=self.multi.memory_format),
                                      cfg.ema, updates)
-        # foreach: the for-loop's per-tensor kernels in fewer calls, the same bits, less time
+        # foreach on a CPU: the for-loop's per-tensor kernels in fewer calls, the same bits
         self.opt = torch.optim.SGD(self.multi.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                   nesterov=cfg.momentum > 0, foreach=True)
+                                   nesterov=cfg.momentum > 0, foreach=device.type == "cpu" or None)
         if resume is not None:
             _restore_momentum(resume, self.multi, self.opt, device)
         self.penalties = _Penalties(self.multi, [v for v, _ in runs], device,

@@ -48,6 +48,8 @@ _TERM = re.compile(r"^(l1|l2|ws)(?:=(.*))?$")
 
 def _spec_number(text: str, what: str, spec: str) -> float:
     try:
+        if not text.isascii():   # float() reads '٢' as 2; the flags refuse it
+            raise ValueError(text)
         value = float(text)
     except ValueError:
         raise ConfigError(
