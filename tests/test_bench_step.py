@@ -57,17 +57,22 @@ def test_flip_data_conv_matches_conv2d(bench, gen, fmt, bias: bool) -> None:
         torch.testing.assert_close(alt.bias.grad, ref.bias.grad)
 
 
+def _time(bench, alternatives: tuple[str, ...], **counts) -> list[dict]:
+    """bench.time_one("gn") of each alternative in this process, its torch threads restored
+    (time_one sets one)."""
+    threads = torch.get_num_threads()
+    try:
+        return [bench.time_one(a, "gn", **counts) for a in alternatives]
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("alternative", ["im2col-stem", "contiguous", "channels-last", "hybrid",
                                          "no-onednn", "flip-data", "sgd-for-loop"])
 def test_alternatives_compute_the_engine_step(bench, alternative: str) -> None:
     """Every value-keeping alternative's first training loss equals the engine's (to rounding),
     and a measurement reports positive times."""
-    threads = torch.get_num_threads()
-    try:
-        base = bench.time_one("engine", "gn", warmup=0, windows=1, steps=1)
-        got = bench.time_one(alternative, "gn", warmup=0, windows=1, steps=1)
-    finally:
-        torch.set_num_threads(threads)
+    base, got = _time(bench, ("engine", alternative), warmup=0, windows=1, steps=1)
     assert got["first_loss"] == pytest.approx(base["first_loss"], rel=1e-5)
     assert got["ms_per_128"] > 0 and base["profile_pct"]
     assert 0 < got["optimizer_ms"] < got["ms_per_128"]
@@ -76,24 +81,14 @@ def test_alternatives_compute_the_engine_step(bench, alternative: str) -> None:
 def test_sgd_for_loop_steps_to_the_engines_bits(bench) -> None:
     """sgd-for-loop changes only how the optimizer runs: after 40 steps its loss is the
     engine's bit for bit (the first loss, before any step, cannot tell them apart)."""
-    threads = torch.get_num_threads()
-    try:
-        base, alt = (bench.time_one(a, "gn", warmup=20, windows=2, steps=10)
-                     for a in ("engine", "sgd-for-loop"))
-    finally:
-        torch.set_num_threads(threads)
+    base, alt = _time(bench, ("engine", "sgd-for-loop"), warmup=20, windows=2, steps=10)
     assert alt["last_loss"] == base["last_loss"] != base["first_loss"]
 
 
 def test_the_two_gathers_take_the_same_rows(bench) -> None:
     """gather-indexing and gather-index-select time the gather of the same batches: their first
     batches sum alike (bit for bit), and each reports a positive time per batch."""
-    threads = torch.get_num_threads()
-    try:
-        a, b = (bench.time_one(alt, "gn", warmup=1, windows=2, steps=3)
-                for alt in ("gather-indexing", "gather-index-select"))
-    finally:
-        torch.set_num_threads(threads)
+    a, b = _time(bench, ("gather-indexing", "gather-index-select"), warmup=1, windows=2, steps=3)
     assert a["first_loss"] == b["first_loss"] and a["first_loss"] > 0
     assert a["ms_per_128"] > 0 and b["ms_per_128"] > 0 and len(a["windows_ms"]) == 2
 

@@ -89,7 +89,9 @@ SECTIONS = {
                  ROOT / "benchmarks" / "results-cpu-engine-control-xeon6.jsonl",
                  ROOT / "benchmarks" / "results-cpu-engine-control-xeon7.jsonl",
                  ROOT / "benchmarks" / "results-cpu-engine-control-xeon8.jsonl",
+                 ROOT / "benchmarks" / "results-cpu-engine-control-xeon9.jsonl",
                  ROOT / "benchmarks" / "ratio-summary-engine-control.json",
+                 ROOT / "benchmarks" / "ratio-summary-engine-control-xeon4-9.json",
                  ROOT / "benchmarks" / "results-cpu-foreach.jsonl"],
 }
 
