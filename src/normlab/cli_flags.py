@@ -11,7 +11,7 @@ from normlab.config import (DATASET_NAMES, MAX_EPOCHS, MAX_ROTATE, MAX_SEED, MAX
                             PRECISIONS, Config)
 from normlab.errors import ConfigError
 from normlab.figure_formats import DEFAULT_FIGURE_FORMATS, FIGURE_FORMATS, parse_formats
-from normlab.variants import DEFAULT_L1, DEFAULT_L2
+from normlab.variants import DEFAULT_L1, DEFAULT_L2, parse_number
 
 DEFAULTS = Config()  # the defaults shown in --help come from the config itself
 
@@ -139,9 +139,7 @@ def number(kind: type, minimum: float, inclusive: bool, maximum: float | None = 
 
     def parse(text: str):
         try:
-            if not text.isascii():   # int() and float() read '٣' as 3: refused, as --arch does
-                raise ValueError(text)
-            v = kind(text)
+            v = parse_number(text, kind)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
         ok = v >= minimum if inclusive else v > minimum

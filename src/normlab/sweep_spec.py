@@ -15,7 +15,7 @@ from typing import Any
 
 from normlab.config import DATASET_NAMES, PRECISIONS, Config, parse_arch
 from normlab.errors import ConfigError
-from normlab.variants import variant_specs
+from normlab.variants import parse_number, variant_specs
 
 # Settings that can be swept, with the Config field each one sets.
 ALIASES = {"l1": "l1_default", "l2": "l2_default"}
@@ -66,9 +66,7 @@ def _parse_value(name: str, text: str) -> Any:
             raise ConfigError(f"--param {name}: unknown value {text!r}; valid: {', '.join(choices)}")
         return text
     try:
-        if not text.isascii():   # float() and int() read '٣' as 3; the flags refuse it
-            raise ValueError(text)
-        value = kind(text) if kind is float else int(text)
+        value = parse_number(text, float if kind is float else int)
     except ValueError:
         what = "a whole number" if kind is int else "a number"
         raise ConfigError(f"--param {name}: {text!r} is not {what}; write e.g. "

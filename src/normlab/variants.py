@@ -46,11 +46,18 @@ class Variant:
 _TERM = re.compile(r"^(l1|l2|ws)(?:=(.*))?$")
 
 
+def parse_number(text: str, kind: type = float):
+    """``kind(text)`` (int or float) of ASCII text only: the one reader of numbers a user writes
+    (flags, --param values, variant lambdas). ValueError otherwise: int() and float() also read
+    other scripts' digits ('٣' as 3), which --arch and every number refuse alike."""
+    if not text.isascii():
+        raise ValueError(f"not ASCII: {text!r}")
+    return kind(text)
+
+
 def _spec_number(text: str, what: str, spec: str) -> float:
     try:
-        if not text.isascii():   # float() reads '٢' as 2; the flags refuse it
-            raise ValueError(text)
-        value = float(text)
+        value = parse_number(text)
     except ValueError:
         raise ConfigError(
             f"variant {spec!r}: {what} value {text!r} is not a number; write e.g. {what}=1e-4"
