@@ -127,7 +127,7 @@ class EpochProcess:
 
     def _send(self, msg) -> None:
         try:
-            self._conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+            _send_message(self._conn, msg)
         except OSError:   # the pipe broke: the process ended
             self._died()
 
@@ -138,7 +138,7 @@ class EpochProcess:
                     raise Stopped
                 if not self._proc.is_alive():
                     raise EOFError
-            return pickle.loads(self._conn.recv_bytes())
+            return _receive_message(self._conn)
         except (EOFError, OSError):   # the pipe closed: the process ended
             self._died()
 
@@ -152,12 +152,22 @@ class EpochProcess:
         """End the process: let it finish (``stop``: at once, abandoning an epoch in flight)."""
         if self._proc.is_alive() and not stop:
             with contextlib.suppress(OSError):
-                self._conn.send_bytes(pickle.dumps(None))
+                _send_message(self._conn, None)
             self._proc.join(timeout=10)
         if self._proc.is_alive():
             self._proc.terminate()
             self._proc.join()
         self._conn.close()
+
+
+def _send_message(conn, msg) -> None:
+    """One message, either way: plain pickled bytes (no tensor through shared memory)."""
+    conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _receive_message(conn):
+    """The next message :func:`_send_message` sent."""
+    return pickle.loads(conn.recv_bytes())
 
 
 @contextlib.contextmanager
@@ -180,12 +190,9 @@ def _serve(conn, plan, data, driver: int) -> None:
     torch.set_num_threads(plan.threads)
     held: dict[int, GroupTrainer] = {}
 
-    def send(msg) -> None:
-        conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
-
     while True:
         try:
-            msg = pickle.loads(conn.recv_bytes())
+            msg = _receive_message(conn)
         except (EOFError, OSError):   # the driver is gone
             return
         if msg is None:
@@ -198,15 +205,15 @@ def _serve(conn, plan, data, driver: int) -> None:
                     raise RuntimeError(f"group {k} was to continue from epoch {epoch} in a worker "
                                        "process that does not hold it")
                 t = build_trainer(plan, data, k, state)
-            t.train_epoch(lambda steps, loss: send(("step", steps, loss)))
+            t.train_epoch(lambda steps, loss: _send_message(conn, ("step", steps, loss)))
             finals = {i: (r.predictions, r.state_dict) for i, r in enumerate(t.results)
                       if r.predictions is not None and r.state_dict is not None}
             if not t.done:   # a finished group never comes back
                 held[k] = t
-            send(("done", t.state(), finals))
+            _send_message(conn, ("done", t.state(), finals))
         except BaseException as e:  # noqa: BLE001 - handed to the driver
             try:
-                send(("error", picklable_error(e), "".join(traceback.format_exception(e))))
+                _send_message(conn, ("error", picklable_error(e), "".join(traceback.format_exception(e))))
             except OSError:   # the driver is gone (its pipe broke)
                 return
 
