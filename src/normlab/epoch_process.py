@@ -213,7 +213,8 @@ def _serve(conn, plan, data, driver: int) -> None:
             _send_message(conn, ("done", t.state(), finals))
         except BaseException as e:  # noqa: BLE001 - handed to the driver
             try:
-                _send_message(conn, ("error", picklable_error(e), "".join(traceback.format_exception(e))))
+                text = "".join(traceback.format_exception(e))
+                _send_message(conn, ("error", picklable_error(e), text))
             except OSError:   # the driver is gone (its pipe broke)
                 return
 
