@@ -192,15 +192,16 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
                    unit="batch", disable=not progress,
                    desc=f"{plan.runs} run{'' if plan.runs == 1 else 's'}", dynamic_ncols=True)
 
-        def save(k: int | None) -> None:
-            """After an epoch of group k (None: at the start): its state, finished runs, tables."""
+        def save(k: int | None, state: dict | None = None) -> None:
+            """After an epoch of group k (None: at the start): its state (``state``: as a worker
+            process sent it, else the trainer's), finished runs, tables."""
             if folder is None:
                 for t in trainers:
                     if t.done:
                         t.final_outputs()
                 return
             if k is not None:
-                folder.write_group_state(k, trainers[k].state())
+                folder.write_group_state(k, state or trainers[k].state())
             for j, t in enumerate(trainers):
                 if t.done and (j == k or k is None):
                     t.final_outputs()
@@ -233,6 +234,7 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
                             bar.set_postfix(**({"run": labels[k]} if len(trainers) > 1 else {}),
                                             loss=f"{loss:.4f}", refresh=False)
 
+                    state = None   # the group's training state, where a process sent it
                     try:
                         if processes:
                             state, finals = processes[i].train_epoch(k, t, on_step, stop)
@@ -246,7 +248,7 @@ def train(plan: Plan, data: StudyData, folder: RunFolder | None = None, resume: 
                             t = trainers[k] = build_trainer(plan, data, k, state)
                             for m, (preds, weights) in finals.items():
                                 t.results[m].predictions, t.results[m].state_dict = preds, weights
-                        save(k)
+                        save(k, state)
                         if on_epoch is not None:
                             on_epoch(k, t)
                         busy.discard(k)
